@@ -1,0 +1,49 @@
+# parcomp: the two commands.
+#   make demo   set up .venv and run the demo job on 2 ranks
+#   make test   set up .venv and run lint + the whole test suite (MPI tests on 1, 2, 3, 4 ranks)
+# Everything runs with the venv's own mpiexec (through `parcomp run`), never the first on PATH.
+
+PYTHON3 ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PARCOMP := $(VENV)/bin/parcomp
+STAMP   := $(VENV)/.parcomp-installed
+EXTRAS  ?= mpich,jobs,test
+# Seconds before a whole MPI test run is killed (pytest-timeout also limits each test).
+MPI_TEST_TIMEOUT ?= 900
+RANKS   ?= 1 2 3 4
+
+.PHONY: demo test lint unit mpi-tests bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PARCOMP) run -n 2 --timeout 120 jobs/pi.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit tests/system
+
+mpi-tests: $(STAMP)
+	@for n in $(RANKS); do \
+	  echo "== MPI tests on $$n rank(s)"; \
+	  $(PARCOMP) run -n $$n --timeout $(MPI_TEST_TIMEOUT) -m pytest -q --with-mpi tests/mpi || exit 1; \
+	done
+
+test: lint unit mpi-tests
+
+bench: $(STAMP)
+	$(PY) bench/startup.py
+	$(PY) bench/failfast.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

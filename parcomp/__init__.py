@@ -1,0 +1,97 @@
+"""parcomp: an MPI parallel compute toolkit for scientific Python.
+
+Write a kernel once as a Numba function; parcomp decomposes the data over MPI ranks,
+exchanges halos, reduces with MPI collectives and checkpoints to HDF5.
+
+Importing parcomp never talks to MPI (no collective at import: importing on a subset of
+ranks, or in a notebook, cannot hang).  It installs the fail-fast exception hook
+(:func:`parcomp.comm.install_excepthook`) unless ``PARCOMP_FAILFAST=0``.  Modules that pull
+in heavy dependencies (numba) are imported on first use of their names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from parcomp import errors
+from parcomp.comm import _failfast_enabled as _failfast_enabled
+from parcomp.comm import (
+    agree,
+    configure_logging,
+    default_comm,
+    get_logger,
+    install_excepthook,
+    raise_if_any,
+    rank,
+    resolve_comm,
+    size,
+    uninstall_excepthook,
+)
+from parcomp.errors import (
+    CheckpointError,
+    CheckpointSchemaError,
+    CollectiveError,
+    ConfigError,
+    DTypeError,
+    KernelSignatureError,
+    LaunchError,
+    MPIExecNotFoundError,
+    ParcompError,
+    RankCountError,
+    ShapeError,
+)
+from parcomp.testing import parallel_assert
+
+__version__ = "0.1.0"
+
+# Names whose modules are imported on first access (explicit table, no star imports).
+_LAZY: dict[str, tuple[str, str]] = {
+    "jit": ("parcomp.jit", "jit"),
+}
+
+__all__ = [
+    "__version__",
+    "errors",
+    "agree",
+    "configure_logging",
+    "default_comm",
+    "get_logger",
+    "install_excepthook",
+    "raise_if_any",
+    "rank",
+    "resolve_comm",
+    "size",
+    "uninstall_excepthook",
+    "parallel_assert",
+    "ParcompError",
+    "ConfigError",
+    "ShapeError",
+    "DTypeError",
+    "KernelSignatureError",
+    "RankCountError",
+    "CollectiveError",
+    "LaunchError",
+    "MPIExecNotFoundError",
+    "CheckpointError",
+    "CheckpointSchemaError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'parcomp' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if _failfast_enabled():
+    install_excepthook()

@@ -1,0 +1,198 @@
+"""Command-line interface: ``parcomp info``, ``parcomp run``; also ``python -m parcomp``.
+
+Local (``info`` starts MPI as a singleton to ask the library its version; ``run`` starts
+``mpiexec``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+from collections.abc import Sequence
+
+from parcomp.errors import ParcompError
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _version(module: str) -> str:
+    try:
+        return str(importlib.import_module(module).__version__)
+    except Exception as exc:  # noqa: BLE001 - report, don't fail
+        return f"not available ({type(exc).__name__}: {exc})"
+
+
+def info_lines() -> tuple[list[str], list[str]]:
+    """Lines of ``parcomp info`` and warnings about the setup."""
+    import parcomp
+    from parcomp.jit import cache_dir
+    from parcomp.launch.mpiexec import (
+        find_mpiexec,
+        loaded_mpi_identity,
+        mpiexec_identity,
+        mpiexec_mismatch,
+    )
+
+    lines = [
+        f"python:        {platform.python_version()} ({sys.executable})",
+        f"parcomp:       {parcomp.__version__}",
+        f"numpy:         {_version('numpy')}",
+        f"mpi4py:        {_version('mpi4py')}",
+        f"numba:         {_version('numba')}",
+        f"h5py:          {_version('h5py')}",
+    ]
+    warnings = []
+    library = loaded_mpi_identity()
+    from mpi4py import MPI
+
+    first = MPI.Get_library_version().strip().splitlines()[0]
+    lines.append(f"MPI library:   {library.describe()}  [{first.strip()}]")
+    lines.append(f"MPI standard:  {'.'.join(map(str, MPI.Get_version()))}")
+    try:
+        import h5py
+
+        lines.append(
+            f"parallel HDF5: {'yes (h5py built with MPI)' if h5py.get_config().mpi else 'no (serial h5py)'}"
+        )
+    except Exception as exc:  # noqa: BLE001
+        lines.append(f"parallel HDF5: unknown ({exc})")
+    lines.append(f"numba cache:   {cache_dir()}")
+    try:
+        launcher = find_mpiexec()
+        ident = mpiexec_identity(launcher)
+        lines.append(f"mpiexec:       {launcher}  [{ident.describe()}]")
+        warnings += mpiexec_mismatch(ident, library)
+    except ParcompError as exc:
+        lines.append("mpiexec:       none found")
+        warnings.append(str(exc))
+    return lines, warnings
+
+
+def _cmd_info(_args: argparse.Namespace) -> int:
+    lines, warnings = info_lines()
+    print("\n".join(lines))
+    for warning in warnings:
+        print(f"WARNING: {warning}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from parcomp.launch.run import run_job
+
+    if args.module is None and args.script is None:
+        raise ParcompError("parcomp run needs a script (or -m MODULE) to run")
+    if args.module is not None:
+        target, rest = args.module, args.args
+    else:
+        target, rest = args.script, args.args
+    return run_job(args.n, target, rest, module=args.module is not None, timeout=args.timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``parcomp`` argument parser."""
+    from parcomp import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="parcomp",
+        description="parcomp: run Numba kernels across MPI ranks, with checkpoint/restart.",
+    )
+    parser.add_argument("--version", action="version", version=f"parcomp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    info = sub.add_parser("info", help="show versions, the MPI library and which mpiexec is used")
+    info.set_defaults(func=_cmd_info)
+
+    run = sub.add_parser(
+        "run",
+        help="run a script on N MPI ranks (fail-fast: an error on any rank ends the job)",
+        description="Run SCRIPT on N ranks with the mpiexec that belongs to mpi4py's MPI. "
+        "An unhandled exception on any rank ends the whole job with that rank's traceback.",
+    )
+    run.add_argument("-n", "--np", dest="n", type=_positive_int, default=1, help="number of ranks")
+    run.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=None,
+        help="seconds after which the whole job is killed (exit status 124)",
+    )
+    run.add_argument(
+        "-m",
+        dest="module",
+        default=None,
+        metavar="MODULE",
+        help="run a module, like python -m MODULE",
+    )
+    run.add_argument("script", nargs="?", default=None, help="the Python script to run")
+    run.add_argument("args", nargs="*", help="arguments for the script (or module)")
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+_RUN_OPTIONS_WITH_VALUE = ("-n", "--np", "--timeout")
+
+
+def _split_run(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``run`` arguments into parcomp's own and the program's (after SCRIPT or -m MOD).
+
+    argparse cannot stop at the script on its own: ``parcomp run -m pytest -q -x`` must hand
+    ``-q -x`` to pytest.
+    """
+    own: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            return own, argv[i + 1 :]
+        if token == "-m":
+            return own + argv[i : i + 2], argv[i + 2 :]
+        if token in _RUN_OPTIONS_WITH_VALUE:
+            own += argv[i : i + 2]
+            i += 2
+            continue
+        if token.startswith("-"):
+            own.append(token)
+            i += 1
+            continue
+        return own + [token], argv[i + 1 :]
+    return own, []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``parcomp`` console script."""
+    parser = build_parser()
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    program_args: list[str] = []
+    if tokens and tokens[0] == "run":
+        own, program_args = _split_run(tokens[1:])
+        tokens = ["run", *own]
+    args = parser.parse_args(tokens)
+    if args.command == "run":
+        args.args = program_args
+    try:
+        return int(args.func(args))
+    except ParcompError as exc:
+        print(f"parcomp {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,366 @@
+"""The default communicator, rank/size, fail-fast exception handling and rank-tagged logging.
+
+COMMUNICATES (``default_comm`` duplicates COMM_WORLD on first use; ``raise_if_any`` and
+``agree`` are collectives).  Nothing here talks to MPI at import time: importing parcomp on a
+subset of ranks, or in a notebook, never blocks.
+
+* :func:`default_comm` is a lazily created ``Dup`` of ``COMM_WORLD``, so parcomp's own
+  messages never match user messages sent on ``COMM_WORLD``.
+* :func:`rank` / :func:`size` work under ``mpiexec`` and in a plain ``python`` process
+  (MPI then starts as a singleton of size 1).
+* :func:`install_excepthook` (done on ``import parcomp`` unless ``PARCOMP_FAILFAST=0``)
+  makes an unhandled exception on any rank print that rank's traceback, tagged
+  ``[rank r/size]``, and ``MPI_Abort`` the whole job instead of leaving the others hanging.
+* :func:`get_logger` returns loggers under ``parcomp`` tagged ``[rank r/size]``; rank 0 logs
+  at INFO and the other ranks at WARNING unless ``PARCOMP_LOG_LEVEL`` /
+  ``PARCOMP_LOG_LEVEL_OTHERS`` or :func:`configure_logging` say otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from parcomp.errors import CollectiveError, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mpi4py import MPI
+
+__all__ = [
+    "default_comm",
+    "resolve_comm",
+    "rank",
+    "size",
+    "world_rank_size",
+    "agree",
+    "raise_if_any",
+    "abort",
+    "install_excepthook",
+    "uninstall_excepthook",
+    "get_logger",
+    "configure_logging",
+]
+
+_default_comm: MPI.Comm | None = None
+
+# Environment variables set by launchers, used only before MPI is initialised.
+_RANK_VARS = (
+    "PMI_RANK",
+    "OMPI_COMM_WORLD_RANK",
+    "PMIX_RANK",
+    "MV2_COMM_WORLD_RANK",
+    "SLURM_PROCID",
+)
+_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS")
+
+
+def _mpi() -> Any:
+    """Import ``mpi4py.MPI`` (this initialises MPI, as a singleton outside ``mpiexec``)."""
+    from mpi4py import MPI
+
+    return MPI
+
+
+def default_comm() -> MPI.Comm:
+    """Return parcomp's default communicator, a ``Dup`` of ``COMM_WORLD``.
+
+    Returns
+    -------
+    mpi4py.MPI.Intracomm
+        The same object on every call.
+
+    Notes
+    -----
+    The first call is collective over ``COMM_WORLD`` (it calls ``MPI_Comm_dup``); parcomp's
+    collective functions make that call on all ranks for you.
+    """
+    global _default_comm
+    if _default_comm is None:
+        MPI = _mpi()
+        comm = MPI.COMM_WORLD.Dup()
+        comm.Set_name("parcomp")
+        _default_comm = comm
+    return _default_comm
+
+
+def resolve_comm(comm: MPI.Comm | None) -> MPI.Comm:
+    """Return ``comm``, or :func:`default_comm` when it is ``None``."""
+    return default_comm() if comm is None else comm
+
+
+def rank(comm: MPI.Comm | None = None) -> int:
+    """Rank of this process in ``comm`` (default: parcomp's default communicator)."""
+    return int(resolve_comm(comm).Get_rank())
+
+
+def size(comm: MPI.Comm | None = None) -> int:
+    """Number of ranks in ``comm`` (default: parcomp's default communicator)."""
+    return int(resolve_comm(comm).Get_size())
+
+
+def _env_int(names: tuple[str, ...]) -> int | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value is not None and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def world_rank_size() -> tuple[int, int]:
+    """Rank and size in ``COMM_WORLD`` without initialising MPI.
+
+    Uses ``COMM_WORLD`` when MPI is already initialised, otherwise the launcher's
+    environment (``PMI_RANK``, ``OMPI_COMM_WORLD_RANK``, ``SLURM_PROCID`` ...), otherwise
+    ``(0, 1)``.  Local; never communicates.
+    """
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized():
+        return int(MPI.COMM_WORLD.Get_rank()), int(MPI.COMM_WORLD.Get_size())
+    r = _env_int(_RANK_VARS)
+    n = _env_int(_SIZE_VARS)
+    if r is None or n is None or n < 1:
+        return 0, 1
+    return r, n
+
+
+# --------------------------------------------------------------------------- collective checks
+def agree(ok: bool, comm: MPI.Comm | None = None) -> bool:
+    """Return True on every rank iff ``ok`` is true on every rank.
+
+    Notes
+    -----
+    Collective over `comm`: call on all ranks.
+    """
+    MPI = _mpi()
+    return bool(resolve_comm(comm).allreduce(bool(ok), op=MPI.LAND))
+
+
+def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> None:
+    """Raise on every rank if ``error`` is not ``None`` on any rank.
+
+    A rank-local check computes an exception (or ``None``); this agrees on the outcome so
+    that no rank goes on into a collective that a failing rank has left.
+
+    Parameters
+    ----------
+    error : BaseException or None
+        This rank's problem, if any.
+    comm : mpi4py.MPI.Comm, optional
+        Communicator to agree over (default: parcomp's default communicator).
+
+    Raises
+    ------
+    Exception
+        On the failing ranks, ``error`` itself.  On the others, an exception of the same
+        type as the first failing rank's when it can be built from a message, else a
+        :class:`~parcomp.errors.CollectiveError`; its message names the failing ranks and
+        their messages.
+
+    Notes
+    -----
+    Collective over `comm`: call on all ranks.  Only type names and messages travel, as
+    strings; nothing is pickled beyond that.
+    """
+    comm = resolve_comm(comm)
+    mine = None if error is None else (type(error).__name__, str(error))
+    everyone = comm.allgather(mine)
+    failed = [(r, item) for r, item in enumerate(everyone) if item is not None]
+    if not failed:
+        return
+    if error is not None:
+        raise error
+    type_name = failed[0][1][0]
+    text = "; ".join(f"rank {r}: {name}: {msg}" for r, (name, msg) in failed)
+    message = f"failed on rank(s) {[r for r, _ in failed]} of {comm.Get_size()}: {text}"
+    exc_type = _find_error_type(type_name)
+    if exc_type is not None:
+        try:
+            exc = exc_type(message)
+        except Exception:  # noqa: BLE001 - an exotic constructor; fall back below
+            exc = None
+        if exc is not None:
+            exc.failed_ranks = tuple(r for r, _ in failed)  # type: ignore[attr-defined]
+            raise exc
+    raise CollectiveError(message, tuple(r for r, _ in failed))
+
+
+def _find_error_type(name: str) -> type[BaseException] | None:
+    import builtins
+
+    from parcomp import errors
+
+    candidate = getattr(errors, name, None) or getattr(builtins, name, None)
+    if isinstance(candidate, type) and issubclass(candidate, Exception):
+        return candidate
+    return None
+
+
+# --------------------------------------------------------------------------- fail fast
+_previous_hook: Any = None
+
+
+def _tag() -> str:
+    r, n = world_rank_size()
+    return f"[rank {r}/{n}]"
+
+
+def _failfast_excepthook(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """Print the traceback tagged with the rank, then abort the whole MPI job."""
+    r, n = world_rank_size()
+    tag = f"[rank {r}/{n}] "
+    try:
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        sys.stderr.write("".join(tag + line for line in text.splitlines(keepends=True)))
+        if n > 1:
+            sys.stderr.write(f"{tag}parcomp: unhandled exception, aborting all {n} ranks\n")
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001 - never let printing stop the abort
+        pass
+    abort(1)
+
+
+def abort(code: int = 1) -> None:
+    """Abort the whole MPI job with ``code`` if MPI is running with more than one rank.
+
+    Returns normally (so the caller exits with its own status) when MPI is not initialised
+    or the job has a single rank.
+    """
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is None or not MPI.Is_initialized() or MPI.Is_finalized():
+        return
+    if MPI.COMM_WORLD.Get_size() > 1:
+        MPI.COMM_WORLD.Abort(code)
+
+
+def install_excepthook() -> None:
+    """Make an unhandled exception abort the whole MPI job with a rank-tagged traceback.
+
+    Called by ``import parcomp`` unless the environment sets ``PARCOMP_FAILFAST=0``.  A hook
+    already installed by someone else (IPython, a debugger) is left in place.
+    """
+    global _previous_hook
+    if sys.excepthook is _failfast_excepthook:
+        return
+    if sys.excepthook is not sys.__excepthook__:
+        return
+    _previous_hook = sys.excepthook
+    sys.excepthook = _failfast_excepthook
+
+
+def uninstall_excepthook() -> None:
+    """Restore the exception hook that :func:`install_excepthook` replaced."""
+    global _previous_hook
+    if sys.excepthook is _failfast_excepthook:
+        sys.excepthook = _previous_hook or sys.__excepthook__
+        _previous_hook = None
+
+
+def _failfast_enabled() -> bool:
+    value = os.environ.get("PARCOMP_FAILFAST", "1").strip().lower()
+    if value in ("1", "true", "yes", "on", ""):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(
+        f"PARCOMP_FAILFAST={value!r}: expected one of 1/0, true/false, yes/no, on/off"
+    )
+
+
+# --------------------------------------------------------------------------- logging
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_handler: logging.Handler | None = None
+
+
+class _RankFilter(logging.Filter):
+    """Adds ``record.rank_tag`` (``[rank r/size]``) at emit time, so it is right after MPI starts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.rank_tag = _tag()
+        return True
+
+
+def _parse_level(value: str | int | None, default: int, source: str) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, int):
+        return value
+    name = value.strip().upper()
+    if name.isdigit():
+        return int(name)
+    if name not in _LEVELS:
+        raise ConfigError(f"{source}={value!r}: expected one of {', '.join(_LEVELS)}")
+    return int(getattr(logging, name))
+
+
+def configure_logging(
+    level: str | int | None = None,
+    other_ranks_level: str | int | None = None,
+    stream: Any = None,
+) -> logging.Logger:
+    """Configure the ``parcomp`` logger: rank-tagged, rank 0 at ``level``, others quieter.
+
+    Parameters
+    ----------
+    level : str or int, optional
+        Level on rank 0 (default: ``$PARCOMP_LOG_LEVEL`` or INFO).
+    other_ranks_level : str or int, optional
+        Level on the other ranks (default: ``$PARCOMP_LOG_LEVEL_OTHERS`` or WARNING).
+    stream : file-like, optional
+        Where to write (default: ``sys.stderr``).
+
+    Returns
+    -------
+    logging.Logger
+        The ``parcomp`` logger.
+
+    Notes
+    -----
+    Local; the rank comes from :func:`world_rank_size` and never initialises MPI.
+    """
+    global _handler
+    logger = logging.getLogger("parcomp")
+    rank0 = _parse_level(
+        level if level is not None else os.environ.get("PARCOMP_LOG_LEVEL"),
+        logging.INFO,
+        "PARCOMP_LOG_LEVEL",
+    )
+    others = _parse_level(
+        other_ranks_level
+        if other_ranks_level is not None
+        else os.environ.get("PARCOMP_LOG_LEVEL_OTHERS"),
+        logging.WARNING,
+        "PARCOMP_LOG_LEVEL_OTHERS",
+    )
+    r, _ = world_rank_size()
+    logger.setLevel(rank0 if r == 0 else others)
+    if _handler is not None:
+        logger.removeHandler(_handler)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(logging.Formatter("%(rank_tag)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_RankFilter())
+    logger.addHandler(handler)
+    logger.propagate = False
+    _handler = handler
+    return logger
+
+
+def get_logger(name: str = "parcomp") -> logging.Logger:
+    """Return a logger under ``parcomp``, configuring the rank-tagged handler on first use.
+
+    Parameters
+    ----------
+    name : str
+        ``"parcomp"`` or a dotted child such as ``"parcomp.heat2d"``; other names are
+        placed under ``parcomp.``.
+    """
+    if _handler is None:
+        configure_logging()
+    if name != "parcomp" and not name.startswith("parcomp."):
+        name = "parcomp." + name
+    return logging.getLogger(name)

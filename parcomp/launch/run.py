@@ -1,0 +1,144 @@
+"""``parcomp run``: launch a script on N ranks with fail-fast behaviour and a timeout.
+
+Local to the launching process (it starts ``mpiexec``; it does not communicate).
+
+Each rank runs ``python -m parcomp.launch.runner``, which imports parcomp (installing the
+fail-fast exception hook), checks that the world size is the one asked for, and runs the
+script as ``__main__``.  The launcher's own ``timeout`` works for any MPI vendor: on expiry
+the whole process group of ``mpiexec`` is terminated, then killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from parcomp.errors import ConfigError, LaunchError
+from parcomp.launch.mpiexec import find_mpiexec, mpiexec_argv, mpiexec_identity
+
+__all__ = ["run_job", "TIMEOUT_STATUS"]
+
+#: Exit status of :func:`run_job` when the job exceeded its timeout (as coreutils ``timeout``).
+TIMEOUT_STATUS = 124
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def run_job(
+    nprocs: int,
+    target: str,
+    args: list[str] | tuple[str, ...] = (),
+    *,
+    module: bool = False,
+    timeout: float | None = None,
+    mpiexec: Path | None = None,
+    env: dict[str, str] | None = None,
+    kill_grace: float = 5.0,
+) -> int:
+    """Run ``target`` on ``nprocs`` ranks and return the job's exit status.
+
+    Parameters
+    ----------
+    nprocs : int
+        Number of MPI ranks, at least 1.
+    target : str
+        Path of a Python script, or a module name when ``module`` is true.
+    args : sequence of str
+        Arguments passed to the script.
+    module : bool
+        Run ``target`` like ``python -m target``.
+    timeout : float, optional
+        Seconds after which the whole job is terminated; the status is then
+        :data:`TIMEOUT_STATUS` (124).
+    mpiexec : pathlib.Path, optional
+        Launcher (default: :func:`~parcomp.launch.mpiexec.find_mpiexec`).
+    env : dict, optional
+        Environment for the job (default: this process's).
+    kill_grace : float
+        Seconds between SIGTERM and SIGKILL when the timeout expires.
+
+    Returns
+    -------
+    int
+        The launcher's exit status (0 on success; 128+N when killed by signal N).
+
+    Raises
+    ------
+    LaunchError
+        If the script does not exist or ``mpiexec`` cannot be started.
+    ConfigError
+        If ``nprocs`` or ``timeout`` is invalid.
+    """
+    if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
+        raise ConfigError(f"-n must be a positive integer number of ranks, got {nprocs!r}")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if not module:
+        script = Path(target)
+        if not script.is_file():
+            raise LaunchError(f"script not found: {target!r} (no such file)")
+    launcher = mpiexec if mpiexec is not None else find_mpiexec()
+    vendor = mpiexec_identity(launcher).vendor
+    program = [sys.executable, "-m", "parcomp.launch.runner"]
+    program += ["-m", target] if module else [target]
+    argv = mpiexec_argv(nprocs, program + list(args), mpiexec=launcher, vendor=vendor)
+    job_env = dict(os.environ if env is None else env)
+    job_env["PARCOMP_NPROCS"] = str(nprocs)
+    try:
+        proc = subprocess.Popen(argv, env=job_env, start_new_session=True)
+    except OSError as exc:
+        raise LaunchError(f"could not start {launcher}: {exc}") from exc
+    return _supervise(proc, timeout, kill_grace)
+
+
+def _supervise(proc: subprocess.Popen[bytes], timeout: float | None, kill_grace: float) -> int:
+    """Wait for ``proc``, forwarding signals to it and enforcing ``timeout``."""
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {}
+    for sig in _FORWARDED:
+        try:
+            previous[sig] = signal.signal(sig, forward)
+        except ValueError:  # not the main thread: leave signals alone
+            break
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                status = proc.wait(timeout=remaining)
+                break
+            except subprocess.TimeoutExpired:
+                sys.stderr.write(
+                    f"parcomp run: job exceeded its timeout of {timeout:g} s; terminating it\n"
+                )
+                sys.stderr.flush()
+                _kill_group(proc, kill_grace)
+                return TIMEOUT_STATUS
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - status if status < 0 else status
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue

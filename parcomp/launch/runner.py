@@ -1,0 +1,81 @@
+"""Rank-side entry point of ``parcomp run``: ``python -m parcomp.launch.runner [-m] TARGET ...``.
+
+COMMUNICATES: initialises MPI; aborts the job on failure.
+
+Imports parcomp (installing the fail-fast hook even if the script does not import parcomp),
+checks that the world size equals ``$PARCOMP_NPROCS`` (a mismatched ``mpiexec`` or
+``srun`` without PMI starts N singletons of size 1 instead of one job), and runs the target
+as ``__main__``.  A ``sys.exit`` with a non-zero status on any rank aborts all ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+
+from parcomp.comm import _failfast_enabled, abort, install_excepthook, world_rank_size
+
+#: Exit status when the world size differs from the number of ranks asked for.
+SIZE_MISMATCH_STATUS = 3
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the target named in ``argv`` (default ``sys.argv[1:]``) as ``__main__``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    module = bool(args) and args[0] == "-m"
+    if module:
+        args = args[1:]
+    if not args:
+        sys.stderr.write("usage: python -m parcomp.launch.runner [-m MODULE | SCRIPT] [ARGS...]\n")
+        raise SystemExit(2)
+    if _failfast_enabled():
+        install_excepthook()
+    target, rest = args[0], args[1:]
+    expected = os.environ.get("PARCOMP_NPROCS")
+    if expected:
+        from mpi4py import MPI  # noqa: F401 - initialise MPI to learn the real world size
+
+        rank, size = world_rank_size()
+        if size != int(expected):
+            sys.stderr.write(
+                f"[rank {rank}/{size}] parcomp: this job was asked for {expected} ranks but "
+                f"MPI reports a world of {size}. The launcher does not match the MPI library "
+                "mpi4py loaded (see `parcomp info`), or srun ran without --mpi=pmi2.\n"
+            )
+            sys.stderr.flush()
+            raise SystemExit(SIZE_MISMATCH_STATUS)
+    sys.argv = [target, *rest]
+    try:
+        if module:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+            runpy.run_path(target, run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+        if code not in (None, 0):
+            status = code if isinstance(code, int) else 1
+            rank, size = world_rank_size()
+            if not isinstance(code, int):
+                sys.stderr.write(f"[rank {rank}/{size}] {code}\n")
+            if size > 1:
+                sys.stderr.write(
+                    f"[rank {rank}/{size}] parcomp: exit status {status}, aborting all ranks\n"
+                )
+            sys.stderr.flush()
+            abort(status)
+        raise
+    except BaseException as exc:  # noqa: BLE001 - report without the runner's own frames
+        tb = exc.__traceback__
+        while tb is not None and (
+            tb.tb_frame.f_code.co_filename in (__file__, runpy.__file__)
+            or tb.tb_frame.f_code.co_filename.startswith("<frozen runpy")
+        ):
+            tb = tb.tb_next
+        sys.excepthook(type(exc), exc, tb)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

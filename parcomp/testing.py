@@ -1,0 +1,52 @@
+"""Helpers for testing parallel code.
+
+COMMUNICATES: :func:`parallel_assert` is a collective.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from parcomp.comm import resolve_comm
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mpi4py import MPI
+
+__all__ = ["parallel_assert"]
+
+
+def parallel_assert(condition: bool, message: str = "", comm: MPI.Comm | None = None) -> None:
+    """Assert ``condition`` on every rank, failing on all ranks if it fails on any.
+
+    A rank-local ``assert`` that fails on one rank leaves the others waiting in the next
+    collective; this gathers every rank's outcome first, so all ranks fail together and the
+    message names the failing ranks.
+
+    Parameters
+    ----------
+    condition : bool
+        This rank's outcome.
+    message : str
+        This rank's explanation, reported when ``condition`` is false.
+    comm : mpi4py.MPI.Comm, optional
+        Communicator (default: parcomp's default communicator).
+
+    Raises
+    ------
+    AssertionError
+        On every rank, if ``condition`` is false on at least one rank.
+
+    Notes
+    -----
+    Collective over `comm`: call on all ranks.  Unlike ``assert`` it is not removed by
+    ``python -O``.
+    """
+    comm = resolve_comm(comm)
+    outcomes = comm.allgather(None if condition else str(message))
+    failed = [(r, msg) for r, msg in enumerate(outcomes) if msg is not None]
+    if failed:
+        ranks = [r for r, _ in failed]
+        details = "; ".join(f"rank {r}: {msg}" if msg else f"rank {r}" for r, msg in failed)
+        raise AssertionError(
+            f"parallel assertion failed on rank(s) {ranks} of {comm.Get_size()}: {details}"
+        )

@@ -1,0 +1,91 @@
+"""The parcomp command line: --help, info, and run's errors."""
+
+import sys
+
+import pytest
+
+from tests.conftest import BIN, MPIEXEC, run
+
+PARCOMP = BIN / "parcomp"
+
+
+@pytest.mark.parametrize("argv", [[PARCOMP, "--help"], [sys.executable, "-m", "parcomp", "--help"]])
+def test_help(argv):
+    out = run(argv, timeout=60)
+    assert out.returncode == 0
+    assert "info" in out.stdout and "run" in out.stdout
+
+
+def test_run_help_lists_options():
+    out = run([PARCOMP, "run", "--help"], timeout=60)
+    assert out.returncode == 0
+    for flag in ("-n", "--timeout", "-m"):
+        assert flag in out.stdout
+
+
+def test_info_reports_everything():
+    out = run([PARCOMP, "info"], timeout=60, env={"PARCOMP_MPIEXEC": ""})
+    assert out.returncode == 0, out.stderr
+    import mpi4py
+    import numba
+    import numpy
+
+    for needle in (
+        f"numpy:         {numpy.__version__}",
+        f"mpi4py:        {mpi4py.__version__}",
+        f"numba:         {numba.__version__}",
+        "MPI library:   MPICH",
+        "parallel HDF5: no",
+        "numba cache:",
+        f"mpiexec:       {MPIEXEC}",
+    ):
+        assert needle in out.stdout, (needle, out.stdout)
+    assert "WARNING" not in out.stdout
+
+
+def test_info_warns_about_foreign_mpiexec(tmp_path):
+    fake = tmp_path / "mpiexec"
+    fake.write_text("#!/bin/sh\necho 'mpiexec (Open MPI) 4.1.4'\n")
+    fake.chmod(0o755)
+    out = run([PARCOMP, "info"], timeout=60, env={"PARCOMP_MPIEXEC": str(fake)})
+    assert out.returncode == 0
+    assert "WARNING: mpiexec is Open MPI but mpi4py loaded MPICH" in out.stdout
+
+
+def test_run_missing_script():
+    out = run([PARCOMP, "run", "-n", "2", "no/such/script.py"], timeout=60)
+    assert out.returncode == 2
+    assert "script not found: 'no/such/script.py'" in out.stderr
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "two"])
+def test_run_bad_n(bad, tmp_path):
+    script = tmp_path / "ok.py"
+    script.write_text("print('hi')\n")
+    out = run([PARCOMP, "run", "-n", bad, script], timeout=60)
+    assert out.returncode == 2
+    assert "expected a positive integer" in out.stderr and repr(bad) in out.stderr
+
+
+def test_run_without_mpiexec(tmp_path):
+    script = tmp_path / "ok.py"
+    script.write_text("print('hi')\n")
+    out = run(
+        [PARCOMP, "run", "-n", "2", script],
+        timeout=60,
+        env={"PARCOMP_MPIEXEC": str(tmp_path / "missing-mpiexec")},
+    )
+    assert out.returncode == 2
+    assert "PARCOMP_MPIEXEC" in out.stderr and "not an executable file" in out.stderr
+
+
+def test_run_passes_arguments_and_status(tmp_path):
+    script = tmp_path / "args.py"
+    script.write_text(
+        "import sys\nfrom mpi4py import MPI\n"
+        "print(MPI.COMM_WORLD.rank, MPI.COMM_WORLD.size, sys.argv[1:], flush=True)\n"
+    )
+    out = run([PARCOMP, "run", "-n", "3", script, "--flag", "x"], timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = sorted(out.stdout.splitlines())
+    assert lines == [f"{r} 3 ['--flag', 'x']" for r in range(3)]
