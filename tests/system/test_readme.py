@@ -1,0 +1,18 @@
+"""The README's example program runs as shown and computes pi."""
+
+import math
+import re
+
+from tests.conftest import BIN, ROOT, run
+
+
+def test_readme_example_runs_on_3_ranks(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(# pi_demo\.py.*?)```", text, re.S).group(1)
+    script = tmp_path / "pi_demo.py"
+    script.write_text(block)
+    out = run([BIN / "parcomp", "run", "-n", "3", "--timeout", "60", script], timeout=90)
+    assert out.returncode == 0, out.stderr
+    value = float(re.search(r"\[rank 0/3\] INFO parcomp.demo: pi ~= (\S+)", out.stderr).group(1))
+    assert abs(value - math.pi) < 1e-10
+    assert "[rank 1/3]" not in out.stderr  # other ranks stay quiet at INFO
