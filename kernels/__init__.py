@@ -1,6 +1,23 @@
 """Scientific Numba kernels, installed as ``parcomp.kernels``.
 
-PURE: kernels compute on local blocks and never communicate.
+PURE: kernels compute on local blocks (interior plus ghost cells) and never communicate;
+:func:`parcomp.run_stencil` exchanges the halos and calls them on every rank.
 """
 
-__all__: list[str] = []
+from parcomp.kernels.stencils import (
+    heat_step_2d,
+    heat_step_2d_numpy,
+    heat_step_3d,
+    heat_step_3d_numpy,
+    life_step,
+    life_step_numpy,
+)
+
+__all__ = [
+    "heat_step_2d",
+    "heat_step_3d",
+    "life_step",
+    "heat_step_2d_numpy",
+    "heat_step_3d_numpy",
+    "life_step_numpy",
+]

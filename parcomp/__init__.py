@@ -48,6 +48,11 @@ __version__ = "0.1.0"
 # Names whose modules are imported on first access (explicit table, no star imports).
 _LAZY: dict[str, tuple[str, str]] = {
     "jit": ("parcomp.jit", "jit"),
+    "Kernel": ("parcomp.jit", "Kernel"),
+    "DistArray": ("parcomp.array", "DistArray"),
+    "run_stencil": ("parcomp.array", "run_stencil"),
+    "Partition": ("parcomp.partition", "Partition"),
+    "allreduce": ("parcomp.reduce", "allreduce"),
 }
 
 __all__ = [

@@ -1,0 +1,485 @@
+"""``DistArray``: an N-d array decomposed in blocks over MPI ranks, with ghost cells.
+
+COMMUNICATES: construction, ``exchange_halos``, ``gather``, ``from_global`` and the
+reductions are collectives; ``interior``/``local`` views and ``run_stencil``'s checks are
+local.
+
+Each rank holds one C-contiguous buffer: its block of the global array (the *interior*)
+surrounded by ``halo[i]`` ghost cells on both sides of each axis.  On a periodic axis the
+ghosts are filled from the other end of the domain; on a non-periodic one the outermost
+ghosts lie outside the domain and hold boundary values (zero unless
+:meth:`DistArray.fill_boundary` sets them), which is how a Dirichlet condition is written.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parcomp.comm import raise_if_any, resolve_comm
+from parcomp.errors import ConfigError, DTypeError, ParcompError, ShapeError
+from parcomp.halo import TAGS_PER_ARRAY, HaloExchange, check_halo, halo_plan
+from parcomp.partition import Partition
+from parcomp.reduce import allreduce
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mpi4py import MPI
+
+__all__ = ["DistArray", "run_stencil"]
+
+_ids = itertools.count()  # arrays are created collectively, so ids agree across ranks
+_NUMERIC = "biufc"
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise DTypeError(f"not a numpy dtype: {dtype!r} ({exc})") from None
+    if dt.kind not in _NUMERIC:
+        raise DTypeError(f"DistArray needs a numeric or bool dtype, got {dt}")
+    return dt
+
+
+def _per_axis(value: int | Sequence[int] | bool | Sequence[bool], ndim: int, name: str) -> tuple:
+    if isinstance(value, bool | int | np.integer | np.bool_):
+        return (value,) * ndim
+    out = tuple(value)
+    if len(out) != ndim:
+        raise ShapeError(f"{name} {out} has {len(out)} entries, expected one per axis ({ndim})")
+    return out
+
+
+class DistArray:
+    """A block-distributed N-d array with ghost cells.
+
+    Parameters
+    ----------
+    global_shape : sequence of int
+        Shape of the whole array (every extent >= 1).
+    dtype : numpy dtype, default float64
+        Numeric or bool dtype.
+    halo : int or sequence of int, default 0
+        Ghost-cell width, for all axes or per axis.  At most the smallest block's extent.
+    periods : bool or sequence of bool, default False
+        Periodic axes.
+    dims : sequence of int, optional
+        Ranks per axis (``None``/0 entries are chosen); default: chosen to minimise halo
+        traffic (:func:`parcomp.partition.dims_create`).
+    comm : mpi4py.MPI.Comm, optional
+        Communicator (default: parcomp's default communicator).
+
+    Raises
+    ------
+    ShapeError, DTypeError, RankCountError, ConfigError
+        On every rank, if any rank's arguments are invalid or they differ between ranks.
+
+    Notes
+    -----
+    Collective over `comm`: call on all ranks with the same arguments.  The buffer starts
+    filled with zeros, ghost cells included.
+    """
+
+    def __init__(
+        self,
+        global_shape: Sequence[int],
+        dtype: Any = np.float64,
+        *,
+        halo: int | Sequence[int] = 0,
+        periods: bool | Sequence[bool] = False,
+        dims: Sequence[int | None] | None = None,
+        comm: MPI.Comm | None = None,
+    ) -> None:
+        comm = resolve_comm(comm)
+        error: BaseException | None = None
+        key: tuple = ()
+        try:
+            dt = _check_dtype(dtype)
+            shape = tuple(global_shape) if not isinstance(global_shape, int) else (global_shape,)
+            partition = Partition.create(
+                shape,
+                comm.Get_size(),
+                periods=_per_axis(periods, len(shape), "periods"),
+                dims=dims,
+            )
+            widths = check_halo(partition, _per_axis(halo, partition.ndim, "halo"))
+            key = (partition.global_shape, dt.str, widths, partition.periods, partition.dims)
+        except (ParcompError, TypeError, ValueError) as exc:
+            error = exc if isinstance(exc, ParcompError) else ShapeError(str(exc))
+        raise_if_any(error, comm)
+        keys = comm.allgather(key)
+        differ = [r for r, k in enumerate(keys) if k != keys[0]]
+        if differ:
+            raise ConfigError(
+                f"DistArray arguments differ between ranks (shape, dtype, halo, periods, grid): "
+                f"rank 0 has {keys[0]}, rank {differ[0]} has {keys[differ[0]]}"
+            )
+        self._setup(partition, dt, widths, comm)
+
+    def _setup(
+        self, partition: Partition, dtype: np.dtype, halo: tuple[int, ...], comm: Any
+    ) -> None:
+        self.partition = partition
+        self.dtype = dtype
+        self.halo = halo
+        self.comm = comm
+        self.rank = int(comm.Get_rank())
+        self._id = next(_ids)
+        local_shape = partition.local_shape(self.rank)
+        self.local = np.zeros(
+            tuple(n + 2 * h for n, h in zip(local_shape, halo, strict=True)), dtype
+        )
+        self._interior = tuple(slice(h, h + n) for h, n in zip(halo, local_shape, strict=True))
+        self._exchanges: dict[bool, HaloExchange] = {}
+
+    @classmethod
+    def _like(cls, other: DistArray, dtype: Any = None) -> DistArray:
+        """Same decomposition and halo as ``other``; no communication (metadata already agreed)."""
+        new = cls.__new__(cls)
+        dt = other.dtype if dtype is None else _check_dtype(dtype)
+        new._setup(other.partition, dt, other.halo, other.comm)
+        return new
+
+    # ---------------------------------------------------------------- constructors
+    @classmethod
+    def zeros(cls, global_shape: Sequence[int], dtype: Any = np.float64, **kw: Any) -> DistArray:
+        """A new array of zeros (collective; keywords as :class:`DistArray`)."""
+        return cls(global_shape, dtype, **kw)
+
+    @classmethod
+    def full(
+        cls, global_shape: Sequence[int], value: Any, dtype: Any = np.float64, **kw: Any
+    ) -> DistArray:
+        """A new array filled with ``value``, ghost cells included (collective)."""
+        arr = cls(global_shape, dtype, **kw)
+        arr.local[...] = value
+        return arr
+
+    @classmethod
+    def fromfunction(
+        cls,
+        function: Callable[..., Any],
+        global_shape: Sequence[int],
+        dtype: Any = np.float64,
+        **kw: Any,
+    ) -> DistArray:
+        """A new array whose interior is ``function(*global_index_arrays)``, as ``numpy.fromfunction``.
+
+        ``function`` receives one integer array per axis holding the *global* indices of
+        this rank's block, so the result does not depend on the rank count.  Ghost cells
+        are zero.  Collective.
+        """
+        arr = cls(global_shape, dtype, **kw)
+        grids = np.meshgrid(*(np.arange(a, b) for a, b in arr.local_range), indexing="ij")
+        error: BaseException | None = None
+        try:
+            values = np.asarray(function(*grids))
+        except Exception as exc:  # noqa: BLE001 - re-raised on every rank just below
+            error = exc
+        else:
+            try:
+                arr.interior[...] = np.broadcast_to(values, arr.local_shape)
+            except ValueError:
+                error = ShapeError(
+                    f"fromfunction: function returned shape {values.shape}, expected the "
+                    f"block's shape {arr.local_shape} or one broadcastable to it"
+                )
+        raise_if_any(error, arr.comm)
+        return arr
+
+    @classmethod
+    def from_global(
+        cls,
+        array: np.ndarray | None,
+        root: int = 0,
+        *,
+        global_shape: Sequence[int] | None = None,
+        dtype: Any = None,
+        **kw: Any,
+    ) -> DistArray:
+        """Scatter a global array held by ``root`` into a new DistArray.
+
+        Parameters
+        ----------
+        array : numpy.ndarray or None
+            The global array on ``root``; ignored elsewhere.
+        root : int
+            Rank holding it.
+        global_shape, dtype : optional
+            What the array must be; a mismatch raises on every rank (otherwise the root's
+            array decides).
+        **kw
+            ``halo``, ``periods``, ``dims``, ``comm`` as for :class:`DistArray`.
+
+        Notes
+        -----
+        Collective over `comm`.  Blocks go from the root with subarray datatypes; nothing
+        is pickled.
+        """
+        comm = resolve_comm(kw.pop("comm", None))
+        is_root = comm.Get_rank() == root
+        meta: tuple | None = None
+        error = None
+        if is_root:
+            try:
+                if not isinstance(array, np.ndarray):
+                    raise DTypeError(
+                        f"from_global: root {root} needs a numpy array, got {type(array).__name__}"
+                    )
+                _check_dtype(array.dtype)
+                if global_shape is not None and tuple(global_shape) != array.shape:
+                    raise ShapeError(
+                        f"from_global: array has shape {array.shape}, expected global_shape {tuple(global_shape)}"
+                    )
+                if dtype is not None and np.dtype(dtype) != array.dtype:
+                    raise DTypeError(
+                        f"from_global: array has dtype {array.dtype}, expected {np.dtype(dtype)}"
+                    )
+                meta = (array.shape, array.dtype.str)
+            except ParcompError as exc:
+                error = exc
+        raise_if_any(error, comm)
+        shape, dtstr = comm.bcast(meta, root=root)
+        arr = cls(shape, np.dtype(dtstr), comm=comm, **kw)
+        arr._scatter(array if is_root else None, root)
+        return arr
+
+    # ---------------------------------------------------------------- properties and views
+    @property
+    def global_shape(self) -> tuple[int, ...]:
+        """Shape of the whole array."""
+        return self.partition.global_shape
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes."""
+        return self.partition.ndim
+
+    @property
+    def local_shape(self) -> tuple[int, ...]:
+        """Shape of this rank's block (without ghost cells)."""
+        return self.partition.local_shape(self.rank)
+
+    @property
+    def local_range(self) -> tuple[tuple[int, int], ...]:
+        """Global ``(start, stop)`` per axis of this rank's block."""
+        return self.partition.local_range(self.rank)
+
+    @property
+    def interior(self) -> np.ndarray:
+        """View of this rank's block, without ghost cells (writes go to the buffer)."""
+        return self.local[self._interior]
+
+    def __repr__(self) -> str:
+        return (
+            f"DistArray(global_shape={self.global_shape}, dtype={self.dtype}, halo={self.halo}, "
+            f"periods={self.partition.periods}, dims={self.partition.dims}, rank={self.rank}, "
+            f"local_range={self.local_range})"
+        )
+
+    def copy(self) -> DistArray:
+        """A copy with the same decomposition (local; no communication)."""
+        new = DistArray._like(self)
+        new.local[...] = self.local
+        return new
+
+    def zeros_like(self, dtype: Any = None) -> DistArray:
+        """A zero array with the same decomposition and halo (local; no communication).
+
+        All ranks must call it together so that the arrays' message tags stay in step.
+        """
+        return DistArray._like(self, dtype)
+
+    def fill_boundary(self, value: Any) -> None:
+        """Set the ghost cells outside the global domain (non-periodic sides) to ``value``."""
+        for axis, (h, periodic) in enumerate(zip(self.halo, self.partition.periods, strict=True)):
+            if h == 0 or periodic:
+                continue
+            (start, stop), n = self.local_range[axis], self.global_shape[axis]
+            index = [slice(None)] * self.ndim
+            if start == 0:
+                index[axis] = slice(0, h)
+                self.local[tuple(index)] = value
+            if stop == n:
+                index[axis] = slice(self.local.shape[axis] - h, None)
+                self.local[tuple(index)] = value
+
+    # ---------------------------------------------------------------- communication
+    def _exchange(self, corners: bool) -> HaloExchange:
+        ex = self._exchanges.get(corners)
+        if ex is None:
+            plan = halo_plan(self.partition, self.rank, self.halo, corners)
+            tag_base = (self._id % 1000) * TAGS_PER_ARRAY * 2 + (TAGS_PER_ARRAY if corners else 0)
+            ex = HaloExchange(self.local, plan, self.comm, tag_base)
+            self._exchanges[corners] = ex
+        return ex
+
+    def exchange_halos(self, corners: bool = False) -> None:
+        """Fill the ghost cells from the neighbours (faces; also edges and corners if asked).
+
+        Notes
+        -----
+        Collective over the array's communicator.  Non-blocking to all neighbours at once
+        with persistent requests and subarray datatypes built on the first call and reused.
+        """
+        self._exchange(corners).exchange()
+
+    def start_exchange(self, corners: bool = False) -> None:
+        """Start a halo exchange and return at once (compute the interior meanwhile)."""
+        self._exchange(corners).start()
+
+    def finish_exchange(self, corners: bool = False) -> None:
+        """Wait for the exchange started by :meth:`start_exchange`."""
+        self._exchange(corners).wait()
+
+    def _block_type(self, rank: int) -> Any:
+        from mpi4py import MPI
+        from mpi4py.util.dtlib import from_numpy_dtype
+
+        (starts, sizes) = zip(
+            *((a, b - a) for a, b in self.partition.local_range(rank)), strict=True
+        )
+        t = from_numpy_dtype(self.dtype).Create_subarray(
+            list(self.global_shape), list(sizes), list(starts), order=MPI.ORDER_C
+        )
+        t.Commit()
+        return t
+
+    def _interior_type(self) -> Any:
+        from mpi4py import MPI
+        from mpi4py.util.dtlib import from_numpy_dtype
+
+        t = from_numpy_dtype(self.dtype).Create_subarray(
+            list(self.local.shape), list(self.local_shape), list(self.halo), order=MPI.ORDER_C
+        )
+        t.Commit()
+        return t
+
+    def _scatter(self, array: np.ndarray | None, root: int) -> None:
+        from mpi4py import MPI
+
+        mine = self._interior_type()
+        try:
+            if self.rank == root:
+                data = np.ascontiguousarray(array)
+                types = [self._block_type(r) for r in range(self.partition.size)]
+                reqs = [
+                    self.comm.Isend([data, 1, types[r]], r, tag=1)
+                    for r in range(self.partition.size)
+                    if r != root
+                ]
+                self.comm.Sendrecv([data, 1, types[root]], root, 1, [self.local, 1, mine], root, 1)
+                MPI.Request.Waitall(reqs)
+                for t in types:
+                    t.Free()
+            else:
+                self.comm.Recv([self.local, 1, mine], root, tag=1)
+        finally:
+            mine.Free()
+
+    def gather(self, root: int = 0) -> np.ndarray | None:
+        """The whole array on ``root`` (``None`` on the other ranks).
+
+        Notes
+        -----
+        Collective over the array's communicator.  Blocks travel as subarray datatypes
+        straight into the result; nothing is pickled.
+        """
+        from mpi4py import MPI
+
+        mine = self._interior_type()
+        try:
+            if self.rank == root:
+                out = np.empty(self.global_shape, self.dtype)
+                types = [self._block_type(r) for r in range(self.partition.size)]
+                reqs = [
+                    self.comm.Irecv([out, 1, types[r]], r, tag=2)
+                    for r in range(self.partition.size)
+                    if r != root
+                ]
+                out[self.partition.local_slices(root)] = self.interior
+                MPI.Request.Waitall(reqs)
+                for t in types:
+                    t.Free()
+                return out
+            self.comm.Send([self.local, 1, mine], root, tag=2)
+            return None
+        finally:
+            mine.Free()
+
+    # ---------------------------------------------------------------- reductions
+    def _reduce(self, op: str, local: Callable[[np.ndarray], Any]) -> Any:
+        return allreduce(local(self.interior), op, self.comm)
+
+    def sum(self) -> Any:
+        """Sum over the whole array (collective; float sums vary in the last bits with the rank count)."""
+        acc = np.float64 if self.dtype.kind == "f" and self.dtype.itemsize < 8 else None
+        return self._reduce("sum", lambda a: np.sum(a, dtype=acc))
+
+    def min(self) -> Any:
+        """Minimum over the whole array (collective)."""
+        return self._reduce("min", np.min)
+
+    def max(self) -> Any:
+        """Maximum over the whole array (collective)."""
+        return self._reduce("max", np.max)
+
+
+def run_stencil(
+    kernel: Callable[..., Any],
+    src: DistArray,
+    dst: DistArray,
+    *args: Any,
+    corners: bool = False,
+    exchange: bool = True,
+) -> None:
+    """Exchange ``src``'s halos, then call ``kernel(src.local, dst.local, *args)`` on every rank.
+
+    Parameters
+    ----------
+    kernel : callable
+        Typically a :func:`parcomp.jit` kernel that reads ``src`` (ghost cells included)
+        and writes the interior of ``dst``.
+    src, dst : DistArray
+        Same global shape, decomposition and halo; distinct buffers.
+    *args
+        Extra scalar arguments for the kernel.
+    corners : bool
+        Exchange edges and corners too (9-point / 27-point stencils).
+    exchange : bool
+        Set False if ``src``'s ghost cells are already current.
+
+    Raises
+    ------
+    KernelSignatureError, ShapeError
+        On every rank together: the checks use only global metadata, which is identical on
+        all ranks (it was agreed collectively when the arrays were made), and a kernel's
+        typing depends only on dtypes and dimensions, which are also identical.
+
+    Notes
+    -----
+    Collective over the arrays' communicator.
+    """
+    from parcomp.errors import KernelSignatureError
+
+    for name, arr in (("src", src), ("dst", dst)):
+        if not isinstance(arr, DistArray):
+            raise KernelSignatureError(
+                f"run_stencil: {name} must be a DistArray, got {type(arr).__name__}"
+            )
+    if src is dst or np.shares_memory(src.local, dst.local):
+        raise KernelSignatureError(
+            "run_stencil: src and dst must be different arrays (a stencil reads neighbours)"
+        )
+    if (src.partition, src.halo) != (dst.partition, dst.halo):
+        raise ShapeError(
+            "run_stencil: src and dst are decomposed differently: "
+            f"src {src.global_shape} grid {src.partition.dims} halo {src.halo}, "
+            f"dst {dst.global_shape} grid {dst.partition.dims} halo {dst.halo}"
+        )
+    if exchange:
+        src.exchange_halos(corners)
+    kernel(src.local, dst.local, *args)
