@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PARCOMP) run -n 2 --timeout 120 jobs/pi.py
+	$(PARCOMP) run -n 2 --timeout 120 jobs/heat2d.py --out out/heat2d
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -109,8 +109,8 @@ def checksum(field: np.ndarray) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=512, help="grid cells per side (default 512)")
-    parser.add_argument("--steps", type=int, default=500, help="time steps (default 500)")
+    parser.add_argument("--n", type=int, default=1024, help="grid cells per side (default 1024)")
+    parser.add_argument("--steps", type=int, default=1000, help="time steps (default 1000)")
     parser.add_argument("--alpha", type=float, default=0.24, help="kappa*dt/dx^2, <= 0.25")
     parser.add_argument("--out", type=Path, default=Path("out/heat2d"), help="output directory")
     parser.add_argument("--no-png", action="store_true", help="skip the PNG image")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parcomp.jit import jit
+from parcomp.numba_jit import jit
 
 __all__ = [
     "heat_step_2d",

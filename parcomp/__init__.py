@@ -41,14 +41,13 @@ from parcomp.errors import (
     RankCountError,
     ShapeError,
 )
+from parcomp.numba_jit import Kernel, jit
 from parcomp.testing import parallel_assert
 
 __version__ = "0.1.0"
 
 # Names whose modules are imported on first access (explicit table, no star imports).
 _LAZY: dict[str, tuple[str, str]] = {
-    "jit": ("parcomp.jit", "jit"),
-    "Kernel": ("parcomp.jit", "Kernel"),
     "DistArray": ("parcomp.array", "DistArray"),
     "run_stencil": ("parcomp.array", "run_stencil"),
     "Partition": ("parcomp.partition", "Partition"),
@@ -69,6 +68,8 @@ __all__ = [
     "size",
     "uninstall_excepthook",
     "parallel_assert",
+    "jit",
+    "Kernel",
     "ParcompError",
     "ConfigError",
     "ShapeError",

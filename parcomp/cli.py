@@ -47,13 +47,13 @@ def _version(module: str) -> str:
 def info_lines() -> tuple[list[str], list[str]]:
     """Lines of ``parcomp info`` and warnings about the setup."""
     import parcomp
-    from parcomp.jit import cache_dir
     from parcomp.launch.mpiexec import (
         find_mpiexec,
         loaded_mpi_identity,
         mpiexec_identity,
         mpiexec_mismatch,
     )
+    from parcomp.numba_jit import cache_dir
 
     lines = [
         f"python:        {platform.python_version()} ({sys.executable})",
