@@ -13,7 +13,7 @@ EXTRAS  ?= mpich,jobs,test
 MPI_TEST_TIMEOUT ?= 900
 RANKS   ?= 1 2 3 4
 
-.PHONY: demo test lint unit mpi-tests bench clean venv
+.PHONY: demo test lint format unit mpi-tests bench clean venv
 
 venv: $(STAMP)
 
@@ -30,6 +30,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit tests/system
 
@@ -44,6 +48,8 @@ test: lint unit mpi-tests
 bench: $(STAMP)
 	$(PY) bench/startup.py
 	$(PY) bench/failfast.py
+	$(PY) bench/heat2d.py
+	$(PY) bench/jit_startup.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

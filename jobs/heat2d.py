@@ -55,6 +55,8 @@ def simulate(n: int, steps: int, alpha: float, comm=None, dims=None, progress: b
     halo_time = 0.0
     comm = u.comm
     heat_step_2d(u.local, v.local, alpha)  # compile (or load from cache) outside the timing
+    for arr in (u, v):  # build the persistent halo requests outside the timing, too
+        arr.exchange_halos()
     comm.Barrier()
     t0 = time.perf_counter()
     for step in range(1, steps + 1):

@@ -16,3 +16,15 @@ def test_readme_example_runs_on_3_ranks(tmp_path):
     value = float(re.search(r"\[rank 0/3\] INFO parcomp.demo: pi ~= (\S+)", out.stderr).group(1))
     assert abs(value - math.pi) < 1e-10
     assert "[rank 1/3]" not in out.stderr  # other ranks stay quiet at INFO
+
+
+def test_readme_life_example_runs_on_3_ranks(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(# life\.py.*?)```", text, re.S).group(1)
+    script = tmp_path / "life.py"
+    script.write_text(
+        block + "\nif u.rank == 0:\n    print('cells', int(field.sum()), field.shape)\n"
+    )
+    out = run([BIN / "parcomp", "run", "-n", "3", "--timeout", "90", script], timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "cells 5 (60, 60)" in out.stdout
