@@ -1,6 +1,5 @@
 """DistArray on 1..4 ranks, compared with NumPy on the global array."""
 
-import itertools
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import parcomp
 from parcomp.array import DistArray, run_stencil
 from parcomp.errors import ConfigError, DTypeError, KernelSignatureError, RankCountError, ShapeError
 from parcomp.testing import parallel_assert
+from tests.helpers import expected_buffer as _expected
 
 SIZE = MPI.COMM_WORLD.size
 RANK = MPI.COMM_WORLD.rank
@@ -22,23 +22,7 @@ def global_field(shape, dtype=np.float64):
 
 def expected_buffer(arr, G, corners, fill):
     """What arr.local must hold after an exchange, from the global array G."""
-    part = arr.partition
-    out = np.full(arr.local.shape, fill, dtype=G.dtype)
-    for k in itertools.product(*(range(s) for s in out.shape)):
-        g, ok, outside = [], True, 0
-        for axis, (kk, h, (start, _)) in enumerate(zip(k, arr.halo, arr.local_range, strict=True)):
-            gi = start - h + kk
-            if not h <= kk < h + arr.local_shape[axis]:
-                outside += 1
-            if not 0 <= gi < part.global_shape[axis]:
-                if part.periods[axis]:
-                    gi %= part.global_shape[axis]
-                else:
-                    ok = False
-            g.append(gi)
-        if ok and (outside <= 1 or corners):
-            out[k] = G[tuple(g)]
-    return out
+    return _expected(arr.partition, arr.rank, arr.halo, corners, G, fill)
 
 
 @pytest.mark.parametrize("shape", [(11,), (9, 7), (5, 6, 7)])

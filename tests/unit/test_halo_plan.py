@@ -8,6 +8,7 @@ import pytest
 from parcomp.errors import ShapeError
 from parcomp.halo import check_halo, direction_index, halo_plan
 from parcomp.partition import Partition
+from tests.helpers import expected_buffer
 
 UNTOUCHED = -1.0
 
@@ -37,28 +38,7 @@ def simulate(partition, halo, corners, G):
 
 
 def expected(partition, halo, corners, G, r):
-    shape = partition.local_shape(r)
-    out = np.full([n + 2 * h for n, h in zip(shape, halo, strict=True)], UNTOUCHED)
-    for k in itertools.product(*(range(s) for s in out.shape)):
-        outside = 0
-        g = []
-        ok = True
-        for axis, (kk, h, (start, _stop)) in enumerate(
-            zip(k, halo, partition.local_range(r), strict=True)
-        ):
-            gi = start - h + kk
-            n = partition.global_shape[axis]
-            if not (h <= kk < h + shape[axis]):
-                outside += 1
-            if not 0 <= gi < n:
-                if partition.periods[axis]:
-                    gi %= n
-                else:
-                    ok = False
-            g.append(gi)
-        if ok and (outside <= 1 or corners):
-            out[k] = G[tuple(g)]
-    return out
+    return expected_buffer(partition, r, halo, corners, G, UNTOUCHED)
 
 
 CASES = [
