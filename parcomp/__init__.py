@@ -40,6 +40,7 @@ from parcomp.errors import (
     ParcompError,
     RankCountError,
     ShapeError,
+    TaskError,
 )
 from parcomp.numba_jit import Kernel, jit
 from parcomp.testing import parallel_assert
@@ -52,6 +53,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "run_stencil": ("parcomp.array", "run_stencil"),
     "Partition": ("parcomp.partition", "Partition"),
     "allreduce": ("parcomp.reduce", "allreduce"),
+    "map": ("parcomp.mapreduce", "map"),
+    "map_reduce": ("parcomp.mapreduce", "map_reduce"),
+    "map_reduce_keyed": ("parcomp.keyed", "map_reduce_keyed"),
 }
 
 __all__ = [
@@ -81,6 +85,7 @@ __all__ = [
     "MPIExecNotFoundError",
     "CheckpointError",
     "CheckpointSchemaError",
+    "TaskError",
     *_LAZY,
 ]
 

@@ -28,6 +28,7 @@ __all__ = [
     "MPIExecNotFoundError",
     "CheckpointError",
     "CheckpointSchemaError",
+    "TaskError",
 ]
 
 
@@ -85,3 +86,33 @@ class CheckpointError(ParcompError, OSError):
 
 class CheckpointSchemaError(CheckpointError, ValueError):
     """A checkpoint file does not follow the expected schema (version, datasets, shapes)."""
+
+
+class TaskError(ParcompError, RuntimeError):
+    """A mapper or reducer raised on some rank; raised on every rank.
+
+    Attributes
+    ----------
+    rank : int
+        Rank where the task failed.
+    index : int
+        Number of the failed item (its position in ``items``).
+    item : str
+        ``repr`` of the item (shortened).
+    remote_traceback : str
+        The traceback on the failing rank, as text.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        rank: int = -1,
+        index: int = -1,
+        item: str = "",
+        remote_traceback: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.rank = rank
+        self.index = index
+        self.item = item
+        self.remote_traceback = remote_traceback
