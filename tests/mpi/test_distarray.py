@@ -1,6 +1,5 @@
 """DistArray on 1..4 ranks, compared with NumPy on the global array."""
 
-
 import numpy as np
 import pytest
 from mpi4py import MPI
