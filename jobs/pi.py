@@ -2,10 +2,10 @@
 
 Run:  parcomp run -n 2 jobs/pi.py --samples 20000000
 
-The samples are cut into fixed chunks; chunk ``i`` draws from its own random stream
-(``SeedSequence(seed, spawn_key=(i,))``), whichever rank computes it.  Hit counts are
-integers, so the MPI sum is exact and the estimate is bitwise identical on 1, 2, 3 or 4
-ranks.
+The samples are cut into fixed chunks, the work items of ``parcomp.map_reduce``; chunk
+``i`` draws from its own random stream (``SeedSequence(seed, spawn_key=(i,))``), whichever
+rank computes it under whichever schedule.  Hit counts are integers, so the sum is exact
+and the estimate is bitwise identical on 1, 2, 3 or 4 ranks.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import time
 import numpy as np
 
 import parcomp
-from parcomp.partition import block_range
 
 
 def chunk_hits(seed: int, chunk: int, count: int) -> int:
@@ -33,22 +32,30 @@ def chunk_sizes(samples: int, chunk: int) -> list[int]:
     return [chunk] * full + ([rest] if rest else [])
 
 
-def estimate_pi(samples: int, chunk: int = 1_000_000, seed: int = 2026, comm=None) -> float:
-    """Estimate pi from ``samples`` points; the same value on any rank count.
+def estimate_pi(
+    samples: int,
+    chunk: int = 1_000_000,
+    seed: int = 2026,
+    comm=None,
+    schedule: str = "block",
+    progress: bool = False,
+) -> float:
+    """Estimate pi from ``samples`` points; the same value on any rank count and schedule.
 
     Notes
     -----
     Collective over `comm`: call on all ranks.
     """
-    from mpi4py import MPI
-
-    comm = parcomp.resolve_comm(comm)
     sizes = chunk_sizes(samples, chunk)
-    start, stop = block_range(len(sizes), comm.Get_size(), comm.Get_rank())
-    local = np.array([sum(chunk_hits(seed, i, sizes[i]) for i in range(start, stop))], np.int64)
-    total = np.zeros(1, np.int64)
-    comm.Allreduce(local, total, op=MPI.SUM)
-    return 4.0 * int(total[0]) / samples
+    hits = parcomp.map_reduce(
+        lambda i: chunk_hits(seed, i, sizes[i]),
+        range(len(sizes)),
+        "sum",
+        schedule=schedule,
+        progress=progress,
+        comm=comm,
+    )
+    return 4.0 * hits / samples
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=20_000_000, help="number of random points")
     parser.add_argument("--chunk", type=int, default=1_000_000, help="points per random stream")
     parser.add_argument("--seed", type=int, default=2026, help="root seed")
+    parser.add_argument("--schedule", default="block", choices=["block", "cyclic", "dynamic"])
+    parser.add_argument("--progress", action="store_true", help="progress bar on rank 0")
     args = parser.parse_args(argv)
     if args.samples < 1 or args.chunk < 1:
         raise parcomp.ConfigError(
@@ -63,7 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     log = parcomp.get_logger("parcomp.jobs.pi")
     t0 = time.perf_counter()
-    pi = estimate_pi(args.samples, args.chunk, args.seed)
+    pi = estimate_pi(
+        args.samples, args.chunk, args.seed, schedule=args.schedule, progress=args.progress
+    )
     elapsed = time.perf_counter() - t0
     if parcomp.rank() == 0:
         log.info("%d samples on %d ranks in %.2f s", args.samples, parcomp.size(), elapsed)

@@ -4,6 +4,8 @@ PURE: kernels compute on local blocks (interior plus ghost cells) and never comm
 :func:`parcomp.run_stencil` exchanges the halos and calls them on every rank.
 """
 
+from parcomp.kernels.kmeans import kmeans_stats, kmeans_stats_numpy
+from parcomp.kernels.mandelbrot import mandelbrot_numpy, mandelbrot_row
 from parcomp.kernels.stencils import (
     heat_step_2d,
     heat_step_2d_numpy,
@@ -20,4 +22,8 @@ __all__ = [
     "heat_step_2d_numpy",
     "heat_step_3d_numpy",
     "life_step_numpy",
+    "kmeans_stats",
+    "kmeans_stats_numpy",
+    "mandelbrot_row",
+    "mandelbrot_numpy",
 ]
