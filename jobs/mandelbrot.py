@@ -32,17 +32,19 @@ def render(
     chunksize: int | None = None,
     progress: bool = False,
     comm=None,
+    view: tuple[float, float, float, float] = (X0, X1, Y0, Y1),
 ) -> np.ndarray | None:
-    """The iteration counts image on rank 0 (``None`` elsewhere).
+    """The iteration counts image on rank 0 (``None`` elsewhere); ``view`` = (x0, x1, y0, y1).
 
     Notes
     -----
     Collective over `comm`.
     """
-    ys = np.linspace(Y0, Y1, height)
-    mandelbrot_row(0.0, 2, X0, X1, 1)  # compile / load once before the clock matters
+    x0, x1, y0, y1 = view
+    ys = np.linspace(y0, y1, height)
+    mandelbrot_row(0.0, 2, x0, x1, 1)  # compile / load once before the clock matters
     rows = parcomp.map(
-        lambda y: mandelbrot_row(float(y), width, X0, X1, max_iter),
+        lambda y: mandelbrot_row(float(y), width, x0, x1, max_iter),
         ys,
         schedule=schedule,
         chunksize=chunksize,

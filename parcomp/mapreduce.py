@@ -27,7 +27,6 @@ from parcomp.reduce import (
     combine_partials,
     fold,
     fold_many,
-    own,
     resolve_op,
     tree_cover,
     tree_evaluate,
@@ -257,6 +256,7 @@ def map_reduce(
     deterministic: bool = False,
     initial: Any = None,
     root: int | None = None,
+    out: Any = None,
     progress: bool = False,
     comm: MPI.Comm | None = None,
 ) -> Any:
@@ -285,6 +285,9 @@ def map_reduce(
         items.
     root : int, optional
         Return the value on this rank only (``None`` elsewhere).
+    out : numpy.ndarray, optional
+        For large numeric array results: the array to receive the reduced value (reuse it
+        across calls to avoid allocating, as with a raw ``Allreduce``).
 
     Returns
     -------
@@ -325,7 +328,7 @@ def map_reduce(
             if state["has"]:
                 state["acc"], state["owned"] = fold(op, state["acc"], value, state["owned"])
             else:
-                state["acc"], state["owned"] = (value, owned) if owned else own(value)
+                state["acc"], state["owned"] = value, owned
                 state["has"] = True
 
         try:
@@ -333,7 +336,7 @@ def map_reduce(
         finally:
             plan.close()
         value, any_value, failures = combine_partials(
-            state["acc"], state["has"], op, comm, root, failure
+            state["acc"], state["has"], op, comm, root, failure, owned=state["owned"], out=out
         )
         _raise_failures(failures, comm.Get_size(), exc)
     if root is not None and comm.Get_rank() != root:

@@ -143,21 +143,21 @@ def resolve_op(op: str | Callable[[Any, Any], Any] | ReduceOp) -> ReduceOp:
 
 
 def fold(op: ReduceOp, acc: Any, value: Any, owned: bool) -> tuple[Any, bool]:
-    """``op(acc, value)``, in place on ``acc`` when it is an array this fold owns.
+    """``op(acc, value)``; returns the new accumulator and whether this fold owns it.
 
-    Returns the new accumulator and whether it is owned (safe to modify in place).
+    Arrays are never modified unless owned (a fresh result of an earlier fold), so a
+    mapper may return views of its own data; after the first combine, array folds are in
+    place (no allocation per item).
     """
-    if (
-        owned
-        and op.ufunc is not None
-        and isinstance(acc, np.ndarray)
-        and isinstance(value, np.ndarray | np.generic | int | float)
-    ):
-        try:
-            op.ufunc(acc, value, out=acc)
-            return acc, True
-        except (TypeError, ValueError, np.exceptions.UFuncTypeError):
-            pass
+    if op.ufunc is not None and isinstance(acc, np.ndarray):
+        if owned:
+            try:
+                op.ufunc(acc, value, out=acc)
+                return acc, True
+            except (TypeError, ValueError, np.exceptions.UFuncTypeError):
+                pass  # e.g. int accumulator meeting floats: fall back to a new array
+        result = op.ufunc(acc, value)
+        return result, isinstance(result, np.ndarray)
     return op.combine(acc, value), False
 
 
@@ -169,20 +169,15 @@ def fold_many(op: ReduceOp, values: list[Any]) -> tuple[Any, bool]:
             return functools.reduce(op.scalar, values), False
         except TypeError:
             pass
-    acc, owned = own(first)
+    acc, owned = first, False
     for value in values[1:]:
         acc, owned = fold(op, acc, value, owned)
     return acc, owned
 
 
-def own(value: Any) -> tuple[Any, bool]:
-    """A first accumulator: arrays are copied so that later folds may work in place."""
-    if isinstance(value, np.ndarray):
-        return value.copy(), True
-    return value, False
-
-
-def allreduce(value: Any, op: str = "sum", comm: MPI.Comm | None = None) -> Any:
+def allreduce(
+    value: Any, op: str = "sum", comm: MPI.Comm | None = None, out: np.ndarray | None = None
+) -> Any:
     """Reduce a numeric scalar or array elementwise over all ranks; every rank gets the result.
 
     Parameters
@@ -193,6 +188,8 @@ def allreduce(value: Any, op: str = "sum", comm: MPI.Comm | None = None) -> Any:
         A built-in operator with an MPI equivalent (not ``minloc``/``maxloc``).
     comm : mpi4py.MPI.Comm, optional
         Communicator (default: parcomp's default communicator).
+    out : numpy.ndarray, optional
+        Array to receive the result (same shape and dtype; reuse it to avoid allocating).
 
     Returns
     -------
@@ -215,7 +212,12 @@ def allreduce(value: Any, op: str = "sum", comm: MPI.Comm | None = None) -> Any:
     if array.dtype.kind not in "biufc":
         raise DTypeError(f"allreduce needs a numeric value, got dtype {array.dtype}")
     send = np.ascontiguousarray(array).reshape(array.shape)  # keeps 0-d as 0-d
-    out = np.empty_like(send)
+    if out is None:
+        out = np.empty_like(send)
+    elif out.shape != send.shape or out.dtype != send.dtype or not out.flags.c_contiguous:
+        raise ShapeError(
+            f"out= must be a C-contiguous {send.dtype} array of shape {send.shape}, got {out.dtype} {out.shape}"
+        )
     comm.Allreduce(send, out, op=getattr(MPI, spec.mpi_name))
     return out[()] if out.ndim == 0 else out
 
@@ -236,6 +238,8 @@ def combine_partials(
     comm: Any,
     root: int | None = None,
     failure: Any = None,
+    owned: bool = False,
+    out: np.ndarray | None = None,
 ) -> tuple[Any, bool, list[Any]]:
     """Combine each rank's partial result; return ``(value, any_value, failures)``.
 
@@ -247,6 +251,8 @@ def combine_partials(
     Notes
     -----
     Collective over `comm`.  Ranks without a value (``has_value`` false) contribute nothing.
+    On the buffer path the result goes into ``out`` when given, into ``partial`` itself when
+    it is ``owned`` (an accumulator made by parcomp), else into a new array.
     """
     from mpi4py import MPI
 
@@ -269,13 +275,22 @@ def combine_partials(
     if buffer_path:
         send = np.ascontiguousarray(partial)
         mpi_op = getattr(MPI, op.mpi_name)
+        if out is not None and (
+            out.shape != send.shape or out.dtype != send.dtype or not out.flags.c_contiguous
+        ):
+            raise ShapeError(
+                f"out= must be a C-contiguous {send.dtype} array of shape {send.shape}, got {out.dtype} {out.shape}"
+            )
         if root is None:
-            out = np.empty_like(send)
-            comm.Allreduce(send, out, op=mpi_op)
-            return out, True, failures
-        out = np.empty_like(send) if comm.Get_rank() == root else None
-        comm.Reduce(send, out, op=mpi_op, root=root)
-        return out, True, failures
+            if out is None and owned and send is partial:
+                comm.Allreduce(MPI.IN_PLACE, send, op=mpi_op)  # our own accumulator: no copy
+                return send, True, failures
+            result = np.empty_like(send) if out is None else out
+            comm.Allreduce(send, result, op=mpi_op)
+            return result, True, failures
+        result = (np.empty_like(send) if out is None else out) if comm.Get_rank() == root else None
+        comm.Reduce(send, result, op=mpi_op, root=root)
+        return result, True, failures
     if any(m[1] and m[2][0] == "array" for m in metas) and any(
         m[1] and m[2] != first for m in metas
     ):
@@ -295,7 +310,7 @@ def combine_partials(
         if not has:
             continue
         if not started:
-            acc, owned = own(value)
+            acc, owned = value, False
             started = True
         else:
             acc, owned = fold(op, acc, value, owned)
