@@ -1,5 +1,6 @@
 """The README's example program runs as shown and computes pi."""
 
+import ast
 import math
 import re
 
@@ -28,3 +29,18 @@ def test_readme_life_example_runs_on_3_ranks(tmp_path):
     out = run([BIN / "parcomp", "run", "-n", "3", "--timeout", "90", script], timeout=120)
     assert out.returncode == 0, out.stderr
     assert "cells 5 (60, 60)" in out.stdout
+
+
+def test_readme_mapreduce_example_runs_on_3_ranks(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(# mr_demo\.py.*?)```", text, re.S).group(1)
+    script = tmp_path / "mr_demo.py"
+    script.write_text(block)
+    out = run([BIN / "parcomp", "run", "-n", "3", "--timeout", "90", script], timeout=120)
+    assert out.returncode == 0, out.stderr
+    harmonic = sum(1.0 / (1 + x) for x in range(100_000))
+    assert out.stdout.startswith("[0, 1, 4, 9] ")
+    value = float(out.stdout.split()[4])
+    assert abs(value - harmonic) < 1e-9
+    words = ast.literal_eval(out.stdout[out.stdout.index("{") :].strip())
+    assert words == {"a": 1, "b": 3, "c": 1}
