@@ -154,7 +154,13 @@ def _run_items(
                 plan.failed()
                 index = span.start + len(out)
                 return _failure_record(plan.rank, index, items.get(index), exc), exc
-            on_chunk(k, out)
+            try:
+                on_chunk(k, out)  # the local combine: a custom reducer may raise here
+            except Exception as exc:  # noqa: BLE001 - reported on every rank below
+                plan.failed()
+                return _failure_record(
+                    plan.rank, span.start, f"reducing items {span.start}..{span.stop - 1}", exc
+                ), exc
             plan.finished(len(span))
     except BaseException:
         plan.failed()

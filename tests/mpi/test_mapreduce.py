@@ -177,6 +177,17 @@ def test_error_names_item_and_rank_on_every_rank(schedule):
     parallel_assert(parcomp.map_reduce(int, range(5)) == 10)
 
 
+def test_reducer_error_reaches_every_rank():
+    def picky(a, b):
+        if a + b > 100:
+            raise OverflowError("too big")
+        return a + b
+
+    with pytest.raises(TaskError, match="OverflowError: too big"):
+        parcomp.map_reduce(lambda x: x, range(40), picky, schedule="cyclic", chunksize=20)
+    parallel_assert(True)
+
+
 def test_bad_arguments():
     with pytest.raises(ConfigError, match="unknown schedule"):
         parcomp.map(str, range(3), schedule="guided")
