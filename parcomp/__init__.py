@@ -56,6 +56,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "map": ("parcomp.mapreduce", "map"),
     "map_reduce": ("parcomp.mapreduce", "map_reduce"),
     "map_reduce_keyed": ("parcomp.keyed", "map_reduce_keyed"),
+    "Checkpointer": ("parcomp.checkpoint", "Checkpointer"),
 }
 
 __all__ = [

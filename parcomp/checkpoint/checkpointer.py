@@ -1,0 +1,381 @@
+"""The checkpoint API: a ``Checkpointer`` bound to a directory and a policy.
+
+COMMUNICATES: ``save``, ``restore``, ``checkpoint_if_due``, ``wait`` and ``close`` are
+collectives over the checkpointer's communicator.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parcomp.checkpoint import preempt
+from parcomp.checkpoint.reader import Restored, load_latest
+from parcomp.checkpoint.writer import Snapshot, commit_checkpoint, write_shard
+from parcomp.comm import get_logger, raise_if_any, resolve_comm
+from parcomp.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mpi4py import MPI
+
+__all__ = ["Checkpointer"]
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _check_name(kind: str, name: Any) -> None:
+    if (
+        not isinstance(name, str)
+        or not name
+        or not set(name) <= _NAME_CHARS
+        or name.startswith(".")
+    ):
+        raise ConfigError(f"{kind} name {name!r}: use letters, digits, '_', '-' or '.' (not first)")
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return {"__float__": repr(value)}
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, where) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, where) for k, v in value.items()}
+    raise ConfigError(
+        f"{where}: {type(value).__name__} cannot be stored (use numbers, strings, lists, dicts or arrays)"
+    )
+
+
+class Checkpointer:
+    """Checkpoints to ``directory`` on a policy; restores the newest valid one on any rank count.
+
+    Parameters
+    ----------
+    directory : str or Path
+        Where the ``step-NNNNNNNN`` checkpoint directories go (created if needed).
+    every_steps : int, optional
+        :meth:`checkpoint_if_due` saves when ``step`` is a multiple of this.
+    every_seconds : float, optional
+        ... or when this much time passed since the last save (rank 0's clock decides).
+    keep : int, default 2
+        Committed checkpoints to keep; older ones are pruned after a newer one commits.
+    async_write : bool, default False
+        ``save`` snapshots the arrays to memory and writes the shards in a background
+        thread while compute continues; the commit (master, manifest, rename) happens at
+        the next ``save``, ``checkpoint_if_due`` boundary that saves, ``wait`` or ``close``.
+    handle_signals : bool, default True
+        Install the SIGTERM/SIGUSR1/SIGUSR2 flag handlers (main thread only).
+    comm : mpi4py.MPI.Comm, optional
+        Communicator (default: parcomp's default communicator).
+
+    Notes
+    -----
+    Construction is local; the methods listed in the module docstring are collective.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        every_steps: int | None = None,
+        every_seconds: float | None = None,
+        keep: int = 2,
+        async_write: bool = False,
+        handle_signals: bool = True,
+        comm: MPI.Comm | None = None,
+    ) -> None:
+        if every_steps is not None and (
+            isinstance(every_steps, bool) or not isinstance(every_steps, int) or every_steps < 1
+        ):
+            raise ConfigError(f"every_steps must be a positive integer, got {every_steps!r}")
+        if every_seconds is not None and not every_seconds > 0:
+            raise ConfigError(f"every_seconds must be positive, got {every_seconds!r}")
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ConfigError(f"keep must be a positive integer, got {keep!r}")
+        self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CheckpointError(
+                f"checkpoint directory {self.directory} exists and is not a directory"
+            )
+        self.every_steps = every_steps
+        self.every_seconds = every_seconds
+        self.keep = keep
+        self.async_write = async_write
+        self.comm = resolve_comm(comm)
+        self.log = get_logger("parcomp.checkpoint")
+        self._last_save = time.monotonic()
+        self._pending: dict[str, Any] | None = None
+        self.last_path: Path | None = None
+        self.saves = 0
+        self.seconds_blocked = 0.0
+        if handle_signals:
+            preempt.install_handlers()
+
+    # ------------------------------------------------------------------ saving
+    def save(
+        self,
+        step: int,
+        arrays: Mapping[str, Any] | None = None,
+        scalars: Mapping[str, Any] | None = None,
+        rng: Mapping[str, np.random.Generator] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Path | None:
+        """Write a checkpoint of ``step`` (collective).
+
+        Parameters
+        ----------
+        step : int
+            Step number (>= 0); names the checkpoint.
+        arrays : dict of str to DistArray
+            Distributed arrays, stored as global datasets.
+        scalars : dict
+            Numbers, strings, lists, dicts, small arrays (JSON in the manifest, numbers also
+            as attributes of ``/scalars`` in ``master.h5``).  The same on every rank: rank 0's
+            are stored.
+        rng : dict of str to numpy.random.Generator
+            Generators whose exact state is stored (as NumPy's state dict, not a pickle).
+            Rank 0's are stored; give per-rank streams as arrays or derive them from the step.
+        meta : dict
+            Free-form user metadata (JSON).
+
+        Returns
+        -------
+        Path or None
+            The committed checkpoint directory (None when ``async_write``: see ``wait``).
+
+        Raises
+        ------
+        CheckpointError
+            On every rank, if writing failed anywhere; older checkpoints stay intact.
+        """
+        t0 = time.perf_counter()
+        self.wait()
+        arrays = dict(arrays or {})
+        error = None
+        try:
+            if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+                raise ConfigError(f"step must be a non-negative integer, got {step!r}")
+            for name in arrays:
+                _check_name("array", name)
+            from parcomp.array import DistArray
+
+            for name, arr in arrays.items():
+                if not isinstance(arr, DistArray):
+                    raise ConfigError(
+                        f"array {name!r} must be a DistArray, got {type(arr).__name__}"
+                    )
+            record = {
+                "scalars": _jsonable(dict(scalars or {}), "scalars"),
+                "meta": _jsonable(dict(meta or {}), "meta"),
+                "rng": {
+                    k: _jsonable(g.bit_generator.state, f"rng {k!r}")
+                    for k, g in (rng or {}).items()
+                },
+            }
+            for name in rng or {}:
+                _check_name("rng", name)
+        except ConfigError as exc:
+            error = exc
+        raise_if_any(error, self.comm)
+        snap = Snapshot(arrays, copy=self.async_write)
+        step = int(step)
+        directory, tmp = self._begin(step)
+        if not self.async_write:
+            path = self._finish(step, directory, tmp, snap, record, self._write(tmp, step, snap))
+            self.seconds_blocked += time.perf_counter() - t0
+            return path
+        pending: dict[str, Any] = {
+            "step": step,
+            "tmp": tmp,
+            "snap": snap,
+            "record": record,
+            "result": None,
+        }
+
+        def work() -> None:
+            pending["result"] = self._write(tmp, step, snap)
+
+        thread = threading.Thread(target=work, name=f"parcomp-checkpoint-{step}", daemon=True)
+        pending["thread"] = thread
+        thread.start()
+        self._pending = pending
+        self.seconds_blocked += time.perf_counter() - t0
+        return None
+
+    def _begin(self, step: int) -> tuple[Path, Path]:
+        import os
+
+        from parcomp.checkpoint.format import step_dir_name
+
+        name, error = None, None
+        if self.comm.Get_rank() == 0:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                name = f".tmp-{step_dir_name(step)}-{os.urandom(6).hex()}"
+                os.mkdir(self.directory / name)
+            except OSError as exc:
+                error = f"cannot create a checkpoint in {self.directory}: {exc}"
+        name, error = self.comm.bcast((name, error), root=0)
+        if error:
+            raise CheckpointError(error)
+        return self.directory, self.directory / name
+
+    def _write(self, tmp: Path, step: int, snap: Snapshot) -> dict[str, Any] | str:
+        rank, size = self.comm.Get_rank(), self.comm.Get_size()
+        try:
+            return write_shard(tmp, rank, size, step, snap)
+        except OSError as exc:
+            return f"rank {rank}: writing its shard failed: {exc}"
+
+    def _finish(
+        self,
+        step: int,
+        directory: Path,
+        tmp: Path,
+        snap: Snapshot,
+        record: dict[str, Any],
+        mine: dict[str, Any] | str,
+    ) -> Path:
+        import shutil
+
+        records = self.comm.gather(mine, root=0)
+        outcome: tuple[str | None, str | None] = (None, None)
+        if self.comm.Get_rank() == 0:
+            failures = [r for r in records if isinstance(r, str)]
+            if failures:
+                shutil.rmtree(tmp, ignore_errors=True)
+                outcome = (
+                    None,
+                    f"checkpoint of step {step} in {directory} failed; previous checkpoints kept. "
+                    + "; ".join(failures),
+                )
+            else:
+                try:
+                    final = commit_checkpoint(
+                        directory,
+                        tmp,
+                        step,
+                        self.comm.Get_size(),
+                        records,
+                        snap.layout,
+                        record["scalars"],
+                        record["rng"],
+                        record["meta"],
+                        self.keep,
+                    )
+                    outcome = (str(final), None)
+                except OSError as exc:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    outcome = (
+                        None,
+                        f"committing the checkpoint of step {step} in {directory} failed ({exc}); previous checkpoints kept",
+                    )
+        path, error = self.comm.bcast(outcome, root=0)
+        if error:
+            raise CheckpointError(error)
+        self._last_save = time.monotonic()
+        self.last_path = Path(path)
+        self.saves += 1
+        self.log.info("checkpoint of step %d committed: %s", step, path)
+        return Path(path)
+
+    def wait(self) -> Path | None:
+        """Finish an asynchronous save (join the writer, then commit collectively)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        t0 = time.perf_counter()
+        pending["thread"].join()
+        path = self._finish(
+            pending["step"],
+            self.directory,
+            pending["tmp"],
+            pending["snap"],
+            pending["record"],
+            pending["result"],
+        )
+        self.seconds_blocked += time.perf_counter() - t0
+        return path
+
+    def close(self) -> None:
+        """Commit any pending asynchronous checkpoint (collective)."""
+        self.wait()
+
+    # ------------------------------------------------------------------ policy
+    def due(self, step: int) -> tuple[bool, int]:
+        """Whether to save now, and the preemption signal (0 if none); agreed by all ranks.
+
+        One ``allreduce`` of two integers: the time policy is rank 0's clock, the signal
+        is any rank's.
+        """
+        from mpi4py import MPI
+
+        by_step = self.every_steps is not None and step % self.every_steps == 0
+        by_time = (
+            self.every_seconds is not None
+            and self.comm.Get_rank() == 0
+            and time.monotonic() - self._last_save >= self.every_seconds
+        )
+        flags = np.array([int(by_step or by_time), preempt.requested()], dtype=np.int64)
+        self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        return bool(flags[0] or flags[1]), int(flags[1])
+
+    def checkpoint_if_due(self, step: int, **state: Any) -> bool:
+        """At a step boundary: save if the policy says so or a preemption signal arrived.
+
+        ``state`` is passed to :meth:`save` (``arrays=``, ``scalars=``, ``rng=``, ``meta=``).
+        After a preemption checkpoint (written synchronously and committed) every rank
+        raises :class:`~parcomp.checkpoint.preempt.Preempted`, a ``SystemExit`` with status
+        75.  Returns whether a checkpoint was started.
+        """
+        save, signum = self.due(step)
+        if not save:
+            return False
+        if signum:
+            self.log.warning(
+                "preemption signal %d received: checkpointing step %d, then exiting with status %d",
+                signum,
+                step,
+                preempt.PREEMPTED_STATUS,
+            )
+            self.wait()
+            was_async, self.async_write = self.async_write, False
+            try:
+                self.save(step, **state)
+            finally:
+                self.async_write = was_async
+            raise preempt.Preempted(signum)
+        self.save(step, **state)
+        return True
+
+    def restore(self, arrays: Mapping[str, Mapping[str, Any]] | None = None) -> Restored | None:
+        """Restore the newest valid checkpoint on the current ranks (collective), or None.
+
+        Parameters
+        ----------
+        arrays : dict, optional
+            Per array, DistArray options to change on restore (``halo``, ``periods``,
+            ``dims``); by default the saved halo and periods, and a new process grid when
+            the rank count changed.
+        """
+        self.wait()
+        restored = load_latest(
+            self.directory, self.comm, {k: dict(v) for k, v in (arrays or {}).items()}
+        )
+        self._last_save = time.monotonic()
+        return restored
+
+    latest = restore

@@ -1,0 +1,206 @@
+"""Writing a checkpoint: every rank its shard, rank 0 the master file and the manifest.
+
+Local: :class:`~parcomp.checkpoint.Checkpointer` runs the collective protocol below and
+calls these pieces.
+
+Protocol (atomic; a crash at any point leaves the previous checkpoints valid):
+
+1. rank 0 makes ``DIR/.tmp-step-N-<nonce>``;
+2. every rank writes its shard there (slab by slab, CRC-32s computed in threads beside
+   the writes), then fsyncs it;
+3. the shard records (sizes, CRCs) are gathered on rank 0; any rank's error aborts here
+   on every rank, the temp directory is removed and nothing older is touched;
+4. rank 0 writes ``master.h5`` and, last, ``manifest.json`` (temp name, fsync, replace),
+   fsyncs the directory, renames it to ``DIR/step-N`` and fsyncs ``DIR``: the commit;
+5. only then are checkpoints beyond the newest ``keep`` and stale temp directories pruned.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parcomp.checkpoint.format import (
+    FORMAT,
+    MANIFEST,
+    MASTER,
+    SCHEMA_VERSION,
+    crc32_slabs,
+    fsync_path,
+    parse_step,
+    shard_name,
+    slab_bounds,
+    slab_rows,
+    step_dir_name,
+    write_json_atomic,
+)
+
+__all__ = ["write_shard", "commit_checkpoint", "Snapshot"]
+
+
+class Snapshot:
+    """What one rank contributes to a checkpoint: its blocks (copies or views) and layout."""
+
+    def __init__(self, arrays: dict[str, Any], copy: bool) -> None:
+        self.blocks: dict[str, np.ndarray] = {}
+        self.layout: dict[str, dict[str, Any]] = {}
+        for name, arr in arrays.items():
+            block = arr.interior
+            self.blocks[name] = np.array(block, copy=True) if copy else np.ascontiguousarray(block)
+            part = arr.partition
+            self.layout[name] = {
+                "global_shape": list(part.global_shape),
+                "dtype": arr.dtype.str,
+                "dims": list(part.dims),
+                "periods": list(part.periods),
+                "halo": list(arr.halo),
+                "start": [a for a, _ in arr.local_range],
+                "shape": list(arr.local_shape),
+            }
+
+
+def write_shard(folder: Path, rank: int, size: int, step: int, snap: Snapshot) -> dict[str, Any]:
+    """Write this rank's shard into ``folder``; return its record for the manifest."""
+    import h5py
+
+    name = shard_name(rank, size)
+    path = folder / name
+    record: dict[str, Any] = {"file": name, "arrays": {}}
+    with ThreadPoolExecutor(max_workers=2) as pool, h5py.File(path, "w") as fh:
+        fh.attrs.update(
+            {
+                "format": FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "rank": rank,
+                "nprocs": size,
+                "step": step,
+            }
+        )
+        group = fh.create_group("arrays")
+        for array_name, block in snap.blocks.items():
+            rows = slab_rows(block.shape, block.itemsize)
+            crcs = pool.submit(crc32_slabs, block, rows)
+            chunks = (min(rows, block.shape[0]), *block.shape[1:]) if block.ndim else None
+            dset = group.create_dataset(
+                array_name, shape=block.shape, dtype=block.dtype, chunks=chunks
+            )
+            for a, b in slab_bounds(block.shape[0], rows):
+                if b > a:
+                    dset[a:b] = block[a:b]
+            lay = snap.layout[array_name]
+            dset.attrs.update(
+                {
+                    "global_start": lay["start"],
+                    "global_shape": lay["global_shape"],
+                    "slab_rows": rows,
+                }
+            )
+            slab_crc = crcs.result()
+            dset.attrs["slab_crc32"] = np.array(slab_crc, dtype=np.uint32)
+            record["arrays"][array_name] = {
+                "start": lay["start"],
+                "shape": lay["shape"],
+                "slab_rows": rows,
+                "slab_crc32": slab_crc,
+            }
+    fsync_path(path)
+    record["bytes"] = path.stat().st_size
+    return record
+
+
+def _write_master(
+    folder: Path, step: int, size: int, arrays: dict[str, dict[str, Any]], scalars: dict[str, Any]
+) -> None:
+    import h5py
+
+    path = folder / MASTER
+    with h5py.File(path, "w") as fh:
+        fh.attrs.update(
+            {"format": FORMAT, "schema_version": SCHEMA_VERSION, "step": step, "nprocs": size}
+        )
+        group = fh.create_group("arrays")
+        for name, spec in arrays.items():
+            layout = h5py.VirtualLayout(
+                shape=tuple(spec["global_shape"]), dtype=np.dtype(spec["dtype"])
+            )
+            for shard in spec["shards"]:
+                source = h5py.VirtualSource(
+                    f"./{shard['file']}", f"/arrays/{name}", shape=tuple(shard["shape"])
+                )
+                region = tuple(
+                    slice(s, s + n) for s, n in zip(shard["start"], shard["shape"], strict=True)
+                )
+                layout[region] = source
+            dset = group.create_virtual_dataset(name, layout)
+            dset.attrs["description"] = (
+                "global array; a view of the shard files (HDF5 virtual dataset)"
+            )
+        sc = fh.create_group("scalars")
+        for key, value in scalars.items():
+            if isinstance(value, bool | int | float | str):
+                sc.attrs[key] = value
+    fsync_path(path)
+
+
+def commit_checkpoint(
+    directory: Path,
+    tmp: Path,
+    step: int,
+    size: int,
+    records: list[dict[str, Any]],
+    layouts: dict[str, dict[str, Any]],
+    scalars: dict[str, Any],
+    rng: dict[str, Any],
+    meta: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Rank 0's part after every shard is on disk: master, manifest, rename, prune."""
+    arrays: dict[str, dict[str, Any]] = {}
+    for name, lay in layouts.items():
+        arrays[name] = {k: lay[k] for k in ("global_shape", "dtype", "dims", "periods", "halo")}
+        arrays[name]["shards"] = [
+            {"rank": r, "file": rec["file"], **rec["arrays"][name]} for r, rec in enumerate(records)
+        ]
+    _write_master(tmp, step, size, arrays, scalars)
+    files = [{"name": rec["file"], "bytes": rec["bytes"]} for rec in records]
+    files.append({"name": MASTER, "bytes": (tmp / MASTER).stat().st_size})
+    manifest = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "step": step,
+        "nprocs": size,
+        "created_unix": time.time(),
+        "arrays": arrays,
+        "files": files,
+        "scalars": scalars,
+        "rng": rng,
+        "meta": meta,
+    }
+    write_json_atomic(tmp / MANIFEST, manifest)
+    final = directory / step_dir_name(step)
+    old = None
+    if final.exists():  # the same step saved again (after a restart): swap, then drop the old
+        old = directory / f".old-{final.name}-{os.urandom(4).hex()}"
+        os.rename(final, old)
+    os.rename(tmp, final)
+    fsync_path(directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    _prune(directory, keep, final)
+    return final
+
+
+def _prune(directory: Path, keep: int, current: Path) -> None:
+    steps = sorted((s, p) for p in directory.iterdir() if (s := parse_step(p.name)) is not None)
+    for _, path in steps[:-keep] if keep > 0 else []:
+        if path != current:
+            shutil.rmtree(path, ignore_errors=True)
+    for path in directory.iterdir():
+        if path.name.startswith((".tmp-step-", ".old-step-")) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
