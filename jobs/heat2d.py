@@ -23,6 +23,7 @@ import numpy as np
 import parcomp
 from parcomp.array import DistArray, run_stencil
 from parcomp.kernels import heat_step_2d
+from parcomp.testing import inject_failure
 
 
 def initial(n: int):
@@ -41,16 +42,42 @@ def exact(n: int, steps: int, alpha: float) -> np.ndarray:
     return g**steps * initial(n)(i, j)
 
 
-def simulate(n: int, steps: int, alpha: float, comm=None, dims=None, progress: bool = False):
-    """Run the scheme; return ``(field, seconds_in_steps, seconds_in_halo_exchange)``.
+def simulate(
+    n: int,
+    steps: int,
+    alpha: float,
+    comm=None,
+    dims=None,
+    progress: bool = False,
+    checkpointer=None,
+    die_at_step: int | None = None,
+    die_rank: int | None = None,
+    step_delay: float = 0.0,
+):
+    """Run the scheme; return ``(field, seconds_in_steps, seconds_in_halo_exchange, steps_run)``.
+
+    With a ``checkpointer`` the run resumes from its newest valid checkpoint (on any rank
+    count) and checkpoints by its policy and on preemption signals.
 
     Notes
     -----
     Collective over `comm`: call on all ranks.
     """
-    u = DistArray.fromfunction(initial(n), (n, n), halo=1, dims=dims, comm=comm)
-    v = u.zeros_like()
     log = parcomp.get_logger("parcomp.jobs.heat2d")
+    start = 0
+    restored = checkpointer.restore() if checkpointer is not None else None
+    if restored is not None:
+        u, start = restored.arrays["u"], restored.step
+        log.info(
+            "resumed at step %d on %d ranks (resumed_at=%.6f)", start, u.partition.size, time.time()
+        )
+    else:
+        u = DistArray.fromfunction(initial(n), (n, n), halo=1, dims=dims, comm=comm)
+    if u.global_shape != (n, n):
+        raise parcomp.ConfigError(
+            f"the checkpoint holds a {u.global_shape} grid, this run asks for ({n}, {n})"
+        )
+    v = u.zeros_like()
     report = max(1, steps // 10)
     halo_time = 0.0
     comm = u.comm
@@ -59,16 +86,23 @@ def simulate(n: int, steps: int, alpha: float, comm=None, dims=None, progress: b
         arr.exchange_halos()
     comm.Barrier()
     t0 = time.perf_counter()
-    for step in range(1, steps + 1):
+    for step in range(start + 1, steps + 1):
         t = time.perf_counter()
         u.exchange_halos()
         halo_time += time.perf_counter() - t
         run_stencil(heat_step_2d, u, v, alpha, exchange=False)
         u, v = v, u
+        if step_delay:
+            time.sleep(step_delay)
+        inject_failure(step, die_at_step, die_rank, comm)
+        if checkpointer is not None:
+            checkpointer.checkpoint_if_due(step, arrays={"u": u}, scalars={"alpha": alpha, "n": n})
         if progress and step % report == 0:
             log.info("step %d/%d (%.0f%%)", step, steps, 100.0 * step / steps)
+    if checkpointer is not None:
+        checkpointer.close()
     comm.Barrier()
-    return u, time.perf_counter() - t0, halo_time
+    return u, time.perf_counter() - t0, halo_time, steps - start
 
 
 def write_outputs(field: np.ndarray, out: Path, attrs: dict, png: bool) -> list[Path]:
@@ -116,6 +150,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=0.24, help="kappa*dt/dx^2, <= 0.25")
     parser.add_argument("--out", type=Path, default=Path("out/heat2d"), help="output directory")
     parser.add_argument("--no-png", action="store_true", help="skip the PNG image")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint/resume here")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=None, help="checkpoint every N steps"
+    )
+    parser.add_argument(
+        "--checkpoint-seconds", type=float, default=None, help="... or every S seconds"
+    )
+    parser.add_argument(
+        "--async-checkpoint", action="store_true", help="write checkpoints in the background"
+    )
+    parser.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
+    parser.add_argument(
+        "--die-at-step",
+        type=int,
+        default=None,
+        help="fault injection: SIGKILL a rank at this step (first attempt only)",
+    )
+    parser.add_argument("--die-rank", type=int, default=0, help="fault injection: which rank dies")
+    parser.add_argument(
+        "--step-delay", type=float, default=0.0, help="sleep per step (to test signals)"
+    )
     args = parser.parse_args(argv)
     if args.n < 1 or args.steps < 0:
         raise parcomp.ConfigError(
@@ -124,7 +179,27 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 < args.alpha <= 0.25:
         raise parcomp.ConfigError(f"--alpha must be in (0, 0.25] for stability, got {args.alpha}")
     log = parcomp.get_logger("parcomp.jobs.heat2d")
-    u, seconds, halo = simulate(args.n, args.steps, args.alpha, progress=True)
+    ckpt = None
+    if args.checkpoint_dir is not None:
+        from parcomp.checkpoint import Checkpointer
+
+        ckpt = Checkpointer(
+            args.checkpoint_dir,
+            every_steps=args.checkpoint_every,
+            every_seconds=args.checkpoint_seconds,
+            keep=args.keep,
+            async_write=args.async_checkpoint,
+        )
+    u, seconds, halo, ran = simulate(
+        args.n,
+        args.steps,
+        args.alpha,
+        progress=True,
+        checkpointer=ckpt,
+        die_at_step=args.die_at_step,
+        die_rank=args.die_rank,
+        step_delay=args.step_delay,
+    )
     field = u.gather(root=0)
     if u.rank == 0:
         error = float(np.max(np.abs(field - exact(args.n, args.steps, args.alpha))))
@@ -136,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
             "max_abs_error_vs_exact": error,
         }
         paths = write_outputs(field, args.out, attrs, png=not args.no_png)
-        rate = args.n * args.n * args.steps / seconds / 1e9 if seconds > 0 else float("nan")
+        rate = args.n * args.n * ran / seconds / 1e9 if seconds > 0 else float("nan")
         log.info(
             "%.3f Gcell/s, halo exchange %.1f%% of step time",
             rate,

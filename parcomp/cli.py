@@ -27,6 +27,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -107,7 +117,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
         target, rest = args.module, args.args
     else:
         target, rest = args.script, args.args
-    return run_job(args.n, target, rest, module=args.module is not None, timeout=args.timeout)
+    return run_job(
+        args.n,
+        target,
+        rest,
+        module=args.module is not None,
+        timeout=args.timeout,
+        restarts=args.restarts,
+        shrink=args.shrink,
+    )
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from parcomp.checkpoint.reader import inspect_checkpoint, list_checkpoints
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise ParcompError(f"{directory} is not a directory")
+    found = list_checkpoints(directory)
+    if not found:
+        print(f"{directory}: no checkpoints")
+        return 1
+    newest_valid = None
+    for step, path in found:
+        valid, text = inspect_checkpoint(path, verify_data=not args.quick)
+        print(f"{path.name}  {'valid  ' if valid else 'INVALID'}  {text}")
+        if valid and newest_valid is None:
+            newest_valid = step
+    stale = sorted(p.name for p in directory.iterdir() if p.name.startswith(".tmp-"))
+    for name in stale:
+        print(f"{name}  (unfinished write, ignored)")
+    print(
+        f"restore would use: {f'step {newest_valid}' if newest_valid is not None else 'nothing (no valid checkpoint)'}"
+    )
+    return 0 if newest_valid is not None else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds after which the whole job is killed (exit status 124)",
     )
     run.add_argument(
+        "--restarts",
+        type=_nonnegative_int,
+        default=0,
+        metavar="K",
+        help="relaunch up to K times after a failure; the job resumes from its last checkpoint",
+    )
+    run.add_argument("--shrink", action="store_true", help="relaunch on one rank fewer each time")
+    run.add_argument(
         "-m",
         dest="module",
         default=None,
@@ -148,10 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("script", nargs="?", default=None, help="the Python script to run")
     run.add_argument("args", nargs="*", help="arguments for the script (or module)")
     run.set_defaults(func=_cmd_run)
+
+    inspect = sub.add_parser("inspect", help="list the checkpoints in a directory and check each")
+    inspect.add_argument("directory")
+    inspect.add_argument(
+        "--quick", action="store_true", help="check manifests and sizes only, not the data CRCs"
+    )
+    inspect.set_defaults(func=_cmd_inspect)
     return parser
 
 
-_RUN_OPTIONS_WITH_VALUE = ("-n", "--np", "--timeout")
+_RUN_OPTIONS_WITH_VALUE = ("-n", "--np", "--timeout", "--restarts")
 
 
 def _split_run(argv: list[str]) -> tuple[list[str], list[str]]:

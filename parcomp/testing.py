@@ -12,7 +12,7 @@ from parcomp.comm import resolve_comm
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
 
-__all__ = ["parallel_assert"]
+__all__ = ["parallel_assert", "inject_failure"]
 
 
 def parallel_assert(condition: bool, message: str = "", comm: MPI.Comm | None = None) -> None:
@@ -50,3 +50,29 @@ def parallel_assert(condition: bool, message: str = "", comm: MPI.Comm | None = 
         raise AssertionError(
             f"parallel assertion failed on rank(s) {ranks} of {comm.Get_size()}: {details}"
         )
+
+
+def inject_failure(
+    step: int, die_at_step: int | None, die_rank: int | None, comm: MPI.Comm | None = None
+) -> None:
+    """Fault injection for tests and demos: SIGKILL this rank at ``die_at_step``.
+
+    Only on the first attempt of a job (``PARCOMP_RESTART_COUNT`` unset or 0) and only on
+    ``die_rank``, so that a restarted job runs through.  If ``$PARCOMP_FAULT_STAMP`` names
+    a file, the time of death is written there first (for recovery-time measurements).
+    """
+    import os
+    import signal
+    import time
+
+    if die_at_step is None or step != die_at_step:
+        return
+    if int(os.environ.get("PARCOMP_RESTART_COUNT", "0") or 0) != 0:
+        return
+    if resolve_comm(comm).Get_rank() != (die_rank or 0):
+        return
+    stamp = os.environ.get("PARCOMP_FAULT_STAMP")
+    if stamp:
+        with open(stamp, "w") as fh:
+            fh.write(repr(time.time()))
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from parcomp.checkpoint.preempt import PREEMPTED_STATUS
+from parcomp.comm import get_logger
 from parcomp.errors import ConfigError, LaunchError
 from parcomp.launch.mpiexec import find_mpiexec, mpiexec_argv, mpiexec_identity
 
@@ -39,6 +41,8 @@ def run_job(
     mpiexec: Path | None = None,
     env: dict[str, str] | None = None,
     kill_grace: float = 5.0,
+    restarts: int = 0,
+    shrink: bool = False,
 ) -> int:
     """Run ``target`` on ``nprocs`` ranks and return the job's exit status.
 
@@ -61,6 +65,12 @@ def run_job(
         Environment for the job (default: this process's).
     kill_grace : float
         Seconds between SIGTERM and SIGKILL when the timeout expires.
+    restarts : int
+        Relaunch the job up to this many times after it fails (a rank died or exited
+        non-zero); the job resumes from its last valid checkpoint.  Each attempt sees
+        ``PARCOMP_RESTART_COUNT``.  Not after a timeout or a preemption (status 75).
+    shrink : bool
+        Relaunch on one rank fewer each time (down to 1), as after losing a node.
 
     Returns
     -------
@@ -82,18 +92,45 @@ def run_job(
         script = Path(target)
         if not script.is_file():
             raise LaunchError(f"script not found: {target!r} (no such file)")
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+        raise ConfigError(f"restarts must be a non-negative integer, got {restarts!r}")
     launcher = mpiexec if mpiexec is not None else find_mpiexec()
     vendor = mpiexec_identity(launcher).vendor
     program = [sys.executable, "-m", "parcomp.launch.runner"]
     program += ["-m", target] if module else [target]
-    argv = mpiexec_argv(nprocs, program + list(args), mpiexec=launcher, vendor=vendor)
-    job_env = dict(os.environ if env is None else env)
-    job_env["PARCOMP_NPROCS"] = str(nprocs)
-    try:
-        proc = subprocess.Popen(argv, env=job_env, start_new_session=True)
-    except OSError as exc:
-        raise LaunchError(f"could not start {launcher}: {exc}") from exc
-    return _supervise(proc, timeout, kill_grace)
+    log = get_logger("parcomp.run")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    attempt, ranks = 0, nprocs
+    while True:
+        argv = mpiexec_argv(ranks, program + list(args), mpiexec=launcher, vendor=vendor)
+        job_env = dict(os.environ if env is None else env)
+        job_env.update(PARCOMP_NPROCS=str(ranks), PARCOMP_RESTART_COUNT=str(attempt))
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(argv, env=job_env, start_new_session=True)
+        except OSError as exc:
+            raise LaunchError(f"could not start {launcher}: {exc}") from exc
+        remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
+        status = _supervise(proc, remaining, kill_grace)
+        if status in (0, TIMEOUT_STATUS, PREEMPTED_STATUS) or attempt >= restarts:
+            if status == PREEMPTED_STATUS:
+                log.warning(
+                    "job checkpointed on a preemption signal; exit status %d (requeue it)", status
+                )
+            elif status not in (0, TIMEOUT_STATUS) and restarts:
+                log.error("job failed with status %d; no restarts left (%d used)", status, attempt)
+            return status
+        attempt += 1
+        if shrink and ranks > 1:
+            ranks -= 1
+        log.warning(
+            "job failed with status %d after %.2f s; restart %d/%d on %d ranks from the last checkpoint",
+            status,
+            time.monotonic() - started,
+            attempt,
+            restarts,
+            ranks,
+        )
 
 
 def _supervise(proc: subprocess.Popen[bytes], timeout: float | None, kill_grace: float) -> int:

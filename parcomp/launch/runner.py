@@ -14,6 +14,7 @@ import os
 import runpy
 import sys
 
+from parcomp.checkpoint.preempt import PREEMPTED_STATUS
 from parcomp.comm import _failfast_enabled, abort, install_excepthook, world_rank_size
 
 #: Exit status when the world size differs from the number of ranks asked for.
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
             runpy.run_path(target, run_name="__main__")
     except SystemExit as exc:
         code = exc.code
+        if code == PREEMPTED_STATUS:
+            raise  # every rank checkpointed together and exits the same way: no abort
         if code not in (None, 0):
             status = code if isinstance(code, int) else 1
             rank, size = world_rank_size()
