@@ -20,6 +20,7 @@ import numpy as np
 import parcomp
 from parcomp.array import DistArray
 from parcomp.kernels import kmeans_stats
+from parcomp.testing import inject_failure
 
 
 def make_points(n: int, k: int, dim: int, seed: int, comm=None) -> tuple[DistArray, np.ndarray]:
@@ -37,7 +38,15 @@ def make_points(n: int, k: int, dim: int, seed: int, comm=None) -> tuple[DistArr
     return DistArray.fromfunction(f, (n, dim), dims=(None, 1), comm=comm), centres
 
 
-def kmeans(points: DistArray, k: int, iterations: int, tol: float, seed: int):
+def kmeans(
+    points: DistArray,
+    k: int,
+    iterations: int,
+    tol: float,
+    seed: int,
+    checkpointer=None,
+    die_at_iteration: int | None = None,
+):
     """Run k-means; returns ``(centroids, inertia, iterations_done)`` on every rank.
 
     Notes
@@ -57,7 +66,15 @@ def kmeans(points: DistArray, k: int, iterations: int, tol: float, seed: int):
         init = np.array(chosen)
     centroids = points.comm.bcast(init, root=0)
     inertia = np.inf
-    for it in range(1, iterations + 1):
+    first_it = 1
+    restored = checkpointer.restore() if checkpointer is not None else None
+    if restored is not None:  # centroids are exact: JSON keeps every float64 bit
+        centroids = np.array(restored.scalars["centroids"], dtype=np.float64)
+        inertia, first_it = restored.scalars["inertia"], restored.step + 1
+        log.info("resumed after iteration %d", restored.step)
+        if restored.scalars.get("converged"):
+            return centroids, inertia, restored.step
+    for it in range(first_it, iterations + 1):
         stats = parcomp.map_reduce(lambda block, c=centroids: kmeans_stats(block, c), points, "sum")
         counts = stats[:, dim]
         new = np.where(
@@ -66,6 +83,11 @@ def kmeans(points: DistArray, k: int, iterations: int, tol: float, seed: int):
         shift = float(np.max(np.linalg.norm(new - centroids, axis=1)))
         centroids, inertia = new, float(stats[:, dim + 1].sum())
         log.info("iteration %d: inertia %.6g, max centroid shift %.3g", it, inertia, shift)
+        inject_failure(it, die_at_iteration, 0, points.comm)
+        if checkpointer is not None:
+            checkpointer.save(
+                it, scalars={"centroids": centroids, "inertia": inertia, "converged": shift <= tol}
+            )
         if shift <= tol:
             return centroids, inertia, it
     return centroids, inertia, iterations
@@ -79,6 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--tol", type=float, default=1e-9)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--checkpoint-dir", default=None, help="checkpoint the centroids here each iteration"
+    )
+    parser.add_argument(
+        "--die-at-iteration", type=int, default=None, help="fault injection (first attempt only)"
+    )
     args = parser.parse_args(argv)
     if args.k < 1 or args.points < args.k or args.dim < 1:
         raise parcomp.ConfigError(
@@ -86,7 +114,20 @@ def main(argv: list[str] | None = None) -> None:
         )
     t0 = time.perf_counter()
     points, truth = make_points(args.points, args.k, args.dim, args.seed)
-    centroids, inertia, done = kmeans(points, args.k, args.iterations, args.tol, args.seed)
+    ckpt = None
+    if args.checkpoint_dir:
+        from parcomp.checkpoint import Checkpointer
+
+        ckpt = Checkpointer(args.checkpoint_dir)
+    centroids, inertia, done = kmeans(
+        points,
+        args.k,
+        args.iterations,
+        args.tol,
+        args.seed,
+        checkpointer=ckpt,
+        die_at_iteration=args.die_at_iteration,
+    )
     if points.rank == 0:
         err = max(np.min(np.linalg.norm(centroids - t, axis=1)) for t in truth)
         print(

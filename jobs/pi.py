@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 import parcomp
+from parcomp.testing import inject_failure
 
 
 def chunk_hits(seed: int, chunk: int, count: int) -> int:
@@ -39,22 +40,50 @@ def estimate_pi(
     comm=None,
     schedule: str = "block",
     progress: bool = False,
+    checkpointer=None,
+    batch: int = 0,
+    die_at_batch: int | None = None,
 ) -> float:
     """Estimate pi from ``samples`` points; the same value on any rank count and schedule.
+
+    With a ``checkpointer`` the chunks run in batches of ``batch``; after each batch the
+    map/reduce progress (next chunk, hits so far) is checkpointed, and a re-run resumes
+    after the last finished batch instead of redoing it.
 
     Notes
     -----
     Collective over `comm`: call on all ranks.
     """
     sizes = chunk_sizes(samples, chunk)
-    hits = parcomp.map_reduce(
-        lambda i: chunk_hits(seed, i, sizes[i]),
-        range(len(sizes)),
-        "sum",
-        schedule=schedule,
-        progress=progress,
-        comm=comm,
-    )
+    nchunks = len(sizes)
+    done, hits = 0, 0
+    if checkpointer is not None:
+        restored = checkpointer.restore()
+        if restored is not None:
+            if restored.scalars.get("samples") != samples or restored.scalars.get("chunk") != chunk:
+                raise parcomp.ConfigError(
+                    f"checkpoint in {checkpointer.directory} is for another run: {restored.scalars}"
+                )
+            done, hits = restored.scalars["next_chunk"], restored.scalars["hits"]
+    step = max(1, batch) if checkpointer is not None and batch else nchunks
+    number = done // step if step else 0
+    while done < nchunks:
+        stop = min(nchunks, done + step)
+        hits += parcomp.map_reduce(
+            lambda i: chunk_hits(seed, i, sizes[i]),
+            range(done, stop),
+            "sum",
+            schedule=schedule,
+            progress=progress,
+            comm=comm,
+        )
+        done, number = stop, number + 1
+        inject_failure(number, die_at_batch, 0, comm)
+        if checkpointer is not None:
+            checkpointer.save(
+                number,
+                scalars={"next_chunk": done, "hits": hits, "samples": samples, "chunk": chunk},
+            )
     return 4.0 * hits / samples
 
 
@@ -65,6 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=2026, help="root seed")
     parser.add_argument("--schedule", default="block", choices=["block", "cyclic", "dynamic"])
     parser.add_argument("--progress", action="store_true", help="progress bar on rank 0")
+    parser.add_argument(
+        "--checkpoint-dir", default=None, help="checkpoint the map/reduce progress here"
+    )
+    parser.add_argument("--batch", type=int, default=4, help="chunks per checkpointed batch")
+    parser.add_argument(
+        "--die-at-batch", type=int, default=None, help="fault injection (first attempt only)"
+    )
     args = parser.parse_args(argv)
     if args.samples < 1 or args.chunk < 1:
         raise parcomp.ConfigError(
@@ -72,8 +108,20 @@ def main(argv: list[str] | None = None) -> None:
         )
     log = parcomp.get_logger("parcomp.jobs.pi")
     t0 = time.perf_counter()
+    ckpt = None
+    if args.checkpoint_dir:
+        from parcomp.checkpoint import Checkpointer
+
+        ckpt = Checkpointer(args.checkpoint_dir)
     pi = estimate_pi(
-        args.samples, args.chunk, args.seed, schedule=args.schedule, progress=args.progress
+        args.samples,
+        args.chunk,
+        args.seed,
+        schedule=args.schedule,
+        progress=args.progress,
+        checkpointer=ckpt,
+        batch=args.batch,
+        die_at_batch=args.die_at_batch,
     )
     elapsed = time.perf_counter() - t0
     if parcomp.rank() == 0:
