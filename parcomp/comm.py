@@ -39,6 +39,7 @@ __all__ = [
     "agree",
     "raise_if_any",
     "abort",
+    "report_and_abort",
     "install_excepthook",
     "uninstall_excepthook",
     "get_logger",
@@ -208,10 +209,10 @@ def _tag() -> str:
     return f"[rank {r}/{n}]"
 
 
-def _failfast_excepthook(
+def report_and_abort(
     exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
 ) -> None:
-    """Print the traceback tagged with the rank, then abort the whole MPI job."""
+    """Print the traceback tagged with the rank, then abort the whole MPI job (if size > 1)."""
     r, n = world_rank_size()
     tag = f"[rank {r}/{n}] "
     try:
@@ -223,6 +224,27 @@ def _failfast_excepthook(
     except Exception:  # noqa: BLE001 - never let printing stop the abort
         pass
     abort(1)
+
+
+def _failfast_excepthook(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """sys.excepthook: abort the job on an exception that ends the program.
+
+    Libraries also call ``sys.excepthook`` themselves to report an error they ignore (h5py
+    does, from a destructor).  Those calls come with Python frames on the stack; the
+    interpreter's own call for an uncaught exception comes with none.  Only the latter
+    aborts; the former is printed, tagged, and the program goes on.
+    """
+    try:
+        sys._getframe(1)
+    except ValueError:  # no caller frame: the interpreter is ending on this exception
+        report_and_abort(exc_type, exc, tb)
+        return
+    r, n = world_rank_size()
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    sys.stderr.write("".join(f"[rank {r}/{n}] " + line for line in text.splitlines(keepends=True)))
+    sys.stderr.flush()
 
 
 def abort(code: int = 1) -> None:

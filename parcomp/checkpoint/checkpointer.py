@@ -17,7 +17,13 @@ import numpy as np
 
 from parcomp.checkpoint import preempt
 from parcomp.checkpoint.reader import Restored, load_latest
-from parcomp.checkpoint.writer import Snapshot, commit_checkpoint, write_shard
+from parcomp.checkpoint.writer import (
+    Snapshot,
+    commit_checkpoint,
+    estimate_shard_bytes,
+    reserve_space,
+    write_shard,
+)
 from parcomp.comm import get_logger, raise_if_any, resolve_comm
 from parcomp.errors import CheckpointError, ConfigError
 
@@ -118,6 +124,7 @@ class Checkpointer:
         self.log = get_logger("parcomp.checkpoint")
         self._last_save = time.monotonic()
         self._pending: dict[str, Any] | None = None
+        self._placeholder: Path | None = None
         self.last_path: Path | None = None
         self.saves = 0
         self.seconds_blocked = 0.0
@@ -192,7 +199,7 @@ class Checkpointer:
         raise_if_any(error, self.comm)
         snap = Snapshot(arrays, copy=self.async_write)
         step = int(step)
-        directory, tmp = self._begin(step)
+        directory, tmp = self._begin(step, snap)
         if not self.async_write:
             path = self._finish(step, directory, tmp, snap, record, self._write(tmp, step, snap))
             self.seconds_blocked += time.perf_counter() - t0
@@ -215,8 +222,10 @@ class Checkpointer:
         self.seconds_blocked += time.perf_counter() - t0
         return None
 
-    def _begin(self, step: int) -> tuple[Path, Path]:
+    def _begin(self, step: int, snap: Snapshot) -> tuple[Path, Path]:
+        """Make the temp directory (rank 0) and reserve every rank's space (collective)."""
         import os
+        import shutil
 
         from parcomp.checkpoint.format import step_dir_name
 
@@ -231,13 +240,36 @@ class Checkpointer:
         name, error = self.comm.bcast((name, error), root=0)
         if error:
             raise CheckpointError(error)
-        return self.directory, self.directory / name
+        tmp = self.directory / name
+        rank = self.comm.Get_rank()
+        need = estimate_shard_bytes(snap) + (64 * 1024 if rank == 0 else 0)  # rank 0: master too
+        mine = None
+        try:
+            placeholder = reserve_space(tmp, rank, need)
+        except OSError as exc:
+            placeholder, mine = None, f"rank {rank}: cannot reserve {need} bytes: {exc}"
+        errors = [e for e in self.comm.allgather(mine) if e]
+        if errors:
+            if placeholder is not None:
+                placeholder.unlink(missing_ok=True)
+            self.comm.Barrier()
+            if rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(
+                f"checkpoint of step {step} in {self.directory} failed; previous checkpoints kept. "
+                + "; ".join(errors)
+            )
+        self._placeholder = placeholder
+        return self.directory, tmp
 
     def _write(self, tmp: Path, step: int, snap: Snapshot) -> dict[str, Any] | str:
         rank, size = self.comm.Get_rank(), self.comm.Get_size()
+        placeholder, self._placeholder = self._placeholder, None
         try:
+            if placeholder is not None:
+                placeholder.unlink()  # hand the reserved space to the shard
             return write_shard(tmp, rank, size, step, snap)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # h5py reports ENOSPC at close as RuntimeError
             return f"rank {rank}: writing its shard failed: {exc}"
 
     def _finish(
@@ -277,7 +309,7 @@ class Checkpointer:
                         self.keep,
                     )
                     outcome = (str(final), None)
-                except OSError as exc:
+                except (OSError, RuntimeError) as exc:
                     shutil.rmtree(tmp, ignore_errors=True)
                     outcome = (
                         None,

@@ -59,7 +59,7 @@ def inspect_checkpoint(folder: Path, verify_data: bool = True) -> tuple[bool, st
             True,
             f"step {manifest['step']}, {manifest['nprocs']} ranks, arrays [{arrays}], scalars {sorted(manifest['scalars'])}",
         )
-    except (ParcompError, OSError, KeyError, ValueError, TypeError) as exc:
+    except (ParcompError, OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         return False, f"INVALID: {exc}"
 
 
@@ -208,7 +208,7 @@ def load_latest(
         if error is None:
             try:
                 arrays = _load_one(path, manifest, comm, overrides or {})
-            except (ParcompError, OSError, KeyError, ValueError) as exc:
+            except (ParcompError, OSError, RuntimeError, KeyError, ValueError) as exc:
                 local_error = f"rank {rank}: {exc}"
             errors = [e for e in comm.allgather(local_error) if e]
             error = "; ".join(errors) if errors else None

@@ -41,7 +41,7 @@ from parcomp.checkpoint.format import (
     write_json_atomic,
 )
 
-__all__ = ["write_shard", "commit_checkpoint", "Snapshot"]
+__all__ = ["write_shard", "commit_checkpoint", "Snapshot", "estimate_shard_bytes", "reserve_space"]
 
 
 class Snapshot:
@@ -63,6 +63,33 @@ class Snapshot:
                 "start": [a for a, _ in arr.local_range],
                 "shape": list(arr.local_shape),
             }
+
+
+def estimate_shard_bytes(snap: Snapshot) -> int:
+    """Upper bound of a shard file's size: the data, HDF5 metadata, and a margin."""
+    data = sum(block.nbytes for block in snap.blocks.values())
+    return int(data * 1.01) + 32 * 1024 + 16 * 1024 * len(snap.blocks)
+
+
+def reserve_space(folder: Path, rank: int, nbytes: int) -> Path:
+    """Reserve ``nbytes`` of disk in ``folder`` (``posix_fallocate``) and return the placeholder.
+
+    HDF5 cannot fail cleanly when the disk fills: with h5py 3.16 an ENOSPC at file close
+    ends in a segmentation fault (seen here on a full tmpfs, with the default driver and
+    with a Python file object alike).  So every rank first reserves the space its shard
+    needs, which fails with an ordinary ``OSError`` that the ranks agree on; the
+    placeholder is deleted just before the shard is written into the space it held.
+    """
+    path = folder / f".reserve-{rank:05d}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, max(1, nbytes))
+    except OSError:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return path
 
 
 def write_shard(folder: Path, rank: int, size: int, step: int, snap: Snapshot) -> dict[str, Any]:

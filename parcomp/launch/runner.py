@@ -15,7 +15,14 @@ import runpy
 import sys
 
 from parcomp.checkpoint.preempt import PREEMPTED_STATUS
-from parcomp.comm import _failfast_enabled, abort, install_excepthook, world_rank_size
+from parcomp.comm import (
+    _failfast_enabled,
+    _failfast_excepthook,
+    abort,
+    install_excepthook,
+    report_and_abort,
+    world_rank_size,
+)
 
 #: Exit status when the world size differs from the number of ranks asked for.
 SIZE_MISMATCH_STATUS = 3
@@ -76,7 +83,10 @@ def main(argv: list[str] | None = None) -> None:
             or tb.tb_frame.f_code.co_filename.startswith("<frozen runpy")
         ):
             tb = tb.tb_next
-        sys.excepthook(type(exc), exc, tb)
+        if sys.excepthook is _failfast_excepthook:
+            report_and_abort(type(exc), exc, tb)
+        else:
+            sys.excepthook(type(exc), exc, tb)
         raise SystemExit(1) from None
 
 
