@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -223,7 +224,19 @@ def report_and_abort(
         sys.stderr.flush()
     except Exception:  # noqa: BLE001 - never let printing stop the abort
         pass
+    if n > 1:
+        # Give the launcher a moment to forward what this rank just printed: an abort kills
+        # the process tree at once and output still in the pipes would be lost (seen with
+        # Hydra when every rank raised the same agreed error).
+        time.sleep(_abort_grace())
     abort(1)
+
+
+def _abort_grace() -> float:
+    try:
+        return max(0.0, float(os.environ.get("PARCOMP_ABORT_GRACE", "0.1")))
+    except ValueError:
+        return 0.1
 
 
 def _failfast_excepthook(

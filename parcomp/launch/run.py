@@ -111,7 +111,7 @@ def run_job(
         except OSError as exc:
             raise LaunchError(f"could not start {launcher}: {exc}") from exc
         remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
-        status = _supervise(proc, remaining, kill_grace)
+        status = _supervise(proc, remaining, kill_grace, timeout)
         if status in (0, TIMEOUT_STATUS, PREEMPTED_STATUS) or attempt >= restarts:
             if status == PREEMPTED_STATUS:
                 log.warning(
@@ -133,7 +133,12 @@ def run_job(
         )
 
 
-def _supervise(proc: subprocess.Popen[bytes], timeout: float | None, kill_grace: float) -> int:
+def _supervise(
+    proc: subprocess.Popen[bytes],
+    timeout: float | None,
+    kill_grace: float,
+    total: float | None = None,
+) -> int:
     """Wait for ``proc``, forwarding signals to it and enforcing ``timeout``."""
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -157,7 +162,7 @@ def _supervise(proc: subprocess.Popen[bytes], timeout: float | None, kill_grace:
                 break
             except subprocess.TimeoutExpired:
                 sys.stderr.write(
-                    f"parcomp run: job exceeded its timeout of {timeout:g} s; terminating it\n"
+                    f"parcomp run: job exceeded its timeout of {total if total is not None else timeout:g} s; terminating it\n"
                 )
                 sys.stderr.flush()
                 _kill_group(proc, kill_grace)
