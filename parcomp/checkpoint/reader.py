@@ -4,7 +4,7 @@
 
 Restore re-decomposes each array for the current rank count: each rank works out which
 saved blocks overlap its new block (from the manifest), reads the slabs of those shards
-that cover the overlap, checks each slab's CRC-32 (in threads, beside the next read) and
+that cover the overlap, checks each slab's checksum and
 copies the overlap into place.  The ranks then agree; if anything failed (a file missing,
 truncated, bit-flipped, a bad manifest), every rank falls back to the next older checkpoint
 with a warning.  Nothing is unpickled: manifests are JSON, data are typed HDF5 datasets.
@@ -12,14 +12,19 @@ with a warning.  Nothing is unpickled: manifests are JSON, data are typed HDF5 d
 
 from __future__ import annotations
 
-import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from parcomp.checkpoint.format import MANIFEST, crc32_slabs, parse_step, read_manifest, slab_bounds
+from parcomp.checkpoint.format import (
+    MANIFEST,
+    checksum,
+    parse_step,
+    read_manifest,
+    slab_bounds,
+    slab_checksums,
+)
 from parcomp.comm import get_logger
 from parcomp.errors import CheckpointError, ParcompError
 
@@ -47,10 +52,8 @@ def inspect_checkpoint(folder: Path, verify_data: bool = True) -> tuple[bool, st
                 for shard in spec["shards"]:
                     with h5py.File(folder / shard["file"], "r") as fh:
                         data = fh[f"arrays/{name}"][...]
-                    if crc32_slabs(data, shard["slab_rows"]) != shard["slab_crc32"]:
-                        raise CheckpointError(
-                            f"{shard['file']}: array {name!r} fails its CRC-32 check"
-                        )
+                    if slab_checksums(data, shard["slab_rows"]) != shard["slab_checksums"]:
+                        raise CheckpointError(f"{shard['file']}: array {name!r} fails its checksum")
         arrays = ", ".join(
             f"{n}{tuple(s['global_shape'])}:{np.dtype(s['dtype'])}"
             for n, s in manifest["arrays"].items()
@@ -103,59 +106,49 @@ def _overlap(
     return tuple(out)
 
 
-def _read_array(
-    folder: Path, name: str, spec: dict[str, Any], target: Any, pool: ThreadPoolExecutor
-) -> None:
-    """Fill ``target.interior`` from the shards overlapping it, verifying CRCs."""
+def _read_array(folder: Path, name: str, spec: dict[str, Any], target: Any) -> None:
+    """Fill ``target.interior`` from the shards overlapping it, verifying every slab read."""
     import h5py
 
     mine = target.local_range
-    checks = []
     for shard in spec["shards"]:
         region = _overlap(shard["start"], shard["shape"], mine)
         if region is None:
             continue
         rows = shard["slab_rows"]
-        first, last = region[0].start - shard["start"][0], region[0].stop - shard["start"][0]
-        slabs = [
-            (i, a, b)
-            for i, (a, b) in enumerate(slab_bounds(shard["shape"][0], rows))
-            if a < last and b > first
-        ]
-        lo, hi = slabs[0][1], slabs[-1][2]
+        first = region[0].start - shard["start"][0]
+        last = region[0].stop - shard["start"][0]
+        bounds = slab_bounds(shard["shape"][0], rows)
+        slabs = [(i, a, b) for i, (a, b) in enumerate(bounds) if a < last and b > first]
+        inner = tuple(
+            slice(r.start - s, r.stop - s)
+            for r, s in zip(region[1:], shard["start"][1:], strict=True)
+        )
         with h5py.File(folder / shard["file"], "r") as fh:
             dset = fh[f"arrays/{name}"]
             if list(dset.shape) != shard["shape"] or dset.dtype != np.dtype(spec["dtype"]):
                 raise CheckpointError(
-                    f"{shard['file']}: dataset {name!r} is {dset.dtype}{dset.shape}, the manifest says {spec['dtype']}{tuple(shard['shape'])}"
+                    f"{shard['file']}: dataset {name!r} is {dset.dtype}{dset.shape}, "
+                    f"the manifest says {spec['dtype']}{tuple(shard['shape'])}"
                 )
-            data = dset[lo:hi]
-        for i, a, b in slabs:
-            view = np.ascontiguousarray(data[a - lo : b - lo])
-            checks.append(
-                (
-                    shard["file"],
-                    i,
-                    shard["slab_crc32"][i],
-                    pool.submit(zlib.crc32, memoryview(view).cast("B")),
+            for i, a, b in slabs:
+                data = dset[a:b]
+                if checksum(data) != shard["slab_checksums"][i]:
+                    raise CheckpointError(
+                        f"{folder / shard['file']}: slab {i} of array {name!r} fails its checksum (corrupted)"
+                    )
+                lo, hi = max(a, first), min(b, last)
+                dst0 = slice(
+                    shard["start"][0] + lo - mine[0][0], shard["start"][0] + hi - mine[0][0]
                 )
-            )
-        src = (
-            slice(
-                region[0].start - shard["start"][0] - lo, region[0].stop - shard["start"][0] - lo
-            ),
-        )
-        src += tuple(
-            slice(r.start - s, r.stop - s)
-            for r, s in zip(region[1:], shard["start"][1:], strict=True)
-        )
-        dst = tuple(slice(r.start - m[0], r.stop - m[0]) for r, m in zip(region, mine, strict=True))
-        target.interior[dst] = data[src]
-    for file, i, want, fut in checks:
-        if fut.result() != want:
-            raise CheckpointError(
-                f"{folder / file}: slab {i} of array {name!r} fails its CRC-32 check (corrupted)"
-            )
+                dst = (
+                    dst0,
+                    *(
+                        slice(r.start - m[0], r.stop - m[0])
+                        for r, m in zip(region[1:], mine[1:], strict=True)
+                    ),
+                )
+                target.interior[dst] = data[(slice(lo - a, hi - a), *inner)]
 
 
 def _load_one(
@@ -165,17 +158,14 @@ def _load_one(
 
     arrays: dict[str, Any] = {}
     size = comm.Get_size()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for name, spec in manifest["arrays"].items():
-            opts = {"halo": spec["halo"], "periods": spec["periods"]}
-            if size == manifest["nprocs"]:
-                opts["dims"] = spec["dims"]
-            opts.update(overrides.get(name, {}))
-            target = DistArray(
-                tuple(spec["global_shape"]), np.dtype(spec["dtype"]), comm=comm, **opts
-            )
-            _read_array(path, name, spec, target, pool)
-            arrays[name] = target
+    for name, spec in manifest["arrays"].items():
+        opts = {"halo": spec["halo"], "periods": spec["periods"]}
+        if size == manifest["nprocs"]:
+            opts["dims"] = spec["dims"]
+        opts.update(overrides.get(name, {}))
+        target = DistArray(tuple(spec["global_shape"]), np.dtype(spec["dtype"]), comm=comm, **opts)
+        _read_array(path, name, spec, target)
+        arrays[name] = target
     return arrays
 
 

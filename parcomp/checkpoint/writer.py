@@ -6,9 +6,9 @@ calls these pieces.
 Protocol (atomic; a crash at any point leaves the previous checkpoints valid):
 
 1. rank 0 makes ``DIR/.tmp-step-N-<nonce>``;
-2. every rank writes its shard there (slab by slab, CRC-32s computed in threads beside
-   the writes), then fsyncs it;
-3. the shard records (sizes, CRCs) are gathered on rank 0; any rank's error aborts here
+2. every rank reserves the disk space its shard needs, then writes it slab by slab
+   (a checksum per slab), then fsyncs it;
+3. the shard records (sizes, checksums) are gathered on rank 0; any rank's error aborts here
    on every rank, the temp directory is removed and nothing older is touched;
 4. rank 0 writes ``master.h5`` and, last, ``manifest.json`` (temp name, fsync, replace),
    fsyncs the directory, renames it to ``DIR/step-N`` and fsyncs ``DIR``: the commit;
@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from parcomp.checkpoint.format import (
     MANIFEST,
     MASTER,
     SCHEMA_VERSION,
-    crc32_slabs,
+    checksum,
     fsync_path,
     parse_step,
     shard_name,
@@ -45,14 +44,18 @@ __all__ = ["write_shard", "commit_checkpoint", "Snapshot", "estimate_shard_bytes
 
 
 class Snapshot:
-    """What one rank contributes to a checkpoint: its blocks (copies or views) and layout."""
+    """What one rank contributes to a checkpoint: its blocks and their layout.
+
+    With ``copy`` (asynchronous saves) the blocks are copied so that compute may go on;
+    otherwise they are views of the interiors, written slab by slab without a full copy.
+    """
 
     def __init__(self, arrays: dict[str, Any], copy: bool) -> None:
         self.blocks: dict[str, np.ndarray] = {}
         self.layout: dict[str, dict[str, Any]] = {}
         for name, arr in arrays.items():
             block = arr.interior
-            self.blocks[name] = np.array(block, copy=True) if copy else np.ascontiguousarray(block)
+            self.blocks[name] = np.array(block, copy=True) if copy else block
             part = arr.partition
             self.layout[name] = {
                 "global_shape": list(part.global_shape),
@@ -99,7 +102,7 @@ def write_shard(folder: Path, rank: int, size: int, step: int, snap: Snapshot) -
     name = shard_name(rank, size)
     path = folder / name
     record: dict[str, Any] = {"file": name, "arrays": {}}
-    with ThreadPoolExecutor(max_workers=2) as pool, h5py.File(path, "w") as fh:
+    with h5py.File(path, "w") as fh:
         fh.attrs.update(
             {
                 "format": FORMAT,
@@ -112,14 +115,16 @@ def write_shard(folder: Path, rank: int, size: int, step: int, snap: Snapshot) -
         group = fh.create_group("arrays")
         for array_name, block in snap.blocks.items():
             rows = slab_rows(block.shape, block.itemsize)
-            crcs = pool.submit(crc32_slabs, block, rows)
             chunks = (min(rows, block.shape[0]), *block.shape[1:]) if block.ndim else None
             dset = group.create_dataset(
                 array_name, shape=block.shape, dtype=block.dtype, chunks=chunks
             )
+            sums = []
             for a, b in slab_bounds(block.shape[0], rows):
+                slab = np.ascontiguousarray(block[a:b])  # one slab at a time: no full copy
+                sums.append(checksum(slab))
                 if b > a:
-                    dset[a:b] = block[a:b]
+                    dset[a:b] = slab
             lay = snap.layout[array_name]
             dset.attrs.update(
                 {
@@ -128,13 +133,12 @@ def write_shard(folder: Path, rank: int, size: int, step: int, snap: Snapshot) -
                     "slab_rows": rows,
                 }
             )
-            slab_crc = crcs.result()
-            dset.attrs["slab_crc32"] = np.array(slab_crc, dtype=np.uint32)
+            dset.attrs["slab_checksums"] = np.array(sums, dtype="S")
             record["arrays"][array_name] = {
                 "start": lay["start"],
                 "shape": lay["shape"],
                 "slab_rows": rows,
-                "slab_crc32": slab_crc,
+                "slab_checksums": sums,
             }
     fsync_path(path)
     record["bytes"] = path.stat().st_size
