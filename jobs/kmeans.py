@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         checkpointer=ckpt,
         die_at_iteration=args.die_at_iteration,
     )
+    if ckpt is not None:
+        ckpt.close()
     if points.rank == 0:
         err = max(np.min(np.linalg.norm(centroids - t, axis=1)) for t in truth)
         print(

@@ -84,6 +84,8 @@ def estimate_pi(
                 number,
                 scalars={"next_chunk": done, "hits": hits, "samples": samples, "chunk": chunk},
             )
+    if checkpointer is not None:
+        checkpointer.close()
     return 4.0 * hits / samples
 
 

@@ -125,6 +125,7 @@ class Checkpointer:
         self._last_save = time.monotonic()
         self._pending: dict[str, Any] | None = None
         self._placeholder: Path | None = None
+        self._pruner: threading.Thread | None = None
         self.last_path: Path | None = None
         self.saves = 0
         self.seconds_blocked = 0.0
@@ -296,7 +297,9 @@ class Checkpointer:
                 )
             else:
                 try:
-                    final = commit_checkpoint(
+                    if self._pruner is not None:
+                        self._pruner.join()
+                    final, self._pruner = commit_checkpoint(
                         directory,
                         tmp,
                         step,
@@ -343,8 +346,12 @@ class Checkpointer:
         return path
 
     def close(self) -> None:
-        """Commit any pending asynchronous checkpoint (collective)."""
+        """Commit any pending asynchronous checkpoint and finish pruning (collective)."""
         self.wait()
+        if self._pruner is not None:
+            self._pruner.join()
+            self._pruner = None
+        self.comm.Barrier()  # every rank returns once rank 0's pruning is done
 
     # ------------------------------------------------------------------ policy
     def due(self, step: int) -> tuple[bool, int]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -190,8 +191,11 @@ def commit_checkpoint(
     rng: dict[str, Any],
     meta: dict[str, Any],
     keep: int,
-) -> Path:
-    """Rank 0's part after every shard is on disk: master, manifest, rename, prune."""
+) -> tuple[Path, threading.Thread]:
+    """Rank 0's part after every shard is on disk: master, manifest, rename; then prune.
+
+    Returns the committed directory and the background pruning thread.
+    """
     arrays: dict[str, dict[str, Any]] = {}
     for name, lay in layouts.items():
         arrays[name] = {k: lay[k] for k in ("global_shape", "dtype", "dims", "periods", "halo")}
@@ -223,15 +227,28 @@ def commit_checkpoint(
     fsync_path(directory)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    _prune(directory, keep, final)
-    return final
+    return final, _prune(directory, keep, final)
 
 
-def _prune(directory: Path, keep: int, current: Path) -> None:
+def _prune(directory: Path, keep: int, current: Path) -> threading.Thread:
+    """Delete checkpoints beyond the newest ``keep`` and stale temp folders, in the background.
+
+    What to delete is decided now (so a later save's temp folder is never touched); the
+    deleting, which took a quarter of a save's time here, happens in a thread joined
+    before the next commit (see ``Checkpointer``).
+    """
     steps = sorted((s, p) for p in directory.iterdir() if (s := parse_step(p.name)) is not None)
-    for _, path in steps[:-keep] if keep > 0 else []:
-        if path != current:
-            shutil.rmtree(path, ignore_errors=True)
-    for path in directory.iterdir():
-        if path.name.startswith((".tmp-step-", ".old-step-")) and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+    doomed = [p for _, p in (steps[:-keep] if keep > 0 else []) if p != current]
+    doomed += [
+        p
+        for p in directory.iterdir()
+        if p.name.startswith((".tmp-step-", ".old-step-")) and p.is_dir()
+    ]
+    thread = threading.Thread(target=_delete, args=(doomed,), daemon=True, name="parcomp-prune")
+    thread.start()
+    return thread
+
+
+def _delete(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
