@@ -218,6 +218,10 @@ def commit_checkpoint(
         "meta": meta,
     }
     write_json_atomic(tmp / MANIFEST, manifest)
+    for path in [tmp, *tmp.iterdir()]:  # follow the umask, but never world-writable
+        mode = path.stat().st_mode
+        if mode & 0o002:
+            os.chmod(path, (mode & 0o7777) & ~0o002)
     final = directory / step_dir_name(step)
     old = None
     if final.exists():  # the same step saved again (after a restart): swap, then drop the old

@@ -184,11 +184,19 @@ def test_bad_input_is_refused_on_every_rank(folder):
     parallel_assert(not any(p.name.startswith(".tmp") for p in folder.iterdir()))
 
 
-def test_files_follow_umask_and_are_not_world_writable(folder):
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_files_follow_umask_and_are_not_world_writable(folder, umask):
     u = DistArray.zeros((8, 8))
-    path = Checkpointer(folder).save(1, arrays={"u": u})
+    old = os.umask(umask)
+    try:
+        path = Checkpointer(folder).save(1, arrays={"u": u})
+    finally:
+        os.umask(old)
     modes = [os.stat(p).st_mode & 0o777 for p in path.iterdir()] + [os.stat(path).st_mode & 0o777]
     parallel_assert(all(m & 0o002 == 0 for m in modes), f"{[oct(m) for m in modes]}")
+    parallel_assert(
+        all(m & umask & 0o770 == 0 for m in modes), f"umask {umask:o}: {[oct(m) for m in modes]}"
+    )
 
 
 def test_restore_with_overrides(folder):
