@@ -131,24 +131,33 @@ def _read_array(folder: Path, name: str, spec: dict[str, Any], target: Any) -> N
                     f"{shard['file']}: dataset {name!r} is {dset.dtype}{dset.shape}, "
                     f"the manifest says {spec['dtype']}{tuple(shard['shape'])}"
                 )
+            whole_rows = all(
+                r.start == 0 and r.stop == n for r, n in zip(inner, shard["shape"][1:], strict=True)
+            )
+            rest = tuple(
+                slice(r.start - m[0], r.stop - m[0])
+                for r, m in zip(region[1:], mine[1:], strict=True)
+            )
             for i, a, b in slabs:
-                data = dset[a:b]
+                lo, hi = max(a, first), min(b, last)
+                off = shard["start"][0] - mine[0][0]
+                dst = (slice(off + lo, off + hi), *rest)
+                direct = whole_rows and (lo, hi) == (a, b)
+                if direct:  # the whole slab belongs here: read it straight into place
+                    sel = tuple(
+                        slice(h + d.start, h + d.stop)
+                        for h, d in zip(target.halo, dst, strict=True)
+                    )
+                    dset.read_direct(target.local, source_sel=np.s_[a:b], dest_sel=sel)
+                    data = target.interior[dst]
+                else:
+                    data = dset[a:b]
                 if checksum(data) != shard["slab_checksums"][i]:
                     raise CheckpointError(
                         f"{folder / shard['file']}: slab {i} of array {name!r} fails its checksum (corrupted)"
                     )
-                lo, hi = max(a, first), min(b, last)
-                dst0 = slice(
-                    shard["start"][0] + lo - mine[0][0], shard["start"][0] + hi - mine[0][0]
-                )
-                dst = (
-                    dst0,
-                    *(
-                        slice(r.start - m[0], r.stop - m[0])
-                        for r, m in zip(region[1:], mine[1:], strict=True)
-                    ),
-                )
-                target.interior[dst] = data[(slice(lo - a, hi - a), *inner)]
+                if not direct:
+                    target.interior[dst] = data[(slice(lo - a, hi - a), *inner)]
 
 
 def _load_one(
