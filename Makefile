@@ -35,7 +35,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 unit: $(STAMP)
-	$(PY) -m pytest -q tests/unit tests/system
+	$(PY) -m pytest -q tests/unit tests/system tests/slurm
 
 mpi-tests: $(STAMP)
 	@for n in $(RANKS); do \

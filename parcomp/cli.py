@@ -128,6 +128,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_slurm(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from parcomp.launch.slurm import SlurmOptions, render_sbatch
+
+    if args.script is None:
+        raise ParcompError("parcomp slurm needs the job script to run")
+    text = render_sbatch(
+        SlurmOptions(
+            script=args.script,
+            args=tuple(args.args),
+            name=args.name or Path(args.script).stem,
+            ntasks=args.ntasks,
+            nodes=args.nodes,
+            time=args.time,
+            signal_lead=args.signal_lead,
+            restarts=args.restarts,
+            output=args.log,
+        )
+    )
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}; submit it with: sbatch {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -202,6 +230,39 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("args", nargs="*", help="arguments for the script (or module)")
     run.set_defaults(func=_cmd_run)
 
+    slurm = sub.add_parser(
+        "slurm",
+        help="render a Slurm batch script for a job (signal -> checkpoint -> requeue, restarts)",
+        description="Print (or write with -o) an sbatch script that runs SCRIPT with srun --mpi=pmi2, "
+        "forwards the pre-walltime USR1 so the job checkpoints, requeues it, and restarts it "
+        "inside the allocation after a rank failure.",
+    )
+    slurm.add_argument("--ntasks", type=_positive_int, default=2, help="MPI ranks (default 2)")
+    slurm.add_argument("--nodes", type=_positive_int, default=1, help="nodes (default 1)")
+    slurm.add_argument(
+        "--time", default="00:10:00", help="walltime, Slurm format (default 00:10:00)"
+    )
+    slurm.add_argument(
+        "--signal-lead",
+        type=_positive_int,
+        default=60,
+        help="seconds before the walltime when Slurm sends USR1 (default 60)",
+    )
+    slurm.add_argument(
+        "--restarts",
+        type=_nonnegative_int,
+        default=2,
+        help="restarts inside the allocation after a failure (default 2)",
+    )
+    slurm.add_argument("--name", default=None, help="job name (default: the script's name)")
+    slurm.add_argument("--log", default="%x-%j.out", help="Slurm output file pattern")
+    slurm.add_argument(
+        "-o", "--output", default=None, help="write the script here instead of stdout"
+    )
+    slurm.add_argument("script", nargs="?", default=None, help="the job script")
+    slurm.add_argument("args", nargs="*", help="arguments for the job script")
+    slurm.set_defaults(func=_cmd_slurm)
+
     inspect = sub.add_parser("inspect", help="list the checkpoints in a directory and check each")
     inspect.add_argument("directory")
     inspect.add_argument(
@@ -211,10 +272,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_RUN_OPTIONS_WITH_VALUE = ("-n", "--np", "--timeout", "--restarts")
+_VALUE_OPTIONS = {
+    "run": ("-n", "--np", "--timeout", "--restarts"),
+    "slurm": (
+        "--ntasks",
+        "--nodes",
+        "--time",
+        "--signal-lead",
+        "--restarts",
+        "--name",
+        "--log",
+        "-o",
+        "--output",
+    ),
+}
 
 
-def _split_run(argv: list[str]) -> tuple[list[str], list[str]]:
+def _split_run(argv: list[str], with_value: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """Split ``run`` arguments into parcomp's own and the program's (after SCRIPT or -m MOD).
 
     argparse cannot stop at the script on its own: ``parcomp run -m pytest -q -x`` must hand
@@ -226,9 +300,9 @@ def _split_run(argv: list[str]) -> tuple[list[str], list[str]]:
         token = argv[i]
         if token == "--":
             return own, argv[i + 1 :]
-        if token == "-m":
+        if token == "-m" and "-m" not in with_value:
             return own + argv[i : i + 2], argv[i + 2 :]
-        if token in _RUN_OPTIONS_WITH_VALUE:
+        if token in with_value:
             own += argv[i : i + 2]
             i += 2
             continue
@@ -245,11 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     tokens = list(sys.argv[1:] if argv is None else argv)
     program_args: list[str] = []
-    if tokens and tokens[0] == "run":
-        own, program_args = _split_run(tokens[1:])
-        tokens = ["run", *own]
+    if tokens and tokens[0] in _VALUE_OPTIONS:
+        own, program_args = _split_run(tokens[1:], _VALUE_OPTIONS[tokens[0]])
+        tokens = [tokens[0], *own]
     args = parser.parse_args(tokens)
-    if args.command == "run":
+    if args.command in _VALUE_OPTIONS:
         args.args = program_args
     try:
         return int(args.func(args))

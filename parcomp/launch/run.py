@@ -104,7 +104,8 @@ def run_job(
     while True:
         argv = mpiexec_argv(ranks, program + list(args), mpiexec=launcher, vendor=vendor)
         job_env = dict(os.environ if env is None else env)
-        job_env.update(PARCOMP_NPROCS=str(ranks), PARCOMP_RESTART_COUNT=str(attempt))
+        earlier = int((os.environ if env is None else env).get("PARCOMP_RESTART_COUNT", "0") or 0)
+        job_env.update(PARCOMP_NPROCS=str(ranks), PARCOMP_RESTART_COUNT=str(earlier + attempt))
         started = time.monotonic()
         try:
             proc = subprocess.Popen(argv, env=job_env, start_new_session=True)

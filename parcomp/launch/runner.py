@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     if _failfast_enabled():
         install_excepthook()
     target, rest = args[0], args[1:]
-    expected = os.environ.get("PARCOMP_NPROCS")
+    expected = os.environ.get("PARCOMP_NPROCS") or os.environ.get("PARCOMP_EXPECT_NTASKS")
     if expected:
         from mpi4py import MPI  # noqa: F401 - initialise MPI to learn the real world size
 
