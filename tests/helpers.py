@@ -32,3 +32,22 @@ def expected_buffer(partition, rank, halo, corners, G, fill):
         if ok and (outside <= 1 or corners):
             out[k] = G[tuple(g)]
     return out
+
+
+def reference_tree_sum(values, leaf):
+    """Independent reference for the deterministic reduction: leaves of ``leaf`` values summed
+    in order, then pairs split at the largest power of two (recursively)."""
+    import functools
+    import operator
+
+    leaves = [
+        functools.reduce(operator.add, values[i : i + leaf]) for i in range(0, len(values), leaf)
+    ]
+
+    def node(lo, hi):
+        if hi - lo == 1:
+            return leaves[lo]
+        mid = lo + 2 ** ((hi - lo - 1).bit_length() - 1)
+        return node(lo, mid) + node(mid, hi)
+
+    return node(0, len(leaves))

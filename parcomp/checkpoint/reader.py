@@ -160,9 +160,10 @@ def _read_array(folder: Path, name: str, spec: dict[str, Any], target: Any) -> N
                     target.interior[dst] = data[(slice(lo - a, hi - a), *inner)]
 
 
-def _load_one(
-    path: Path, manifest: dict[str, Any], comm: Any, overrides: dict[str, dict[str, Any]]
+def _make_targets(
+    manifest: dict[str, Any], comm: Any, overrides: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
+    """Create every restored array first (collective), before any rank reads (local)."""
     from parcomp.array import DistArray
 
     arrays: dict[str, Any] = {}
@@ -172,9 +173,9 @@ def _load_one(
         if size == manifest["nprocs"]:
             opts["dims"] = spec["dims"]
         opts.update(overrides.get(name, {}))
-        target = DistArray(tuple(spec["global_shape"]), np.dtype(spec["dtype"]), comm=comm, **opts)
-        _read_array(path, name, spec, target)
-        arrays[name] = target
+        arrays[name] = DistArray(
+            tuple(spec["global_shape"]), np.dtype(spec["dtype"]), comm=comm, **opts
+        )
     return arrays
 
 
@@ -205,8 +206,17 @@ def load_latest(
         arrays: dict[str, Any] = {}
         local_error = None
         if error is None:
+            # Collective part first: every rank makes the same arrays in the same order.
+            # Only then the local reads, whose failure on one rank must not leave the
+            # others inside a DistArray constructor while it waits in the agreement below.
             try:
-                arrays = _load_one(path, manifest, comm, overrides or {})
+                arrays = _make_targets(manifest, comm, overrides or {})
+            except (ParcompError, KeyError, TypeError, ValueError) as exc:  # the same on every rank
+                error = f"the manifest describes an array parcomp cannot build: {exc}"
+        if error is None:
+            try:
+                for name, spec in manifest["arrays"].items():
+                    _read_array(path, name, spec, arrays[name])
             except (ParcompError, OSError, RuntimeError, KeyError, ValueError) as exc:
                 local_error = f"rank {rank}: {exc}"
             errors = [e for e in comm.allgather(local_error) if e]

@@ -13,6 +13,7 @@ import parcomp
 from parcomp.array import DistArray
 from parcomp.errors import ConfigError, TaskError
 from parcomp.testing import parallel_assert
+from tests.helpers import reference_tree_sum
 
 SIZE, RANK = MPI.COMM_WORLD.size, MPI.COMM_WORLD.rank
 SCHEDULES = ["block", "cyclic", "dynamic"]
@@ -101,20 +102,6 @@ def test_custom_python_and_numba_reducers():
     parallel_assert(abs(got - want) < 1e-9 * want, f"{got} vs {want}")
 
 
-def _reference_tree_sum(values, leaf):
-    leaves = [
-        functools.reduce(operator.add, values[i : i + leaf]) for i in range(0, len(values), leaf)
-    ]
-
-    def node(lo, hi):
-        if hi - lo == 1:
-            return leaves[lo]
-        mid = lo + 2 ** ((hi - lo - 1).bit_length() - 1)
-        return node(lo, mid) + node(mid, hi)
-
-    return node(0, len(leaves))
-
-
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_deterministic_sum_is_bitwise_rank_independent(schedule):
     n = 5003
@@ -123,7 +110,7 @@ def test_deterministic_sum_is_bitwise_rank_independent(schedule):
     got = parcomp.map_reduce(
         values.__getitem__, range(n), "sum", schedule=schedule, deterministic=True
     )
-    want = _reference_tree_sum(values, math.ceil(n / 256))
+    want = reference_tree_sum(values, math.ceil(n / 256))
     parallel_assert(got == want, f"{got!r} != {want!r}")
     # arrays too, with an explicit leaf size
     arr = parcomp.map_reduce(
@@ -134,7 +121,7 @@ def test_deterministic_sum_is_bitwise_rank_independent(schedule):
         deterministic=True,
         chunksize=10,
     )
-    parallel_assert(np.array_equal(arr, np.full(3, _reference_tree_sum(values, 10))))
+    parallel_assert(np.array_equal(arr, np.full(3, reference_tree_sum(values, 10))))
 
 
 def test_distarray_items():

@@ -10,6 +10,7 @@ from parcomp.errors import ConfigError
 from parcomp.keyed import owner_of_keys
 from parcomp.reduce import OPS, resolve_op, tree_cover, tree_evaluate, tree_subtree
 from parcomp.schedule import as_items, chunk_size, leaf_size, node_chunk_range, static_chunks
+from tests.helpers import reference_tree_sum
 
 
 def test_as_items_kinds():
@@ -62,24 +63,12 @@ def test_node_chunk_ranges_tile(sizes, nchunks):
 SUM = resolve_op("sum")
 
 
-def _serial_tree(leaves):
-    """Independent reference: recursive halving at the largest power of two."""
-
-    def node(lo, hi):
-        if hi - lo == 1:
-            return leaves[lo]
-        mid = lo + 2 ** ((hi - lo - 1).bit_length() - 1)
-        return node(lo, mid) + node(mid, hi)
-
-    return node(0, len(leaves))
-
-
 @pytest.mark.parametrize("n", [1, 2, 3, 17, 100, 256])
 @pytest.mark.parametrize("owners", [1, 2, 3, 4, 7])
 def test_tree_is_partition_independent(n, owners):
     rng = np.random.default_rng(n * 31 + owners)
     leaves = list(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 8, n))
-    want = _serial_tree(leaves)
+    want = reference_tree_sum(leaves, 1)
     for trial in range(5):
         who = (
             rng.integers(0, owners, n) if trial else np.arange(n) * owners // n
