@@ -8,7 +8,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PARCOMP := $(VENV)/bin/parcomp
 STAMP   := $(VENV)/.parcomp-installed
-EXTRAS  ?= mpich,jobs,test
+EXTRAS  ?= mpich,jobs,notebook,test
 # Seconds before a whole MPI test run is killed (pytest-timeout also limits each test).
 MPI_TEST_TIMEOUT ?= 900
 RANKS   ?= 1 2 3 4

@@ -57,6 +57,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "map_reduce": ("parcomp.mapreduce", "map_reduce"),
     "map_reduce_keyed": ("parcomp.keyed", "map_reduce_keyed"),
     "Checkpointer": ("parcomp.checkpoint", "Checkpointer"),
+    "Workers": ("parcomp.workers", "Workers"),
+    "WorkerError": ("parcomp.workers", "WorkerError"),
+    "run_job": ("parcomp.notebook", "run_job"),
 }
 
 __all__ = [
