@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["JobResult", "run_job", "read_h5"]
+__all__ = ["JobResult", "run_job", "read_h5", "plot_rates"]
 
 
 @dataclass
@@ -85,3 +85,20 @@ def read_h5(path: str | Path, dataset: str) -> np.ndarray:
 
     with h5py.File(path, "r") as fh:
         return fh[dataset][...]
+
+
+def plot_rates(
+    rates: dict[str, float], unit: str = "Gcell/s", title: str = "", ax: Any = None
+) -> Any:
+    """Bar chart of benchmark results (``{label: value}``), best first; returns the Axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(rates)))
+    items = sorted(rates.items(), key=lambda kv: kv[1])
+    bars = ax.barh([k for k, _ in items], [v for _, v in items], color="tab:orange")
+    ax.bar_label(bars, fmt="%.3g", padding=3)
+    ax.set_xlabel(unit)
+    ax.set_title(title)
+    ax.figure.tight_layout()
+    return ax
