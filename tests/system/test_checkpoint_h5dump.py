@@ -26,6 +26,7 @@ def _ensure_h5dump() -> str | None:
     return None if shutil.which("h5dump") else "apt-get could not install hdf5-tools"
 
 
+@pytest.mark.timeout(600)  # may install hdf5-tools with apt first
 def test_h5dump_reads_the_global_array_across_shards(tmp_path):
     reason = _ensure_h5dump()
     if reason:
