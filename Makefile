@@ -46,10 +46,13 @@ mpi-tests: $(STAMP)
 test: lint unit mpi-tests
 
 bench: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS),bench]"
 	$(PY) bench/startup.py
 	$(PY) bench/failfast.py
 	$(PY) bench/heat2d.py
 	$(PY) bench/jit_startup.py
+	$(PY) bench/mapreduce.py
+	$(PY) bench/checkpoint.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

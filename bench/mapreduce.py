@@ -75,6 +75,12 @@ def main() -> None:
             ]
         )
     )
+    try:  # optional peer: pip install "dask[distributed]" (the bench extra)
+        import distributed  # noqa: F401
+
+        results.update(mpi_json([sys.executable, str(HERE / "dask_peer.py"), r]))
+    except ImportError:
+        print("dask.distributed not installed: skipping that peer (pip install '.[bench]')")
     print(f"machine: {machine()}")
     print(f"2 ranks/workers, median of {args.repeats} repeats")
     for group in ("tiny", "medium", "mandelbrot", "reduce80MB"):
