@@ -13,9 +13,10 @@ engines add a controller listening on TCP (6.6 s to connect, as measured for the
 Safety rails:
 
 * MPICH's singleton spawn runs the ``mpiexec`` found on PATH; a foreign one (another MPI)
-  makes spawn hang silently.  :class:`Workers` puts the venv's ``bin`` first on PATH and
-  checks that launcher against the MPI library mpi4py loaded before spawning, and a spawn
-  that does not finish within ``start_timeout`` raises instead of hanging.
+  makes spawn hang silently.  :class:`Workers` takes the launcher parcomp uses everywhere
+  (the venv's, or ``$PARCOMP_MPIEXEC``), puts its folder first on PATH, checks it against
+  the MPI library mpi4py loaded before spawning, and a spawn that does not finish within
+  ``start_timeout`` raises instead of hanging.
 * Every call has a ``timeout``; on expiry, or on KeyboardInterrupt (the notebook's stop
   button), the busy workers are sent SIGINT (their task raises KeyboardInterrupt and they
   stay usable) and a clear error is raised here.  An exception on a worker comes back as :class:`WorkerError` naming the
@@ -62,8 +63,7 @@ class WorkerError(ParcompError, RuntimeError):
         self.remote_traceback = remote_traceback
 
 
-def _venv_path() -> None:
-    folder = os.path.dirname(sys.executable)
+def _put_first_on_path(folder: str) -> None:
     parts = os.environ.get("PATH", "").split(os.pathsep)
     if not parts or parts[0] != folder:
         os.environ["PATH"] = os.pathsep.join([folder, *[p for p in parts if p != folder]])
@@ -89,7 +89,6 @@ class Workers:
     def __init__(self, n: int = 2, start_timeout: float = 60.0) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise LaunchError(f"number of workers must be a positive integer, got {n!r}")
-        _venv_path()
         from parcomp.launch.mpiexec import (
             find_mpiexec,
             loaded_mpi_identity,
@@ -97,7 +96,8 @@ class Workers:
             mpiexec_mismatch,
         )
 
-        launcher = find_mpiexec()
+        launcher = find_mpiexec()  # the venv's, or $PARCOMP_MPIEXEC
+        _put_first_on_path(str(launcher.parent))  # MPICH's singleton spawn runs PATH's mpiexec
         problems = mpiexec_mismatch(mpiexec_identity(launcher), loaded_mpi_identity())
         if problems:
             raise LaunchError(f"cannot spawn workers with {launcher}: " + "; ".join(problems))
