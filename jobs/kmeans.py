@@ -55,16 +55,6 @@ def kmeans(
     """
     log = parcomp.get_logger("parcomp.jobs.kmeans")
     dim = points.global_shape[1]
-    first = points.gather(root=0)  # seeding looks at all points on rank 0 (fine for a demo)
-    init = None
-    if points.rank == 0:  # farthest-point seeding from a random start, broadcast to all
-        chosen = [first[np.random.default_rng(seed + 1).integers(first.shape[0])]]
-        nearest = np.full(first.shape[0], np.inf)
-        for _ in range(1, k):
-            nearest = np.minimum(nearest, ((first - chosen[-1]) ** 2).sum(axis=1))
-            chosen.append(first[int(nearest.argmax())])
-        init = np.array(chosen)
-    centroids = points.comm.bcast(init, root=0)
     inertia = np.inf
     first_it = 1
     restored = checkpointer.restore() if checkpointer is not None else None
@@ -74,6 +64,17 @@ def kmeans(
         log.info("resumed after iteration %d", restored.step)
         if restored.scalars.get("converged"):
             return centroids, inertia, restored.step
+    else:
+        first = points.gather(root=0)  # seeding looks at all points on rank 0 (fine for a demo)
+        init = None
+        if points.rank == 0:  # farthest-point seeding from a random start, broadcast to all
+            chosen = [first[np.random.default_rng(seed + 1).integers(first.shape[0])]]
+            nearest = np.full(first.shape[0], np.inf)
+            for _ in range(1, k):
+                nearest = np.minimum(nearest, ((first - chosen[-1]) ** 2).sum(axis=1))
+                chosen.append(first[int(nearest.argmax())])
+            init = np.array(chosen)
+        centroids = points.comm.bcast(init, root=0)
     for it in range(first_it, iterations + 1):
         stats = parcomp.map_reduce(lambda block, c=centroids: kmeans_stats(block, c), points, "sum")
         counts = stats[:, dim]

@@ -104,10 +104,6 @@ class NodeCounter:
         """Add ``value`` to counter ``slot`` and return its previous value (local, lock-free)."""
         return atomic_fetch_add(self.values, slot, value)
 
-    def load(self, slot: int = 0) -> int:
-        """Current value of counter ``slot`` (an atomic read: adds zero)."""
-        return atomic_fetch_add(self.values, slot, 0)
-
     def free(self) -> None:
         """Release the shared window (collective over the node)."""
         if self._win is not None:

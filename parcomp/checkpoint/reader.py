@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from parcomp.checkpoint.format import (
-    MANIFEST,
     checksum,
     parse_step,
     read_manifest,
@@ -235,8 +234,3 @@ def load_latest(
                 "checkpoint %s is damaged, falling back to an older one: %s", path.name, error
             )
     return None
-
-
-def manifest_path(folder: Path) -> Path:
-    """Path of a checkpoint's manifest."""
-    return folder / MANIFEST

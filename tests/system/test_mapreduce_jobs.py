@@ -96,5 +96,5 @@ def test_progress_bar_on_rank0_only(n):
         "--schedule",
         "dynamic",
     )
-    assert out.stderr.count("parcomp.map: 100%") >= 1
-    assert "20/20" in out.stderr
+    assert out.stderr.count("parcomp.map:   0%") == 1, "one bar, drawn by rank 0 only"
+    assert "parcomp.map: 100%" in out.stderr and "20/20" in out.stderr
