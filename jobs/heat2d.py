@@ -53,6 +53,7 @@ def simulate(
     die_at_step: int | None = None,
     die_rank: int | None = None,
     step_delay: float = 0.0,
+    die_wipe: tuple[str, ...] = (),
 ):
     """Run the scheme; return ``(field, seconds_in_steps, seconds_in_halo_exchange, steps_run)``.
 
@@ -94,7 +95,7 @@ def simulate(
         u, v = v, u
         if step_delay:
             time.sleep(step_delay)
-        inject_failure(step, die_at_step, die_rank, comm)
+        inject_failure(step, die_at_step, die_rank, comm, wipe=die_wipe)
         if checkpointer is not None:
             checkpointer.checkpoint_if_due(step, arrays={"u": u}, scalars={"alpha": alpha, "n": n})
         if progress and step % report == 0:
@@ -162,12 +163,32 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
     parser.add_argument(
+        "--local-dir",
+        type=Path,
+        default=None,
+        help="node-local checkpoint tier (e.g. /dev/shm/job) with partner copies; "
+        "--checkpoint-dir receives flushed copies",
+    )
+    parser.add_argument(
+        "--flush-every",
+        type=int,
+        default=1,
+        help="with --local-dir: flush every K-th checkpoint to --checkpoint-dir (default 1)",
+    )
+    parser.add_argument(
         "--die-at-step",
         type=int,
         default=None,
         help="fault injection: SIGKILL a rank at this step (first attempt only)",
     )
     parser.add_argument("--die-rank", type=int, default=0, help="fault injection: which rank dies")
+    parser.add_argument(
+        "--die-wipe",
+        type=Path,
+        action="append",
+        default=[],
+        help="fault injection: delete this folder as the rank dies (a lost node's storage)",
+    )
     parser.add_argument(
         "--step-delay", type=float, default=0.0, help="sleep per step (to test signals)"
     )
@@ -179,27 +200,39 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 < args.alpha <= 0.25:
         raise parcomp.ConfigError(f"--alpha must be in (0, 0.25] for stability, got {args.alpha}")
     log = parcomp.get_logger("parcomp.jobs.heat2d")
-    ckpt = None
-    if args.checkpoint_dir is not None:
-        from parcomp.checkpoint import Checkpointer
+    if args.local_dir is not None and args.checkpoint_dir is None:
+        raise parcomp.ConfigError("--local-dir needs --checkpoint-dir (where flushed copies go)")
 
-        ckpt = Checkpointer(
-            args.checkpoint_dir,
-            every_steps=args.checkpoint_every,
-            every_seconds=args.checkpoint_seconds,
-            keep=args.keep,
-            async_write=args.async_checkpoint,
+    def job(comm):
+        # Called again on the survivors after an in-job recovery (parcomp run --ulfm).
+        ckpt = None
+        if args.checkpoint_dir is not None:
+            from parcomp.checkpoint import Checkpointer
+
+            ckpt = Checkpointer(
+                args.checkpoint_dir,
+                every_steps=args.checkpoint_every,
+                every_seconds=args.checkpoint_seconds,
+                keep=args.keep,
+                async_write=args.async_checkpoint,
+                local_dir=args.local_dir,
+                flush_every=args.flush_every,
+                comm=comm,
+            )
+        return simulate(
+            args.n,
+            args.steps,
+            args.alpha,
+            comm=comm,
+            progress=True,
+            checkpointer=ckpt,
+            die_at_step=args.die_at_step,
+            die_rank=args.die_rank,
+            step_delay=args.step_delay,
+            die_wipe=tuple(str(p) for p in args.die_wipe),
         )
-    u, seconds, halo, ran = simulate(
-        args.n,
-        args.steps,
-        args.alpha,
-        progress=True,
-        checkpointer=ckpt,
-        die_at_step=args.die_at_step,
-        die_rank=args.die_rank,
-        step_delay=args.step_delay,
-    )
+
+    u, seconds, halo, ran = parcomp.run_resilient(job)
     field = u.gather(root=0)
     if u.rank == 0:
         error = float(np.max(np.abs(field - exact(args.n, args.steps, args.alpha))))

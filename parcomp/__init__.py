@@ -60,6 +60,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Workers": ("parcomp.workers", "Workers"),
     "WorkerError": ("parcomp.workers", "WorkerError"),
     "run_job": ("parcomp.notebook", "run_job"),
+    "run_resilient": ("parcomp.resilient", "run_resilient"),
 }
 
 __all__ = [

@@ -122,7 +122,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         restarts=args.restarts,
         shrink=args.shrink,
+        ulfm=args.ulfm or _env_flag("PARCOMP_ULFM"),
     )
+
+
+def _env_flag(name: str) -> bool:
+    import os
+
+    return os.environ.get(name, "").strip().lower() in ("1", "yes", "true", "on")
 
 
 def _cmd_slurm(args: argparse.Namespace) -> int:
@@ -216,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="relaunch up to K times after a failure; the job resumes from its last checkpoint",
     )
     run.add_argument("--shrink", action="store_true", help="relaunch on one rank fewer each time")
+    run.add_argument(
+        "--ulfm",
+        action="store_true",
+        help="in-job recovery: with Open MPI 5, start with --with-ft ulfm so that "
+        "parcomp.run_resilient survives lost ranks without a relaunch (also PARCOMP_ULFM=1); "
+        "other MPIs fall back to --restarts",
+    )
     run.add_argument(
         "-m",
         dest="module",

@@ -5,6 +5,8 @@ COMMUNICATES: :func:`parallel_assert` is a collective.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from parcomp.comm import resolve_comm
@@ -53,24 +55,36 @@ def parallel_assert(condition: bool, message: str = "", comm: MPI.Comm | None = 
 
 
 def inject_failure(
-    step: int, die_at_step: int | None, die_rank: int | None, comm: MPI.Comm | None = None
+    step: int,
+    die_at_step: int | None,
+    die_rank: int | None,
+    comm: MPI.Comm | None = None,
+    wipe: Sequence[str | os.PathLike[str]] = (),
 ) -> None:
     """Fault injection for tests and demos: SIGKILL this rank at ``die_at_step``.
 
     Only on the first attempt of a job (``PARCOMP_RESTART_COUNT`` unset or 0) and only on
-    ``die_rank``, so that a restarted job runs through.  If ``$PARCOMP_FAULT_STAMP`` names
-    a file, the time of death is written there first (for recovery-time measurements).
+    the process whose *world* rank is ``die_rank`` (stable when ULFM renumbers the
+    survivors), so that a restarted or recovered job runs through.  If
+    ``$PARCOMP_FAULT_STAMP`` names a file, the time of death is written there first (for
+    recovery-time measurements).  The folders in ``wipe`` are deleted first: the loss of a
+    node's local storage along with the rank.
     """
-    import os
+    import shutil
     import signal
     import time
 
+    from parcomp.comm import world_rank_size
+
+    del comm  # the world rank decides; kept for callers passing it
     if die_at_step is None or step != die_at_step:
         return
     if int(os.environ.get("PARCOMP_RESTART_COUNT", "0") or 0) != 0:
         return
-    if resolve_comm(comm).Get_rank() != (die_rank or 0):
+    if world_rank_size()[0] != (die_rank or 0):
         return
+    for folder in wipe:
+        shutil.rmtree(folder, ignore_errors=True)
     stamp = os.environ.get("PARCOMP_FAULT_STAMP")
     if stamp:
         with open(stamp, "w") as fh:

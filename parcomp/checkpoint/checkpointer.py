@@ -7,6 +7,7 @@ collectives over the checkpointer's communicator.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -84,6 +85,16 @@ class Checkpointer:
         the next ``save``, ``checkpoint_if_due`` boundary that saves, ``wait`` or ``close``.
     handle_signals : bool, default True
         Install the SIGTERM/SIGUSR1/SIGUSR2 flag handlers (main thread only).
+    local_dir : str or Path, optional
+        Fast node-local storage (``/dev/shm/<job>``, a local SSD): checkpoints are written
+        there first, in ``local_dir/node-<name>/``, each shard also copied to a partner rank
+        on another node (:mod:`parcomp.checkpoint.local`); ``directory`` then receives
+        flushed copies, written in the background.  Node names come from the hostname,
+        or ``PARCOMP_NODE_NAME`` / ``PARCOMP_EMULATE_NODES`` (:mod:`parcomp.nodes`).
+    flush_every : int or None, default 1
+        With ``local_dir``: flush every this many node-local checkpoints to ``directory``
+        (asynchronously; committed at the next save, ``wait`` or ``close``).  None: never
+        (a node lost together with its partner node then loses the checkpoint).
     comm : mpi4py.MPI.Comm, optional
         Communicator (default: parcomp's default communicator).
 
@@ -102,6 +113,8 @@ class Checkpointer:
         async_write: bool = False,
         handle_signals: bool = True,
         comm: MPI.Comm | None = None,
+        local_dir: str | Path | None = None,
+        flush_every: int | None = 1,
     ) -> None:
         if every_steps is not None and (
             isinstance(every_steps, bool) or not isinstance(every_steps, int) or every_steps < 1
@@ -111,7 +124,24 @@ class Checkpointer:
             raise ConfigError(f"every_seconds must be positive, got {every_seconds!r}")
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ConfigError(f"keep must be a positive integer, got {keep!r}")
+        if flush_every is not None and (
+            isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1
+        ):
+            raise ConfigError(
+                f"flush_every must be a positive integer or None, got {flush_every!r}"
+            )
+        if local_dir is not None and async_write:
+            raise ConfigError(
+                "async_write applies to the shared directory alone; with local_dir the "
+                "node-local write is synchronous (it goes to fast storage) and the flush to "
+                "the shared directory is always asynchronous"
+            )
         self.directory = Path(directory)
+        self.local_dir = None if local_dir is None else Path(local_dir)
+        self.flush_every = flush_every
+        self._tier: Any = None
+        self._local_saves = 0
+        self.flushes = 0
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(
                 f"checkpoint directory {self.directory} exists and is not a directory"
@@ -140,6 +170,8 @@ class Checkpointer:
         scalars: Mapping[str, Any] | None = None,
         rng: Mapping[str, np.random.Generator] | None = None,
         meta: Mapping[str, Any] | None = None,
+        *,
+        flush: bool = False,
     ) -> Path | None:
         """Write a checkpoint of ``step`` (collective).
 
@@ -158,11 +190,15 @@ class Checkpointer:
             Rank 0's are stored; give per-rank streams as arrays or derive them from the step.
         meta : dict
             Free-form user metadata (JSON).
+        flush : bool
+            With ``local_dir``: flush this checkpoint to ``directory`` whatever
+            ``flush_every`` says.
 
         Returns
         -------
         Path or None
-            The committed checkpoint directory (None when ``async_write``: see ``wait``).
+            The committed checkpoint directory (None when ``async_write``: see ``wait``);
+            with ``local_dir``, this node's node-local directory.
 
         Raises
         ------
@@ -200,6 +236,10 @@ class Checkpointer:
         raise_if_any(error, self.comm)
         snap = Snapshot(arrays, copy=self.async_write)
         step = int(step)
+        if self.local_dir is not None:
+            path = self._save_local(step, snap, record, flush)
+            self.seconds_blocked += time.perf_counter() - t0
+            return path
         directory, tmp = self._begin(step, snap)
         if not self.async_write:
             path = self._finish(step, directory, tmp, snap, record, self._write(tmp, step, snap))
@@ -222,6 +262,65 @@ class Checkpointer:
         self._pending = pending
         self.seconds_blocked += time.perf_counter() - t0
         return None
+
+    def _local_tier(self) -> Any:
+        """The node-local tier, set up on first use (collective: gathers node names)."""
+        if self._tier is None:
+            from parcomp.checkpoint.local import LocalTier
+
+            self._tier = LocalTier(self.local_dir, self.comm)
+            if self._tier.rank == 0:
+                self.log.info("%s", self._tier.describe())
+        return self._tier
+
+    def _save_local(
+        self, step: int, snap: Snapshot, record: dict[str, Any], force_flush: bool
+    ) -> Path:
+        """Node-local checkpoint with partner copies, then maybe start a background flush."""
+        import shutil
+
+        from parcomp.checkpoint.local import save_local
+
+        tier = self._local_tier()
+        final, shard = save_local(tier, step, snap, record, self.keep)
+        self._local_saves += 1
+        self._last_save = time.monotonic()
+        self.last_path = final
+        self.saves += 1
+        self.log.info("node-local checkpoint of step %d committed: %s", step, final)
+        if force_flush or (self.flush_every and self._local_saves % self.flush_every == 0):
+            _, tmp = self._begin(step, snap)
+            source = final / shard["file"]
+            pending: dict[str, Any] = {
+                "step": step,
+                "tmp": tmp,
+                "snap": snap,
+                "record": record,
+                "result": None,
+                "flush": True,
+            }
+            placeholder, self._placeholder = self._placeholder, None
+
+            def work() -> None:
+                rank = self.comm.Get_rank()
+                try:
+                    if placeholder is not None:
+                        placeholder.unlink()
+                    target = tmp / shard["file"]
+                    shutil.copyfile(source, target)
+                    with open(target, "rb") as fh:
+                        os.fsync(fh.fileno())
+                    if target.stat().st_size != shard["bytes"]:
+                        raise OSError(f"{target}: copied size differs from {source}")
+                    pending["result"] = shard
+                except OSError as exc:
+                    pending["result"] = f"rank {rank}: flushing its shard failed: {exc}"
+
+            thread = threading.Thread(target=work, name=f"parcomp-flush-{step}", daemon=True)
+            pending["thread"] = thread
+            thread.start()
+            self._pending = pending
+        return final
 
     def _begin(self, step: int, snap: Snapshot) -> tuple[Path, Path]:
         """Make the temp directory (rank 0) and reserve every rank's space (collective)."""
@@ -321,10 +420,14 @@ class Checkpointer:
         path, error = self.comm.bcast(outcome, root=0)
         if error:
             raise CheckpointError(error)
-        self._last_save = time.monotonic()
-        self.last_path = Path(path)
-        self.saves += 1
-        self.log.info("checkpoint of step %d committed: %s", step, path)
+        if self.local_dir is None:
+            self._last_save = time.monotonic()
+            self.last_path = Path(path)
+            self.saves += 1
+            self.log.info("checkpoint of step %d committed: %s", step, path)
+        else:
+            self.flushes += 1
+            self.log.info("checkpoint of step %d flushed to %s", step, path)
         return Path(path)
 
     def wait(self) -> Path | None:
@@ -357,8 +460,9 @@ class Checkpointer:
     def due(self, step: int) -> tuple[bool, int]:
         """Whether to save now, and the preemption signal (0 if none); agreed by all ranks.
 
-        One ``allreduce`` of two integers: the time policy is rank 0's clock, the signal
-        is any rank's.
+        One ``allreduce`` of three integers: the time policy is rank 0's clock, the signal
+        is any rank's, and whether a background write or flush is still running anywhere;
+        once it is done everywhere, it is committed here.
         """
         from mpi4py import MPI
 
@@ -368,8 +472,14 @@ class Checkpointer:
             and self.comm.Get_rank() == 0
             and time.monotonic() - self._last_save >= self.every_seconds
         )
-        flags = np.array([int(by_step or by_time), preempt.requested()], dtype=np.int64)
+        pending = self._pending
+        busy = int(pending is not None and pending["thread"].is_alive())
+        flags = np.array([int(by_step or by_time), preempt.requested(), busy], dtype=np.int64)
         self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        if pending is not None and not flags[2]:
+            # Every rank's background write (or flush) is done: commit it now rather than
+            # at the next save, so that it counts as soon as possible.
+            self.wait()
         return bool(flags[0] or flags[1]), int(flags[1])
 
     def checkpoint_if_due(self, step: int, **state: Any) -> bool:
@@ -393,7 +503,8 @@ class Checkpointer:
             self.wait()
             was_async, self.async_write = self.async_write, False
             try:
-                self.save(step, **state)
+                self.save(step, **state, flush=True)  # the job may come back on other nodes
+                self.wait()
             finally:
                 self.async_write = was_async
             raise preempt.Preempted(signum)
@@ -412,7 +523,10 @@ class Checkpointer:
         """
         self.wait()
         restored = load_latest(
-            self.directory, self.comm, {k: dict(v) for k, v in (arrays or {}).items()}
+            self.directory,
+            self.comm,
+            {k: dict(v) for k, v in (arrays or {}).items()},
+            local=self._local_tier() if self.local_dir is not None else None,
         )
         self._last_save = time.monotonic()
         return restored

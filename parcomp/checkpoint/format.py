@@ -52,6 +52,7 @@ __all__ = [
     "slab_checksums",
     "write_json_atomic",
     "read_manifest",
+    "parse_manifest",
     "fsync_path",
 ]
 
@@ -182,6 +183,28 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     CheckpointError
         A file is missing or has the wrong size (truncated or padded).
     """
+    manifest = parse_manifest(folder)
+    for entry in manifest["files"]:
+        name = entry["name"]
+        target = folder / name
+        try:
+            size = target.stat().st_size
+        except FileNotFoundError:
+            raise CheckpointError(
+                f"{folder}: file {name} named in the manifest is missing"
+            ) from None
+        if size != entry.get("bytes"):
+            raise CheckpointError(
+                f"{folder}: file {name} has {size} bytes, the manifest says {entry.get('bytes')} (truncated or altered)"
+            )
+    return manifest
+
+
+def parse_manifest(folder: Path) -> dict[str, Any]:
+    """Load ``folder/manifest.json`` and check its schema and file names, not the files.
+
+    (A node-local checkpoint directory holds only some of the files its manifest names.)
+    """
     path = folder / MANIFEST
     try:
         with open(path, encoding="utf-8") as fh:
@@ -205,18 +228,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         if key not in manifest:
             raise CheckpointSchemaError(f"{path}: missing field {key!r}")
     for entry in manifest["files"]:
-        name = _safe_name(entry.get("name"), str(path))
-        target = folder / name
-        try:
-            size = target.stat().st_size
-        except FileNotFoundError:
-            raise CheckpointError(
-                f"{folder}: file {name} named in the manifest is missing"
-            ) from None
-        if size != entry.get("bytes"):
-            raise CheckpointError(
-                f"{folder}: file {name} has {size} bytes, the manifest says {entry.get('bytes')} (truncated or altered)"
-            )
+        if not isinstance(entry, dict):
+            raise CheckpointSchemaError(f"{path}: a 'files' entry is not an object")
+        _safe_name(entry.get("name"), str(path))
     for array_name, spec in manifest["arrays"].items():
         for shard in spec.get("shards", []):
             _safe_name(shard.get("file"), f"{path}: array {array_name!r}")

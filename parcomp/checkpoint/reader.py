@@ -179,9 +179,17 @@ def _make_targets(
 
 
 def load_latest(
-    directory: Path, comm: Any, overrides: dict[str, dict[str, Any]] | None = None
+    directory: Path,
+    comm: Any,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    local: Any = None,
 ) -> Restored | None:
     """Restore the newest valid checkpoint in ``directory`` on this communicator, or None.
+
+    Parameters
+    ----------
+    local : parcomp.checkpoint.local.LocalTier, optional
+        Also consider the node-local tier; for the same step it is tried first.
 
     Notes
     -----
@@ -190,47 +198,96 @@ def load_latest(
     """
     log = get_logger("parcomp.checkpoint")
     rank = comm.Get_rank()
-    candidates = comm.bcast(
-        [str(p) for _, p in list_checkpoints(directory)] if rank == 0 else None, root=0
+    shared = comm.bcast(
+        [(s, str(p)) for s, p in list_checkpoints(directory)] if rank == 0 else None, root=0
     )
-    for candidate in candidates:
-        path = Path(candidate)
-        manifest, error = None, None
-        if rank == 0:
-            try:
-                manifest = read_manifest(path)
-            except (ParcompError, OSError) as exc:
-                error = str(exc)
-        manifest, error = comm.bcast((manifest, error), root=0)
-        arrays: dict[str, Any] = {}
-        local_error = None
-        if error is None:
-            # Collective part first: every rank makes the same arrays in the same order.
-            # Only then the local reads, whose failure on one rank must not leave the
-            # others inside a DistArray constructor while it waits in the agreement below.
-            try:
-                arrays = _make_targets(manifest, comm, overrides or {})
-            except (ParcompError, KeyError, TypeError, ValueError) as exc:  # the same on every rank
-                error = f"the manifest describes an array parcomp cannot build: {exc}"
-        if error is None:
-            try:
-                for name, spec in manifest["arrays"].items():
-                    _read_array(path, name, spec, arrays[name])
-            except (ParcompError, OSError, RuntimeError, KeyError, ValueError) as exc:
-                local_error = f"rank {rank}: {exc}"
-            errors = [e for e in comm.allgather(local_error) if e]
-            error = "; ".join(errors) if errors else None
-        if error is None:
-            if rank == 0:
-                log.info(
-                    "restored step %d from %s (saved on %d ranks)",
-                    manifest["step"],
-                    path,
-                    manifest["nprocs"],
-                )
-            return Restored(path, manifest, arrays)
-        if rank == 0:
-            log.warning(
-                "checkpoint %s is damaged, falling back to an older one: %s", path.name, error
+    candidates: list[tuple[int, int, str | None]] = [(s, 1, p) for s, p in shared]
+    if local is not None:
+        from parcomp.checkpoint.local import local_steps
+
+        candidates += [(s, 0, None) for s in local_steps(local)]
+    candidates.sort(key=lambda c: (-c[0], c[1]))
+    for step, tier, candidate in candidates:
+        if tier == 0:
+            from parcomp.checkpoint.local import restore_local
+
+            manifest, arrays, error, _rebuilt = restore_local(
+                local, step, lambda m: _make_targets(m, comm, overrides or {})
             )
+            if error is None:
+                path = local.folder / f"step-{step:08d}"
+                if rank == 0:
+                    log.info(
+                        "restored step %d from the node-local tier %s (saved on %d ranks)",
+                        step,
+                        local.root,
+                        manifest["nprocs"],
+                    )
+                return Restored(path, manifest, arrays)
+            if rank == 0:
+                log.warning(
+                    "node-local checkpoint of step %d cannot be restored, trying older or "
+                    "flushed ones: %s",
+                    step,
+                    error,
+                )
+            continue
+        path = Path(candidate)
+        restored, error = _try_shared(path, comm, overrides or {})
+        if restored is not None:
+            return restored
+        if rank == 0:
+            log.warning("checkpoint %s is damaged, falling back to an older one: %s", path, error)
     return None
+
+
+def _try_shared(
+    path: Path, comm: Any, overrides: dict[str, dict[str, Any]]
+) -> tuple[Restored | None, str | None]:
+    """Restore one checkpoint of the shared directory (collective): ``(restored, error)``."""
+    log = get_logger("parcomp.checkpoint")
+    rank = comm.Get_rank()
+    manifest, error = None, None
+    if rank == 0:
+        try:
+            manifest = read_manifest(path)
+        except (ParcompError, OSError) as exc:
+            error = str(exc)
+    manifest, error = comm.bcast((manifest, error), root=0)
+    arrays: dict[str, Any] = {}
+    local_error = None
+    if error is None:
+        # Collective part first: every rank makes the same arrays in the same order.
+        # Only then the local reads, whose failure on one rank must not leave the
+        # others inside a DistArray constructor while it waits in the agreement below.
+        try:
+            arrays = _make_targets(manifest, comm, overrides)
+        except (ParcompError, KeyError, TypeError, ValueError) as exc:  # the same on every rank
+            error = f"the manifest describes an array parcomp cannot build: {exc}"
+    if error is None:
+        try:
+            for name, spec in manifest["arrays"].items():
+                _read_array(path, name, spec, arrays[name])
+        except (ParcompError, OSError, RuntimeError, KeyError, ValueError) as exc:
+            if _is_mpi_error(exc):
+                raise
+            local_error = f"rank {rank}: {exc}"
+        errors = [e for e in comm.allgather(local_error) if e]
+        error = "; ".join(errors) if errors else None
+    if error is not None:
+        return None, error
+    if rank == 0:
+        log.info(
+            "restored step %d from %s (saved on %d ranks)",
+            manifest["step"],
+            path,
+            manifest["nprocs"],
+        )
+    return Restored(path, manifest, arrays), None
+
+
+def _is_mpi_error(exc: BaseException) -> bool:
+    """An MPI error (a failed peer under ULFM) must propagate, not look like bad data."""
+    from mpi4py import MPI
+
+    return isinstance(exc, MPI.Exception)

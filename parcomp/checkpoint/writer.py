@@ -41,7 +41,17 @@ from parcomp.checkpoint.format import (
     write_json_atomic,
 )
 
-__all__ = ["write_shard", "commit_checkpoint", "Snapshot", "estimate_shard_bytes", "reserve_space"]
+__all__ = [
+    "write_shard",
+    "commit_checkpoint",
+    "Snapshot",
+    "estimate_shard_bytes",
+    "reserve_space",
+    "manifest_arrays",
+    "build_manifest",
+    "publish",
+    "prune",
+]
 
 
 class Snapshot:
@@ -196,16 +206,40 @@ def commit_checkpoint(
 
     Returns the committed directory and the background pruning thread.
     """
+    arrays = manifest_arrays(layouts, records)
+    _write_master(tmp, step, size, arrays, scalars)
+    files = [{"name": rec["file"], "bytes": rec["bytes"]} for rec in records]
+    files.append({"name": MASTER, "bytes": (tmp / MASTER).stat().st_size})
+    manifest = build_manifest(step, size, arrays, files, scalars, rng, meta)
+    final = publish(directory, tmp, step, manifest)
+    return final, prune(directory, keep, final)
+
+
+def manifest_arrays(
+    layouts: dict[str, dict[str, Any]], records: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The manifest's ``arrays`` section: each array's layout and its shards' records."""
     arrays: dict[str, dict[str, Any]] = {}
     for name, lay in layouts.items():
         arrays[name] = {k: lay[k] for k in ("global_shape", "dtype", "dims", "periods", "halo")}
         arrays[name]["shards"] = [
             {"rank": r, "file": rec["file"], **rec["arrays"][name]} for r, rec in enumerate(records)
         ]
-    _write_master(tmp, step, size, arrays, scalars)
-    files = [{"name": rec["file"], "bytes": rec["bytes"]} for rec in records]
-    files.append({"name": MASTER, "bytes": (tmp / MASTER).stat().st_size})
-    manifest = {
+    return arrays
+
+
+def build_manifest(
+    step: int,
+    size: int,
+    arrays: dict[str, dict[str, Any]],
+    files: list[dict[str, Any]],
+    scalars: dict[str, Any],
+    rng: dict[str, Any],
+    meta: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The manifest of a checkpoint (see :mod:`parcomp.checkpoint.format`)."""
+    return {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "step": step,
@@ -216,7 +250,12 @@ def commit_checkpoint(
         "scalars": scalars,
         "rng": rng,
         "meta": meta,
+        **extra,
     }
+
+
+def publish(directory: Path, tmp: Path, step: int, manifest: dict[str, Any]) -> Path:
+    """Write the manifest into ``tmp`` and rename it to ``directory/step-N``: the commit."""
     write_json_atomic(tmp / MANIFEST, manifest)
     for path in [tmp, *tmp.iterdir()]:  # follow the umask, but never world-writable
         mode = path.stat().st_mode
@@ -231,10 +270,10 @@ def commit_checkpoint(
     fsync_path(directory)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    return final, _prune(directory, keep, final)
+    return final
 
 
-def _prune(directory: Path, keep: int, current: Path) -> threading.Thread:
+def prune(directory: Path, keep: int, current: Path) -> threading.Thread:
     """Delete checkpoints beyond the newest ``keep`` and stale temp folders, in the background.
 
     What to delete is decided now (so a later save's temp folder is never touched); the

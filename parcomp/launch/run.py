@@ -10,13 +10,16 @@ the whole process group of ``mpiexec`` is terminated, then killed.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from parcomp.checkpoint.preempt import PREEMPTED_STATUS
 from parcomp.comm import get_logger
@@ -43,6 +46,7 @@ def run_job(
     kill_grace: float = 5.0,
     restarts: int = 0,
     shrink: bool = False,
+    ulfm: bool = False,
 ) -> int:
     """Run ``target`` on ``nprocs`` ranks and return the job's exit status.
 
@@ -71,6 +75,11 @@ def run_job(
         ``PARCOMP_RESTART_COUNT``.  Not after a timeout or a preemption (status 75).
     shrink : bool
         Relaunch on one rank fewer each time (down to 1), as after losing a node.
+    ulfm : bool
+        In-job recovery: with Open MPI 5 the job is started with ``--with-ft ulfm`` and
+        ``PARCOMP_ULFM=1``, so that :func:`parcomp.run_resilient` survives lost ranks
+        without a relaunch; failures it survived are logged here (``mpirun`` exits 0).
+        With another MPI a warning says so and ``restarts`` remains the recovery.
 
     Returns
     -------
@@ -96,15 +105,41 @@ def run_job(
         raise ConfigError(f"restarts must be a non-negative integer, got {restarts!r}")
     launcher = mpiexec if mpiexec is not None else find_mpiexec()
     vendor = mpiexec_identity(launcher).vendor
+    log = get_logger("parcomp.run")
+    extra: list[str] = []
+    base_env = dict(os.environ if env is None else env)
+    failure_log = None
+    if vendor == "Open MPI" and os.geteuid() == 0:
+        # Open MPI refuses root unless told; containers and CI machines run as root.
+        base_env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        base_env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    if ulfm:
+        if vendor == "Open MPI":
+            extra += ["--with-ft", "ulfm"]
+            if base_env.get("SLURM_JOB_ID"):
+                extra += ["--bind-to", "none"]  # ULFM's mpirun inside Slurm needs it
+            base_env["PARCOMP_ULFM"] = "1"
+            if not base_env.get("PARCOMP_FAILURE_LOG"):
+                fd, failure_log = tempfile.mkstemp(prefix="parcomp-failures-", suffix=".jsonl")
+                os.close(fd)
+                base_env["PARCOMP_FAILURE_LOG"] = failure_log
+        else:
+            log.warning(
+                "--ulfm: %s has no usable ULFM (in-job recovery needs Open MPI 5); "
+                "a lost rank ends the job%s",
+                vendor or "this MPI",
+                f" and --restarts {restarts} relaunches it" if restarts else "; add --restarts K",
+            )
     program = [sys.executable, "-m", "parcomp.launch.runner"]
     program += ["-m", target] if module else [target]
-    log = get_logger("parcomp.run")
     deadline = None if timeout is None else time.monotonic() + timeout
     attempt, ranks = 0, nprocs
     while True:
-        argv = mpiexec_argv(ranks, program + list(args), mpiexec=launcher, vendor=vendor)
-        job_env = dict(os.environ if env is None else env)
-        earlier = int((os.environ if env is None else env).get("PARCOMP_RESTART_COUNT", "0") or 0)
+        argv = mpiexec_argv(
+            ranks, program + list(args), mpiexec=launcher, vendor=vendor, extra=tuple(extra)
+        )
+        job_env = dict(base_env)
+        earlier = int(base_env.get("PARCOMP_RESTART_COUNT", "0") or 0)
         job_env.update(PARCOMP_NPROCS=str(ranks), PARCOMP_RESTART_COUNT=str(earlier + attempt))
         started = time.monotonic()
         try:
@@ -113,6 +148,8 @@ def run_job(
             raise LaunchError(f"could not start {launcher}: {exc}") from exc
         remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
         status = _supervise(proc, remaining, kill_grace, timeout)
+        if failure_log is not None:
+            _report_recoveries(failure_log, log)
         if status in (0, TIMEOUT_STATUS, PREEMPTED_STATUS) or attempt >= restarts:
             if status == PREEMPTED_STATUS:
                 log.warning(
@@ -131,6 +168,26 @@ def run_job(
             attempt,
             restarts,
             ranks,
+        )
+
+
+def _report_recoveries(path: str, log: Any) -> None:
+    """Log the failures the job survived in-job (``mpirun`` exits 0 after them)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.readlines()
+        os.unlink(path)
+    except OSError:
+        return
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        log.warning(
+            "the job lost world rank(s) %s and recovered in-job on %s ranks (ULFM)",
+            event.get("lost_world_ranks"),
+            event.get("ranks_after"),
         )
 
 

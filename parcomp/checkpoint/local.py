@@ -1,0 +1,467 @@
+"""The node-local checkpoint tier: shards on fast node-local storage, each copied to a partner.
+
+COMMUNICATES: every function taking ``tier`` is collective over ``tier.comm``.
+
+Layout (``LOCAL`` is the checkpointer's ``local_dir``; each node sees only its own folder
+on a real cluster, and one machine emulating several nodes simply has several)::
+
+    LOCAL/node-<name>/step-00000100/
+        manifest.json                     the whole checkpoint's manifest (every node has it)
+        shard-00000-of-00004.h5           the shards of this node's ranks ...
+        shard-00002-of-00004.h5           ... and the partner copies it keeps for the next node
+    LOCAL/node-<name>/.tmp-step-...       being written (removed when stale)
+
+A rank writes its shard (the same HDF5 file as in the shared tier), sends its bytes to its
+partner rank on the next node (:func:`parcomp.nodes.partner_ranks`), which writes the copy
+under the same name.  Rank 0 then builds the manifest; every node's lowest rank writes it
+into its folder and renames the folder to ``step-N`` (each node's commit).  Each manifest
+carries the same ``checkpoint_id``; a node's files count only if its manifest has it.
+
+Restore gathers what every node holds, picks one reader per saved shard (its own node if
+that survived, else the node keeping its partner copy), reads and verifies each slab, and
+re-decomposes the arrays for the current communicator with one ``Alltoallv`` per array.
+If some shard has no copy left (its node and its partner's node both lost), the step is
+not restorable from this tier and the caller falls back to the shared directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parcomp.checkpoint.format import (
+    MANIFEST,
+    checksum,
+    fsync_path,
+    parse_manifest,
+    parse_step,
+    shard_name,
+    slab_bounds,
+    step_dir_name,
+)
+from parcomp.checkpoint.writer import (
+    Snapshot,
+    build_manifest,
+    estimate_shard_bytes,
+    manifest_arrays,
+    prune,
+    publish,
+    reserve_space,
+    write_shard,
+)
+from parcomp.comm import get_logger
+from parcomp.errors import CheckpointError, ParcompError
+from parcomp.nodes import node_groups, node_name, partner_ranks, safe_node_dirname
+
+__all__ = ["LocalTier", "save_local", "local_steps", "restore_local"]
+
+_CHUNK = 1 << 30  # partner copies are sent in pieces of at most 1 GiB (MPI int counts)
+_TAG = 7301
+
+
+def _mpi_error() -> type[BaseException]:
+    from mpi4py import MPI
+
+    return MPI.Exception
+
+
+class LocalTier:
+    """Where this rank's node-local checkpoints go, and who its partners are.
+
+    Construction is collective (one ``allgather`` of node names over ``comm``).
+    """
+
+    def __init__(self, root: str | Path, comm: Any) -> None:
+        self.root = Path(root)
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.node = node_name()
+        self.names: list[str] = comm.allgather(self.node)
+        self.groups = node_groups(self.names)
+        self.partner = partner_ranks(self.names)
+        self.holds = [r for r, p in enumerate(self.partner) if p == self.rank]
+        self.folder = self.root / safe_node_dirname(self.node)
+        self.leader = min(g for g in self.groups if self.rank in g)[0] == self.rank
+        self.nnodes = len(self.groups)
+
+    def describe(self) -> str:
+        """One line: nodes, ranks per node, partners."""
+        if self.nnodes < 2:
+            return f"node-local checkpoints in {self.root}: 1 node, no partner copies"
+        return (
+            f"node-local checkpoints in {self.root}: {self.nnodes} nodes "
+            f"({', '.join(str(len(g)) for g in self.groups)} ranks), partner copies on the next node"
+        )
+
+
+def _agree_errors(comm: Any, mine: str | None) -> list[str]:
+    return [e for e in comm.allgather(mine) if e]
+
+
+def save_local(
+    tier: LocalTier,
+    step: int,
+    snap: Snapshot,
+    record: dict[str, Any],
+    keep: int,
+) -> tuple[Path, dict[str, Any]]:
+    """Write a node-local checkpoint with partner copies (collective).
+
+    Returns this node's committed folder and this rank's shard record (for a flush).
+
+    Raises
+    ------
+    CheckpointError
+        On every rank, if any rank failed; the node-local checkpoints before it are intact.
+    """
+    comm, rank, size = tier.comm, tier.rank, tier.size
+    nonce = comm.bcast(os.urandom(6).hex() if rank == 0 else None, root=0)
+    tmp = tier.folder / f".tmp-{step_dir_name(step)}-{nonce}"
+    estimates = comm.allgather(estimate_shard_bytes(snap))
+    need = estimates[rank] + sum(estimates[h] for h in tier.holds)
+    mine: str | None = None
+    placeholder = None
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        placeholder = reserve_space(tmp, rank, need)
+    except OSError as exc:
+        mine = f"rank {rank} on {tier.node}: cannot reserve {need} bytes in {tier.folder}: {exc}"
+    errors = _agree_errors(comm, mine)
+    shard: dict[str, Any] | None = None
+    if not errors:
+        try:
+            assert placeholder is not None
+            placeholder.unlink()
+            shard = write_shard(tmp, rank, size, step, snap)
+        except (OSError, RuntimeError) as exc:
+            if isinstance(exc, _mpi_error()):
+                raise
+            mine = f"rank {rank} on {tier.node}: writing its node-local shard failed: {exc}"
+        mine = _exchange_partner_copies(tier, tmp, shard, step) or mine
+        errors = _agree_errors(comm, mine)
+    elif placeholder is not None:
+        placeholder.unlink(missing_ok=True)
+    records = comm.allgather(shard)
+    if errors:
+        comm.Barrier()
+        if tier.leader:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"node-local checkpoint of step {step} failed; earlier checkpoints kept. "
+            + "; ".join(errors)
+        )
+    manifest = None
+    if rank == 0:
+        arrays = manifest_arrays(snap.layout, records)
+        files = [{"name": rec["file"], "bytes": rec["bytes"]} for rec in records]
+        manifest = build_manifest(
+            step,
+            size,
+            arrays,
+            files,
+            record["scalars"],
+            record["rng"],
+            record["meta"],
+            tier="node-local",
+            checkpoint_id=nonce,
+            nodes=tier.names,
+            partners=tier.partner,
+        )
+    manifest = comm.bcast(manifest, root=0)
+    mine = None
+    final = tier.folder / step_dir_name(step)
+    if tier.leader:
+        try:
+            final = publish(tier.folder, tmp, step, manifest)
+            prune(tier.folder, keep, final).join()
+        except OSError as exc:
+            mine = f"node {tier.node}: committing its node-local checkpoint failed: {exc}"
+    errors = _agree_errors(comm, mine)
+    if errors:
+        raise CheckpointError(
+            f"node-local checkpoint of step {step} failed to commit on some nodes: "
+            + "; ".join(errors)
+        )
+    assert shard is not None
+    return final, shard
+
+
+def _exchange_partner_copies(
+    tier: LocalTier, tmp: Path, shard: dict[str, Any] | None, step: int
+) -> str | None:
+    """Send this rank's shard file to its partner; receive and store the ones it keeps."""
+    from mpi4py import MPI
+
+    comm, rank = tier.comm, tier.rank
+    error = None
+    requests = []
+    data = np.zeros(0, np.uint8)
+    partner = tier.partner[rank]
+    if partner is not None:
+        if shard is not None:
+            try:
+                data = np.fromfile(tmp / shard["file"], dtype=np.uint8)
+            except OSError as exc:
+                error = f"rank {rank}: reading its shard back for the partner copy failed: {exc}"
+                data = np.zeros(0, np.uint8)
+        requests.append(comm.isend(int(data.size), dest=partner, tag=_TAG))
+        for a in range(0, data.size, _CHUNK):
+            requests.append(comm.Isend(data[a : a + _CHUNK], dest=partner, tag=_TAG + 1))
+    for source in tier.holds:
+        nbytes = comm.recv(source=source, tag=_TAG)
+        buf = np.empty(nbytes, np.uint8)
+        for a in range(0, nbytes, _CHUNK):
+            comm.Recv(buf[a : a + _CHUNK], source=source, tag=_TAG + 1)
+        if nbytes == 0:
+            continue  # the sender failed; it reports that itself
+        target = tmp / shard_name(source, tier.size)
+        try:
+            with open(target, "wb") as fh:
+                fh.write(buf.data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            error = f"rank {rank} on {tier.node}: storing the partner copy of rank {source}'s shard failed: {exc}"
+    MPI.Request.waitall(requests)
+    if tier.holds:
+        try:
+            fsync_path(tmp)
+        except OSError as exc:
+            error = error or f"rank {rank}: fsync of {tmp} failed: {exc}"
+    return error
+
+
+def local_steps(tier: LocalTier) -> list[int]:
+    """Steps committed on any node's local storage, newest first (collective)."""
+    mine: list[int] = []
+    if tier.leader and tier.folder.is_dir():
+        mine = [
+            s
+            for p in tier.folder.iterdir()
+            if (s := parse_step(p.name)) is not None and (p / MANIFEST).is_file()
+        ]
+    return sorted({s for steps in tier.comm.allgather(mine) for s in steps}, reverse=True)
+
+
+def _node_view(tier: LocalTier, step: int) -> dict[str, Any] | None:
+    """What this node holds of ``step``: its manifest (or why not) and its files' sizes."""
+    if not tier.leader:
+        return None
+    folder = tier.folder / step_dir_name(step)
+    if not folder.is_dir():
+        return {"node": tier.node, "manifest": None, "error": "absent", "files": {}}
+    try:
+        manifest = parse_manifest(folder)
+        error = None
+    except (ParcompError, OSError) as exc:
+        manifest, error = None, str(exc)
+    files = {}
+    for path in folder.iterdir():
+        if path.name.startswith("shard-"):
+            try:
+                files[path.name] = path.stat().st_size
+            except OSError:
+                pass
+    return {"node": tier.node, "manifest": manifest, "error": error, "files": files}
+
+
+def _plan(tier: LocalTier, views: list[dict[str, Any] | None]) -> tuple[Any, Any, str | None]:
+    """Rank 0: choose the manifest and, for every saved shard, the rank that reads it."""
+    nodes = [v for v in views if v is not None]
+    manifests = [v["manifest"] for v in nodes if v["manifest"] is not None]
+    if not manifests:
+        reasons = "; ".join(f"{v['node']}: {v['error']}" for v in nodes)
+        return None, None, f"no node holds a valid manifest ({reasons})"
+    manifest = max(manifests, key=lambda m: m.get("created_unix", 0))
+    ident = manifest.get("checkpoint_id")
+    expected = {f["name"]: f["bytes"] for f in manifest["files"]}
+    leaders = {v["node"]: r for r, v in enumerate(views) if v is not None}
+    ranks_on = {tier.names[g[0]]: g for g in tier.groups}
+    load = {r: 0 for r in range(tier.size)}
+    readers: dict[str, int] = {}
+    lost = []
+    saved_nodes = manifest.get("nodes") or []
+    for name, nbytes in expected.items():
+        holders = [
+            v["node"]
+            for v in nodes
+            if v["manifest"] is not None
+            and v["manifest"].get("checkpoint_id") == ident
+            and v["files"].get(name) == nbytes
+        ]
+        if not holders:
+            lost.append(name)
+            continue
+        candidates = [r for node in holders for r in ranks_on.get(node, [leaders[node]])]
+        reader = min(candidates, key=lambda r: (load[r], r))
+        load[reader] += nbytes
+        readers[name] = reader
+    if lost:
+        return (
+            None,
+            None,
+            f"{len(lost)} shard(s) lost with their node and their partner's node: "
+            + ", ".join(sorted(lost))
+            + (f" (saved on nodes {sorted(set(saved_nodes))})" if saved_nodes else ""),
+        )
+    return manifest, readers, None
+
+
+def _read_shard_arrays(folder: Path, manifest: dict[str, Any], name: str) -> dict[str, np.ndarray]:
+    """Every array block of one shard file, each slab verified against the manifest."""
+    import h5py
+
+    out = {}
+    with h5py.File(folder / name, "r") as fh:
+        for array_name, spec in manifest["arrays"].items():
+            shard = next(s for s in spec["shards"] if s["file"] == name)
+            dset = fh[f"arrays/{array_name}"]
+            if list(dset.shape) != shard["shape"] or dset.dtype != np.dtype(spec["dtype"]):
+                raise CheckpointError(
+                    f"{folder / name}: dataset {array_name!r} is {dset.dtype}{dset.shape}, "
+                    f"the manifest says {spec['dtype']}{tuple(shard['shape'])}"
+                )
+            block = dset[...]
+            for i, (a, b) in enumerate(
+                slab_bounds(block.shape[0] if block.ndim else 0, shard["slab_rows"])
+            ):
+                piece = block[a:b] if block.ndim else block
+                if checksum(piece) != shard["slab_checksums"][i]:
+                    raise CheckpointError(
+                        f"{folder / name}: slab {i} of array {array_name!r} fails its checksum (corrupted)"
+                    )
+            out[array_name] = block
+    return out
+
+
+def _overlap(
+    start: list[int], shape: list[int], rng: tuple[tuple[int, int], ...]
+) -> tuple[slice, ...] | None:
+    out = []
+    for s, n, (lo, hi) in zip(start, shape, rng, strict=True):
+        a, b = max(s, lo), min(s + n, hi)
+        if a >= b:
+            return None
+        out.append(slice(a, b))
+    return tuple(out)
+
+
+def _redistribute(
+    tier: LocalTier,
+    manifest: dict[str, Any],
+    blocks: dict[str, dict[str, np.ndarray]],
+    arrays: dict[str, Any],
+) -> None:
+    """Move the saved blocks this rank read to the ranks whose new blocks they overlap."""
+    from mpi4py import MPI
+
+    comm, size = tier.comm, tier.size
+    for array_name, spec in manifest["arrays"].items():
+        target = arrays[array_name]
+        part = target.partition
+        dtype = np.dtype(spec["dtype"])
+        pieces: list[list[tuple[tuple[int, ...], tuple[int, ...]]]] = [[] for _ in range(size)]
+        payload: list[list[np.ndarray]] = [[] for _ in range(size)]
+        for file_name, held in blocks.items():
+            shard = next(s for s in spec["shards"] if s["file"] == file_name)
+            block = held[array_name]
+            for dest in range(size):
+                region = _overlap(shard["start"], shard["shape"], part.local_range(dest))
+                if region is None:
+                    continue
+                local = tuple(
+                    slice(r.start - s, r.stop - s)
+                    for r, s in zip(region, shard["start"], strict=True)
+                )
+                pieces[dest].append(
+                    (tuple(r.start for r in region), tuple(r.stop - r.start for r in region))
+                )
+                payload[dest].append(np.ascontiguousarray(block[local]).reshape(-1).view(np.uint8))
+        meta = comm.alltoall(pieces)
+        send_counts = np.array([sum(p.size for p in pl) for pl in payload], dtype=np.int64)
+        recv_counts = np.array(
+            [sum(int(np.prod(shape)) * dtype.itemsize for _, shape in m) for m in meta],
+            dtype=np.int64,
+        )
+        sendbuf = (
+            np.concatenate([p for pl in payload for p in pl])
+            if send_counts.sum()
+            else np.zeros(0, np.uint8)
+        )
+        recvbuf = np.empty(int(recv_counts.sum()), np.uint8)
+        sdispl = np.concatenate([[0], np.cumsum(send_counts)[:-1]])
+        rdispl = np.concatenate([[0], np.cumsum(recv_counts)[:-1]])
+        comm.Alltoallv(
+            [sendbuf, (send_counts, sdispl), MPI.BYTE], [recvbuf, (recv_counts, rdispl), MPI.BYTE]
+        )
+        mine = target.local_range
+        offset = 0
+        for source in range(size):
+            for start, shape in meta[source]:
+                n = int(np.prod(shape)) * dtype.itemsize
+                data = recvbuf[offset : offset + n].view(dtype).reshape(shape)
+                offset += n
+                dst = tuple(
+                    slice(s - m[0], s - m[0] + k)
+                    for s, k, m in zip(start, shape, mine, strict=True)
+                )
+                target.interior[dst] = data
+
+
+def restore_local(
+    tier: LocalTier, step: int, make_targets: Any
+) -> tuple[dict[str, Any] | None, dict[str, Any], str | None, list[str]]:
+    """Try to restore ``step`` from the node-local tier (collective).
+
+    Returns ``(manifest, arrays, error, rebuilt)``: on success the manifest and the
+    re-decomposed arrays, and the shard files that came from partner copies; on failure
+    ``(None, {}, reason, [])`` on every rank.
+    """
+    comm = tier.comm
+    views = comm.allgather(_node_view(tier, step))
+    plan = _plan(tier, views) if tier.rank == 0 else None
+    manifest, readers, error = comm.bcast(plan, root=0)
+    if error is not None:
+        return None, {}, error, []
+    try:
+        arrays = make_targets(manifest)
+    except (ParcompError, KeyError, TypeError, ValueError) as exc:  # the same on every rank
+        return None, {}, f"the manifest describes an array parcomp cannot build: {exc}", []
+    blocks: dict[str, dict[str, np.ndarray]] = {}
+    mine = None
+    folder = tier.folder / step_dir_name(step)
+    try:
+        for file_name, reader in sorted(readers.items()):
+            if reader == tier.rank:
+                blocks[file_name] = _read_shard_arrays(folder, manifest, file_name)
+    except (ParcompError, OSError, RuntimeError, KeyError, ValueError) as exc:
+        if isinstance(exc, _mpi_error()):
+            raise
+        mine = f"rank {tier.rank} on {tier.node}: {exc}"
+    errors = _agree_errors(comm, mine)
+    if errors:
+        return None, {}, "; ".join(errors), []
+    _redistribute(tier, manifest, blocks, arrays)
+    saved_nodes = manifest.get("nodes") or []
+    rebuilt = []
+    for file_name, reader in readers.items():
+        saved_rank = int(file_name.split("-")[1])
+        if (
+            saved_nodes
+            and saved_rank < len(saved_nodes)
+            and tier.names[reader] != saved_nodes[saved_rank]
+        ):
+            rebuilt.append(f"{file_name} (from the partner copy on {tier.names[reader]})")
+    if rebuilt and tier.rank == 0:
+        get_logger("parcomp.checkpoint").warning(
+            "node-local step %d: %d shard(s) rebuilt from partner copies: %s",
+            step,
+            len(rebuilt),
+            ", ".join(sorted(rebuilt)),
+        )
+    return manifest, arrays, None, sorted(rebuilt)

@@ -1,0 +1,195 @@
+"""In-job recovery from lost ranks with ULFM: revoke, shrink, restore, continue.
+
+COMMUNICATES: :func:`run_resilient` is collective over its communicator.
+
+A job written as ``main(comm)`` -- build or restore its state from a
+:class:`~parcomp.checkpoint.Checkpointer` on ``comm``, then step -- survives the death of
+ranks without a relaunch when the MPI library implements ULFM (Open MPI 5 started with
+``mpirun --with-ft ulfm``; ``parcomp run --ulfm`` does that)::
+
+    def main(comm):
+        ckpt = Checkpointer("ckpt", local_dir="/dev/shm/job", every_steps=50, comm=comm)
+        restored = ckpt.restore()
+        ...
+
+    result = parcomp.run_resilient(main)
+
+When a peer dies, MPI raises ``MPI.Exception`` with class ``ERR_PROC_FAILED`` on the ranks
+that talk to it (``ERR_REVOKED`` on the others once the first ones revoke).  The survivors
+then
+
+1. revoke the communicator (so no rank stays blocked in a collective with the dead),
+2. shrink it to the survivors (``MPI_Comm_shrink``, itself fault tolerant),
+3. record the failure (rank 0's log, and ``$PARCOMP_FAILURE_LOG`` as JSON lines, since
+   ``mpirun`` exits 0 after a survived failure),
+4. make the shrunk communicator parcomp's default, and call ``main`` again on it: the
+   checkpointer agrees on the newest valid checkpoint (node-local copies first, the dead
+   rank's shard from its partner copy), re-decomposes the arrays for the smaller rank count
+   and reloads them.
+
+Without ULFM (MPICH has none: ``MPIR_CVAR_ENABLE_FT`` asserts at startup) ``run_resilient``
+just calls ``main(comm)``: a dead rank ends the job, and ``parcomp run --restarts K``
+relaunches it, when ``main`` restores from the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from parcomp.comm import get_logger, resolve_comm, world_rank_size
+from parcomp.errors import ConfigError
+
+__all__ = ["run_resilient", "ulfm_available", "ulfm_requested", "recoveries"]
+
+T = TypeVar("T")
+
+_recoveries = 0
+
+
+def recoveries() -> int:
+    """How many in-job recoveries this process has been through."""
+    return _recoveries
+
+
+def ulfm_requested() -> bool:
+    """Whether ``$PARCOMP_ULFM`` asks for in-job recovery (``parcomp run --ulfm`` sets it)."""
+    value = os.environ.get("PARCOMP_ULFM", "").strip().lower()
+    if value in ("", "0", "no", "false", "off"):
+        return False
+    if value in ("1", "yes", "true", "on"):
+        return True
+    raise ConfigError(f"PARCOMP_ULFM must be 0 or 1, got {value!r}")
+
+
+def ulfm_available() -> tuple[bool, str]:
+    """Whether this MPI can recover in-job, and why not.
+
+    True only for an MPI with the ULFM calls (``Comm.Revoke``/``Shrink`` in mpi4py) whose
+    launcher enabled fault tolerance: Open MPI 5 under ``mpirun --with-ft ulfm`` (it sets
+    ``OMPI_MCA_mpi_ft_enable=1`` for the ranks).
+    """
+    from mpi4py import MPI
+
+    from parcomp.launch.mpiexec import parse_library_version
+
+    vendor, version = parse_library_version(MPI.Get_library_version())
+    if not all(hasattr(MPI.Comm, name) for name in ("Revoke", "Shrink", "Agree")):
+        return False, "this mpi4py has no ULFM calls (Comm.Revoke/Shrink)"
+    if vendor != "Open MPI":
+        return False, (
+            f"{vendor or 'this MPI'} {version or ''} has no usable ULFM (the MPICH wheel asserts "
+            "when MPIR_CVAR_ENABLE_FT is set); use the Open MPI 5 wheel with `parcomp run --ulfm`"
+        )
+    if os.environ.get("OMPI_MCA_mpi_ft_enable", "") not in ("1", "true"):
+        return False, "Open MPI was not started with fault tolerance (mpirun --with-ft ulfm)"
+    return True, f"Open MPI {version} with ULFM"
+
+
+def _record(event: dict[str, Any]) -> None:
+    path = os.environ.get("PARCOMP_FAILURE_LOG")
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(event, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def run_resilient(
+    main: Callable[[Any], T],
+    *,
+    comm: Any = None,
+    ulfm: bool | None = None,
+    max_failures: int = 8,
+) -> T:
+    """Call ``main(comm)``; under ULFM, survive lost ranks by shrinking and calling it again.
+
+    Parameters
+    ----------
+    main : callable
+        ``main(comm) -> result``; must (re)start from the newest checkpoint on ``comm``.
+        It is called again after every recovery, with the shrunk communicator.
+    comm : mpi4py.MPI.Intracomm, optional
+        Communicator (default: parcomp's default communicator).
+    ulfm : bool, optional
+        Force in-job recovery on or off; default: ``$PARCOMP_ULFM``.  Requested but not
+        available, it logs why and falls back to a plain call (relaunch by the supervisor).
+    max_failures : int
+        Give up (re-raise) after this many recoveries.
+
+    Returns
+    -------
+    object
+        What ``main`` returned on the ranks that finished it.
+
+    Raises
+    ------
+    mpi4py.MPI.Exception
+        A process failure beyond ``max_failures``, or any other MPI error.
+    """
+    global _recoveries
+    from mpi4py import MPI
+
+    import parcomp.comm as pcomm
+
+    log = get_logger("parcomp.resilient")
+    comm = resolve_comm(comm)
+    wanted = ulfm_requested() if ulfm is None else ulfm
+    if not wanted:
+        return main(comm)
+    ok, why = ulfm_available()
+    if not ok:
+        if comm.Get_rank() == 0:
+            log.warning("in-job recovery (ULFM) unavailable: %s; a lost rank ends the job", why)
+        return main(comm)
+    comm.Set_errhandler(MPI.ERRORS_RETURN)  # mpi4py raises MPI.Exception for each error
+    failed_classes = {MPI.ERR_PROC_FAILED, MPI.ERR_REVOKED}
+    if hasattr(MPI, "ERR_PROC_FAILED_PENDING"):
+        failed_classes.add(MPI.ERR_PROC_FAILED_PENDING)
+    world_rank, _ = world_rank_size()
+    members = comm.allgather(world_rank)
+    if comm.Get_rank() == 0:
+        log.info("in-job recovery enabled (%s) on %d ranks", why, len(members))
+    while True:
+        try:
+            return main(comm)
+        except MPI.Exception as exc:
+            if exc.Get_error_class() not in failed_classes or _recoveries >= max_failures:
+                raise
+            detected = time.time()
+            error_class = exc.Get_error_class()
+        comm.Revoke()
+        new = comm.Shrink()
+        new.Set_errhandler(MPI.ERRORS_RETURN)
+        shrunk = time.time()
+        survivors = new.allgather(world_rank)
+        lost = sorted(set(members) - set(survivors))
+        _recoveries += 1
+        if new.Get_rank() == 0:
+            log.warning(
+                "lost world rank(s) %s (MPI error class %d); shrunk to %d ranks in %.1f ms; "
+                "restarting from the newest checkpoint (recovery %d)",
+                lost,
+                error_class,
+                len(survivors),
+                1e3 * (shrunk - detected),
+                _recoveries,
+            )
+            _record(
+                {
+                    "event": "recovered",
+                    "lost_world_ranks": lost,
+                    "error_class": error_class,
+                    "detected_unix": detected,
+                    "shrunk_unix": shrunk,
+                    "ranks_before": len(members),
+                    "ranks_after": len(survivors),
+                }
+            )
+        if pcomm._default_comm is comm:
+            pcomm._default_comm = new
+        comm, members = new, survivors  # the revoked one is not freed: its peers are gone
