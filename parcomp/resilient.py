@@ -167,6 +167,8 @@ def run_resilient(
         new.Set_errhandler(MPI.ERRORS_RETURN)
         shrunk = time.time()
         survivors = new.allgather(world_rank)
+        if survivors[0] != members[0]:  # the logging rank died: the new rank 0 takes over
+            pcomm.configure_logging(lead=new.Get_rank() == 0)
         lost = sorted(set(members) - set(survivors))
         _recoveries += 1
         if new.Get_rank() == 0:

@@ -297,6 +297,10 @@ def _plan(tier: LocalTier, views: list[dict[str, Any] | None]) -> tuple[Any, Any
         if not holders:
             lost.append(name)
             continue
+        saved_rank = int(name.split("-")[1])
+        home = saved_nodes[saved_rank] if saved_rank < len(saved_nodes) else None
+        if home in holders:
+            holders = [home]  # its own node survived: the partner copy is not needed
         candidates = [r for node in holders for r in ranks_on.get(node, [leaders[node]])]
         reader = min(candidates, key=lambda r: (load[r], r))
         load[reader] += nbytes

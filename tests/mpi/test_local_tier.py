@@ -1,0 +1,158 @@
+"""Node-local checkpoint tier on 1..4 ranks, each rank its own emulated node.
+
+Partner copies, a lost node rebuilt from its partner, a lost node *and* its partner falling
+back to the flushed checkpoint, damage in the local copy, and re-decomposition onto fewer
+ranks (a sub-communicator, as after a shrink).
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from parcomp import nodes
+from parcomp.array import DistArray
+from parcomp.checkpoint import Checkpointer
+from parcomp.errors import ConfigError
+from parcomp.testing import parallel_assert
+
+COMM = MPI.COMM_WORLD
+RANK, SIZE = COMM.rank, COMM.size
+SHAPE = (41, 29)
+
+
+@pytest.fixture(autouse=True)
+def one_node_per_rank(monkeypatch):
+    monkeypatch.setenv("PARCOMP_EMULATE_NODES", "1")
+    monkeypatch.delenv("PARCOMP_NODE_NAME", raising=False)
+    monkeypatch.setattr(nodes, "_cached", None)
+    yield
+    nodes._cached = None
+
+
+@pytest.fixture
+def dirs(tmp_path_factory):
+    base = Path(COMM.bcast(str(tmp_path_factory.mktemp("tier")) if RANK == 0 else None))
+    return base / "shared", base / "local"
+
+
+def reference(step):
+    i, j = np.meshgrid(np.arange(SHAPE[0]), np.arange(SHAPE[1]), indexing="ij")
+    return (i * 1000.0 + j) * 0.5 + step
+
+
+def state(step, comm=None):
+    return DistArray.fromfunction(
+        lambda i, j: (i * 1000.0 + j) * 0.5 + step, SHAPE, halo=1, comm=comm
+    )
+
+
+def node_dir(local, world_rank):
+    return local / nodes.safe_node_dirname(f"{nodes.socket.gethostname()}-node{world_rank}")
+
+
+def save_steps(shared, local, steps, flush_every=1):
+    ck = Checkpointer(shared, local_dir=local, flush_every=flush_every, keep=2)
+    for step in steps:
+        ck.save(step, arrays={"u": state(step)}, scalars={"step": step})
+    ck.close()
+
+
+def restored_equals(restored, step):
+    full = restored.arrays["u"].gather(0)
+    ok = restored.step == step and restored.scalars == {"step": step}
+    return ok and (
+        np.array_equal(full, reference(step)) if restored.arrays["u"].rank == 0 else True
+    )
+
+
+def test_every_node_holds_its_shards_and_its_partners(dirs):
+    shared, local = dirs
+    save_steps(shared, local, [3])
+    mine = sorted(p.name for p in (node_dir(local, RANK) / "step-00000003").glob("shard-*"))
+    expected = {f"shard-{RANK:05d}-of-{SIZE:05d}.h5"}
+    if SIZE > 1:  # rank r keeps the copy of rank r-1 (the previous node's)
+        expected.add(f"shard-{(RANK - 1) % SIZE:05d}-of-{SIZE:05d}.h5")
+    parallel_assert(mine == sorted(expected), f"{mine} != {sorted(expected)}")
+    # the flushed copy in the shared directory is a complete, ordinary checkpoint
+    restored = Checkpointer(shared).restore()
+    parallel_assert(restored.path.parent == shared and restored_equals(restored, 3))
+
+
+def test_lost_node_is_rebuilt_from_its_partner(dirs):
+    shared, local = dirs
+    save_steps(shared, local, [1, 2], flush_every=None)  # no flushed copy to fall back on
+    COMM.Barrier()
+    if RANK == 0:
+        shutil.rmtree(node_dir(local, SIZE - 1))  # the last node's storage is gone
+    COMM.Barrier()
+    restored = Checkpointer(shared, local_dir=local).restore()
+    if SIZE == 1:  # one node: no partner, so nothing is left at all
+        parallel_assert(restored is None)
+        return
+    parallel_assert(restored is not None and restored_equals(restored, 2))
+    parallel_assert(not list(shared.glob("step-*")), "nothing should have been flushed")
+
+
+def test_lost_node_and_partner_fall_back_to_the_flushed_checkpoint(dirs):
+    shared, local = dirs
+    save_steps(shared, local, [5, 6, 7], flush_every=2)  # step 6 flushed, 7 only local
+    COMM.Barrier()
+    if RANK == 0:
+        shutil.rmtree(node_dir(local, 0))
+        if SIZE > 1:
+            shutil.rmtree(node_dir(local, 1))  # node 0's shard copy lived here
+    COMM.Barrier()
+    restored = Checkpointer(shared, local_dir=local).restore()
+    parallel_assert(restored is not None and restored.path.parent == shared)
+    parallel_assert(restored_equals(restored, 6))
+
+
+def test_a_damaged_local_copy_is_refused_for_the_flushed_one(dirs):
+    shared, local = dirs
+    save_steps(shared, local, [4])
+    COMM.Barrier()
+    if RANK == 0:
+        victim = node_dir(local, 0) / "step-00000004" / f"shard-00000-of-{SIZE:05d}.h5"
+        import h5py
+
+        with h5py.File(victim, "r") as fh:
+            offset = fh["arrays/u"].id.get_chunk_info(0).byte_offset
+        raw = bytearray(victim.read_bytes())
+        raw[offset + 8] ^= 0x01  # one bit of the data; the file stays valid HDF5
+        victim.write_bytes(bytes(raw))
+    COMM.Barrier()
+    restored = Checkpointer(shared, local_dir=local).restore()
+    parallel_assert(restored is not None and restored.path.parent == shared)
+    parallel_assert(restored_equals(restored, 4))
+
+
+def test_restore_onto_fewer_ranks(dirs):
+    shared, local = dirs
+    save_steps(shared, local, [9], flush_every=None)
+    if SIZE == 1:
+        return
+    COMM.Barrier()
+    if RANK == 0:
+        shutil.rmtree(node_dir(local, 1))  # the lost rank's node
+    COMM.Barrier()
+    sub = COMM.Split(0 if RANK != 1 else MPI.UNDEFINED, RANK)  # rank 1 is gone
+    if sub != MPI.COMM_NULL:
+        restored = Checkpointer(shared, local_dir=local, comm=sub).restore()
+        ok = restored is not None and restored.saved_nprocs == SIZE
+        ok = ok and restored.arrays["u"].partition.size == SIZE - 1
+        ok = ok and restored_equals(restored, 9)
+        sub.Free()
+    else:
+        ok = True
+    parallel_assert(ok)
+
+
+def test_local_tier_refuses_async_write(dirs):
+    shared, local = dirs
+    with pytest.raises(ConfigError, match="async_write"):
+        Checkpointer(shared, local_dir=local, async_write=True)
+    with pytest.raises(ConfigError, match="flush_every"):
+        Checkpointer(shared, local_dir=local, flush_every=0)

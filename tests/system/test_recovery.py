@@ -1,0 +1,229 @@
+"""Surviving node loss: node-local checkpoints with partner copies, and in-job recovery (ULFM).
+
+Real jobs, real faults: a rank is SIGKILLed mid-run and its emulated node's local storage
+is deleted with it.  The relaunch path runs on the MPICH wheel (``parcomp run --restarts``);
+the in-job path on the Open MPI 5 wheel in its own venv (``parcomp run --ulfm``), which
+``make test`` builds (``make ompi-venv``) and this module builds too when it is missing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, ROOT, run
+
+PARCOMP = BIN / "parcomp"
+STEPS = 80
+HEAT = ["jobs/heat2d.py", "--n", "96", "--steps", str(STEPS), "--no-png"]
+HOST = socket.gethostname()
+
+
+def sha(proc):
+    match = re.search(r"sha256 = (\w+)", proc.stdout)
+    assert match, proc.stdout + proc.stderr[-3000:]
+    return match.group(1)
+
+
+def node(local, k):
+    return local / f"node-{HOST}-node{k}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run's checksum (MPICH, 2 ranks; bitwise the same on any count)."""
+    proc = run(
+        [
+            PARCOMP,
+            "run",
+            "-n",
+            "2",
+            "--timeout",
+            "120",
+            *HEAT,
+            "--out",
+            tmp_path_factory.mktemp("ref"),
+        ],
+        timeout=150,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return sha(proc)
+
+
+@pytest.fixture(scope="module")
+def ompi_venv():
+    """The Open MPI 5 venv (``make ompi-venv``), built here under a lock if it is missing."""
+    venv = Path(os.environ.get("PARCOMP_OMPI_VENV") or ROOT / ".venv-ompi")
+    stamp = venv / ".parcomp-installed"
+    with open(ROOT / ".ompi-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            proc = subprocess.run(
+                ["make", "-C", str(ROOT), "ompi-venv", f"OMPI_VENV={venv}"],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                stdin=subprocess.DEVNULL,
+            )
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return venv
+
+
+def faulty(tmp_path, die_step, die_rank, wipe=(), every=10, flush_every=3):
+    return [
+        *HEAT,
+        "--out",
+        tmp_path / "out",
+        "--checkpoint-dir",
+        tmp_path / "ck",
+        "--local-dir",
+        tmp_path / "local",
+        "--checkpoint-every",
+        every,
+        "--flush-every",
+        flush_every,
+        "--die-at-step",
+        die_step,
+        "--die-rank",
+        die_rank,
+        *[a for w in wipe for a in ("--die-wipe", w)],
+    ]
+
+
+# ---------------------------------------------------------------- relaunch path (MPICH)
+
+
+def test_lost_node_is_rebuilt_from_partner_copies_after_relaunch(reference, tmp_path):
+    local = tmp_path / "local"
+    proc = run(
+        [
+            PARCOMP,
+            "run",
+            "-n",
+            "4",
+            "--restarts",
+            "1",
+            "--timeout",
+            "150",
+            *faulty(tmp_path, 45, 2, wipe=[node(local, 1)], flush_every=100),
+        ],
+        env={"PARCOMP_EMULATE_NODES": "2"},
+        timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "restart 1/1" in proc.stderr
+    # node 1 held ranks 2 and 3; both shards came back from node 0's partner copies
+    assert re.search(r"node-local step 40: 2 shard\(s\) rebuilt from partner copies", proc.stderr)
+    assert "resumed at step 40" in proc.stderr
+    assert sha(proc) == reference
+
+
+def test_lost_node_and_its_partner_fall_back_to_the_flushed_checkpoint(reference, tmp_path):
+    local = tmp_path / "local"
+    # 3 nodes of one rank; node 1's copies live on node 2: lose both
+    proc = run(
+        [
+            PARCOMP,
+            "run",
+            "-n",
+            "3",
+            "--restarts",
+            "1",
+            "--timeout",
+            "150",
+            *faulty(tmp_path, 45, 1, wipe=[node(local, 1), node(local, 2)], flush_every=3),
+        ],
+        env={"PARCOMP_EMULATE_NODES": "1"},
+        timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "shard(s) lost with their node and their partner's node" in proc.stderr
+    # checkpoints at 10..40 locally; every 3rd (30) flushed to the shared directory
+    assert re.search(r"restored step 30 from \S*ck/step-00000030", proc.stderr), proc.stderr[-3000:]
+    assert sha(proc) == reference
+
+
+def test_ulfm_requested_on_mpich_falls_back_to_relaunch(reference, tmp_path):
+    proc = run(
+        [
+            PARCOMP,
+            "run",
+            "--ulfm",
+            "-n",
+            "3",
+            "--restarts",
+            "1",
+            "--timeout",
+            "150",
+            *faulty(tmp_path, 25, 1),
+        ],
+        env={"PARCOMP_EMULATE_NODES": "1"},
+        timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--ulfm: MPICH has no usable ULFM" in proc.stderr
+    assert "restart 1/1" in proc.stderr
+    assert sha(proc) == reference
+
+
+# ---------------------------------------------------------------- in-job path (Open MPI ULFM)
+
+
+@pytest.mark.parametrize(
+    "ranks, per_node, victim",
+    [(3, 1, 1), (4, 2, 3), (4, 1, 0)],
+    ids=["3-ranks-kill-1", "4-ranks-2-per-node-kill-3", "4-ranks-kill-rank-0"],
+)
+def test_ulfm_job_survives_sigkill_inside_the_same_mpirun(
+    reference, ompi_venv, tmp_path, ranks, per_node, victim
+):
+    proc = run(
+        [
+            ompi_venv / "bin" / "parcomp",
+            "run",
+            "--ulfm",
+            "-n",
+            ranks,
+            "--timeout",
+            "150",
+            *faulty(tmp_path, 45, victim),
+        ],
+        env={"PARCOMP_EMULATE_NODES": str(per_node)},
+        timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "restart 1/" not in proc.stderr, "the job must recover without a relaunch"
+    assert f"lost world rank(s) [{victim}] (MPI error class" in proc.stderr, proc.stderr[-3000:]
+    assert f"shrunk to {ranks - 1} ranks" in proc.stderr
+    assert f"resumed at step 40 on {ranks - 1} ranks" in proc.stderr
+    assert f"the job lost world rank(s) [{victim}] and recovered in-job" in proc.stderr
+    assert f"on {ranks - 1} ranks" in proc.stdout
+    assert sha(proc) == reference
+
+
+def test_open_mpi_without_ulfm_relaunches(reference, ompi_venv, tmp_path):
+    proc = run(
+        [
+            ompi_venv / "bin" / "parcomp",
+            "run",
+            "-n",
+            "3",
+            "--restarts",
+            "1",
+            "--timeout",
+            "150",
+            *faulty(tmp_path, 45, 1),
+        ],
+        env={"PARCOMP_EMULATE_NODES": "1"},
+        timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "restart 1/1" in proc.stderr
+    assert "resumed at step 40 on 3 ranks" in proc.stderr
+    assert sha(proc) == reference
