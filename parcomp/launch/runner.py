@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit as exc:
         code = exc.code
         if code == PREEMPTED_STATUS:
+            from parcomp.resilient import note_exit_status
+
+            note_exit_status(code)
             raise  # every rank checkpointed together and exits the same way: no abort
         if code not in (None, 0):
             status = code if isinstance(code, int) else 1
