@@ -86,6 +86,7 @@ def info_lines() -> tuple[list[str], list[str]]:
     except Exception as exc:  # noqa: BLE001
         lines.append(f"parallel HDF5: unknown ({exc})")
     lines.append(f"numba cache:   {cache_dir()}")
+    lines.append(f"ULFM:          {_ulfm_line(library.vendor)}")
     try:
         launcher = find_mpiexec()
         ident = mpiexec_identity(launcher)
@@ -95,6 +96,15 @@ def info_lines() -> tuple[list[str], list[str]]:
         lines.append("mpiexec:       none found")
         warnings.append(str(exc))
     return lines, warnings
+
+
+def _ulfm_line(vendor: str | None) -> str:
+    """Whether in-job recovery can work with this MPI (it is switched on by --ulfm)."""
+    from mpi4py import MPI
+
+    if vendor == "Open MPI" and hasattr(MPI.Comm, "Shrink"):
+        return "available with `parcomp run --ulfm` (Open MPI, mpirun --with-ft ulfm)"
+    return f"not with {vendor or 'this MPI'}: a lost rank ends the job; use --restarts"
 
 
 def _cmd_info(_args: argparse.Namespace) -> int:

@@ -45,3 +45,21 @@ def run(argv, timeout=120, env=None, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture
 def job():
     return load_job
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 900 KiB tmpfs: room for one small checkpoint, not two (needs root, as in CI)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=900k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

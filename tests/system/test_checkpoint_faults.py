@@ -212,24 +212,6 @@ def test_preemption_signal_checkpoints_and_resumes(reference, tmp_path, signum):
     assert sha(proc) == reference[80]
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 900 KiB tmpfs: room for one small checkpoint, not two."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=900k", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {made.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_full_disk_keeps_previous_checkpoint(small_disk, tmp_path):
     ck = small_disk / "ck"
     base = [

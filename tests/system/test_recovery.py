@@ -227,3 +227,51 @@ def test_open_mpi_without_ulfm_relaunches(reference, ompi_venv, tmp_path):
     assert "restart 1/1" in proc.stderr
     assert "resumed at step 40 on 3 ranks" in proc.stderr
     assert sha(proc) == reference
+
+
+def test_info_says_ulfm_is_available_with_open_mpi(ompi_venv):
+    proc = run([ompi_venv / "bin" / "parcomp", "info"], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "MPI library:   Open MPI 5" in proc.stdout
+    assert "ULFM:          available with `parcomp run --ulfm`" in proc.stdout
+    assert "WARNING" not in proc.stdout, proc.stdout
+
+
+def test_full_node_local_disk_keeps_the_previous_checkpoint(small_disk, tmp_path):
+    local = small_disk / "local"
+    base = [
+        PARCOMP,
+        "run",
+        "-n",
+        "2",
+        "--timeout",
+        "120",
+        "jobs/heat2d.py",
+        "--n",
+        "160",
+        "--no-png",
+        "--out",
+        tmp_path / "out",
+        "--checkpoint-dir",
+        tmp_path / "ck",
+        "--local-dir",
+        local,
+        "--checkpoint-every",
+        "10",
+    ]
+    env = {"PARCOMP_EMULATE_NODES": "1"}
+    first = run([*base, "--steps", "10"], env=env, timeout=150)  # 4 files of ~100 KB
+    assert first.returncode == 0, first.stderr[-3000:]
+    full = run([*base, "--steps", "30"], env=env, timeout=150)  # the second does not fit
+    assert full.returncode != 0
+    assert (
+        "CheckpointError: node-local checkpoint of step 20 failed; earlier checkpoints kept"
+        in full.stderr
+    ), full.stderr[-3000:]
+    assert "No space left on device" in full.stderr
+    for k in (0, 1):
+        names = sorted(p.name for p in node(local, k).iterdir())
+        assert names == ["step-00000010"], names  # intact, and no temp folder left
+    again = run([*base, "--steps", "10"], env=env, timeout=150)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "restored step 10 from the node-local tier" in again.stderr

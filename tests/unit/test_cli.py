@@ -19,7 +19,7 @@ def test_help(argv):
 def test_run_help_lists_options():
     out = run([PARCOMP, "run", "--help"], timeout=60)
     assert out.returncode == 0
-    for flag in ("-n", "--timeout", "-m"):
+    for flag in ("-n", "--timeout", "-m", "--restarts", "--shrink", "--ulfm"):
         assert flag in out.stdout
 
 
@@ -38,6 +38,7 @@ def test_info_reports_everything():
         "parallel HDF5: no",
         "numba cache:",
         f"mpiexec:       {MPIEXEC}",
+        "ULFM:          not with MPICH",
     ):
         assert needle in out.stdout, (needle, out.stdout)
     assert "WARNING" not in out.stdout
