@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+import parcomp.comm as pcomm
 from parcomp import nodes
 from parcomp.errors import ConfigError
 
@@ -69,8 +70,7 @@ def test_node_name_override_and_emulation(monkeypatch):
     names = []
     for world_rank in range(5):
         monkeypatch.setattr(nodes, "_cached", None)
-        monkeypatch.setenv("PMI_RANK", str(world_rank))
-        monkeypatch.setenv("PMI_SIZE", "5")
+        monkeypatch.setattr(pcomm, "world_rank_size", lambda r=world_rank: (r, 5))
         names.append(nodes.node_name())
     assert names == ["box-node0", "box-node0", "box-node1", "box-node1", "box-node2"]
 
