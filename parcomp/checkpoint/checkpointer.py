@@ -24,6 +24,7 @@ from parcomp.checkpoint.writer import (
     estimate_shard_bytes,
     reserve_space,
     write_shard,
+    write_single_file,
 )
 from parcomp.comm import get_logger, raise_if_any, resolve_comm
 from parcomp.errors import CheckpointError, ConfigError
@@ -91,6 +92,11 @@ class Checkpointer:
         on another node (:mod:`parcomp.checkpoint.local`); ``directory`` then receives
         flushed copies, written in the background.  Node names come from the hostname,
         or ``PARCOMP_NODE_NAME`` / ``PARCOMP_EMULATE_NODES`` (:mod:`parcomp.nodes`).
+    mpio : bool, default False
+        Write each checkpoint as one file, ``master.h5``, collectively through parallel
+        HDF5 (the ``mpio`` driver) instead of a shard per rank; needs an h5py built with
+        MPI (the pip h5py is serial).  The manifest, checksums and restore on any rank
+        count work the same.  Not with ``local_dir`` or ``async_write``.
     flush_every : int or None, default 1
         With ``local_dir``: flush every this many node-local checkpoints to ``directory``
         (asynchronously; committed at the next save, ``wait`` or ``close``).  None: never
@@ -115,6 +121,7 @@ class Checkpointer:
         comm: MPI.Comm | None = None,
         local_dir: str | Path | None = None,
         flush_every: int | None = 1,
+        mpio: bool = False,
     ) -> None:
         if every_steps is not None and (
             isinstance(every_steps, bool) or not isinstance(every_steps, int) or every_steps < 1
@@ -136,6 +143,21 @@ class Checkpointer:
                 "node-local write is synchronous (it goes to fast storage) and the flush to "
                 "the shared directory is always asynchronous"
             )
+        if mpio:
+            from parcomp.checkpoint.writer import mpio_available
+
+            if local_dir is not None or async_write:
+                raise ConfigError(
+                    "mpio writes one shared file collectively: it cannot be combined with "
+                    "local_dir (per-node shards) or async_write (a collective write in a "
+                    "background thread)"
+                )
+            if not mpio_available():
+                raise ConfigError(
+                    "mpio=True needs h5py built with MPI (parallel HDF5); this h5py is serial "
+                    "(the PyPI wheel is). Leave mpio off: one shard per rank is the default"
+                )
+        self.mpio = bool(mpio)
         self.directory = Path(directory)
         self.local_dir = None if local_dir is None else Path(local_dir)
         self.flush_every = flush_every
@@ -368,6 +390,10 @@ class Checkpointer:
         try:
             if placeholder is not None:
                 placeholder.unlink()  # hand the reserved space to the shard
+            if self.mpio:
+                record = write_single_file(tmp, self.comm, step, snap)
+                record["bytes"] = 0  # the file's size goes into the manifest at commit
+                return record
             return write_shard(tmp, rank, size, step, snap)
         except (OSError, RuntimeError) as exc:  # h5py reports ENOSPC at close as RuntimeError
             return f"rank {rank}: writing its shard failed: {exc}"

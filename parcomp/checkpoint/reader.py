@@ -50,7 +50,7 @@ def inspect_checkpoint(folder: Path, verify_data: bool = True) -> tuple[bool, st
             for name, spec in manifest["arrays"].items():
                 for shard in spec["shards"]:
                     with h5py.File(folder / shard["file"], "r") as fh:
-                        data = fh[f"arrays/{name}"][...]
+                        data = fh[f"arrays/{name}"][_block_selection(shard)(0, shard["shape"][0])]
                     if slab_checksums(data, shard["slab_rows"]) != shard["slab_checksums"]:
                         raise CheckpointError(f"{shard['file']}: array {name!r} fails its checksum")
         arrays = ", ".join(
@@ -125,11 +125,15 @@ def _read_array(folder: Path, name: str, spec: dict[str, Any], target: Any) -> N
         )
         with h5py.File(folder / shard["file"], "r") as fh:
             dset = fh[f"arrays/{name}"]
-            if list(dset.shape) != shard["shape"] or dset.dtype != np.dtype(spec["dtype"]):
+            # A shard file holds the block alone; a single (mpio) file the global array,
+            # with the block at file_start.
+            expected = spec["global_shape"] if "file_start" in shard else shard["shape"]
+            if list(dset.shape) != list(expected) or dset.dtype != np.dtype(spec["dtype"]):
                 raise CheckpointError(
                     f"{shard['file']}: dataset {name!r} is {dset.dtype}{dset.shape}, "
-                    f"the manifest says {spec['dtype']}{tuple(shard['shape'])}"
+                    f"the manifest says {spec['dtype']}{tuple(expected)}"
                 )
+            block = _block_selection(shard)
             whole_rows = all(
                 r.start == 0 and r.stop == n for r, n in zip(inner, shard["shape"][1:], strict=True)
             )
@@ -147,16 +151,27 @@ def _read_array(folder: Path, name: str, spec: dict[str, Any], target: Any) -> N
                         slice(h + d.start, h + d.stop)
                         for h, d in zip(target.halo, dst, strict=True)
                     )
-                    dset.read_direct(target.local, source_sel=np.s_[a:b], dest_sel=sel)
+                    dset.read_direct(target.local, source_sel=block(a, b), dest_sel=sel)
                     data = target.interior[dst]
                 else:
-                    data = dset[a:b]
+                    data = dset[block(a, b)]
                 if checksum(data) != shard["slab_checksums"][i]:
                     raise CheckpointError(
                         f"{folder / shard['file']}: slab {i} of array {name!r} fails its checksum (corrupted)"
                     )
                 if not direct:
                     target.interior[dst] = data[(slice(lo - a, hi - a), *inner)]
+
+
+def _block_selection(shard: dict[str, Any]) -> Any:
+    """``block(a, b)``: the dataset selection of rows a:b of a saved block, all its columns."""
+    start = shard.get("file_start") or [0] * len(shard["shape"])
+    rest = tuple(slice(f, f + n) for f, n in zip(start[1:], shard["shape"][1:], strict=True))
+
+    def block(a: int, b: int) -> tuple[slice, ...]:
+        return (slice(start[0] + a, start[0] + b), *rest)
+
+    return block
 
 
 def _make_targets(

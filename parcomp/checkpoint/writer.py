@@ -51,6 +51,9 @@ __all__ = [
     "build_manifest",
     "publish",
     "prune",
+    "mpio_available",
+    "write_single_file",
+    "add_scalars",
 ]
 
 
@@ -207,10 +210,16 @@ def commit_checkpoint(
     Returns the committed directory and the background pruning thread.
     """
     arrays = manifest_arrays(layouts, records)
-    _write_master(tmp, step, size, arrays, scalars)
-    files = [{"name": rec["file"], "bytes": rec["bytes"]} for rec in records]
+    single = bool(records) and records[0]["file"] == MASTER  # written collectively (mpio)
+    if single:
+        add_scalars(tmp / MASTER, scalars)
+        files = []
+    else:
+        _write_master(tmp, step, size, arrays, scalars)
+        files = [{"name": rec["file"], "bytes": rec["bytes"]} for rec in records]
     files.append({"name": MASTER, "bytes": (tmp / MASTER).stat().st_size})
-    manifest = build_manifest(step, size, arrays, files, scalars, rng, meta)
+    extra = {"layout": "single-file"} if single else {}
+    manifest = build_manifest(step, size, arrays, files, scalars, rng, meta, **extra)
     final = publish(directory, tmp, step, manifest)
     return final, prune(directory, keep, final)
 
@@ -295,3 +304,69 @@ def prune(directory: Path, keep: int, current: Path) -> threading.Thread:
 def _delete(paths: list[Path]) -> None:
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def mpio_available() -> bool:
+    """Whether h5py was built with MPI (parallel HDF5): the single-file writer needs it."""
+    import h5py
+
+    return bool(h5py.get_config().mpi)
+
+
+def write_single_file(folder: Path, comm: Any, step: int, snap: Snapshot) -> dict[str, Any]:
+    """Collective (mpio) write of every rank's blocks into one ``master.h5``; this rank's record.
+
+    Each array is one contiguous global dataset ``/arrays/<name>``; every rank writes its
+    block with one collective hyperslab write and checksums its slabs as in a shard, so
+    restore verifies the same way (the record's ``file_start`` says where the block is).
+    """
+    import h5py
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    path = folder / MASTER
+    record: dict[str, Any] = {"file": MASTER, "arrays": {}}
+    with h5py.File(path, "w", driver="mpio", comm=comm) as fh:
+        fh.attrs.update(
+            {
+                "format": FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "step": step,
+                "nprocs": size,
+                "layout": "single file, written collectively (mpio)",
+            }
+        )
+        group = fh.create_group("arrays")
+        for name, block in snap.blocks.items():
+            lay = snap.layout[name]
+            dset = group.create_dataset(
+                name, shape=tuple(lay["global_shape"]), dtype=np.dtype(lay["dtype"])
+            )
+            region = tuple(slice(s, s + n) for s, n in zip(lay["start"], lay["shape"], strict=True))
+            data = np.ascontiguousarray(block)
+            with dset.collective:
+                dset[region] = data
+            rows = slab_rows(block.shape, block.itemsize)
+            sums = [checksum(data[a:b]) for a, b in slab_bounds(block.shape[0], rows)]
+            record["arrays"][name] = {
+                "start": lay["start"],
+                "shape": lay["shape"],
+                "file_start": lay["start"],
+                "slab_rows": rows,
+                "slab_checksums": sums,
+            }
+        fh.create_group("scalars")
+    comm.Barrier()  # every rank closed the file before rank 0 reopens it
+    if rank == 0:
+        fsync_path(path)
+    return record
+
+
+def add_scalars(path: Path, scalars: dict[str, Any]) -> None:
+    """Rank 0, after a single-file write: numbers and strings as ``/scalars`` attributes."""
+    import h5py
+
+    with h5py.File(path, "r+") as fh:
+        for key, value in scalars.items():
+            if isinstance(value, bool | int | float | str):
+                fh["scalars"].attrs[key] = value
+    fsync_path(path)

@@ -233,3 +233,13 @@ def test_restore_with_overrides(folder):
     a, b = u.gather(0), arr.gather(0)
     parallel_assert(np.array_equal(a, b) if RANK == 0 else True)
     _ = parcomp  # keep the import for the default communicator
+
+
+def test_mpio_needs_parallel_h5py(folder):
+    import h5py
+
+    if h5py.get_config().mpi:  # the site-MPI venv: tests/mpio covers the writer itself
+        Checkpointer(folder, mpio=True)
+        return
+    with pytest.raises(ConfigError, match="h5py built with MPI"):
+        Checkpointer(folder, mpio=True)
