@@ -55,8 +55,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-unit: $(STAMP) $(OMPI_STAMP)
-	PARCOMP_OMPI_VENV=$(abspath $(OMPI_VENV)) $(PY) -m pytest -q tests/unit tests/system tests/slurm
+unit: $(STAMP) $(OMPI_STAMP) $(MPIO_STAMP)
+	PARCOMP_OMPI_VENV=$(abspath $(OMPI_VENV)) PARCOMP_MPIO_VENV=$(abspath $(MPIO_VENV)) \
+	  $(PY) -m pytest -q tests/unit tests/system tests/slurm
 
 mpi-tests: $(STAMP)
 	@for n in $(RANKS); do \

@@ -163,6 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
     parser.add_argument(
+        "--mpio",
+        action="store_true",
+        help="write each checkpoint as one file, collectively (needs h5py built with MPI)",
+    )
+    parser.add_argument(
         "--local-dir",
         type=Path,
         default=None,
@@ -217,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
                 async_write=args.async_checkpoint,
                 local_dir=args.local_dir,
                 flush_every=args.flush_every,
+                mpio=args.mpio,
                 comm=comm,
             )
         return simulate(
