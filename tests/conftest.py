@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import subprocess
@@ -63,3 +64,22 @@ def small_disk(tmp_path):
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture(scope="session")
+def ompi_venv():
+    """The Open MPI 5 venv (``make ompi-venv``), built here under a lock if it is missing."""
+    venv = Path(os.environ.get("PARCOMP_OMPI_VENV") or ROOT / ".venv-ompi")
+    stamp = venv / ".parcomp-installed"
+    with open(ROOT / ".ompi-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            proc = subprocess.run(
+                ["make", "-C", str(ROOT), "ompi-venv", f"OMPI_VENV={venv}"],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                stdin=subprocess.DEVNULL,
+            )
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return venv

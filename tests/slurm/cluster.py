@@ -144,10 +144,10 @@ PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             [str(a) for a in argv], env=self.env, capture_output=True, text=True, timeout=timeout
         )
 
-    def sbatch(self, script: Path, cwd: Path) -> str:
+    def sbatch(self, script: Path, cwd: Path, env: dict[str, str] | None = None) -> str:
         out = subprocess.run(
             ["sbatch", "--parsable", str(script)],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=cwd,
             capture_output=True,
             text=True,

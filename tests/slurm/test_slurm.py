@@ -141,7 +141,7 @@ def reference(tmp_path_factory):
     return re.search(r"sha256 = (\w+)", out.stdout).group(1)
 
 
-def submit(cluster, tmp_path, ntasks, time_limit, lead, *job_args):
+def submit(cluster, tmp_path, ntasks, time_limit, lead, *job_args, env=None):
     script = tmp_path / "job.sbatch"
     log = tmp_path / "job-%j.out"
     argv = [
@@ -171,7 +171,7 @@ def submit(cluster, tmp_path, ntasks, time_limit, lead, *job_args):
     ]
     made = run(argv, timeout=60)
     assert made.returncode == 0, made.stderr
-    job = cluster.sbatch(script, ROOT)
+    job = cluster.sbatch(script, ROOT, env=env)
     return job, tmp_path / f"job-{job}.out"
 
 
@@ -269,3 +269,34 @@ srun {shlex.quote(str(py))} -m parcomp.launch.runner jobs/pi.py --samples 1000
     assert cluster.wait_until(job, ("COMPLETED", "FAILED"), 120) == "FAILED"
     text = (tmp_path / f"nopmi-{job}.out").read_text()
     assert "asked for 3 ranks but MPI reports a world of 1" in text and "--mpi=pmi2" in text
+
+
+def test_ulfm_job_recovers_inside_the_slurm_allocation(cluster, reference, ompi_venv, tmp_path):
+    """Open MPI's mpirun inside Slurm (it then needs --bind-to none): in-job recovery."""
+    job, log = submit(
+        cluster,
+        tmp_path,
+        3,
+        "00:05:00",
+        60,
+        "--checkpoint-every",
+        "10",
+        "--local-dir",
+        tmp_path / "local",
+        "--die-at-step",
+        "33",
+        "--die-rank",
+        "1",
+        env={
+            "PARCOMP_PYTHON": str(ompi_venv / "bin" / "python"),
+            "PARCOMP_ULFM": "1",
+            "PARCOMP_EMULATE_NODES": "1",
+        },
+    )
+    assert cluster.wait_until(job, ("COMPLETED", "FAILED"), 180) == "COMPLETED", log.read_text()[
+        -3000:
+    ]
+    text = log.read_text()
+    assert "lost world rank(s) [1]" in text and "recovered in-job on 2 ranks" in text, text[-3000:]
+    assert "restart 1/2" not in text and "resumed at step 30 on 2 ranks" in text
+    assert f"sha256 = {reference}" in text

@@ -8,16 +8,12 @@ the in-job path on the Open MPI 5 wheel in its own venv (``parcomp run --ulfm``)
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
 import socket
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ROOT, run
+from tests.conftest import BIN, run
 
 PARCOMP = BIN / "parcomp"
 STEPS = 80
@@ -54,25 +50,6 @@ def reference(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr
     return sha(proc)
-
-
-@pytest.fixture(scope="module")
-def ompi_venv():
-    """The Open MPI 5 venv (``make ompi-venv``), built here under a lock if it is missing."""
-    venv = Path(os.environ.get("PARCOMP_OMPI_VENV") or ROOT / ".venv-ompi")
-    stamp = venv / ".parcomp-installed"
-    with open(ROOT / ".ompi-venv.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not stamp.exists():
-            proc = subprocess.run(
-                ["make", "-C", str(ROOT), "ompi-venv", f"OMPI_VENV={venv}"],
-                capture_output=True,
-                text=True,
-                timeout=900,
-                stdin=subprocess.DEVNULL,
-            )
-            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return venv
 
 
 def faulty(tmp_path, die_step, die_rank, wipe=(), every=10, flush_every=3):
