@@ -296,8 +296,15 @@ def _node_view(tier: LocalTier, step: int) -> dict[str, Any] | None:
     return {"node": tier.node, "manifest": manifest, "error": error, "files": files}
 
 
-def _plan(tier: LocalTier, views: list[dict[str, Any] | None]) -> tuple[Any, Any, str | None]:
-    """Rank 0: choose the manifest and, for every saved shard, the rank that reads it."""
+def _plan(
+    tier: LocalTier,
+    views: list[dict[str, Any] | None],
+    excluded: frozenset[tuple[str, str]] = frozenset(),
+) -> tuple[Any, Any, str | None]:
+    """Rank 0: choose the manifest and, for every saved shard, the rank that reads it.
+
+    ``excluded`` holds ``(node, file)`` copies that failed verification in an earlier try.
+    """
     nodes = [v for v in views if v is not None]
     manifests = [v["manifest"] for v in nodes if v["manifest"] is not None]
     if not manifests:
@@ -319,6 +326,7 @@ def _plan(tier: LocalTier, views: list[dict[str, Any] | None]) -> tuple[Any, Any
             if v["manifest"] is not None
             and v["manifest"].get("checkpoint_id") == ident
             and v["files"].get(name) == nbytes
+            and (v["node"], name) not in excluded
         ]
         if not holders:
             lost.append(name)
@@ -332,10 +340,13 @@ def _plan(tier: LocalTier, views: list[dict[str, Any] | None]) -> tuple[Any, Any
         load[reader] += nbytes
         readers[name] = reader
     if lost:
+        damaged = sorted({name for _, name in excluded} & set(lost))
         return (
             None,
             None,
-            f"{len(lost)} shard(s) lost with their node and their partner's node: "
+            f"{len(lost)} shard(s) lost with their node and their partner's node"
+            + (f" or damaged in every copy ({', '.join(damaged)})" if damaged else "")
+            + ": "
             + ", ".join(sorted(lost))
             + (f" (saved on nodes {sorted(set(saved_nodes))})" if saved_nodes else ""),
         )
@@ -454,28 +465,40 @@ def restore_local(
     """
     comm = tier.comm
     views = comm.allgather(_node_view(tier, step))
-    plan = _plan(tier, views) if tier.rank == 0 else None
-    manifest, readers, error = comm.bcast(plan, root=0)
-    if error is not None:
-        return None, {}, error, []
-    try:
-        arrays = make_targets(manifest)
-    except (ParcompError, KeyError, TypeError, ValueError) as exc:  # the same on every rank
-        return None, {}, f"the manifest describes an array parcomp cannot build: {exc}", []
-    blocks: dict[str, dict[str, np.ndarray]] = {}
-    mine = None
     folder = tier.folder / step_dir_name(step)
-    try:
+    excluded: frozenset[tuple[str, str]] = frozenset()
+    arrays: dict[str, Any] | None = None
+    while True:  # a copy that fails verification is dropped and the shard read elsewhere
+        plan = _plan(tier, views, excluded) if tier.rank == 0 else None
+        manifest, readers, error = comm.bcast(plan, root=0)
+        if error is not None:
+            return None, {}, error, []
+        if arrays is None:
+            try:
+                arrays = make_targets(manifest)
+            except (ParcompError, KeyError, TypeError, ValueError) as exc:  # same everywhere
+                return None, {}, f"the manifest describes an array parcomp cannot build: {exc}", []
+        blocks: dict[str, dict[str, np.ndarray]] = {}
+        failed: list[tuple[str, str, str]] = []
         for file_name, reader in sorted(readers.items()):
-            if reader == tier.rank:
+            if reader != tier.rank:
+                continue
+            try:
                 blocks[file_name] = _read_shard_arrays(folder, manifest, file_name)
-    except (ParcompError, OSError, RuntimeError, KeyError, ValueError) as exc:
-        if isinstance(exc, _mpi_error()):
-            raise
-        mine = f"rank {tier.rank} on {tier.node}: {exc}"
-    errors = _agree_errors(comm, mine)
-    if errors:
-        return None, {}, "; ".join(errors), []
+            except (ParcompError, OSError, RuntimeError, KeyError, ValueError) as exc:
+                if isinstance(exc, _mpi_error()):
+                    raise
+                failed.append((tier.node, file_name, f"rank {tier.rank} on {tier.node}: {exc}"))
+        failures = [f for fs in comm.allgather(failed) for f in fs]
+        if not failures:
+            break
+        if tier.rank == 0:
+            get_logger("parcomp.checkpoint").warning(
+                "node-local step %d: %s; trying the other copy",
+                step,
+                "; ".join(msg for _, _, msg in failures),
+            )
+        excluded = excluded | {(node, name) for node, name, _ in failures}
     _redistribute(tier, manifest, blocks, arrays)
     saved_nodes = manifest.get("nodes") or []
     rebuilt = []

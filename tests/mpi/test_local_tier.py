@@ -110,7 +110,7 @@ def test_lost_node_and_partner_fall_back_to_the_flushed_checkpoint(dirs):
     parallel_assert(restored_equals(restored, 6))
 
 
-def test_a_damaged_local_copy_is_refused_for_the_flushed_one(dirs):
+def test_a_damaged_local_copy_is_never_loaded(dirs):
     shared, local = dirs
     save_steps(shared, local, [4])
     COMM.Barrier()
@@ -125,7 +125,9 @@ def test_a_damaged_local_copy_is_refused_for_the_flushed_one(dirs):
         victim.write_bytes(bytes(raw))
     COMM.Barrier()
     restored = Checkpointer(shared, local_dir=local).restore()
-    parallel_assert(restored is not None and restored.path.parent == shared)
+    # the partner's copy where there is one (next test), else the flushed copy
+    parallel_assert(restored is not None)
+    parallel_assert((restored.path.parent == shared) == (SIZE == 1))
     parallel_assert(restored_equals(restored, 4))
 
 
@@ -156,3 +158,25 @@ def test_local_tier_refuses_async_write(dirs):
         Checkpointer(shared, local_dir=local, async_write=True)
     with pytest.raises(ConfigError, match="flush_every"):
         Checkpointer(shared, local_dir=local, flush_every=0)
+
+
+def test_a_damaged_home_copy_is_replaced_by_the_partner_copy(dirs):
+    shared, local = dirs
+    save_steps(shared, local, [8], flush_every=None)  # nothing flushed: only the two copies
+    COMM.Barrier()
+    if RANK == 0:
+        import h5py
+
+        victim = node_dir(local, 0) / "step-00000008" / f"shard-00000-of-{SIZE:05d}.h5"
+        with h5py.File(victim, "r") as fh:
+            offset = fh["arrays/u"].id.get_chunk_info(0).byte_offset
+        raw = bytearray(victim.read_bytes())
+        raw[offset + 16] ^= 0x04
+        victim.write_bytes(bytes(raw))
+    COMM.Barrier()
+    restored = Checkpointer(shared, local_dir=local).restore()
+    if SIZE == 1:  # no partner copy anywhere
+        parallel_assert(restored is None)
+        return
+    parallel_assert(restored is not None and restored.path.parent.parent == local)
+    parallel_assert(restored_equals(restored, 8))
