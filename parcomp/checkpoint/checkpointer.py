@@ -555,6 +555,31 @@ class Checkpointer:
             local=self._local_tier() if self.local_dir is not None else None,
         )
         self._last_save = time.monotonic()
+        if restored is not None and restored.rebuilt:
+            self._reprotect(restored)
         return restored
+
+    def _reprotect(self, restored: Restored) -> None:
+        """After shards came from partner copies: write the step again, node-local only.
+
+        Until then those shards had a single copy; now every shard has two again, laid
+        out for the current ranks and nodes.
+        """
+        generators = {name: restored.generator(name) for name in restored.rng_states}
+        flush_every, self.flush_every = self.flush_every, None
+        try:
+            self.save(
+                restored.step,
+                arrays=restored.arrays,
+                scalars=restored.scalars,
+                rng=generators,
+                meta=restored.meta,
+            )
+        finally:
+            self.flush_every = flush_every
+        self.log.info(
+            "step %d written again to the node-local tier: every shard has its partner copy again",
+            restored.step,
+        )
 
     latest = restore

@@ -76,6 +76,8 @@ class Restored:
         self.meta: dict[str, Any] = manifest["meta"]
         self.rng_states: dict[str, Any] = manifest["rng"]
         self.arrays: dict[str, Any] = arrays
+        #: Shards of a node-local checkpoint that were read from their partner copy.
+        self.rebuilt: list[str] = []
 
     def generator(self, name: str) -> np.random.Generator:
         """The NumPy Generator saved under ``name``, in the exact state it had."""
@@ -238,7 +240,9 @@ def load_latest(
                         local.root,
                         manifest["nprocs"],
                     )
-                return Restored(path, manifest, arrays)
+                restored = Restored(path, manifest, arrays)
+                restored.rebuilt = _rebuilt
+                return restored
             if rank == 0:
                 log.warning(
                     "node-local checkpoint of step %d cannot be restored, trying older or "

@@ -93,7 +93,11 @@ def test_lost_node_is_rebuilt_from_its_partner(dirs):
         parallel_assert(restored is None)
         return
     parallel_assert(restored is not None and restored_equals(restored, 2))
+    parallel_assert(restored.rebuilt != [])
     parallel_assert(not list(shared.glob("step-*")), "nothing should have been flushed")
+    # the lost node's folder was written again: its shard and the copy it keeps
+    again = sorted(p.name for p in (node_dir(local, SIZE - 1) / "step-00000002").glob("shard-*"))
+    parallel_assert(len(again) == 2, str(again))
 
 
 def test_lost_node_and_partner_fall_back_to_the_flushed_checkpoint(dirs):
