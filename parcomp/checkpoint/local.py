@@ -135,8 +135,8 @@ def save_local(
     shard: dict[str, Any] | None = None
     if not errors:
         try:
-            assert placeholder is not None
-            placeholder.unlink()
+            if placeholder is not None:
+                placeholder.unlink()  # hand the reserved space to the shard
             shard = write_shard(tmp, rank, size, step, snap)
         except (OSError, RuntimeError) as exc:
             if isinstance(exc, _mpi_error()):
@@ -187,7 +187,8 @@ def save_local(
             f"node-local checkpoint of step {step} failed to commit on some nodes: "
             + "; ".join(errors)
         )
-    assert shard is not None
+    if shard is None:  # cannot happen: a failed write is in ``errors`` above
+        raise CheckpointError(f"node-local checkpoint of step {step}: rank {rank} has no shard")
     return final, shard
 
 
