@@ -11,6 +11,7 @@ import importlib
 import platform
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from parcomp.errors import ParcompError
 
@@ -178,6 +179,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if not directory.is_dir():
         raise ParcompError(f"{directory} is not a directory")
+    if any(p.name.startswith("node-") and p.is_dir() for p in directory.iterdir()):
+        return _inspect_local(directory, args.quick)
     found = list_checkpoints(directory)
     if not found:
         print(f"{directory}: no checkpoints")
@@ -195,6 +198,24 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         f"restore would use: {f'step {newest_valid}' if newest_valid is not None else 'nothing (no valid checkpoint)'}"
     )
     return 0 if newest_valid is not None else 1
+
+
+def _inspect_local(root: Any, quick: bool) -> int:
+    from parcomp.checkpoint.local import inspect_local
+
+    nodes = sorted(p.name for p in root.iterdir() if p.name.startswith("node-"))
+    print(f"node-local tier {root}: {len(nodes)} node folder(s) visible: {', '.join(nodes)}")
+    found = inspect_local(root, verify_data=not quick)
+    if not found:
+        print("no node-local checkpoints")
+        return 1
+    for step, ok, text in found:
+        print(f"step-{step:08d}  {'restorable' if ok else 'NOT RESTORABLE'}  {text}")
+    best = next((step for step, ok, _ in found if ok), None)
+    print(
+        f"restore would use: {f'step {best}' if best is not None else 'the shared directory (no restorable node-local step)'}"
+    )
+    return 0 if best is not None else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,7 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("args", nargs="*", help="arguments for the job script")
     slurm.set_defaults(func=_cmd_slurm)
 
-    inspect = sub.add_parser("inspect", help="list the checkpoints in a directory and check each")
+    inspect = sub.add_parser(
+        "inspect",
+        help="list the checkpoints in a directory (or a node-local tier) and check each",
+    )
     inspect.add_argument("directory")
     inspect.add_argument(
         "--quick", action="store_true", help="check manifests and sizes only, not the data CRCs"

@@ -519,3 +519,66 @@ def restore_local(
             ", ".join(sorted(rebuilt)),
         )
     return manifest, arrays, None, sorted(rebuilt)
+
+
+def inspect_local(root: Path, verify_data: bool = True) -> list[tuple[int, bool, str]]:
+    """Describe the node-local checkpoints visible under ``root`` (local; no MPI).
+
+    For every step: whether each saved shard has at least one good copy among the node
+    folders this process can see (all of them when nodes are emulated on one machine, only
+    its own on a real cluster), and how many.  Returns ``(step, restorable, text)`` newest
+    first.
+    """
+    node_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("node-"))
+    steps = sorted(
+        {s for d in node_dirs for p in d.iterdir() if (s := parse_step(p.name)) is not None},
+        reverse=True,
+    )
+    out = []
+    for step in steps:
+        copies: dict[str, int] = {}
+        manifest = None
+        problems: list[str] = []
+        holders = []
+        for node_dir in node_dirs:
+            folder = node_dir / step_dir_name(step)
+            if not folder.is_dir():
+                continue
+            try:
+                mine = parse_manifest(folder)
+            except (ParcompError, OSError) as exc:
+                problems.append(f"{node_dir.name}: {exc}")
+                continue
+            if manifest is None or mine.get("created_unix", 0) > manifest.get("created_unix", 0):
+                manifest = mine
+            holders.append((node_dir, folder, mine))
+        if manifest is None:
+            out.append((step, False, "no valid manifest: " + "; ".join(problems)))
+            continue
+        sizes = {f["name"]: f["bytes"] for f in manifest["files"]}
+        for node_dir, folder, mine in holders:
+            if mine.get("checkpoint_id") != manifest.get("checkpoint_id"):
+                continue
+            for name, nbytes in sizes.items():
+                path = folder / name
+                if not path.is_file() or path.stat().st_size != nbytes:
+                    continue
+                if verify_data:
+                    try:
+                        _read_shard_arrays(folder, manifest, name)
+                    except (ParcompError, OSError, RuntimeError, KeyError, ValueError) as exc:
+                        problems.append(f"{node_dir.name}/{name}: {exc}")
+                        continue
+                copies[name] = copies.get(name, 0) + 1
+        missing = sorted(n for n in sizes if not copies.get(n))
+        counts = sorted({copies.get(n, 0) for n in sizes})
+        text = (
+            f"{len(sizes)} shards saved on {manifest['nprocs']} ranks, in {len(holders)} node "
+            f"folder(s); good copies per shard: {'/'.join(map(str, counts))}"
+        )
+        if missing:
+            text += f"; NO good copy of {', '.join(missing)}"
+        if problems:
+            text += f" ({'; '.join(problems)})"
+        out.append((step, not missing, text))
+    return out

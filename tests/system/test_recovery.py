@@ -9,6 +9,7 @@ the in-job path on the Open MPI 5 wheel in its own venv (``parcomp run --ulfm``)
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 
 import pytest
@@ -252,3 +253,44 @@ def test_full_node_local_disk_keeps_the_previous_checkpoint(small_disk, tmp_path
     again = run([*base, "--steps", "10"], env=env, timeout=150)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "restored step 10 from the node-local tier" in again.stderr
+
+
+def test_inspect_a_node_local_tier(tmp_path):
+    local = tmp_path / "local"
+    proc = run(
+        [
+            PARCOMP,
+            "run",
+            "-n",
+            "3",
+            "--timeout",
+            "150",
+            *HEAT,
+            "--out",
+            tmp_path / "out",
+            "--checkpoint-dir",
+            tmp_path / "ck",
+            "--local-dir",
+            local,
+            "--checkpoint-every",
+            "40",
+        ],
+        env={"PARCOMP_EMULATE_NODES": "1"},
+        timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ok = run([PARCOMP, "inspect", local], timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "3 node folder(s) visible" in ok.stdout
+    assert (
+        "step-00000080  restorable  3 shards saved on 3 ranks, in 3 node folder(s); good copies per shard: 2"
+        in ok.stdout
+    )
+    for k in (1, 2):  # node 1's shard had its only other copy on node 2
+        shutil.rmtree(node(local, k) / "step-00000080")
+    bad = run([PARCOMP, "inspect", local], timeout=60)
+    assert (
+        "step-00000080  NOT RESTORABLE" in bad.stdout
+        and "NO good copy of shard-00001-of-00003.h5" in bad.stdout
+    )
+    assert "restore would use: step 40" in bad.stdout, bad.stdout
