@@ -1,33 +1,45 @@
 """Soak test: many heat2d runs, each with a random rank SIGKILLed at a random step.
 
-Run:  .venv/bin/python bench/soak.py [--trials 20] [--seed 1]
+Run:  .venv/bin/python bench/soak.py [--trials 20] [--seed 1] [--node-local] [--ulfm]
 
-Every trial must finish under ``parcomp run --restarts 2`` with the SHA-256 of an
-uninterrupted run; prints one line per trial and a summary (exit status 1 on any mismatch).
+Every trial must end with the SHA-256 of an uninterrupted run; prints one line per trial
+and a summary (exit status 1 on any mismatch).
+
+* default: shared-directory checkpoints, ``parcomp run --restarts 2`` relaunches;
+* ``--node-local``: node-local checkpoints in /dev/shm on emulated nodes (1 or 2 ranks per
+  node), and the victim's node folder is deleted as it dies (the node is lost);
+* ``--ulfm``: in-job recovery with the Open MPI wheel (``make ompi-venv``), node-local
+  checkpoints; the trial must finish inside the same ``mpirun`` (no relaunch).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from _common import BIN, ROOT
 
 HEAT = ["jobs/heat2d.py", "--n", "128", "--steps", "120", "--no-png"]
 
 
-def run(argv: list[str]) -> subprocess.CompletedProcess:
+def run(
+    argv: list[str], bin_dir: Path = BIN, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / "parcomp"), "run", *map(str, argv)],
+        [str(bin_dir / "parcomp"), "run", *map(str, argv)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -35,50 +47,54 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--node-local", action="store_true", help="node-local tier, node lost")
+    parser.add_argument("--ulfm", action="store_true", help="in-job recovery (Open MPI wheel)")
     args = parser.parse_args()
     rnd = random.Random(args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
+    bin_dir = ROOT / ".venv-ompi" / "bin" if args.ulfm else BIN
+    if not (bin_dir / "parcomp").exists():
+        raise SystemExit(f"{bin_dir}/parcomp missing: run `make ompi-venv`")
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
         ref = run(["-n", "2", *HEAT, "--out", tmp])
         want = re.search(r"sha256 = (\w+)", ref.stdout).group(1)
         bad = 0
         for trial in range(args.trials):
-            ranks = rnd.choice([2, 3, 4])
+            ranks = rnd.choice([2, 3, 4] if not args.ulfm else [3, 4])
             step, victim, every = rnd.randint(2, 118), rnd.randrange(ranks), rnd.choice([5, 7, 13])
+            per_node = rnd.choice([1, 2]) if ranks > 2 else 1
+            argv = ["-n", ranks, "--timeout", "240"]
+            argv += ["--ulfm"] if args.ulfm else ["--restarts", "2"]
+            argv += [*HEAT, "--out", tmp]
+            argv += ["--checkpoint-dir", f"{tmp}/ck{trial}", "--checkpoint-every", every]
+            argv += ["--die-at-step", step, "--die-rank", victim]
+            env = {}
+            how = ""
+            if args.node_local or args.ulfm:
+                local = Path(shm) / f"local{trial}"
+                argv += ["--local-dir", local, "--flush-every", rnd.choice([1, 3, 5])]
+                env["PARCOMP_EMULATE_NODES"] = str(per_node)
+                how = f", {per_node} rank(s)/node"
+                if args.node_local:
+                    node = f"node-{socket.gethostname()}-node{victim // per_node}"
+                    argv += ["--die-wipe", local / node]
+                    how += ", its node's storage lost"
             t = time.perf_counter()
-            proc = run(
-                [
-                    "-n",
-                    ranks,
-                    "--restarts",
-                    "2",
-                    "--timeout",
-                    "240",
-                    *HEAT,
-                    "--out",
-                    tmp,
-                    "--checkpoint-dir",
-                    f"{tmp}/ck{trial}",
-                    "--checkpoint-every",
-                    every,
-                    "--die-at-step",
-                    step,
-                    "--die-rank",
-                    victim,
-                ]
-            )
+            proc = run(argv, bin_dir, env)
             got = re.search(r"sha256 = (\w+)", proc.stdout)
-            ok = (
-                proc.returncode == 0
-                and got is not None
-                and got.group(1) == want
-                and "restart 1/2" in proc.stderr
+            recovered = (
+                "recovered in-job" in proc.stderr and "restart 1/" not in proc.stderr
+                if args.ulfm
+                else "restart 1/2" in proc.stderr
             )
+            ok = proc.returncode == 0 and got is not None and got.group(1) == want and recovered
             bad += not ok
             print(
-                f"trial {trial:3d}: {ranks} ranks, rank {victim} killed at step {step}, checkpoint every {every}: "
-                f"{'ok' if ok else 'MISMATCH'} ({time.perf_counter() - t:.1f} s)",
+                f"trial {trial:3d}: {ranks} ranks{how}, rank {victim} killed at step {step}, "
+                f"checkpoint every {every}: {'ok' if ok else 'MISMATCH'} ({time.perf_counter() - t:.1f} s)",
                 flush=True,
             )
+            if not ok:
+                print(proc.stderr[-2000:], flush=True)
     print(f"{args.trials - bad}/{args.trials} trials gave the uninterrupted result")
     return 1 if bad else 0
 
