@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -106,8 +107,9 @@ def run_job(
     launcher = mpiexec if mpiexec is not None else find_mpiexec()
     vendor = mpiexec_identity(launcher).vendor
     log = get_logger("parcomp.run")
-    extra: list[str] = []
     base_env = dict(os.environ if env is None else env)
+    # Site-specific launcher options (a hostfile, binding, a launcher hook), shell-quoted.
+    extra: list[str] = shlex.split(base_env.get("PARCOMP_MPIEXEC_ARGS", ""))
     failure_log = None
     if vendor == "Open MPI" and os.geteuid() == 0:
         # Open MPI refuses root unless told; containers and CI machines run as root.

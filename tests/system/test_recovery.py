@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import subprocess
 
 import pytest
 
-from tests.conftest import BIN, run
+from tests.conftest import BIN, ROOT, run
 
 PARCOMP = BIN / "parcomp"
 STEPS = 80
@@ -294,3 +295,41 @@ def test_inspect_a_node_local_tier(tmp_path):
         and "NO good copy of shard-00001-of-00003.h5" in bad.stdout
     )
     assert "restore would use: step 40" in bad.stdout, bad.stdout
+
+
+@pytest.fixture
+def uts_hosts(tmp_path):
+    """Two "hosts" on this machine: Hydra starts each proxy in its own UTS namespace."""
+    probe = subprocess.run(["unshare", "--uts", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create UTS namespaces here (needs root): {probe.stderr.strip()}")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("pcnode-a:2\npcnode-b:2\n")
+    launcher = ROOT / "tests" / "scripts" / "uts_launcher.sh"
+    return f"-f {hosts} -launcher ssh -launcher-exec {launcher}"
+
+
+def test_node_identity_from_real_hostnames_survives_a_lost_host(reference, uts_hosts, tmp_path):
+    local = tmp_path / "local"
+    proc = run(
+        [
+            PARCOMP,
+            "run",
+            "-n",
+            "4",
+            "--restarts",
+            "1",
+            "--timeout",
+            "150",
+            *faulty(tmp_path, 45, 3, wipe=[local / "node-pcnode-b"], flush_every=100),
+        ],
+        env={"PARCOMP_MPIEXEC_ARGS": uts_hosts},
+        timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 nodes (2, 2 ranks)" in proc.stderr  # from the hostnames, no override
+    assert sorted(p.name for p in local.iterdir()) == ["node-pcnode-a", "node-pcnode-b"]
+    assert "restart 1/1" in proc.stderr
+    assert re.search(r"node-local step 40: 2 shard\(s\) rebuilt from partner copies", proc.stderr)
+    assert "(from the partner copy on pcnode-a)" in proc.stderr
+    assert sha(proc) == reference
