@@ -164,7 +164,7 @@ def run_resilient(
     mpi4py.MPI.Exception
         A process failure beyond ``max_failures``, or any other MPI error.
     """
-    global _recoveries
+    global _recoveries, _exit_comm
     from mpi4py import MPI
 
     import parcomp.comm as pcomm
@@ -227,7 +227,6 @@ def run_resilient(
             )
         if pcomm._default_comm is comm:
             pcomm._default_comm = new
-        global _exit_comm
         if _exit_comm is None:
             import atexit
 
