@@ -54,6 +54,7 @@ def simulate(
     die_rank: int | None = None,
     step_delay: float = 0.0,
     die_wipe: tuple[str, ...] = (),
+    more_faults: tuple[tuple[int, int], ...] = (),
 ):
     """Run the scheme; return ``(field, seconds_in_steps, seconds_in_halo_exchange, steps_run)``.
 
@@ -96,6 +97,8 @@ def simulate(
         if step_delay:
             time.sleep(step_delay)
         inject_failure(step, die_at_step, die_rank, comm, wipe=die_wipe)
+        for fault_step, fault_rank in more_faults:
+            inject_failure(step, fault_step, fault_rank, comm)
         if checkpointer is not None:
             checkpointer.checkpoint_if_due(step, arrays={"u": u}, scalars={"alpha": alpha, "n": n})
         if progress and step % report == 0:
@@ -144,6 +147,13 @@ def checksum(field: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(field, dtype="<f8").tobytes()).hexdigest()
 
 
+def _fault(text: str) -> tuple[int, int]:
+    step, _, rank = text.partition(":")
+    if not (step.isdigit() and rank.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected STEP:RANK, got {text!r}")
+    return int(step), int(rank)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1024, help="grid cells per side (default 1024)")
@@ -187,6 +197,14 @@ def main(argv: list[str] | None = None) -> None:
         help="fault injection: SIGKILL a rank at this step (first attempt only)",
     )
     parser.add_argument("--die-rank", type=int, default=0, help="fault injection: which rank dies")
+    parser.add_argument(
+        "--die",
+        type=_fault,
+        action="append",
+        default=[],
+        metavar="STEP:RANK",
+        help="fault injection: also SIGKILL world rank RANK at STEP (repeatable)",
+    )
     parser.add_argument(
         "--die-wipe",
         type=Path,
@@ -236,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
             die_rank=args.die_rank,
             step_delay=args.step_delay,
             die_wipe=tuple(str(p) for p in args.die_wipe),
+            more_faults=tuple(args.die),
         )
 
     u, seconds, halo, ran = parcomp.run_resilient(job)

@@ -195,11 +195,18 @@ def run_resilient(
                 raise
             detected = time.time()
             error_class = exc.Get_error_class()
-        comm.Revoke()
-        new = comm.Shrink()
-        new.Set_errhandler(MPI.ERRORS_RETURN)
+        while True:  # another rank may die while the survivors regroup: shrink again
+            comm.Revoke()
+            new = comm.Shrink()
+            new.Set_errhandler(MPI.ERRORS_RETURN)
+            try:
+                survivors = new.allgather(world_rank)
+                break
+            except MPI.Exception as again:
+                if again.Get_error_class() not in failed_classes:
+                    raise
+                comm = new
         shrunk = time.time()
-        survivors = new.allgather(world_rank)
         if survivors[0] != members[0]:  # the logging rank died: the new rank 0 takes over
             pcomm.configure_logging(lead=new.Get_rank() == 0)
         lost = sorted(set(members) - set(survivors))

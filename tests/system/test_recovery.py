@@ -333,3 +333,29 @@ def test_node_identity_from_real_hostnames_survives_a_lost_host(reference, uts_h
     assert re.search(r"node-local step 40: 2 shard\(s\) rebuilt from partner copies", proc.stderr)
     assert "(from the partner copy on pcnode-a)" in proc.stderr
     assert sha(proc) == reference
+
+
+def test_ulfm_job_survives_two_failures_one_after_the_other(reference, ompi_venv, tmp_path):
+    proc = run(
+        [
+            ompi_venv / "bin" / "parcomp",
+            "run",
+            "--ulfm",
+            "-n",
+            "4",
+            "--timeout",
+            "150",
+            *faulty(tmp_path, 45, 1),
+            "--die",
+            "65:2",
+        ],
+        env={"PARCOMP_EMULATE_NODES": "1"},
+        timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "restart 1/" not in proc.stderr
+    assert "resumed at step 40 on 3 ranks" in proc.stderr
+    assert "resumed at step 60 on 2 ranks" in proc.stderr
+    assert "lost world rank(s) [1] and recovered in-job on 3 ranks" in proc.stderr
+    assert "lost world rank(s) [2] and recovered in-job on 2 ranks" in proc.stderr
+    assert sha(proc) == reference
