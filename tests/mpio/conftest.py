@@ -1,25 +1,5 @@
-"""MPI tests: run under ``parcomp run -n N -m pytest --with-mpi tests/mpi`` for N = 1..4."""
+"""MPI tests of the mpio writer: the same pytest hooks as tests/mpi."""
 
-from __future__ import annotations
+from tests.mpi.conftest import any_comm, pytest_collection_modifyitems, pytest_configure
 
-import pytest
-from mpi4py import MPI
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("mpi") is None:
-            item.add_marker(pytest.mark.mpi)
-
-
-def pytest_configure(config):
-    if MPI.COMM_WORLD.Get_rank() != 0:
-        config.option.verbose = -1  # only rank 0 lists the tests; every rank still reports
-
-
-@pytest.fixture(params=["COMM_SELF", "COMM_WORLD"])
-def any_comm(request):
-    """The same test on a communicator of size 1 and on the whole job (as mpi4py's tests do)."""
-    comm = getattr(MPI, request.param).Dup()
-    yield comm
-    comm.Free()
+__all__ = ["any_comm", "pytest_collection_modifyitems", "pytest_configure"]
