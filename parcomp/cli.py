@@ -118,6 +118,7 @@ def _cmd_info(_args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from parcomp.launch.run import run_job
+    from parcomp.resilient import ulfm_requested
 
     if args.module is None and args.script is None:
         raise ParcompError("parcomp run needs a script (or -m MODULE) to run")
@@ -133,14 +134,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         restarts=args.restarts,
         shrink=args.shrink,
-        ulfm=args.ulfm or _env_flag("PARCOMP_ULFM"),
+        ulfm=args.ulfm or ulfm_requested(),
     )
-
-
-def _env_flag(name: str) -> bool:
-    import os
-
-    return os.environ.get(name, "").strip().lower() in ("1", "yes", "true", "on")
 
 
 def _cmd_slurm(args: argparse.Namespace) -> int:

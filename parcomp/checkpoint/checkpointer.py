@@ -319,7 +319,6 @@ class Checkpointer:
                 "snap": snap,
                 "record": record,
                 "result": None,
-                "flush": True,
             }
             placeholder, self._placeholder = self._placeholder, None
 

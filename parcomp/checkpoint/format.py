@@ -50,6 +50,7 @@ __all__ = [
     "slab_bounds",
     "checksum",
     "slab_checksums",
+    "overlap",
     "write_json_atomic",
     "read_manifest",
     "parse_manifest",
@@ -135,6 +136,19 @@ def slab_checksums(data: np.ndarray, per_slab: int) -> list[str]:
     if data.ndim == 0:
         return [checksum(data)]
     return [checksum(data[a:b]) for a, b in slab_bounds(data.shape[0], per_slab)]
+
+
+def overlap(
+    start: Sequence[int], shape: Sequence[int], ranges: Sequence[tuple[int, int]]
+) -> tuple[slice, ...] | None:
+    """Global index slices where the block at ``start`` of ``shape`` meets ``ranges``, or None."""
+    out = []
+    for s, n, (lo, hi) in zip(start, shape, ranges, strict=True):
+        a, b = max(s, lo), min(s + n, hi)
+        if a >= b:
+            return None
+        out.append(slice(a, b))
+    return tuple(out)
 
 
 def fsync_path(path: Path) -> None:

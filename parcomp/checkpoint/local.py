@@ -35,12 +35,12 @@ import numpy as np
 
 from parcomp.checkpoint.format import (
     MANIFEST,
-    checksum,
     fsync_path,
+    overlap,
     parse_manifest,
     parse_step,
     shard_name,
-    slab_bounds,
+    slab_checksums,
     step_dir_name,
 )
 from parcomp.checkpoint.writer import (
@@ -86,7 +86,7 @@ class LocalTier:
         self.partner = partner_ranks(self.names)
         self.holds = [r for r, p in enumerate(self.partner) if p == self.rank]
         self.folder = self.root / safe_node_dirname(self.node)
-        self.leader = min(g for g in self.groups if self.rank in g)[0] == self.rank
+        self.leader = next(g for g in self.groups if self.rank in g)[0] == self.rank
         self.nnodes = len(self.groups)
 
     def describe(self) -> str:
@@ -142,7 +142,7 @@ def save_local(
             if isinstance(exc, _mpi_error()):
                 raise
             mine = f"rank {rank} on {tier.node}: writing its node-local shard failed: {exc}"
-        mine = _exchange_partner_copies(tier, tmp, shard, step) or mine
+        mine = _exchange_partner_copies(tier, tmp, shard) or mine
         errors = _agree_errors(comm, mine)
     elif placeholder is not None:
         placeholder.unlink(missing_ok=True)
@@ -193,7 +193,7 @@ def save_local(
 
 
 def _exchange_partner_copies(
-    tier: LocalTier, tmp: Path, shard: dict[str, Any] | None, step: int
+    tier: LocalTier, tmp: Path, shard: dict[str, Any] | None
 ) -> str | None:
     """Send this rank's shard file to its partner; receive and store the ones it keeps.
 
@@ -361,7 +361,11 @@ def _read_shard_arrays(folder: Path, manifest: dict[str, Any], name: str) -> dic
     out = {}
     with h5py.File(folder / name, "r") as fh:
         for array_name, spec in manifest["arrays"].items():
-            shard = next(s for s in spec["shards"] if s["file"] == name)
+            shard = next((s for s in spec["shards"] if s["file"] == name), None)
+            if shard is None:
+                raise CheckpointError(
+                    f"the manifest lists no shard {name} for array {array_name!r}"
+                )
             dset = fh[f"arrays/{array_name}"]
             if list(dset.shape) != shard["shape"] or dset.dtype != np.dtype(spec["dtype"]):
                 raise CheckpointError(
@@ -369,28 +373,19 @@ def _read_shard_arrays(folder: Path, manifest: dict[str, Any], name: str) -> dic
                     f"the manifest says {spec['dtype']}{tuple(shard['shape'])}"
                 )
             block = dset[...]
-            for i, (a, b) in enumerate(
-                slab_bounds(block.shape[0] if block.ndim else 0, shard["slab_rows"])
-            ):
-                piece = block[a:b] if block.ndim else block
-                if checksum(piece) != shard["slab_checksums"][i]:
-                    raise CheckpointError(
-                        f"{folder / name}: slab {i} of array {array_name!r} fails its checksum (corrupted)"
-                    )
+            sums = slab_checksums(block, shard["slab_rows"])
+            bad = [
+                i
+                for i, (a, b) in enumerate(zip(sums, shard["slab_checksums"], strict=False))
+                if a != b
+            ]
+            if bad or len(sums) != len(shard["slab_checksums"]):
+                raise CheckpointError(
+                    f"{folder / name}: slab {bad[0] if bad else len(sums)} of array "
+                    f"{array_name!r} fails its checksum (corrupted)"
+                )
             out[array_name] = block
     return out
-
-
-def _overlap(
-    start: list[int], shape: list[int], rng: tuple[tuple[int, int], ...]
-) -> tuple[slice, ...] | None:
-    out = []
-    for s, n, (lo, hi) in zip(start, shape, rng, strict=True):
-        a, b = max(s, lo), min(s + n, hi)
-        if a >= b:
-            return None
-        out.append(slice(a, b))
-    return tuple(out)
 
 
 def _redistribute(
@@ -413,7 +408,7 @@ def _redistribute(
             shard = next(s for s in spec["shards"] if s["file"] == file_name)
             block = held[array_name]
             for dest in range(size):
-                region = _overlap(shard["start"], shard["shape"], part.local_range(dest))
+                region = overlap(shard["start"], shard["shape"], part.local_range(dest))
                 if region is None:
                     continue
                 local = tuple(

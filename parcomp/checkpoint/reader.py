@@ -19,10 +19,12 @@ import numpy as np
 
 from parcomp.checkpoint.format import (
     checksum,
+    overlap,
     parse_step,
     read_manifest,
     slab_bounds,
     slab_checksums,
+    step_dir_name,
 )
 from parcomp.comm import get_logger
 from parcomp.errors import CheckpointError, ParcompError
@@ -95,25 +97,13 @@ class Restored:
         return f"Restored(step={self.step}, path={self.path}, arrays={sorted(self.arrays)}, scalars={sorted(self.scalars)})"
 
 
-def _overlap(
-    a0: list[int], ash: list[int], b: tuple[tuple[int, int], ...]
-) -> tuple[slice, ...] | None:
-    out = []
-    for start, n, (lo, hi) in zip(a0, ash, b, strict=True):
-        s, e = max(start, lo), min(start + n, hi)
-        if s >= e:
-            return None
-        out.append(slice(s, e))
-    return tuple(out)
-
-
 def _read_array(folder: Path, name: str, spec: dict[str, Any], target: Any) -> None:
     """Fill ``target.interior`` from the shards overlapping it, verifying every slab read."""
     import h5py
 
     mine = target.local_range
     for shard in spec["shards"]:
-        region = _overlap(shard["start"], shard["shape"], mine)
+        region = overlap(shard["start"], shard["shape"], mine)
         if region is None:
             continue
         rows = shard["slab_rows"]
@@ -228,11 +218,11 @@ def load_latest(
         if tier == 0:
             from parcomp.checkpoint.local import restore_local
 
-            manifest, arrays, error, _rebuilt = restore_local(
+            manifest, arrays, error, rebuilt = restore_local(
                 local, step, lambda m: _make_targets(m, comm, overrides or {})
             )
             if error is None:
-                path = local.folder / f"step-{step:08d}"
+                path = local.folder / step_dir_name(step)
                 if rank == 0:
                     log.info(
                         "restored step %d from the node-local tier %s (saved on %d ranks)",
@@ -241,7 +231,7 @@ def load_latest(
                         manifest["nprocs"],
                     )
                 restored = Restored(path, manifest, arrays)
-                restored.rebuilt = _rebuilt
+                restored.rebuilt = rebuilt
                 return restored
             if rank == 0:
                 log.warning(
