@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 MPIEXEC = BIN / "mpiexec"
@@ -63,3 +64,27 @@ def medians(cases: dict[str, Callable[[], float]], repeats: int) -> dict[str, li
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def collective_medians(
+    comm: Any, cases: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, float]:
+    """Inside an MPI job: each case once to warm up, then ``repeats`` interleaved timings.
+
+    Each timing spans barrier to barrier, so it is the slowest rank's; returns the medians.
+    """
+
+    def timed(fn: Callable[[], object]) -> Callable[[], float]:
+        def run() -> float:
+            comm.Barrier()
+            t = time.perf_counter()
+            fn()
+            comm.Barrier()
+            return time.perf_counter() - t
+
+        return run
+
+    for fn in cases.values():
+        fn()
+    samples = medians({name: timed(fn) for name, fn in cases.items()}, repeats)
+    return {name: statistics.median(values) for name, values in samples.items()}

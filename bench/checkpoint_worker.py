@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import collective_medians
 from mpi4py import MPI
 
 from parcomp.array import DistArray
@@ -25,14 +24,6 @@ comm = MPI.COMM_WORLD
 folder = Path(sys.argv[1])
 repeats = int(sys.argv[2])
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 4096
-
-
-def timed(fn):
-    comm.Barrier()
-    t = time.perf_counter()
-    fn()
-    comm.Barrier()
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -72,16 +63,9 @@ def main() -> None:
         "h5py direct read": direct_read,
         "parcomp.restore": restore,
     }
-    samples = {k: [] for k in cases}
-    for fn in cases.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            samples[name].append(timed(fn))
+    result = collective_medians(comm, cases, repeats)
     if comm.rank == 0:
-        print(
-            json.dumps({k: statistics.median(v) for k, v in samples.items()} | {"bytes": n * n * 8})
-        )
+        print(json.dumps(result | {"bytes": n * n * 8}))
     comm.Barrier()
     if comm.rank == 0:
         shutil.rmtree(folder / "ck", ignore_errors=True)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import collective_medians
 from mpi4py import MPI
 
 from parcomp.array import DistArray
@@ -20,14 +19,6 @@ from parcomp.checkpoint import Checkpointer
 
 comm = MPI.COMM_WORLD
 folder, repeats, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-
-
-def timed(fn):
-    comm.Barrier()
-    t = time.perf_counter()
-    fn()
-    comm.Barrier()
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -46,15 +37,9 @@ def main() -> None:
         "restore, shards": lambda: Checkpointer(folder / "shards", handle_signals=False).restore(),
         "restore, one file": lambda: Checkpointer(folder / "mpio", handle_signals=False).restore(),
     }
-    samples = {k: [] for k in cases}
-    for fn in cases.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            samples[name].append(timed(fn))
+    result = collective_medians(comm, cases, repeats)
     if comm.rank == 0:
-        out = {k: statistics.median(v) for k, v in samples.items()}
-        print(json.dumps(out | {"bytes": n * n * 8, "ranks": comm.size}))
+        print(json.dumps(result | {"bytes": n * n * 8, "ranks": comm.size}))
     comm.Barrier()
     if comm.rank == 0:
         shutil.rmtree(folder, ignore_errors=True)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import collective_medians
 from mpi4py import MPI
 
 from parcomp.array import DistArray
@@ -24,14 +23,6 @@ from parcomp.checkpoint import Checkpointer
 comm = MPI.COMM_WORLD
 shared, local = Path(sys.argv[1]), Path(sys.argv[2])
 repeats, n = int(sys.argv[3]), int(sys.argv[4])
-
-
-def timed(fn):
-    comm.Barrier()
-    t = time.perf_counter()
-    fn()
-    comm.Barrier()
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -53,15 +44,9 @@ def main() -> None:
         "node-local + partner, flush started": lambda: save(flushing),
         "flush committed": flushing.wait,
     }
-    samples = {k: [] for k in cases}
-    for fn in cases.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            samples[name].append(timed(fn))
+    result = collective_medians(comm, cases, repeats)
     if comm.rank == 0:
-        out = {k: statistics.median(v) for k, v in samples.items()}
-        print(json.dumps(out | {"bytes": n * n * 8, "ranks": comm.size}))
+        print(json.dumps(result | {"bytes": n * n * 8, "ranks": comm.size}))
     for ck in (only_shared, no_flush, flushing):
         ck.close()
     comm.Barrier()
