@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,44 @@ def ompi_venv():
             )
             assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return venv
+
+
+def heat_sha(proc: subprocess.CompletedProcess) -> str:
+    """The ``sha256 = ...`` that jobs/heat2d.py prints (its final field)."""
+    match = re.search(r"sha256 = (\w+)", proc.stdout)
+    assert match, proc.stdout + proc.stderr[-3000:]
+    return match.group(1)
+
+
+@pytest.fixture(scope="session")
+def heat_reference(tmp_path_factory):
+    """``ref(n, steps)``: the checksum of an uninterrupted heat2d run (MPICH, 2 ranks; the
+    result is bitwise the same on any rank count), run once per session and size."""
+    cache: dict[tuple[int, int], str] = {}
+
+    def ref(n: int, steps: int) -> str:
+        if (n, steps) not in cache:
+            proc = run(
+                [
+                    BIN / "parcomp",
+                    "run",
+                    "-n",
+                    "2",
+                    "--timeout",
+                    "120",
+                    "jobs/heat2d.py",
+                    "--n",
+                    n,
+                    "--steps",
+                    steps,
+                    "--no-png",
+                    "--out",
+                    tmp_path_factory.mktemp("ref"),
+                ],
+                timeout=150,
+            )
+            assert proc.returncode == 0, proc.stderr
+            cache[n, steps] = heat_sha(proc)
+        return cache[n, steps]
+
+    return ref

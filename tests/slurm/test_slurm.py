@@ -117,28 +117,8 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = run(
-        [
-            PARCOMP,
-            "run",
-            "-n",
-            "2",
-            "--timeout",
-            "120",
-            "jobs/heat2d.py",
-            "--n",
-            "96",
-            "--steps",
-            "80",
-            "--no-png",
-            "--out",
-            tmp_path_factory.mktemp("ref"),
-        ],
-        timeout=150,
-    )
-    assert out.returncode == 0, out.stderr
-    return re.search(r"sha256 = (\w+)", out.stdout).group(1)
+def reference(heat_reference):
+    return heat_reference(96, 80)
 
 
 def submit(cluster, tmp_path, ntasks, time_limit, lead, *job_args, env=None):

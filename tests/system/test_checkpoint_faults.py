@@ -2,47 +2,22 @@
 
 import os
 import random
-import re
 import signal
 import subprocess
 import time
 
 import pytest
 
-from tests.conftest import BIN, ROOT, run
+from tests.conftest import BIN, ROOT, heat_sha, run
 
 PARCOMP = BIN / "parcomp"
 HEAT = ["jobs/heat2d.py", "--n", "96", "--no-png"]
 
 
-def sha(out):
-    return re.search(r"sha256 = (\w+)", out.stdout).group(1)
-
-
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """Checksums of uninterrupted runs, by step count."""
-    out = {}
-    for steps in (60, 80):
-        proc = run(
-            [
-                PARCOMP,
-                "run",
-                "-n",
-                "2",
-                "--timeout",
-                "120",
-                *HEAT,
-                "--steps",
-                steps,
-                "--out",
-                tmp_path_factory.mktemp("ref"),
-            ],
-            timeout=150,
-        )
-        assert proc.returncode == 0, proc.stderr
-        out[steps] = sha(proc)
-    return out
+def reference(heat_reference):
+    """The checksum of an uninterrupted 80-step run."""
+    return heat_reference(96, 80)
 
 
 @pytest.mark.parametrize("trial", range(3))
@@ -78,7 +53,7 @@ def test_sigkill_random_rank_at_random_step_is_survived(reference, tmp_path, tri
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "restart 1/2" in proc.stderr, f"rank {victim} of {ranks} should have died at step {step}"
-    assert sha(proc) == reference[80], (ranks, step, victim)
+    assert heat_sha(proc) == reference, (ranks, step, victim)
 
 
 def test_shrink_after_failure(reference, tmp_path):
@@ -111,7 +86,7 @@ def test_shrink_after_failure(reference, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "restart 1/1 on 2 ranks" in proc.stderr and "saved on 3 ranks" in proc.stderr
-    assert sha(proc) == reference[80]
+    assert heat_sha(proc) == reference
 
 
 def test_supervisor_gives_up_after_its_budget(tmp_path):
@@ -150,7 +125,7 @@ def test_restore_across_rank_counts_1_2_3_4(reference, tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         if ranks > 1:
             assert f"resumed at step {steps - 20} on {ranks} ranks" in proc.stderr
-    assert sha(proc) == reference[80]
+    assert heat_sha(proc) == reference
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
@@ -209,7 +184,7 @@ def test_preemption_signal_checkpoints_and_resumes(reference, tmp_path, signum):
         timeout=150,
     )
     assert proc.returncode == 0 and f"resumed at step {int(saved[0][5:])}" in proc.stderr
-    assert sha(proc) == reference[80]
+    assert heat_sha(proc) == reference
 
 
 def test_full_disk_keeps_previous_checkpoint(small_disk, tmp_path):

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import BIN, ROOT, run
+from tests.conftest import BIN, ROOT, heat_sha, run
 
 PARCOMP = BIN / "parcomp"
 STEPS = 80
@@ -23,35 +23,14 @@ HEAT = ["jobs/heat2d.py", "--n", "96", "--steps", str(STEPS), "--no-png"]
 HOST = socket.gethostname()
 
 
-def sha(proc):
-    match = re.search(r"sha256 = (\w+)", proc.stdout)
-    assert match, proc.stdout + proc.stderr[-3000:]
-    return match.group(1)
-
-
 def node(local, k):
     return local / f"node-{HOST}-node{k}"
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The uninterrupted run's checksum (MPICH, 2 ranks; bitwise the same on any count)."""
-    proc = run(
-        [
-            PARCOMP,
-            "run",
-            "-n",
-            "2",
-            "--timeout",
-            "120",
-            *HEAT,
-            "--out",
-            tmp_path_factory.mktemp("ref"),
-        ],
-        timeout=150,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return sha(proc)
+def reference(heat_reference):
+    """The uninterrupted run's checksum."""
+    return heat_reference(96, STEPS)
 
 
 def faulty(tmp_path, die_step, die_rank, wipe=(), every=10, flush_every=3):
@@ -100,7 +79,7 @@ def test_lost_node_is_rebuilt_from_partner_copies_after_relaunch(reference, tmp_
     # node 1 held ranks 2 and 3; both shards came back from node 0's partner copies
     assert re.search(r"node-local step 40: 2 shard\(s\) rebuilt from partner copies", proc.stderr)
     assert "resumed at step 40" in proc.stderr
-    assert sha(proc) == reference
+    assert heat_sha(proc) == reference
 
 
 def test_lost_node_and_its_partner_fall_back_to_the_flushed_checkpoint(reference, tmp_path):
@@ -125,7 +104,7 @@ def test_lost_node_and_its_partner_fall_back_to_the_flushed_checkpoint(reference
     assert "shard(s) lost with their node and their partner's node" in proc.stderr
     # checkpoints at 10..40 locally; every 3rd (30) flushed to the shared directory
     assert re.search(r"restored step 30 from \S*ck/step-00000030", proc.stderr), proc.stderr[-3000:]
-    assert sha(proc) == reference
+    assert heat_sha(proc) == reference
 
 
 def test_ulfm_requested_on_mpich_falls_back_to_relaunch(reference, tmp_path):
@@ -148,7 +127,7 @@ def test_ulfm_requested_on_mpich_falls_back_to_relaunch(reference, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "--ulfm: MPICH has no usable ULFM" in proc.stderr
     assert "restart 1/1" in proc.stderr
-    assert sha(proc) == reference
+    assert heat_sha(proc) == reference
 
 
 # ---------------------------------------------------------------- in-job path (Open MPI ULFM)
@@ -183,7 +162,7 @@ def test_ulfm_job_survives_sigkill_inside_the_same_mpirun(
     assert f"resumed at step 40 on {ranks - 1} ranks" in proc.stderr
     assert f"the job lost world rank(s) [{victim}] and recovered in-job" in proc.stderr
     assert f"on {ranks - 1} ranks" in proc.stdout
-    assert sha(proc) == reference
+    assert heat_sha(proc) == reference
 
 
 def test_open_mpi_without_ulfm_relaunches(reference, ompi_venv, tmp_path):
@@ -205,7 +184,7 @@ def test_open_mpi_without_ulfm_relaunches(reference, ompi_venv, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "restart 1/1" in proc.stderr
     assert "resumed at step 40 on 3 ranks" in proc.stderr
-    assert sha(proc) == reference
+    assert heat_sha(proc) == reference
 
 
 def test_info_says_ulfm_is_available_with_open_mpi(ompi_venv):
@@ -332,7 +311,7 @@ def test_node_identity_from_real_hostnames_survives_a_lost_host(reference, uts_h
     assert "restart 1/1" in proc.stderr
     assert re.search(r"node-local step 40: 2 shard\(s\) rebuilt from partner copies", proc.stderr)
     assert "(from the partner copy on pcnode-a)" in proc.stderr
-    assert sha(proc) == reference
+    assert heat_sha(proc) == reference
 
 
 def test_ulfm_job_survives_two_failures_one_after_the_other(reference, ompi_venv, tmp_path):
@@ -358,4 +337,4 @@ def test_ulfm_job_survives_two_failures_one_after_the_other(reference, ompi_venv
     assert "resumed at step 60 on 2 ranks" in proc.stderr
     assert "lost world rank(s) [1] and recovered in-job on 3 ranks" in proc.stderr
     assert "lost world rank(s) [2] and recovered in-job on 2 ranks" in proc.stderr
-    assert sha(proc) == reference
+    assert heat_sha(proc) == reference
