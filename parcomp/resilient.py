@@ -27,6 +27,11 @@ then
    rank's shard from its partner copy), re-decomposes the arrays for the smaller rank count
    and reloads them.
 
+Only ``comm`` itself is revoked.  DistArrays and checkpointers built on it use it directly,
+so a rank blocked in their communication is released.  A communicator derived from it
+(``Dup``, ``Split``: the node-shared counter of ``map(schedule="dynamic")``) is not, and a
+rank blocked there can stay blocked.
+
 Without ULFM (MPICH has none: ``MPIR_CVAR_ENABLE_FT`` asserts at startup) ``run_resilient``
 just calls ``main(comm)``: a dead rank ends the job, and ``parcomp run --restarts K``
 relaunches it, when ``main`` restores from the same checkpoint.
@@ -67,7 +72,7 @@ def _exit_without_finalize() -> None:
     """At exit after a survived failure: meet the survivors, flush, and skip MPI_Finalize.
 
     Open MPI's ``MPI_Finalize`` can wait forever for a dead process after a ULFM recovery
-    (open-mpi/ompi#11404; seen here in about 1 of 30 runs of a 3-rank job).  Every survivor
+    (open-mpi/ompi#11404; seen here once in about 40 runs of a 3-rank job).  Every survivor
     passes one barrier on the shrunk communicator, so all of them are done, and then leaves
     with ``os._exit``; ``mpirun`` accepts that under ``--with-ft ulfm`` and exits 0.
     """
