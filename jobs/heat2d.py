@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp.array import DistArray, run_stencil
+from parcomp.array import DistArray
+from parcomp.declared import run_stencil
 from parcomp.kernels import heat_step_2d
 from parcomp.testing import inject_failure
 

@@ -1,7 +1,10 @@
 """Stencil kernels on local blocks with ghost cells (one cell wide).
 
 PURE: no communication.  Each kernel reads ``u`` (interior plus ghost cells) and writes the
-interior of ``out``; ghost cells of ``out`` are left alone.  The arithmetic is written in
+interior of ``out``; ghost cells of ``out`` are left alone.  Each is declared with
+:func:`parcomp.stencil` (radius 1; ``life_step`` also reads corners), so
+:func:`parcomp.run_stencil` refuses arrays without ghost cells and exchanges corners for
+``life_step`` by itself.  The arithmetic is written in
 the same order as the NumPy references in the tests, and Numba does not reassociate or
 contract it (no ``fastmath``), so results are bitwise identical to NumPy and to any rank
 count.
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parcomp.numba_jit import jit
+from parcomp.declared import stencil
 
 __all__ = [
     "heat_step_2d",
@@ -23,7 +26,7 @@ __all__ = [
 ]
 
 
-@jit
+@stencil(radius=1, corners=False)
 def heat_step_2d(u, out, alpha):
     """One explicit step of the 2-D heat equation (5-point stencil).
 
@@ -40,7 +43,7 @@ def heat_step_2d(u, out, alpha):
             )
 
 
-@jit
+@stencil(radius=1, corners=False)
 def heat_step_3d(u, out, alpha):
     """One explicit step of the 3-D heat equation (7-point stencil; stable for ``alpha <= 1/6``)."""
     n0 = u.shape[0] - 1
@@ -61,7 +64,7 @@ def heat_step_3d(u, out, alpha):
                 )
 
 
-@jit
+@stencil(radius=1, corners=True)
 def life_step(u, out):
     """One generation of Conway's Game of Life on int8 cells (9-point stencil: needs corners)."""
     n0 = u.shape[0] - 1

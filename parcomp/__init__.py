@@ -50,7 +50,9 @@ __version__ = "0.1.0"
 # Names whose modules are imported on first access (explicit table, no star imports).
 _LAZY: dict[str, tuple[str, str]] = {
     "DistArray": ("parcomp.array", "DistArray"),
-    "run_stencil": ("parcomp.array", "run_stencil"),
+    "run_stencil": ("parcomp.declared", "run_stencil"),
+    "stencil": ("parcomp.declared", "stencil"),
+    "StencilKernel": ("parcomp.declared", "StencilKernel"),
     "Partition": ("parcomp.partition", "Partition"),
     "allreduce": ("parcomp.reduce", "allreduce"),
     "map": ("parcomp.mapreduce", "map"),

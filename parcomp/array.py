@@ -1,8 +1,11 @@
 """``DistArray``: an N-d array decomposed in blocks over MPI ranks, with ghost cells.
 
 COMMUNICATES: construction, ``exchange_halos``, ``gather``, ``from_global`` and the
-reductions are collectives; ``interior``/``local`` views and ``run_stencil``'s checks are
-local.
+reductions are collectives; ``interior``/``local`` views, ``copy`` and ``zeros_like`` are
+local.  Point-to-point messages travel on private duplicates of the array's communicator
+(:mod:`parcomp.subcomm`): ``halo`` for exchanges, tagged by direction only, and ``array``
+for scatter and gather, so no two subsystems' messages can ever match.  Collective methods
+report to the hang watchdog (:mod:`parcomp.watchdog`).
 
 Each rank holds one C-contiguous buffer: its block of the global array (the *interior*)
 surrounded by ``halo[i]`` ghost cells on both sides of each axis.  On a periodic axis the
@@ -13,7 +16,6 @@ ghosts lie outside the domain and hold boundary values (zero unless
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,16 +23,17 @@ import numpy as np
 
 from parcomp.comm import raise_if_any, resolve_comm
 from parcomp.errors import ConfigError, DTypeError, ParcompError, ShapeError
-from parcomp.halo import TAGS_PER_ARRAY, HaloExchange, check_halo, halo_plan
+from parcomp.halo import HaloExchange, check_halo, halo_plan, largest_tag
 from parcomp.partition import Partition
 from parcomp.reduce import allreduce
+from parcomp.subcomm import check_tags, subsystem_comm
+from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
 
-__all__ = ["DistArray", "run_stencil"]
+__all__ = ["DistArray"]
 
-_ids = itertools.count()  # arrays are created collectively, so ids agree across ranks
 _NUMERIC = "biufc"
 
 
@@ -106,6 +109,7 @@ class DistArray:
                 dims=dims,
             )
             widths = check_halo(partition, _per_axis(halo, partition.ndim, "halo"))
+            check_tags(largest_tag(partition.ndim), f"a {partition.ndim}-d halo exchange")
             key = (partition.global_shape, dt.str, widths, partition.periods, partition.dims)
         except (ParcompError, TypeError, ValueError) as exc:
             error = exc if isinstance(exc, ParcompError) else ShapeError(str(exc))
@@ -117,17 +121,28 @@ class DistArray:
                 f"DistArray arguments differ between ranks (shape, dtype, halo, periods, grid): "
                 f"rank 0 has {keys[0]}, rank {differ[0]} has {keys[differ[0]]}"
             )
-        self._setup(partition, dt, widths, comm)
+        # Private communicators for halo exchange and scatter/gather (collective the first
+        # time per communicator; later arrays on it reuse them, see parcomp.subcomm).
+        self._setup(
+            partition, dt, widths, comm, subsystem_comm(comm, "halo"), subsystem_comm(comm, "array")
+        )
 
     def _setup(
-        self, partition: Partition, dtype: np.dtype, halo: tuple[int, ...], comm: Any
+        self,
+        partition: Partition,
+        dtype: np.dtype,
+        halo: tuple[int, ...],
+        comm: Any,
+        halo_comm: Any,
+        array_comm: Any,
     ) -> None:
         self.partition = partition
         self.dtype = dtype
         self.halo = halo
         self.comm = comm
+        self._halo_comm = halo_comm
+        self._array_comm = array_comm
         self.rank = int(comm.Get_rank())
-        self._id = next(_ids)
         local_shape = partition.local_shape(self.rank)
         self.local = np.zeros(
             tuple(n + 2 * h for n, h in zip(local_shape, halo, strict=True)), dtype
@@ -140,7 +155,7 @@ class DistArray:
         """Same decomposition and halo as ``other``; no communication (metadata already agreed)."""
         new = cls.__new__(cls)
         dt = other.dtype if dtype is None else _check_dtype(dtype)
-        new._setup(other.partition, dt, other.halo, other.comm)
+        new._setup(other.partition, dt, other.halo, other.comm, other._halo_comm, other._array_comm)
         return new
 
     # ---------------------------------------------------------------- constructors
@@ -287,10 +302,7 @@ class DistArray:
         return new
 
     def zeros_like(self, dtype: Any = None) -> DistArray:
-        """A zero array with the same decomposition and halo (local; no communication).
-
-        All ranks must call it together so that the arrays' message tags stay in step.
-        """
+        """A zero array with the same decomposition and halo (local; no communication)."""
         return DistArray._like(self, dtype)
 
     def fill_boundary(self, value: Any) -> None:
@@ -312,11 +324,11 @@ class DistArray:
         ex = self._exchanges.get(corners)
         if ex is None:
             plan = halo_plan(self.partition, self.rank, self.halo, corners)
-            tag_base = (self._id % 1000) * TAGS_PER_ARRAY * 2 + (TAGS_PER_ARRAY if corners else 0)
-            ex = HaloExchange(self.local, plan, self.comm, tag_base)
+            ex = HaloExchange(self.local, plan, self._halo_comm)
             self._exchanges[corners] = ex
         return ex
 
+    @collective("DistArray.exchange_halos")
     def exchange_halos(self, corners: bool = False) -> None:
         """Fill the ghost cells from the neighbours (faces; also edges and corners if asked).
 
@@ -327,10 +339,12 @@ class DistArray:
         """
         self._exchange(corners).exchange()
 
+    @collective("DistArray.start_exchange")
     def start_exchange(self, corners: bool = False) -> None:
         """Start a halo exchange and return at once (compute the interior meanwhile)."""
         self._exchange(corners).start()
 
+    @collective("DistArray.finish_exchange")
     def finish_exchange(self, corners: bool = False) -> None:
         """Wait for the exchange started by :meth:`start_exchange`."""
         self._exchange(corners).wait()
@@ -367,19 +381,22 @@ class DistArray:
                 data = np.ascontiguousarray(array)
                 types = [self._block_type(r) for r in range(self.partition.size)]
                 reqs = [
-                    self.comm.Isend([data, 1, types[r]], r, tag=1)
+                    self._array_comm.Isend([data, 1, types[r]], r, tag=1)
                     for r in range(self.partition.size)
                     if r != root
                 ]
-                self.comm.Sendrecv([data, 1, types[root]], root, 1, [self.local, 1, mine], root, 1)
+                self._array_comm.Sendrecv(
+                    [data, 1, types[root]], root, 1, [self.local, 1, mine], root, 1
+                )
                 MPI.Request.Waitall(reqs)
                 for t in types:
                     t.Free()
             else:
-                self.comm.Recv([self.local, 1, mine], root, tag=1)
+                self._array_comm.Recv([self.local, 1, mine], root, tag=1)
         finally:
             mine.Free()
 
+    @collective("DistArray.gather")
     def gather(self, root: int = 0) -> np.ndarray | None:
         """The whole array on ``root`` (``None`` on the other ranks).
 
@@ -396,7 +413,7 @@ class DistArray:
                 out = np.empty(self.global_shape, self.dtype)
                 types = [self._block_type(r) for r in range(self.partition.size)]
                 reqs = [
-                    self.comm.Irecv([out, 1, types[r]], r, tag=2)
+                    self._array_comm.Irecv([out, 1, types[r]], r, tag=2)
                     for r in range(self.partition.size)
                     if r != root
                 ]
@@ -405,7 +422,7 @@ class DistArray:
                 for t in types:
                     t.Free()
                 return out
-            self.comm.Send([self.local, 1, mine], root, tag=2)
+            self._array_comm.Send([self.local, 1, mine], root, tag=2)
             return None
         finally:
             mine.Free()
@@ -414,72 +431,18 @@ class DistArray:
     def _reduce(self, op: str, local: Callable[[np.ndarray], Any]) -> Any:
         return allreduce(local(self.interior), op, self.comm)
 
+    @collective("DistArray.sum")
     def sum(self) -> Any:
         """Sum over the whole array (collective; float sums vary in the last bits with the rank count)."""
         acc = np.float64 if self.dtype.kind == "f" and self.dtype.itemsize < 8 else None
         return self._reduce("sum", lambda a: np.sum(a, dtype=acc))
 
+    @collective("DistArray.min")
     def min(self) -> Any:
         """Minimum over the whole array (collective)."""
         return self._reduce("min", np.min)
 
+    @collective("DistArray.max")
     def max(self) -> Any:
         """Maximum over the whole array (collective)."""
         return self._reduce("max", np.max)
-
-
-def run_stencil(
-    kernel: Callable[..., Any],
-    src: DistArray,
-    dst: DistArray,
-    *args: Any,
-    corners: bool = False,
-    exchange: bool = True,
-) -> None:
-    """Exchange ``src``'s halos, then call ``kernel(src.local, dst.local, *args)`` on every rank.
-
-    Parameters
-    ----------
-    kernel : callable
-        Typically a :func:`parcomp.jit` kernel that reads ``src`` (ghost cells included)
-        and writes the interior of ``dst``.
-    src, dst : DistArray
-        Same global shape, decomposition and halo; distinct buffers.
-    *args
-        Extra scalar arguments for the kernel.
-    corners : bool
-        Exchange edges and corners too (9-point / 27-point stencils).
-    exchange : bool
-        Set False if ``src``'s ghost cells are already current.
-
-    Raises
-    ------
-    KernelSignatureError, ShapeError
-        On every rank together: the checks use only global metadata, which is identical on
-        all ranks (it was agreed collectively when the arrays were made), and a kernel's
-        typing depends only on dtypes and dimensions, which are also identical.
-
-    Notes
-    -----
-    Collective over the arrays' communicator.
-    """
-    from parcomp.errors import KernelSignatureError
-
-    for name, arr in (("src", src), ("dst", dst)):
-        if not isinstance(arr, DistArray):
-            raise KernelSignatureError(
-                f"run_stencil: {name} must be a DistArray, got {type(arr).__name__}"
-            )
-    if src is dst or np.shares_memory(src.local, dst.local):
-        raise KernelSignatureError(
-            "run_stencil: src and dst must be different arrays (a stencil reads neighbours)"
-        )
-    if (src.partition, src.halo) != (dst.partition, dst.halo):
-        raise ShapeError(
-            "run_stencil: src and dst are decomposed differently: "
-            f"src {src.global_shape} grid {src.partition.dims} halo {src.halo}, "
-            f"dst {dst.global_shape} grid {dst.partition.dims} halo {dst.halo}"
-        )
-    if exchange:
-        src.exchange_halos(corners)
-    kernel(src.local, dst.local, *args)

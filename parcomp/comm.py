@@ -41,6 +41,8 @@ __all__ = [
     "raise_if_any",
     "abort",
     "report_and_abort",
+    "mark_everywhere",
+    "INTERRUPTED_STATUS",
     "install_excepthook",
     "uninstall_excepthook",
     "get_logger",
@@ -174,6 +176,8 @@ def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> N
     if not failed:
         return
     if error is not None:
+        if all(item == failed[0][1] for _, item in failed):
+            _mark(error, comm, tuple(r for r, _ in failed))
         raise error
     type_name = failed[0][1][0]
     text = "; ".join(f"rank {r}: {name}: {msg}" for r, (name, msg) in failed)
@@ -186,8 +190,40 @@ def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> N
             exc = None
         if exc is not None:
             exc.failed_ranks = tuple(r for r, _ in failed)  # type: ignore[attr-defined]
+            _mark(exc, comm, exc.failed_ranks)  # type: ignore[attr-defined]
             raise exc
-    raise CollectiveError(message, tuple(r for r, _ in failed))
+    exc = CollectiveError(message, tuple(r for r, _ in failed))
+    _mark(exc, comm, exc.failed_ranks)
+    raise exc
+
+
+def mark_everywhere(exc: BaseException, comm: MPI.Comm | None = None) -> BaseException:
+    """Mark ``exc`` as raised identically by every rank of ``comm``; return it.
+
+    For errors computed from metadata that all ranks agreed on (so every rank raises the
+    same one at the same call without communicating).  The fail-fast hook then prints the
+    traceback once, from the lowest rank, tagged with the ranks, instead of once per rank.
+    Local.
+    """
+    comm = resolve_comm(comm)
+    _mark(exc, comm, tuple(range(comm.Get_size())))
+    return exc
+
+
+def _mark(exc: BaseException, comm: Any, ranks: tuple[int, ...]) -> None:
+    """Record who reports ``exc`` (the lowest failing rank, as a world rank) and for whom."""
+    try:
+        MPI = _mpi()
+        world = MPI.Group.Translate_ranks(
+            comm.Get_group(), [min(ranks)], MPI.COMM_WORLD.Get_group()
+        )[0]
+    except Exception:  # noqa: BLE001 - an intercommunicator or a revoked comm: no dedup
+        return
+    from parcomp.watchdog import format_ranks
+
+    size = comm.Get_size()
+    label = "all ranks" if len(ranks) == size and size > 1 else format_ranks(ranks)
+    exc.parcomp_report = (int(world), f"{label} of {size}")  # type: ignore[attr-defined]
 
 
 def _find_error_type(name: str) -> type[BaseException] | None:
@@ -206,21 +242,57 @@ _previous_hook: Any = None
 
 
 def _tag() -> str:
+    """``[rank r/size]`` in parcomp's current default communicator (after an in-job shrink,
+    the shrunk one), else in ``COMM_WORLD`` as the launcher describes it."""
+    comm = _default_comm
+    if comm is not None:
+        MPI = sys.modules.get("mpi4py.MPI")
+        try:
+            if MPI is not None and not MPI.Is_finalized():
+                return f"[rank {comm.Get_rank()}/{comm.Get_size()}]"
+        except Exception:  # noqa: BLE001 - a revoked communicator: fall back to the world
+            pass
     r, n = world_rank_size()
     return f"[rank {r}/{n}]"
+
+
+#: Exit status after Ctrl-C (SIGINT), as a shell reports it.
+INTERRUPTED_STATUS = 130
 
 
 def report_and_abort(
     exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
 ) -> None:
-    """Print the traceback tagged with the rank, then abort the whole MPI job (if size > 1)."""
+    """Print the traceback tagged with the rank, then abort the whole MPI job (if size > 1).
+
+    An error that several ranks raised identically (agreed by :func:`raise_if_any`, or
+    marked by :func:`mark_everywhere`) is printed once, by the lowest of those ranks, and
+    tagged with all of them; the others stay quiet while it is printed.  A
+    ``KeyboardInterrupt`` (Ctrl-C) prints one line (rank 0 only) and exits with status 130.
+    """
     r, n = world_rank_size()
+    if issubclass(exc_type, KeyboardInterrupt):
+        _interrupted(r, n)
+        return
     tag = f"[rank {r}/{n}] "
+    report = getattr(exc, "parcomp_report", None)
+    quiet = report is not None and report[0] != r and n > 1
+    if quiet:
+        # Another rank prints this same error; give it time, then abort (if it has not yet).
+        time.sleep(max(2.0, 20 * _abort_grace()))
+        sys.stderr.write(f"{tag}parcomp: aborting on the error that rank {report[0]} reported\n")
+        sys.stderr.flush()
+        abort(1)
+        return
     try:
+        if report is not None and n > 1:
+            tag = f"[rank {r}/{n}, same error on {report[1]}] "
         text = "".join(traceback.format_exception(exc_type, exc, tb))
         sys.stderr.write("".join(tag + line for line in text.splitlines(keepends=True)))
         if n > 1:
-            sys.stderr.write(f"{tag}parcomp: unhandled exception, aborting all {n} ranks\n")
+            sys.stderr.write(
+                f"[rank {r}/{n}] parcomp: unhandled exception, aborting all {n} ranks\n"
+            )
         sys.stderr.flush()
     except Exception:  # noqa: BLE001 - never let printing stop the abort
         pass
@@ -230,6 +302,17 @@ def report_and_abort(
         # Hydra when every rank raised the same agreed error).
         time.sleep(_abort_grace())
     abort(1)
+
+
+def _interrupted(r: int, n: int) -> None:
+    """Ctrl-C: one line (rank 0, and only when no ``parcomp run`` reports it), status 130."""
+    if r == 0 and not os.environ.get("PARCOMP_WATCHDOG_DIR"):
+        try:
+            sys.stderr.write(f"[rank {r}/{n}] parcomp: interrupted (SIGINT)\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    os._exit(INTERRUPTED_STATUS)
 
 
 def _abort_grace() -> float:

@@ -13,9 +13,11 @@ interior next to that side and receives the matching ghost slab.  Faces are the 
 with one non-zero component; with ``corners=True`` the edges and corners (3**ndim - 1
 neighbours in all) are exchanged too, as 9-point and 27-point stencils need.
 
-Messages are tagged ``tag_base + direction``, direction being the offset in base 3, so two
-messages between the same pair of ranks (a periodic axis with one or two ranks along it)
-never match each other.
+Messages are tagged with their direction, the offset in base 3 (at most ``3**ndim - 1``),
+so two messages between the same pair of ranks (a periodic axis with one or two ranks
+along it) never match each other.  Exchanges run on a communicator private to halo
+exchange (:mod:`parcomp.subcomm`); exchanges of different arrays on it are told apart by
+MPI's non-overtaking order, since every rank starts them in the same order.
 """
 
 from __future__ import annotations
@@ -32,10 +34,19 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     from mpi4py import MPI
 
-__all__ = ["HaloMessage", "halo_plan", "check_halo", "direction_index", "HaloExchange"]
+__all__ = [
+    "HaloMessage",
+    "halo_plan",
+    "check_halo",
+    "direction_index",
+    "largest_tag",
+    "HaloExchange",
+]
 
-#: Number of tags one array needs (3**3 directions cover up to 3-D).
-TAGS_PER_ARRAY = 27
+
+def largest_tag(ndim: int) -> int:
+    """The largest tag an ``ndim``-d exchange uses: ``3**ndim - 1`` (PURE)."""
+    return 3**ndim - 1
 
 
 @dataclass(frozen=True)
@@ -180,8 +191,7 @@ class HaloExchange:
     comm : mpi4py.MPI.Comm
         Communicator whose ranks the plan names.
     tag_base : int
-        Added to every direction tag, so that different arrays never exchange into each
-        other's buffers.
+        Added to every direction tag (0 on parcomp's private halo communicator).
 
     Notes
     -----

@@ -30,7 +30,9 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import inspect
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -133,14 +135,12 @@ class Kernel:
             else:
                 dispatcher.compile(types)
         except Exception as exc:
-            from numba.core.errors import TypingError
+            from numba.core.errors import NumbaError
 
-            if isinstance(exc, TypingError):
-                first = str(exc).strip().splitlines()[0]
-                shown = ", ".join(str(t) for t in types)
+            if isinstance(exc, NumbaError):
                 raise KernelSignatureError(
-                    f"kernel {self.py_func.__name__!r} cannot run on arguments ({shown}): {first}"
-                ) from exc
+                    kernel_error_message(self.py_func, types, str(exc))
+                ) from None
             raise
         if sum(dispatcher.stats.cache_hits.values()) > hits_before:
             self.loaded += 1
@@ -148,20 +148,148 @@ class Kernel:
             self.compiled += 1
         self._ready.add(types)
 
+    def argument_types(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Numba types of ``args``, or a :class:`KernelSignatureError` naming the bad one.
+
+        Checks the number of arguments against the Python signature first, so a wrong arity
+        is reported in one line instead of a Numba typing trace.
+        """
+        from numba import typeof
+
+        check_arity(self.py_func, len(args))
+        types = []
+        for position, arg in enumerate(args):
+            try:
+                types.append(typeof(arg))
+            except ValueError:
+                raise KernelSignatureError(
+                    f"kernel {self.py_func.__name__!r}: argument {position + 1} "
+                    f"({parameter_names(self.py_func)[position]}) is a "
+                    f"{type(arg).__name__}, which Numba cannot take"
+                    + (
+                        "; pass its .local buffer (ghost cells included), or use "
+                        "parcomp.run_stencil, which does that for you"
+                        if type(arg).__name__ == "DistArray"
+                        else "; pass a numpy array or a number"
+                    )
+                ) from None
+        return tuple(types)
+
+    def ensure_compiled(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Compile (or load) the kernel for ``args``' types without running it; return them."""
+        types = self.argument_types(args)
+        if types not in self._ready:
+            self._compile_once(types)
+        return types
+
     def __call__(self, *args: Any) -> Any:
         from numba.core import config
 
         if config.DISABLE_JIT:
+            check_arity(self.py_func, len(args))
             return self.py_func(*args)
         from numba import typeof
 
-        types = tuple(typeof(a) for a in args)
+        try:
+            types = tuple(typeof(a) for a in args)
+        except ValueError:
+            types = self.argument_types(args)  # raises a KernelSignatureError naming the arg
         if types not in self._ready:
+            check_arity(self.py_func, len(args))
             self._compile_once(types)
         return self.dispatcher(*args)
 
     def __repr__(self) -> str:
         return f"<parcomp.Kernel {self.py_func.__qualname__} options={self.options}>"
+
+
+def parameter_names(func: Callable[..., Any]) -> list[str]:
+    """The names of ``func``'s parameters, in order."""
+    return list(inspect.signature(func).parameters)
+
+
+def check_arity(func: Callable[..., Any], given: int) -> None:
+    """Raise :class:`KernelSignatureError` unless ``func`` takes ``given`` positional arguments."""
+    params = list(inspect.signature(func).parameters.values())
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return
+    needed = [p for p in params if p.default is p.empty]
+    if len(needed) <= given <= len(params):
+        return
+    names = ", ".join(p.name for p in params)
+    raise KernelSignatureError(
+        f"kernel {func.__name__!r} takes {len(params)} argument(s) ({names}), got {given}"
+    )
+
+
+_NOISE = (
+    "During:",
+    "Failed in ",
+    "There are ",
+    "- Of which",
+    "Overload of",
+    "With argument",
+    "No match",
+)
+
+
+def kernel_error_message(func: Callable[..., Any], types: tuple[Any, ...], text: str) -> str:
+    """A short message for a Numba typing or lowering error in ``func``.
+
+    Names the kernel, the argument types given against the parameters it takes, the root
+    cause (Numba's first meaningful line, e.g. ``NameError: name 'alfa' is not defined``)
+    and the kernel's source line, in at most about 12 lines.
+    """
+    lines = [ln.rstrip() for ln in text.splitlines()]
+    cause: list[str] = []
+    where: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("File ") and line.rstrip().endswith(":"):
+            block = [line.strip()]
+            for nxt in lines[i + 1 : i + 5]:
+                if not nxt.strip() or nxt.startswith("During:"):
+                    break
+                if "<source elided>" not in nxt:
+                    block.append(nxt)
+            where = block
+            i += len(block)
+            continue
+        stripped = line.strip()
+        if stripped and not stripped.startswith(_NOISE) and not stripped.startswith("- "):
+            if len(cause) < 3 and stripped not in cause and "candidate" not in stripped:
+                cause.append(stripped)
+        i += 1
+    if not where:
+        where = _find_source_line(func, " ".join(cause))
+    names = parameter_names(func)
+    given = ", ".join(f"{n}={t}" for n, t in zip(names, types, strict=False))
+    out = [
+        f"kernel {func.__name__!r} does not compile for the arguments given ({given})",
+        *(f"  {c}" for c in cause or ["(Numba gave no reason)"]),
+    ]
+    if where:
+        out += ["  " + w for w in where]
+    out.append("  (set NUMBA_DISABLE_JIT=1 to run the kernel as plain Python and debug it)")
+    return "\n".join(out)
+
+
+def _find_source_line(func: Callable[..., Any], cause: str) -> list[str]:
+    """For a NameError Numba reports without a location: the kernel line using the name."""
+    match = re.search(r"name '(\w+)' is not defined", cause)
+    if not match:
+        return []
+    try:
+        source, first = inspect.getsourcelines(func)
+        filename = inspect.getsourcefile(func) or "?"
+    except (OSError, TypeError):
+        return []
+    pattern = re.compile(rf"\b{re.escape(match.group(1))}\b")
+    for offset, line in enumerate(source):
+        if pattern.search(line) and not line.lstrip().startswith(("def ", "@", "#")):
+            return [f'File "{filename}", line {first + offset}:', line.rstrip()]
+    return []
 
 
 def jit(

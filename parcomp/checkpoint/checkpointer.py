@@ -6,6 +6,8 @@ collectives over the checkpointer's communicator.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import threading
@@ -26,7 +28,7 @@ from parcomp.checkpoint.writer import (
     write_shard,
     write_single_file,
 )
-from parcomp.comm import get_logger, raise_if_any, resolve_comm
+from parcomp.comm import get_logger, mark_everywhere, raise_if_any, resolve_comm
 from parcomp.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,6 +37,25 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Checkpointer"]
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _check_same_scalars(scalars: dict[str, Any], comm: Any) -> None:
+    """Raise ConfigError on every rank if ``scalars`` differ between ranks (collective).
+
+    Only a digest of each rank's JSON text travels.  Per-rank values belong in arrays.
+    """
+    text = json.dumps(scalars, sort_keys=True, allow_nan=True)
+    digests = comm.allgather(hashlib.sha256(text.encode()).hexdigest())
+    differ = [r for r, d in enumerate(digests) if d != digests[0]]
+    if differ:
+        raise mark_everywhere(
+            ConfigError(
+                f"checkpoint scalars differ between ranks: ranks {differ} hold other values "
+                f"than rank 0 for {sorted(scalars)}. Scalars are one value for the whole job; "
+                "store per-rank values in a DistArray"
+            ),
+            comm,
+        )
 
 
 def _check_name(kind: str, name: Any) -> None:
@@ -106,7 +127,9 @@ class Checkpointer:
 
     Notes
     -----
-    Construction is local; the methods listed in the module docstring are collective.
+    Construction is collective: every rank checks that it can write the directories, and
+    all raise together if one cannot.  The methods listed in the module docstring are
+    collective too.
     """
 
     def __init__(
@@ -183,6 +206,30 @@ class Checkpointer:
         self.seconds_blocked = 0.0
         if handle_signals:
             preempt.install_handlers()
+        self._check_writable()
+
+    def _check_writable(self) -> None:
+        """Every rank creates the directories and a probe file in each; agreed collectively.
+
+        A read-only file system, a path under a file or ``/proc`` fails here, at
+        construction, instead of at the first save hours later.
+        """
+        error: BaseException | None = None
+        folders = [self.directory] + ([self.local_dir] if self.local_dir is not None else [])
+        for folder in folders:
+            probe = folder / f".parcomp-probe-{self.comm.Get_rank()}-{os.getpid()}"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as exc:
+                error = CheckpointError(
+                    f"cannot write checkpoints to {folder}: {exc.strerror or exc} "
+                    f"({type(exc).__name__}); choose a directory you can write"
+                )
+                break
+        raise_if_any(error, self.comm)
 
     # ------------------------------------------------------------------ saving
     def save(
@@ -256,6 +303,7 @@ class Checkpointer:
         except ConfigError as exc:
             error = exc
         raise_if_any(error, self.comm)
+        _check_same_scalars(record["scalars"], self.comm)
         snap = Snapshot(arrays, copy=self.async_write)
         step = int(step)
         if self.local_dir is not None:

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.array import DistArray, run_stencil
+import parcomp
+from parcomp.array import DistArray
+from parcomp.declared import run_stencil
+from parcomp.errors import KernelSignatureError
 from parcomp.kernels import (
     heat_step_2d,
     heat_step_2d_numpy,
@@ -68,14 +71,33 @@ def test_life_glider_on_torus_needs_corners():
         parallel_assert(True)
 
 
-def test_life_without_corners_is_wrong_somewhere():
-    # the same run with faces only differs from the reference once more than one rank
-    # splits both axes: proves the corner exchange is what makes the 9-point kernel right
-    if MPI.COMM_WORLD.size < 4:
-        pytest.skip("needs a 2x2 process grid")
+def test_life_without_corners_raises_on_every_rank():
+    # life_step is declared corners=True: asking for faces only used to give 4 live cells
+    # instead of 5 without a word; now every rank raises before any exchange
     G = np.zeros((12, 10), np.int8)
     G[1, 2] = G[2, 3] = G[3, 1] = G[3, 2] = G[3, 3] = 1
-    got = distributed(life_step, G, 40, True, False)
+    with pytest.raises(KernelSignatureError, match="declared with corners=True"):
+        distributed(life_step, G, 40, True, False)
+    parallel_assert(True)  # nobody is left in an exchange
+
+
+def test_life_corners_come_from_the_declaration():
+    G = np.zeros((12, 10), np.int8)
+    G[1, 2] = G[2, 3] = G[3, 1] = G[3, 2] = G[3, 3] = 1
+    got = distributed(life_step, G, 40, True, None)
+    want = serial(life_step_numpy, G, 40, True) if RANK == 0 else None
+    parallel_assert(np.array_equal(got, want) and got.sum() == 5 if RANK == 0 else True)
+
+
+def test_undeclared_life_without_corners_is_wrong_somewhere():
+    # why the declaration matters: the same kernel undeclared, faces only, differs from the
+    # reference once the process grid splits both axes
+    if MPI.COMM_WORLD.size < 4:
+        pytest.skip("needs a 2x2 process grid")
+    plain = parcomp.jit(life_step.py_func)
+    G = np.zeros((12, 10), np.int8)
+    G[1, 2] = G[2, 3] = G[3, 1] = G[3, 2] = G[3, 3] = 1
+    got = distributed(plain, G, 40, True, False)
     want = serial(life_step_numpy, G, 40, True) if RANK == 0 else None
     parallel_assert(not np.array_equal(got, want) if RANK == 0 else True)
 

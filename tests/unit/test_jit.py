@@ -26,7 +26,9 @@ def test_options_pass_through():
 
 
 def test_typing_error_is_kernel_signature_error():
-    with pytest.raises(KernelSignatureError, match="kernel '_index' cannot run on arguments"):
+    with pytest.raises(
+        KernelSignatureError, match="kernel '_index' does not compile for the arguments given"
+    ):
         _index(np.arange(3.0), "x")
 
 

@@ -1,0 +1,420 @@
+"""Declared stencils: a kernel states its reach, and ``run_stencil`` holds arrays to it.
+
+``StencilSpec`` and its checks are PURE; :func:`run_stencil` COMMUNICATES (halo exchanges,
+and one agreement the first time a kernel meets a communicator and argument types).
+
+A kernel written for ghost cells reads ``u[i-1]`` next to the block's edge.  If the array
+has no ghost cells, or its corner ghosts were not exchanged, the kernel still runs and
+returns numbers, wrong ones.  A declaration closes that trap::
+
+    @parcomp.stencil(radius=1, corners=False)          # 5-point: faces only
+    def heat(u, out, alpha): ...
+
+    @parcomp.stencil(radius=1, corners=True, reads=("u",), writes=("out",))
+    def life(u, out): ...
+
+``run_stencil`` then checks, before any communication, that every field the kernel reads
+has ghost cells at least ``radius`` wide on every axis, that the outputs share the
+decomposition, that no DistArray sits where a plain parameter is expected, and it
+exchanges corners when the kernel needs them (asking for ``corners=False`` then raises).
+Each check uses only metadata that all ranks agreed on when the arrays were made, so every
+rank raises the same error at the same call: nobody is left waiting in an exchange.
+Undeclared ``@parcomp.jit`` kernels work as before, except that arrays without any ghost
+cells are refused: a stencil cannot read neighbours there, and a pointwise kernel
+declares ``radius=0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from parcomp.errors import KernelSignatureError, ShapeError
+from parcomp.numba_jit import Kernel, parameter_names
+from parcomp.watchdog import collective
+
+if TYPE_CHECKING:  # pragma: no cover
+    from parcomp.array import DistArray
+
+__all__ = ["StencilSpec", "StencilKernel", "stencil", "run_stencil"]
+
+
+@dataclass(frozen=True)
+class StencilSpec:
+    """What a stencil kernel reads and writes.
+
+    Attributes
+    ----------
+    radius : int or tuple of int
+        How far the kernel reads from a cell, for every axis or per axis.
+    corners : bool
+        Whether it reads diagonal neighbours (edges and corners of the ghost region).
+    reads : tuple of str
+        Parameters read with their ghost cells (fields).
+    writes : tuple of str
+        Parameters whose interior the kernel writes (fields).
+    params : tuple of str
+        All parameters, in order; those in neither ``reads`` nor ``writes`` are plain
+        parameters (numbers or numpy arrays, never DistArrays).
+    """
+
+    radius: int | tuple[int, ...]
+    corners: bool
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    params: tuple[str, ...]
+
+    def radius_for(self, ndim: int) -> tuple[int, ...]:
+        """Radius per axis for an ``ndim``-d field (raises ShapeError on a count mismatch)."""
+        if isinstance(self.radius, int):
+            return (self.radius,) * ndim
+        if len(self.radius) != ndim:
+            raise ShapeError(
+                f"stencil radius {self.radius} has {len(self.radius)} entries but the fields "
+                f"have {ndim} axes"
+            )
+        return self.radius
+
+    def role(self, name: str) -> str:
+        """``"read"``, ``"write"``, ``"read+write"`` or ``"param"``."""
+        r, w = name in self.reads, name in self.writes
+        return "read+write" if r and w else "read" if r else "write" if w else "param"
+
+
+def make_spec(
+    func: Callable[..., Any],
+    radius: int | Sequence[int],
+    corners: bool,
+    reads: Sequence[str] | None,
+    writes: Sequence[str] | None,
+) -> StencilSpec:
+    """Validate a declaration against ``func``'s signature (PURE)."""
+    name = getattr(func, "__name__", repr(func))
+    params = tuple(parameter_names(func))
+    if isinstance(radius, bool) or not isinstance(radius, int | tuple | list):
+        raise KernelSignatureError(
+            f"@parcomp.stencil on {name!r}: radius must be an int or a tuple of ints, got {radius!r}"
+        )
+    rad = radius if isinstance(radius, int) else tuple(radius)
+    values = (rad,) if isinstance(rad, int) else rad
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise KernelSignatureError(
+            f"@parcomp.stencil on {name!r}: radius must be >= 0 integers, got {radius!r}"
+        )
+    if not isinstance(corners, bool):
+        raise KernelSignatureError(
+            f"@parcomp.stencil on {name!r}: corners must be True or False, got {corners!r}"
+        )
+    if len(params) < 2 and (reads is None or writes is None):
+        raise KernelSignatureError(
+            f"@parcomp.stencil on {name!r}: the kernel takes {len(params)} parameter(s); "
+            "by default the first is read and the second written, so name them with "
+            "reads=(...) and writes=(...)"
+        )
+    rd = (params[0],) if reads is None else _names(reads, "reads", name)
+    wr = (params[1],) if writes is None else _names(writes, "writes", name)
+    for label, group in (("reads", rd), ("writes", wr)):
+        unknown = [n for n in group if n not in params]
+        if unknown:
+            raise KernelSignatureError(
+                f"@parcomp.stencil on {name!r}: {label} names {unknown}, which are not "
+                f"parameters of the kernel {params}"
+            )
+    if not wr:
+        raise KernelSignatureError(f"@parcomp.stencil on {name!r}: writes=() names no output")
+    both = sorted(set(rd) & set(wr))
+    if both and any(values):
+        raise KernelSignatureError(
+            f"@parcomp.stencil on {name!r}: {both} both read with a radius of {radius} and "
+            "written: updating a field in place while neighbours read it gives wrong "
+            "results; write to a second field (or declare radius=0 for a pointwise update)"
+        )
+    return StencilSpec(rad, corners, rd, wr, params)
+
+
+def _names(value: Sequence[str], label: str, kernel: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    out = tuple(value)
+    if not all(isinstance(v, str) for v in out) or len(set(out)) != len(out):
+        raise KernelSignatureError(
+            f"@parcomp.stencil on {kernel!r}: {label} must be distinct parameter names, got {value!r}"
+        )
+    return out
+
+
+class StencilKernel(Kernel):
+    """A :class:`~parcomp.Kernel` with a :class:`StencilSpec` (made by :func:`stencil`)."""
+
+    def __init__(self, py_func: Callable[..., Any], options: dict[str, Any], spec: StencilSpec):
+        super().__init__(py_func, options)
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"<parcomp.StencilKernel {self.py_func.__qualname__} {self.spec}>"
+
+
+def stencil(
+    func: Callable[..., Any] | None = None,
+    *,
+    radius: int | Sequence[int] = 1,
+    corners: bool = False,
+    reads: Sequence[str] | None = None,
+    writes: Sequence[str] | None = None,
+    **options: Any,
+) -> Any:
+    """Declare a stencil kernel and compile it like :func:`parcomp.jit`.
+
+    Parameters
+    ----------
+    func : callable, optional
+        The kernel, when used without parentheses (``radius=1``, no corners).
+    radius : int or sequence of int, default 1
+        How many cells away the kernel reads, for every axis or per axis.
+    corners : bool, default False
+        Whether it reads diagonal neighbours (9-point, 27-point stencils): then
+        :func:`run_stencil` exchanges edges and corners too.
+    reads : sequence of str, optional
+        Parameters read with ghost cells (default: the first parameter).
+    writes : sequence of str, optional
+        Parameters whose interior is written (default: the second parameter).
+    **options
+        Passed to ``numba.njit`` (``cache`` defaults to True).
+
+    Returns
+    -------
+    StencilKernel
+        Callable like the function; :func:`run_stencil` reads its ``spec``.
+
+    Raises
+    ------
+    KernelSignatureError
+        If the declaration does not fit the function's parameters.
+    """
+
+    def wrap(f: Callable[..., Any]) -> StencilKernel:
+        if not callable(f):
+            raise KernelSignatureError(f"@parcomp.stencil needs a function, got {f!r}")
+        inner = f.py_func if isinstance(f, Kernel) else f
+        opts = {**f.options, **options} if isinstance(f, Kernel) else options
+        return StencilKernel(inner, opts, make_spec(inner, radius, corners, reads, writes))
+
+    return wrap if func is None else wrap(func)
+
+
+def _fail(exc: Exception, comm: Any) -> None:
+    """Raise ``exc``, marked as raised by every rank of ``comm`` (it came from agreed data)."""
+    from parcomp.comm import mark_everywhere
+
+    mark_everywhere(exc, comm)
+    raise exc
+
+
+def _comm_of(kernel: Any, *args: Any, **_kw: Any) -> Any:
+    from parcomp.array import DistArray
+
+    for arg in args:
+        if isinstance(arg, DistArray):
+            return arg.comm
+    return None
+
+
+@collective("run_stencil", _comm_of)
+def run_stencil(
+    kernel: Callable[..., Any],
+    *args: Any,
+    corners: bool | None = None,
+    exchange: bool = True,
+) -> None:
+    """Exchange the halos of the fields a kernel reads, then call it on every rank.
+
+    Parameters
+    ----------
+    kernel : callable
+        A :func:`parcomp.stencil` kernel, or an undeclared :func:`parcomp.jit` kernel
+        taking ``(src, dst, *params)``.
+    *args
+        The kernel's arguments in order: DistArrays for its fields (declared ``reads`` and
+        ``writes``; for an undeclared kernel the first two), then plain parameters.
+        Fields are passed to the kernel as their ``.local`` buffers.
+    corners : bool, optional
+        Exchange edges and corners too.  Default: the declaration (False if undeclared).
+        ``False`` for a kernel declared with ``corners=True`` raises.
+    exchange : bool
+        Set False if the read fields' ghost cells are already current.
+
+    Raises
+    ------
+    ShapeError
+        A read field's halo is narrower than the kernel's radius (or zero for an
+        undeclared kernel), or the fields are decomposed differently.
+    KernelSignatureError
+        Wrong number or kind of arguments, a DistArray where a plain parameter is
+        expected, an output that shares memory with an input, ``corners=False`` for a
+        kernel that needs corners, or a kernel that Numba cannot compile.
+
+    Notes
+    -----
+    Collective over the fields' communicator.  Every check uses metadata agreed when the
+    arrays were made, so all ranks raise the same error together.  The first call with a
+    given kernel and argument types also compiles it (or loads it from the cache) under
+    an agreement, so a compile error is raised on every rank and reported once.
+    """
+    from parcomp.array import DistArray
+
+    spec: StencilSpec | None = getattr(kernel, "spec", None)
+    name = getattr(kernel, "__name__", repr(kernel))
+    if spec is None:
+        if len(args) < 2:
+            raise KernelSignatureError(
+                f"run_stencil({name}, ...): needs at least a source and a destination DistArray"
+            )
+        n_params = len(args)
+        roles = ["read", "write"] + ["param"] * (n_params - 2)
+        names = [f"argument {i + 1}" for i in range(n_params)]
+    else:
+        if len(args) != len(spec.params):
+            raise KernelSignatureError(
+                f"run_stencil: kernel {name!r} takes {len(spec.params)} argument(s) "
+                f"({', '.join(spec.params)}), got {len(args)}"
+            )
+        roles = [spec.role(p) for p in spec.params]
+        names = list(spec.params)
+    fields = [(n, a, r) for n, a, r in zip(names, args, roles, strict=True) if r != "param"]
+    for n, a, role in fields:
+        if not isinstance(a, DistArray):
+            raise KernelSignatureError(
+                f"run_stencil: kernel {name!r} {role}s {n}, which must be a DistArray, got "
+                f"{type(a).__name__}"
+            )
+    first = fields[0][1]
+    comm = first.comm
+    for n, a, r in zip(names, args, roles, strict=True):
+        if r == "param" and isinstance(a, DistArray):
+            _fail(
+                KernelSignatureError(
+                    f"run_stencil: {n} of kernel {name!r} is a plain parameter but got a "
+                    "DistArray; declare it with @parcomp.stencil(reads=...) or "
+                    "writes=... so that its halo is exchanged and checked"
+                ),
+                comm,
+            )
+    for n, a, _ in fields[1:]:
+        if (a.partition, a.halo) != (first.partition, first.halo):
+            _fail(
+                ShapeError(
+                    f"run_stencil: fields {fields[0][0]} and {n} of kernel {name!r} are "
+                    f"decomposed differently: {first.global_shape} grid {first.partition.dims} "
+                    f"halo {first.halo} vs {a.global_shape} grid {a.partition.dims} halo {a.halo}"
+                ),
+                comm,
+            )
+    reads = [(n, a) for n, a, r in fields if "read" in r]
+    writes = [(n, a) for n, a, r in fields if "write" in r]
+    pointwise = spec is not None and not any(
+        (spec.radius,) if isinstance(spec.radius, int) else spec.radius
+    )
+    for wn, w in writes:
+        for rn, r in reads:
+            if wn != rn and not pointwise and _overlap(w, r):
+                _fail(
+                    KernelSignatureError(
+                        f"run_stencil: kernel {name!r} writes {wn} into memory it reads as "
+                        f"{rn}; src and dst must be different arrays (a stencil reads "
+                        "neighbours)"
+                    ),
+                    comm,
+                )
+    want_corners = _corners(spec, corners, name, comm)
+    for rn, r in reads:
+        _check_reach(spec, name, rn, r, comm)
+    if exchange:
+        for _, r in reads:
+            r.exchange_halos(want_corners)
+    call_args = tuple(a.local if isinstance(a, DistArray) else a for a in args)
+    if isinstance(kernel, Kernel) and not _jit_disabled():
+        _agree_compiled(kernel, call_args, comm)
+    kernel(*call_args)
+
+
+def _jit_disabled() -> bool:
+    from numba.core import config
+
+    return bool(config.DISABLE_JIT)
+
+
+def _overlap(a: DistArray, b: DistArray) -> bool:
+    import numpy as np
+
+    return bool(np.shares_memory(a.local, b.local))
+
+
+def _corners(spec: StencilSpec | None, corners: bool | None, name: str, comm: Any) -> bool:
+    if spec is None:
+        return bool(corners)
+    if corners is False and spec.corners:
+        _fail(
+            KernelSignatureError(
+                f"run_stencil: kernel {name!r} is declared with corners=True (it reads "
+                "diagonal neighbours), but corners=False was asked: its edge and corner "
+                "ghost cells would be stale. Leave corners unset"
+            ),
+            comm,
+        )
+    return spec.corners or bool(corners)
+
+
+def _check_reach(spec: StencilSpec | None, name: str, field: str, arr: Any, comm: Any) -> None:
+    if spec is None:
+        if not any(arr.halo):
+            _fail(
+                ShapeError(
+                    f"run_stencil: {field} of kernel {name!r} has no ghost cells (halo "
+                    f"{arr.halo}); a stencil reads neighbours across the block's edges. Make "
+                    "the arrays with halo=1 (or the kernel's radius), or declare a pointwise "
+                    "kernel with @parcomp.stencil(radius=0)"
+                ),
+                comm,
+            )
+        return
+    try:
+        radius = spec.radius_for(arr.ndim)
+    except ShapeError as exc:
+        _fail(ShapeError(f"run_stencil: kernel {name!r}: {exc}"), comm)
+    short = [
+        axis
+        for axis, (r, h, n) in enumerate(zip(radius, arr.halo, arr.global_shape, strict=True))
+        if h < r and n > 1
+    ]
+    if short:
+        _fail(
+            ShapeError(
+                f"run_stencil: kernel {name!r} reads {radius} cells around each cell, but "
+                f"{field} has halo {arr.halo} (too narrow on axis {short}); make the arrays "
+                f"with halo={tuple(radius) if len(set(radius)) > 1 else radius[0]} or wider"
+            ),
+            comm,
+        )
+
+
+def _agree_compiled(kernel: Kernel, call_args: tuple[Any, ...], comm: Any) -> None:
+    """Compile ``kernel`` for these types once per communicator, under an agreement."""
+    from parcomp.comm import raise_if_any
+    from parcomp.subcomm import comm_cache
+
+    try:
+        types = kernel.argument_types(call_args)
+    except KernelSignatureError as exc:
+        _fail(exc, comm)
+    seen = comm_cache(comm).setdefault("stencil.compiled", set())
+    key = (kernel, types)
+    if key in seen:
+        return
+    error: BaseException | None = None
+    try:
+        kernel.ensure_compiled(call_args)
+    except KernelSignatureError as exc:
+        error = exc
+    raise_if_any(error, comm)
+    seen.add(key)

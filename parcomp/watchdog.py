@@ -1,0 +1,224 @@
+"""Hang diagnosis on the rank side: stack dumps on demand, a heartbeat, collective tracing.
+
+Local, except the debug-mode check of :func:`collective`, which COMMUNICATES (one
+``Allgather`` per parcomp collective call, on a private communicator).
+
+``parcomp run`` gives every job a watchdog folder (``$PARCOMP_WATCHDOG_DIR``).  When parcomp
+is imported on a rank there, :func:`install` (called by ``import parcomp``)
+
+* registers :mod:`faulthandler` on ``SIGQUIT`` with ``rank-<r>.stack`` as its file.  The
+  handler is C code: it writes every thread's Python stack even while the rank is blocked
+  inside an MPI call or a Numba kernel, where no Python-level handler could run;
+* maps ``rank-<r>.beat``, a small file in which every parcomp collective call
+  (:func:`collective`) records its sequence number, its name and whether it is still inside.
+  That is two ``struct.pack_into`` calls per collective call, no system call, so the step
+  loop pays nothing measurable (``bench/watchdog.py``).
+
+The supervisor reads the beats to notice that no rank has progressed for ``--hang-after``
+seconds, and on a hang or a timeout sends ``SIGQUIT`` to every rank, then prints the
+stacks grouped by rank (:mod:`parcomp.launch.hang`).
+
+``PARCOMP_DEBUG_COLLECTIVES=1`` also checks, at the entry of every parcomp collective call,
+that all ranks of the communicator are entering the same call (the same name and the same
+count of calls on that communicator).  A disagreement raises a :class:`CollectiveError` on
+every rank, naming who is where ("rank 0 is in DistArray.sum (#3 on this communicator),
+ranks 1-2 are in DistArray.exchange_halos (#3)").  It costs one small ``Allgather`` per
+call, so it is for debugging only.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import functools
+import mmap
+import os
+import signal
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = [
+    "BEAT_FORMAT",
+    "BEAT_SIZE",
+    "NAME_BYTES",
+    "STACK_SIGNAL",
+    "collective",
+    "debug_collectives",
+    "install",
+    "read_beat",
+]
+
+#: Signal that makes a rank write its stacks (``kill -QUIT <pid>`` works by hand too).
+STACK_SIGNAL = signal.SIGQUIT
+#: Heartbeat layout: pid, calls entered, calls left, then the current call's name.
+NAME_BYTES = 64
+BEAT_FORMAT = f"<qqq{NAME_BYTES}s"
+BEAT_SIZE = struct.calcsize(BEAT_FORMAT)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Beat:
+    """The mapped heartbeat file of this rank."""
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, BEAT_SIZE)
+            self.map = mmap.mmap(fd, BEAT_SIZE)
+        finally:
+            os.close(fd)
+        self.entered = 0
+        self.left = 0
+        struct.pack_into("<q", self.map, 0, os.getpid())
+
+    def enter(self, name: bytes) -> int:
+        self.entered += 1
+        struct.pack_into(f"<q{NAME_BYTES}s", self.map, 8, self.entered, name)
+        return self.entered
+
+    def leave(self) -> None:
+        self.left += 1
+        struct.pack_into("<q", self.map, 16, self.left)
+
+
+_beat: _Beat | None = None
+_stack_file: Any = None
+_debug = False
+
+
+def read_beat(path: Path) -> tuple[int, int, int, str] | None:
+    """``(pid, entered, left, name)`` from a heartbeat file, or None if unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(BEAT_SIZE)
+    except OSError:
+        return None
+    if len(data) != BEAT_SIZE:
+        return None
+    pid, entered, left, raw = struct.unpack(BEAT_FORMAT, data)
+    return pid, entered, left, raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def debug_collectives() -> bool:
+    """Whether ``PARCOMP_DEBUG_COLLECTIVES`` is on in this process."""
+    return _debug
+
+
+def install() -> bool:
+    """Set up the stack dump and the heartbeat if ``$PARCOMP_WATCHDOG_DIR`` is set.
+
+    Returns whether the watchdog is active.  Local; safe to call more than once.  The rank
+    comes from the launcher's environment (``PMI_RANK`` ...), so MPI is not initialised.
+    """
+    global _beat, _stack_file, _debug
+    _debug = _flag("PARCOMP_DEBUG_COLLECTIVES")
+    folder = os.environ.get("PARCOMP_WATCHDOG_DIR")
+    if not folder or _beat is not None:
+        return _beat is not None
+    from parcomp.comm import world_rank_size
+
+    rank, _size = world_rank_size()
+    base = Path(folder)
+    try:
+        if not base.is_dir():
+            return False
+        _stack_file = open(base / f"rank-{rank}.stack", "w", encoding="utf-8")
+        faulthandler.register(STACK_SIGNAL, file=_stack_file, all_threads=True, chain=False)
+        _beat = _Beat(base / f"rank-{rank}.beat")
+    except (OSError, ValueError, RuntimeError) as exc:
+        sys.stderr.write(f"[rank {rank}] parcomp: hang watchdog not available: {exc}\n")
+        return False
+    return True
+
+
+def collective(name: str, comm_of: Callable[..., Any] | None = None) -> Callable[[F], F]:
+    """Mark a parcomp function as a collective call for the watchdog.
+
+    Parameters
+    ----------
+    name : str
+        What the hang report calls it (``"DistArray.sum"``).
+    comm_of : callable, optional
+        ``comm_of(*args, **kwargs)`` gives the communicator the call is collective over,
+        for the debug-mode check (default: ``args[0].comm``, for methods).
+    """
+    encoded = name.encode()[:NAME_BYTES]
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            beat = _beat
+            if beat is None and not _debug:
+                return fn(*args, **kwargs)
+            if _debug:
+                comm = comm_of(*args, **kwargs) if comm_of is not None else args[0].comm
+                _check_same_call(comm, name)
+            if beat is not None:
+                beat.enter(encoded)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    beat.leave()
+            return fn(*args, **kwargs)
+
+        return call  # type: ignore[return-value]
+
+    return decorate
+
+
+def _check_same_call(comm: Any, name: str) -> None:
+    """Debug mode: raise on every rank unless all ranks of ``comm`` enter the same call."""
+    import numpy as np
+
+    from parcomp.comm import resolve_comm
+    from parcomp.errors import CollectiveError
+    from parcomp.subcomm import comm_cache, subsystem_comm
+
+    comm = resolve_comm(comm)
+    debug = subsystem_comm(comm, "debug")
+    counts = comm_cache(comm).setdefault("debug.calls", [0])
+    counts[0] += 1
+    mine = np.zeros(1, dtype=[("n", "<i8"), ("name", f"S{NAME_BYTES}")])
+    mine[0] = (counts[0], name.encode()[:NAME_BYTES])
+    everyone = np.empty(debug.Get_size(), dtype=mine.dtype)
+    debug.Allgather(mine.view(np.uint8), everyone.view(np.uint8))
+    calls = [(int(n), raw.decode()) for n, raw in everyone.tolist()]
+    if all(call == calls[0] for call in calls):
+        return
+    groups: dict[tuple[int, str], list[int]] = {}
+    for r, call in enumerate(calls):
+        groups.setdefault(call, []).append(r)
+    parts = [
+        f"{format_ranks(ranks)} {'is' if len(ranks) == 1 else 'are'} in {n_name[1]} "
+        f"(#{n_name[0]} on this communicator)"
+        for n_name, ranks in groups.items()
+    ]
+    raise CollectiveError(
+        "ranks disagree on the parcomp collective they call: "
+        + ", ".join(parts)
+        + ". A collective (reductions, exchange_halos, gather, save ...) must be called by "
+        "every rank of its communicator, in the same order (is one inside `if rank == 0:`?)",
+        tuple(r for r, call in enumerate(calls) if call != calls[0]),
+    )
+
+
+def format_ranks(ranks: list[int] | tuple[int, ...]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"ranks 0-2, 5"``; one rank -> ``"rank 3"``."""
+    ranks = sorted(ranks)
+    spans: list[str] = []
+    start = prev = ranks[0]
+    for r in [*ranks[1:], None]:
+        if r is not None and r == prev + 1:
+            prev = r
+            continue
+        spans.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if r is not None:
+            start = prev = r
+    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(spans)

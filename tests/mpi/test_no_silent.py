@@ -1,0 +1,210 @@
+"""The traps a new user fell into (issue "no silent wrong answers"), each now an error.
+
+Each test states the old behaviour it replaces: a wrong number, a hang or a 52-line Numba
+trace.  Run on 1-4 ranks; every error must be raised on every rank together.
+"""
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import parcomp
+from parcomp.array import DistArray
+from parcomp.declared import run_stencil
+from parcomp.errors import KernelSignatureError, ShapeError
+from parcomp.testing import parallel_assert
+
+RANK = MPI.COMM_WORLD.rank
+SIZE = MPI.COMM_WORLD.size
+
+
+def five_point(u, out, a):
+    for i in range(1, u.shape[0] - 1):
+        for j in range(1, u.shape[1] - 1):
+            out[i, j] = u[i, j] + a * (
+                u[i - 1, j] + u[i + 1, j] + u[i, j - 1] + u[i, j + 1] - 4.0 * u[i, j]
+            )
+
+
+declared = parcomp.stencil(radius=1)(five_point)
+undeclared = parcomp.jit(five_point)
+
+
+def initial(i, j):
+    return np.sin(0.3 * i) + np.cos(0.2 * j) + 1.0
+
+
+def reference(n, steps, a):
+    """Serial NumPy, zero Dirichlet ghosts (what halo=1 arrays hold outside the domain)."""
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    u = initial(i, j)
+    for _ in range(steps):
+        p = np.pad(u, 1)
+        u = p[1:-1, 1:-1] + a * (
+            p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4.0 * p[1:-1, 1:-1]
+        )
+    return u
+
+
+@pytest.mark.parametrize("kernel", [declared, undeclared], ids=["declared", "undeclared"])
+def test_stencil_on_arrays_without_ghosts_raises(kernel):
+    # was: sums 206.87 / 190.87 / 189.75 on 1 / 2 / 4 ranks, right answer 129.92, no warning
+    u = DistArray.fromfunction(initial, (16, 16))
+    v = u.zeros_like()
+    with pytest.raises(ShapeError, match="halo"):
+        run_stencil(kernel, u, v, 0.1)
+    parallel_assert(True)
+
+
+def test_declared_stencil_with_halo_matches_numpy():
+    u = DistArray.fromfunction(initial, (16, 16), halo=1)
+    v = u.zeros_like()
+    for _ in range(5):
+        run_stencil(declared, u, v, 0.1)
+        u, v = v, u
+    got = u.gather()
+    ok = np.allclose(got, reference(16, 5, 0.1), rtol=0, atol=1e-14) if RANK == 0 else True
+    parallel_assert(ok)
+
+
+def test_radius_two_needs_halo_two():
+    wide = parcomp.stencil(radius=2)(five_point)
+    u = DistArray.zeros((16, 16), halo=1)
+    with pytest.raises(ShapeError, match=r"reads \(2, 2\) cells.*halo \(1, 1\)"):
+        run_stencil(wide, u, u.zeros_like(), 0.1)
+    per_axis = parcomp.stencil(radius=(1, 0))(five_point)
+    w = DistArray.zeros((16, 16), halo=(1, 0))
+    run_stencil(per_axis, w, w.zeros_like(), 0.1)  # fits: axis 1 needs no ghosts
+    parallel_assert(True)
+
+
+def test_distarray_as_plain_parameter_raises():
+    @parcomp.stencil(radius=1, reads=("u",), writes=("out",))
+    def scaled(u, out, k):
+        for i in range(1, u.shape[0] - 1):
+            out[i] = u[i - 1] * k[i]
+
+    u = DistArray.zeros((12,), halo=1)
+    with pytest.raises(KernelSignatureError, match="plain parameter but got a DistArray"):
+        run_stencil(scaled, u, u.zeros_like(), u.zeros_like())
+    parallel_assert(True)
+
+
+def test_distarray_passed_to_kernel_directly_names_it():
+    # was: "Cannot determine Numba type of <class 'parcomp.array.DistArray'>"
+    u = DistArray.zeros((8, 8), halo=1)
+    with pytest.raises(KernelSignatureError, match=r"argument 1 \(u\) is a DistArray.*\.local"):
+        undeclared(u, u.local, 0.1)
+    parallel_assert(True)
+
+
+def test_wrong_arity_is_one_line():
+    # was: a raw 52-line numba TypingError on every rank
+    u = DistArray.zeros((8, 8), halo=1)
+    with pytest.raises(KernelSignatureError, match=r"takes 3 argument\(s\) \(u, out, a\), got 2"):
+        run_stencil(declared, u, u.zeros_like())
+    with pytest.raises(KernelSignatureError, match=r"takes 3 argument\(s\) \(u, out, a\), got 4"):
+        undeclared(u.local, u.local, 0.1, 2)
+    parallel_assert(True)
+
+
+def test_name_error_in_kernel_is_short_and_points_at_the_line():
+    # was: NameError buried in 74 lines, once per rank
+    @parcomp.stencil(radius=1)
+    def typo(u, out, alpha):
+        for i in range(1, u.shape[0] - 1):
+            out[i] = u[i] + alfa * u[i - 1]  # noqa: F821 - the typo under test
+
+    u = DistArray.zeros((12,), halo=1)
+    with pytest.raises(KernelSignatureError) as info:
+        run_stencil(typo, u, u.zeros_like(), 0.5)
+    text = str(info.value)
+    parallel_assert("NameError: name 'alfa' is not defined" in text, text)
+    parallel_assert("out[i] = u[i] + alfa * u[i - 1]" in text, text)
+    parallel_assert(len(text.splitlines()) <= 15, text)
+    # every rank raised it: the agreement marks it so that it is printed once
+    report = getattr(info.value, "parcomp_report", None)
+    parallel_assert(report is not None and report[0] == 0, str(report))
+
+
+def test_in_place_update_refused_unless_pointwise():
+    with pytest.raises(KernelSignatureError, match="in place"):
+        parcomp.stencil(radius=1, reads=("u",), writes=("u",))(lambda u, a: None)
+
+    @parcomp.stencil(radius=0, reads=("u",), writes=("u",))
+    def scale(u, a):
+        for i in range(u.shape[0]):
+            u[i] *= a
+
+    u = DistArray.full((10,), 2.0)  # no ghost cells: a pointwise kernel needs none
+    run_stencil(scale, u, 3.0)
+    parallel_assert(u.sum() == 60.0)
+
+
+def test_declaration_checked_against_signature():
+    with pytest.raises(KernelSignatureError, match=r"not parameters of the kernel \('u', 'out'\)"):
+        parcomp.stencil(reads=("v",))(lambda u, out: None)
+    with pytest.raises(KernelSignatureError, match="radius must be"):
+        parcomp.stencil(radius=-1)(lambda u, out: None)
+    parallel_assert(True)
+
+
+@pytest.mark.skipif(SIZE < 3, reason="needs a sub-communicator that leaves ranks out")
+def test_subcommunicator_arrays_do_not_shift_world_tags():
+    # was: ranks 0-1 make an array on a sub-communicator, then everyone makes one on the
+    # world and exchanges halos: on 3 ranks, ranks 1 and 2 hung forever (tags from one
+    # process-wide counter disagreed between ranks)
+    world = parcomp.default_comm()
+    sub = world.Split(0 if RANK < 2 else MPI.UNDEFINED, RANK)
+    if sub != MPI.COMM_NULL:
+        a = DistArray.zeros((8,), halo=1, comm=sub)
+        a.exchange_halos()
+    u = DistArray.fromfunction(lambda i: i * 1.0, (4 * SIZE,), halo=1, periods=True)
+    u.exchange_halos()
+    lo, hi = u.local_range[0]
+    n = 4 * SIZE
+    parallel_assert(u.local[0] == (lo - 1) % n and u.local[-1] == hi % n, str(u.local))
+    if sub != MPI.COMM_NULL:
+        sub.Free()
+
+
+def test_four_dimensional_arrays_exchange():
+    # tags are direction indices (3**ndim - 1 <= 80), checked against MPI_TAG_UB
+    G = np.arange(5 * 4 * 3 * 4, dtype=np.float64).reshape(5, 4, 3, 4)
+    u = DistArray.from_global(G if RANK == 0 else None, halo=1, periods=True)
+    u.exchange_halos(corners=True)
+    padded = np.pad(G, 1, mode="wrap")
+    index = tuple(slice(a, b + 2) for a, b in u.local_range)
+    parallel_assert(np.array_equal(u.local, padded[index]))
+
+
+def test_differing_checkpoint_scalars_raise(tmp_path_factory):
+    from parcomp.checkpoint import Checkpointer
+    from parcomp.errors import ConfigError
+
+    folder = MPI.COMM_WORLD.bcast(str(tmp_path_factory.mktemp("ck")) if RANK == 0 else None)
+    ck = Checkpointer(folder)
+    u = DistArray.zeros((8,))
+    if SIZE > 1:
+        # was: rank 0's value silently saved for everyone
+        with pytest.raises(ConfigError, match="scalars differ between ranks"):
+            ck.save(1, arrays={"u": u}, scalars={"t": float(RANK)})
+    ck.save(2, arrays={"u": u}, scalars={"t": 1.5, "bad": float("nan")})
+    ck.close()
+    parallel_assert(True)
+
+
+def test_checkpointer_refuses_unwritable_directory(tmp_path_factory):
+    from parcomp.checkpoint import Checkpointer
+    from parcomp.errors import CheckpointError
+
+    base = MPI.COMM_WORLD.bcast(str(tmp_path_factory.mktemp("ro")) if RANK == 0 else None)
+    if RANK == 0:
+        with open(f"{base}/file", "w") as fh:
+            fh.write("x")
+    MPI.COMM_WORLD.Barrier()
+    # was: accepted; the error came at the first save, possibly hours later
+    for bad in (f"{base}/file/sub", "/proc/parcomp-ck"):
+        with pytest.raises(CheckpointError, match="cannot write checkpoints"):
+            Checkpointer(bad)
+    parallel_assert(True)
