@@ -44,6 +44,7 @@ from parcomp.errors import (
 )
 from parcomp.numba_jit import Kernel, jit
 from parcomp.testing import parallel_assert
+from parcomp.watchdog import install as _install_watchdog
 
 __version__ = "0.1.0"
 
@@ -113,3 +114,4 @@ def __dir__() -> list[str]:
 
 if _failfast_enabled():
     install_excepthook()
+_install_watchdog()  # only under `parcomp run` (PARCOMP_WATCHDOG_DIR); never touches MPI

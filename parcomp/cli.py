@@ -135,29 +135,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
         restarts=args.restarts,
         shrink=args.shrink,
         ulfm=args.ulfm or ulfm_requested(),
+        hang_after=args.hang_after,
     )
 
 
 def _cmd_slurm(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from parcomp.launch.slurm import SlurmOptions, render_sbatch
+    from parcomp.launch.slurm import SlurmOptions, lead_warning, render_sbatch
 
     if args.script is None:
         raise ParcompError("parcomp slurm needs the job script to run")
-    text = render_sbatch(
-        SlurmOptions(
-            script=args.script,
-            args=tuple(args.args),
-            name=args.name or Path(args.script).stem,
-            ntasks=args.ntasks,
-            nodes=args.nodes,
-            time=args.time,
-            signal_lead=args.signal_lead,
-            restarts=args.restarts,
-            output=args.log,
-        )
+    opts = SlurmOptions(
+        script=args.script,
+        args=tuple(args.args),
+        name=args.name or Path(args.script).stem,
+        ntasks=args.ntasks,
+        nodes=args.nodes,
+        time=args.time,
+        signal_lead=args.signal_lead,
+        restarts=args.restarts,
+        output=args.log,
     )
+    text = render_sbatch(opts)
+    warning = lead_warning(opts)
+    if warning:
+        print(f"parcomp slurm: warning: {warning}", file=sys.stderr)
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}; submit it with: sbatch {args.output}", file=sys.stderr)
@@ -239,7 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=_positive_float,
         default=None,
-        help="seconds after which the whole job is killed (exit status 124)",
+        help="seconds after which the whole job is killed (exit status 124); every rank's "
+        "stack is printed first",
+    )
+    run.add_argument(
+        "--hang-after",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="end the job (status 124) when no rank has entered or left a parcomp collective "
+        "call for S seconds, printing every rank's stack first. `kill -QUIT` on parcomp run "
+        "prints the stacks at any time without stopping the job",
     )
     run.add_argument(
         "--restarts",
@@ -270,9 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     slurm = sub.add_parser(
         "slurm",
         help="render a Slurm batch script for a job (signal -> checkpoint -> requeue, restarts)",
-        description="Print (or write with -o) an sbatch script that runs SCRIPT with srun --mpi=pmi2, "
-        "forwards the pre-walltime USR1 so the job checkpoints, requeues it, and restarts it "
-        "inside the allocation after a rank failure.",
+        description="Print (or write with -o) an sbatch script that runs SCRIPT with "
+        "`parcomp run -n $SLURM_NTASKS` (the MPI's own mpiexec, which starts its ranks on the "
+        "allocated nodes through Slurm), forwards the pre-walltime USR1 so the job "
+        "checkpoints, requeues it, and restarts it inside the allocation after a rank failure.",
     )
     slurm.add_argument("--ntasks", type=_positive_int, default=2, help="MPI ranks (default 2)")
     slurm.add_argument("--nodes", type=_positive_int, default=1, help="nodes (default 1)")
@@ -313,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _VALUE_OPTIONS = {
-    "run": ("-n", "--np", "--timeout", "--restarts"),
+    "run": ("-n", "--np", "--timeout", "--hang-after", "--restarts"),
     "slurm": (
         "--ntasks",
         "--nodes",

@@ -222,8 +222,7 @@ def _mark(exc: BaseException, comm: Any, ranks: tuple[int, ...]) -> None:
     from parcomp.watchdog import format_ranks
 
     size = comm.Get_size()
-    label = "all ranks" if len(ranks) == size and size > 1 else format_ranks(ranks)
-    exc.parcomp_report = (int(world), f"{label} of {size}")  # type: ignore[attr-defined]
+    exc.parcomp_report = (int(world), format_ranks(ranks), size)  # type: ignore[attr-defined]
 
 
 def _find_error_type(name: str) -> type[BaseException] | None:
@@ -286,8 +285,8 @@ def report_and_abort(
         return
     try:
         if report is not None and n > 1:
-            tag = f"[rank {r}/{n}, same error on {report[1]}] "
-        text = "".join(traceback.format_exception(exc_type, exc, tb))
+            tag = f"[{report[1]}/{report[2]}] "
+        text = format_error(exc_type, exc, tb)
         sys.stderr.write("".join(tag + line for line in text.splitlines(keepends=True)))
         if n > 1:
             sys.stderr.write(
@@ -302,6 +301,31 @@ def report_and_abort(
         # Hydra when every rank raised the same agreed error).
         time.sleep(_abort_grace())
     abort(1)
+
+
+def format_error(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> str:
+    """The traceback text; for a ParcompError, without the frames inside parcomp itself.
+
+    A user reads where *their* call went wrong and why; parcomp's internals follow with
+    ``PARCOMP_FULL_TRACEBACK=1``.
+    """
+    from parcomp.errors import ParcompError
+
+    if not isinstance(exc, ParcompError) or os.environ.get("PARCOMP_FULL_TRACEBACK"):
+        return "".join(traceback.format_exception(exc_type, exc, tb))
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = traceback.extract_tb(tb)
+    shown = [f for f in frames if not os.path.abspath(f.filename).startswith(package)]
+    hidden = len(frames) - len(shown)
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(shown)]
+    if hidden:
+        lines.append(
+            f"  ({hidden} frame(s) inside parcomp hidden; PARCOMP_FULL_TRACEBACK=1 shows them)\n"
+        )
+    lines += traceback.format_exception_only(exc_type, exc)
+    return "".join(lines)
 
 
 def _interrupted(r: int, n: int) -> None:

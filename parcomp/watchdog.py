@@ -28,6 +28,7 @@ call, so it is for debugging only.
 
 from __future__ import annotations
 
+import atexit
 import faulthandler
 import functools
 import mmap
@@ -52,9 +53,11 @@ __all__ = [
 
 #: Signal that makes a rank write its stacks (``kill -QUIT <pid>`` works by hand too).
 STACK_SIGNAL = signal.SIGQUIT
-#: Heartbeat layout: pid, calls entered, calls left, then the current call's name.
+#: Heartbeat layout: pid, calls entered, the current call's name, calls left (-1 once the
+#: script has finished and the rank waits in ``MPI_Finalize``).
 NAME_BYTES = 64
-BEAT_FORMAT = f"<qqq{NAME_BYTES}s"
+BEAT_FORMAT = f"<qq{NAME_BYTES}sq"
+_LEFT_AT = 16 + NAME_BYTES
 BEAT_SIZE = struct.calcsize(BEAT_FORMAT)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,7 +84,10 @@ class _Beat:
 
     def leave(self) -> None:
         self.left += 1
-        struct.pack_into("<q", self.map, 16, self.left)
+        struct.pack_into("<q", self.map, _LEFT_AT, self.left)
+
+    def finished(self) -> None:
+        struct.pack_into("<q", self.map, _LEFT_AT, -1)
 
 
 _beat: _Beat | None = None
@@ -90,7 +96,10 @@ _debug = False
 
 
 def read_beat(path: Path) -> tuple[int, int, int, str] | None:
-    """``(pid, entered, left, name)`` from a heartbeat file, or None if unreadable."""
+    """``(pid, entered, left, name)`` from a heartbeat file, or None if unreadable.
+
+    ``left == -1`` means the rank's script has finished.
+    """
     try:
         with open(path, "rb") as fh:
             data = fh.read(BEAT_SIZE)
@@ -98,7 +107,7 @@ def read_beat(path: Path) -> tuple[int, int, int, str] | None:
         return None
     if len(data) != BEAT_SIZE:
         return None
-    pid, entered, left, raw = struct.unpack(BEAT_FORMAT, data)
+    pid, entered, raw, left = struct.unpack(BEAT_FORMAT, data)
     return pid, entered, left, raw.rstrip(b"\0").decode("utf-8", "replace")
 
 
@@ -132,6 +141,9 @@ def install() -> bool:
         _stack_file = open(base / f"rank-{rank}.stack", "w", encoding="utf-8")
         faulthandler.register(STACK_SIGNAL, file=_stack_file, all_threads=True, chain=False)
         _beat = _Beat(base / f"rank-{rank}.beat")
+        # mpi4py finalizes MPI after the interpreter (and faulthandler) is gone: say that the
+        # script is done, so the supervisor neither signals it nor counts it as hung.
+        atexit.register(_beat.finished)
     except (OSError, ValueError, RuntimeError) as exc:
         sys.stderr.write(f"[rank {rank}] parcomp: hang watchdog not available: {exc}\n")
         return False
@@ -200,12 +212,17 @@ def _check_same_call(comm: Any, name: str) -> None:
         f"(#{n_name[0]} on this communicator)"
         for n_name, ranks in groups.items()
     ]
-    raise CollectiveError(
-        "ranks disagree on the parcomp collective they call: "
-        + ", ".join(parts)
-        + ". A collective (reductions, exchange_halos, gather, save ...) must be called by "
-        "every rank of its communicator, in the same order (is one inside `if rank == 0:`?)",
-        tuple(r for r, call in enumerate(calls) if call != calls[0]),
+    from parcomp.comm import mark_everywhere
+
+    raise mark_everywhere(
+        CollectiveError(
+            "ranks disagree on the parcomp collective they call: "
+            + ", ".join(parts)
+            + ". A collective (reductions, exchange_halos, gather, save ...) must be called by "
+            "every rank of its communicator, in the same order (is one inside `if rank == 0:`?)",
+            tuple(r for r, call in enumerate(calls) if call != calls[0]),
+        ),
+        comm,
     )
 
 

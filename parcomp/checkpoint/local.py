@@ -56,11 +56,12 @@ from parcomp.checkpoint.writer import (
 from parcomp.comm import get_logger
 from parcomp.errors import CheckpointError, ParcompError
 from parcomp.nodes import node_groups, node_name, partner_ranks, safe_node_dirname
+from parcomp.subcomm import subsystem_comm
 
 __all__ = ["LocalTier", "save_local", "local_steps", "restore_local"]
 
 _CHUNK = 1 << 30  # partner copies are sent in pieces of at most 1 GiB (MPI int counts)
-_TAG = 7301
+_SIZE_TAG, _DATA_TAG = 1, 2  # on the private partner communicator
 
 
 def _mpi_error() -> type[BaseException]:
@@ -78,6 +79,8 @@ class LocalTier:
     def __init__(self, root: str | Path, comm: Any) -> None:
         self.root = Path(root)
         self.comm = comm
+        # Partner copies travel on their own duplicate of comm (parcomp.subcomm), tags 1-2.
+        self.p2p = subsystem_comm(comm, "partner")
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.node = node_name()
@@ -206,7 +209,7 @@ def _exchange_partner_copies(
 
     from mpi4py import MPI
 
-    comm, rank = tier.comm, tier.rank
+    comm, rank = tier.p2p, tier.rank
     error = None
     requests = []
     data: Any = np.zeros(0, np.uint8)
@@ -218,11 +221,11 @@ def _exchange_partner_copies(
             except (OSError, ValueError) as exc:
                 error = f"rank {rank}: reading its shard back for the partner copy failed: {exc}"
                 data = np.zeros(0, np.uint8)
-        requests.append(comm.isend(int(data.size), dest=partner, tag=_TAG))
+        requests.append(comm.isend(int(data.size), dest=partner, tag=_SIZE_TAG))
         for a in range(0, data.size, _CHUNK):
-            requests.append(comm.Isend(data[a : a + _CHUNK], dest=partner, tag=_TAG + 1))
+            requests.append(comm.Isend(data[a : a + _CHUNK], dest=partner, tag=_DATA_TAG))
     for source in tier.holds:
-        nbytes = comm.recv(source=source, tag=_TAG)
+        nbytes = comm.recv(source=source, tag=_SIZE_TAG)
         target = tmp / shard_name(source, tier.size)
         fd, mapped, buf = -1, None, None
         try:
@@ -236,7 +239,7 @@ def _exchange_partner_copies(
         sink = buf if buf is not None else np.empty(min(nbytes, _CHUNK), np.uint8)
         for a in range(0, nbytes, _CHUNK):  # receive even after an error: the sender waits
             piece = sink[a : a + _CHUNK] if buf is not None else sink[: min(_CHUNK, nbytes - a)]
-            comm.Recv(piece, source=source, tag=_TAG + 1)
+            comm.Recv(piece, source=source, tag=_DATA_TAG)
         piece = None
         del buf, sink, piece  # release the mapping's exported buffer before closing it
         try:

@@ -11,6 +11,7 @@ the whole process group of ``mpiexec`` is terminated, then killed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import signal
@@ -18,13 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from parcomp.checkpoint.preempt import PREEMPTED_STATUS
-from parcomp.comm import get_logger
+from parcomp.comm import INTERRUPTED_STATUS
 from parcomp.errors import ConfigError, LaunchError
+from parcomp.launch.hang import HangWatch, descendants, kill_pids
 from parcomp.launch.mpiexec import find_mpiexec, mpiexec_argv, mpiexec_identity
 
 __all__ = ["run_job", "TIMEOUT_STATUS"]
@@ -48,6 +51,7 @@ def run_job(
     restarts: int = 0,
     shrink: bool = False,
     ulfm: bool = False,
+    hang_after: float | None = None,
 ) -> int:
     """Run ``target`` on ``nprocs`` ranks and return the job's exit status.
 
@@ -81,6 +85,10 @@ def run_job(
         ``PARCOMP_ULFM=1``, so that :func:`parcomp.run_resilient` survives lost ranks
         without a relaunch; failures it survived are logged here (``mpirun`` exits 0).
         With another MPI a warning says so and ``restarts`` remains the recovery.
+    hang_after : float, optional
+        End the job (status 124) when no rank has entered or left a parcomp collective
+        call for this many seconds.  On a hang or a timeout every rank's stack is printed
+        first, grouped by rank; ``kill -QUIT`` on ``parcomp run`` prints them at any time.
 
     Returns
     -------
@@ -98,6 +106,8 @@ def run_job(
         raise ConfigError(f"-n must be a positive integer number of ranks, got {nprocs!r}")
     if timeout is not None and not timeout > 0:
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if hang_after is not None and not hang_after > 0:
+        raise ConfigError(f"hang_after must be a positive number of seconds, got {hang_after!r}")
     if not module:
         script = Path(target)
         if not script.is_file():
@@ -106,7 +116,7 @@ def run_job(
         raise ConfigError(f"restarts must be a non-negative integer, got {restarts!r}")
     launcher = mpiexec if mpiexec is not None else find_mpiexec()
     vendor = mpiexec_identity(launcher).vendor
-    log = get_logger("parcomp.run")
+    log = supervisor_logger()
     base_env = dict(os.environ if env is None else env)
     # Site-specific launcher options (a hostfile, binding, a launcher hook), shell-quoted.
     extra: list[str] = shlex.split(base_env.get("PARCOMP_MPIEXEC_ARGS", ""))
@@ -133,26 +143,63 @@ def run_job(
                 f" and --restarts {restarts} relaunches it" if restarts else "; add --restarts K",
             )
     program = [sys.executable, "-m", "parcomp.launch.runner"]
-    program += ["-m", target] if module else [target]
+    program += (["-m", target] if module else [target]) + list(args)
     deadline = None if timeout is None else time.monotonic() + timeout
-    attempt, ranks = 0, nprocs
+    watch = HangWatch(nprocs, hang_after)
+    job = _Launch(
+        launcher, vendor, program, base_env, extra, deadline, timeout, kill_grace, restarts, shrink
+    )
+    try:
+        return _attempts(job, watch, failure_log, log)
+    finally:
+        watch.close()
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """What every attempt of one ``run_job`` launches, and its limits."""
+
+    launcher: Path
+    vendor: str | None
+    program: list[str]
+    env: dict[str, str]
+    extra: list[str]
+    deadline: float | None
+    timeout: float | None
+    kill_grace: float
+    restarts: int
+    shrink: bool
+
+
+def _attempts(job: _Launch, watch: HangWatch, failure_log: str | None, log: logging.Logger) -> int:
+    """Launch, supervise, and relaunch after a failure while restarts remain."""
+    launcher, vendor, base_env, restarts = job.launcher, job.vendor, job.env, job.restarts
+    attempt, ranks = 0, watch.nprocs
     while True:
+        watch.reset(ranks)
         argv = mpiexec_argv(
-            ranks, program + list(args), mpiexec=launcher, vendor=vendor, extra=tuple(extra)
+            ranks, job.program, mpiexec=launcher, vendor=vendor, extra=tuple(job.extra)
         )
         job_env = dict(base_env)
         earlier = int(base_env.get("PARCOMP_RESTART_COUNT", "0") or 0)
-        job_env.update(PARCOMP_NPROCS=str(ranks), PARCOMP_RESTART_COUNT=str(earlier + attempt))
+        job_env.update(
+            PARCOMP_NPROCS=str(ranks),
+            PARCOMP_RESTART_COUNT=str(earlier + attempt),
+            PARCOMP_WATCHDOG_DIR=str(watch.folder),
+        )
         started = time.monotonic()
         try:
             proc = subprocess.Popen(argv, env=job_env, start_new_session=True)
         except OSError as exc:
             raise LaunchError(f"could not start {launcher}: {exc}") from exc
-        remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
-        status = _supervise(proc, remaining, kill_grace, timeout)
+        remaining = None if job.deadline is None else max(0.001, job.deadline - time.monotonic())
+        status = _supervise(proc, remaining, job.kill_grace, job.timeout, watch)
         if failure_log is not None:
             _report_recoveries(failure_log, log)
-        if status in (0, TIMEOUT_STATUS, PREEMPTED_STATUS) or attempt >= restarts:
+        if (
+            status in (0, TIMEOUT_STATUS, PREEMPTED_STATUS, INTERRUPTED_STATUS)
+            or attempt >= restarts
+        ):
             if status == PREEMPTED_STATUS:
                 log.warning(
                     "job checkpointed on a preemption signal; exit status %d (requeue it)", status
@@ -161,7 +208,7 @@ def run_job(
                 log.error("job failed with status %d; no restarts left (%d used)", status, attempt)
             return status
         attempt += 1
-        if shrink and ranks > 1:
+        if job.shrink and ranks > 1:
             ranks -= 1
         log.warning(
             "job failed with status %d after %.2f s; restart %d/%d on %d ranks from the last checkpoint",
@@ -171,6 +218,19 @@ def run_job(
             restarts,
             ranks,
         )
+
+
+def supervisor_logger() -> logging.Logger:
+    """The supervisor's logger: ``parcomp run: LEVEL: message``, never tagged as a rank."""
+    log = logging.getLogger("parcomp.run")
+    if not any(getattr(h, "_parcomp_supervisor", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("parcomp run: %(levelname)s: %(message)s"))
+        handler._parcomp_supervisor = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+        log.propagate = False
+        log.setLevel(logging.INFO)
+    return log
 
 
 def _report_recoveries(path: str, log: Any) -> None:
@@ -198,49 +258,104 @@ def _supervise(
     timeout: float | None,
     kill_grace: float,
     total: float | None = None,
+    watch: HangWatch | None = None,
 ) -> int:
-    """Wait for ``proc``, forwarding signals to it and enforcing ``timeout``."""
+    """Wait for ``proc``: forward signals, enforce ``timeout``, watch for hangs.
+
+    ``SIGQUIT`` to ``parcomp run`` prints every rank's stack and lets the job go on.  On a
+    timeout or a hang the stacks are printed, then the job is ended.  After ``SIGINT`` the
+    job gets ``kill_grace`` seconds to stop, and the status is 130.
+    """
+    requests: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGINT:
+            requests.append(signum)
+            # Straight to the ranks, so each raises KeyboardInterrupt and exits 130 quietly
+            # (through mpiexec, Hydra prints its own Ctrl-C banner first).
+            if watch is not None and watch.signal_ranks(proc.pid, signum):
+                return
         try:
             proc.send_signal(signum)
         except ProcessLookupError:
             pass
 
+    def dump_request(signum: int, _frame: FrameType | None) -> None:
+        requests.append(signum)
+
     previous = {}
-    for sig in _FORWARDED:
+    for sig, handler in [(s, forward) for s in _FORWARDED] + [(signal.SIGQUIT, dump_request)]:
         try:
-            previous[sig] = signal.signal(sig, forward)
+            previous[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread: leave signals alone
             break
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
+        interrupted_at = None
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                status = proc.wait(timeout=remaining)
+                status = proc.wait(timeout=_POLL)
                 break
             except subprocess.TimeoutExpired:
-                sys.stderr.write(
-                    f"parcomp run: job exceeded its timeout of {total if total is not None else timeout:g} s; terminating it\n"
+                pass
+            if signal.SIGQUIT in requests and watch is not None:
+                requests.remove(signal.SIGQUIT)
+                _say(
+                    f"stacks of the job's ranks on request (SIGQUIT), most recent call last:\n{watch.dump(proc.pid)}"
                 )
-                sys.stderr.flush()
+            if signal.SIGINT in requests:
+                interrupted_at = interrupted_at or time.monotonic()
+                if time.monotonic() - interrupted_at > kill_grace:
+                    _kill_group(proc, kill_grace)
+                    break
+                continue
+            why = None
+            if deadline is not None and time.monotonic() >= deadline:
+                why = f"job exceeded its timeout of {total if total is not None else timeout:g} s"
+            elif watch is not None and (idle := watch.stalled()) is not None:
+                why = (
+                    f"no rank entered or left a parcomp collective call for {idle:.0f} s "
+                    f"(--hang-after {watch.hang_after:g}): the job looks hung"
+                )
+            if why is not None:
+                report = watch.dump(proc.pid) if watch is not None else ""
+                _say(
+                    f"{why}; stacks of its ranks, most recent call last:\n{report}"
+                    if report
+                    else why
+                )
+                _say("terminating the job")
                 _kill_group(proc, kill_grace)
                 return TIMEOUT_STATUS
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if signal.SIGINT in requests:
+        _say("interrupted (SIGINT); the job was stopped")
+        return INTERRUPTED_STATUS
     return 128 - status if status < 0 else status
 
 
+#: Seconds between the supervisor's checks of the job (exit, timeout, heartbeats).
+_POLL = 0.25
+
+
+def _say(text: str) -> None:
+    sys.stderr.write("".join(f"parcomp run: {line}\n" for line in text.splitlines()))
+    sys.stderr.flush()
+
+
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """End the launcher's process group, then any of its processes that left the group."""
+    below = descendants(proc.pid)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
             proc.wait(timeout=grace)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    kill_pids(below)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from parcomp.checkpoint.preempt import PREEMPTED_STATUS
 from parcomp.errors import ConfigError
 
-__all__ = ["SlurmOptions", "render_sbatch"]
+__all__ = ["SlurmOptions", "render_sbatch", "walltime_seconds", "lead_warning"]
 
 _TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -73,6 +73,41 @@ class SlurmOptions:
             )
 
 
+def walltime_seconds(text: str) -> int:
+    """Seconds in a Slurm time limit: ``[D-]HH:MM:SS``, ``HH:MM:SS``, ``MM:SS`` or ``MM`` (PURE)."""
+    if not _TIME.match(text):
+        raise ConfigError(f"time {text!r}: use Slurm's [D-]HH:MM:SS, MM:SS or MM")
+    days, _, rest = text.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if "-" in text:  # with days, the fields are hours[:minutes[:seconds]]
+        parts += [0] * (3 - len(parts))
+        h, m, sec = parts
+    elif len(parts) == 3:
+        h, m, sec = parts
+    elif len(parts) == 2:
+        h, m, sec = 0, parts[0], parts[1]
+    else:
+        h, m, sec = 0, parts[0], 0
+    return int(days or 0) * 86400 + h * 3600 + m * 60 + sec
+
+
+def lead_warning(opts: SlurmOptions) -> str | None:
+    """A warning when the pre-walltime signal cannot come in time, else None (PURE)."""
+    wall = walltime_seconds(opts.time)
+    if opts.signal_lead >= wall:
+        return (
+            f"--signal-lead {opts.signal_lead} s is not shorter than the walltime {opts.time} "
+            f"({wall} s): Slurm would ask the job to checkpoint and stop as soon as it starts. "
+            "Use a lead of a few minutes at most, well under the walltime"
+        )
+    if opts.signal_lead > wall // 2:
+        return (
+            f"--signal-lead {opts.signal_lead} s is more than half the walltime {opts.time} "
+            f"({wall} s): each run stops early and spends much of its time requeued"
+        )
+    return None
+
+
 def render_sbatch(opts: SlurmOptions) -> str:
     """The batch script for ``opts`` (see the module docstring)."""
     opts.check()
@@ -107,7 +142,7 @@ while :; do
   export PARCOMP_RESTART_COUNT=$((requeued + attempt))
   "$PYTHON" -m parcomp run -n "$SLURM_NTASKS" {command} &
   child=$!
-  while :; do  # a trapped signal interrupts wait: wait again until srun has exited
+  while :; do  # a trapped signal interrupts wait: wait again until parcomp run has exited
     wait "$child"
     status=$?
     kill -0 "$child" 2>/dev/null || break
