@@ -93,3 +93,31 @@ def test_pi_job_same_answer_on_any_rank_count(job):
     reference = 4.0 * hits / samples
     parallel_assert(parallel_value == reference, f"{parallel_value} != {reference}")
     parallel_assert(abs(reference - np.pi) < 5e-3, f"{reference} is far from pi")
+
+
+def test_log_tag_follows_the_default_communicator_after_a_shrink():
+    # was: logs kept saying [rank 0/3] after an in-job shrink to 2 ranks.  A shrink makes
+    # the shrunk communicator parcomp's default (parcomp.resilient); emulate it with a split.
+    import io
+
+    import parcomp.comm as pcomm
+
+    world = MPI.COMM_WORLD
+    keep = world.size - 1 if world.size > 1 else 1
+    sub = world.Split(0 if world.rank < keep else MPI.UNDEFINED, world.rank)
+    saved = pcomm._default_comm
+    stream = io.StringIO()
+    try:
+        if sub != MPI.COMM_NULL:
+            pcomm._default_comm = sub
+            log = pcomm.configure_logging(level="INFO", other_ranks_level="INFO", stream=stream)
+            log.info("hello")
+    finally:
+        pcomm._default_comm = saved
+        pcomm.configure_logging()
+    if sub != MPI.COMM_NULL:
+        want = f"[rank {sub.rank}/{sub.size}] INFO parcomp: hello"
+        parallel_assert(stream.getvalue().strip() == want, stream.getvalue())
+        sub.Free()
+    else:
+        parallel_assert(True)

@@ -90,3 +90,25 @@ def test_run_passes_arguments_and_status(tmp_path):
     assert out.returncode == 0, out.stderr
     for r in range(3):
         assert (tmp_path / f"rank{r}").read_text() == "3 ['--flag', 'x']"
+
+
+def test_slurm_help_says_what_the_template_does():
+    # was: "runs SCRIPT with srun --mpi=pmi2", while the template runs `parcomp run`
+    out = run([BIN / "parcomp", "slurm", "--help"])
+    text = " ".join(out.stdout.split())
+    assert "parcomp run -n $SLURM_NTASKS" in text
+    assert "srun --mpi=pmi2" not in text
+
+
+def test_slurm_warns_when_the_signal_lead_exceeds_the_walltime():
+    out = run(
+        [BIN / "parcomp", "slurm", "--time", "00:01:00", "--signal-lead", "90", "jobs/heat2d.py"]
+    )
+    assert out.returncode == 0
+    assert "warning: --signal-lead 90 s is not shorter than the walltime 00:01:00" in out.stderr
+    assert out.stdout.startswith("#!/bin/bash")
+
+
+def test_run_help_lists_hang_after():
+    out = run([BIN / "parcomp", "run", "--help"])
+    assert "--hang-after S" in out.stdout and "kill -QUIT" in " ".join(out.stdout.split())
