@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from parcomp.errors import KernelSignatureError, ShapeError
-from parcomp.numba_jit import Kernel, parameter_names
+from parcomp.numba_jit import Kernel, parameter_names, quick_key
 from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -347,7 +347,8 @@ def _jit_disabled() -> bool:
 def _overlap(a: DistArray, b: DistArray) -> bool:
     import numpy as np
 
-    return bool(np.shares_memory(a.local, b.local))
+    # bounds first (cheap); the exact test only when the bounds overlap
+    return bool(np.may_share_memory(a.local, b.local) and np.shares_memory(a.local, b.local))
 
 
 def _corners(spec: StencilSpec | None, corners: bool | None, name: str, comm: Any) -> bool:
@@ -403,18 +404,19 @@ def _agree_compiled(kernel: Kernel, call_args: tuple[Any, ...], comm: Any) -> No
     from parcomp.comm import raise_if_any
     from parcomp.subcomm import comm_cache
 
+    seen = comm_cache(comm).setdefault("stencil.compiled", set())
+    key = (kernel, quick_key(call_args))
+    if key[1] is not None and key in seen:
+        return
     try:
-        types = kernel.argument_types(call_args)
+        kernel.argument_types(call_args)
     except KernelSignatureError as exc:
         _fail(exc, comm)
-    seen = comm_cache(comm).setdefault("stencil.compiled", set())
-    key = (kernel, types)
-    if key in seen:
-        return
     error: BaseException | None = None
     try:
         kernel.ensure_compiled(call_args)
     except KernelSignatureError as exc:
         error = exc
     raise_if_any(error, comm)
-    seen.add(key)
+    if key[1] is not None:
+        seen.add(key)

@@ -130,7 +130,7 @@ def test_ctrl_c_exits_130_with_one_line():
     assert proc.stdout.readline().strip() == "started"
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=30)
+    _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines() == ["parcomp run: interrupted (SIGINT); the job was stopped"]
     assert not leftovers("sleeper.py")
