@@ -64,6 +64,8 @@ mpi-tests: $(STAMP)
 	  echo "== MPI tests on $$n rank(s)"; \
 	  $(PARCOMP) run -n $$n --timeout $(MPI_TEST_TIMEOUT) -m pytest -q --with-mpi tests/mpi || exit 1; \
 	done
+	@echo "== MPI tests on 3 ranks, checking that every rank enters the same parcomp collectives"
+	PARCOMP_DEBUG_COLLECTIVES=1 $(PARCOMP) run -n 3 --timeout $(MPI_TEST_TIMEOUT) -m pytest -q --with-mpi tests/mpi
 
 mpio-tests: $(MPIO_STAMP)
 	@for n in $(RANKS); do \

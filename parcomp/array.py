@@ -86,6 +86,7 @@ class DistArray:
     filled with zeros, ghost cells included.
     """
 
+    @collective("DistArray()", lambda self, *a, comm=None, **k: comm)
     def __init__(
         self,
         global_shape: Sequence[int],

@@ -29,6 +29,7 @@ from parcomp.errors import ConfigError
 from parcomp.mapreduce import _Plan, _raise_failures, _run_items
 from parcomp.reduce import ReduceOp, resolve_op
 from parcomp.schedule import as_items
+from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -199,6 +200,7 @@ def _shuffle(table: dict[Any, Any], op: ReduceOp, comm: Any) -> dict[Any, Any]:
     return out
 
 
+@collective("map_reduce_keyed", lambda *a, comm=None, **k: comm)
 def map_reduce_keyed(
     mapper: Callable[[Any], Any],
     items: Any,

@@ -33,6 +33,7 @@ from parcomp.reduce import (
     tree_subtree,
 )
 from parcomp.schedule import Items, as_items, chunk_size, node_chunk_range, static_chunks
+from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -168,6 +169,7 @@ def _run_items(
     return None, None
 
 
+@collective("map", lambda *a, comm=None, **k: comm)
 def map(
     fn: Callable[[Any], Any],
     items: Any,
@@ -252,6 +254,7 @@ def _block_items(array: Any) -> list[Any]:
     return [array.interior if r == rank else None for r in range(size)]
 
 
+@collective("map_reduce", lambda *a, comm=None, **k: comm)
 def map_reduce(
     mapper: Callable[[Any], Any],
     items: Any,

@@ -33,8 +33,8 @@ import hashlib
 import inspect
 import os
 import re
-import sys
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -34,6 +34,7 @@ import numpy as np
 
 from parcomp.comm import resolve_comm
 from parcomp.errors import ConfigError, DTypeError, ShapeError
+from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -175,6 +176,7 @@ def fold_many(op: ReduceOp, values: list[Any]) -> tuple[Any, bool]:
     return acc, owned
 
 
+@collective("allreduce", lambda value, op="sum", comm=None, out=None: comm)
 def allreduce(
     value: Any, op: str = "sum", comm: MPI.Comm | None = None, out: np.ndarray | None = None
 ) -> Any:

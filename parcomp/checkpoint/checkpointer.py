@@ -30,6 +30,7 @@ from parcomp.checkpoint.writer import (
 )
 from parcomp.comm import get_logger, mark_everywhere, raise_if_any, resolve_comm
 from parcomp.errors import CheckpointError, ConfigError
+from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -232,6 +233,7 @@ class Checkpointer:
         raise_if_any(error, self.comm)
 
     # ------------------------------------------------------------------ saving
+    @collective("Checkpointer.save")
     def save(
         self,
         step: int,
@@ -555,6 +557,7 @@ class Checkpointer:
             self.wait()
         return bool(flags[0] or flags[1]), int(flags[1])
 
+    @collective("Checkpointer.checkpoint_if_due")
     def checkpoint_if_due(self, step: int, **state: Any) -> bool:
         """At a step boundary: save if the policy says so or a preemption signal arrived.
 
@@ -584,6 +587,7 @@ class Checkpointer:
         self.save(step, **state)
         return True
 
+    @collective("Checkpointer.restore")
     def restore(self, arrays: Mapping[str, Mapping[str, Any]] | None = None) -> Restored | None:
         """Restore the newest valid checkpoint on the current ranks (collective), or None.
 
