@@ -30,12 +30,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from parcomp.checkpoint.manifest import Manifest, read_bounded
 from parcomp.errors import CheckpointError, CheckpointSchemaError
 
 __all__ = [
@@ -54,11 +56,13 @@ __all__ = [
     "write_json_atomic",
     "read_manifest",
     "parse_manifest",
+    "check_regular",
+    "check_step_dir",
     "fsync_path",
 ]
 
 FORMAT = "parcomp-checkpoint"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: manifest_sha256; version 1 checkpoints are still read
 MANIFEST = "manifest.json"
 MASTER = "master.h5"
 SLAB_BYTES = 4 * 2**20
@@ -171,81 +175,63 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     fsync_path(path.parent)
 
 
-def _safe_name(name: Any, where: str) -> str:
-    if (
-        not isinstance(name, str)
-        or not name
-        or "/" in name
-        or "\\" in name
-        or name in (".", "..")
-        or name.startswith("..")
-    ):
-        raise CheckpointSchemaError(
-            f"{where}: file name {name!r} is not a plain file name inside the checkpoint "
-            "directory (absolute paths and '..' are refused)"
-        )
-    return name
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """Load and validate ``folder/manifest.json`` (schema, names, sizes of the files).
+def read_manifest(folder: Path) -> Manifest:
+    """Parse ``folder/manifest.json`` and check the files it names (regular, right size).
 
     Raises
     ------
     CheckpointSchemaError
-        Wrong format or version, missing fields, unsafe file names.
+        Any structural problem (see :class:`~parcomp.checkpoint.manifest.Manifest`), a
+        file that is a link, a FIFO or a device.
     CheckpointError
         A file is missing or has the wrong size (truncated or padded).
     """
     manifest = parse_manifest(folder)
-    for entry in manifest["files"]:
-        name = entry["name"]
-        target = folder / name
-        try:
-            size = target.stat().st_size
-        except FileNotFoundError:
-            raise CheckpointError(
-                f"{folder}: file {name} named in the manifest is missing"
-            ) from None
-        if size != entry.get("bytes"):
-            raise CheckpointError(
-                f"{folder}: file {name} has {size} bytes, the manifest says {entry.get('bytes')} (truncated or altered)"
-            )
+    for name, nbytes in manifest.files.items():
+        check_regular(folder / name, nbytes)
     return manifest
 
 
-def parse_manifest(folder: Path) -> dict[str, Any]:
-    """Load ``folder/manifest.json`` and check its schema and file names, not the files.
+def check_regular(path: Path, nbytes: int | None = None) -> None:
+    """Raise unless ``path`` is a regular file (not a link) of ``nbytes`` bytes, if given."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: named in the manifest, missing") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointSchemaError(
+            f"{path}: not a regular file (links, FIFOs and devices are refused)"
+        )
+    if nbytes is not None and info.st_size != nbytes:
+        raise CheckpointError(
+            f"{path}: has {info.st_size} bytes, the manifest says {nbytes} (truncated or altered)"
+        )
+
+
+def check_step_dir(folder: Path) -> None:
+    """Raise unless ``folder`` is a real directory (a symlink could lead anywhere)."""
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: missing") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise CheckpointSchemaError(f"{folder}: not a directory (symlinks are refused)")
+
+
+def parse_manifest(folder: Path) -> Manifest:
+    """Read and validate ``folder/manifest.json``, not the files it names.
 
     (A node-local checkpoint directory holds only some of the files its manifest names.)
+    The manifest's step must match the directory name when that is ``step-N``.
     """
+    check_step_dir(folder)
     path = folder / MANIFEST
     try:
-        with open(path, encoding="utf-8") as fh:
-            manifest = json.load(fh)
-    except FileNotFoundError:
+        raw = read_bounded(path)
+    except CheckpointSchemaError:
+        raise
+    except CheckpointError:
         raise CheckpointError(
             f"{folder}: no {MANIFEST}: the checkpoint was never committed"
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointSchemaError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointSchemaError(
-            f"{path}: not a parcomp checkpoint manifest (format {manifest.get('format') if isinstance(manifest, dict) else None!r})"
-        )
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise CheckpointSchemaError(
-            f"{path}: schema version {version!r}, this parcomp reads version {SCHEMA_VERSION}"
-        )
-    for key in ("step", "nprocs", "arrays", "files", "scalars", "rng", "meta"):
-        if key not in manifest:
-            raise CheckpointSchemaError(f"{path}: missing field {key!r}")
-    for entry in manifest["files"]:
-        if not isinstance(entry, dict):
-            raise CheckpointSchemaError(f"{path}: a 'files' entry is not an object")
-        _safe_name(entry.get("name"), str(path))
-    for array_name, spec in manifest["arrays"].items():
-        for shard in spec.get("shards", []):
-            _safe_name(shard.get("file"), f"{path}: array {array_name!r}")
-    return manifest
+    return Manifest.parse(raw, str(path), parse_step(folder.name))

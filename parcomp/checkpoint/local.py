@@ -35,6 +35,7 @@ import numpy as np
 
 from parcomp.checkpoint.format import (
     MANIFEST,
+    check_regular,
     fsync_path,
     overlap,
     parse_manifest,
@@ -43,6 +44,8 @@ from parcomp.checkpoint.format import (
     slab_checksums,
     step_dir_name,
 )
+from parcomp.checkpoint.manifest import Manifest
+from parcomp.checkpoint.reader import open_block
 from parcomp.checkpoint.writer import (
     Snapshot,
     build_manifest,
@@ -357,35 +360,29 @@ def _plan(
     return manifest, readers, None
 
 
-def _read_shard_arrays(folder: Path, manifest: dict[str, Any], name: str) -> dict[str, np.ndarray]:
-    """Every array block of one shard file, each slab verified against the manifest."""
+def _read_shard_arrays(folder: Path, manifest: Manifest, name: str) -> dict[str, np.ndarray]:
+    """Every array block of one shard file, checked (:func:`open_block`) and each slab
+    verified against the manifest."""
     import h5py
 
     out = {}
+    check_regular(folder / name, manifest.files.get(name))
     with h5py.File(folder / name, "r") as fh:
-        for array_name, spec in manifest["arrays"].items():
-            shard = next((s for s in spec["shards"] if s["file"] == name), None)
+        for array_name, spec in manifest.arrays.items():
+            shard = next((s for s in spec.shards if s.file == name), None)
             if shard is None:
                 raise CheckpointError(
                     f"the manifest lists no shard {name} for array {array_name!r}"
                 )
-            dset = fh[f"arrays/{array_name}"]
-            if list(dset.shape) != shard["shape"] or dset.dtype != np.dtype(spec["dtype"]):
-                raise CheckpointError(
-                    f"{folder / name}: dataset {array_name!r} is {dset.dtype}{dset.shape}, "
-                    f"the manifest says {spec['dtype']}{tuple(shard['shape'])}"
-                )
-            block = dset[...]
-            sums = slab_checksums(block, shard["slab_rows"])
+            block = open_block(fh, folder, manifest, spec, shard)[...]
+            sums = slab_checksums(block, shard.slab_rows)
             bad = [
-                i
-                for i, (a, b) in enumerate(zip(sums, shard["slab_checksums"], strict=False))
-                if a != b
+                i for i, (a, b) in enumerate(zip(sums, shard.slab_checksums, strict=True)) if a != b
             ]
-            if bad or len(sums) != len(shard["slab_checksums"]):
+            if bad:
                 raise CheckpointError(
-                    f"{folder / name}: slab {bad[0] if bad else len(sums)} of array "
-                    f"{array_name!r} fails its checksum (corrupted)"
+                    f"{folder / name}: slab {bad[0]} of array {array_name!r} fails its "
+                    "checksum (corrupted)"
                 )
             out[array_name] = block
     return out
@@ -393,7 +390,7 @@ def _read_shard_arrays(folder: Path, manifest: dict[str, Any], name: str) -> dic
 
 def _redistribute(
     tier: LocalTier,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     blocks: dict[str, dict[str, np.ndarray]],
     arrays: dict[str, Any],
 ) -> None:
@@ -401,22 +398,21 @@ def _redistribute(
     from mpi4py import MPI
 
     comm, size = tier.comm, tier.size
-    for array_name, spec in manifest["arrays"].items():
+    for array_name, spec in manifest.arrays.items():
         target = arrays[array_name]
         part = target.partition
-        dtype = np.dtype(spec["dtype"])
+        dtype = spec.dtype
         pieces: list[list[tuple[tuple[int, ...], tuple[int, ...]]]] = [[] for _ in range(size)]
         payload: list[list[np.ndarray]] = [[] for _ in range(size)]
         for file_name, held in blocks.items():
-            shard = next(s for s in spec["shards"] if s["file"] == file_name)
+            shard = next(s for s in spec.shards if s.file == file_name)
             block = held[array_name]
             for dest in range(size):
-                region = overlap(shard["start"], shard["shape"], part.local_range(dest))
+                region = overlap(shard.start, shard.shape, part.local_range(dest))
                 if region is None:
                     continue
                 local = tuple(
-                    slice(r.start - s, r.stop - s)
-                    for r, s in zip(region, shard["start"], strict=True)
+                    slice(r.start - s, r.stop - s) for r, s in zip(region, shard.start, strict=True)
                 )
                 pieces[dest].append(
                     (tuple(r.start for r in region), tuple(r.stop - r.start for r in region))

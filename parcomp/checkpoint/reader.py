@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from parcomp.checkpoint.format import (
+    MANIFEST,
+    check_regular,
     checksum,
     overlap,
     parse_step,
@@ -26,10 +28,11 @@ from parcomp.checkpoint.format import (
     slab_checksums,
     step_dir_name,
 )
+from parcomp.checkpoint.manifest import ALLOWED_BIT_GENERATORS, ArraySpec, Manifest, ShardSpec
 from parcomp.comm import get_logger
-from parcomp.errors import CheckpointError, ParcompError
+from parcomp.errors import CheckpointError, CheckpointSchemaError, ParcompError
 
-__all__ = ["list_checkpoints", "inspect_checkpoint", "load_latest", "Restored"]
+__all__ = ["list_checkpoints", "inspect_checkpoint", "load_latest", "open_block", "Restored"]
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
@@ -37,46 +40,126 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     if not directory.is_dir():
         return []
     found = [
-        (s, p) for p in directory.iterdir() if (s := parse_step(p.name)) is not None and p.is_dir()
+        (s, p)
+        for p in directory.iterdir()
+        if (s := parse_step(p.name)) is not None and p.is_dir() and not p.is_symlink()
     ]
     return sorted(found, reverse=True)
 
 
 def inspect_checkpoint(folder: Path, verify_data: bool = True) -> tuple[bool, str]:
-    """Validate one checkpoint in this process alone: ``(valid, one-line description)``."""
+    """Validate one checkpoint in this process alone: ``(valid, one-line description)``.
+
+    The same checks as a restore (:func:`read_manifest`, then :func:`open_block` and the
+    slab checksums of every block), so ``parcomp inspect`` and a restore always agree on
+    which checkpoint is valid.
+    """
     import h5py
 
     try:
         manifest = read_manifest(folder)
         if verify_data:
-            for name, spec in manifest["arrays"].items():
-                for shard in spec["shards"]:
-                    with h5py.File(folder / shard["file"], "r") as fh:
-                        data = fh[f"arrays/{name}"][_block_selection(shard)(0, shard["shape"][0])]
-                    if slab_checksums(data, shard["slab_rows"]) != shard["slab_checksums"]:
-                        raise CheckpointError(f"{shard['file']}: array {name!r} fails its checksum")
-        arrays = ", ".join(
-            f"{n}{tuple(s['global_shape'])}:{np.dtype(s['dtype'])}"
-            for n, s in manifest["arrays"].items()
-        )
+            for name, spec in manifest.arrays.items():
+                for shard in spec.shards:
+                    with h5py.File(folder / shard.file, "r") as fh:
+                        dset = open_block(fh, folder, manifest, spec, shard)
+                        data = dset[_block_selection(shard)(0, shard.shape[0])]
+                    if tuple(slab_checksums(data, shard.slab_rows)) != shard.slab_checksums:
+                        raise CheckpointError(f"{shard.file}: array {name!r} fails its checksum")
+        arrays = ", ".join(f"{n}{s.global_shape}:{s.dtype}" for n, s in manifest.arrays.items())
         return (
             True,
-            f"step {manifest['step']}, {manifest['nprocs']} ranks, arrays [{arrays}], scalars {sorted(manifest['scalars'])}",
+            f"step {manifest.step}, {manifest.nprocs} ranks, arrays [{arrays}], scalars {sorted(manifest.scalars)}",
         )
     except (ParcompError, OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         return False, f"INVALID: {exc}"
 
 
+def open_block(fh: Any, folder: Path, manifest: Manifest, spec: ArraySpec, shard: ShardSpec) -> Any:
+    """The dataset of ``shard``'s block in the open file ``fh``, checked before any read.
+
+    It must be a plain dataset stored in this file (no soft or external link, no virtual
+    dataset, no external raw storage: all could point outside the checkpoint), with the
+    manifest's dtype and shape.  What the writer recorded inside the file must be the
+    manifest's too: the block's placement (``global_start``, ``global_shape``), the
+    decomposition (``halo``, ``dims``, ``periods``) and the file's ``step``, ``nprocs`` and
+    ``rank``.  So a swapped or edited placement, halo or periodicity is detected even in a
+    manifest rewritten consistently, checksum included.
+    """
+    import h5py
+
+    where = f"{folder / shard.file}: array {spec.name!r}"
+    group = fh.get("arrays", getlink=True)
+    if not isinstance(group, h5py.HardLink):
+        raise CheckpointSchemaError(f"{where}: /arrays is a {type(group).__name__}, not a group")
+    link = fh["arrays"].get(spec.name, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        raise CheckpointSchemaError(
+            f"{where}: the dataset is a {type(link).__name__ if link is not None else 'missing link'}"
+            " (links to other files are refused)"
+        )
+    dset = fh["arrays"][spec.name]
+    if not isinstance(dset, h5py.Dataset) or dset.is_virtual or dset.external:
+        raise CheckpointSchemaError(
+            f"{where}: not a plain dataset (virtual datasets and external storage are refused)"
+        )
+    expected = spec.global_shape if shard.file_start is not None else shard.shape
+    if tuple(dset.shape) != tuple(expected) or dset.dtype != spec.dtype:
+        raise CheckpointError(
+            f"{where}: dataset is {dset.dtype}{dset.shape}, the manifest says "
+            f"{spec.dtype}{tuple(expected)}"
+        )
+    if manifest.version >= 2:
+        _same(where, "step", fh.attrs.get("step"), manifest.step)
+        _same(where, "nprocs", fh.attrs.get("nprocs"), manifest.nprocs)
+        if shard.file_start is None:
+            _same(where, "rank", fh.attrs.get("rank"), shard.rank)
+        for key, want in (
+            ("halo", spec.halo),
+            ("dims", spec.dims),
+            ("periods", tuple(int(p) for p in spec.periods)),
+        ):
+            try:
+                got = tuple(int(v) for v in dset.attrs.get(key))
+            except (TypeError, ValueError):
+                got = None
+            _same(where, key, got, want)
+    if shard.file_start is None:
+        try:
+            start = tuple(int(v) for v in dset.attrs.get("global_start", ()))
+            whole = tuple(int(v) for v in dset.attrs.get("global_shape", ()))
+        except (TypeError, ValueError):
+            start = whole = ()
+        if start != shard.start or whole != spec.global_shape:
+            raise CheckpointSchemaError(
+                f"{where}: the shard says it holds the block at {list(start)} of "
+                f"{list(whole)}, the manifest places it at {list(shard.start)} of "
+                f"{list(spec.global_shape)} (placement altered)"
+            )
+    return dset
+
+
+def _same(where: str, key: str, got: Any, want: Any) -> None:
+    try:
+        value = got if got is None or isinstance(got, tuple) else int(got)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value != want:
+        raise CheckpointSchemaError(
+            f"{where}: the file records {key} = {got}, the manifest says {want} (altered)"
+        )
+
+
 class Restored:
     """A checkpoint restored on this rank: step, arrays (re-decomposed), scalars, RNGs, meta."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], arrays: dict[str, Any]) -> None:
+    def __init__(self, path: Path, manifest: Manifest, arrays: dict[str, Any]) -> None:
         self.path = path
-        self.step: int = manifest["step"]
-        self.saved_nprocs: int = manifest["nprocs"]
-        self.scalars: dict[str, Any] = manifest["scalars"]
-        self.meta: dict[str, Any] = manifest["meta"]
-        self.rng_states: dict[str, Any] = manifest["rng"]
+        self.step: int = manifest.step
+        self.saved_nprocs: int = manifest.nprocs
+        self.scalars: dict[str, Any] = manifest.scalars
+        self.meta: dict[str, Any] = manifest.meta
+        self.rng_states: dict[str, Any] = manifest.rng
         self.arrays: dict[str, Any] = arrays
         #: Shards of a node-local checkpoint that were read from their partner copy.
         self.rebuilt: list[str] = []
@@ -89,6 +172,8 @@ class Restored:
             raise CheckpointError(
                 f"no RNG {name!r} in checkpoint {self.path}; it has {sorted(self.rng_states)}"
             ) from None
+        if state.get("bit_generator") not in ALLOWED_BIT_GENERATORS:  # validated at parse
+            raise CheckpointSchemaError(f"RNG {name!r}: bit generator not allowed")
         bit_generator = getattr(np.random, state["bit_generator"])()
         bit_generator.state = state
         return np.random.Generator(bit_generator)
@@ -97,37 +182,29 @@ class Restored:
         return f"Restored(step={self.step}, path={self.path}, arrays={sorted(self.arrays)}, scalars={sorted(self.scalars)})"
 
 
-def _read_array(folder: Path, name: str, spec: dict[str, Any], target: Any) -> None:
+def _read_array(folder: Path, manifest: Manifest, spec: ArraySpec, target: Any) -> None:
     """Fill ``target.interior`` from the shards overlapping it, verifying every slab read."""
     import h5py
 
     mine = target.local_range
-    for shard in spec["shards"]:
-        region = overlap(shard["start"], shard["shape"], mine)
+    for shard in spec.shards:
+        region = overlap(shard.start, shard.shape, mine)
         if region is None:
             continue
-        rows = shard["slab_rows"]
-        first = region[0].start - shard["start"][0]
-        last = region[0].stop - shard["start"][0]
-        bounds = slab_bounds(shard["shape"][0], rows)
+        rows = shard.slab_rows
+        first = region[0].start - shard.start[0]
+        last = region[0].stop - shard.start[0]
+        bounds = slab_bounds(shard.shape[0], rows)
         slabs = [(i, a, b) for i, (a, b) in enumerate(bounds) if a < last and b > first]
         inner = tuple(
-            slice(r.start - s, r.stop - s)
-            for r, s in zip(region[1:], shard["start"][1:], strict=True)
+            slice(r.start - s, r.stop - s) for r, s in zip(region[1:], shard.start[1:], strict=True)
         )
-        with h5py.File(folder / shard["file"], "r") as fh:
-            dset = fh[f"arrays/{name}"]
-            # A shard file holds the block alone; a single (mpio) file the global array,
-            # with the block at file_start.
-            expected = spec["global_shape"] if "file_start" in shard else shard["shape"]
-            if list(dset.shape) != list(expected) or dset.dtype != np.dtype(spec["dtype"]):
-                raise CheckpointError(
-                    f"{shard['file']}: dataset {name!r} is {dset.dtype}{dset.shape}, "
-                    f"the manifest says {spec['dtype']}{tuple(expected)}"
-                )
+        check_regular(folder / shard.file)
+        with h5py.File(folder / shard.file, "r") as fh:
+            dset = open_block(fh, folder, manifest, spec, shard)
             block = _block_selection(shard)
             whole_rows = all(
-                r.start == 0 and r.stop == n for r, n in zip(inner, shard["shape"][1:], strict=True)
+                r.start == 0 and r.stop == n for r, n in zip(inner, shard.shape[1:], strict=True)
             )
             rest = tuple(
                 slice(r.start - m[0], r.stop - m[0])
@@ -135,7 +212,7 @@ def _read_array(folder: Path, name: str, spec: dict[str, Any], target: Any) -> N
             )
             for i, a, b in slabs:
                 lo, hi = max(a, first), min(b, last)
-                off = shard["start"][0] - mine[0][0]
+                off = shard.start[0] - mine[0][0]
                 dst = (slice(off + lo, off + hi), *rest)
                 direct = whole_rows and (lo, hi) == (a, b)
                 if direct:  # the whole slab belongs here: read it straight into place
@@ -147,18 +224,18 @@ def _read_array(folder: Path, name: str, spec: dict[str, Any], target: Any) -> N
                     data = target.interior[dst]
                 else:
                     data = dset[block(a, b)]
-                if checksum(data) != shard["slab_checksums"][i]:
+                if checksum(data) != shard.slab_checksums[i]:
                     raise CheckpointError(
-                        f"{folder / shard['file']}: slab {i} of array {name!r} fails its checksum (corrupted)"
+                        f"{folder / shard.file}: slab {i} of array {spec.name!r} fails its checksum (corrupted)"
                     )
                 if not direct:
                     target.interior[dst] = data[(slice(lo - a, hi - a), *inner)]
 
 
-def _block_selection(shard: dict[str, Any]) -> Any:
+def _block_selection(shard: ShardSpec) -> Any:
     """``block(a, b)``: the dataset selection of rows a:b of a saved block, all its columns."""
-    start = shard.get("file_start") or [0] * len(shard["shape"])
-    rest = tuple(slice(f, f + n) for f, n in zip(start[1:], shard["shape"][1:], strict=True))
+    start = shard.file_start or (0,) * len(shard.shape)
+    rest = tuple(slice(f, f + n) for f, n in zip(start[1:], shard.shape[1:], strict=True))
 
     def block(a: int, b: int) -> tuple[slice, ...]:
         return (slice(start[0] + a, start[0] + b), *rest)
@@ -167,21 +244,19 @@ def _block_selection(shard: dict[str, Any]) -> Any:
 
 
 def _make_targets(
-    manifest: dict[str, Any], comm: Any, overrides: dict[str, dict[str, Any]]
+    manifest: Manifest, comm: Any, overrides: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     """Create every restored array first (collective), before any rank reads (local)."""
     from parcomp.array import DistArray
 
     arrays: dict[str, Any] = {}
     size = comm.Get_size()
-    for name, spec in manifest["arrays"].items():
-        opts = {"halo": spec["halo"], "periods": spec["periods"]}
-        if size == manifest["nprocs"]:
-            opts["dims"] = spec["dims"]
+    for name, spec in manifest.arrays.items():
+        opts: dict[str, Any] = {"halo": spec.halo, "periods": spec.periods}
+        if size == manifest.nprocs:
+            opts["dims"] = spec.dims
         opts.update(overrides.get(name, {}))
-        arrays[name] = DistArray(
-            tuple(spec["global_shape"]), np.dtype(spec["dtype"]), comm=comm, **opts
-        )
+        arrays[name] = DistArray(spec.global_shape, spec.dtype, comm=comm, **opts)
     return arrays
 
 
@@ -228,7 +303,7 @@ def load_latest(
                         "restored step %d from the node-local tier %s (saved on %d ranks)",
                         step,
                         local.root,
-                        manifest["nprocs"],
+                        manifest.nprocs,
                     )
                 restored = Restored(path, manifest, arrays)
                 restored.rebuilt = rebuilt
@@ -256,13 +331,7 @@ def _try_shared(
     """Restore one checkpoint of the shared directory (collective): ``(restored, error)``."""
     log = get_logger("parcomp.checkpoint")
     rank = comm.Get_rank()
-    manifest, error = None, None
-    if rank == 0:
-        try:
-            manifest = read_manifest(path)
-        except (ParcompError, OSError) as exc:
-            error = str(exc)
-    manifest, error = comm.bcast((manifest, error), root=0)
+    manifest, error = _agree_manifest(path, comm)
     arrays: dict[str, Any] = {}
     local_error = None
     if error is None:
@@ -275,8 +344,8 @@ def _try_shared(
             error = f"the manifest describes an array parcomp cannot build: {exc}"
     if error is None:
         try:
-            for name, spec in manifest["arrays"].items():
-                _read_array(path, name, spec, arrays[name])
+            for name, spec in manifest.arrays.items():
+                _read_array(path, manifest, spec, arrays[name])
         except (ParcompError, OSError, RuntimeError, KeyError, ValueError) as exc:
             if _is_mpi_error(exc):
                 raise
@@ -288,11 +357,41 @@ def _try_shared(
     if rank == 0:
         log.info(
             "restored step %d from %s (saved on %d ranks)",
-            manifest["step"],
+            manifest.step,
             path,
-            manifest["nprocs"],
+            manifest.nprocs,
         )
     return Restored(path, manifest, arrays), None
+
+
+def _agree_manifest(path: Path, comm: Any) -> tuple[Manifest | None, str | None]:
+    """Rank 0 reads and checks the manifest and its files; every rank parses the same bytes.
+
+    Only the manifest's bytes travel (``Bcast`` of a byte buffer) and the verdict as a
+    short string: nothing read from disk is unpickled.  Parsing is deterministic, so every
+    rank holds the same :class:`Manifest` or the same error.  Collective over ``comm``.
+    """
+    raw, error = b"", None
+    if comm.Get_rank() == 0:
+        try:
+            raw = read_manifest(path).raw
+        except (ParcompError, OSError) as exc:
+            error = str(exc)
+    error = comm.bcast(error, root=0)
+    if error is not None:
+        return None, error
+    size = np.array([len(raw)], np.int64)
+    comm.Bcast(size, root=0)
+    buf = (
+        np.frombuffer(raw, np.uint8).copy()
+        if comm.Get_rank() == 0
+        else np.empty(int(size[0]), np.uint8)
+    )
+    comm.Bcast(buf, root=0)
+    try:
+        return Manifest.parse(buf.tobytes(), str(path / MANIFEST), parse_step(path.name)), None
+    except CheckpointSchemaError as exc:  # cannot happen after rank 0 parsed it; same everywhere
+        return None, str(exc)
 
 
 def _is_mpi_error(exc: BaseException) -> bool:

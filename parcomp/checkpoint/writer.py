@@ -82,6 +82,16 @@ class Snapshot:
             }
 
 
+def layout_attrs(lay: dict[str, Any]) -> dict[str, Any]:
+    """The decomposition, stored on each saved dataset too: readers compare it with the
+    manifest, so a manifest rewritten with another halo, grid or periodicity is caught."""
+    return {
+        "halo": np.array(lay["halo"], np.int64),
+        "dims": np.array(lay["dims"], np.int64),
+        "periods": np.array(lay["periods"], np.int8),
+    }
+
+
 def estimate_shard_bytes(snap: Snapshot) -> int:
     """Upper bound of a shard file's size: the data, HDF5 metadata, and a margin."""
     data = sum(block.nbytes for block in snap.blocks.values())
@@ -145,6 +155,7 @@ def write_shard(folder: Path, rank: int, size: int, step: int, snap: Snapshot) -
                     "global_start": lay["start"],
                     "global_shape": lay["global_shape"],
                     "slab_rows": rows,
+                    **layout_attrs(lay),
                 }
             )
             dset.attrs["slab_checksums"] = np.array(sums, dtype="S")
@@ -247,8 +258,10 @@ def build_manifest(
     meta: dict[str, Any],
     **extra: Any,
 ) -> dict[str, Any]:
-    """The manifest of a checkpoint (see :mod:`parcomp.checkpoint.format`)."""
-    return {
+    """The manifest of a checkpoint (see :mod:`parcomp.checkpoint.format`), with its checksum."""
+    from parcomp.checkpoint.manifest import manifest_digest
+
+    manifest = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "step": step,
@@ -261,6 +274,8 @@ def build_manifest(
         "meta": meta,
         **extra,
     }
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    return manifest
 
 
 def publish(directory: Path, tmp: Path, step: int, manifest: dict[str, Any]) -> Path:
@@ -343,6 +358,7 @@ def write_single_file(folder: Path, comm: Any, step: int, snap: Snapshot) -> dic
             )
             region = tuple(slice(s, s + n) for s, n in zip(lay["start"], lay["shape"], strict=True))
             data = np.ascontiguousarray(block)
+            dset.attrs.update(layout_attrs(lay))
             with dset.collective:
                 dset[region] = data
             rows = slab_rows(block.shape, block.itemsize)
