@@ -127,9 +127,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         target, rest = args.script, args.args
     return run_job(
-        args.n,
-        target,
-        rest,
+        signals=getattr(args, "signals", None),
+        nprocs=args.n,
+        target=target,
+        args=rest,
         module=args.module is not None,
         timeout=args.timeout,
         restarts=args.restarts,
@@ -370,13 +371,21 @@ def _split_run(argv: list[str], with_value: tuple[str, ...]) -> tuple[list[str],
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``parcomp`` console script."""
-    parser = build_parser()
     tokens = list(sys.argv[1:] if argv is None else argv)
+    signals = None
+    if tokens[:1] == ["run"]:
+        # Before anything else: a preemption signal during start-up is kept, not lost.
+        from parcomp.launch.supervise import Signals
+
+        signals = Signals()
+        signals.install()
+    parser = build_parser()
     program_args: list[str] = []
     if tokens and tokens[0] in _VALUE_OPTIONS:
         own, program_args = _split_run(tokens[1:], _VALUE_OPTIONS[tokens[0]])
         tokens = [tokens[0], *own]
     args = parser.parse_args(tokens)
+    args.signals = signals
     if args.command in _VALUE_OPTIONS:
         args.args = program_args
     try:

@@ -91,6 +91,7 @@ class _Beat:
 
 
 _beat: _Beat | None = None
+_nesting = [0]  # parcomp collectives currently running in this process (main thread)
 _stack_file: Any = None
 _debug = False
 
@@ -153,6 +154,9 @@ def install() -> bool:
 def collective(name: str, comm_of: Callable[..., Any] | None = None) -> Callable[[F], F]:
     """Mark a parcomp function as a collective call for the watchdog.
 
+    Only the outermost of nested parcomp collectives is recorded and checked: the one the
+    user called (``DistArray.sum``, not the ``allreduce`` inside it).
+
     Parameters
     ----------
     name : str
@@ -167,18 +171,22 @@ def collective(name: str, comm_of: Callable[..., Any] | None = None) -> Callable
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
             beat = _beat
-            if beat is None and not _debug:
+            if (beat is None and not _debug) or _nesting[0]:
+                # no watchdog, or inside another parcomp collective: the outermost call is
+                # the one the user made, and the one reported and checked
                 return fn(*args, **kwargs)
             if _debug:
                 comm = comm_of(*args, **kwargs) if comm_of is not None else args[0].comm
                 _check_same_call(comm, name)
             if beat is not None:
                 beat.enter(encoded)
-                try:
-                    return fn(*args, **kwargs)
-                finally:
+            _nesting[0] += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _nesting[0] -= 1
+                if beat is not None:
                     beat.leave()
-            return fn(*args, **kwargs)
 
         return call  # type: ignore[return-value]
 

@@ -159,6 +159,20 @@ def manifest_digest(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_SPECIAL = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def decode_floats(value: Any) -> Any:
+    """Turn the writer's ``{"__float__": "nan"}`` (also inf, -inf) back into floats."""
+    if isinstance(value, dict):
+        if len(value) == 1 and value.get("__float__") in _SPECIAL:
+            return _SPECIAL[value["__float__"]]
+        return {k: decode_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_floats(v) for v in value]
+    return value
+
+
 # ----------------------------------------------------------------------------- typed fields
 def _int(value: Any, where: str, lo: int = 0, hi: int = 2**62) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -266,9 +280,9 @@ class Manifest(Mapping[str, Any]):
         self.step: int = data["step"]
         self.nprocs: int = data["nprocs"]
         self.files: dict[str, int] = {f["name"]: f["bytes"] for f in data["files"]}
-        self.scalars: dict[str, Any] = data["scalars"]
+        self.scalars: dict[str, Any] = decode_floats(data["scalars"])
         self.rng: dict[str, Any] = data["rng"]
-        self.meta: dict[str, Any] = data["meta"]
+        self.meta: dict[str, Any] = decode_floats(data["meta"])
         self.single_file: bool = data.get("layout") == "single-file"
         self.version: int = data["schema_version"]
 

@@ -1,17 +1,24 @@
 """Launching parcomp jobs: finding the right ``mpiexec``, building argv, running with a timeout.
 
 Local to the launching process; the launched ranks communicate, this package does not.
+Names are imported on first use, so that ``parcomp run`` can install its signal handlers
+(:mod:`parcomp.launch.supervise`) before the heavier modules load.
 """
 
-from parcomp.launch.mpiexec import (
-    MPIIdentity,
-    find_mpiexec,
-    loaded_mpi_identity,
-    mpiexec_argv,
-    mpiexec_identity,
-    mpiexec_mismatch,
-)
-from parcomp.launch.run import run_job
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "MPIIdentity": "parcomp.launch.mpiexec",
+    "find_mpiexec": "parcomp.launch.mpiexec",
+    "loaded_mpi_identity": "parcomp.launch.mpiexec",
+    "mpiexec_argv": "parcomp.launch.mpiexec",
+    "mpiexec_identity": "parcomp.launch.mpiexec",
+    "mpiexec_mismatch": "parcomp.launch.mpiexec",
+    "run_job": "parcomp.launch.run",
+}
 
 __all__ = [
     "MPIIdentity",
@@ -22,3 +29,11 @@ __all__ = [
     "mpiexec_mismatch",
     "run_job",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'parcomp.launch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

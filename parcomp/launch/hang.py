@@ -154,6 +154,10 @@ class HangWatch:
                 out[r] = f"outside parcomp; last call was {beat[3]} (#{beat[1]})"
         return out
 
+    def all_started(self) -> bool:
+        """Whether every rank has a heartbeat (has imported parcomp)."""
+        return all(b is not None for b in self._beats())
+
     def signal_ranks(self, job_pid: int, signum: int) -> bool:
         """Send ``signum`` to every rank with a heartbeat; False if there were none."""
         mine = set(descendants(job_pid))

@@ -14,28 +14,23 @@ import json
 import logging
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from parcomp.checkpoint.preempt import PREEMPTED_STATUS
 from parcomp.comm import INTERRUPTED_STATUS
 from parcomp.errors import ConfigError, LaunchError
-from parcomp.launch.hang import HangWatch, descendants, kill_pids
+from parcomp.launch.cleanup import ShmJanitor, die_with_parent
+from parcomp.launch.hang import HangWatch
 from parcomp.launch.mpiexec import find_mpiexec, mpiexec_argv, mpiexec_identity
+from parcomp.launch.supervise import TIMEOUT_STATUS, Signals, supervise
 
 __all__ = ["run_job", "TIMEOUT_STATUS"]
-
-#: Exit status of :func:`run_job` when the job exceeded its timeout (as coreutils ``timeout``).
-TIMEOUT_STATUS = 124
-
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def run_job(
@@ -52,6 +47,7 @@ def run_job(
     shrink: bool = False,
     ulfm: bool = False,
     hang_after: float | None = None,
+    signals: Signals | None = None,
 ) -> int:
     """Run ``target`` on ``nprocs`` ranks and return the job's exit status.
 
@@ -104,6 +100,44 @@ def run_job(
     """
     if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
         raise ConfigError(f"-n must be a positive integer number of ranks, got {nprocs!r}")
+    if signals is None:
+        signals = Signals()
+        signals.install()  # first: a signal during start-up is kept, not lost
+    try:
+        return _run(
+            signals,
+            nprocs,
+            target,
+            args,
+            module,
+            timeout,
+            mpiexec,
+            env,
+            kill_grace,
+            restarts,
+            shrink,
+            ulfm,
+            hang_after,
+        )
+    finally:
+        signals.uninstall()
+
+
+def _run(
+    signals: Signals,
+    nprocs: int,
+    target: str,
+    args: list[str] | tuple[str, ...],
+    module: bool,
+    timeout: float | None,
+    mpiexec: Path | None,
+    env: dict[str, str] | None,
+    kill_grace: float,
+    restarts: int,
+    shrink: bool,
+    ulfm: bool,
+    hang_after: float | None,
+) -> int:
     if timeout is not None and not timeout > 0:
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if hang_after is not None and not hang_after > 0:
@@ -150,7 +184,7 @@ def run_job(
         launcher, vendor, program, base_env, extra, deadline, timeout, kill_grace, restarts, shrink
     )
     try:
-        return _attempts(job, watch, failure_log, log)
+        return _attempts(job, watch, signals, failure_log, log)
     finally:
         watch.close()
 
@@ -171,11 +205,21 @@ class _Launch:
     shrink: bool
 
 
-def _attempts(job: _Launch, watch: HangWatch, failure_log: str | None, log: logging.Logger) -> int:
+def _attempts(
+    job: _Launch, watch: HangWatch, signals: Signals, failure_log: str | None, log: logging.Logger
+) -> int:
     """Launch, supervise, and relaunch after a failure while restarts remain."""
     launcher, vendor, base_env, restarts = job.launcher, job.vendor, job.env, job.restarts
     attempt, ranks = 0, watch.nprocs
+    janitor = ShmJanitor()
     while True:
+        if signals.preempt:  # asked to stop before (re)launching: nothing to checkpoint yet
+            log.warning(
+                "preemption signal %d received before the job started; exit status %d",
+                signals.preempt[0],
+                PREEMPTED_STATUS,
+            )
+            return PREEMPTED_STATUS
         watch.reset(ranks)
         argv = mpiexec_argv(
             ranks, job.program, mpiexec=launcher, vendor=vendor, extra=tuple(job.extra)
@@ -188,14 +232,30 @@ def _attempts(job: _Launch, watch: HangWatch, failure_log: str | None, log: logg
             PARCOMP_WATCHDOG_DIR=str(watch.folder),
         )
         started = time.monotonic()
+        janitor.start()
         try:
-            proc = subprocess.Popen(argv, env=job_env, start_new_session=True)
+            # die_with_parent: if parcomp run is killed (even by SIGKILL), so is mpiexec,
+            # and with it the ranks; no orphaned job keeps writing checkpoints.
+            proc = subprocess.Popen(
+                argv, env=job_env, start_new_session=True, preexec_fn=die_with_parent
+            )
         except OSError as exc:
             raise LaunchError(f"could not start {launcher}: {exc}") from exc
         remaining = None if job.deadline is None else max(0.001, job.deadline - time.monotonic())
-        status = _supervise(proc, remaining, job.kill_grace, job.timeout, watch)
+        status = supervise(proc, signals, watch, remaining, job.kill_grace, job.timeout)
+        if status != 0:
+            removed = janitor.clean()
+            if removed:
+                log.debug(
+                    "removed %d shared-memory segment(s) the failed job left in /dev/shm", removed
+                )
         if failure_log is not None:
             _report_recoveries(failure_log, log)
+        if signals.preempt and status != 0:
+            # Preemption is final: whatever happened after the signal (a second signal,
+            # Hydra ending the ranks, a rank killed before it could checkpoint), the job
+            # was asked to stop, so it stops with 75 and is requeued, never restarted here.
+            status = PREEMPTED_STATUS
         if (
             status in (0, TIMEOUT_STATUS, PREEMPTED_STATUS, INTERRUPTED_STATUS)
             or attempt >= restarts
@@ -251,111 +311,3 @@ def _report_recoveries(path: str, log: Any) -> None:
             event.get("lost_world_ranks"),
             event.get("ranks_after"),
         )
-
-
-def _supervise(
-    proc: subprocess.Popen[bytes],
-    timeout: float | None,
-    kill_grace: float,
-    total: float | None = None,
-    watch: HangWatch | None = None,
-) -> int:
-    """Wait for ``proc``: forward signals, enforce ``timeout``, watch for hangs.
-
-    ``SIGQUIT`` to ``parcomp run`` prints every rank's stack and lets the job go on.  On a
-    timeout or a hang the stacks are printed, then the job is ended.  After ``SIGINT`` the
-    job gets ``kill_grace`` seconds to stop, and the status is 130.
-    """
-    requests: list[int] = []
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        if signum == signal.SIGINT:
-            requests.append(signum)
-            # Straight to the ranks, so each raises KeyboardInterrupt and exits 130 quietly
-            # (through mpiexec, Hydra prints its own Ctrl-C banner first).
-            if watch is not None and watch.signal_ranks(proc.pid, signum):
-                return
-        try:
-            proc.send_signal(signum)
-        except ProcessLookupError:
-            pass
-
-    def dump_request(signum: int, _frame: FrameType | None) -> None:
-        requests.append(signum)
-
-    previous = {}
-    for sig, handler in [(s, forward) for s in _FORWARDED] + [(signal.SIGQUIT, dump_request)]:
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread: leave signals alone
-            break
-    try:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interrupted_at = None
-        while True:
-            try:
-                status = proc.wait(timeout=_POLL)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if signal.SIGQUIT in requests and watch is not None:
-                requests.remove(signal.SIGQUIT)
-                _say(
-                    f"stacks of the job's ranks on request (SIGQUIT), most recent call last:\n{watch.dump(proc.pid)}"
-                )
-            if signal.SIGINT in requests:
-                interrupted_at = interrupted_at or time.monotonic()
-                if time.monotonic() - interrupted_at > kill_grace:
-                    _kill_group(proc, kill_grace)
-                    break
-                continue
-            why = None
-            if deadline is not None and time.monotonic() >= deadline:
-                why = f"job exceeded its timeout of {total if total is not None else timeout:g} s"
-            elif watch is not None and (idle := watch.stalled()) is not None:
-                why = (
-                    f"no rank entered or left a parcomp collective call for {idle:.0f} s "
-                    f"(--hang-after {watch.hang_after:g}): the job looks hung"
-                )
-            if why is not None:
-                report = watch.dump(proc.pid) if watch is not None else ""
-                _say(
-                    f"{why}; stacks of its ranks, most recent call last:\n{report}"
-                    if report
-                    else why
-                )
-                _say("terminating the job")
-                _kill_group(proc, kill_grace)
-                return TIMEOUT_STATUS
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if signal.SIGINT in requests:
-        _say("interrupted (SIGINT); the job was stopped")
-        return INTERRUPTED_STATUS
-    return 128 - status if status < 0 else status
-
-
-#: Seconds between the supervisor's checks of the job (exit, timeout, heartbeats).
-_POLL = 0.25
-
-
-def _say(text: str) -> None:
-    sys.stderr.write("".join(f"parcomp run: {line}\n" for line in text.splitlines()))
-    sys.stderr.flush()
-
-
-def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """End the launcher's process group, then any of its processes that left the group."""
-    below = descendants(proc.pid)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=grace)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    kill_pids(below)

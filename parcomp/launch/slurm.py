@@ -17,8 +17,10 @@ The rendered script
 * every rank checks that the MPI world has ``$SLURM_NTASKS`` ranks (``PARCOMP_EXPECT_NTASKS``),
   so a plain ``srun`` without ``--mpi=pmi2``, which starts N singletons of size 1, fails
   clearly instead of computing N times;
-* on status 75 (the job checkpointed after a signal) requeues itself with ``scontrol
-  requeue``; the requeued run resumes from the last checkpoint (``SLURM_RESTART_COUNT`` > 0);
+* on status 75 (the job checkpointed after a signal), or on any failure after the batch
+  shell got a signal, requeues itself with ``scontrol requeue``: preemption is final,
+  never a restart in the allocation; the requeued run resumes from the last checkpoint
+  (``SLURM_RESTART_COUNT`` > 0);
 * on any other failure (a rank died) restarts inside the allocation, up to a budget;
 * sets ``NUMBA_CACHE_DIR`` so that all ranks share one compiled-kernel cache.
 """
@@ -134,7 +136,8 @@ if [ "$requeued" -gt 0 ]; then
 fi
 
 child=0
-forward() {{ if [ "$child" -gt 0 ]; then kill -USR1 "$child" 2>/dev/null; fi; }}
+preempted=0  # once Slurm asked the job to stop, it is requeued, never restarted here
+forward() {{ preempted=1; if [ "$child" -gt 0 ]; then kill -USR1 "$child" 2>/dev/null; fi; }}
 trap forward USR1 TERM
 
 attempt=0
@@ -142,12 +145,14 @@ while :; do
   export PARCOMP_RESTART_COUNT=$((requeued + attempt))
   "$PYTHON" -m parcomp run -n "$SLURM_NTASKS" {command} &
   child=$!
+  if [ "$preempted" -eq 1 ]; then kill -USR1 "$child" 2>/dev/null; fi  # signal came first
   while :; do  # a trapped signal interrupts wait: wait again until parcomp run has exited
     wait "$child"
     status=$?
     kill -0 "$child" 2>/dev/null || break
   done
   child=0
+  if [ "$preempted" -eq 1 ] && [ "$status" -ne 0 ]; then status={PREEMPTED_STATUS}; fi
   case $status in
     0)
       echo "parcomp: job finished"

@@ -4,6 +4,8 @@ Each test states the old behaviour it replaces: a wrong number, a hang or a 52-l
 trace.  Run on 1-4 ranks; every error must be raised on every rank together.
 """
 
+import math
+
 import numpy as np
 import pytest
 from mpi4py import MPI
@@ -189,9 +191,13 @@ def test_differing_checkpoint_scalars_raise(tmp_path_factory):
         # was: rank 0's value silently saved for everyone
         with pytest.raises(ConfigError, match="scalars differ between ranks"):
             ck.save(1, arrays={"u": u}, scalars={"t": float(RANK)})
-    ck.save(2, arrays={"u": u}, scalars={"t": 1.5, "bad": float("nan")})
+    ck.save(2, arrays={"u": u}, scalars={"t": 1.5, "bad": float("nan"), "big": [float("-inf")]})
     ck.close()
-    parallel_assert(True)
+    back = Checkpointer(folder, handle_signals=False).restore().scalars
+    # was: NaN and inf came back as {"__float__": "nan"} dicts
+    parallel_assert(
+        back["t"] == 1.5 and math.isnan(back["bad"]) and back["big"] == [-math.inf], str(back)
+    )
 
 
 def test_checkpointer_refuses_unwritable_directory(tmp_path_factory):

@@ -98,8 +98,8 @@ def test_debug_collectives_names_the_disagreement():
     )
     err = out.stderr
     assert out.returncode not in (0, 124), err
-    assert "rank 0 is in DistArray.sum (#2" in err, err
-    assert "ranks 1-2 are in DistArray.exchange_halos (#2" in err, err
+    assert "rank 0 is in DistArray.sum (#3" in err, err
+    assert "ranks 1-2 are in DistArray.exchange_halos (#3" in err, err
     assert err.count("Traceback") == 1, err  # one report for the three ranks
     assert "[ranks 0-2/3]" in err
 

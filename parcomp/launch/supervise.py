@@ -1,0 +1,168 @@
+"""Watching one launched job: signals, the timeout, hangs, and ending it cleanly.
+
+Local to the ``parcomp run`` process (signals and ``/proc``); it never talks MPI.
+
+Signal handlers only record (:class:`Signals`); the supervision loop acts on them every
+:data:`POLL` seconds:
+
+* ``SIGINT`` (Ctrl-C) goes straight to the ranks, which exit with status 130 and print
+  nothing; the job gets ``kill_grace`` seconds, then it is killed.  Status 130.
+* The first preemption signal (``SIGTERM``, ``SIGUSR1``, ``SIGUSR2``) goes to every rank
+  once (to ``mpiexec`` while the ranks are still starting); more of them are recorded and
+  not passed on, because a second ``SIGTERM`` to Hydra ends the ranks in the middle of
+  their checkpoint.  Whatever follows, :func:`parcomp.launch.run.run_job` then stops with
+  status 75 and never restarts.  A signal that arrives while ``parcomp run`` itself is
+  starting is kept (the handlers are installed first) and no job is launched.
+* ``SIGQUIT`` prints every rank's stack (:mod:`parcomp.launch.hang`); the job goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from parcomp.comm import INTERRUPTED_STATUS
+from parcomp.launch.hang import HangWatch, descendants, kill_pids
+
+__all__ = ["POLL", "PREEMPT", "TIMEOUT_STATUS", "Signals", "supervise", "kill_job", "say"]
+
+#: Exit status when the job exceeded its timeout or hung (as coreutils ``timeout``).
+TIMEOUT_STATUS = 124
+#: Seconds between the supervisor's checks of the job (exit, timeout, signals, heartbeats).
+POLL = 0.1
+PREEMPT = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+_HANDLED = (signal.SIGINT, *PREEMPT, signal.SIGQUIT)
+
+
+class Signals:
+    """``parcomp run``'s signal handlers: they record, the supervision loop acts."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        #: Preemption signals received so far (over all attempts).
+        self.preempt: list[int] = []
+        self.interrupted = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Install the handlers (main thread only; elsewhere signals are left alone)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in _HANDLED:
+            self._previous[sig] = signal.signal(sig, self._record)
+
+    def uninstall(self) -> None:
+        """Put the previous handlers back."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _record(self, signum: int, _frame: FrameType | None) -> None:
+        self.pending.append(signum)
+        if signum in PREEMPT:
+            self.preempt.append(signum)
+        elif signum == signal.SIGINT:
+            self.interrupted = True
+
+    def take(self) -> list[int]:
+        """The signals recorded since the last call, in order."""
+        taken, self.pending[:] = list(self.pending), []
+        return taken
+
+
+def say(text: str) -> None:
+    """Write ``text`` to stderr, each line prefixed ``parcomp run:``."""
+    sys.stderr.write("".join(f"parcomp run: {line}\n" for line in text.splitlines()))
+    sys.stderr.flush()
+
+
+def _deliver(proc: subprocess.Popen[bytes], watch: HangWatch, signum: int) -> None:
+    """To every rank if all have started (heartbeats), else through ``mpiexec``."""
+    if watch.all_started() and watch.signal_ranks(proc.pid, signum):
+        return
+    try:
+        proc.send_signal(signum)
+    except ProcessLookupError:
+        pass
+
+
+def supervise(
+    proc: subprocess.Popen[bytes],
+    signals: Signals,
+    watch: HangWatch,
+    timeout: float | None,
+    kill_grace: float,
+    total: float | None = None,
+) -> int:
+    """Wait for ``proc`` while acting on signals, the timeout and hangs; its exit status.
+
+    Returns the launcher's status (128+N if killed by signal N), :data:`TIMEOUT_STATUS`
+    after a timeout or a hang, or 130 after ``SIGINT``.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    interrupted_at = None
+    preempt_sent = False
+    while True:
+        for signum in signals.take():
+            if signum == signal.SIGQUIT:
+                say(
+                    "stacks of the job's ranks on request (SIGQUIT), most recent call last:\n"
+                    + watch.dump(proc.pid)
+                )
+            elif signum == signal.SIGINT and interrupted_at is None:
+                interrupted_at = time.monotonic()
+                # straight to the ranks: through mpiexec, Hydra prints a Ctrl-C banner first
+                _deliver(proc, watch, signum)
+            elif signum in PREEMPT and not preempt_sent:
+                preempt_sent = True
+                _deliver(proc, watch, signum)
+        try:
+            status = proc.wait(timeout=POLL)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if interrupted_at is not None:
+            if time.monotonic() - interrupted_at > kill_grace:
+                kill_job(proc, kill_grace)
+                break
+            continue
+        why = None
+        if deadline is not None and time.monotonic() >= deadline:
+            why = f"job exceeded its timeout of {total if total is not None else timeout:g} s"
+        elif (idle := watch.stalled()) is not None:
+            why = (
+                f"no rank entered or left a parcomp collective call for {idle:.0f} s "
+                f"(--hang-after {watch.hang_after:g}): the job looks hung"
+            )
+        if why is not None:
+            report = watch.dump(proc.pid)
+            say(f"{why}; stacks of its ranks, most recent call last:\n{report}" if report else why)
+            say("terminating the job")
+            kill_job(proc, kill_grace)
+            return TIMEOUT_STATUS
+    if signals.interrupted:
+        say("interrupted (SIGINT); the job was stopped")
+        return INTERRUPTED_STATUS
+    return 128 - status if status < 0 else status
+
+
+def kill_job(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """End the launcher's process group, then any of its processes that left the group."""
+    below = descendants(proc.pid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    kill_pids(below)
