@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from parcomp.errors import KernelSignatureError, ShapeError
 from parcomp.numba_jit import Kernel, parameter_names, quick_key
+from parcomp.reach import infer_reach
 from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,7 +131,50 @@ def make_spec(
             "written: updating a field in place while neighbours read it gives wrong "
             "results; write to a second field (or declare radius=0 for a pointwise update)"
         )
-    return StencilSpec(rad, corners, rd, wr, params)
+    spec = StencilSpec(rad, corners, rd, wr, params)
+    _check_against_source(func, spec)
+    return spec
+
+
+def _check_against_source(func: Callable[..., Any], spec: StencilSpec) -> None:
+    """Refuse a declaration that the kernel's own source contradicts (see parcomp.reach)."""
+    name = getattr(func, "__name__", repr(func))
+    for reach in infer_reach(func, spec.reads).values():
+        if reach.diagonal is not None and not spec.corners:
+            raise KernelSignatureError(
+                f"@parcomp.stencil on {name!r}: the kernel reads {reach.diagonal}, a diagonal "
+                "neighbour, but is declared corners=False: its corner ghost cells would be "
+                "stale and the results wrong. Declare corners=True"
+            )
+        for axis, offset in reach.offsets.items():
+            declared = (
+                spec.radius
+                if isinstance(spec.radius, int)
+                else (spec.radius[axis] if axis < len(spec.radius) else 0)
+            )
+            if offset > declared:
+                raise KernelSignatureError(
+                    f"@parcomp.stencil on {name!r}: the kernel reads {reach.widest[axis]}, "
+                    f"{offset} cell(s) away on axis {axis}, but is declared with radius "
+                    f"{spec.radius}. Declare the radius it reads"
+                )
+
+
+def _undeclared_reach(kernel: Any) -> dict[str, Any]:
+    """What an undeclared kernel's source proves about its first parameter (cached)."""
+    cached = getattr(kernel, "_parcomp_reach", None)
+    if cached is None:
+        func = getattr(kernel, "py_func", kernel)
+        try:
+            first = parameter_names(func)[:1]
+        except (TypeError, ValueError):
+            first = []
+        cached = infer_reach(func, first) if first else {}
+        try:
+            kernel._parcomp_reach = cached
+        except AttributeError:
+            pass
+    return cached
 
 
 def _names(value: Sequence[str], label: str, kernel: str) -> tuple[str, ...]:
@@ -326,9 +370,9 @@ def run_stencil(
                     ),
                     comm,
                 )
-    want_corners = _corners(spec, corners, name, comm)
+    want_corners = _corners(spec, corners, name, comm, kernel)
     for rn, r in reads:
-        _check_reach(spec, name, rn, r, comm)
+        _check_reach(spec, name, rn, r, comm, kernel)
     if exchange:
         for _, r in reads:
             r.exchange_halos(want_corners)
@@ -351,8 +395,20 @@ def _overlap(a: DistArray, b: DistArray) -> bool:
     return bool(np.may_share_memory(a.local, b.local) and np.shares_memory(a.local, b.local))
 
 
-def _corners(spec: StencilSpec | None, corners: bool | None, name: str, comm: Any) -> bool:
+def _corners(
+    spec: StencilSpec | None, corners: bool | None, name: str, comm: Any, kernel: Any = None
+) -> bool:
     if spec is None:
+        diagonal = next((r.diagonal for r in _undeclared_reach_values(kernel) if r.diagonal), None)
+        if diagonal is not None and not corners:
+            _fail(
+                KernelSignatureError(
+                    f"run_stencil: kernel {name!r} reads {diagonal}, a diagonal neighbour, "
+                    "but corners were not asked for: its corner ghost cells would be stale. "
+                    "Pass corners=True, or declare it with @parcomp.stencil(corners=True)"
+                ),
+                comm,
+            )
         return bool(corners)
     if corners is False and spec.corners:
         _fail(
@@ -366,8 +422,25 @@ def _corners(spec: StencilSpec | None, corners: bool | None, name: str, comm: An
     return spec.corners or bool(corners)
 
 
-def _check_reach(spec: StencilSpec | None, name: str, field: str, arr: Any, comm: Any) -> None:
+def _undeclared_reach_values(kernel: Any) -> list[Any]:
+    return list(_undeclared_reach(kernel).values()) if kernel is not None else []
+
+
+def _check_reach(
+    spec: StencilSpec | None, name: str, field: str, arr: Any, comm: Any, kernel: Any = None
+) -> None:
     if spec is None:
+        for reach in _undeclared_reach_values(kernel):
+            short = [a for a, o in reach.offsets.items() if a < arr.ndim and o > arr.halo[a]]
+            if short:
+                _fail(
+                    ShapeError(
+                        f"run_stencil: kernel {name!r} reads {reach.widest[short[0]]}, "
+                        f"{reach.offsets[short[0]]} cell(s) away on axis {short[0]}, but "
+                        f"{field} has halo {arr.halo}; make the arrays with a wider halo"
+                    ),
+                    comm,
+                )
         if not any(arr.halo):
             _fail(
                 ShapeError(
@@ -383,11 +456,7 @@ def _check_reach(spec: StencilSpec | None, name: str, field: str, arr: Any, comm
         radius = spec.radius_for(arr.ndim)
     except ShapeError as exc:
         _fail(ShapeError(f"run_stencil: kernel {name!r}: {exc}"), comm)
-    short = [
-        axis
-        for axis, (r, h, n) in enumerate(zip(radius, arr.halo, arr.global_shape, strict=True))
-        if h < r and n > 1
-    ]
+    short = [axis for axis, (r, h) in enumerate(zip(radius, arr.halo, strict=True)) if h < r]
     if short:
         _fail(
             ShapeError(

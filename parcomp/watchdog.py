@@ -141,6 +141,8 @@ def install() -> bool:
             return False
         _stack_file = open(base / f"rank-{rank}.stack", "w", encoding="utf-8")
         faulthandler.register(STACK_SIGNAL, file=_stack_file, all_threads=True, chain=False)
+        if not faulthandler.is_enabled():  # a segfault in a kernel prints where it happened
+            faulthandler.enable(file=sys.stderr, all_threads=False)
         _beat = _Beat(base / f"rank-{rank}.beat")
         # mpi4py finalizes MPI after the interpreter (and faulthandler) is gone: say that the
         # script is done, so the supervisor neither signals it nor counts it as hung.
@@ -175,13 +177,13 @@ def collective(name: str, comm_of: Callable[..., Any] | None = None) -> Callable
                 # no watchdog, or inside another parcomp collective: the outermost call is
                 # the one the user made, and the one reported and checked
                 return fn(*args, **kwargs)
-            if _debug:
-                comm = comm_of(*args, **kwargs) if comm_of is not None else args[0].comm
-                _check_same_call(comm, name)
             if beat is not None:
-                beat.enter(encoded)
+                beat.enter(encoded)  # first, so a hang in the debug check below names the call
             _nesting[0] += 1
             try:
+                if _debug:
+                    comm = comm_of(*args, **kwargs) if comm_of is not None else args[0].comm
+                    _check_same_call(comm, name)
                 return fn(*args, **kwargs)
             finally:
                 _nesting[0] -= 1

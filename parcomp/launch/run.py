@@ -251,6 +251,7 @@ def _attempts(
                 )
         if failure_log is not None:
             _report_recoveries(failure_log, log)
+        stopped_itself = status == PREEMPTED_STATUS
         if signals.preempt and status != 0:
             # Preemption is final: whatever happened after the signal (a second signal,
             # Hydra ending the ranks, a rank killed before it could checkpoint), the job
@@ -260,9 +261,15 @@ def _attempts(
             status in (0, TIMEOUT_STATUS, PREEMPTED_STATUS, INTERRUPTED_STATUS)
             or attempt >= restarts
         ):
-            if status == PREEMPTED_STATUS:
+            if status == PREEMPTED_STATUS and stopped_itself:
                 log.warning(
                     "job checkpointed on a preemption signal; exit status %d (requeue it)", status
+                )
+            elif status == PREEMPTED_STATUS:
+                log.warning(
+                    "job stopped on a preemption signal without checkpointing (it had no "
+                    "Checkpointer, or had not reached one yet); exit status %d",
+                    status,
                 )
             elif status not in (0, TIMEOUT_STATUS) and restarts:
                 log.error("job failed with status %d; no restarts left (%d used)", status, attempt)

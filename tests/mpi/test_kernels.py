@@ -89,15 +89,30 @@ def test_life_corners_come_from_the_declaration():
     parallel_assert(np.array_equal(got, want) and got.sum() == 5 if RANK == 0 else True)
 
 
-def test_undeclared_life_without_corners_is_wrong_somewhere():
-    # why the declaration matters: the same kernel undeclared, faces only, differs from the
-    # reference once the process grid splits both axes
-    if MPI.COMM_WORLD.size < 4:
-        pytest.skip("needs a 2x2 process grid")
+def test_undeclared_life_without_corners_raises():
+    # an undeclared kernel whose source reads diagonal neighbours needs corners=True
     plain = parcomp.jit(life_step.py_func)
     G = np.zeros((12, 10), np.int8)
+    with pytest.raises(KernelSignatureError, match="a diagonal neighbour"):
+        distributed(plain, G, 1, True, False)
+    got = distributed(plain, G, 3, True, True)
+    parallel_assert(got.sum() == 0 if RANK == 0 else True)
+
+
+def test_faces_only_exchange_is_wrong_for_life_somewhere():
+    # why the checks matter: exchanging faces only, then calling the 9-point kernel by
+    # hand, differs from the reference once the process grid splits both axes
+    if MPI.COMM_WORLD.size < 4:
+        pytest.skip("needs a 2x2 process grid")
+    G = np.zeros((12, 10), np.int8)
     G[1, 2] = G[2, 3] = G[3, 1] = G[3, 2] = G[3, 3] = 1
-    got = distributed(plain, G, 40, True, False)
+    u = DistArray.from_global(G if RANK == 0 else None, halo=1, periods=True)
+    v = u.zeros_like()
+    for _ in range(40):
+        u.exchange_halos(corners=False)
+        life_step(u.local, v.local)
+        u, v = v, u
+    got = u.gather(0)
     want = serial(life_step_numpy, G, 40, True) if RANK == 0 else None
     parallel_assert(not np.array_equal(got, want) if RANK == 0 else True)
 

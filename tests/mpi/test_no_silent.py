@@ -74,9 +74,48 @@ def test_radius_two_needs_halo_two():
     u = DistArray.zeros((16, 16), halo=1)
     with pytest.raises(ShapeError, match=r"reads \(2, 2\) cells.*halo \(1, 1\)"):
         run_stencil(wide, u, u.zeros_like(), 0.1)
-    per_axis = parcomp.stencil(radius=(1, 0))(five_point)
+    # five_point reads u[i, j + 1]: declaring radius 0 on axis 1 is refused at once
+    with pytest.raises(KernelSignatureError, match=r"reads u\[i, j \+ 1\].*radius \(1, 0\)"):
+        parcomp.stencil(radius=(1, 0))(five_point)
+
+    @parcomp.stencil(radius=(1, 0))
+    def rows_only(u, out, a):
+        for i in range(1, u.shape[0] - 1):
+            for j in range(u.shape[1]):
+                out[i, j] = u[i - 1, j] + a * u[i + 1, j]
+
     w = DistArray.zeros((16, 16), halo=(1, 0))
-    run_stencil(per_axis, w, w.zeros_like(), 0.1)  # fits: axis 1 needs no ghosts
+    run_stencil(rows_only, w, w.zeros_like(), 0.1)  # fits: axis 1 needs no ghosts
+    parallel_assert(True)
+
+
+def test_declaration_contradicted_by_the_source_is_refused():
+    # was: a 9-point kernel declared corners=False gave errors of 3.86 (periodic) on every
+    # rank count, silently
+    with pytest.raises(KernelSignatureError, match=r"reads u\[i - 1, j - 1\], a diagonal"):
+
+        @parcomp.stencil(radius=1, corners=False)
+        def nine(u, out):
+            for i in range(1, u.shape[0] - 1):
+                for j in range(1, u.shape[1] - 1):
+                    out[i, j] = u[i - 1, j - 1] + u[i + 1, j + 1] + u[i, j]
+
+    with pytest.raises(KernelSignatureError, match=r"reads u\[i \+ 2\], 2 cell"):
+
+        @parcomp.stencil(radius=1)
+        def wide(u, out):
+            for i in range(2, u.shape[0] - 2):
+                out[i] = u[i + 2] - u[i - 1]
+
+    parallel_assert(True)
+
+
+def test_thin_axis_needs_its_halo_too():
+    # was: shape (9, 1) with halo (1, 0) and radius 1: the kernel's loop over axis 1 never
+    # ran and the output stayed zero (error 210), silently
+    u = DistArray.full((9, 1), 1.0, halo=(1, 0))
+    with pytest.raises(ShapeError, match="too narrow on axis"):
+        run_stencil(declared, u, u.zeros_like(), 0.1)
     parallel_assert(True)
 
 

@@ -158,3 +158,24 @@ def test_tag_bound_checked():
     check_tags(3**4 - 1, "a 4-d halo exchange")
     with pytest.raises(ConfigError, match="MPI_TAG_UB"):
         check_tags(bound + 1, "something huge")
+
+
+def test_reach_inference():
+    from parcomp.kernels import heat_step_2d, heat_step_3d, life_step
+    from parcomp.reach import infer_reach
+
+    heat = infer_reach(heat_step_2d.py_func, ["u"])["u"]
+    assert heat.offsets == {0: 1, 1: 1} and heat.diagonal is None
+    assert infer_reach(heat_step_3d.py_func, ["u"])["u"].offsets == {0: 1, 1: 1, 2: 1}
+    life = infer_reach(life_step.py_func, ["u"])["u"]
+    assert life.diagonal is not None and life.offsets == {0: 1, 1: 1}
+
+    def odd(u, v, out, k):
+        for i in range(2, u.shape[0] - 2):
+            m = i * 2
+            out[i] = u[i + 2] + u[m] + u[0] + v[i - 1] + 2 + u[i]  # u[m], u[0]: not provable
+
+    reach = infer_reach(odd, ["u", "v"])
+    assert reach["u"].offsets == {0: 2} and reach["u"].widest[0] == "u[i + 2]"
+    assert reach["v"].offsets == {0: 1}
+    assert infer_reach(eval("lambda u, out: None"), ["u"]) == {}  # no source: nothing proven

@@ -1,0 +1,100 @@
+"""What a stencil kernel really reads: offsets found in its source (PURE).
+
+A declaration (:func:`parcomp.stencil`) can be wrong: a 9-point kernel declared with
+``corners=False`` reads stale corner ghosts and returns wrong numbers on every rank count.
+:func:`infer_reach` reads the kernel's Python source and collects the subscripts of its
+field parameters whose every index is a loop variable plus or minus a constant, such as
+``u[i - 1, j + 1]``.  From those it knows, for each field, the largest offset per axis and
+whether any access is diagonal (two or more axes offset at once: corners needed).
+
+It only reports what it can prove: an index it does not understand (``u[k]`` with ``k``
+computed, slices, ``u[0, j]``) is left out, never guessed, so the result is a lower bound
+of the kernel's reach; it can refuse a wrong declaration, not approve a right one.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Reach", "infer_reach"]
+
+
+@dataclass
+class Reach:
+    """Proven reads of one field: largest offset per axis, and a diagonal read if any."""
+
+    offsets: dict[int, int] = field(default_factory=dict)
+    diagonal: str | None = None  # the source text of one diagonal access
+    widest: dict[int, str] = field(default_factory=dict)  # axis -> source of its widest read
+
+    def radius(self, axis: int) -> int:
+        return self.offsets.get(axis, 0)
+
+
+def _offset(node: ast.AST, loop_vars: set[str]) -> int | None:
+    """``i`` -> 0, ``i + 2`` / ``2 + i`` -> 2, ``i - 1`` -> -1; None if not of that form."""
+    if isinstance(node, ast.Name):
+        return 0 if node.id in loop_vars else None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
+        left, right = node.left, node.right
+        if (
+            isinstance(left, ast.Name)
+            and left.id in loop_vars
+            and isinstance(right, ast.Constant)
+            and isinstance(right.value, int)
+        ):
+            return right.value if isinstance(node.op, ast.Add) else -right.value
+        if (
+            isinstance(node.op, ast.Add)
+            and isinstance(right, ast.Name)
+            and right.id in loop_vars
+            and isinstance(left, ast.Constant)
+            and isinstance(left.value, int)
+        ):
+            return left.value
+    return None
+
+
+def infer_reach(func: Callable[..., Any], fields: Sequence[str]) -> dict[str, Reach]:
+    """Proven reads of each of ``fields`` (parameter names) in ``func``'s source.
+
+    Returns an empty dict when the source is unavailable (built in a string, a lambda on a
+    shared line ...): nothing can be proven then.
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(func))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return {}
+    loop_vars = {
+        node.target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.For) and isinstance(node.target, ast.Name)
+    }
+    out = {name: Reach() for name in fields}
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in out
+            and isinstance(node.ctx, ast.Load)
+        ):
+            continue
+        index = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        offsets = [_offset(e, loop_vars) for e in index]
+        if any(o is None for o in offsets):
+            continue
+        reach = out[node.value.id]
+        text = ast.unparse(node)
+        for axis, o in enumerate(offsets):
+            if abs(o) > reach.offsets.get(axis, 0):
+                reach.offsets[axis] = abs(o)
+                reach.widest[axis] = text
+        if sum(1 for o in offsets if o) >= 2 and reach.diagonal is None:
+            reach.diagonal = text
+    return out
