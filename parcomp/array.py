@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parcomp.comm import raise_if_any, resolve_comm
+from parcomp.comm import mark_everywhere, raise_if_any, resolve_comm
 from parcomp.errors import ConfigError, DTypeError, ParcompError, ShapeError
 from parcomp.halo import HaloExchange, check_halo, halo_plan, largest_tag
 from parcomp.partition import Partition
@@ -118,9 +118,12 @@ class DistArray:
         keys = comm.allgather(key)
         differ = [r for r, k in enumerate(keys) if k != keys[0]]
         if differ:
-            raise ConfigError(
-                f"DistArray arguments differ between ranks (shape, dtype, halo, periods, grid): "
-                f"rank 0 has {keys[0]}, rank {differ[0]} has {keys[differ[0]]}"
+            raise mark_everywhere(
+                ConfigError(
+                    f"DistArray arguments differ between ranks (shape, dtype, halo, periods, grid): "
+                    f"rank 0 has {keys[0]}, rank {differ[0]} has {keys[differ[0]]}"
+                ),
+                comm,
             )
         # Private communicators for halo exchange and scatter/gather (collective the first
         # time per communicator; later arrays on it reuse them, see parcomp.subcomm).

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from parcomp.errors import KernelSignatureError, ShapeError
 from parcomp.numba_jit import Kernel, parameter_names, quick_key
 from parcomp.reach import infer_reach
-from parcomp.watchdog import collective
+from parcomp.watchdog import collective, debug_collectives
 
 if TYPE_CHECKING:  # pragma: no cover
     from parcomp.array import DistArray
@@ -309,31 +309,42 @@ def run_stencil(
 
     spec: StencilSpec | None = getattr(kernel, "spec", None)
     name = getattr(kernel, "__name__", repr(kernel))
+    # The communicator the errors below are agreed over (they come from the same code and
+    # metadata on every rank, so every rank raises them: printed once, see comm._mark).
+    comm = next((a.comm for a in args if isinstance(a, DistArray)), None)
     if spec is None:
         if len(args) < 2:
-            raise KernelSignatureError(
-                f"run_stencil({name}, ...): needs at least a source and a destination DistArray"
+            _fail(
+                KernelSignatureError(
+                    f"run_stencil({name}, ...): needs at least a source and a destination DistArray"
+                ),
+                comm,
             )
         n_params = len(args)
         roles = ["read", "write"] + ["param"] * (n_params - 2)
         names = [f"argument {i + 1}" for i in range(n_params)]
     else:
         if len(args) != len(spec.params):
-            raise KernelSignatureError(
-                f"run_stencil: kernel {name!r} takes {len(spec.params)} argument(s) "
-                f"({', '.join(spec.params)}), got {len(args)}"
+            _fail(
+                KernelSignatureError(
+                    f"run_stencil: kernel {name!r} takes {len(spec.params)} argument(s) "
+                    f"({', '.join(spec.params)}), got {len(args)}"
+                ),
+                comm,
             )
         roles = [spec.role(p) for p in spec.params]
         names = list(spec.params)
     fields = [(n, a, r) for n, a, r in zip(names, args, roles, strict=True) if r != "param"]
     for n, a, role in fields:
         if not isinstance(a, DistArray):
-            raise KernelSignatureError(
-                f"run_stencil: kernel {name!r} {role}s {n}, which must be a DistArray, got "
-                f"{type(a).__name__}"
+            _fail(
+                KernelSignatureError(
+                    f"run_stencil: kernel {name!r} {role}s {n}, which must be a DistArray, got "
+                    f"{type(a).__name__}"
+                ),
+                comm,
             )
     first = fields[0][1]
-    comm = first.comm
     for n, a, r in zip(names, args, roles, strict=True):
         if r == "param" and isinstance(a, DistArray):
             _fail(
@@ -370,6 +381,8 @@ def run_stencil(
                     ),
                     comm,
                 )
+    if debug_collectives():
+        _check_same_params(name, names, args, roles, comm)
     want_corners = _corners(spec, corners, name, comm, kernel)
     for rn, r in reads:
         _check_reach(spec, name, rn, r, comm, kernel)
@@ -380,6 +393,40 @@ def run_stencil(
     if isinstance(kernel, Kernel) and not _jit_disabled():
         _agree_compiled(kernel, call_args, comm)
     kernel(*call_args)
+
+
+def _check_same_params(
+    name: str, names: list[str], args: tuple[Any, ...], roles: list[str], comm: Any
+) -> None:
+    """Debug mode: plain number parameters must be the same on every rank (one allgather).
+
+    A value computed from a rank's own block (``alpha = 0.1 / u.interior.max()``) differs
+    between ranks, and each rank then steps with its own ``alpha``, silently.  Checking
+    costs a collective per call, so only ``PARCOMP_DEBUG_COLLECTIVES=1`` does it.
+    """
+    import numpy as np
+
+    values = [
+        (n, repr(a.item() if isinstance(a, np.generic) else a))
+        for n, a, r in zip(names, args, roles, strict=True)
+        if r == "param" and isinstance(a, int | float | complex | bool | np.generic)
+    ]
+    everyone = comm.allgather(values)
+    for r, theirs in enumerate(everyone):
+        if theirs != everyone[0]:
+            diff = [
+                f"{a[0]}: {a[1]} vs {b[1]}"
+                for a, b in zip(everyone[0], theirs, strict=False)
+                if a != b
+            ]
+            _fail(
+                KernelSignatureError(
+                    f"run_stencil: kernel {name!r} gets other parameter values on rank {r} than "
+                    f"on rank 0 ({'; '.join(diff)}); compute them from global data (e.g. with "
+                    "a reduction) so that every rank steps alike"
+                ),
+                comm,
+            )
 
 
 def _jit_disabled() -> bool:

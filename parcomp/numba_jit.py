@@ -105,6 +105,8 @@ class Kernel:
         if self._dispatcher is None:
             import numba
 
+            _register_with_numba()
+
             options = dict(self.options)
             if options.get("cache"):
                 numba.config.CACHE_DIR = str(ensure_safe_dir(cache_dir()))
@@ -204,6 +206,25 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"<parcomp.Kernel {self.py_func.__qualname__} options={self.options}>"
+
+
+_registered = False
+
+
+def _register_with_numba() -> None:
+    """Let Numba type a :class:`Kernel` as its dispatcher, so that one kernel can call
+    another inside compiled code (``@parcomp.jit def f(x): return g(x)`` with ``g`` a
+    parcomp kernel), exactly as with ``numba.njit`` functions."""
+    global _registered
+    if _registered:
+        return
+    from numba.core.typing.typeof import typeof_impl
+
+    @typeof_impl.register(Kernel)
+    def _typeof_kernel(value: Kernel, context: Any) -> Any:
+        return typeof_impl(value.dispatcher, context)
+
+    _registered = True
 
 
 def quick_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:

@@ -90,6 +90,9 @@ def _exit_without_finalize() -> None:
         except (OSError, ValueError):
             pass
     logging.shutdown()
+    from parcomp.watchdog import mark_finished
+
+    mark_finished()  # os._exit skips atexit: tell parcomp run this rank finished its script
     os._exit(_exit_status)
 
 

@@ -69,12 +69,37 @@ def as_items(items: Any) -> Items:
         raise ConfigError(
             f"items must be a range, sequence, ndarray or iterable of work items, got {type(items).__name__}"
         )
+    if isinstance(items, set | frozenset):
+        raise ConfigError(
+            f"items is a {type(items).__name__}: its order differs between ranks (each Python "
+            "process salts string hashes differently), so ranks would split different work; "
+            "pass sorted(items)"
+        )
     if isinstance(items, Iterable):
         listed = list(items)
         return Items(len(listed), listed.__getitem__, listed)
     raise ConfigError(
         f"items must be a range, sequence, ndarray, DistArray or iterable, got {type(items).__name__}"
     )
+
+
+_PLAIN_ITEM = (str, int, float, bytes, bool)
+
+
+def items_fingerprint(items: Items) -> str:
+    """The item count and, when they print the same in every process, the first and last
+    items: enough for the ranks to notice that they were given different work (PURE)."""
+    import hashlib
+
+    n = items.n
+    sample = [items.get(i) for i in [*range(min(n, 32)), *range(max(32, n - 32), n)]]
+    if isinstance(items.source, range):
+        text = repr(items.source)
+    elif all(type(x) in _PLAIN_ITEM for x in sample):
+        text = repr(sample)
+    else:
+        text = ""
+    return f"{n}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 def leaf_size(n: int) -> int:

@@ -48,6 +48,7 @@ __all__ = [
     "collective",
     "debug_collectives",
     "install",
+    "mark_finished",
     "read_beat",
 ]
 
@@ -94,6 +95,12 @@ _beat: _Beat | None = None
 _nesting = [0]  # parcomp collectives currently running in this process (main thread)
 _stack_file: Any = None
 _debug = False
+
+
+def mark_finished() -> None:
+    """Record that this rank's script has finished (for exits that skip ``atexit``)."""
+    if _beat is not None:
+        _beat.finished()
 
 
 def read_beat(path: Path) -> tuple[int, int, int, str] | None:

@@ -40,20 +40,34 @@ __all__ = ["Checkpointer"]
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
-def _check_same_scalars(scalars: dict[str, Any], comm: Any) -> None:
-    """Raise ConfigError on every rank if ``scalars`` differ between ranks (collective).
+def _check_same(values: dict[str, Any], comm: Any) -> None:
+    """Raise ConfigError on every rank if any of ``values`` differs between ranks (collective).
 
-    Only a digest of each rank's JSON text travels.  Per-rank values belong in arrays.
+    ``values`` maps what it is ("step", "scalars", "rng") to its JSON-able value; one
+    digest per entry travels, nothing else.  A checkpoint holds one step, one set of
+    scalars and one state per generator for the whole job: rank 0's would silently stand
+    for every rank's.
     """
-    text = json.dumps(scalars, sort_keys=True, allow_nan=True)
-    digests = comm.allgather(hashlib.sha256(text.encode()).hexdigest())
-    differ = [r for r, d in enumerate(digests) if d != digests[0]]
-    if differ:
+    mine = [
+        hashlib.sha256(json.dumps(v, sort_keys=True, allow_nan=True).encode()).hexdigest()
+        for v in values.values()
+    ]
+    everyone = comm.allgather(mine)
+    for k, key in enumerate(values):
+        differ = [r for r, d in enumerate(everyone) if d[k] != everyone[0][k]]
+        if not differ:
+            continue
+        advice = {
+            "step": "every rank must save the same step",
+            "scalars": "scalars are one value for the whole job; store per-rank values in a "
+            "DistArray",
+            "rng": "only one state per generator is saved: give every rank the same generator "
+            "(and derive per-rank streams from it, e.g. with SeedSequence.spawn), or store "
+            "per-rank state in a DistArray",
+        }[key]
         raise mark_everywhere(
             ConfigError(
-                f"checkpoint scalars differ between ranks: ranks {differ} hold other values "
-                f"than rank 0 for {sorted(scalars)}. Scalars are one value for the whole job; "
-                "store per-rank values in a DistArray"
+                f"checkpoint {key} differ between ranks: ranks {differ} differ from rank 0; {advice}"
             ),
             comm,
         )
@@ -217,6 +231,17 @@ class Checkpointer:
         """
         error: BaseException | None = None
         folders = [self.directory] + ([self.local_dir] if self.local_dir is not None else [])
+        paths = self.comm.allgather([str(f.absolute()) for f in folders])
+        differ = [r for r, p in enumerate(paths) if p != paths[0]]
+        if differ:
+            raise mark_everywhere(
+                ConfigError(
+                    f"checkpoint directories differ between ranks: ranks {differ} use "
+                    f"another path than rank 0 ({paths[0]}); every rank must name the same "
+                    "directory (compute it once, e.g. on rank 0, and broadcast it)"
+                ),
+                self.comm,
+            )
         for folder in folders:
             probe = folder / f".parcomp-probe-{self.comm.Get_rank()}-{os.getpid()}"
             try:
@@ -305,7 +330,9 @@ class Checkpointer:
         except ConfigError as exc:
             error = exc
         raise_if_any(error, self.comm)
-        _check_same_scalars(record["scalars"], self.comm)
+        _check_same(
+            {"step": int(step), "scalars": record["scalars"], "rng": record["rng"]}, self.comm
+        )
         snap = Snapshot(arrays, copy=self.async_write)
         step = int(step)
         if self.local_dir is not None:

@@ -154,6 +154,10 @@ class HangWatch:
                 out[r] = f"outside parcomp; last call was {beat[3]} (#{beat[1]})"
         return out
 
+    def unfinished(self) -> list[int]:
+        """Ranks that started (have a heartbeat) but did not finish their script."""
+        return [r for r, b in enumerate(self._beats()) if b is not None and b[2] != -1]
+
     def all_started(self) -> bool:
         """Whether every rank has a heartbeat (has imported parcomp)."""
         return all(b is not None for b in self._beats())

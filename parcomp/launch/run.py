@@ -249,8 +249,16 @@ def _attempts(
                 log.debug(
                     "removed %d shared-memory segment(s) the failed job left in /dev/shm", removed
                 )
-        if failure_log is not None:
-            _report_recoveries(failure_log, log)
+        lost = _report_recoveries(failure_log, log) if failure_log is not None else set()
+        if status == 0 and (quiet := [r for r in watch.unfinished() if r not in lost]):
+            # mpiexec said success, but these ranks ended (os._exit, a signal) before their
+            # script did: their part of the work is missing.  Not a success.
+            log.error(
+                "mpiexec exited 0, but rank(s) %s ended before finishing the script (os._exit "
+                "or killed): the job did not complete",
+                quiet,
+            )
+            status = 1
         stopped_itself = status == PREEMPTED_STATUS
         if signals.preempt and status != 0:
             # Preemption is final: whatever happened after the signal (a second signal,
@@ -300,21 +308,29 @@ def supervisor_logger() -> logging.Logger:
     return log
 
 
-def _report_recoveries(path: str, log: Any) -> None:
-    """Log the failures the job survived in-job (``mpirun`` exits 0 after them)."""
+def _report_recoveries(path: str, log: Any) -> set[int]:
+    """Log the failures the job survived in-job (``mpirun`` exits 0 after them); the lost
+    world ranks."""
+    lost: set[int] = set()
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.readlines()
         os.unlink(path)
     except OSError:
-        return
+        return lost
     for line in lines:
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
+            continue
+        if not isinstance(event, dict):
             continue
         log.warning(
             "the job lost world rank(s) %s and recovered in-job on %s ranks (ULFM)",
             event.get("lost_world_ranks"),
             event.get("ranks_after"),
         )
+        ranks = event.get("lost_world_ranks")
+        if isinstance(ranks, list):
+            lost.update(r for r in ranks if isinstance(r, int) and not isinstance(r, bool))
+    return lost

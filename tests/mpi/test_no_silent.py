@@ -253,3 +253,59 @@ def test_checkpointer_refuses_unwritable_directory(tmp_path_factory):
         with pytest.raises(CheckpointError, match="cannot write checkpoints"):
             Checkpointer(bad)
     parallel_assert(True)
+
+
+@pytest.mark.skipif(SIZE < 2, reason="needs ranks that can disagree")
+def test_differing_checkpoint_step_rng_and_directory_raise(tmp_path_factory):
+    from parcomp.checkpoint import Checkpointer
+    from parcomp.errors import ConfigError
+
+    folder = MPI.COMM_WORLD.bcast(str(tmp_path_factory.mktemp("ck")) if RANK == 0 else None)
+    # was: per-rank directories were accepted and the first save failed, once per rank
+    with pytest.raises(ConfigError, match="checkpoint directories differ between ranks"):
+        Checkpointer(f"{folder}/r{RANK}", handle_signals=False)
+    ck = Checkpointer(folder, handle_signals=False)
+    u = DistArray.zeros((8,))
+    # was: step-9 and step-10 written, each labelled with rank 0's step
+    with pytest.raises(ConfigError, match="checkpoint step differ between ranks"):
+        ck.save(9 + RANK, arrays={"u": u})
+    # was: every rank restored rank 0's stream (default_rng(1000 + rank) is common)
+    with pytest.raises(ConfigError, match="checkpoint rng differ between ranks"):
+        ck.save(10, arrays={"u": u}, rng={"noise": np.random.default_rng(1000 + RANK)})
+    ck.save(10, arrays={"u": u}, rng={"noise": np.random.default_rng(1000)})
+    ck.close()
+    parallel_assert(True)
+
+
+def test_map_over_a_set_or_differing_items_raises():
+    from parcomp.errors import ConfigError
+
+    words = {f"w{i}" for i in range(200)}
+    # was: 20514 on 2 ranks, 19949 on 3 (right: 19900): each rank iterates a set in its
+    # own hash order
+    with pytest.raises(ConfigError, match="pass sorted"):
+        parcomp.map_reduce(lambda w: int(w[1:]), words, "sum")
+    parallel_assert(parcomp.map_reduce(lambda w: int(w[1:]), sorted(words), "sum") == 19900)
+    if SIZE > 1:
+        # was: range(10 + rank) on 3 ranks silently gave 66
+        with pytest.raises(ConfigError, match="other work items than rank 0"):
+            parcomp.map_reduce(lambda x: x, range(10 + RANK), "sum")
+        shuffled = [f"w{i}" for i in range(50)]
+        if RANK == 1:
+            shuffled.reverse()
+        with pytest.raises(ConfigError, match="same order"):
+            parcomp.map(lambda w: w, shuffled)
+    parallel_assert(True)
+
+
+@pytest.mark.skipif(SIZE < 2, reason="needs ranks that can disagree")
+def test_debug_mode_catches_parameters_that_differ_between_ranks(monkeypatch):
+    import parcomp.watchdog as wd
+
+    monkeypatch.setattr(wd, "_debug", True)
+    u = DistArray.fromfunction(initial, (16, 16), halo=1)
+    alpha = 0.1 / float(np.abs(u.interior).max())  # from this rank's block only
+    with pytest.raises(KernelSignatureError, match="other parameter values on rank"):
+        run_stencil(declared, u, u.zeros_like(), alpha)
+    run_stencil(declared, u, u.zeros_like(), 0.1 / float(u.max()))  # global: fine
+    parallel_assert(True)

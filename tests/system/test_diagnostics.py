@@ -172,3 +172,16 @@ def test_no_watchdog_folder_left_behind():
     assert out.returncode != 0
     after = {p for p in os.listdir("/tmp") if p.startswith("parcomp-watchdog-")}
     assert after <= before
+
+
+def test_a_rank_leaving_early_is_not_a_success():
+    # was: 2 runs in 7 exited 0 with nothing printed although the job never finished
+    for _ in range(3):
+        out = run(
+            [PARCOMP, "run", "-n", "3", "--timeout", "60", SCRIPTS / "quiet_exit.py"], timeout=90
+        )
+        assert out.returncode != 0, out.stdout + out.stderr
+        assert "total" not in out.stdout
+        if out.returncode == 1:
+            assert "ended before finishing the script" in out.stderr, out.stderr
+    assert not leftovers("quiet_exit.py")

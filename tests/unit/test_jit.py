@@ -76,3 +76,26 @@ def test_exec_defined_function_falls_back_to_no_cache():
     k = parcomp.jit(namespace["f"])
     assert k(1) == 2
     assert k.options["cache"] is False
+
+
+def test_a_kernel_calls_another_kernel(tmp_path, monkeypatch):
+    # was: "Untyped global name 'helper': Cannot determine Numba type of Kernel"
+    import numpy as np
+
+    import parcomp
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+
+    @parcomp.jit
+    def helper(x, y):
+        return 0.5 * (x + y)
+
+    @parcomp.jit(cache=False)
+    def outer(u, out):
+        for i in range(1, u.shape[0] - 1):
+            out[i] = helper(u[i - 1], u[i + 1])
+
+    u = np.arange(6.0) ** 2
+    out = np.zeros(6)
+    outer(u, out)
+    assert np.array_equal(out[1:-1], 0.5 * (u[:-2] + u[2:]))
