@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parcomp.checkpoint import preempt
+from parcomp.checkpoint.format import check_owned_dir, make_private_dir
 from parcomp.checkpoint.reader import Restored, load_latest
 from parcomp.checkpoint.writer import (
     Snapshot,
@@ -133,6 +134,11 @@ class Checkpointer:
         HDF5 (the ``mpio`` driver) instead of a shard per rank; needs an h5py built with
         MPI (the pip h5py is serial).  The manifest, checksums and restore on any rank
         count work the same.  Not with ``local_dir`` or ``async_write``.
+    shared_ok : bool, default False
+        Accept a directory (or ``local_dir``) that group or others may write into.  By
+        default such a directory, or one owned by another user, is refused at
+        construction: whoever can write there can plant a checkpoint that a restore would
+        load.  Folders and files parcomp creates are 0700/0600 whatever the umask.
     flush_every : int or None, default 1
         With ``local_dir``: flush every this many node-local checkpoints to ``directory``
         (asynchronously; committed at the next save, ``wait`` or ``close``).  None: never
@@ -160,6 +166,7 @@ class Checkpointer:
         local_dir: str | Path | None = None,
         flush_every: int | None = 1,
         mpio: bool = False,
+        shared_ok: bool = False,
     ) -> None:
         if every_steps is not None and (
             isinstance(every_steps, bool) or not isinstance(every_steps, int) or every_steps < 1
@@ -196,6 +203,7 @@ class Checkpointer:
                     "(the PyPI wheel is). Leave mpio off: one shard per rank is the default"
                 )
         self.mpio = bool(mpio)
+        self.shared_ok = bool(shared_ok)
         self.directory = Path(directory)
         self.local_dir = None if local_dir is None else Path(local_dir)
         self.flush_every = flush_every
@@ -245,10 +253,14 @@ class Checkpointer:
         for folder in folders:
             probe = folder / f".parcomp-probe-{self.comm.Get_rank()}-{os.getpid()}"
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                make_private_dir(folder)
                 fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 os.close(fd)
                 os.unlink(probe)
+                check_owned_dir(folder, self.shared_ok)
+            except CheckpointError as exc:
+                error = exc
+                break
             except OSError as exc:
                 error = CheckpointError(
                     f"cannot write checkpoints to {folder}: {exc.strerror or exc} "
@@ -430,9 +442,10 @@ class Checkpointer:
         name, error = None, None
         if self.comm.Get_rank() == 0:
             try:
-                self.directory.mkdir(parents=True, exist_ok=True)
+                make_private_dir(self.directory)
                 name = f".tmp-{step_dir_name(step)}-{os.urandom(6).hex()}"
-                os.mkdir(self.directory / name)
+                os.mkdir(self.directory / name, 0o700)
+                os.chmod(self.directory / name, 0o700)
             except OSError as exc:
                 error = f"cannot create a checkpoint in {self.directory}: {exc}"
         name, error = self.comm.bcast((name, error), root=0)

@@ -58,6 +58,9 @@ __all__ = [
     "parse_manifest",
     "check_regular",
     "check_step_dir",
+    "check_owned_dir",
+    "make_private_dir",
+    "private_file",
     "fsync_path",
 ]
 
@@ -167,7 +170,9 @@ def fsync_path(path: Path) -> None:
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON to ``path`` via a temp name, fsync, ``os.replace``, fsync of the folder."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask
+    with open(fd, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=1, sort_keys=True)
         fh.flush()
         os.fsync(fh.fileno())
@@ -193,7 +198,7 @@ def read_manifest(folder: Path) -> Manifest:
 
 
 def check_regular(path: Path, nbytes: int | None = None) -> None:
-    """Raise unless ``path`` is a regular file (not a link) of ``nbytes`` bytes, if given."""
+    """Raise unless ``path`` is a regular file (not a link) of ours, of ``nbytes`` if given."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -202,9 +207,61 @@ def check_regular(path: Path, nbytes: int | None = None) -> None:
         raise CheckpointSchemaError(
             f"{path}: not a regular file (links, FIFOs and devices are refused)"
         )
+    if info.st_uid != os.getuid():
+        raise CheckpointSchemaError(
+            f"{path}: owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
+        )
     if nbytes is not None and info.st_size != nbytes:
         raise CheckpointError(
             f"{path}: has {info.st_size} bytes, the manifest says {nbytes} (truncated or altered)"
+        )
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) as 0700 whatever the umask; leave existing ones."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for created in missing:
+        try:
+            os.chmod(created, 0o700)
+        except OSError:
+            pass
+
+
+def private_file(path: Path) -> None:
+    """Make a file we wrote readable by us alone (0600), whatever the umask."""
+    os.chmod(path, 0o600)
+
+
+def check_owned_dir(path: Path, shared_ok: bool = False) -> None:
+    """Refuse a checkpoint folder that another user owns, or that others may write into.
+
+    Someone who can write there can plant a checkpoint that a restore would load.  With
+    ``shared_ok`` a group- or world-writable folder of yours is accepted.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the owner or the mode, and how to opt in.
+    """
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise CheckpointError(
+            f"checkpoint directory {path} belongs to uid {info.st_uid}, not to you (uid "
+            f"{os.getuid()}): its content could have been planted. Use a directory of your own"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not shared_ok:
+        raise CheckpointError(
+            f"checkpoint directory {path} is writable by others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}): someone else could plant a checkpoint there. "
+            "Use a private subdirectory (e.g. /dev/shm/$USER-job), `chmod go-w` it, or pass "
+            "shared_ok=True if you trust everyone who can write it"
         )
 
 

@@ -37,6 +37,7 @@ from parcomp.checkpoint.format import (
     MANIFEST,
     check_regular,
     fsync_path,
+    make_private_dir,
     overlap,
     parse_manifest,
     parse_step,
@@ -133,7 +134,7 @@ def save_local(
     mine: str | None = None
     placeholder = None
     try:
-        tmp.mkdir(parents=True, exist_ok=True)
+        make_private_dir(tmp)
         placeholder = reserve_space(tmp, rank, need)
     except OSError as exc:
         mine = f"rank {rank} on {tier.node}: cannot reserve {need} bytes in {tier.folder}: {exc}"
@@ -319,6 +320,17 @@ def _plan(
         return None, None, f"no node holds a valid manifest ({reasons})"
     manifest = max(manifests, key=lambda m: m.get("created_unix", 0))
     ident = manifest.get("checkpoint_id")
+    # Every node keeps its own copy of the manifest: they must be identical.  A copy that
+    # differs (edited, or damaged and re-signed) is outvoted, and its node's files unused.
+    copies = [m.digest for m in manifests if m.get("checkpoint_id") == ident]
+    majority = max(set(copies), key=copies.count)
+    if copies.count(majority) * 2 <= len(copies) and len(set(copies)) > 1:
+        return (
+            None,
+            None,
+            f"the nodes' copies of the manifest disagree ({len(set(copies))} versions)",
+        )
+    manifest = next(m for m in manifests if m.digest == majority)
     expected = {f["name"]: f["bytes"] for f in manifest["files"]}
     leaders = {v["node"]: r for r, v in enumerate(views) if v is not None}
     ranks_on = {tier.names[g[0]]: g for g in tier.groups}
@@ -331,7 +343,7 @@ def _plan(
             v["node"]
             for v in nodes
             if v["manifest"] is not None
-            and v["manifest"].get("checkpoint_id") == ident
+            and v["manifest"].digest == manifest.digest
             and v["files"].get(name) == nbytes
             and (v["node"], name) not in excluded
         ]

@@ -34,6 +34,7 @@ from parcomp.checkpoint.format import (
     checksum,
     fsync_path,
     parse_step,
+    private_file,
     shard_name,
     slab_bounds,
     slab_rows,
@@ -165,6 +166,7 @@ def write_shard(folder: Path, rank: int, size: int, step: int, snap: Snapshot) -
                 "slab_rows": rows,
                 "slab_checksums": sums,
             }
+    private_file(path)
     fsync_path(path)
     record["bytes"] = path.stat().st_size
     return record
@@ -201,6 +203,7 @@ def _write_master(
         for key, value in scalars.items():
             if isinstance(value, bool | int | float | str):
                 sc.attrs[key] = value
+    private_file(path)
     fsync_path(path)
 
 
@@ -373,6 +376,7 @@ def write_single_file(folder: Path, comm: Any, step: int, snap: Snapshot) -> dic
         fh.create_group("scalars")
     comm.Barrier()  # every rank closed the file before rank 0 reopens it
     if rank == 0:
+        private_file(path)
         fsync_path(path)
     return record
 

@@ -184,3 +184,31 @@ def test_a_damaged_home_copy_is_replaced_by_the_partner_copy(dirs):
         return
     parallel_assert(restored is not None and restored.path.parent.parent == local)
     parallel_assert(restored_equals(restored, 8))
+
+
+@pytest.mark.parametrize("sign", [False, True], ids=["as-found", "re-signed"])
+def test_one_nodes_edited_manifest_is_outvoted(dirs, sign):
+    # was: one node's manifest with two swapped starts was used without comparing it to
+    # the other nodes' copies
+    import json
+
+    from parcomp.checkpoint.manifest import manifest_digest
+
+    if sign and SIZE == 1:
+        pytest.skip("one node holds the only copy: nothing to outvote a re-signed edit with")
+    shared, local = dirs
+    save_steps(shared, local, [3, 4], flush_every=1)
+    COMM.Barrier()
+    if RANK == 0:
+        path = node_dir(local, 0) / "step-00000004" / "manifest.json"
+        m = json.loads(path.read_text())
+        m["scalars"]["step"] = 40  # a plausible edit; placements are checked elsewhere
+        if sign:
+            m["manifest_sha256"] = manifest_digest(m)
+        path.write_text(json.dumps(m))
+    COMM.Barrier()
+    restored = Checkpointer(shared, local_dir=local).restore()
+    parallel_assert(restored is not None and restored.scalars["step"] in (3, 4), str(restored))
+    if SIZE >= 3:  # two unedited copies outvote the edited one: step 4 from the tier
+        parallel_assert(restored.step == 4 and restored.path.parent != shared)
+    parallel_assert(restored_equals(restored, restored.step))

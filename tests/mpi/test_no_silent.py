@@ -309,3 +309,39 @@ def test_debug_mode_catches_parameters_that_differ_between_ranks(monkeypatch):
         run_stencil(declared, u, u.zeros_like(), alpha)
     run_stencil(declared, u, u.zeros_like(), 0.1 / float(u.max()))  # global: fine
     parallel_assert(True)
+
+
+def test_foreign_or_shared_directories_refused(tmp_path_factory):
+    import os
+    import stat
+
+    from parcomp.checkpoint import Checkpointer
+    from parcomp.errors import CheckpointError
+
+    base = MPI.COMM_WORLD.bcast(str(tmp_path_factory.mktemp("own")) if RANK == 0 else None)
+    shared, foreign = f"{base}/shared", f"{base}/foreign"
+    if RANK == 0:
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)  # as a user pre-creates it in /dev/shm
+        os.mkdir(foreign)
+        os.chown(foreign, 65534, 65534)  # nobody's (the tests run as root, as CI)
+    MPI.COMM_WORLD.Barrier()
+    # was: trusted, and a checkpoint planted there was restored
+    with pytest.raises(CheckpointError, match="writable by others"):
+        Checkpointer(shared, handle_signals=False)
+    with pytest.raises(CheckpointError, match="belongs to uid 65534"):
+        Checkpointer(foreign, handle_signals=False)
+    Checkpointer(shared, handle_signals=False, shared_ok=True).close()
+    # what parcomp creates is private whatever the umask
+    old = os.umask(0)
+    try:
+        ck = Checkpointer(f"{base}/private/deep", handle_signals=False)
+        ck.save(1, arrays={"u": DistArray.zeros((8,))})
+        ck.close()
+    finally:
+        os.umask(old)
+    modes = set()
+    for root, dirs, files in os.walk(f"{base}/private"):
+        for name in dirs + files:
+            modes.add(stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode))
+    parallel_assert(modes <= {0o700, 0o600}, f"modes {sorted(oct(m) for m in modes)}")
