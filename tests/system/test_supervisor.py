@@ -1,0 +1,120 @@
+"""The supervisor under outside signals: preemption is final, its death ends the job.
+
+Real ``parcomp run`` jobs; signals sent at chosen and at random moments.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import BIN, ROOT, SCRIPTS
+
+PARCOMP = BIN / "parcomp"
+
+
+def heat(tmp_path, steps=400, restarts=2):
+    return [
+        str(a)
+        for a in (
+            PARCOMP,
+            "run",
+            "-n",
+            "2",
+            "--timeout",
+            "120",
+            "--restarts",
+            restarts,
+            "jobs/heat2d.py",
+            "--n",
+            "128",
+            "--steps",
+            steps,
+            "--checkpoint-dir",
+            tmp_path / "ck",
+            "--checkpoint-every",
+            "1000",
+            "--step-delay",
+            "0.02",
+            "--no-png",
+            "--out",
+            tmp_path,
+        )
+    ]
+
+
+def start(argv):
+    return subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def alive(pattern):
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+# From 0.3 s: parcomp run's handlers are in place ~0.1 s after its interpreter starts (the
+# Python start-up itself); before that a signal ends it with the default action, which
+# the Slurm template also treats as a preemption (tests/slurm).
+@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0, 2.5])
+def test_two_signals_50_ms_apart_checkpoint_once_and_exit_75(tmp_path, delay):
+    # was (1 of 14 in the campaign): Hydra ended the ranks on the second SIGTERM,
+    # parcomp run restarted the job and it finished with 0 instead of 75
+    proc = start(heat(tmp_path))
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-3000:]
+    assert "restart" not in err, err[-3000:]
+    saved = list((tmp_path / "ck").glob("step-*")) if (tmp_path / "ck").exists() else []
+    assert len(saved) <= 1, saved  # one checkpoint, or none yet at start-up
+
+
+def test_random_signal_storms_always_end_in_75(tmp_path):
+    rng = random.Random(12)
+    for trial in range(4):
+        folder = tmp_path / f"t{trial}"
+        proc = start(heat(folder))
+        time.sleep(rng.uniform(0.3, 3.0))
+        for _ in range(rng.randint(1, 4)):
+            proc.send_signal(rng.choice([signal.SIGTERM, signal.SIGUSR1]))
+            time.sleep(rng.uniform(0.0, 0.2))
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 75, (trial, err[-3000:])
+        assert "restart" not in err
+
+
+def test_sigkill_of_parcomp_run_ends_the_job_within_2_s():
+    # was (6 of 6): mpiexec re-parented to PID 1 and the ranks kept checkpointing
+    proc = start([str(PARCOMP), "run", "-n", "3", "--timeout", "120", str(SCRIPTS / "sleeper.py")])
+    assert proc.stdout.readline().strip() == "started"
+    assert len(alive("sleeper.py")) >= 3
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 2.0
+    while alive("sleeper.py") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive("sleeper.py"), "ranks survived their supervisor"
+    assert not alive("hydra_pmi_proxy.*sleeper") and not alive("mpiexec.*sleeper")
+
+
+def test_failed_attempts_leave_no_shared_memory_behind(tmp_path):
+    # was: each killed MPICH job left an mpich_shm_* segment in /dev/shm (770 MB after
+    # the campaign)
+    before = set(os.listdir("/dev/shm"))
+    out = subprocess.run(
+        [str(PARCOMP), "run", "-n", "3", "--restarts", "1", str(SCRIPTS / "raise_on_rank.py"), "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    left = {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("mpich_shm_")}
+    assert not left, left
