@@ -20,6 +20,7 @@ import numpy as np
 
 from parcomp.checkpoint import preempt
 from parcomp.checkpoint.format import check_owned_dir, make_private_dir
+from parcomp.checkpoint.lease import Lease
 from parcomp.checkpoint.reader import Restored, load_latest
 from parcomp.checkpoint.writer import (
     Snapshot,
@@ -229,6 +230,7 @@ class Checkpointer:
         self.seconds_blocked = 0.0
         if handle_signals:
             preempt.install_handlers()
+        self._lease: Lease | None = None
         self._check_writable()
 
     def _check_writable(self) -> None:
@@ -258,6 +260,8 @@ class Checkpointer:
                 os.close(fd)
                 os.unlink(probe)
                 check_owned_dir(folder, self.shared_ok)
+                if folder == self.directory and self.comm.Get_rank() == 0:
+                    self._lease = Lease(folder)  # one live job per directory
             except CheckpointError as exc:
                 error = exc
                 break
@@ -267,7 +271,18 @@ class Checkpointer:
                     f"({type(exc).__name__}); choose a directory you can write"
                 )
                 break
-        raise_if_any(error, self.comm)
+        try:
+            raise_if_any(error, self.comm)
+        except BaseException:
+            self._release_lease()
+            raise
+
+    def _release_lease(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+        if self._tier is not None:
+            self._tier.release()
 
     # ------------------------------------------------------------------ saving
     @collective("Checkpointer.save")
@@ -564,12 +579,14 @@ class Checkpointer:
         return path
 
     def close(self) -> None:
-        """Commit any pending asynchronous checkpoint and finish pruning (collective)."""
+        """Commit any pending asynchronous checkpoint, finish pruning, give up the directory's
+        lease (collective)."""
         self.wait()
         if self._pruner is not None:
             self._pruner.join()
             self._pruner = None
         self.comm.Barrier()  # every rank returns once rank 0's pruning is done
+        self._release_lease()
 
     # ------------------------------------------------------------------ policy
     def due(self, step: int) -> tuple[bool, int]:

@@ -45,6 +45,7 @@ from parcomp.checkpoint.format import (
     slab_checksums,
     step_dir_name,
 )
+from parcomp.checkpoint.lease import Lease
 from parcomp.checkpoint.manifest import Manifest
 from parcomp.checkpoint.reader import open_block
 from parcomp.checkpoint.writer import (
@@ -93,8 +94,26 @@ class LocalTier:
         self.partner = partner_ranks(self.names)
         self.holds = [r for r, p in enumerate(self.partner) if p == self.rank]
         self.folder = self.root / safe_node_dirname(self.node)
+        self.lease: Any = None
         self.leader = next(g for g in self.groups if self.rank in g)[0] == self.rank
         self.nnodes = len(self.groups)
+        mine = None
+        if self.leader:  # one live job per node folder, as per shared directory
+            try:
+                make_private_dir(self.folder)
+                self.lease = Lease(self.folder)
+            except (CheckpointError, OSError) as exc:
+                mine = f"node {self.node}: {exc}"
+        errors = _agree_errors(comm, mine)
+        if errors:
+            self.release()
+            raise CheckpointError("; ".join(errors))
+
+    def release(self) -> None:
+        """Give up the node folder's lease (local)."""
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
     def describe(self) -> str:
         """One line: nodes, ranks per node, partners."""

@@ -118,3 +118,20 @@ def test_failed_attempts_leave_no_shared_memory_behind(tmp_path):
     assert out.returncode != 0
     left = {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("mpich_shm_")}
     assert not left, left
+
+
+def test_a_second_job_cannot_write_into_a_directory_in_use(tmp_path):
+    # was: a relaunch shared the directory with the orphaned ranks of the first job
+    from mpi4py import MPI
+
+    from parcomp.checkpoint import Checkpointer
+
+    ck = Checkpointer(tmp_path / "ck", handle_signals=False, comm=MPI.COMM_SELF)
+    argv = heat(tmp_path, steps=20, restarts=0)
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "another live job writes checkpoints to" in out.stderr, out.stderr[-2000:]
+    assert f"pid {os.getpid()}" in out.stderr
+    ck.close()  # the lease is given back: now the job may write there
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
