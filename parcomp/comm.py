@@ -298,8 +298,9 @@ def report_and_abort(
     if n > 1:
         # Give the launcher a moment to forward what this rank just printed: an abort kills
         # the process tree at once and output still in the pipes would be lost (seen with
-        # Hydra when every rank raised the same agreed error).
-        time.sleep(_abort_grace())
+        # Hydra when every rank raised the same agreed error).  When this rank prints for
+        # the others too, it is the only copy: wait a little longer.
+        time.sleep(_abort_grace() if report is None else max(_abort_grace(), 0.3))
     abort(1)
 
 
