@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parcomp.comm import mark_everywhere, raise_if_any, resolve_comm
-from parcomp.errors import ConfigError, DTypeError, ParcompError, ShapeError
+from parcomp.comm import raise_if_any, raise_if_differ, resolve_comm
+from parcomp.errors import DTypeError, ParcompError, ShapeError
 from parcomp.halo import HaloExchange, check_halo, halo_plan, largest_tag
 from parcomp.partition import Partition
 from parcomp.reduce import allreduce
@@ -115,16 +115,14 @@ class DistArray:
         except (ParcompError, TypeError, ValueError) as exc:
             error = exc if isinstance(exc, ParcompError) else ShapeError(str(exc))
         raise_if_any(error, comm)
-        keys = comm.allgather(key)
-        differ = [r for r, k in enumerate(keys) if k != keys[0]]
-        if differ:
-            raise mark_everywhere(
-                ConfigError(
-                    f"DistArray arguments differ between ranks (shape, dtype, halo, periods, grid): "
-                    f"rank 0 has {keys[0]}, rank {differ[0]} has {keys[differ[0]]}"
-                ),
-                comm,
-            )
+        raise_if_differ(
+            key,
+            comm,
+            lambda differ, mine, theirs: (
+                "DistArray arguments differ between ranks (shape, "
+                f"dtype, halo, periods, grid): rank 0 has {mine}, rank {differ[0]} has {theirs}"
+            ),
+        )
         # Private communicators for halo exchange and scatter/gather (collective the first
         # time per communicator; later arrays on it reuse them, see parcomp.subcomm).
         self._setup(

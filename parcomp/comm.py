@@ -23,6 +23,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "abort",
     "report_and_abort",
     "mark_everywhere",
+    "raise_if_differ",
     "INTERRUPTED_STATUS",
     "install_excepthook",
     "uninstall_excepthook",
@@ -195,6 +197,34 @@ def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> N
     exc = CollectiveError(message, tuple(r for r, _ in failed))
     _mark(exc, comm, exc.failed_ranks)
     raise exc
+
+
+def raise_if_differ(
+    value: Any,
+    comm: MPI.Comm | None,
+    message: Callable[[list[int], Any, Any], str],
+) -> None:
+    """Raise a :class:`ConfigError` on every rank if ``value`` differs between ranks.
+
+    Parameters
+    ----------
+    value : object
+        A small value this rank computed (never bytes read from disk: it is pickled).
+    comm : mpi4py.MPI.Comm or None
+        Communicator (None: the default).
+    message : callable
+        ``message(differing_ranks, rank0_value, first_differing_value)``: the error text,
+        the same on every rank (it is printed once).
+
+    Notes
+    -----
+    Collective over `comm`: call on all ranks.
+    """
+    comm = resolve_comm(comm)
+    everyone = comm.allgather(value)
+    differ = [r for r, v in enumerate(everyone) if v != everyone[0]]
+    if differ:
+        raise mark_everywhere(ConfigError(message(differ, everyone[0], everyone[differ[0]])), comm)
 
 
 def mark_everywhere(exc: BaseException, comm: MPI.Comm | None = None) -> BaseException:

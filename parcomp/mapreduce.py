@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from parcomp.comm import mark_everywhere, resolve_comm
+from parcomp.comm import raise_if_differ, resolve_comm
 from parcomp.errors import ConfigError, TaskError
 from parcomp.progress import Progress
 from parcomp.reduce import (
@@ -71,18 +71,15 @@ class _Plan:
         self.items = items
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        prints = comm.allgather(items_fingerprint(items))
-        differ = [r for r, p in enumerate(prints) if p != prints[0]]
-        if differ:
-            raise mark_everywhere(
-                ConfigError(
-                    f"ranks {differ} were given other work items than rank 0 (count or "
-                    f"order: {prints[differ[0]].split(':')[0]} items against "
-                    f"{prints[0].split(':')[0]}); every rank must pass the same items in the "
-                    "same order"
-                ),
-                comm,
-            )
+        raise_if_differ(
+            items_fingerprint(items),
+            comm,
+            lambda differ, mine, theirs: (
+                f"ranks {differ} were given other work items than "
+                f"rank 0 (count or order: {theirs.split(':')[0]} items against "
+                f"{mine.split(':')[0]}); every rank must pass the same items in the same order"
+            ),
+        )
         self.schedule = schedule
         self.chunk = chunk_size(items.n, self.size, schedule, chunksize, deterministic)
         self.nchunks = -(-items.n // self.chunk) if items.n else 0

@@ -30,7 +30,13 @@ from parcomp.checkpoint.writer import (
     write_shard,
     write_single_file,
 )
-from parcomp.comm import get_logger, mark_everywhere, raise_if_any, resolve_comm
+from parcomp.comm import (
+    get_logger,
+    mark_everywhere,
+    raise_if_any,
+    raise_if_differ,
+    resolve_comm,
+)
 from parcomp.errors import CheckpointError, ConfigError
 from parcomp.watchdog import collective
 
@@ -241,17 +247,15 @@ class Checkpointer:
         """
         error: BaseException | None = None
         folders = [self.directory] + ([self.local_dir] if self.local_dir is not None else [])
-        paths = self.comm.allgather([str(f.absolute()) for f in folders])
-        differ = [r for r, p in enumerate(paths) if p != paths[0]]
-        if differ:
-            raise mark_everywhere(
-                ConfigError(
-                    f"checkpoint directories differ between ranks: ranks {differ} use "
-                    f"another path than rank 0 ({paths[0]}); every rank must name the same "
-                    "directory (compute it once, e.g. on rank 0, and broadcast it)"
-                ),
-                self.comm,
-            )
+        raise_if_differ(
+            [str(f.absolute()) for f in folders],
+            self.comm,
+            lambda differ, mine, _: (
+                f"checkpoint directories differ between ranks: ranks "
+                f"{differ} use another path than rank 0 ({mine}); every rank must name the same "
+                "directory (compute it once, e.g. on rank 0, and broadcast it)"
+            ),
+        )
         for folder in folders:
             probe = folder / f".parcomp-probe-{self.comm.Get_rank()}-{os.getpid()}"
             try:

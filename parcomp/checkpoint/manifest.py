@@ -70,33 +70,27 @@ ALLOWED_DTYPES = frozenset(
 ALLOWED_BIT_GENERATORS = frozenset({"PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"})
 _PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
 _CHECKSUM = re.compile(r"^fletcher64:[0-9a-f]{32}$")
-_TOP = {
+_REQUIRED = {
     "format",
     "schema_version",
     "step",
     "nprocs",
-    "created_unix",
     "arrays",
     "files",
     "scalars",
     "rng",
     "meta",
-    "layout",
-    "checkpoint_id",
-    "nodes",
-    "partners",
-    "tier",
-    "manifest_sha256",
 }
 _OPTIONAL = {
+    "created_unix",
     "layout",
     "checkpoint_id",
     "nodes",
     "partners",
     "tier",
     "manifest_sha256",
-    "created_unix",
 }
+_TOP = _REQUIRED | _OPTIONAL
 _ARRAY = {"global_shape", "dtype", "dims", "periods", "halo", "shards"}
 _SHARD = {"rank", "file", "start", "shape", "slab_rows", "slab_checksums", "file_start"}
 
@@ -350,7 +344,7 @@ class Manifest(Mapping[str, Any]):
         except json.JSONDecodeError as exc:
             raise _bad(where, f"not valid JSON ({exc})") from None
         _depth(data, where)
-        data = _dict(data, where, _TOP, _TOP - _OPTIONAL)
+        data = _dict(data, where, _TOP, _REQUIRED)
         if data["format"] != FORMAT:
             raise _bad(where, f"not a parcomp checkpoint manifest (format {data['format']!r:.40})")
         version = data["schema_version"]
