@@ -154,10 +154,59 @@ def install() -> bool:
         # mpi4py finalizes MPI after the interpreter (and faulthandler) is gone: say that the
         # script is done, so the supervisor neither signals it nor counts it as hung.
         atexit.register(_beat.finished)
+        _watch_interrupts()
     except (OSError, ValueError, RuntimeError) as exc:
         sys.stderr.write(f"[rank {rank}] parcomp: hang watchdog not available: {exc}\n")
         return False
     return True
+
+
+def _watch_interrupts(grace: float = 1.0) -> None:
+    """Make Ctrl-C end a rank that is blocked inside MPI, quietly, with status 130.
+
+    Python runs its SIGINT handler only when the main thread returns to the interpreter,
+    which a rank waiting in ``MPI_Waitall`` never does.  The C-level handler still writes
+    the signal's number to the wakeup fd (``signal.set_wakeup_fd``); a daemon thread
+    waiting on it (mpi4py releases the GIL in blocking calls, so it can run) gives the
+    main thread ``grace`` seconds to raise ``KeyboardInterrupt`` as usual, then leaves with
+    ``os._exit(130)``.  Otherwise ``parcomp run`` would wait and kill the job, and Hydra
+    print its "BAD TERMINATION" banner.  Main thread only; nothing when a wakeup fd is
+    already in use (an asyncio loop).
+    """
+    import socket
+    import threading
+    import time
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        reader.close()
+        writer.close()
+        return
+    if previous != -1:  # someone else's: give it back
+        signal.set_wakeup_fd(previous)
+        reader.close()
+        writer.close()
+        return
+
+    def wait() -> None:
+        while True:
+            data = reader.recv(64)
+            if not data:
+                return
+            if signal.SIGINT in data:
+                time.sleep(grace)
+                os._exit(130)
+
+    threading.Thread(target=wait, name="parcomp-interrupt", daemon=True).start()
+    _keep.extend([reader, writer])
+
+
+_keep: list[Any] = []
 
 
 def collective(name: str, comm_of: Callable[..., Any] | None = None) -> Callable[[F], F]:

@@ -185,3 +185,24 @@ def test_a_rank_leaving_early_is_not_a_success():
         if out.returncode == 1:
             assert "ended before finishing the script" in out.stderr, out.stderr
     assert not leftovers("quiet_exit.py")
+
+
+def test_ctrl_c_on_ranks_blocked_in_mpi_is_one_line_too():
+    # was: about 5 s, then Hydra's 11-line "BAD TERMINATION" banner before parcomp's line
+    proc = subprocess.Popen(
+        [str(PARCOMP), "run", "-n", "3", "--timeout", "60", str(SCRIPTS / "blocked.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(1.0)  # everyone is inside MPI now
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["parcomp run: interrupted (SIGINT); the job was stopped"]
+    assert "BAD TERMINATION" not in stdout
+    assert time.monotonic() - t0 < 4.5  # hang guard: 1 s grace in the ranks, not 5 s
+    assert not leftovers("blocked.py")
