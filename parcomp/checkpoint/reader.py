@@ -371,10 +371,11 @@ def _agree_manifest(path: Path, comm: Any) -> tuple[Manifest | None, str | None]
     short string: nothing read from disk is unpickled.  Parsing is deterministic, so every
     rank holds the same :class:`Manifest` or the same error.  Collective over ``comm``.
     """
-    raw, error = b"", None
+    raw, error, parsed = b"", None, None
     if comm.Get_rank() == 0:
         try:
-            raw = read_manifest(path).raw
+            parsed = read_manifest(path)
+            raw = parsed.raw
         except (ParcompError, OSError) as exc:
             error = str(exc)
     error = comm.bcast(error, root=0)
@@ -388,6 +389,8 @@ def _agree_manifest(path: Path, comm: Any) -> tuple[Manifest | None, str | None]
         else np.empty(int(size[0]), np.uint8)
     )
     comm.Bcast(buf, root=0)
+    if parsed is not None:  # rank 0 parsed these very bytes already
+        return parsed, None
     try:
         return Manifest.parse(buf.tobytes(), str(path / MANIFEST), parse_step(path.name)), None
     except CheckpointSchemaError as exc:  # cannot happen after rank 0 parsed it; same everywhere
