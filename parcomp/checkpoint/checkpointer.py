@@ -12,7 +12,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ import numpy as np
 from parcomp.checkpoint import preempt
 from parcomp.checkpoint.format import check_owned_dir, make_private_dir
 from parcomp.checkpoint.lease import Lease
+from parcomp.checkpoint.perrank import check_local
 from parcomp.checkpoint.reader import Restored, load_latest
 from parcomp.checkpoint.writer import (
     Snapshot,
@@ -67,11 +68,11 @@ def _check_same(values: dict[str, Any], comm: Any) -> None:
             continue
         advice = {
             "step": "every rank must save the same step",
-            "scalars": "scalars are one value for the whole job; store per-rank values in a "
-            "DistArray",
+            "scalars": "scalars are one value for the whole job; save per-rank values with "
+            "local= (per-rank arrays)",
             "rng": "only one state per generator is saved: give every rank the same generator "
-            "(and derive per-rank streams from it, e.g. with SeedSequence.spawn), or store "
-            "per-rank state in a DistArray",
+            "(and derive per-rank streams from it, e.g. with SeedSequence.spawn), or save "
+            "per-rank state with local= (per-rank arrays)",
         }[key]
         raise mark_everywhere(
             ConfigError(
@@ -298,6 +299,7 @@ class Checkpointer:
         rng: Mapping[str, np.random.Generator] | None = None,
         meta: Mapping[str, Any] | None = None,
         *,
+        local: Mapping[str, np.ndarray] | None = None,
         flush: bool = False,
     ) -> Path | None:
         """Write a checkpoint of ``step`` (collective).
@@ -317,6 +319,13 @@ class Checkpointer:
             Rank 0's are stored; give per-rank streams as arrays or derive them from the step.
         meta : dict
             Free-form user metadata (JSON).
+        local : dict of str to numpy.ndarray
+            Per-rank data: each rank's own array, of any length along axis 0 (particles,
+            per-rank RNG states as numbers ...); dtype and trailing shape the same on
+            every rank.  :meth:`restore` deals the concatenation (in saved-rank order)
+            out again: each rank its own piece on the same rank count, balanced blocks on
+            another, or as ``redeal`` says.  Shared directory only (not with
+            ``local_dir`` or ``mpio``) for now.
         flush : bool
             With ``local_dir``: flush this checkpoint to ``directory`` whatever
             ``flush_every`` says.
@@ -364,7 +373,16 @@ class Checkpointer:
         _check_same(
             {"step": int(step), "scalars": record["scalars"], "rng": record["rng"]}, self.comm
         )
-        snap = Snapshot(arrays, copy=self.async_write)
+        per_rank = check_local(local, self.comm, _check_name)
+        if per_rank and (self.local_dir is not None or self.mpio):
+            raise mark_everywhere(
+                ConfigError(
+                    "local= (per-rank data) is written to the shared directory's shards only "
+                    "for now: not with local_dir (node-local tier) or mpio (one shared file)"
+                ),
+                self.comm,
+            )
+        snap = Snapshot(arrays, copy=self.async_write, per_rank=per_rank)
         step = int(step)
         if self.local_dir is not None:
             path = self._save_local(step, snap, record, flush)
@@ -543,6 +561,7 @@ class Checkpointer:
                         record["rng"],
                         record["meta"],
                         self.keep,
+                        snap.per_rank,
                     )
                     outcome = (str(final), None)
                 except (OSError, RuntimeError) as exc:
@@ -649,7 +668,11 @@ class Checkpointer:
         return True
 
     @collective("Checkpointer.restore")
-    def restore(self, arrays: Mapping[str, Mapping[str, Any]] | None = None) -> Restored | None:
+    def restore(
+        self,
+        arrays: Mapping[str, Mapping[str, Any]] | None = None,
+        redeal: Callable[[list[int], int, int], tuple[int, int]] | None = None,
+    ) -> Restored | None:
         """Restore the newest valid checkpoint on the current ranks (collective), or None.
 
         Parameters
@@ -658,6 +681,11 @@ class Checkpointer:
             Per array, DistArray options to change on restore (``halo``, ``periods``,
             ``dims``); by default the saved halo and periods, and a new process grid when
             the rank count changed.
+        redeal : callable, optional
+            For per-rank data (``local=``): ``redeal(lengths, rank, size)`` returns the
+            ``(start, stop)`` range of the concatenation of the saved pieces that this rank
+            gets.  Default: its own piece on the same rank count, else balanced blocks.
+            ``Restored.local[name]`` holds the result.
         """
         self.wait()
         restored = load_latest(
@@ -665,6 +693,7 @@ class Checkpointer:
             self.comm,
             {k: dict(v) for k, v in (arrays or {}).items()},
             local=self._local_tier() if self.local_dir is not None else None,
+            redeal=redeal,
         )
         self._last_save = time.monotonic()
         if restored is not None and restored.rebuilt:

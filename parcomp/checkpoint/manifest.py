@@ -89,6 +89,7 @@ _OPTIONAL = {
     "partners",
     "tier",
     "manifest_sha256",
+    "local",
 }
 _TOP = _REQUIRED | _OPTIONAL
 _ARRAY = {"global_shape", "dtype", "dims", "periods", "halo", "shards"}
@@ -279,6 +280,8 @@ class Manifest(Mapping[str, Any]):
         self.meta: dict[str, Any] = decode_floats(data["meta"])
         self.single_file: bool = data.get("layout") == "single-file"
         self.version: int = data["schema_version"]
+        #: Per-rank data (``local=``): name -> {"dtype", "tail", "pieces"}, validated.
+        self.local: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -385,7 +388,8 @@ class Manifest(Mapping[str, Any]):
             )
             for name, spec in arrays_raw.items()
         }
-        total = sum(spec.nbytes for spec in arrays.values())
+        local, local_bytes = _local(data.get("local", {}), where, nprocs, set(files), single)
+        total = sum(spec.nbytes for spec in arrays.values()) + local_bytes
         if total > sum(files.values()):
             raise _bad(
                 where,
@@ -416,7 +420,9 @@ class Manifest(Mapping[str, Any]):
             for i, p in enumerate(partners):
                 if p is not None:
                     _int(p, f"{where}: partners[{i}]", 0, nprocs - 1)
-        return cls(data, arrays, digest, raw)
+        manifest = cls(data, arrays, digest, raw)
+        manifest.local = local
+        return manifest
 
     @staticmethod
     def _files(value: Any, where: str, nprocs: int) -> dict[str, int]:
@@ -505,6 +511,50 @@ def _array(
             raise _bad(at, "slab checksums must be 'fletcher64:<32 hex digits>'")
         shards.append(ShardSpec(rank, file, start, shape, rows, tuple(sums), file_start))
     return ArraySpec(name, global_shape, dtype, dims, tuple(periods_raw), halo, tuple(shards))
+
+
+def _local(
+    value: Any, where: str, nprocs: int, files: set[str], single: str
+) -> tuple[dict[str, Any], int]:
+    """Validate the per-rank data section; return it and the bytes it describes."""
+    from parcomp.checkpoint.format import slab_bounds, slab_rows
+
+    section = _dict(value, f"{where}: local")
+    if section and single == "single-file":
+        raise _bad(where, "a single-file checkpoint holds no per-rank data")
+    total = 0
+    for name, spec in section.items():
+        at = f"{where}: local {_plain(name, f'{where}: local name')!r}"
+        spec = _dict(spec, at, {"dtype", "tail", "pieces"}, {"dtype", "tail", "pieces"})
+        if not isinstance(spec["dtype"], str) or spec["dtype"] not in ALLOWED_DTYPES:
+            raise _bad(at, f"dtype {spec['dtype']!r:.40} is not a plain numeric dtype")
+        itemsize = np.dtype(spec["dtype"]).itemsize
+        if not isinstance(spec["tail"], list) or len(spec["tail"]) >= MAX_NDIM:
+            raise _bad(at, "tail must list the trailing extents")
+        tail = _ints(spec["tail"], f"{at}: tail", None, 0, 2**40)
+        pieces = spec["pieces"]
+        if not isinstance(pieces, list) or len(pieces) != nprocs:
+            raise _bad(at, f"pieces must list one entry per saving rank ({nprocs})")
+        for rank, entry in enumerate(pieces):
+            pat = f"{at}: pieces[{rank}]"
+            keys = {"rank", "file", "length", "slab_rows", "slab_checksums"}
+            entry = _dict(entry, pat, keys, keys)
+            if _int(entry["rank"], f"{pat}.rank", 0, nprocs - 1) != rank:
+                raise _bad(pat, "rank out of order")
+            if _plain(entry["file"], f"{pat}.file") not in files:
+                raise _bad(pat, f"file {entry['file']} is not among the checkpoint's files")
+            length = _int(entry["length"], f"{pat}.length", 0, 2**50)
+            rows = _int(entry["slab_rows"], f"{pat}.slab_rows", 1, 2**50)
+            if rows != slab_rows((length, *tail), itemsize):
+                raise _bad(pat, f"slab_rows {rows} is not what the writer uses for this piece")
+            sums = entry["slab_checksums"]
+            count = len(slab_bounds(length, rows))
+            if not isinstance(sums, list) or len(sums) != count:
+                raise _bad(pat, f"expected {count} slab checksums")
+            if not all(isinstance(c, str) and _CHECKSUM.match(c) for c in sums):
+                raise _bad(pat, "slab checksums must be 'fletcher64:<32 hex digits>'")
+            total += length * math.prod(tail) * itemsize
+    return section, total
 
 
 def _check_rng(state: Any, where: str) -> None:

@@ -29,6 +29,7 @@ from parcomp.checkpoint.format import (
     step_dir_name,
 )
 from parcomp.checkpoint.manifest import ALLOWED_BIT_GENERATORS, ArraySpec, Manifest, ShardSpec
+from parcomp.checkpoint.perrank import local_ranges, read_local
 from parcomp.comm import get_logger
 from parcomp.errors import CheckpointError, CheckpointSchemaError, ParcompError
 
@@ -66,6 +67,11 @@ def inspect_checkpoint(folder: Path, verify_data: bool = True) -> tuple[bool, st
                         data = dset[_block_selection(shard)(0, shard.shape[0])]
                     if tuple(slab_checksums(data, shard.slab_rows)) != shard.slab_checksums:
                         raise CheckpointError(f"{shard.file}: array {name!r} fails its checksum")
+            for name, spec in manifest.local.items():  # per-rank data, one piece at a time
+                base = 0
+                for piece in spec["pieces"]:
+                    read_local(folder, manifest, {name: (base, base + piece["length"])}, only=name)
+                    base += piece["length"]
         arrays = ", ".join(f"{n}{s.global_shape}:{s.dtype}" for n, s in manifest.arrays.items())
         return (
             True,
@@ -163,6 +169,8 @@ class Restored:
         self.arrays: dict[str, Any] = arrays
         #: Shards of a node-local checkpoint that were read from their partner copy.
         self.rebuilt: list[str] = []
+        #: This rank's share of the per-rank data saved with ``local=``.
+        self.local: dict[str, np.ndarray] = {}
 
     def generator(self, name: str) -> np.random.Generator:
         """The NumPy Generator saved under ``name``, in the exact state it had."""
@@ -265,6 +273,7 @@ def load_latest(
     comm: Any,
     overrides: dict[str, dict[str, Any]] | None = None,
     local: Any = None,
+    redeal: Any = None,
 ) -> Restored | None:
     """Restore the newest valid checkpoint in ``directory`` on this communicator, or None.
 
@@ -317,7 +326,7 @@ def load_latest(
                 )
             continue
         path = Path(candidate)
-        restored, error = _try_shared(path, comm, overrides or {})
+        restored, error = _try_shared(path, comm, overrides or {}, redeal)
         if restored is not None:
             return restored
         if rank == 0:
@@ -326,7 +335,7 @@ def load_latest(
 
 
 def _try_shared(
-    path: Path, comm: Any, overrides: dict[str, dict[str, Any]]
+    path: Path, comm: Any, overrides: dict[str, dict[str, Any]], redeal: Any = None
 ) -> tuple[Restored | None, str | None]:
     """Restore one checkpoint of the shared directory (collective): ``(restored, error)``."""
     log = get_logger("parcomp.checkpoint")
@@ -342,10 +351,13 @@ def _try_shared(
             arrays = _make_targets(manifest, comm, overrides)
         except (ParcompError, KeyError, TypeError, ValueError) as exc:  # the same on every rank
             error = f"the manifest describes an array parcomp cannot build: {exc}"
+    per_rank: dict[str, Any] = {}
+    ranges = local_ranges(manifest, comm, redeal) if error is None and manifest.local else {}
     if error is None:
         try:
             for name, spec in manifest.arrays.items():
                 _read_array(path, manifest, spec, arrays[name])
+            per_rank = read_local(path, manifest, ranges) if manifest.local else {}
         except (ParcompError, OSError, RuntimeError, KeyError, ValueError) as exc:
             if _is_mpi_error(exc):
                 raise
@@ -361,7 +373,9 @@ def _try_shared(
             path,
             manifest.nprocs,
         )
-    return Restored(path, manifest, arrays), None
+    restored = Restored(path, manifest, arrays)
+    restored.local = per_rank
+    return restored, None
 
 
 def _agree_manifest(path: Path, comm: Any) -> tuple[Manifest | None, str | None]:

@@ -65,7 +65,13 @@ class Snapshot:
     otherwise they are views of the interiors, written slab by slab without a full copy.
     """
 
-    def __init__(self, arrays: dict[str, Any], copy: bool) -> None:
+    def __init__(
+        self, arrays: dict[str, Any], copy: bool, per_rank: dict[str, np.ndarray] | None = None
+    ) -> None:
+        #: This rank's per-rank arrays (``local=``), copied too when ``copy``.
+        self.per_rank: dict[str, np.ndarray] = {
+            k: np.array(v, copy=True) if copy else v for k, v in (per_rank or {}).items()
+        }
         self.blocks: dict[str, np.ndarray] = {}
         self.layout: dict[str, dict[str, Any]] = {}
         for name, arr in arrays.items():
@@ -166,10 +172,18 @@ def write_shard(folder: Path, rank: int, size: int, step: int, snap: Snapshot) -
                 "slab_rows": rows,
                 "slab_checksums": sums,
             }
+        _write_per_rank(fh, snap, record)
     private_file(path)
     fsync_path(path)
     record["bytes"] = path.stat().st_size
     return record
+
+
+def _write_per_rank(fh: Any, snap: Snapshot, record: dict[str, Any]) -> None:
+    if snap.per_rank:
+        from parcomp.checkpoint.perrank import write_local
+
+        record["local"] = write_local(fh.create_group("local"), snap.per_rank)
 
 
 def _write_master(
@@ -218,6 +232,7 @@ def commit_checkpoint(
     rng: dict[str, Any],
     meta: dict[str, Any],
     keep: int,
+    per_rank: dict[str, np.ndarray] | None = None,
 ) -> tuple[Path, threading.Thread]:
     """Rank 0's part after every shard is on disk: master, manifest, rename; then prune.
 
@@ -232,7 +247,11 @@ def commit_checkpoint(
         _write_master(tmp, step, size, arrays, scalars)
         files = [{"name": rec["file"], "bytes": rec["bytes"]} for rec in records]
     files.append({"name": MASTER, "bytes": (tmp / MASTER).stat().st_size})
-    extra = {"layout": "single-file"} if single else {}
+    extra: dict[str, Any] = {"layout": "single-file"} if single else {}
+    if per_rank:
+        from parcomp.checkpoint.perrank import local_section
+
+        extra["local"] = local_section(per_rank, records)
     manifest = build_manifest(step, size, arrays, files, scalars, rng, meta, **extra)
     final = publish(directory, tmp, step, manifest)
     return final, prune(directory, keep, final)

@@ -59,6 +59,23 @@ def synthetic(global_shape, nprocs, dtype="<f8", halo=1, periods=False, single=F
         }
     }
     extra = {"layout": "single-file"} if single else {}
+    if not single:  # per-rank data: rank r saved 2 r + 1 rows of 3 float64
+        extra["local"] = {
+            "p": {
+                "dtype": "<f8",
+                "tail": [3],
+                "pieces": [
+                    {
+                        "rank": r,
+                        "file": f"shard-{r:05d}-of-{nprocs:05d}.h5",
+                        "length": 2 * r + 1,
+                        "slab_rows": slab_rows((2 * r + 1, 3), 8),
+                        "slab_checksums": [f"fletcher64:{r:032x}"],
+                    }
+                    for r in range(nprocs)
+                ],
+            }
+        }
     state = np.random.Generator(np.random.PCG64(7)).bit_generator.state if rng else None
     return build_manifest(
         60,
@@ -244,6 +261,11 @@ NAMED = {
     "rng seed": lambda m: m["rng"].update(g={"bit_generator": "seed"}),
     "file ../x": lambda m: shards(m)[0].update(file="../x.h5"),
     "file absolute": lambda m: m["files"][0].update(name="/etc/passwd"),
+    "local piece length huge": lambda m: m["local"]["p"]["pieces"][0].update(length=10**12),
+    "local piece missing": lambda m: m["local"]["p"]["pieces"].pop(),
+    "local piece file outside": lambda m: m["local"]["p"]["pieces"][1].update(file="../x.h5"),
+    "local dtype object": lambda m: m["local"]["p"].update(dtype="|O"),
+    "local slab_rows 0": lambda m: m["local"]["p"]["pieces"][0].update(slab_rows=0),
 }
 
 
