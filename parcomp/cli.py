@@ -393,3 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParcompError as exc:
         print(f"parcomp {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if signals is not None:  # the job is over: a late preemption signal must not
+            import signal  # kill parcomp run while the interpreter shuts down
+
+            for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+                signal.signal(sig, signal.SIG_IGN)

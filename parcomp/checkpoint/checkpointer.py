@@ -514,13 +514,14 @@ class Checkpointer:
         rank, size = self.comm.Get_rank(), self.comm.Get_size()
         placeholder, self._placeholder = self._placeholder, None
         try:
-            if placeholder is not None:
-                placeholder.unlink()  # hand the reserved space to the shard
             if self.mpio:
+                if placeholder is not None:
+                    placeholder.unlink()  # parallel HDF5 writes through its own driver
                 record = write_single_file(tmp, self.comm, step, snap)
                 record["bytes"] = 0  # the file's size goes into the manifest at commit
                 return record
-            return write_shard(tmp, rank, size, step, snap)
+            # into the reserved file itself: the space is never given back in between
+            return write_shard(tmp, rank, size, step, snap, reserved=placeholder)
         except (OSError, RuntimeError) as exc:  # h5py reports ENOSPC at close as RuntimeError
             return f"rank {rank}: writing its shard failed: {exc}"
 

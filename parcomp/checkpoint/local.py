@@ -161,9 +161,9 @@ def save_local(
     shard: dict[str, Any] | None = None
     if not errors:
         try:
-            if placeholder is not None:
-                placeholder.unlink()  # hand the reserved space to the shard
-            shard = write_shard(tmp, rank, size, step, snap)
+            # into the reserved file itself (trimmed afterwards: the rest of the
+            # reservation then holds the partner copies this rank receives)
+            shard = write_shard(tmp, rank, size, step, snap, reserved=placeholder)
         except (OSError, RuntimeError) as exc:
             if isinstance(exc, _mpi_error()):
                 raise

@@ -17,6 +17,8 @@ Protocol (atomic; a crash at any point leaves the previous checkpoints valid):
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import shutil
 import threading
@@ -105,16 +107,17 @@ def estimate_shard_bytes(snap: Snapshot) -> int:
     return int(data * 1.01) + 32 * 1024 + 16 * 1024 * len(snap.blocks)
 
 
-def reserve_space(folder: Path, rank: int, nbytes: int) -> Path:
+def reserve_space(folder: Path, rank: int | str, nbytes: int) -> Path:
     """Reserve ``nbytes`` of disk in ``folder`` (``posix_fallocate``) and return the placeholder.
 
     HDF5 cannot fail cleanly when the disk fills: with h5py 3.16 an ENOSPC at file close
     ends in a segmentation fault (seen here on a full tmpfs, with the default driver and
     with a Python file object alike).  So every rank first reserves the space its shard
-    needs, which fails with an ordinary ``OSError`` that the ranks agree on; the
-    placeholder is deleted just before the shard is written into the space it held.
+    needs, which fails with an ordinary ``OSError`` that the ranks agree on, and then
+    writes the shard into this very file (:class:`ReservedIO`): the space is never
+    released for another process to take in between.
     """
-    path = folder / f".reserve-{rank:05d}"
+    path = folder / (f".reserve-{rank:05d}" if isinstance(rank, int) else f".reserve-{rank}")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.posix_fallocate(fd, 0, max(1, nbytes))
@@ -126,14 +129,143 @@ def reserve_space(folder: Path, rank: int, nbytes: int) -> Path:
     return path
 
 
-def write_shard(folder: Path, rank: int, size: int, step: int, snap: Snapshot) -> dict[str, Any]:
-    """Write this rank's shard into ``folder``; return its record for the manifest."""
+class ReservedIO(io.RawIOBase):
+    """A file object over a preallocated file, for h5py's ``fileobj`` driver.
+
+    HDF5 cannot survive an I/O error: with h5py 3.16, closing a file after a failed write
+    (ENOSPC, EDQUOT, EIO) crashes the process with a segmentation fault (seen here on a
+    full tmpfs).  So HDF5 never sees one:
+
+    * the shard is written into the very file whose space was reserved
+      (``posix_fallocate``), never released first, so no other process can take it;
+    * HDF5's requests to shrink the file are only recorded (the real ``ftruncate`` comes
+      after HDF5 has closed it);
+    * should a write or a growth fail anyway (the estimate was short, the file system
+      does not honour the reservation), the object moves everything it holds into
+      memory and goes on there; HDF5 finishes and closes normally, and :meth:`finish`
+      then raises the ``OSError``, deletes the file and leaves the earlier checkpoints
+      alone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self.allocated = os.fstat(self.fd).st_size
+        self.pos = 0
+        self.eof = 0
+        self.memory: bytearray | None = None
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def _spill(self, exc: OSError) -> None:
+        self.error = exc
+        self.memory = bytearray(os.pread(self.fd, self.eof, 0)) if self.eof else bytearray()
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self.memory is not None:
+            data = bytes(self.memory[self.pos : self.pos + len(view)])
+        else:
+            data = os.pread(self.fd, len(view), self.pos)
+        view[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        end = self.pos + len(view)
+        if self.memory is None:
+            try:
+                if end > self.allocated:
+                    os.posix_fallocate(self.fd, self.allocated, end - self.allocated)
+                    self.allocated = end
+                written = os.pwrite(self.fd, view, self.pos)
+                if written != len(view):
+                    raise OSError(errno.ENOSPC, "short write")
+            except OSError as exc:
+                self._spill(exc)
+        if self.memory is not None:
+            if len(self.memory) < end:
+                self.memory.extend(bytes(end - len(self.memory)))
+            self.memory[self.pos : end] = view
+        self.pos = end
+        self.eof = max(self.eof, end)
+        return len(view)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.eof}[whence]
+        self.pos = base + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def truncate(self, size: int | None = None) -> int:
+        self.eof = self.pos if size is None else size
+        return self.eof
+
+    def flush(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        """After HDF5 closed it: trim to the real size, fsync; or raise the I/O error."""
+        try:
+            if self.error is not None:
+                raise OSError(
+                    self.error.errno, f"writing {self.path.name} failed: {self.error.strerror}"
+                )
+            os.ftruncate(self.fd, self.eof)
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+            if self.error is not None:
+                self.path.unlink(missing_ok=True)
+
+    def close(self) -> None:  # h5py closes the object it was given; the fd is ours to close
+        pass
+
+
+def write_shard(
+    folder: Path, rank: int, size: int, step: int, snap: Snapshot, reserved: Path | None = None
+) -> dict[str, Any]:
+    """Write this rank's shard into ``folder``; return its record for the manifest.
+
+    With ``reserved`` (from :func:`reserve_space`), the shard is written into that file,
+    through :class:`ReservedIO`, and renamed; an I/O error is then a clean ``OSError``.
+    """
     import h5py
 
     name = shard_name(rank, size)
     path = folder / name
     record: dict[str, Any] = {"file": name, "arrays": {}}
-    with h5py.File(path, "w") as fh:
+    target = ReservedIO(reserved) if reserved is not None else path
+    try:
+        _fill_shard(h5py.File(target, "w"), rank, size, step, snap, record)
+    finally:
+        if isinstance(target, ReservedIO):
+            target.finish()
+    if reserved is not None:
+        os.replace(reserved, path)
+    private_file(path)
+    fsync_path(path)
+    record["bytes"] = path.stat().st_size
+    return record
+
+
+def _fill_shard(
+    fh: Any, rank: int, size: int, step: int, snap: Snapshot, record: dict[str, Any]
+) -> None:
+    with fh:
         fh.attrs.update(
             {
                 "format": FORMAT,
@@ -173,10 +305,6 @@ def write_shard(folder: Path, rank: int, size: int, step: int, snap: Snapshot) -
                 "slab_checksums": sums,
             }
         _write_per_rank(fh, snap, record)
-    private_file(path)
-    fsync_path(path)
-    record["bytes"] = path.stat().st_size
-    return record
 
 
 def _write_per_rank(fh: Any, snap: Snapshot, record: dict[str, Any]) -> None:
@@ -192,7 +320,24 @@ def _write_master(
     import h5py
 
     path = folder / MASTER
-    with h5py.File(path, "w") as fh:
+    # Reserved first and written into the reservation, as the shards (see ReservedIO).
+    reserved = reserve_space(folder, "master", 64 * 1024 + 512 * size * max(1, len(arrays)))
+    target = ReservedIO(reserved)
+    try:
+        _fill_master(h5py.File(target, "w"), step, size, arrays, scalars)
+    finally:
+        target.finish()
+    os.replace(reserved, path)
+    private_file(path)
+    fsync_path(path)
+
+
+def _fill_master(
+    fh: Any, step: int, size: int, arrays: dict[str, dict[str, Any]], scalars: dict[str, Any]
+) -> None:
+    import h5py
+
+    with fh:
         fh.attrs.update(
             {"format": FORMAT, "schema_version": SCHEMA_VERSION, "step": step, "nprocs": size}
         )
@@ -217,8 +362,6 @@ def _write_master(
         for key, value in scalars.items():
             if isinstance(value, bool | int | float | str):
                 sc.attrs[key] = value
-    private_file(path)
-    fsync_path(path)
 
 
 def commit_checkpoint(

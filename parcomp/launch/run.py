@@ -100,7 +100,8 @@ def run_job(
     """
     if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
         raise ConfigError(f"-n must be a positive integer number of ranks, got {nprocs!r}")
-    if signals is None:
+    own = signals is None  # the CLI passes its own and keeps them until the process ends,
+    if own:  # so that a signal just after the job ended cannot kill parcomp run
         signals = Signals()
         signals.install()  # first: a signal during start-up is kept, not lost
     try:
@@ -120,7 +121,8 @@ def run_job(
             hang_after,
         )
     finally:
-        signals.uninstall()
+        if own:
+            signals.uninstall()
 
 
 def _run(
