@@ -1,6 +1,7 @@
 """Soak test: many heat2d runs, each with a random rank SIGKILLed at a random step.
 
 Run:  .venv/bin/python bench/soak.py [--trials 20] [--seed 1] [--node-local] [--ulfm]
+                                    [--random-time]
 
 Every trial must end with the SHA-256 of an uninterrupted run; prints one line per trial
 and a summary (exit status 1 on any mismatch).
@@ -10,11 +11,17 @@ and a summary (exit status 1 on any mismatch).
   node), and the victim's node folder is deleted as it dies (the node is lost);
 * ``--ulfm``: in-job recovery with the Open MPI wheel (``make ompi-venv``), node-local
   checkpoints; the trial must finish inside the same ``mpirun`` (no relaunch).
+* ``--random-time``: the victim is SIGKILLed from outside at a random wall-clock moment
+  (anywhere: in a halo exchange, a checkpoint write, a partner copy, start-up), not at a
+  step boundary.  A trial then passes if it ends with the uninterrupted checksum, or
+  fails cleanly (non-zero, with a message, before the timeout); a checksum that differs
+  with status 0 (a silent wrong answer) or a hang fails the soak.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import random
 import re
@@ -43,13 +50,47 @@ def run(
     )
 
 
+def kill_at(
+    argv: list[str], bin_dir: Path, env: dict, when: float, victim: int, marker: str
+) -> subprocess.CompletedProcess:
+    """Start the job, SIGKILL rank ``victim``'s process after ``when`` seconds of wall clock."""
+    full = [str(bin_dir / "parcomp"), "run", *map(str, argv)]
+    proc = subprocess.Popen(
+        full,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    time.sleep(when)
+    ranks = subprocess.run(
+        ["pgrep", "-f", f"launch.runner .*{marker}"], capture_output=True, text=True
+    ).stdout.split()
+    pids = sorted(int(p) for p in ranks)  # started in rank order: a fair random victim
+    if pids:
+        try:
+            os.kill(pids[victim % len(pids)], 9)
+        except ProcessLookupError:
+            pass
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return subprocess.CompletedProcess(full, 124, out, err)
+    return subprocess.CompletedProcess(full, proc.returncode, out, err)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--node-local", action="store_true", help="node-local tier, node lost")
     parser.add_argument("--ulfm", action="store_true", help="in-job recovery (Open MPI wheel)")
+    parser.add_argument("--random-time", action="store_true", help="kill at a random moment")
     args = parser.parse_args()
+    outcomes: collections.Counter[str] = collections.Counter()
     rnd = random.Random(args.seed)
     bin_dir = ROOT / ".venv-ompi" / "bin" if args.ulfm else BIN
     if not (bin_dir / "parcomp").exists():
@@ -66,7 +107,10 @@ def main() -> int:
             argv += ["--ulfm"] if args.ulfm else ["--restarts", "2"]
             argv += [*HEAT, "--out", tmp]
             argv += ["--checkpoint-dir", f"{tmp}/ck{trial}", "--checkpoint-every", every]
-            argv += ["--die-at-step", step, "--die-rank", victim]
+            if args.random_time:
+                argv += ["--step-delay", "0.01"]  # ~1.2 s of steps: room for a random kill
+            else:
+                argv += ["--die-at-step", step, "--die-rank", victim]
             env = {}
             how = ""
             if args.node_local or args.ulfm:
@@ -79,14 +123,31 @@ def main() -> int:
                     argv += ["--die-wipe", local / node]
                     how += ", its node's storage lost"
             t = time.perf_counter()
-            proc = run(argv, bin_dir, env)
+            if args.random_time:
+                when = rnd.uniform(0.3, 3.0)
+                proc = kill_at(argv, bin_dir, env, when, victim, f"{tmp}/ck{trial}")
+                step = f"t+{when:.2f}s"
+            else:
+                proc = run(argv, bin_dir, env)
             got = re.search(r"sha256 = (\w+)", proc.stdout)
             recovered = (
                 "recovered in-job" in proc.stderr and "restart 1/" not in proc.stderr
                 if args.ulfm
                 else "restart 1/2" in proc.stderr
             )
-            ok = proc.returncode == 0 and got is not None and got.group(1) == want and recovered
+            ok = (
+                proc.returncode == 0
+                and got is not None
+                and got.group(1) == want
+                and (recovered or args.random_time)  # a late kill may find the job done
+            )
+            if args.random_time and not ok:
+                wrong = proc.returncode == 0 and got is not None and got.group(1) != want
+                clean = proc.returncode not in (0, 124) and not wrong
+                outcomes["clean failure" if clean else "WRONG or HUNG"] += 1
+                ok = clean
+            elif args.random_time:
+                outcomes["same checksum"] += 1
             bad += not ok
             print(
                 f"trial {trial:3d}: {ranks} ranks{how}, rank {victim} killed at step {step}, "
@@ -95,7 +156,13 @@ def main() -> int:
             )
             if not ok:
                 print(proc.stderr[-2000:], flush=True)
-    print(f"{args.trials - bad}/{args.trials} trials gave the uninterrupted result")
+    if args.random_time:
+        print("outcomes:", dict(outcomes))
+    print(
+        f"{args.trials - bad}/{args.trials} trials gave the uninterrupted result or failed cleanly"
+        if args.random_time
+        else f"{args.trials - bad}/{args.trials} trials gave the uninterrupted result"
+    )
     return 1 if bad else 0
 
 

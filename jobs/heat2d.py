@@ -68,7 +68,9 @@ def simulate(
     """
     log = parcomp.get_logger("parcomp.jobs.heat2d")
     start = 0
-    restored = checkpointer.restore() if checkpointer is not None else None
+    restored = (
+        checkpointer.restore(require={"alpha": alpha, "n": n}) if checkpointer is not None else None
+    )
     if restored is not None:
         u, start = restored.arrays["u"], restored.step
         log.info(

@@ -58,12 +58,8 @@ def estimate_pi(
     nchunks = len(sizes)
     done, hits = 0, 0
     if checkpointer is not None:
-        restored = checkpointer.restore()
+        restored = checkpointer.restore(require={"samples": samples, "chunk": chunk})
         if restored is not None:
-            if restored.scalars.get("samples") != samples or restored.scalars.get("chunk") != chunk:
-                raise parcomp.ConfigError(
-                    f"checkpoint in {checkpointer.directory} is for another run: {restored.scalars}"
-                )
             done, hits = restored.scalars["next_chunk"], restored.scalars["hits"]
     step = max(1, batch) if checkpointer is not None and batch else nchunks
     number = done // step if step else 0

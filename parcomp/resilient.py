@@ -96,6 +96,39 @@ def _exit_without_finalize() -> None:
     os._exit(_exit_status)
 
 
+def _has_failed_peers(comm: Any) -> bool:
+    """Whether ``comm``, or one of parcomp's duplicates of it (where a halo exchange may
+    have met the failure), knows of a failed process (ULFM ``MPIX_Comm_get_failed``)."""
+    for candidate in [comm, *_derived(comm)]:
+        try:
+            if candidate.Get_failed().Get_size() > 0:
+                return True
+        except Exception:  # noqa: BLE001 - no way to ask: treat the error as a failure
+            return True
+    return False
+
+
+def _derived(comm: Any) -> list[Any]:
+    from parcomp.subcomm import comm_cache
+
+    try:
+        return [c for c in comm_cache(comm).values() if hasattr(c, "Revoke")]
+    except Exception:  # noqa: BLE001 - a revoked parent: nothing cached to reach
+        return []
+
+
+def _revoke_derived(comm: Any) -> None:
+    """Revoke parcomp's private duplicates of ``comm`` (halo exchange, scatter/gather,
+    partner copies ...): a rank blocked in one of them, waiting for a live peer that has
+    left for the recovery, gets ``ERR_REVOKED`` and joins the recovery instead of waiting
+    forever."""
+    for sub in _derived(comm):
+        try:
+            sub.Revoke()
+        except Exception:  # noqa: BLE001 - already revoked, or freed
+            pass
+
+
 def ulfm_requested() -> bool:
     """Whether ``$PARCOMP_ULFM`` asks for in-job recovery (``parcomp run --ulfm`` sets it)."""
     value = os.environ.get("PARCOMP_ULFM", "").strip().lower()
@@ -191,6 +224,9 @@ def run_resilient(
     failed_classes = {MPI.ERR_PROC_FAILED, MPI.ERR_REVOKED}
     if hasattr(MPI, "ERR_PROC_FAILED_PENDING"):
         failed_classes.add(MPI.ERR_PROC_FAILED_PENDING)
+    # Waitall on several requests (a halo exchange) reports a dead peer as ERR_IN_STATUS;
+    # it counts when the communicator knows of a failed process.
+    in_status = getattr(MPI, "ERR_IN_STATUS", None)
     world_rank, _ = world_rank_size()
     members = comm.allgather(world_rank)
     if comm.Get_rank() == 0:
@@ -199,11 +235,15 @@ def run_resilient(
         try:
             return main(comm)
         except MPI.Exception as exc:
-            if exc.Get_error_class() not in failed_classes or _recoveries >= max_failures:
+            error_class = exc.Get_error_class()
+            peer_failure = error_class in failed_classes or (
+                error_class == in_status and _has_failed_peers(comm)
+            )
+            if not peer_failure or _recoveries >= max_failures:
                 raise
             detected = time.time()
-            error_class = exc.Get_error_class()
         while True:  # another rank may die while the survivors regroup: shrink again
+            _revoke_derived(comm)
             comm.Revoke()
             new = comm.Shrink()
             new.Set_errhandler(MPI.ERRORS_RETURN)

@@ -673,6 +673,7 @@ class Checkpointer:
         self,
         arrays: Mapping[str, Mapping[str, Any]] | None = None,
         redeal: Callable[[list[int], int, int], tuple[int, int]] | None = None,
+        require: Mapping[str, Any] | None = None,
     ) -> Restored | None:
         """Restore the newest valid checkpoint on the current ranks (collective), or None.
 
@@ -687,6 +688,16 @@ class Checkpointer:
             ``(start, stop)`` range of the concatenation of the saved pieces that this rank
             gets.  Default: its own piece on the same rank count, else balanced blocks.
             ``Restored.local[name]`` holds the result.
+        require : dict, optional
+            Scalars the checkpoint must hold with these values (the run's parameters, such
+            as ``{"alpha": 0.24}``).  A checkpoint of another run, planted or left in the
+            directory, then raises a :class:`~parcomp.ConfigError` on every rank instead
+            of being resumed with the wrong parameters.
+
+        Raises
+        ------
+        ConfigError
+            If ``require`` does not match the checkpoint restored.
         """
         self.wait()
         restored = load_latest(
@@ -697,6 +708,22 @@ class Checkpointer:
             redeal=redeal,
         )
         self._last_save = time.monotonic()
+        if restored is not None and require:
+            wrong = {
+                k: restored.scalars.get(k, "<missing>")
+                for k, v in require.items()
+                if restored.scalars.get(k, object()) != _jsonable(v, "require")
+            }
+            if wrong:
+                raise mark_everywhere(
+                    ConfigError(
+                        f"checkpoint {restored.path} belongs to another run: it has "
+                        f"{wrong}, this run asks for "
+                        f"{ {k: require[k] for k in wrong} }; resume with the same parameters "
+                        "or use another checkpoint directory"
+                    ),
+                    self.comm,
+                )
         if restored is not None and restored.rebuilt:
             self._reprotect(restored)
         return restored

@@ -115,21 +115,25 @@ def open_block(fh: Any, folder: Path, manifest: Manifest, spec: ArraySpec, shard
             f"{where}: dataset is {dset.dtype}{dset.shape}, the manifest says "
             f"{spec.dtype}{tuple(expected)}"
         )
-    if manifest.version >= 2:
-        _same(where, "step", fh.attrs.get("step"), manifest.step)
-        _same(where, "nprocs", fh.attrs.get("nprocs"), manifest.nprocs)
-        if shard.file_start is None:
-            _same(where, "rank", fh.attrs.get("rank"), shard.rank)
-        for key, want in (
-            ("halo", spec.halo),
-            ("dims", spec.dims),
-            ("periods", tuple(int(p) for p in spec.periods)),
-        ):
-            try:
-                got = tuple(int(v) for v in dset.attrs.get(key))
-            except (TypeError, ValueError):
-                got = None
-            _same(where, key, got, want)
+    # What the file records must match the manifest.  Schema 2 files record all of it;
+    # files of schema 1 (written before) lack the layout attributes, so those are compared
+    # whenever present: a manifest downgraded to schema 1 cannot dodge the comparison.
+    _same(where, "step", fh.attrs.get("step"), manifest.step)
+    _same(where, "nprocs", fh.attrs.get("nprocs"), manifest.nprocs)
+    if shard.file_start is None:
+        _same(where, "rank", fh.attrs.get("rank"), shard.rank)
+    for key, want in (
+        ("halo", spec.halo),
+        ("dims", spec.dims),
+        ("periods", tuple(int(p) for p in spec.periods)),
+    ):
+        if key not in dset.attrs and manifest.version < 2:
+            continue
+        try:
+            got = tuple(int(v) for v in dset.attrs.get(key))
+        except (TypeError, ValueError):
+            got = None
+        _same(where, key, got, want)
     if shard.file_start is None:
         try:
             start = tuple(int(v) for v in dset.attrs.get("global_start", ()))

@@ -10,7 +10,8 @@ Local to the ``parcomp run`` process (Linux ``prctl`` and ``/proc``); never talk
 * MPICH keeps intra-node shared memory in ``/dev/shm/mpich_shm_*``; a job killed before
   ``MPI_Finalize`` leaves its segments there (about 2.5 MB each, hundreds after a fault
   campaign).  :class:`ShmJanitor` removes, after a failed attempt, the segments that
-  appeared during it and that no live process maps.
+  appeared during it and that no live process maps; :func:`sweep_orphans`, at the start of
+  ``parcomp run``, those left by jobs whose supervisor was killed too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import signal
 import time
 from pathlib import Path
 
-__all__ = ["die_with_parent", "ShmJanitor"]
+__all__ = ["die_with_parent", "ShmJanitor", "sweep_orphans"]
 
 _PR_SET_PDEATHSIG = 1
 SHM = Path("/dev/shm")
@@ -72,6 +73,28 @@ def _mapped() -> set[str]:
         except OSError:
             continue
     return names
+
+
+def sweep_orphans(min_age: float = 60.0) -> int:
+    """Remove this user's ``mpich_shm_*`` segments that no live process maps and that are
+    older than ``min_age`` seconds: leftovers of jobs whose supervisor was killed too
+    (``parcomp run`` calls this when it starts).  The age keeps a job that is just
+    starting (segment created, not yet mapped) safe.  Returns how many were removed."""
+    now = time.time()
+    old = [name for name, mtime in _segments().items() if now - mtime > min_age]
+    if not old:
+        return 0
+    in_use = _mapped()
+    removed = 0
+    for name in old:
+        if name in in_use:
+            continue
+        try:
+            (SHM / name).unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 class ShmJanitor:

@@ -25,7 +25,7 @@ from typing import Any
 from parcomp.checkpoint.preempt import PREEMPTED_STATUS
 from parcomp.comm import INTERRUPTED_STATUS
 from parcomp.errors import ConfigError, LaunchError
-from parcomp.launch.cleanup import ShmJanitor, die_with_parent
+from parcomp.launch.cleanup import ShmJanitor, die_with_parent, sweep_orphans
 from parcomp.launch.hang import HangWatch
 from parcomp.launch.mpiexec import find_mpiexec, mpiexec_argv, mpiexec_identity
 from parcomp.launch.supervise import TIMEOUT_STATUS, Signals, supervise
@@ -214,6 +214,9 @@ def _attempts(
     launcher, vendor, base_env, restarts = job.launcher, job.vendor, job.env, job.restarts
     attempt, ranks = 0, watch.nprocs
     janitor = ShmJanitor()
+    swept = sweep_orphans()
+    if swept:
+        log.debug("removed %d orphaned shared-memory segment(s) from /dev/shm", swept)
     while True:
         if signals.preempt:  # asked to stop before (re)launching: nothing to checkpoint yet
             log.warning(

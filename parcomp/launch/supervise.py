@@ -82,14 +82,16 @@ def say(text: str) -> None:
     sys.stderr.flush()
 
 
-def _deliver(proc: subprocess.Popen[bytes], watch: HangWatch, signum: int) -> None:
-    """To every rank if all have started (heartbeats), else through ``mpiexec``."""
+def _deliver(proc: subprocess.Popen[bytes], watch: HangWatch, signum: int) -> bool:
+    """To every rank if all have started (heartbeats), else through ``mpiexec``; whether
+    the ranks got it directly."""
     if watch.all_started() and watch.signal_ranks(proc.pid, signum):
-        return
+        return True
     try:
         proc.send_signal(signum)
     except ProcessLookupError:
         pass
+    return False
 
 
 def supervise(
@@ -108,6 +110,7 @@ def supervise(
     deadline = None if timeout is None else time.monotonic() + timeout
     interrupted_at = None
     preempt_sent = False
+    resend: int | None = None
     while True:
         for signum in signals.take():
             if signum == signal.SIGQUIT:
@@ -121,7 +124,13 @@ def supervise(
                 _deliver(proc, watch, signum)
             elif signum in PREEMPT and not preempt_sent:
                 preempt_sent = True
-                _deliver(proc, watch, signum)
+                direct = _deliver(proc, watch, signum)
+                resend = None if direct else signum
+        if resend is not None and watch.all_started():
+            # It went through mpiexec while the ranks were starting; Hydra may have had no
+            # process to pass it to yet.  Now that every rank is up, it goes to them too.
+            watch.signal_ranks(proc.pid, resend)
+            resend = None
         try:
             status = proc.wait(timeout=POLL)
             break

@@ -248,3 +248,77 @@ def test_cli_inspect_agrees_with_restore(ck):
     assert "step-00000060  INVALID" in out.stdout, out.stdout
     assert "restore would use: step 30" in out.stdout
     assert restore(ck)[0] == 30
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m["arrays"]["u"].update(periods=[True, True]),
+        lambda m: m["arrays"]["u"].update(halo=[0, 0]),
+        lambda m: m["arrays"]["u"].update(halo=[2, 2]),
+    ],
+    ids=["periods", "halo 0", "halo 2"],
+)
+def test_downgrade_to_schema_1_does_not_dodge_the_shard_checks(ck, change):
+    # was (fault campaign, F1): schema_version 1 without a checksum skipped the comparison
+    # with the shard's own attributes: exit 0 and a wrong answer
+    def downgrade(m):
+        m["schema_version"] = 1
+        del m["manifest_sha256"]
+        change(m)
+
+    edit_manifest(ck, downgrade, sign=False)
+    assert_falls_back(ck)
+
+
+def test_a_checkpoint_of_another_run_is_refused_not_resumed(tmp_path):
+    # was (fault campaign, F2): a checkpoint planted from a run with --alpha 0.1 was resumed
+    # by a run with the default alpha, exit 0, the other run's answer
+    base = [
+        BIN / "parcomp",
+        "run",
+        "-n",
+        "2",
+        "--timeout",
+        "120",
+        "jobs/heat2d.py",
+        "--n",
+        "48",
+        "--no-png",
+    ]
+    other = run(
+        [
+            *base,
+            "--steps",
+            "30",
+            "--alpha",
+            "0.1",
+            "--out",
+            tmp_path / "a",
+            "--checkpoint-dir",
+            tmp_path / "ck",
+            "--checkpoint-every",
+            "10",
+        ],
+        timeout=150,
+    )
+    assert other.returncode == 0, other.stderr[-2000:]
+    mine = run(
+        [
+            *base,
+            "--steps",
+            "60",
+            "--out",
+            tmp_path / "b",
+            "--checkpoint-dir",
+            tmp_path / "ck",
+            "--checkpoint-every",
+            "10",
+        ],
+        timeout=150,
+    )
+    assert mine.returncode != 0
+    assert "belongs to another run" in mine.stderr and "'alpha': 0.1" in mine.stderr, mine.stderr[
+        -2000:
+    ]
+    assert mine.stderr.count("Traceback") == 1  # once, for both ranks
