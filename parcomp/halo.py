@@ -219,6 +219,7 @@ class HaloExchange:
             recvs.append(comm.Recv_init([buffer, 1, rtype], msg.neighbor, tag_base + msg.recv_tag))
             sends.append(comm.Send_init([buffer, 1, stype], msg.neighbor, tag_base + msg.send_tag))
         self._requests = recvs + sends
+        self._statuses = [MPI.Status() for _ in self._requests]
         self._finalizer = weakref.finalize(self, _free, self._requests, self._types, MPI)
 
     def start(self) -> None:
@@ -232,13 +233,30 @@ class HaloExchange:
         self._active = True
 
     def wait(self) -> None:
-        """Wait until every ghost cell of this exchange has arrived."""
+        """Wait until every ghost cell of this exchange has arrived.
+
+        A failed request surfaces from ``Waitall`` as ``ERR_IN_STATUS``; the error class of
+        the request that failed (``ERR_PROC_FAILED`` when a neighbour died, under ULFM) is
+        raised instead, so that in-job recovery recognises a lost peer.
+        """
         if not self._active:
             raise RuntimeError("halo exchange not started; call start() first")
         if self._requests:
             from mpi4py import MPI
 
-            MPI.Request.Waitall(self._requests)
+            self._active = False
+            try:
+                MPI.Request.Waitall(self._requests, self._statuses)
+            except MPI.Exception as exc:
+                # The requests met a failure: never free them (Open MPI aborts the job when
+                # a persistent request that failed is freed, "Send error after request
+                # freed ... MPI_ERRORS_ARE_FATAL"); the communicator is revoked anyway.
+                self._finalizer.detach()
+                if exc.Get_error_class() != MPI.ERR_IN_STATUS:
+                    raise
+                inner = [st.Get_error() for st in self._statuses]
+                failed = [e for e in inner if e not in (MPI.SUCCESS, MPI.ERR_PENDING)]
+                raise (MPI.Exception(failed[0]) if failed else exc) from None
         self._active = False
 
     def exchange(self) -> None:

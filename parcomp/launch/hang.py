@@ -158,6 +158,27 @@ class HangWatch:
         """Ranks that started (have a heartbeat) but did not finish their script."""
         return [r for r, b in enumerate(self._beats()) if b is not None and b[2] != -1]
 
+    def lost_at_startup(self) -> list[int]:
+        """Ranks whose process is gone while no rank has reached a parcomp collective yet.
+
+        A rank killed while the job starts leaves the others in ``MPI_Init`` for good with
+        some MPIs (Open MPI with ULFM recovers only an initialised job): nothing to wait for.
+        """
+        beats = self._beats()
+        if any(b is not None and b[1] > 0 for b in beats):
+            return []
+        lost = []
+        for r, b in enumerate(beats):
+            if b is None or b[2] == -1:
+                continue
+            try:
+                os.kill(b[0], 0)
+            except ProcessLookupError:
+                lost.append(r)
+            except PermissionError:
+                pass
+        return lost
+
     def all_started(self) -> bool:
         """Whether every rank has a heartbeat (has imported parcomp)."""
         return all(b is not None for b in self._beats())

@@ -29,6 +29,7 @@ from typing import Any
 
 from parcomp.comm import INTERRUPTED_STATUS
 from parcomp.launch.hang import HangWatch, descendants, kill_pids
+from parcomp.watchdog import format_ranks
 
 __all__ = ["POLL", "PREEMPT", "TIMEOUT_STATUS", "Signals", "supervise", "kill_job", "say"]
 
@@ -37,6 +38,9 @@ TIMEOUT_STATUS = 124
 #: Seconds between the supervisor's checks of the job (exit, timeout, signals, heartbeats).
 POLL = 0.1
 PREEMPT = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+#: Seconds a rank may be gone during start-up, the launcher still running, before the job is
+#: ended (an abort ends it sooner by itself).
+LOST_GRACE = 2.0
 _HANDLED = (signal.SIGINT, *PREEMPT, signal.SIGQUIT)
 
 
@@ -111,6 +115,7 @@ def supervise(
     interrupted_at = None
     preempt_sent = False
     resend: int | None = None
+    lost_since: float | None = None
     while True:
         for signum in signals.take():
             if signum == signal.SIGQUIT:
@@ -142,6 +147,15 @@ def supervise(
                 break
             continue
         why = None
+        lost = watch.lost_at_startup()
+        lost_since = (lost_since or time.monotonic()) if lost else None
+        if lost and time.monotonic() - lost_since >= LOST_GRACE:  # not an abort under way
+            say(
+                f"{format_ranks(lost)} ended while the job was starting (before any parcomp "
+                "call); the other ranks cannot go on: ending the job"
+            )
+            kill_job(proc, kill_grace)
+            return 1
         if deadline is not None and time.monotonic() >= deadline:
             why = f"job exceeded its timeout of {total if total is not None else timeout:g} s"
         elif (idle := watch.stalled()) is not None:
