@@ -108,10 +108,10 @@ def main() -> int:
             argv += [*HEAT, "--out", tmp]
             argv += ["--checkpoint-dir", f"{tmp}/ck{trial}", "--checkpoint-every", every]
             if args.random_time:
-                # ~1.2 s of steps: room for a random kill.  A kill during MPI start-up can
+                # ~3.6 s of steps: room for a random kill.  A kill during MPI start-up can
                 # leave Open MPI's survivors in MPI_Init for good (ULFM covers only an
                 # initialised job): the hang watchdog ends such a trial, and it is counted.
-                argv = [*argv[:4], "--hang-after", "20", *argv[4:], "--step-delay", "0.01"]
+                argv = [*argv[:4], "--hang-after", "20", *argv[4:], "--step-delay", "0.03"]
             else:
                 argv += ["--die-at-step", step, "--die-rank", victim]
             env = {}
@@ -127,7 +127,7 @@ def main() -> int:
                     how += ", its node's storage lost"
             t = time.perf_counter()
             if args.random_time:
-                when = rnd.uniform(0.3, 3.0)
+                when = rnd.uniform(0.3, 6.0)  # start-up (~2 s here), then ~3.6 s of steps
                 proc = kill_at(argv, bin_dir, env, when, victim, f"{tmp}/ck{trial}")
                 step = f"t+{when:.2f}s"
             else:
@@ -155,6 +155,9 @@ def main() -> int:
                     if watchdog
                     else "WRONG ANSWER or undiagnosed hang"
                 ] += 1
+                if clean:
+                    last = [ln for ln in proc.stderr.splitlines() if " INFO " not in ln]
+                    print(f"    failed with status {proc.returncode}: {last[-3:]}", flush=True)
                 if watchdog:
                     where = re.findall(r"--- (ranks? [^:]+): ([^\n]+)", proc.stderr)
                     print(f"    watchdog: {where[:3]}", flush=True)

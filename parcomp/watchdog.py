@@ -49,6 +49,7 @@ __all__ = [
     "debug_collectives",
     "install",
     "mark_finished",
+    "mark_initialized",
     "read_beat",
 ]
 
@@ -57,8 +58,9 @@ STACK_SIGNAL = signal.SIGQUIT
 #: Heartbeat layout: pid, calls entered, the current call's name, calls left (-1 once the
 #: script has finished and the rank waits in ``MPI_Finalize``).
 NAME_BYTES = 64
-BEAT_FORMAT = f"<qq{NAME_BYTES}sq"
+BEAT_FORMAT = f"<qq{NAME_BYTES}sqq"  # ... then 1 once MPI is initialised
 _LEFT_AT = 16 + NAME_BYTES
+_INIT_AT = _LEFT_AT + 8
 BEAT_SIZE = struct.calcsize(BEAT_FORMAT)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,11 +92,20 @@ class _Beat:
     def finished(self) -> None:
         struct.pack_into("<q", self.map, _LEFT_AT, -1)
 
+    def initialized(self) -> None:
+        struct.pack_into("<q", self.map, _INIT_AT, 1)
+
 
 _beat: _Beat | None = None
 _nesting = [0]  # parcomp collectives currently running in this process (main thread)
 _stack_file: Any = None
 _debug = False
+
+
+def mark_initialized() -> None:
+    """Record that MPI is initialised on this rank (``parcomp run``'s runner calls it)."""
+    if _beat is not None:
+        _beat.initialized()
 
 
 def mark_finished() -> None:
@@ -103,10 +114,10 @@ def mark_finished() -> None:
         _beat.finished()
 
 
-def read_beat(path: Path) -> tuple[int, int, int, str] | None:
-    """``(pid, entered, left, name)`` from a heartbeat file, or None if unreadable.
+def read_beat(path: Path) -> tuple[int, int, int, str, int] | None:
+    """``(pid, entered, left, name, initialised)`` from a heartbeat file, or None.
 
-    ``left == -1`` means the rank's script has finished.
+    ``left == -1`` means the rank's script has finished; ``initialised`` is 1 once MPI is.
     """
     try:
         with open(path, "rb") as fh:
@@ -115,8 +126,8 @@ def read_beat(path: Path) -> tuple[int, int, int, str] | None:
         return None
     if len(data) != BEAT_SIZE:
         return None
-    pid, entered, raw, left = struct.unpack(BEAT_FORMAT, data)
-    return pid, entered, left, raw.rstrip(b"\0").decode("utf-8", "replace")
+    pid, entered, raw, left, init = struct.unpack(BEAT_FORMAT, data)
+    return pid, entered, left, raw.rstrip(b"\0").decode("utf-8", "replace"), init
 
 
 def _flag(name: str) -> bool:

@@ -159,14 +159,15 @@ class HangWatch:
         return [r for r, b in enumerate(self._beats()) if b is not None and b[2] != -1]
 
     def lost_at_startup(self) -> list[int]:
-        """Ranks whose process is gone while no rank has reached a parcomp collective yet.
+        """Ranks whose process is gone while some rank has not finished ``MPI_Init``.
 
         A rank killed while the job starts leaves the others in ``MPI_Init`` for good with
         some MPIs (Open MPI with ULFM recovers only an initialised job): nothing to wait for.
         """
         beats = self._beats()
-        if any(b is not None and b[1] > 0 for b in beats):
-            return []
+        live_started = [b for b in beats if b is not None and b[2] != -1]
+        if all(b[4] for b in live_started) and len(live_started) == self.nprocs:
+            return []  # MPI is up everywhere: a lost rank is for the job (or ULFM) to handle
         lost = []
         for r, b in enumerate(beats):
             if b is None or b[2] == -1:

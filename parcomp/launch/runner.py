@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     if expected:
         from mpi4py import MPI  # noqa: F401 - initialise MPI to learn the real world size
 
+        from parcomp.watchdog import mark_initialized
+
+        mark_initialized()  # the supervisor tells a start-up failure from a later one
         rank, size = world_rank_size()
         if size != int(expected):
             sys.stderr.write(

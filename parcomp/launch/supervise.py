@@ -151,8 +151,8 @@ def supervise(
         lost_since = (lost_since or time.monotonic()) if lost else None
         if lost and time.monotonic() - lost_since >= LOST_GRACE:  # not an abort under way
             say(
-                f"{format_ranks(lost)} ended while the job was starting (before any parcomp "
-                "call); the other ranks cannot go on: ending the job"
+                f"{format_ranks(lost)} ended while the job was starting (before every rank had "
+                "initialised MPI); the others would wait in MPI_Init for good: ending the job"
             )
             kill_job(proc, kill_grace)
             return 1
