@@ -165,9 +165,9 @@ class HangWatch:
         some MPIs (Open MPI with ULFM recovers only an initialised job): nothing to wait for.
         """
         beats = self._beats()
-        live_started = [b for b in beats if b is not None and b[2] != -1]
-        if all(b[4] for b in live_started) and len(live_started) == self.nprocs:
-            return []  # MPI is up everywhere: a lost rank is for the job (or ULFM) to handle
+        present = [b for b in beats if b is not None]
+        if len(present) == self.nprocs and all(b[4] for b in present):
+            return []  # MPI came up everywhere: a lost rank is for the job (or ULFM) to handle
         lost = []
         for r, b in enumerate(beats):
             if b is None or b[2] == -1:
