@@ -81,12 +81,16 @@ def sweep_orphans(min_age: float = 60.0) -> int:
     (``parcomp run`` calls this when it starts).  The age keeps a job that is just
     starting (segment created, not yet mapped) safe.  Returns how many were removed."""
     now = time.time()
-    old = [name for name, mtime in _segments().items() if now - mtime > min_age]
-    if not old:
+    return _remove_unmapped([name for name, mtime in _segments().items() if now - mtime > min_age])
+
+
+def _remove_unmapped(names: list[str]) -> int:
+    """Delete those of ``names`` that no live process maps; how many were deleted."""
+    if not names:
         return 0
     in_use = _mapped()
     removed = 0
-    for name in old:
+    for name in names:
         if name in in_use:
             continue
         try:
@@ -111,21 +115,10 @@ class ShmJanitor:
 
     def clean(self) -> int:
         """Remove segments created since :meth:`start` that nobody maps; return how many."""
-        new = [
-            name
-            for name, mtime in _segments().items()
-            if name not in self.before and mtime >= self.started - 1.0
-        ]
-        if not new:
-            return 0
-        in_use = _mapped()
-        removed = 0
-        for name in new:
-            if name in in_use:
-                continue
-            try:
-                (SHM / name).unlink()
-                removed += 1
-            except OSError:
-                pass
-        return removed
+        return _remove_unmapped(
+            [
+                name
+                for name, mtime in _segments().items()
+                if name not in self.before and mtime >= self.started - 1.0
+            ]
+        )
