@@ -12,9 +12,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.mpi)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config):
     if MPI.COMM_WORLD.Get_rank() != 0:
         config.option.verbose = -1  # only rank 0 lists the tests; every rank still reports
+        _one_mpi_header(config)
+
+
+def _one_mpi_header(config):
+    """pytest-mpi prints its "MPI Information" section on every rank: keep rank 0's only."""
+    for plugin in list(config.pluginmanager.get_plugins()):
+        if type(plugin).__name__ != "MPIPlugin":
+            continue
+
+        class QuietMPIPlugin(type(plugin)):
+            def pytest_terminal_summary(self):
+                pass
+
+        quiet = QuietMPIPlugin()
+        quiet.__dict__.update(plugin.__dict__)
+        config.pluginmanager.unregister(plugin)
+        config.pluginmanager.register(quiet, "mpi-quiet")
 
 
 @pytest.fixture(params=["COMM_SELF", "COMM_WORLD"])
