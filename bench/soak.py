@@ -64,8 +64,12 @@ def kill_at(
         env={**os.environ, **env},
     )
     time.sleep(when)
+    # the rank processes only: the launcher's (mpiexec, prterun) command line names the
+    # runner too, and killing the launcher is another experiment
     ranks = subprocess.run(
-        ["pgrep", "-f", f"launch.runner .*{marker}"], capture_output=True, text=True
+        ["pgrep", "-f", rf"^\S*python\S* -m parcomp\.launch\.runner .*{marker}"],
+        capture_output=True,
+        text=True,
     ).stdout.split()
     pids = sorted(int(p) for p in ranks)  # started in rank order: a fair random victim
     if pids:
