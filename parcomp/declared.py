@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from parcomp.errors import KernelSignatureError, ShapeError
-from parcomp.numba_jit import Kernel, parameter_names, quick_key
+from parcomp.numba_jit import Kernel, parameter_names
 from parcomp.reach import infer_reach
 from parcomp.watchdog import collective, debug_collectives
 
@@ -521,8 +521,13 @@ def _agree_compiled(kernel: Kernel, call_args: tuple[Any, ...], comm: Any) -> No
     from parcomp.subcomm import comm_cache
 
     seen = comm_cache(comm).setdefault("stencil.compiled", set())
-    key = (kernel, quick_key(call_args))
-    if key[1] is not None and key in seen:
+    # Whether to enter the agreement below must be the same decision on every rank, so it
+    # is keyed on what every rank shares (dtype and dimensions), not on layout flags: a
+    # plain array parameter can be C- and F-contiguous on a rank whose block is one cell
+    # thick and not on the others, and a key with flags would send some ranks into the
+    # allgather and not the rest.
+    key = (kernel, _agreed_kinds(call_args))
+    if key in seen:
         return
     try:
         kernel.argument_types(call_args)
@@ -534,5 +539,11 @@ def _agree_compiled(kernel: Kernel, call_args: tuple[Any, ...], comm: Any) -> No
     except KernelSignatureError as exc:
         error = exc
     raise_if_any(error, comm)
-    if key[1] is not None:
-        seen.add(key)
+    seen.add(key)
+
+
+def _agreed_kinds(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Per argument, what is the same on every rank: dtype and dimensions, or the type."""
+    import numpy as np
+
+    return tuple((a.dtype.str, a.ndim) if isinstance(a, np.ndarray) else type(a) for a in args)

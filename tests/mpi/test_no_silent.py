@@ -345,3 +345,21 @@ def test_foreign_or_shared_directories_refused(tmp_path_factory):
         for name in dirs + files:
             modes.add(stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode))
     parallel_assert(modes <= {0o700, 0o600}, f"modes {sorted(oct(m) for m in modes)}")
+
+
+@pytest.mark.timeout(60)
+def test_layout_of_a_plain_array_differing_by_rank_does_not_split_the_agreement():
+    # the first-call compile agreement was keyed on layout flags too: a parameter array
+    # contiguous on some ranks and strided on others sent only some ranks into an allgather
+    @parcomp.stencil(radius=1)
+    def weighted(u, out, w):
+        for i in range(1, u.shape[0] - 1):
+            out[i] = u[i - 1] * w[0, 0] + u[i + 1]
+
+    u = DistArray.full((12,), 1.0, halo=1)
+    run_stencil(weighted, u, u.zeros_like(), np.ones((2, 2)))
+    w = np.ones((2, 4))[:, ::2] if RANK == 0 else np.ones((2, 2))  # strided on rank 0 only
+    v = u.zeros_like()
+    run_stencil(weighted, u, v, w)
+    # every cell is u[i-1] * 1 + u[i+1] = 2 (full() set the boundary ghosts to 1 as well)
+    parallel_assert(float(v.sum()) == 2.0 * 12, f"{v.sum()}")
