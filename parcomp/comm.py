@@ -27,6 +27,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from parcomp.errors import CollectiveError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -168,15 +170,21 @@ def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> N
 
     Notes
     -----
-    Collective over `comm`: call on all ranks.  Only type names and messages travel, as
-    strings; nothing is pickled beyond that.
+    Collective over `comm`: call on all ranks.  One ``Allreduce`` of a flag; only when a
+    rank failed, type names and messages travel, as JSON text (:mod:`parcomp.wire`):
+    nothing is pickled, so a survivor of a peer's death never unpickles garbage.
     """
+    from parcomp.wire import allgather_json
+
     comm = resolve_comm(comm)
-    mine = None if error is None else (type(error).__name__, str(error))
-    everyone = comm.allgather(mine)
-    failed = [(r, item) for r, item in enumerate(everyone) if item is not None]
-    if not failed:
+    MPI = _mpi()
+    flag = np.array([0 if error is None else 1], np.int64)
+    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)  # the common case: one integer
+    if not flag[0]:
         return
+    mine = None if error is None else [type(error).__name__, str(error)]
+    everyone = [tuple(v) if v else None for v in allgather_json(comm, mine)]
+    failed = [(r, item) for r, item in enumerate(everyone) if item is not None]
     if error is not None:
         if all(item == failed[0][1] for _, item in failed):
             _mark(error, comm, tuple(r for r, _ in failed))

@@ -209,6 +209,7 @@ def run_resilient(
     from mpi4py import MPI
 
     import parcomp.comm as pcomm
+    from parcomp.wire import allgather_ints
 
     log = get_logger("parcomp.resilient")
     comm = resolve_comm(comm)
@@ -228,7 +229,7 @@ def run_resilient(
     # it counts when the communicator knows of a failed process.
     in_status = getattr(MPI, "ERR_IN_STATUS", None)
     world_rank, _ = world_rank_size()
-    members = comm.allgather(world_rank)
+    members = [int(r) for r in allgather_ints(comm, [world_rank])[:, 0]]
     if comm.Get_rank() == 0:
         log.info("in-job recovery enabled (%s) on %d ranks", why, len(members))
     while True:
@@ -248,7 +249,7 @@ def run_resilient(
             new = comm.Shrink()
             new.Set_errhandler(MPI.ERRORS_RETURN)
             try:
-                survivors = new.allgather(world_rank)
+                survivors = [int(r) for r in allgather_ints(new, [world_rank])[:, 0]]
                 break
             except MPI.Exception as again:
                 if again.Get_error_class() not in failed_classes:
