@@ -200,7 +200,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _inspect_local(root: Any, quick: bool) -> int:
-    from parcomp.checkpoint.local import inspect_local
+    from parcomp.checkpoint.reader import inspect_local
 
     nodes = sorted(p.name for p in root.iterdir() if p.name.startswith("node-"))
     print(f"node-local tier {root}: {len(nodes)} node folder(s) visible: {', '.join(nodes)}")

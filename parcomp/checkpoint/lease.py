@@ -1,6 +1,6 @@
 """One live job per checkpoint directory: a lease held with an OS lock.
 
-Local (file locking); the Checkpointer agrees on the outcome collectively.
+Local (file locking), except :func:`claim`, which COMMUNICATES (the ranks agree on it).
 
 A job that writes checkpoints into a directory holds ``DIR/.parcomp-lease`` locked with
 ``flock`` for as long as its Checkpointer lives.  The kernel releases the lock when the
@@ -21,10 +21,11 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from parcomp.errors import CheckpointError
 
-__all__ = ["Lease", "LEASE_NAME"]
+__all__ = ["Lease", "LEASE_NAME", "claim"]
 
 LEASE_NAME = ".parcomp-lease"
 _held: dict[str, tuple[int, int]] = {}  # path -> (fd, users) held by this process
@@ -73,3 +74,58 @@ class Lease:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def claim(folders: list[Path], comm: Any, shared_ok: bool) -> Lease | None:
+    """Create the checkpoint folders, prove every rank can write them, check who owns
+    them, and take the first one's lease on rank 0 (collective, agreed).
+
+    A read-only file system, a path under a file or ``/proc``, a folder another user owns
+    or others may write, a folder another live job holds: each fails here, at
+    construction, on every rank, instead of at the first save hours later.  Returns rank
+    0's lease (None elsewhere).
+    """
+    from parcomp.checkpoint.format import check_owned_dir, make_private_dir
+    from parcomp.comm import raise_if_any, raise_if_differ
+
+    raise_if_differ(
+        [str(f.absolute()) for f in folders],
+        comm,
+        lambda differ, mine, _: (
+            f"checkpoint directories differ between ranks: ranks "
+            f"{differ} use another path than rank 0 ({mine}); every rank must name the same "
+            "directory (compute it once, e.g. on rank 0, and broadcast it)"
+        ),
+    )
+    error: BaseException | None = None
+    lease = None
+    for folder in folders:
+        probe = folder / f".parcomp-probe-{comm.Get_rank()}-{os.getpid()}"
+        try:
+            if folder.exists() and not folder.is_dir():
+                raise CheckpointError(
+                    f"checkpoint directory {folder} exists and is not a directory"
+                )
+            make_private_dir(folder)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+            check_owned_dir(folder, shared_ok)
+            if folder == folders[0] and comm.Get_rank() == 0:
+                lease = Lease(folder)  # one live job per directory
+        except CheckpointError as exc:
+            error = exc
+            break
+        except OSError as exc:
+            error = CheckpointError(
+                f"cannot write checkpoints to {folder}: {exc.strerror or exc} "
+                f"({type(exc).__name__}); choose a directory you can write"
+            )
+            break
+    try:
+        raise_if_any(error, comm)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+    return lease

@@ -1,13 +1,12 @@
 """Reading checkpoints back, on any rank count, verifying every byte.
 
-``list_checkpoints`` and ``inspect_checkpoint`` are local; ``load_latest`` COMMUNICATES.
+Local: ``list_checkpoints``, ``inspect_checkpoint``, ``inspect_local``, ``verify_files``,
+``open_block``.
+The collective restore is :mod:`parcomp.checkpoint.restore`.
 
-Restore re-decomposes each array for the current rank count: each rank works out which
-saved blocks overlap its new block (from the manifest), reads the slabs of those shards
-that cover the overlap, checks each slab's checksum and
-copies the overlap into place.  The ranks then agree; if anything failed (a file missing,
-truncated, bit-flipped, a bad manifest), every rank falls back to the next older checkpoint
-with a warning.  Nothing is unpickled: manifests are JSON, data are typed HDF5 datasets.
+The checks every read goes through: a checkpoint directory is listed without following
+links; a dataset is used only after :func:`open_block` matched it against the manifest.
+Nothing is unpickled: manifests are JSON, data are typed HDF5 datasets.
 """
 
 from __future__ import annotations
@@ -17,23 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.checkpoint.format import (
-    MANIFEST,
-    check_regular,
-    checksum,
-    overlap,
-    parse_step,
-    read_manifest,
-    slab_bounds,
-    slab_checksums,
-    step_dir_name,
-)
+from parcomp.checkpoint.format import parse_step, read_manifest
 from parcomp.checkpoint.manifest import ALLOWED_BIT_GENERATORS, ArraySpec, Manifest, ShardSpec
-from parcomp.checkpoint.perrank import local_ranges, read_local
-from parcomp.comm import get_logger
 from parcomp.errors import CheckpointError, CheckpointSchemaError, ParcompError
 
-__all__ = ["list_checkpoints", "inspect_checkpoint", "load_latest", "open_block", "Restored"]
+__all__ = [
+    "list_checkpoints",
+    "inspect_checkpoint",
+    "inspect_local",
+    "verify_files",
+    "open_block",
+    "Restored",
+]
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
@@ -51,27 +45,15 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
 def inspect_checkpoint(folder: Path, verify_data: bool = True) -> tuple[bool, str]:
     """Validate one checkpoint in this process alone: ``(valid, one-line description)``.
 
-    The same checks as a restore (:func:`read_manifest`, then :func:`open_block` and the
-    slab checksums of every block), so ``parcomp inspect`` and a restore always agree on
-    which checkpoint is valid.
+    The same checks as a restore (:func:`read_manifest`, then the restore engine's own
+    reader over every saved block: :func:`verify_files`), so ``parcomp inspect`` and a
+    restore always agree on which checkpoint is valid.
     """
-    import h5py
-
     try:
         manifest = read_manifest(folder)
-        if verify_data:
-            for name, spec in manifest.arrays.items():
-                for shard in spec.shards:
-                    with h5py.File(folder / shard.file, "r") as fh:
-                        dset = open_block(fh, folder, manifest, spec, shard)
-                        data = dset[_block_selection(shard)(0, shard.shape[0])]
-                    if tuple(slab_checksums(data, shard.slab_rows)) != shard.slab_checksums:
-                        raise CheckpointError(f"{shard.file}: array {name!r} fails its checksum")
-            for name, spec in manifest.local.items():  # per-rank data, one piece at a time
-                base = 0
-                for piece in spec["pieces"]:
-                    read_local(folder, manifest, {name: (base, base + piece["length"])}, only=name)
-                    base += piece["length"]
+        error = verify_files(folder, manifest) if verify_data else None
+        if error:
+            return False, f"INVALID: {error}"
         arrays = ", ".join(f"{n}{s.global_shape}:{s.dtype}" for n, s in manifest.arrays.items())
         return (
             True,
@@ -79,6 +61,39 @@ def inspect_checkpoint(folder: Path, verify_data: bool = True) -> tuple[bool, st
         )
     except (ParcompError, OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         return False, f"INVALID: {exc}"
+
+
+def verify_files(folder: Path, manifest: Manifest, names: set[str] | None = None) -> str | None:
+    """Read and verify every saved block (of the files ``names``, default all) exactly as a
+    restore onto one rank would, one block at a time; the first problem, or None (local)."""
+    from parcomp.checkpoint.plan import restore_plan
+    from parcomp.checkpoint.restore import READ_ERRORS, BlockFiles
+    from parcomp.partition import Partition
+
+    plan = restore_plan(
+        {name: spec.shards for name, spec in manifest.arrays.items()},
+        {
+            name: Partition(spec.global_shape, (1,) * len(spec.global_shape), spec.periods)
+            for name, spec in manifest.arrays.items()
+        },
+        None,
+        manifest.local,
+        {
+            name: [(0, sum(p["length"] for p in spec["pieces"]))]
+            for name, spec in manifest.local.items()
+        },
+    )
+    files = BlockFiles(folder, manifest)
+    try:
+        for piece in plan.pieces:
+            if names is None or piece.file in names:
+                files.read(piece)
+                files.forget()
+    except READ_ERRORS as exc:
+        return str(exc)
+    finally:
+        files.close()
+    return None
 
 
 def open_block(fh: Any, folder: Path, manifest: Manifest, spec: ArraySpec, shard: ShardSpec) -> Any:
@@ -194,229 +209,62 @@ class Restored:
         return f"Restored(step={self.step}, path={self.path}, arrays={sorted(self.arrays)}, scalars={sorted(self.scalars)})"
 
 
-def _read_array(folder: Path, manifest: Manifest, spec: ArraySpec, target: Any) -> None:
-    """Fill ``target.interior`` from the shards overlapping it, verifying every slab read."""
-    import h5py
+def inspect_local(root: Path, verify_data: bool = True) -> list[tuple[int, bool, str]]:
+    """Describe the node-local checkpoints visible under ``root`` (local; no MPI).
 
-    mine = target.local_range
-    for shard in spec.shards:
-        region = overlap(shard.start, shard.shape, mine)
-        if region is None:
-            continue
-        rows = shard.slab_rows
-        first = region[0].start - shard.start[0]
-        last = region[0].stop - shard.start[0]
-        bounds = slab_bounds(shard.shape[0], rows)
-        slabs = [(i, a, b) for i, (a, b) in enumerate(bounds) if a < last and b > first]
-        inner = tuple(
-            slice(r.start - s, r.stop - s) for r, s in zip(region[1:], shard.start[1:], strict=True)
-        )
-        check_regular(folder / shard.file)
-        with h5py.File(folder / shard.file, "r") as fh:
-            dset = open_block(fh, folder, manifest, spec, shard)
-            block = _block_selection(shard)
-            whole_rows = all(
-                r.start == 0 and r.stop == n for r, n in zip(inner, shard.shape[1:], strict=True)
-            )
-            rest = tuple(
-                slice(r.start - m[0], r.stop - m[0])
-                for r, m in zip(region[1:], mine[1:], strict=True)
-            )
-            for i, a, b in slabs:
-                lo, hi = max(a, first), min(b, last)
-                off = shard.start[0] - mine[0][0]
-                dst = (slice(off + lo, off + hi), *rest)
-                direct = whole_rows and (lo, hi) == (a, b)
-                if direct:  # the whole slab belongs here: read it straight into place
-                    sel = tuple(
-                        slice(h + d.start, h + d.stop)
-                        for h, d in zip(target.halo, dst, strict=True)
-                    )
-                    dset.read_direct(target.local, source_sel=block(a, b), dest_sel=sel)
-                    data = target.interior[dst]
-                else:
-                    data = dset[block(a, b)]
-                if checksum(data) != shard.slab_checksums[i]:
-                    raise CheckpointError(
-                        f"{folder / shard.file}: slab {i} of array {spec.name!r} fails its checksum (corrupted)"
-                    )
-                if not direct:
-                    target.interior[dst] = data[(slice(lo - a, hi - a), *inner)]
-
-
-def _block_selection(shard: ShardSpec) -> Any:
-    """``block(a, b)``: the dataset selection of rows a:b of a saved block, all its columns."""
-    start = shard.file_start or (0,) * len(shard.shape)
-    rest = tuple(slice(f, f + n) for f, n in zip(start[1:], shard.shape[1:], strict=True))
-
-    def block(a: int, b: int) -> tuple[slice, ...]:
-        return (slice(start[0] + a, start[0] + b), *rest)
-
-    return block
-
-
-def _make_targets(
-    manifest: Manifest, comm: Any, overrides: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
-    """Create every restored array first (collective), before any rank reads (local)."""
-    from parcomp.array import DistArray
-
-    arrays: dict[str, Any] = {}
-    size = comm.Get_size()
-    for name, spec in manifest.arrays.items():
-        opts: dict[str, Any] = {"halo": spec.halo, "periods": spec.periods}
-        if size == manifest.nprocs:
-            opts["dims"] = spec.dims
-        opts.update(overrides.get(name, {}))
-        arrays[name] = DistArray(spec.global_shape, spec.dtype, comm=comm, **opts)
-    return arrays
-
-
-def load_latest(
-    directory: Path,
-    comm: Any,
-    overrides: dict[str, dict[str, Any]] | None = None,
-    local: Any = None,
-    redeal: Any = None,
-) -> Restored | None:
-    """Restore the newest valid checkpoint in ``directory`` on this communicator, or None.
-
-    Parameters
-    ----------
-    local : parcomp.checkpoint.local.LocalTier, optional
-        Also consider the node-local tier; for the same step it is tried first.
-
-    Notes
-    -----
-    Collective over ``comm``.  A damaged checkpoint is skipped, with a warning, for the
-    next older one; None means no valid checkpoint exists.
+    For every step: whether each saved shard has at least one good copy among the node
+    folders this process can see (all of them when nodes are emulated on one machine, only
+    its own on a real cluster), and how many.  Returns ``(step, restorable, text)`` newest
+    first.  Copies are verified by the restore engine's own reader.
     """
-    log = get_logger("parcomp.checkpoint")
-    rank = comm.Get_rank()
-    shared = comm.bcast(
-        [(s, str(p)) for s, p in list_checkpoints(directory)] if rank == 0 else None, root=0
+    from collections import Counter
+
+    from parcomp.checkpoint.format import parse_manifest, step_dir_name
+
+    node_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("node-"))
+    steps = sorted(
+        {s for d in node_dirs for p in d.iterdir() if (s := parse_step(p.name)) is not None},
+        reverse=True,
     )
-    candidates: list[tuple[int, int, str | None]] = [(s, 1, p) for s, p in shared]
-    if local is not None:
-        from parcomp.checkpoint.local import local_steps
-
-        candidates += [(s, 0, None) for s in local_steps(local)]
-    candidates.sort(key=lambda c: (-c[0], c[1]))
-    for step, tier, candidate in candidates:
-        if tier == 0:
-            from parcomp.checkpoint.local import restore_local
-
-            manifest, arrays, error, rebuilt = restore_local(
-                local, step, lambda m: _make_targets(m, comm, overrides or {})
-            )
-            if error is None:
-                path = local.folder / step_dir_name(step)
-                if rank == 0:
-                    log.info(
-                        "restored step %d from the node-local tier %s (saved on %d ranks)",
-                        step,
-                        local.root,
-                        manifest.nprocs,
-                    )
-                restored = Restored(path, manifest, arrays)
-                restored.rebuilt = rebuilt
-                return restored
-            if rank == 0:
-                log.warning(
-                    "node-local checkpoint of step %d cannot be restored, trying older or "
-                    "flushed ones: %s",
-                    step,
-                    error,
-                )
+    out = []
+    for step in steps:
+        copies: Counter[str] = Counter()
+        problems: list[str] = []
+        holders = []
+        for node_dir in node_dirs:
+            folder = node_dir / step_dir_name(step)
+            if not folder.is_dir():
+                continue
+            try:
+                holders.append((node_dir, folder, parse_manifest(folder)))
+            except (ParcompError, OSError) as exc:
+                problems.append(f"{node_dir.name}: {exc}")
+        if not holders:
+            out.append((step, False, "no valid manifest: " + "; ".join(problems)))
             continue
-        path = Path(candidate)
-        restored, error = _try_shared(path, comm, overrides or {}, redeal)
-        if restored is not None:
-            return restored
-        if rank == 0:
-            log.warning("checkpoint %s is damaged, falling back to an older one: %s", path, error)
-    return None
-
-
-def _try_shared(
-    path: Path, comm: Any, overrides: dict[str, dict[str, Any]], redeal: Any = None
-) -> tuple[Restored | None, str | None]:
-    """Restore one checkpoint of the shared directory (collective): ``(restored, error)``."""
-    log = get_logger("parcomp.checkpoint")
-    rank = comm.Get_rank()
-    manifest, error = _agree_manifest(path, comm)
-    arrays: dict[str, Any] = {}
-    local_error = None
-    if error is None:
-        # Collective part first: every rank makes the same arrays in the same order.
-        # Only then the local reads, whose failure on one rank must not leave the
-        # others inside a DistArray constructor while it waits in the agreement below.
-        try:
-            arrays = _make_targets(manifest, comm, overrides)
-        except (ParcompError, KeyError, TypeError, ValueError) as exc:  # the same on every rank
-            error = f"the manifest describes an array parcomp cannot build: {exc}"
-    per_rank: dict[str, Any] = {}
-    ranges = local_ranges(manifest, comm, redeal) if error is None and manifest.local else {}
-    if error is None:
-        try:
-            for name, spec in manifest.arrays.items():
-                _read_array(path, manifest, spec, arrays[name])
-            per_rank = read_local(path, manifest, ranges) if manifest.local else {}
-        except (ParcompError, OSError, RuntimeError, KeyError, ValueError) as exc:
-            if _is_mpi_error(exc):
-                raise
-            local_error = f"rank {rank}: {exc}"
-        errors = [e for e in comm.allgather(local_error) if e]
-        error = "; ".join(errors) if errors else None
-    if error is not None:
-        return None, error
-    if rank == 0:
-        log.info(
-            "restored step %d from %s (saved on %d ranks)",
-            manifest.step,
-            path,
-            manifest.nprocs,
+        manifest = max(holders, key=lambda h: h[2].get("created_unix", 0))[2]
+        for node_dir, folder, mine in holders:
+            if mine.get("checkpoint_id") != manifest.get("checkpoint_id"):
+                continue
+            for name, nbytes in manifest.files.items():
+                path = folder / name
+                if not path.is_file() or path.stat().st_size != nbytes:
+                    continue
+                if verify_data:
+                    error = verify_files(folder, manifest, {name})
+                    if error:
+                        problems.append(f"{node_dir.name}/{name}: {error}")
+                        continue
+                copies[name] += 1
+        missing = sorted(n for n in manifest.files if not copies[n])
+        counts = sorted({copies[n] for n in manifest.files})
+        text = (
+            f"{len(manifest.files)} shards saved on {manifest.nprocs} ranks, in {len(holders)} "
+            f"node folder(s); good copies per shard: {'/'.join(map(str, counts))}"
         )
-    restored = Restored(path, manifest, arrays)
-    restored.local = per_rank
-    return restored, None
-
-
-def _agree_manifest(path: Path, comm: Any) -> tuple[Manifest | None, str | None]:
-    """Rank 0 reads and checks the manifest and its files; every rank parses the same bytes.
-
-    Only the manifest's bytes travel (``Bcast`` of a byte buffer) and the verdict as a
-    short string: nothing read from disk is unpickled.  Parsing is deterministic, so every
-    rank holds the same :class:`Manifest` or the same error.  Collective over ``comm``.
-    """
-    raw, error, parsed = b"", None, None
-    if comm.Get_rank() == 0:
-        try:
-            parsed = read_manifest(path)
-            raw = parsed.raw
-        except (ParcompError, OSError) as exc:
-            error = str(exc)
-    error = comm.bcast(error, root=0)
-    if error is not None:
-        return None, error
-    size = np.array([len(raw)], np.int64)
-    comm.Bcast(size, root=0)
-    buf = (
-        np.frombuffer(raw, np.uint8).copy()
-        if comm.Get_rank() == 0
-        else np.empty(int(size[0]), np.uint8)
-    )
-    comm.Bcast(buf, root=0)
-    if parsed is not None:  # rank 0 parsed these very bytes already
-        return parsed, None
-    try:
-        return Manifest.parse(buf.tobytes(), str(path / MANIFEST), parse_step(path.name)), None
-    except CheckpointSchemaError as exc:  # cannot happen after rank 0 parsed it; same everywhere
-        return None, str(exc)
-
-
-def _is_mpi_error(exc: BaseException) -> bool:
-    """An MPI error (a failed peer under ULFM) must propagate, not look like bad data."""
-    from mpi4py import MPI
-
-    return isinstance(exc, MPI.Exception)
+        if missing:
+            text += f"; NO good copy of {', '.join(missing)}"
+        if problems:
+            text += f" ({'; '.join(problems)})"
+        out.append((step, not missing, text))
+    return out

@@ -1,6 +1,7 @@
 """What a checkpoint may hold: names, JSON-able values, values every rank must share.
 
-PURE, except :func:`check_same`, which COMMUNICATES (one allgather of digests).
+PURE, except :func:`check_same` and :func:`save_state`, which COMMUNICATE (agreements
+over the checkpointer's communicator; digests as int64 buffers, no pickles).
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import numpy as np
 from parcomp.comm import mark_everywhere
 from parcomp.errors import ConfigError
 
-__all__ = ["check_same", "check_name", "jsonable"]
+__all__ = [
+    "check_same",
+    "check_name",
+    "jsonable",
+    "save_state",
+    "check_options",
+    "check_required",
+]
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
@@ -32,9 +40,14 @@ def check_same(values: dict[str, Any], comm: Any) -> None:
         hashlib.sha256(json.dumps(v, sort_keys=True, allow_nan=True).encode()).hexdigest()
         for v in values.values()
     ]
-    everyone = comm.allgather(mine)
+    from parcomp.wire import allgather_ints
+
+    # the first 8 bytes of each digest, as int64: one Allgather of a typed buffer
+    everyone = allgather_ints(
+        comm, [int.from_bytes(bytes.fromhex(d[:16]), "big", signed=True) for d in mine]
+    )
     for k, key in enumerate(values):
-        differ = [r for r, d in enumerate(everyone) if d[k] != everyone[0][k]]
+        differ = [r for r in range(len(everyone)) if everyone[r, k] != everyone[0, k]]
         if not differ:
             continue
         advice = {
@@ -81,3 +94,106 @@ def jsonable(value: Any, where: str) -> Any:
     raise ConfigError(
         f"{where}: {type(value).__name__} cannot be stored (use numbers, strings, lists, dicts or arrays)"
     )
+
+
+def save_state(
+    step: Any, arrays: Any, scalars: Any, rng: Any, meta: Any, comm: Any
+) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """Validate a save's arguments on every rank and agree on them (collective).
+
+    Returns ``(step, arrays, state)``, ``state`` holding the JSON parts (``scalars``,
+    ``meta``, ``rng`` as NumPy's state dicts).  Raises :class:`ConfigError` on every rank
+    for a bad argument on any rank, or a step, scalar or generator state that differs
+    between ranks.
+    """
+    from parcomp.array import DistArray
+    from parcomp.comm import raise_if_any
+
+    arrays = dict(arrays or {})
+    error, state = None, {}
+    try:
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+            raise ConfigError(f"step must be a non-negative integer, got {step!r}")
+        for name, arr in arrays.items():
+            check_name("array", name)
+            if not isinstance(arr, DistArray):
+                raise ConfigError(f"array {name!r} must be a DistArray, got {type(arr).__name__}")
+        for name in rng or {}:
+            check_name("rng", name)
+        state = {
+            "scalars": jsonable(dict(scalars or {}), "scalars"),
+            "meta": jsonable(dict(meta or {}), "meta"),
+            "rng": {
+                k: jsonable(g.bit_generator.state, f"rng {k!r}") for k, g in (rng or {}).items()
+            },
+        }
+    except (ConfigError, AttributeError) as exc:
+        error = exc if isinstance(exc, ConfigError) else ConfigError(f"rng: {exc}")
+    raise_if_any(error, comm)
+    check_same({"step": int(step), "scalars": state["scalars"], "rng": state["rng"]}, comm)
+    return int(step), arrays, state
+
+
+def check_options(
+    every_steps: Any,
+    every_seconds: Any,
+    keep: Any,
+    flush_every: Any,
+    local_dir: Any,
+    async_write: bool,
+    mpio: bool,
+) -> None:
+    """Raise :class:`ConfigError` for a bad :class:`~parcomp.Checkpointer` option (PURE,
+    but for asking h5py whether it has MPI)."""
+    if every_steps is not None and (
+        isinstance(every_steps, bool) or not isinstance(every_steps, int) or every_steps < 1
+    ):
+        raise ConfigError(f"every_steps must be a positive integer, got {every_steps!r}")
+    if every_seconds is not None and not every_seconds > 0:
+        raise ConfigError(f"every_seconds must be positive, got {every_seconds!r}")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ConfigError(f"keep must be a positive integer, got {keep!r}")
+    if flush_every is not None and (
+        isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1
+    ):
+        raise ConfigError(f"flush_every must be a positive integer or None, got {flush_every!r}")
+    if local_dir is not None and async_write:
+        raise ConfigError(
+            "async_write applies to the shared directory alone; with local_dir the "
+            "node-local write is synchronous (it goes to fast storage) and the flush to "
+            "the shared directory is always asynchronous"
+        )
+    if mpio:
+        from parcomp.checkpoint.writer import mpio_available
+
+        if local_dir is not None or async_write:
+            raise ConfigError(
+                "mpio writes one shared file collectively: it cannot be combined with "
+                "local_dir (per-node shards) or async_write (a collective write in a "
+                "background thread)"
+            )
+        if not mpio_available():
+            raise ConfigError(
+                "mpio=True needs h5py built with MPI (parallel HDF5); this h5py is serial "
+                "(the PyPI wheel is). Leave mpio off: one shard per rank is the default"
+            )
+
+
+def check_required(restored: Any, require: Any, comm: Any) -> None:
+    """Raise :class:`ConfigError` on every rank if ``restored`` lacks the scalars
+    ``require`` names with these values (local: every rank restored the same manifest)."""
+    wrong = {
+        k: restored.scalars.get(k, "<missing>")
+        for k, v in require.items()
+        if restored.scalars.get(k, object()) != jsonable(v, "require")
+    }
+    if wrong:
+        raise mark_everywhere(
+            ConfigError(
+                f"checkpoint {restored.path} belongs to another run: it has "
+                f"{wrong}, this run asks for "
+                f"{ {k: require[k] for k in wrong} }; resume with the same parameters "
+                "or use another checkpoint directory"
+            ),
+            comm,
+        )

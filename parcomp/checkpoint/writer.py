@@ -1,18 +1,17 @@
-"""Writing a checkpoint: every rank its shard, rank 0 the master file and the manifest.
+"""Writing a checkpoint's files: shards, the master file, the manifest; publish, prune.
 
-Local: :class:`~parcomp.checkpoint.Checkpointer` runs the collective protocol below and
-calls these pieces.
+Local: the pieces the commit protocol (:mod:`parcomp.checkpoint.transaction`) calls.
 
-Protocol (atomic; a crash at any point leaves the previous checkpoints valid):
-
-1. rank 0 makes ``DIR/.tmp-step-N-<nonce>``;
-2. every rank reserves the disk space its shard needs, then writes it slab by slab
-   (a checksum per slab), then fsyncs it;
-3. the shard records (sizes, checksums) are gathered on rank 0; any rank's error aborts here
-   on every rank, the temp directory is removed and nothing older is touched;
-4. rank 0 writes ``master.h5`` and, last, ``manifest.json`` (temp name, fsync, replace),
-   fsyncs the directory, renames it to ``DIR/step-N`` and fsyncs ``DIR``: the commit;
-5. only then are checkpoints beyond the newest ``keep`` and stale temp directories pruned.
+* :func:`reserve_space` and :class:`ReservedIO`: a rank's bytes are reserved
+  (``posix_fallocate``) and the HDF5 file is written into the reservation itself, so a
+  full disk is an ordinary ``OSError``, never a crash inside HDF5;
+* :func:`write_shard`: a rank's blocks slab by slab, a checksum per slab, its layout in
+  the dataset's attributes (compared with the manifest on restore), then fsync;
+* :func:`write_master` and :func:`build_manifest` (rank 0); :func:`publish` writes the
+  manifest last (temp name, fsync, replace), renames the folder to ``step-N`` and fsyncs
+  the parent: the commit;
+* :func:`prune`: checkpoints beyond the newest ``keep`` and stale temp folders, deleted
+  in the background only after a newer commit.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ from parcomp.checkpoint.format import (
 
 __all__ = [
     "write_shard",
-    "commit_checkpoint",
+    "write_master",
     "Snapshot",
     "estimate_shard_bytes",
     "reserve_space",
@@ -314,7 +313,7 @@ def _write_per_rank(fh: Any, snap: Snapshot, record: dict[str, Any]) -> None:
         record["local"] = write_local(fh.create_group("local"), snap.per_rank)
 
 
-def _write_master(
+def write_master(
     folder: Path, step: int, size: int, arrays: dict[str, dict[str, Any]], scalars: dict[str, Any]
 ) -> None:
     import h5py
@@ -362,42 +361,6 @@ def _fill_master(
         for key, value in scalars.items():
             if isinstance(value, bool | int | float | str):
                 sc.attrs[key] = value
-
-
-def commit_checkpoint(
-    directory: Path,
-    tmp: Path,
-    step: int,
-    size: int,
-    records: list[dict[str, Any]],
-    layouts: dict[str, dict[str, Any]],
-    scalars: dict[str, Any],
-    rng: dict[str, Any],
-    meta: dict[str, Any],
-    keep: int,
-    per_rank: dict[str, np.ndarray] | None = None,
-) -> tuple[Path, threading.Thread]:
-    """Rank 0's part after every shard is on disk: master, manifest, rename; then prune.
-
-    Returns the committed directory and the background pruning thread.
-    """
-    arrays = manifest_arrays(layouts, records)
-    single = bool(records) and records[0]["file"] == MASTER  # written collectively (mpio)
-    if single:
-        add_scalars(tmp / MASTER, scalars)
-        files = []
-    else:
-        _write_master(tmp, step, size, arrays, scalars)
-        files = [{"name": rec["file"], "bytes": rec["bytes"]} for rec in records]
-    files.append({"name": MASTER, "bytes": (tmp / MASTER).stat().st_size})
-    extra: dict[str, Any] = {"layout": "single-file"} if single else {}
-    if per_rank:
-        from parcomp.checkpoint.perrank import local_section
-
-        extra["local"] = local_section(per_rank, records)
-    manifest = build_manifest(step, size, arrays, files, scalars, rng, meta, **extra)
-    final = publish(directory, tmp, step, manifest)
-    return final, prune(directory, keep, final)
 
 
 def manifest_arrays(

@@ -212,3 +212,53 @@ def test_one_nodes_edited_manifest_is_outvoted(dirs, sign):
     if SIZE >= 3:  # two unedited copies outvote the edited one: step 4 from the tier
         parallel_assert(restored.step == 4 and restored.path.parent != shared)
     parallel_assert(restored_equals(restored, restored.step))
+
+
+def particles(rank):
+    """Rank r's per-rank rows: 2 r + 1 of them, values globally unique, in rank order."""
+    start = sum(2 * r + 1 for r in range(rank))
+    return np.arange(start, start + 2 * rank + 1, dtype=np.float64)[:, None] * [1.0, -2.0]
+
+
+def test_per_rank_data_in_the_node_local_tier_survive_a_lost_node(dirs):
+    """local= goes through the node-local tier too: after a lost node the pieces come
+    back from the partner copies, each rank its own on the same rank count."""
+    shared, local = dirs
+    ck = Checkpointer(shared, local_dir=local, flush_every=None)
+    ck.save(3, arrays={"u": state(3)}, scalars={"step": 3}, local={"p": particles(RANK)})
+    ck.close()
+    COMM.Barrier()
+    if RANK == 0 and SIZE > 1:
+        shutil.rmtree(node_dir(local, SIZE - 1))  # its pieces live on as partner copies
+    COMM.Barrier()
+    back = Checkpointer(shared, local_dir=local, flush_every=None).restore()
+    parallel_assert(back is not None and back.path.parent.parent == local)
+    parallel_assert(np.array_equal(back.local["p"], particles(RANK)))
+    parallel_assert(restored_equals(back, 3))
+    parallel_assert(bool(back.rebuilt) == (SIZE > 1))
+
+
+def test_both_transports_restore_the_same_bytes(dirs):
+    """The one engine on a shared checkpoint: direct reads, and a chosen reader per file
+    with Alltoallv (as the node-local tier does), give the same blocks and pieces."""
+    from parcomp.checkpoint.restore import agree_manifest, restore_into
+
+    shared, _ = dirs
+    ck = Checkpointer(shared)
+    ck.save(5, arrays={"u": state(5)}, local={"p": particles(RANK)})
+    ck.close()
+    path = shared / "step-00000005"
+    manifest, error = agree_manifest(path, COMM)
+    parallel_assert(error is None, error)
+    direct = restore_into(path, manifest, COMM, {}, None)
+    files = sorted(manifest.files)
+
+    def readers(excluded):
+        return {f: (i * 2 + 1) % SIZE for i, f in enumerate(files)}
+
+    moved = restore_into(path, manifest, COMM, {}, None, readers=readers)
+    for arrays, per_rank, err in (direct, moved):
+        parallel_assert(err is None, err)
+        u = arrays["u"]
+        parallel_assert(np.array_equal(u.interior, reference(5)[u.partition.local_slices(u.rank)]))
+        parallel_assert(np.array_equal(per_rank["p"], particles(RANK)))

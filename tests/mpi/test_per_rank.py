@@ -8,7 +8,6 @@ from mpi4py import MPI
 
 from parcomp.array import DistArray
 from parcomp.checkpoint import Checkpointer
-from parcomp.checkpoint.perrank import default_range, plan_reads
 from parcomp.errors import ConfigError
 from parcomp.testing import parallel_assert
 
@@ -117,17 +116,3 @@ def test_local_data_must_agree_in_dtype_and_tail(folder):
         ck.save(1, arrays={"u": u}, local={"p": [1, 2, 3]})
     ck.close()
     parallel_assert(True)
-
-
-def test_plan_is_pure_and_tiles():
-    lengths = [2, 0, 5, 3]
-    for size in range(1, 8):
-        covered = []
-        for rank in range(size):
-            start, stop = default_range(lengths, rank, size)
-            for piece, first, last, offset in plan_reads(lengths, start, stop):
-                base = sum(lengths[:piece])
-                covered += list(range(base + first, base + last))
-                assert offset == base + first - start
-        assert covered == list(range(sum(lengths)))
-    assert default_range(lengths, 2, 4) == (2, 7)  # same count: its own piece

@@ -17,7 +17,8 @@ import pytest
 from mpi4py import MPI
 
 from parcomp.checkpoint.manifest import manifest_digest
-from parcomp.checkpoint.reader import inspect_checkpoint, load_latest
+from parcomp.checkpoint.reader import inspect_checkpoint
+from parcomp.checkpoint.restore import load_latest
 from tests.conftest import BIN, SCRIPTS, run
 
 STEP60 = "step-00000060"

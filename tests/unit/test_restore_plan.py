@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from parcomp.checkpoint.format import shard_name, slab_bounds
+from parcomp.checkpoint.perrank import default_range
 from parcomp.checkpoint.plan import coord_span, restore_plan
 from parcomp.errors import CheckpointError, RankCountError
 from parcomp.partition import Partition, block_range
@@ -155,3 +156,9 @@ def test_missing_reader_and_mismatched_counts_raise():
         )
     with pytest.raises(CheckpointError, match="hold 12 elements"):
         restore_plan({"u": blocks[:1]}, {"u": new})
+
+
+def test_default_range_own_piece_on_same_count_else_balanced():
+    lengths = [2, 0, 5, 3]
+    assert [default_range(lengths, r, 4) for r in range(4)] == [(0, 2), (2, 2), (2, 7), (7, 10)]
+    assert [default_range(lengths, r, 3) for r in range(3)] == [(0, 4), (4, 7), (7, 10)]

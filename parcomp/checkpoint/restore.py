@@ -1,0 +1,535 @@
+"""The one restore engine: a pure plan executed by one of two transports, for both tiers.
+
+COMMUNICATES: :func:`execute`, :func:`restore_shared` and :func:`load_latest` are
+collective; :class:`BlockFiles` is local (it reads files).
+
+The steps, the same for the shared directory and for the node-local tier:
+
+1. agree on one manifest (its bytes travel, every rank parses them: :mod:`parcomp.wire`);
+2. make the target DistArrays (collective), every rank's range of the per-rank data;
+3. :func:`~parcomp.checkpoint.plan.restore_plan` (pure): which rank reads which region of
+   which saved block, for whom;
+4. :func:`execute`: each rank reads its pieces through :class:`BlockFiles` (files checked,
+   datasets checked against the manifest by :func:`~parcomp.checkpoint.reader.open_block`,
+   every slab read verified against its checksum); the ranks agree on the failures (which
+   files); then, if the plan moves data between ranks, one ``Alltoallv`` delivers it.
+
+The shared tier uses the **direct** transport (every rank reads its own hyperslabs); the
+node-local tier the **Alltoallv** one (a file is read on the node that holds it).  Nothing
+read from disk is unpickled, and no collective here pickles: a survivor of a peer's death
+(ULFM) gets an MPI error, not garbage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parcomp.checkpoint.format import (
+    MANIFEST,
+    check_regular,
+    checksum,
+    parse_step,
+    read_manifest,
+    slab_bounds,
+)
+from parcomp.checkpoint.manifest import Manifest
+from parcomp.checkpoint.plan import Piece, RestorePlan, restore_plan
+from parcomp.checkpoint.reader import Restored, list_checkpoints, open_block
+from parcomp.comm import get_logger
+from parcomp.errors import CheckpointError, CheckpointSchemaError, ConfigError, ParcompError
+from parcomp.wire import allgather_ints, allgather_json, bcast_bytes, bcast_json
+
+__all__ = ["BlockFiles", "execute", "plan_for", "make_targets", "restore_shared", "load_latest"]
+
+#: What reading a damaged checkpoint may raise (besides ParcompError): turned into a
+#: failure of that file, agreed, and the checkpoint skipped.
+READ_ERRORS = (ParcompError, OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
+def is_mpi_error(exc: BaseException) -> bool:
+    """An MPI error (a failed peer under ULFM) must propagate, not look like bad data."""
+    from mpi4py import MPI
+
+    return isinstance(exc, MPI.Exception)
+
+
+class BlockFiles:
+    """The saved blocks of one checkpoint folder, opened and checked once each (local).
+
+    Reads the slabs a :class:`~parcomp.checkpoint.plan.Piece` needs and verifies each
+    against the manifest's checksum before any byte of it is used.
+    """
+
+    def __init__(self, folder: Path, manifest: Manifest) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self._files: dict[str, Any] = {}
+        self._datasets: dict[tuple[str, str, int], tuple[Any, tuple[int, ...]]] = {}
+        self._slabs: dict[tuple[str, str, int, int], np.ndarray] = {}
+
+    def _file(self, name: str) -> Any:
+        import h5py
+
+        if name not in self._files:
+            check_regular(self.folder / name, self.manifest.files.get(name))
+            self._files[name] = h5py.File(self.folder / name, "r")
+        return self._files[name]
+
+    def dataset(self, piece: Piece) -> tuple[Any, tuple[int, ...], tuple[int, ...], int, tuple]:
+        """``(dataset, origin in it, block shape, slab rows, slab checksums)`` of the
+        piece's saved block."""
+        if piece.kind == "array":
+            spec = self.manifest.arrays[piece.name]
+            shard = spec.shards[piece.index]
+            key = (piece.kind, piece.name, piece.index)
+            if key not in self._datasets:
+                fh = self._file(shard.file)
+                dset = open_block(fh, self.folder, self.manifest, spec, shard)
+                self._datasets[key] = (dset, shard.file_start or (0,) * len(shard.shape))
+            dset, origin = self._datasets[key]
+            return dset, origin, shard.shape, shard.slab_rows, shard.slab_checksums
+        spec = self.manifest.local[piece.name]
+        entry = spec["pieces"][piece.index]
+        shape = (entry["length"], *spec["tail"])
+        key = (piece.kind, piece.name, piece.index)
+        if key not in self._datasets:
+            self._datasets[key] = (
+                _local_dataset(self._file(entry["file"]), self.folder, piece.name, spec, entry),
+                (0,) * len(shape),
+            )
+        dset, origin = self._datasets[key]
+        return dset, origin, shape, entry["slab_rows"], tuple(entry["slab_checksums"])
+
+    def _slab(self, piece: Piece, i: int) -> np.ndarray:
+        key = (piece.kind, piece.name, piece.index, i)
+        if key not in self._slabs:
+            dset, origin, shape, rows, sums = self.dataset(piece)
+            a, b = slab_bounds(shape[0], rows)[i]
+            sel = (slice(origin[0] + a, origin[0] + b),) + tuple(
+                slice(o, o + n) for o, n in zip(origin[1:], shape[1:], strict=True)
+            )
+            data = dset[sel]
+            if checksum(data) != sums[i]:
+                raise CheckpointError(
+                    f"{self.folder / piece.file}: slab {i} of {piece.kind} array "
+                    f"{piece.name!r} fails its checksum (corrupted)"
+                )
+            self._slabs = {k: v for k, v in self._slabs.items() if k[:3] == key[:3]}
+            self._slabs[key] = data
+        return self._slabs[key]
+
+    def read(self, piece: Piece) -> np.ndarray:
+        """The piece's region, from verified slabs."""
+        _, _, shape, rows, _ = self.dataset(piece)
+        (lo, hi), rest = piece.region[0], piece.region[1:]
+        if piece.count == 0:
+            self._slab(piece, 0)  # an empty block: its one checksum is still checked
+        parts = []
+        for i in piece.slabs:
+            a, b = slab_bounds(shape[0], rows)[i]
+            data = self._slab(piece, i)
+            parts.append(data[(slice(max(lo, a) - a, min(hi, b) - a), *(slice(*r) for r in rest))])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def read_into(self, piece: Piece, target: Any) -> None:
+        """Read an array piece straight into ``target`` (its DistArray), slab by slab.
+
+        A slab wholly inside the region and spanning the block's full width goes straight
+        from the file into the target's buffer (``read_direct``) and is verified there;
+        others are read, verified and copied.
+        """
+        dset, origin, shape, rows, sums = self.dataset(piece)
+        (lo, hi), rest = piece.region[0], piece.region[1:]
+        whole_rows = all(r == (0, n) for r, n in zip(rest, shape[1:], strict=True))
+        cols = tuple(slice(a, a + n) for a, n in zip(piece.at[1:], piece.shape[1:], strict=True))
+        for i in piece.slabs:
+            a, b = slab_bounds(shape[0], rows)[i]
+            r0, r1 = max(lo, a), min(hi, b)
+            dst = (slice(piece.at[0] + r0 - lo, piece.at[0] + r1 - lo), *cols)
+            if whole_rows and (r0, r1) == (a, b) and b > a:
+                sel = tuple(
+                    slice(h + d.start, h + d.stop) for h, d in zip(target.halo, dst, strict=True)
+                )
+                src = (slice(origin[0] + a, origin[0] + b),) + tuple(
+                    slice(o, o + n) for o, n in zip(origin[1:], shape[1:], strict=True)
+                )
+                dset.read_direct(target.local, source_sel=src, dest_sel=sel)
+                if checksum(target.interior[dst]) != sums[i]:
+                    raise CheckpointError(
+                        f"{self.folder / piece.file}: slab {i} of array {piece.name!r} "
+                        "fails its checksum (corrupted)"
+                    )
+                continue
+            data = self._slab(piece, i)
+            target.interior[dst] = data[(slice(r0 - a, r1 - a), *(slice(*r) for r in rest))]
+
+    def forget(self) -> None:
+        """Drop the verified slabs kept for the current block."""
+        self._slabs = {}
+
+    def close(self) -> None:
+        """Close every open file."""
+        for fh in self._files.values():
+            try:
+                fh.close()
+            except (OSError, RuntimeError):
+                pass
+        self._files, self._datasets, self._slabs = {}, {}, {}
+
+
+def _local_dataset(fh: Any, folder: Path, name: str, spec: Any, entry: Any) -> Any:
+    import h5py
+
+    link = fh.get("local", getlink=True)
+    group = fh["local"] if isinstance(link, h5py.HardLink) else None
+    dset = group.get(name) if group is not None else None
+    if (
+        not isinstance(dset, h5py.Dataset)
+        or not isinstance(group.get(name, getlink=True), h5py.HardLink)
+        or dset.is_virtual
+        or dset.external
+        or dset.dtype != np.dtype(spec["dtype"])
+        or tuple(dset.shape) != (entry["length"], *spec["tail"])
+    ):
+        raise CheckpointSchemaError(
+            f"{folder / entry['file']}: local array {name!r} is not the plain "
+            f"{spec['dtype']} dataset of {entry['length']} rows the manifest describes"
+        )
+    return dset
+
+
+def _dtype(manifest: Manifest, piece: Piece) -> np.dtype:
+    if piece.kind == "array":
+        return manifest.arrays[piece.name].dtype
+    return np.dtype(manifest.local[piece.name]["dtype"])
+
+
+def _place(
+    piece: Piece, data: np.ndarray, targets: Mapping[str, Any], local: Mapping[str, Any]
+) -> None:
+    dst = tuple(slice(a, a + n) for a, n in zip(piece.at, piece.shape, strict=True))
+    if piece.kind == "array":
+        targets[piece.name].interior[dst] = data
+    else:
+        local[piece.name][dst] = data
+
+
+def execute(
+    plan: RestorePlan,
+    files: BlockFiles,
+    targets: Mapping[str, Any],
+    local: Mapping[str, np.ndarray],
+    comm: Any,
+) -> list[tuple[str, str]]:
+    """Run ``plan`` (collective): read this rank's pieces, agree, deliver.
+
+    Returns every rank's failures as ``(file, message)``, the same list on every rank;
+    when it is not empty nothing was delivered and the targets are not to be used.
+    """
+    rank = comm.Get_rank()
+    held: dict[Piece, np.ndarray] = {}
+    failures: list[tuple[str, str]] = []
+    bad: set[str] = set()
+    try:
+        for piece in sorted(plan.read_by(rank), key=lambda p: (p.kind, p.name, p.index, p.dest)):
+            if piece.file in bad:
+                continue
+            try:
+                if piece.dest != rank:
+                    held[piece] = np.ascontiguousarray(files.read(piece))
+                elif piece.kind == "array":
+                    files.read_into(piece, targets[piece.name])
+                else:
+                    _place(piece, files.read(piece), targets, local)
+            except READ_ERRORS as exc:
+                if is_mpi_error(exc):
+                    raise
+                bad.add(piece.file)
+                failures.append((piece.file, f"rank {rank}: {exc}"))
+    finally:
+        files.close()
+    failures = _agree_failures(comm, failures)
+    if failures or not plan.crosses:
+        return failures
+    _alltoallv(plan, files.manifest, held, targets, local, comm)
+    return []
+
+
+def _agree_failures(comm: Any, mine: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    from mpi4py import MPI
+
+    flag = np.array([len(mine)], np.int64)
+    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
+    if not flag[0]:
+        return []
+    return [(f, m) for items in allgather_json(comm, mine) for f, m in items]
+
+
+def _alltoallv(
+    plan: RestorePlan,
+    manifest: Manifest,
+    held: dict[Piece, np.ndarray],
+    targets: Mapping[str, Any],
+    local: Mapping[str, np.ndarray],
+    comm: Any,
+) -> None:
+    """Deliver the pieces read for other ranks: one ``Alltoallv`` of bytes, sizes from the
+    plan on both ends (no metadata travels)."""
+    from mpi4py import MPI
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    sends: list[list[Piece]] = [[] for _ in range(size)]
+    recvs: list[list[Piece]] = [[] for _ in range(size)]
+    for p in plan.pieces:
+        if p.reader == p.dest:
+            continue
+        if p.reader == rank:
+            sends[p.dest].append(p)
+        if p.dest == rank:
+            recvs[p.reader].append(p)
+
+    def nbytes(p: Piece) -> int:
+        return p.count * _dtype(manifest, p).itemsize
+
+    send_counts = np.array([sum(nbytes(p) for p in ps) for ps in sends], np.int64)
+    recv_counts = np.array([sum(nbytes(p) for p in ps) for ps in recvs], np.int64)
+    parts = [held[p].reshape(-1).view(np.uint8) for ps in sends for p in ps]
+    sendbuf = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    held.clear()
+    recvbuf = np.empty(int(recv_counts.sum()), np.uint8)
+    sdispl = np.concatenate([[0], np.cumsum(send_counts)[:-1]]).astype(np.int64)
+    rdispl = np.concatenate([[0], np.cumsum(recv_counts)[:-1]]).astype(np.int64)
+    comm.Alltoallv(
+        [sendbuf, (send_counts, sdispl), MPI.BYTE], [recvbuf, (recv_counts, rdispl), MPI.BYTE]
+    )
+    offset = 0
+    for ps in recvs:
+        for p in ps:
+            n = nbytes(p)
+            data = recvbuf[offset : offset + n].view(_dtype(manifest, p)).reshape(p.shape)
+            _place(p, data, targets, local)
+            offset += n
+
+
+def make_targets(
+    manifest: Manifest, comm: Any, overrides: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Create every restored array (collective), before any rank reads."""
+    from parcomp.array import DistArray
+
+    arrays: dict[str, Any] = {}
+    size = comm.Get_size()
+    for name, spec in manifest.arrays.items():
+        opts: dict[str, Any] = {"halo": spec.halo, "periods": spec.periods}
+        if size == manifest.nprocs:
+            opts["dims"] = spec.dims
+        opts.update(overrides.get(name, {}))
+        arrays[name] = DistArray(spec.global_shape, spec.dtype, comm=comm, **opts)
+    return arrays
+
+
+Redeal = Callable[[list[int], int, int], tuple[int, int]]
+
+
+def local_ranges(
+    manifest: Manifest, comm: Any, redeal: Redeal | None
+) -> dict[str, list[tuple[int, int]]]:
+    """Every rank's range of every per-rank array's concatenation, from ``redeal`` (or
+    :func:`~parcomp.checkpoint.perrank.default_range`), checked on the rank that computed
+    it and agreed (collective: a bad callback raises on every rank)."""
+    from parcomp.checkpoint.perrank import default_range
+    from parcomp.comm import raise_if_any
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    mine: list[int] = []
+    error: BaseException | None = None
+    try:
+        for name, spec in manifest.local.items():
+            lengths = [p["length"] for p in spec["pieces"]]
+            got = (redeal or default_range)(list(lengths), rank, size)
+            total = sum(lengths)
+            if (
+                not isinstance(got, tuple | list)
+                or len(got) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int | np.integer) for v in got)
+                or not 0 <= got[0] <= got[1] <= total
+            ):
+                raise ConfigError(
+                    f"redeal for local array {name!r} gave {got!r} on rank {rank}; expected "
+                    f"(start, stop) integers with 0 <= start <= stop <= {total}"
+                )
+            mine += [int(got[0]), int(got[1])]
+    except Exception as exc:  # noqa: BLE001 - the user's callback: raised on every rank below
+        error = exc
+    raise_if_any(error, comm)
+    every = allgather_ints(comm, mine)
+    return {
+        name: [(int(row[2 * i]), int(row[2 * i + 1])) for row in every]
+        for i, name in enumerate(manifest.local)
+    }
+
+
+def plan_for(
+    manifest: Manifest,
+    targets: Mapping[str, Any],
+    ranges: Mapping[str, list[tuple[int, int]]],
+    readers: Mapping[str, int] | None = None,
+) -> RestorePlan:
+    """The restore plan of ``manifest`` onto the targets' partitions (pure)."""
+    return restore_plan(
+        {name: spec.shards for name, spec in manifest.arrays.items()},
+        {name: arr.partition for name, arr in targets.items()},
+        readers,
+        manifest.local,
+        ranges,
+    )
+
+
+def restore_into(
+    folder: Path,
+    manifest: Manifest,
+    comm: Any,
+    overrides: Mapping[str, Mapping[str, Any]],
+    redeal: Redeal | None,
+    readers: Callable[[set[tuple[int, str]]], Mapping[str, int] | str] | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], str | None]:
+    """Restore an agreed ``manifest`` from ``folder`` (collective).
+
+    ``readers(excluded)`` (node-local tier) names the rank reading each file, given the
+    ``(node-or-folder, file)`` copies already found bad, or returns why none is left;
+    None: the direct transport.  Returns ``(arrays, per_rank, error)``.
+    """
+    try:
+        targets = make_targets(manifest, comm, overrides)
+    except (ParcompError, KeyError, TypeError, ValueError) as exc:  # the same on every rank
+        return {}, {}, f"the manifest describes an array parcomp cannot build: {exc}"
+    ranges = local_ranges(manifest, comm, redeal) if manifest.local else {}
+    rank = comm.Get_rank()
+    excluded: set[tuple[int, str]] = set()
+    while True:
+        chosen = None
+        if readers is not None:
+            chosen = readers(excluded)
+            if isinstance(chosen, str):
+                return {}, {}, chosen
+        plan = plan_for(manifest, targets, ranges, chosen)
+        local = {
+            name: np.empty((b - a, *spec["tail"]), np.dtype(spec["dtype"]))
+            for name, spec in manifest.local.items()
+            for a, b in [ranges[name][rank]]
+        }
+        failures = execute(plan, BlockFiles(folder, manifest), targets, local, comm)
+        if not failures:
+            return targets, local, None
+        if readers is None:
+            return {}, {}, "; ".join(m for _, m in failures)
+        excluded |= {(int(chosen[f]), f) for f, _ in failures}
+        if rank == 0:
+            get_logger("parcomp.checkpoint").warning(
+                "step %d: %s; trying the other copy",
+                manifest.step,
+                "; ".join(m for _, m in failures),
+            )
+
+
+def agree_manifest(path: Path, comm: Any) -> tuple[Manifest | None, str | None]:
+    """Rank 0 reads and checks ``path``'s manifest; every rank parses the same bytes.
+
+    Only bytes travel (:func:`~parcomp.wire.bcast_bytes`), with the verdict as text:
+    nothing read from disk is unpickled, and parsing is deterministic, so every rank holds
+    the same :class:`Manifest` or the same error.  Collective over ``comm``.
+    """
+    raw, error, parsed = b"", "", None
+    if comm.Get_rank() == 0:
+        try:
+            parsed = read_manifest(path)
+            raw = parsed.raw
+        except (ParcompError, OSError) as exc:
+            error = str(exc) or type(exc).__name__
+    error = bcast_bytes(comm, error.encode()).decode()
+    if error:
+        return None, error
+    raw = bcast_bytes(comm, raw)
+    if parsed is not None:  # rank 0 parsed these very bytes already
+        return parsed, None
+    try:
+        return Manifest.parse(raw, str(path / MANIFEST), parse_step(path.name)), None
+    except CheckpointSchemaError as exc:  # cannot happen after rank 0 parsed it; same everywhere
+        return None, str(exc)
+
+
+def restore_shared(
+    path: Path, comm: Any, overrides: Mapping[str, Mapping[str, Any]], redeal: Redeal | None = None
+) -> tuple[Restored | None, str | None]:
+    """Restore one checkpoint of the shared directory (collective): ``(restored, error)``."""
+    manifest, error = agree_manifest(path, comm)
+    if manifest is None:
+        return None, error
+    arrays, per_rank, error = restore_into(path, manifest, comm, overrides, redeal)
+    if error is not None:
+        return None, error
+    if comm.Get_rank() == 0:
+        get_logger("parcomp.checkpoint").info(
+            "restored step %d from %s (saved on %d ranks)", manifest.step, path, manifest.nprocs
+        )
+    restored = Restored(path, manifest, arrays)
+    restored.local = per_rank
+    return restored, None
+
+
+def load_latest(
+    directory: Path,
+    comm: Any,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    local: Any = None,
+    redeal: Redeal | None = None,
+) -> Restored | None:
+    """Restore the newest valid checkpoint in ``directory`` on this communicator, or None.
+
+    Parameters
+    ----------
+    local : parcomp.checkpoint.local.LocalTier, optional
+        Also consider the node-local tier; for the same step it is tried first.
+
+    Notes
+    -----
+    Collective over ``comm``.  A damaged checkpoint is skipped, with a warning, for the
+    next older one; None means no valid checkpoint exists.
+    """
+    log = get_logger("parcomp.checkpoint")
+    rank = comm.Get_rank()
+    shared = bcast_json(
+        comm, [(s, str(p)) for s, p in list_checkpoints(directory)] if rank == 0 else None
+    )
+    candidates: list[tuple[int, int, str | None]] = [(int(s), 1, str(p)) for s, p in shared]
+    if local is not None:
+        from parcomp.checkpoint.local import local_steps
+
+        candidates += [(s, 0, None) for s in local_steps(local)]
+    candidates.sort(key=lambda c: (-c[0], c[1]))
+    for step, tier, candidate in candidates:
+        if tier == 0:
+            from parcomp.checkpoint.local import restore_local
+
+            restored, error = restore_local(local, step, overrides or {}, redeal)
+            if restored is not None:
+                return restored
+            if rank == 0:
+                log.warning(
+                    "node-local checkpoint of step %d cannot be restored, trying older or "
+                    "flushed ones: %s",
+                    step,
+                    error,
+                )
+            continue
+        path = Path(str(candidate))
+        restored, error = restore_shared(path, comm, overrides or {}, redeal)
+        if restored is not None:
+            return restored
+        if rank == 0:
+            log.warning("checkpoint %s is damaged, falling back to an older one: %s", path, error)
+    return None
