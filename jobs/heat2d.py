@@ -209,6 +209,14 @@ def main(argv: list[str] | None = None) -> None:
         help="fault injection: also SIGKILL world rank RANK at STEP (repeatable)",
     )
     parser.add_argument(
+        "--die-in-recovery",
+        type=int,
+        default=None,
+        metavar="RANK",
+        help="fault injection: SIGKILL world rank RANK as the survivors of an in-job "
+        "recovery start restoring (a second failure during recovery)",
+    )
+    parser.add_argument(
         "--die-wipe",
         type=Path,
         action="append",
@@ -231,6 +239,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def job(comm):
         # Called again on the survivors after an in-job recovery (parcomp run --ulfm).
+        from parcomp.resilient import recoveries
+
+        if args.die_in_recovery is not None and recoveries() == 1:
+            inject_failure(0, 0, args.die_in_recovery, comm)  # the others are restoring
         ckpt = None
         if args.checkpoint_dir is not None:
             from parcomp.checkpoint import Checkpointer

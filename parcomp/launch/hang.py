@@ -92,6 +92,25 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def rank_processes(job_pid: int) -> list[int]:
+    """The job's rank processes: descendants running ``python -m parcomp.launch.runner``
+    (the launcher's own command line names the runner too; it is not a rank)."""
+    out = []
+    for pid in descendants(job_pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if (
+            len(argv) > 2
+            and os.path.basename(argv[0]).startswith(b"python")
+            and argv[1:3] == [b"-m", b"parcomp.launch.runner"]
+        ):
+            out.append(pid)
+    return out
+
+
 class HangWatch:
     """The watchdog folder of one job, its heartbeats and its stack dumps.
 
@@ -109,6 +128,7 @@ class HangWatch:
         self.hang_after = hang_after
         self._last: list[tuple[int, int] | None] = []
         self._progress_at = time.monotonic()
+        self._seen: set[int] = set()  # rank processes seen during start-up
 
     def reset(self, nprocs: int) -> None:
         """A new attempt (a relaunch): forget the old files and beats."""
@@ -117,6 +137,7 @@ class HangWatch:
         self.nprocs = nprocs
         self._last = []
         self._progress_at = time.monotonic()
+        self._seen = set()
 
     def close(self) -> None:
         """Remove the folder."""
@@ -179,6 +200,28 @@ class HangWatch:
             except PermissionError:
                 pass
         return lost
+
+    def initialised(self) -> bool:
+        """Whether every rank has initialised MPI (from the heartbeats)."""
+        beats = self._beats()
+        return all(b is not None and b[4] for b in beats)
+
+    def vanished_at_startup(self, job_pid: int) -> bool:
+        """Whether a rank process seen earlier ended while some rank has not initialised
+        MPI.  It catches a rank killed before its heartbeat existed, which
+        :meth:`lost_at_startup` cannot name; only local processes count (a multi-node job
+        is judged by the ranks of this node).  Scans ``/proc`` only during start-up.
+        """
+        if self.initialised():
+            return False
+        alive = set(rank_processes(job_pid))
+        gone = bool(self._seen - alive)
+        self._seen |= alive
+        return gone
+
+    def missing_at_startup(self, job_pid: int) -> bool:
+        """After a stall in start-up: fewer rank processes alive than ranks (one is gone)."""
+        return not self.initialised() and len(rank_processes(job_pid)) < self.nprocs
 
     def all_started(self) -> bool:
         """Whether every rank has a heartbeat (has imported parcomp)."""

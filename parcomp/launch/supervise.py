@@ -148,10 +148,12 @@ def supervise(
             continue
         why = None
         lost = watch.lost_at_startup()
-        lost_since = (lost_since or time.monotonic()) if lost else None
-        if lost and time.monotonic() - lost_since >= LOST_GRACE:  # not an abort under way
+        gone = bool(lost) or watch.vanished_at_startup(proc.pid)
+        lost_since = (lost_since or time.monotonic()) if gone else None
+        if gone and time.monotonic() - lost_since >= LOST_GRACE:  # not an abort under way
+            who = format_ranks(lost) if lost else "a rank process"
             say(
-                f"{format_ranks(lost)} ended while the job was starting (before every rank had "
+                f"{who} ended while the job was starting (before every rank had "
                 "initialised MPI); the others would wait in MPI_Init for good: ending the job"
             )
             kill_job(proc, kill_grace)
@@ -163,6 +165,14 @@ def supervise(
                 f"no rank entered or left a parcomp collective call for {idle:.0f} s "
                 f"(--hang-after {watch.hang_after:g}): the job looks hung"
             )
+        if why is not None and watch.missing_at_startup(proc.pid):
+            report = watch.dump(proc.pid)
+            say(
+                f"{why}: a rank process is missing and MPI was not initialised everywhere "
+                f"(a rank lost while the job started); stacks, most recent call last:\n{report}"
+            )
+            kill_job(proc, kill_grace)
+            return 1  # a failure a relaunch can fix, not a hang
         if why is not None:
             report = watch.dump(proc.pid)
             say(f"{why}; stacks of its ranks, most recent call last:\n{report}" if report else why)

@@ -338,3 +338,32 @@ def test_ulfm_job_survives_two_failures_one_after_the_other(reference, ompi_venv
     assert "lost world rank(s) [1] and recovered in-job on 3 ranks" in proc.stderr
     assert "lost world rank(s) [2] and recovered in-job on 2 ranks" in proc.stderr
     assert heat_sha(proc) == reference
+
+
+def test_ulfm_job_survives_a_second_failure_during_recovery(reference, ompi_venv, tmp_path):
+    """Rank 1 dies at step 45; as the three survivors regroup and start restoring, rank 3
+    dies too: they recover again, on two ranks, from the node-local tier (rank 1's shard
+    from its partner copy on node 2, rank 3's from node 0), with the uninterrupted answer."""
+    proc = run(
+        [
+            ompi_venv / "bin" / "parcomp",
+            "run",
+            "--ulfm",
+            "-n",
+            "4",
+            "--timeout",
+            "150",
+            *faulty(tmp_path, 45, 1),
+            "--die-in-recovery",
+            "3",
+        ],
+        env={"PARCOMP_EMULATE_NODES": "1"},
+        timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "restart 1/" not in proc.stderr
+    assert "lost world rank(s) [1] (MPI error class" in proc.stderr, proc.stderr[-3000:]
+    assert "lost world rank(s) [3] (MPI error class" in proc.stderr, proc.stderr[-3000:]
+    assert "resumed at step 40 on 2 ranks" in proc.stderr, proc.stderr[-3000:]
+    assert "rebuilt from partner copies" in proc.stderr
+    assert heat_sha(proc) == reference

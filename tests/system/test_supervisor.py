@@ -166,3 +166,55 @@ def test_disk_full_after_the_reservation_is_a_clean_error(small_disk):
     assert out.stdout.count("clean error: True") == 2, out.stdout
     assert out.stdout.count("survived, step 1 intact: True") == 2, out.stdout
     assert "Segmentation fault" not in out.stderr
+
+
+@pytest.mark.parametrize("restarts", [0, 1])
+def test_a_rank_killed_while_the_job_starts_ends_it_or_is_relaunched(ompi_venv, tmp_path, restarts):
+    """Open MPI's survivors of a rank killed before MPI_Init finished wait in MPI_Init for
+    good (ULFM covers only an initialised job).  The supervisor counts the job's rank
+    processes during start-up: one gone ends the attempt within seconds, status 1 (not a
+    hang), and ``--restarts`` relaunches it."""
+    from parcomp.launch.hang import rank_processes
+
+    script = tmp_path / "job.py"
+    script.write_text(
+        "from parcomp.comm import world_rank_size\nprint('ran on', world_rank_size())\n"
+    )
+    proc = subprocess.Popen(
+        [
+            ompi_venv / "bin" / "parcomp",
+            "run",
+            "--ulfm",
+            "-n",
+            "3",
+            "--timeout",
+            "100",
+            "--restarts",
+            str(restarts),
+            script,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    t0 = time.monotonic()
+    killed = None
+    while killed is None and time.monotonic() - t0 < 30 and proc.poll() is None:
+        ranks = rank_processes(proc.pid)
+        if len(ranks) == 3:
+            time.sleep(0.3)  # still importing (MPI_Init comes later), seen by the supervisor
+            killed = max(ranks)
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.01)
+    out, err = proc.communicate(timeout=120)
+    took = time.monotonic() - t0
+    assert killed is not None, err[-2000:]
+    assert "ended while the job was starting" in err, err[-3000:]
+    if restarts:
+        assert proc.returncode == 0, err[-3000:]
+        assert "restart 1/1" in err
+        assert out.count("ran on") == 3
+    else:
+        assert proc.returncode == 1, err[-3000:]
+        assert took < 20, f"took {took:.1f} s"
