@@ -1,7 +1,7 @@
 """Per-rank data in checkpoints: arrays whose length differs between ranks.
 
-``default_range`` is PURE; :func:`check_local` COMMUNICATES (an agreement over the
-checkpointer's communicator); writing is local.  Reading is the restore engine's
+``default_range`` is PURE; :func:`check_local` and :func:`local_ranges` COMMUNICATE
+(agreements over the checkpointer's communicator); writing is local.  Reading is the restore engine's
 (:mod:`parcomp.checkpoint.restore`: the pieces are part of its pure plan).
 
 Particle lists, per-rank RNG states and other data owned by one rank do not fit a
@@ -34,6 +34,7 @@ __all__ = [
     "write_local",
     "local_section",
     "default_range",
+    "local_ranges",
     "Redeal",
 ]
 
@@ -121,3 +122,41 @@ def default_range(lengths: Sequence[int], rank: int, size: int) -> tuple[int, in
         start = sum(lengths[:rank])
         return start, start + lengths[rank]
     return block_range(sum(lengths), size, rank)
+
+
+def local_ranges(
+    manifest: Any, comm: Any, redeal: Redeal | None
+) -> dict[str, list[tuple[int, int]]]:
+    """Every rank's range of every per-rank array's concatenation, from ``redeal`` (or
+    :func:`~parcomp.checkpoint.perrank.default_range`), checked on the rank that computed
+    it and agreed (collective: a bad callback raises on every rank)."""
+    from parcomp.comm import raise_if_any
+    from parcomp.wire import allgather_ints
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    mine: list[int] = []
+    error: BaseException | None = None
+    try:
+        for name, spec in manifest.local.items():
+            lengths = [p["length"] for p in spec["pieces"]]
+            got = (redeal or default_range)(list(lengths), rank, size)
+            total = sum(lengths)
+            if (
+                not isinstance(got, tuple | list)
+                or len(got) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int | np.integer) for v in got)
+                or not 0 <= got[0] <= got[1] <= total
+            ):
+                raise ConfigError(
+                    f"redeal for local array {name!r} gave {got!r} on rank {rank}; expected "
+                    f"(start, stop) integers with 0 <= start <= stop <= {total}"
+                )
+            mine += [int(got[0]), int(got[1])]
+    except Exception as exc:  # noqa: BLE001 - the user's callback: raised on every rank below
+        error = exc
+    raise_if_any(error, comm)
+    every = allgather_ints(comm, mine)
+    return {
+        name: [(int(row[2 * i]), int(row[2 * i + 1])) for row in every]
+        for i, name in enumerate(manifest.local)
+    }

@@ -37,11 +37,12 @@ from parcomp.checkpoint.format import (
     slab_bounds,
 )
 from parcomp.checkpoint.manifest import Manifest
+from parcomp.checkpoint.perrank import Redeal, local_ranges
 from parcomp.checkpoint.plan import Piece, RestorePlan, restore_plan
 from parcomp.checkpoint.reader import Restored, list_checkpoints, open_block
 from parcomp.comm import get_logger
-from parcomp.errors import CheckpointError, CheckpointSchemaError, ConfigError, ParcompError
-from parcomp.wire import allgather_ints, allgather_json, bcast_bytes, bcast_json
+from parcomp.errors import CheckpointError, CheckpointSchemaError, ParcompError
+from parcomp.wire import allgather_json, bcast_bytes, bcast_json
 
 __all__ = ["BlockFiles", "execute", "plan_for", "make_targets", "restore_shared", "load_latest"]
 
@@ -330,47 +331,6 @@ def make_targets(
         opts.update(overrides.get(name, {}))
         arrays[name] = DistArray(spec.global_shape, spec.dtype, comm=comm, **opts)
     return arrays
-
-
-Redeal = Callable[[list[int], int, int], tuple[int, int]]
-
-
-def local_ranges(
-    manifest: Manifest, comm: Any, redeal: Redeal | None
-) -> dict[str, list[tuple[int, int]]]:
-    """Every rank's range of every per-rank array's concatenation, from ``redeal`` (or
-    :func:`~parcomp.checkpoint.perrank.default_range`), checked on the rank that computed
-    it and agreed (collective: a bad callback raises on every rank)."""
-    from parcomp.checkpoint.perrank import default_range
-    from parcomp.comm import raise_if_any
-
-    rank, size = comm.Get_rank(), comm.Get_size()
-    mine: list[int] = []
-    error: BaseException | None = None
-    try:
-        for name, spec in manifest.local.items():
-            lengths = [p["length"] for p in spec["pieces"]]
-            got = (redeal or default_range)(list(lengths), rank, size)
-            total = sum(lengths)
-            if (
-                not isinstance(got, tuple | list)
-                or len(got) != 2
-                or any(isinstance(v, bool) or not isinstance(v, int | np.integer) for v in got)
-                or not 0 <= got[0] <= got[1] <= total
-            ):
-                raise ConfigError(
-                    f"redeal for local array {name!r} gave {got!r} on rank {rank}; expected "
-                    f"(start, stop) integers with 0 <= start <= stop <= {total}"
-                )
-            mine += [int(got[0]), int(got[1])]
-    except Exception as exc:  # noqa: BLE001 - the user's callback: raised on every rank below
-        error = exc
-    raise_if_any(error, comm)
-    every = allgather_ints(comm, mine)
-    return {
-        name: [(int(row[2 * i]), int(row[2 * i + 1])) for row in every]
-        for i, name in enumerate(manifest.local)
-    }
 
 
 def plan_for(
