@@ -140,33 +140,41 @@ class BlockFiles:
         """Read an array piece straight into ``target`` (its DistArray), slab by slab.
 
         A slab wholly inside the region and spanning the block's full width goes straight
-        from the file into the target's buffer (``read_direct``) and is verified there;
-        others are read, verified and copied.
+        from the file into the target's buffer (``read_direct``) and is verified there,
+        its checksum computed in a helper thread while the next slab is read (the Numba
+        kernel releases the GIL); others are read, verified and copied.
         """
+        from concurrent.futures import ThreadPoolExecutor
+
         dset, origin, shape, rows, sums = self.dataset(piece)
         (lo, hi), rest = piece.region[0], piece.region[1:]
         whole_rows = all(r == (0, n) for r, n in zip(rest, shape[1:], strict=True))
         cols = tuple(slice(a, a + n) for a, n in zip(piece.at[1:], piece.shape[1:], strict=True))
-        for i in piece.slabs:
-            a, b = slab_bounds(shape[0], rows)[i]
-            r0, r1 = max(lo, a), min(hi, b)
-            dst = (slice(piece.at[0] + r0 - lo, piece.at[0] + r1 - lo), *cols)
-            if whole_rows and (r0, r1) == (a, b) and b > a:
-                sel = tuple(
-                    slice(h + d.start, h + d.stop) for h, d in zip(target.halo, dst, strict=True)
-                )
-                src = (slice(origin[0] + a, origin[0] + b),) + tuple(
-                    slice(o, o + n) for o, n in zip(origin[1:], shape[1:], strict=True)
-                )
-                dset.read_direct(target.local, source_sel=src, dest_sel=sel)
-                if checksum(target.interior[dst]) != sums[i]:
-                    raise CheckpointError(
-                        f"{self.folder / piece.file}: slab {i} of array {piece.name!r} "
-                        "fails its checksum (corrupted)"
+        pending = []
+        with ThreadPoolExecutor(1, thread_name_prefix="parcomp-verify") as pool:
+            for i in piece.slabs:
+                a, b = slab_bounds(shape[0], rows)[i]
+                r0, r1 = max(lo, a), min(hi, b)
+                dst = (slice(piece.at[0] + r0 - lo, piece.at[0] + r1 - lo), *cols)
+                if whole_rows and (r0, r1) == (a, b) and b > a:
+                    sel = tuple(
+                        slice(h + d.start, h + d.stop)
+                        for h, d in zip(target.halo, dst, strict=True)
                     )
-                continue
-            data = self._slab(piece, i)
-            target.interior[dst] = data[(slice(r0 - a, r1 - a), *(slice(*r) for r in rest))]
+                    src = (slice(origin[0] + a, origin[0] + b),) + tuple(
+                        slice(o, o + n) for o, n in zip(origin[1:], shape[1:], strict=True)
+                    )
+                    dset.read_direct(target.local, source_sel=src, dest_sel=sel)
+                    pending.append((i, pool.submit(checksum, target.interior[dst])))
+                    continue
+                data = self._slab(piece, i)
+                target.interior[dst] = data[(slice(r0 - a, r1 - a), *(slice(*r) for r in rest))]
+        bad = [i for i, future in pending if future.result() != sums[i]]
+        if bad:
+            raise CheckpointError(
+                f"{self.folder / piece.file}: slab {bad[0]} of array {piece.name!r} "
+                "fails its checksum (corrupted)"
+            )
 
     def forget(self) -> None:
         """Drop the verified slabs kept for the current block."""

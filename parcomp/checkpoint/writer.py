@@ -281,12 +281,7 @@ def _fill_shard(
             dset = group.create_dataset(
                 array_name, shape=block.shape, dtype=block.dtype, chunks=chunks
             )
-            sums = []
-            for a, b in slab_bounds(block.shape[0], rows):
-                slab = np.ascontiguousarray(block[a:b])  # one slab at a time: no full copy
-                sums.append(checksum(slab))
-                if b > a:
-                    dset[a:b] = slab
+            sums = _write_slabs(dset, block, rows)
             lay = snap.layout[array_name]
             dset.attrs.update(
                 {
@@ -304,6 +299,20 @@ def _fill_shard(
                 "slab_checksums": sums,
             }
         _write_per_rank(fh, snap, record)
+
+
+def _write_slabs(dset: Any, block: np.ndarray, rows: int) -> list[str]:
+    """Write ``block`` slab by slab (no full copy); each slab's checksum is computed in a
+    helper thread while HDF5 writes it (the Numba kernel releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="parcomp-checksum") as pool:
+        futures = []
+        for a, b in slab_bounds(block.shape[0], rows):
+            futures.append(pool.submit(checksum, block[a:b]))
+            if b > a:
+                dset[a:b] = block[a:b]
+        return [f.result() for f in futures]
 
 
 def _write_per_rank(fh: Any, snap: Snapshot, record: dict[str, Any]) -> None:
