@@ -273,8 +273,9 @@ class Transaction:
         errors = agree_errors(store.comm, mine)
         if errors:
             raise self._fail(errors)
-        need = store.need(self.snap)  # may be collective: every rank calls it
+        need = 0
         try:
+            need = store.need(self.snap)  # may be collective: every rank calls it
             self.reserved = reserve_space(self.tmp, rank, need)
         except OSError as exc:
             mine = f"rank {rank}: cannot reserve {need} bytes: {exc}"
@@ -322,15 +323,15 @@ class Transaction:
         if rank == 0:
             try:
                 manifest = store.manifest(self.tmp, self.step, records, self.snap, self.state)
-            except (OSError, RuntimeError) as exc:
-                mine = f"rank 0: writing the master file or manifest failed: {exc}"
+            except Exception as exc:  # noqa: BLE001 - any failure here must reach the agreement
+                mine = f"rank 0: writing the master file or manifest failed: {exc!r}"
         if store.many_committers:
             manifest = bcast_json(store.comm, manifest)
         if store.committer and manifest is not None:
             try:
                 store.publish(self.tmp, self.step, manifest, self.keep)
-            except OSError as exc:
-                mine = f"rank {rank}: committing failed: {exc}"
+            except Exception as exc:  # noqa: BLE001 - any failure here must reach the agreement
+                mine = f"rank {rank}: committing failed: {exc!r}"
         errors = agree_errors(store.comm, mine)
         if errors:
             raise self._fail(errors, "failed to commit")
