@@ -107,31 +107,10 @@ _fletcher_kernel: Any = None
 
 
 def _fletcher() -> Any:
+    """Fletcher-64 sums over a 2-d uint64 array, row after row (each row contiguous, the
+    rows anywhere: a block between a DistArray's halo columns is summed in place)."""
     global _fletcher_kernel
     if _fletcher_kernel is None:
-        from parcomp.numba_jit import jit
-
-        def fletcher64_words(words):
-            s1 = np.uint64(0)
-            s2 = np.uint64(0)
-            for i in range(words.shape[0]):
-                s1 += words[i]
-                s2 += s1
-            return s1, s2
-
-        kernel = jit(nogil=True)(fletcher64_words)
-        kernel(np.zeros(1, np.uint64))  # compile or load once
-        _fletcher_kernel = kernel.dispatcher
-    return _fletcher_kernel
-
-
-_rows_kernel: Any = None
-
-
-def _fletcher_rows() -> Any:
-    """The same sums over a 2-d uint64 array row after row (rows contiguous, strided)."""
-    global _rows_kernel
-    if _rows_kernel is None:
         from parcomp.numba_jit import jit
 
         def fletcher64_rows(words):
@@ -144,34 +123,29 @@ def _fletcher_rows() -> Any:
             return s1, s2
 
         kernel = jit(nogil=True)(fletcher64_rows)
-        kernel(np.zeros((2, 4), np.uint64)[:, :2])  # compile (or load) the strided version
-        _rows_kernel = kernel.dispatcher
-    return _rows_kernel
+        kernel(np.zeros((1, 1), np.uint64))  # compile (or load) once, contiguous ...
+        kernel(np.zeros((2, 4), np.uint64)[:, :2])  # ... and strided
+        _fletcher_kernel = kernel.dispatcher
+    return _fletcher_kernel
 
 
 def checksum(data: np.ndarray) -> str:
     """Fletcher-64 of an array's bytes in C order (see the module notes).
 
     A 2-d array of 8-byte items whose rows are contiguous (a block of a DistArray's
-    interior, between its halo columns) is summed in place, row after row, without the
-    copy to contiguous memory.
+    interior, between its halo columns) is summed in place, without a copy.
     """
-    if (
-        data.ndim == 2
-        and data.dtype.itemsize == 8
-        and data.strides[1] == 8
-        and not data.flags.c_contiguous
-        and data.size
-    ):
-        s1, s2 = _fletcher_rows()(data.view(np.uint64))
-        return f"fletcher64:{int(s1):016x}{int(s2):016x}"
-    raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-    whole = raw.size // 8
-    words = raw[: whole * 8].view(np.uint64)
-    if raw.size % 8:
-        tail = np.zeros(8, np.uint8)
-        tail[: raw.size % 8] = raw[whole * 8 :]
-        words = np.concatenate([words, tail.view(np.uint64)])
+    if data.ndim == 2 and data.dtype.itemsize == 8 and data.strides[1] == 8 and data.size:
+        words = data.view(np.uint64)
+    else:
+        raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        whole = raw.size // 8
+        words = raw[: whole * 8].view(np.uint64)
+        if raw.size % 8:
+            tail = np.zeros(8, np.uint8)
+            tail[: raw.size % 8] = raw[whole * 8 :]
+            words = np.concatenate([words, tail.view(np.uint64)])
+        words = words.reshape(1, -1)
     s1, s2 = _fletcher()(words)
     return f"fletcher64:{int(s1):016x}{int(s2):016x}"
 
