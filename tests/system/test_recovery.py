@@ -314,8 +314,9 @@ def test_node_identity_from_real_hostnames_survives_a_lost_host(reference, uts_h
     assert heat_sha(proc) == reference
 
 
-def test_ulfm_job_survives_two_failures_one_after_the_other(reference, ompi_venv, tmp_path):
-    proc = run(
+def ulfm_heat(ompi_venv, tmp_path, *faults):
+    """heat2d on 4 ranks (one per emulated node) under --ulfm; rank 1 dies at step 45."""
+    return run(
         [
             ompi_venv / "bin" / "parcomp",
             "run",
@@ -325,12 +326,15 @@ def test_ulfm_job_survives_two_failures_one_after_the_other(reference, ompi_venv
             "--timeout",
             "150",
             *faulty(tmp_path, 45, 1),
-            "--die",
-            "65:2",
+            *faults,
         ],
         env={"PARCOMP_EMULATE_NODES": "1"},
         timeout=200,
     )
+
+
+def test_ulfm_job_survives_two_failures_one_after_the_other(reference, ompi_venv, tmp_path):
+    proc = ulfm_heat(ompi_venv, tmp_path, "--die", "65:2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "restart 1/" not in proc.stderr
     assert "resumed at step 40 on 3 ranks" in proc.stderr
@@ -344,22 +348,7 @@ def test_ulfm_job_survives_a_second_failure_during_recovery(reference, ompi_venv
     """Rank 1 dies at step 45; as the three survivors regroup and start restoring, rank 3
     dies too: they recover again, on two ranks, from the node-local tier (rank 1's shard
     from its partner copy on node 2, rank 3's from node 0), with the uninterrupted answer."""
-    proc = run(
-        [
-            ompi_venv / "bin" / "parcomp",
-            "run",
-            "--ulfm",
-            "-n",
-            "4",
-            "--timeout",
-            "150",
-            *faulty(tmp_path, 45, 1),
-            "--die-in-recovery",
-            "3",
-        ],
-        env={"PARCOMP_EMULATE_NODES": "1"},
-        timeout=200,
-    )
+    proc = ulfm_heat(ompi_venv, tmp_path, "--die-in-recovery", "3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "restart 1/" not in proc.stderr
     assert "lost world rank(s) [1] (MPI error class" in proc.stderr, proc.stderr[-3000:]
