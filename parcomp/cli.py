@@ -212,7 +212,10 @@ def _inspect_local(root: Any, quick: bool) -> int:
         print(f"step-{step:08d}  {'restorable' if ok else 'NOT RESTORABLE'}  {text}")
     best = next((step for step, ok, _ in found if ok), None)
     print(
-        f"restore would use: {f'step {best}' if best is not None else 'the shared directory (no restorable node-local step)'}"
+        f"the node-local tier can supply step {best} (a restore takes it unless the shared "
+        "directory holds a newer valid step)"
+        if best is not None
+        else "no restorable node-local step: a restore uses the shared directory"
     )
     return 0 if best is not None else 1
 

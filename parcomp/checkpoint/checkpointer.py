@@ -26,7 +26,7 @@ from parcomp.checkpoint.saving import Saving
 from parcomp.checkpoint.transaction import MpioStore, Pruner, SharedStore, Store, Transaction
 from parcomp.checkpoint.values import check_options, check_required
 from parcomp.comm import get_logger, resolve_comm
-from parcomp.errors import ConfigError
+from parcomp.errors import CheckpointError, ConfigError
 from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,6 +108,7 @@ class Checkpointer(Saving):
         self._tier: Any = None
         self._local_saves = 0
         self.flushes = 0
+        self.flush_failures = 0
         self.every_steps = every_steps
         self.every_seconds = every_seconds
         self.keep = keep
@@ -239,19 +240,41 @@ class Checkpointer(Saving):
         """After shards came from partner copies: write the step again, node-local only.
 
         Until then those shards had a single copy; now every shard has two again, laid
-        out for the current ranks and nodes.
+        out for the current ranks and nodes.  Only when what this job holds is all the
+        checkpoint held: a ``redeal`` that dropped or repeated per-rank rows would change
+        the checkpoint, so it is left as it is.  A failure (a full node-local disk) is a
+        warning: the job goes on with the data it restored.
         """
+        if not restored.local_whole:
+            self.log.warning(
+                "step %d: %s came from partner copies, but they are not written again: the "
+                "per-rank data were re-dealt (redeal=) and a new checkpoint of them would not "
+                "hold the saved rows; they keep a single copy until the next checkpoint",
+                restored.step,
+                ", ".join(restored.rebuilt),
+            )
+            return
         generators = {name: restored.generator(name) for name in restored.rng_states}
-        self._save(
-            restored.step,
-            restored.arrays,
-            restored.scalars,
-            generators,
-            restored.meta,
-            restored.local or None,
-            asynchronous=False,
-            flush=None,
-        )
+        try:
+            self._save(
+                restored.step,
+                restored.arrays,
+                restored.scalars,
+                generators,
+                restored.meta,
+                restored.local or None,
+                asynchronous=False,
+                flush=None,
+            )
+        except CheckpointError as exc:  # raised on every rank alike
+            self.log.warning(
+                "step %d restored, but writing it again to restore its partner copies failed; "
+                "going on with a single copy of %d shard(s) until the next checkpoint: %s",
+                restored.step,
+                len(restored.rebuilt),
+                exc,
+            )
+            return
         self.log.info(
             "step %d written again to the node-local tier: every shard has its partner copy again",
             restored.step,

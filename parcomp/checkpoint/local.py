@@ -161,8 +161,8 @@ class NodeLocalStore(Store):
             shard = write_shard(tmp, self.rank, self.size, step, snap, reserved=reserved)
         except MPI.Exception:
             raise
-        except (OSError, RuntimeError) as exc:
-            error = f"on {self.tier.node}: writing its node-local shard failed: {exc}"
+        except Exception as exc:  # noqa: BLE001 - the partner exchange below must still run
+            error = f"on {self.tier.node}: writing its node-local shard failed: {exc!r}"
         error = exchange_partner_copies(self.tier, tmp, shard) or error
         if error is not None or shard is None:
             raise CheckpointError(error or "no shard written")
@@ -238,19 +238,25 @@ def _node_view(tier: LocalTier, step: int) -> tuple[dict[str, Any] | None, bytes
 def choose_manifest(views: list[dict[str, Any] | None]) -> tuple[str, int] | str:
     """The manifest to restore (PURE): ``(digest, rank of a leader holding it)``, or why none.
 
-    The newest checkpoint (by creation time) wins; every node keeps its own copy of its
-    manifest and those must agree: a copy that differs (edited, or damaged and re-signed)
-    is outvoted, and a tie refuses the step.
+    Every node keeps its own copy of the step's manifest, and those must agree.  The
+    copies vote, whatever their ``checkpoint_id`` or creation time claims (both are
+    inside the bytes an editor controls): the version held by a strict majority of the
+    nodes that hold the step wins; a copy that differs (edited, or damaged and re-signed)
+    is outvoted and its node's files are not used; a tie refuses the step (the restore
+    then tries an older one, or the flushed copy).
     """
     good = [(r, v) for r, v in enumerate(views) if v is not None and v["digest"] is not None]
     if not good:
         reasons = "; ".join(f"{v['node']}: {v['error']}" for v in views if v is not None)
         return f"no node holds a valid manifest ({reasons})"
-    newest = max(good, key=lambda rv: (rv[1]["created"], -rv[0]))[1]
-    copies = Counter(v["digest"] for _, v in good if v.get("id") == newest.get("id"))
+    held = [v for v in views if v is not None and v["error"] != "absent"]
+    copies = Counter(v["digest"] for _, v in good)
     (digest, votes), *rest = copies.most_common()
-    if rest and votes * 2 <= sum(copies.values()):
-        return f"the nodes' copies of the manifest disagree ({len(copies)} versions)"
+    if rest and votes * 2 <= len(held):
+        return (
+            f"the nodes' copies of the manifest disagree ({len(copies)} versions, "
+            f"{votes} of {len(held)} nodes agreeing at most)"
+        )
     return digest, next(r for r, v in good if v["digest"] == digest)
 
 
@@ -326,7 +332,7 @@ def restore_local(
         return None, str(exc)
     if manifest.digest != digest:
         return None, "the chosen manifest changed in transit"
-    arrays, per_rank, error = restore_into(
+    loaded = restore_into(
         folder,
         manifest,
         comm,
@@ -334,13 +340,13 @@ def restore_local(
         redeal,
         readers=lambda excluded: choose_readers(tier.names, views, manifest, excluded),
     )
-    if error is not None:
-        return None, error
-    readers = choose_readers(tier.names, views, manifest, set())
+    if loaded.error is not None:
+        return None, loaded.error
+    # from the readers that succeeded: a damaged own copy read from the partner counts too
     saved_nodes = list(manifest.get("nodes") or [])
     rebuilt = sorted(
         f"{name} (from the partner copy on {tier.names[r]})"
-        for name, r in (readers.items() if isinstance(readers, dict) else [])
+        for name, r in (loaded.readers or {}).items()
         if (i := int(name.split("-")[1])) < len(saved_nodes) and tier.names[r] != saved_nodes[i]
     )
     if tier.rank == 0:
@@ -357,7 +363,8 @@ def restore_local(
                 len(rebuilt),
                 ", ".join(rebuilt),
             )
-    restored = Restored(folder, manifest, arrays)
-    restored.local = per_rank
+    restored = Restored(folder, manifest, loaded.arrays)
+    restored.local = loaded.local
+    restored.local_whole = loaded.local_whole
     restored.rebuilt = rebuilt
     return restored, None

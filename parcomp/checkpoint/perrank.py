@@ -46,7 +46,7 @@ def check_local(
 ) -> dict:
     """Validate ``local=`` on every rank and agree that names, dtypes and trailing shapes
     match between ranks (only the lengths may differ).  Collective over ``comm``."""
-    from parcomp.checkpoint.manifest import ALLOWED_DTYPES
+    from parcomp.checkpoint.manifest import ALLOWED_DTYPES, MAX_NDIM
     from parcomp.comm import raise_if_any, raise_if_differ
 
     out: dict[str, np.ndarray] = {}
@@ -54,10 +54,10 @@ def check_local(
     try:
         for name, value in (local or {}).items():
             check_name("local array", name)
-            if not isinstance(value, np.ndarray) or value.ndim < 1:
+            if not isinstance(value, np.ndarray) or not 1 <= value.ndim <= MAX_NDIM:
                 raise ConfigError(
-                    f"local array {name!r} must be a numpy array with at least one axis, got "
-                    f"{type(value).__name__}"
+                    f"local array {name!r} must be a numpy array with 1 to {MAX_NDIM} axes, got "
+                    f"{type(value).__name__}{getattr(value, 'shape', '')}"
                 )
             if value.dtype.str not in ALLOWED_DTYPES:
                 raise ConfigError(f"local array {name!r}: dtype {value.dtype} is not plain numeric")
@@ -84,7 +84,7 @@ def write_local(group: Any, pieces: Mapping[str, np.ndarray]) -> dict[str, dict[
     records = {}
     for name, piece in pieces.items():
         rows = slab_rows(piece.shape, piece.itemsize)
-        chunks = (min(rows, piece.shape[0]), *piece.shape[1:]) if piece.shape[0] else None
+        chunks = (min(rows, piece.shape[0]), *piece.shape[1:]) if piece.size else None
         dset = group.create_dataset(name, shape=piece.shape, dtype=piece.dtype, chunks=chunks)
         sums = []
         for a, b in slab_bounds(piece.shape[0], rows):

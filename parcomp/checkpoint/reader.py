@@ -190,6 +190,8 @@ class Restored:
         self.rebuilt: list[str] = []
         #: This rank's share of the per-rank data saved with ``local=``.
         self.local: dict[str, np.ndarray] = {}
+        #: Whether the ranks' shares, in rank order, are all of the saved per-rank data.
+        self.local_whole = True
 
     def generator(self, name: str) -> np.random.Generator:
         """The NumPy Generator saved under ``name``, in the exact state it had."""
@@ -220,6 +222,7 @@ def inspect_local(root: Path, verify_data: bool = True) -> list[tuple[int, bool,
     from collections import Counter
 
     from parcomp.checkpoint.format import parse_manifest, step_dir_name
+    from parcomp.checkpoint.local import choose_manifest
 
     node_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("node-"))
     steps = sorted(
@@ -230,21 +233,30 @@ def inspect_local(root: Path, verify_data: bool = True) -> list[tuple[int, bool,
     for step in steps:
         copies: Counter[str] = Counter()
         problems: list[str] = []
-        holders = []
+        holders, views = [], []
         for node_dir in node_dirs:
             folder = node_dir / step_dir_name(step)
             if not folder.is_dir():
                 continue
+            view: dict[str, Any] = {"node": node_dir.name, "digest": None, "error": None}
             try:
-                holders.append((node_dir, folder, parse_manifest(folder)))
+                mine = parse_manifest(folder)
+                holders.append((node_dir, folder, mine))
+                view["digest"] = mine.digest
             except (ParcompError, OSError) as exc:
                 problems.append(f"{node_dir.name}: {exc}")
-        if not holders:
-            out.append((step, False, "no valid manifest: " + "; ".join(problems)))
+                view["error"] = str(exc)
+            views.append(view)
+        choice = choose_manifest(views)  # the restore's own vote between the nodes' copies
+        if isinstance(choice, str):
+            out.append(
+                (step, False, f"{choice}" + (f" ({'; '.join(problems)})" if problems else ""))
+            )
             continue
-        manifest = max(holders, key=lambda h: h[2].get("created_unix", 0))[2]
+        manifest = next(m for _, _, m in holders if m.digest == choice[0])
         for node_dir, folder, mine in holders:
-            if mine.get("checkpoint_id") != manifest.get("checkpoint_id"):
+            if mine.digest != manifest.digest:
+                problems.append(f"{node_dir.name}: its manifest is outvoted by the other nodes'")
                 continue
             for name, nbytes in manifest.files.items():
                 path = folder / name

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -115,9 +115,10 @@ class BlockFiles:
             )
             data = dset[sel]
             if checksum(data) != sums[i]:
+                what = "array" if piece.kind == "array" else "local array"
                 raise CheckpointError(
-                    f"{self.folder / piece.file}: slab {i} of {piece.kind} array "
-                    f"{piece.name!r} fails its checksum (corrupted)"
+                    f"{self.folder / piece.file}: slab {i} of {what} {piece.name!r} fails its "
+                    "checksum (corrupted)"
                 )
             self._slabs = {k: v for k, v in self._slabs.items() if k[:3] == key[:3]}
             self._slabs[key] = data
@@ -357,6 +358,21 @@ def plan_for(
     )
 
 
+class Loaded(NamedTuple):
+    """What :func:`restore_into` restored on this rank, or why not."""
+
+    arrays: dict[str, Any]
+    #: This rank's share of the per-rank data.
+    local: dict[str, np.ndarray]
+    error: str | None
+    #: The reader of each file in the attempt that succeeded (None: direct transport).
+    readers: Mapping[str, int] | None = None
+    #: Whether the per-rank shares, in rank order, are the whole saved concatenation
+    #: (so saving them again keeps the data): False after a ``redeal`` that drops or
+    #: repeats rows.
+    local_whole: bool = True
+
+
 def restore_into(
     folder: Path,
     manifest: Manifest,
@@ -364,18 +380,23 @@ def restore_into(
     overrides: Mapping[str, Mapping[str, Any]],
     redeal: Redeal | None,
     readers: Callable[[set[tuple[int, str]]], Mapping[str, int] | str] | None = None,
-) -> tuple[dict[str, Any], dict[str, np.ndarray], str | None]:
+) -> Loaded:
     """Restore an agreed ``manifest`` from ``folder`` (collective).
 
     ``readers(excluded)`` (node-local tier) names the rank reading each file, given the
-    ``(node-or-folder, file)`` copies already found bad, or returns why none is left;
-    None: the direct transport.  Returns ``(arrays, per_rank, error)``.
+    ``(reader rank, file)`` copies already found bad, or returns why none is left;
+    None: the direct transport.
     """
     try:
         targets = make_targets(manifest, comm, overrides)
     except (ParcompError, KeyError, TypeError, ValueError) as exc:  # the same on every rank
-        return {}, {}, f"the manifest describes an array parcomp cannot build: {exc}"
+        return Loaded({}, {}, f"the manifest describes an array parcomp cannot build: {exc}")
     ranges = local_ranges(manifest, comm, redeal) if manifest.local else {}
+    whole = all(
+        [a for a, _ in got] == [0] + [b for _, b in got[:-1]]
+        and got[-1][1] == sum(p["length"] for p in manifest.local[name]["pieces"])
+        for name, got in ranges.items()
+    )
     rank = comm.Get_rank()
     excluded: set[tuple[int, str]] = set()
     while True:
@@ -383,7 +404,7 @@ def restore_into(
         if readers is not None:
             chosen = readers(excluded)
             if isinstance(chosen, str):
-                return {}, {}, chosen
+                return Loaded({}, {}, chosen)
         plan = plan_for(manifest, targets, ranges, chosen)
         local = {
             name: np.empty((b - a, *spec["tail"]), np.dtype(spec["dtype"]))
@@ -392,9 +413,9 @@ def restore_into(
         }
         failures = execute(plan, BlockFiles(folder, manifest), targets, local, comm)
         if not failures:
-            return targets, local, None
+            return Loaded(targets, local, None, chosen, whole)
         if readers is None:
-            return {}, {}, "; ".join(m for _, m in failures)
+            return Loaded({}, {}, "; ".join(m for _, m in failures))
         excluded |= {(int(chosen[f]), f) for f, _ in failures}
         if rank == 0:
             get_logger("parcomp.checkpoint").warning(
@@ -437,15 +458,16 @@ def restore_shared(
     manifest, error = agree_manifest(path, comm)
     if manifest is None:
         return None, error
-    arrays, per_rank, error = restore_into(path, manifest, comm, overrides, redeal)
-    if error is not None:
-        return None, error
+    loaded = restore_into(path, manifest, comm, overrides, redeal)
+    if loaded.error is not None:
+        return None, loaded.error
     if comm.Get_rank() == 0:
         get_logger("parcomp.checkpoint").info(
             "restored step %d from %s (saved on %d ranks)", manifest.step, path, manifest.nprocs
         )
-    restored = Restored(path, manifest, arrays)
-    restored.local = per_rank
+    restored = Restored(path, manifest, loaded.arrays)
+    restored.local = loaded.local
+    restored.local_whole = loaded.local_whole
     return restored, None
 
 

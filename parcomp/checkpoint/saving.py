@@ -24,7 +24,7 @@ from parcomp.checkpoint.transaction import SharedStore, Store, Transaction
 from parcomp.checkpoint.values import check_name, save_state
 from parcomp.checkpoint.writer import Snapshot
 from parcomp.comm import mark_everywhere
-from parcomp.errors import ConfigError
+from parcomp.errors import CheckpointError, ConfigError
 from parcomp.watchdog import collective
 
 __all__ = ["Saving"]
@@ -44,6 +44,7 @@ class Saving:
     flush_every: int | None
     saves: int
     flushes: int
+    flush_failures: int
     seconds_blocked: float
     last_path: Path | None
     _open: Transaction | None
@@ -170,14 +171,29 @@ class Saving:
             source = None if record is None else final / record["file"]
             store = SharedStore(self.directory, self.comm, self._pruner, source, record)
             flushing = Transaction(store, step, snap, state, self.keep)
-            flushing.begin()
+            try:
+                flushing.begin()
+            except CheckpointError as exc:  # on every rank alike
+                self._flush_failed(step, exc)
+                return final
             flushing.start()
             self._open = flushing
         return final
 
+    def _flush_failed(self, step: int, exc: CheckpointError) -> None:
+        """A flush that failed is a warning: the node-local checkpoint it copies stands."""
+        self.flush_failures += 1
+        self.log.warning(
+            "flushing step %d to %s failed; its node-local checkpoint stands (a node lost "
+            "together with its partner node would lose it): %s",
+            step,
+            self.directory,
+            exc,
+        )
+
     def _committed(self, tx: Transaction, path: Path) -> Path:
         """Bookkeeping after a commit: a save (either tier) or a flush."""
-        if isinstance(tx.store, SharedStore) and tx.store.source is not None:
+        if _is_flush(tx):
             self.flushes += 1
             self.log.info("checkpoint of step %d flushed to %s", tx.step, path)
             return path
@@ -196,8 +212,25 @@ class Saving:
         t0 = time.perf_counter()
         try:
             return self._committed(tx, tx.commit())
+        except CheckpointError as exc:
+            if not _is_flush(tx):
+                raise
+            self._flush_failed(tx.step, exc)
+            return None
         finally:
             self.seconds_blocked += time.perf_counter() - t0
+
+    def __del__(self) -> None:
+        tx = getattr(self, "_open", None)
+        if tx is not None:  # a collective commit cannot run here: say what is lost
+            try:
+                self.log.warning(
+                    "a Checkpointer was dropped with its background write of step %d not "
+                    "committed (call wait() or close()): that checkpoint is lost",
+                    tx.step,
+                )
+            except Exception:  # noqa: BLE001 - at interpreter exit logging may be gone
+                pass
 
     def close(self) -> None:
         """Commit any pending asynchronous checkpoint, finish pruning, give up the directory's
@@ -206,3 +239,8 @@ class Saving:
         self._pruner.join()
         self.comm.Barrier()  # every rank returns once rank 0's pruning is done
         self._release_lease()
+
+
+def _is_flush(tx: Transaction) -> bool:
+    """Whether ``tx`` copies a node-local checkpoint to the shared directory."""
+    return isinstance(tx.store, SharedStore) and tx.store.source is not None

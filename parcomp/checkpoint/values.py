@@ -76,21 +76,50 @@ def check_name(kind: str, name: Any) -> None:
         raise ConfigError(f"{kind} name {name!r}: use letters, digits, '_', '-' or '.' (not first)")
 
 
-def jsonable(value: Any, where: str) -> Any:
+def jsonable(value: Any, where: str, level: int = 0, wide: bool = False) -> Any:
+    """``value`` as JSON the manifest parser will accept back, or :class:`ConfigError`.
+
+    The same bounds as :class:`~parcomp.checkpoint.manifest.Manifest` reads with, checked
+    before anything is written: integers of at most 64 bits (they are stored as HDF5
+    attributes too), text that is valid UTF-8, non-empty keys, nesting at most
+    ``MAX_DEPTH - 2`` levels (the manifest's own two come on top).  Non-finite floats are
+    encoded as ``{"__float__": "nan"}`` and decoded back on restore.  ``wide`` allows
+    integers of any size (generator states: PCG64's is 128 bits; not stored as attributes).
+    """
+    from parcomp.checkpoint.manifest import MAX_DEPTH
+
+    if level > MAX_DEPTH - 2:
+        raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH - 2} levels")
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, np.ndarray):
         value = value.tolist()
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{where}: {value!r:.40} is not valid UTF-8 text") from None
+        return value
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not wide and not -(2**63) <= value < 2**64:
+            raise ConfigError(f"{where}: integer {value} does not fit in 64 bits")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             return {"__float__": repr(value)}
         return value
     if isinstance(value, list | tuple):
-        return [jsonable(v, where) for v in value]
+        return [jsonable(v, where, level + 1, wide) for v in value]
     if isinstance(value, dict):
-        return {str(k): jsonable(v, where) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            key = jsonable(str(k), where, level + 1)
+            if not key:
+                raise ConfigError(f"{where}: an empty key cannot be stored")
+            out[key] = jsonable(v, where, level + 1, wide)
+        return out
     raise ConfigError(
         f"{where}: {type(value).__name__} cannot be stored (use numbers, strings, lists, dicts or arrays)"
     )
@@ -107,13 +136,18 @@ def save_state(
     between ranks.
     """
     from parcomp.array import DistArray
+    from parcomp.checkpoint.manifest import MAX_STEP
     from parcomp.comm import raise_if_any
 
     arrays = dict(arrays or {})
     error, state = None, {}
     try:
-        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
-            raise ConfigError(f"step must be a non-negative integer, got {step!r}")
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, int | np.integer)
+            or not 0 <= step <= MAX_STEP
+        ):
+            raise ConfigError(f"step must be an integer from 0 to {MAX_STEP}, got {step!r}")
         for name, arr in arrays.items():
             check_name("array", name)
             if not isinstance(arr, DistArray):
@@ -124,7 +158,8 @@ def save_state(
             "scalars": jsonable(dict(scalars or {}), "scalars"),
             "meta": jsonable(dict(meta or {}), "meta"),
             "rng": {
-                k: jsonable(g.bit_generator.state, f"rng {k!r}") for k, g in (rng or {}).items()
+                k: jsonable(g.bit_generator.state, f"rng {k!r}", wide=True)
+                for k, g in (rng or {}).items()
             },
         }
     except (ConfigError, AttributeError) as exc:

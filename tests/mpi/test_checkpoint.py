@@ -195,10 +195,27 @@ def test_bad_input_is_refused_on_every_rank(folder):
         ck.save(1, arrays={"u": np.zeros(3)})
     with pytest.raises(ConfigError, match=r"array name '\.\./x'"):
         ck.save(1, arrays={"../x": u})
-    with pytest.raises(ConfigError, match="step must be a non-negative integer"):
+    with pytest.raises(ConfigError, match="step must be an integer from 0 to"):
         ck.save(-1, arrays={"u": u})
     with pytest.raises(ConfigError, match="cannot be stored"):
         ck.save(1, scalars={"f": object()})
+    # what the manifest reader would refuse is refused before anything is written
+    deep: dict = {}
+    for _ in range(70):
+        deep = {"d": deep}
+    for bad, match in (
+        ({"deep": deep}, "nested deeper"),
+        ({"big": 2**70}, "does not fit in 64 bits"),
+        ({"": 1}, "empty key"),
+        ({"s": "\ud800"}, "not valid UTF-8"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            ck.save(1, arrays={"u": u}, scalars=bad)
+    with pytest.raises(ConfigError, match="step must be an integer from 0 to"):
+        ck.save(10**16, arrays={"u": u})
+    with pytest.raises(ConfigError, match="1 to 16 axes"):
+        ck.save(1, arrays={"u": u}, local={"p": np.zeros((1,) * 17)})
+    parallel_assert(not any(p.name.startswith("step-") for p in folder.iterdir()))
     with pytest.raises(ConfigError, match="keep must be a positive integer"):
         Checkpointer(folder, keep=0)
     if RANK == 0:

@@ -133,6 +133,8 @@ def test_a_damaged_local_copy_is_never_loaded(dirs):
     parallel_assert(restored is not None)
     parallel_assert((restored.path.parent == shared) == (SIZE == 1))
     parallel_assert(restored_equals(restored, 4))
+    # read from the partner: counted as rebuilt, so the step was written again (two copies)
+    parallel_assert(bool(restored.rebuilt) == (SIZE > 1), str(restored.rebuilt))
 
 
 def test_restore_onto_fewer_ranks(dirs):
@@ -257,8 +259,40 @@ def test_both_transports_restore_the_same_bytes(dirs):
         return {f: (i * 2 + 1) % SIZE for i, f in enumerate(files)}
 
     moved = restore_into(path, manifest, COMM, {}, None, readers=readers)
-    for arrays, per_rank, err in (direct, moved):
+    for arrays, per_rank, err, *_ in (direct, moved):
         parallel_assert(err is None, err)
         u = arrays["u"]
         parallel_assert(np.array_equal(u.interior, reference(5)[u.partition.local_slices(u.rank)]))
         parallel_assert(np.array_equal(per_rank["p"], particles(RANK)))
+
+
+def test_a_redeal_never_rewrites_the_checkpoint(dirs):
+    """A restore that needed partner copies writes the step again, but not after a redeal
+    that dropped the per-rank rows: the checkpoint keeps what was saved."""
+    shared, local = dirs
+    ck = Checkpointer(shared, local_dir=local, flush_every=None)
+    ck.save(3, arrays={"u": state(3)}, scalars={"step": 3}, local={"p": particles(RANK)})
+    ck.close()
+    COMM.Barrier()
+    if RANK == 0 and SIZE > 1:
+        shutil.rmtree(node_dir(local, SIZE - 1))
+    COMM.Barrier()
+    nothing = Checkpointer(shared, local_dir=local, flush_every=None).restore(
+        redeal=lambda lengths, rank, size: (0, 0)
+    )
+    parallel_assert(nothing is not None and len(nothing.local["p"]) == 0)
+    back = Checkpointer(shared, local_dir=local, flush_every=None).restore()
+    parallel_assert(np.array_equal(back.local["p"], particles(RANK)))
+    parallel_assert(restored_equals(back, 3))
+
+
+def test_per_rank_rows_of_zero_width_round_trip(dirs):
+    """A trailing extent of 0 (and ranks without rows) is data too: saved, restored."""
+    shared, local = dirs
+    rows = np.zeros((2 * RANK, 0))
+    for local_dir in (None, local):
+        ck = Checkpointer(shared, local_dir=local_dir)
+        ck.save(1, arrays={"u": state(1)}, scalars={"step": 1}, local={"p": rows})
+        back = ck.restore()
+        ck.close()
+        parallel_assert(back.local["p"].shape == rows.shape, str(back.local["p"].shape))

@@ -273,7 +273,7 @@ def test_inspect_a_node_local_tier(tmp_path):
         "step-00000080  NOT RESTORABLE" in bad.stdout
         and "NO good copy of shard-00001-of-00003.h5" in bad.stdout
     )
-    assert "restore would use: step 40" in bad.stdout, bad.stdout
+    assert "the node-local tier can supply step 40" in bad.stdout, bad.stdout
 
 
 @pytest.fixture
