@@ -44,7 +44,12 @@ def main() -> None:
         step[0] += 1
         ck.save(step[0], arrays={"u": u})
 
+    reader = Checkpointer(folder / "ck", handle_signals=False)
+
     def restore():
+        reader.restore()
+
+    def construct_and_restore():
         Checkpointer(folder / "ck", handle_signals=False).restore()
 
     def direct_read():
@@ -62,6 +67,7 @@ def main() -> None:
         "parcomp.save": save,
         "h5py direct read": direct_read,
         "parcomp.restore": restore,
+        "Checkpointer()+restore": construct_and_restore,
     }
     result = collective_medians(comm, cases, repeats)
     if comm.rank == 0:

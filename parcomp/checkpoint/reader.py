@@ -133,26 +133,28 @@ def open_block(fh: Any, folder: Path, manifest: Manifest, spec: ArraySpec, shard
     # What the file records must match the manifest.  Schema 2 files record all of it;
     # files of schema 1 (written before) lack the layout attributes, so those are compared
     # whenever present: a manifest downgraded to schema 1 cannot dodge the comparison.
-    _same(where, "step", fh.attrs.get("step"), manifest.step)
-    _same(where, "nprocs", fh.attrs.get("nprocs"), manifest.nprocs)
+    file_attrs = _attrs(fh, ("step", "nprocs", "rank"))
+    _same(where, "step", file_attrs["step"], manifest.step)
+    _same(where, "nprocs", file_attrs["nprocs"], manifest.nprocs)
     if shard.file_start is None:
-        _same(where, "rank", fh.attrs.get("rank"), shard.rank)
+        _same(where, "rank", file_attrs["rank"], shard.rank)
+    attrs = _attrs(dset, ("halo", "dims", "periods", "global_start", "global_shape"))
     for key, want in (
         ("halo", spec.halo),
         ("dims", spec.dims),
         ("periods", tuple(int(p) for p in spec.periods)),
     ):
-        if key not in dset.attrs and manifest.version < 2:
+        if attrs[key] is None and manifest.version < 2:
             continue
         try:
-            got = tuple(int(v) for v in dset.attrs.get(key))
+            got = tuple(int(v) for v in attrs[key])
         except (TypeError, ValueError):
             got = None
         _same(where, key, got, want)
     if shard.file_start is None:
         try:
-            start = tuple(int(v) for v in dset.attrs.get("global_start", ()))
-            whole = tuple(int(v) for v in dset.attrs.get("global_shape", ()))
+            start = tuple(int(v) for v in attrs["global_start"])
+            whole = tuple(int(v) for v in attrs["global_shape"])
         except (TypeError, ValueError):
             start = whole = ()
         if start != shard.start or whole != spec.global_shape:
@@ -162,6 +164,17 @@ def open_block(fh: Any, folder: Path, manifest: Manifest, spec: ArraySpec, shard
                 f"{list(spec.global_shape)} (placement altered)"
             )
     return dset
+
+
+def _attrs(obj: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The attributes ``keys`` of an HDF5 object (None where missing), one lookup each."""
+    out = {}
+    for key in keys:
+        try:
+            out[key] = obj.attrs[key]
+        except KeyError:
+            out[key] = None
+    return out
 
 
 def _same(where: str, key: str, got: Any, want: Any) -> None:
