@@ -254,9 +254,12 @@ def write_shard(
         if isinstance(target, ReservedIO):
             target.finish()
     if reserved is not None:
+        # created 0600 and fsynced by ReservedIO.finish; the rename is made durable by the
+        # fsync of the folder when the manifest is written into it (publish)
         os.replace(reserved, path)
-    private_file(path)
-    fsync_path(path)
+    else:
+        private_file(path)
+        fsync_path(path)
     record["bytes"] = path.stat().st_size
     return record
 
@@ -334,10 +337,8 @@ def write_master(
     try:
         _fill_master(h5py.File(target, "w"), step, size, arrays, scalars)
     finally:
-        target.finish()
+        target.finish()  # fsynced; created 0600; the folder is fsynced at publish
     os.replace(reserved, path)
-    private_file(path)
-    fsync_path(path)
 
 
 def _fill_master(
