@@ -167,10 +167,12 @@ def _run(
             if base_env.get("SLURM_JOB_ID"):
                 extra += ["--bind-to", "none"]  # ULFM's mpirun inside Slurm needs it
             base_env["PARCOMP_ULFM"] = "1"
-            if not base_env.get("PARCOMP_FAILURE_LOG"):
-                fd, failure_log = tempfile.mkstemp(prefix="parcomp-failures-", suffix=".jsonl")
-                os.close(fd)
-                base_env["PARCOMP_FAILURE_LOG"] = failure_log
+            # The job records into a file of ours (read after each attempt, to excuse the
+            # ranks lost in-job); a PARCOMP_FAILURE_LOG of the user's gets a copy.
+            fd, failure_log = tempfile.mkstemp(prefix="parcomp-failures-", suffix=".jsonl")
+            os.close(fd)
+            base_env["PARCOMP_FAILURE_LOG_COPY"] = base_env.get("PARCOMP_FAILURE_LOG", "")
+            base_env["PARCOMP_FAILURE_LOG"] = failure_log
         else:
             log.warning(
                 "--ulfm: %s has no usable ULFM (in-job recovery needs Open MPI 5); "
@@ -254,7 +256,11 @@ def _attempts(
                 log.debug(
                     "removed %d shared-memory segment(s) the failed job left in /dev/shm", removed
                 )
-        lost = _report_recoveries(failure_log, log) if failure_log is not None else set()
+        lost = (
+            _report_recoveries(failure_log, log, job.env.get("PARCOMP_FAILURE_LOG_COPY"))
+            if failure_log is not None
+            else set()
+        )
         if status == 0 and (quiet := [r for r in watch.unfinished() if r not in lost]):
             # mpiexec said success, but these ranks ended (os._exit, a signal) before their
             # script did: their part of the work is missing.  Not a success.
@@ -313,9 +319,9 @@ def supervisor_logger() -> logging.Logger:
     return log
 
 
-def _report_recoveries(path: str, log: Any) -> set[int]:
+def _report_recoveries(path: str, log: Any, copy: str | None = None) -> set[int]:
     """Log the failures the job survived in-job (``mpirun`` exits 0 after them); the lost
-    world ranks."""
+    world ranks.  ``copy``: the user's ``PARCOMP_FAILURE_LOG``, which gets the events too."""
     lost: set[int] = set()
     try:
         with open(path, encoding="utf-8") as fh:
@@ -323,6 +329,12 @@ def _report_recoveries(path: str, log: Any) -> set[int]:
         os.unlink(path)
     except OSError:
         return lost
+    if copy and lines:
+        try:
+            with open(copy, "a", encoding="utf-8") as fh:
+                fh.writelines(lines)
+        except OSError as exc:
+            log.warning("could not copy the failure log to %s: %s", copy, exc)
     for line in lines:
         try:
             event = json.loads(line)
