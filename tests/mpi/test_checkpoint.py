@@ -256,7 +256,7 @@ def test_mpio_needs_parallel_h5py(folder):
     import h5py
 
     if h5py.get_config().mpi:  # the site-MPI venv: tests/mpio covers the writer itself
-        Checkpointer(folder, mpio=True)
+        parallel_assert(Checkpointer(folder, mpio=True).mpio)
         return
     with pytest.raises(ConfigError, match="h5py built with MPI"):
         Checkpointer(folder, mpio=True)
