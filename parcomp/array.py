@@ -7,6 +7,9 @@ local.  Point-to-point messages travel on private duplicates of the array's comm
 for scatter and gather, so no two subsystems' messages can ever match.  Collective methods
 report to the hang watchdog (:mod:`parcomp.watchdog`).
 
+Arithmetic, ufuncs, ``dot``/``norm``/``sum(axis=)`` and global indexing come from
+:class:`parcomp.algebra.VectorAlgebra` (its docstring says which are local, which collective).
+
 Each rank holds one C-contiguous buffer: its block of the global array (the *interior*)
 surrounded by ``halo[i]`` ghost cells on both sides of each axis.  On a periodic axis the
 ghosts are filled from the other end of the domain; on a non-periodic one the outermost
@@ -21,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parcomp.algebra import VectorAlgebra
 from parcomp.comm import raise_if_any, raise_if_differ, resolve_comm
 from parcomp.errors import DTypeError, ParcompError, ShapeError
 from parcomp.halo import HaloExchange, check_halo, halo_plan, largest_tag
 from parcomp.partition import Partition
-from parcomp.reduce import allreduce
 from parcomp.subcomm import check_tags, subsystem_comm
 from parcomp.watchdog import collective
 
@@ -56,7 +59,7 @@ def _per_axis(value: int | Sequence[int] | bool | Sequence[bool], ndim: int, nam
     return out
 
 
-class DistArray:
+class DistArray(VectorAlgebra):
     """A block-distributed N-d array with ghost cells.
 
     Parameters
@@ -428,23 +431,3 @@ class DistArray:
             return None
         finally:
             mine.Free()
-
-    # ---------------------------------------------------------------- reductions
-    def _reduce(self, op: str, local: Callable[[np.ndarray], Any]) -> Any:
-        return allreduce(local(self.interior), op, self.comm)
-
-    @collective("DistArray.sum")
-    def sum(self) -> Any:
-        """Sum over the whole array (collective; float sums vary in the last bits with the rank count)."""
-        acc = np.float64 if self.dtype.kind == "f" and self.dtype.itemsize < 8 else None
-        return self._reduce("sum", lambda a: np.sum(a, dtype=acc))
-
-    @collective("DistArray.min")
-    def min(self) -> Any:
-        """Minimum over the whole array (collective)."""
-        return self._reduce("min", np.min)
-
-    @collective("DistArray.max")
-    def max(self) -> Any:
-        """Maximum over the whole array (collective)."""
-        return self._reduce("max", np.max)
