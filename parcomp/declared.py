@@ -270,6 +270,7 @@ def run_stencil(
     *args: Any,
     corners: bool | None = None,
     exchange: bool = True,
+    overlap: bool = False,
 ) -> None:
     """Exchange the halos of the fields a kernel reads, then call it on every rank.
 
@@ -287,6 +288,12 @@ def run_stencil(
         ``False`` for a kernel declared with ``corners=True`` raises.
     exchange : bool
         Set False if the read fields' ghost cells are already current.
+    overlap : bool
+        Overlap the halo exchange with computation (declared kernels): start the
+        exchange, run the kernel on the cells whose stencil needs no ghost cell, finish
+        the exchange, then run it on the boundary strips.  The kernel is called on views
+        (it computes every cell at least ``radius`` away from its arrays' edges, as every
+        stencil kernel does), so it needs no change, and the result is bitwise the same.
 
     Raises
     ------
@@ -386,13 +393,63 @@ def run_stencil(
     want_corners = _corners(spec, corners, name, comm, kernel)
     for rn, r in reads:
         _check_reach(spec, name, rn, r, comm, kernel)
-    if exchange:
-        for _, r in reads:
-            r.exchange_halos(want_corners)
     call_args = tuple(a.local if isinstance(a, DistArray) else a for a in args)
     if isinstance(kernel, Kernel) and not _jit_disabled():
         _agree_compiled(kernel, call_args, comm)
+    if overlap and exchange:
+        if spec is None:
+            _fail(
+                KernelSignatureError(
+                    f"run_stencil(overlap=True) needs a declared kernel (@parcomp.stencil): "
+                    f"{name!r} does not say how far it reads"
+                ),
+                comm,
+            )
+        _overlapped(kernel, args, [r for _, r in reads], first, spec, want_corners)
+        return
+    if exchange:
+        for _, r in reads:
+            r.exchange_halos(want_corners)
     kernel(*call_args)
+
+
+def _overlapped(
+    kernel: Any, args: tuple[Any, ...], reads: list[Any], first: Any, spec: Any, corners: bool
+) -> None:
+    """The kernel on the inner cells during the exchange, then on the boundary strips.
+
+    A kernel given arrays of shape ``s`` computes the cells ``[r, s - r)`` on each axis.
+    Per axis, with halo ``h`` and interior length ``n``: the inner call gets the interior
+    (``[h, h + n)``) and computes ``[h + r, h + n - r)``, which reads no ghost cell; the
+    strip calls get ``3 r`` cells across each edge and compute the ``r`` interior cells
+    next to it, over the whole interior extent of the other axes (corners twice, alike).
+    """
+    from parcomp.array import DistArray
+
+    ndim = first.ndim
+    r = spec.radius_for(ndim)
+    h, n = first.halo, first.local_shape
+
+    def call(region: tuple[slice, ...]) -> None:
+        kernel(*(a.local[region] if isinstance(a, DistArray) else a for a in args))
+
+    whole = tuple(slice(hd - rd, hd + nd + rd) for hd, nd, rd in zip(h, n, r, strict=True))
+    for a in reads:
+        a.start_exchange(corners)
+    try:
+        if all(nd > 2 * rd for nd, rd in zip(n, r, strict=True)):
+            call(tuple(slice(hd, hd + nd) for hd, nd in zip(h, n, strict=True)))
+    finally:
+        for a in reads:
+            a.finish_exchange(corners)
+    for axis in range(ndim):
+        if r[axis] == 0:
+            continue
+        hd, nd, rd = h[axis], n[axis], r[axis]
+        for lo in sorted({hd - rd, max(hd - rd, hd + nd - 2 * rd)}):
+            region = list(whole)
+            region[axis] = slice(lo, lo + 3 * rd)
+            call(tuple(region))
 
 
 def _check_same_params(
