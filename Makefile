@@ -84,6 +84,10 @@ bench: $(STAMP)
 	$(PY) bench/jit_startup.py
 	$(PY) bench/mapreduce.py
 	$(PY) bench/checkpoint.py
+	$(PY) bench/dispatch.py
+	$(PARCOMP) run -n 2 --timeout 600 bench/overlap.py
+	$(PARCOMP) run -n 1 --timeout 900 bench/cg.py
+	$(PARCOMP) run -n 2 --timeout 900 bench/cg.py
 	$(MAKE) ompi-venv mpio-venv
 	$(PY) bench/node_local.py
 	$(PY) bench/mpio.py
