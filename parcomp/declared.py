@@ -416,13 +416,21 @@ def run_stencil(
 def _overlapped(
     kernel: Any, args: tuple[Any, ...], reads: list[Any], first: Any, spec: Any, corners: bool
 ) -> None:
-    """The kernel on the inner cells during the exchange, then on the boundary strips.
+    """The kernel on the inner rows during the exchange, then on the boundary strips.
 
     A kernel given arrays of shape ``s`` computes the cells ``[r, s - r)`` on each axis.
-    Per axis, with halo ``h`` and interior length ``n``: the inner call gets the interior
-    (``[h, h + n)``) and computes ``[h + r, h + n - r)``, which reads no ghost cell; the
-    strip calls get ``3 r`` cells across each edge and compute the ``r`` interior cells
-    next to it, over the whole interior extent of the other axes (corners twice, alike).
+    With halo ``h`` and interior length ``n`` per axis:
+
+    * during the exchange it gets whole rows ``[h, h + n)`` of axis 0 (a C-contiguous
+      view, so Numba compiles it as fast as the whole buffer) and computes rows
+      ``[h + r, h + n - r)``; the cells of those rows next to the other axes' edges read
+      ghost cells still in flight, so they are computed again below;
+    * after it, the two strips of ``r`` rows along axis 0 (whole rows again), then, for
+      each other axis, the ``r`` cells next to each edge over the whole interior extent of
+      the rest (narrow views); those overwrite the cells computed early from stale ghosts.
+
+    Each cell's final value comes from current ghost cells: bitwise what one call after a
+    blocking exchange gives.
     """
     from parcomp.array import DistArray
 
@@ -433,21 +441,23 @@ def _overlapped(
     def call(region: tuple[slice, ...]) -> None:
         kernel(*(a.local[region] if isinstance(a, DistArray) else a for a in args))
 
-    whole = tuple(slice(hd - rd, hd + nd + rd) for hd, nd, rd in zip(h, n, r, strict=True))
+    rest = tuple(slice(None) for _ in range(ndim - 1))
     for a in reads:
         a.start_exchange(corners)
     try:
-        if all(nd > 2 * rd for nd, rd in zip(n, r, strict=True)):
-            call(tuple(slice(hd, hd + nd) for hd, nd in zip(h, n, strict=True)))
+        if n[0] > 2 * r[0]:
+            call((slice(h[0], h[0] + n[0]), *rest))
     finally:
         for a in reads:
             a.finish_exchange(corners)
+    whole = tuple(slice(hd - rd, hd + nd + rd) for hd, nd, rd in zip(h, n, r, strict=True))
     for axis in range(ndim):
-        if r[axis] == 0:
-            continue
         hd, nd, rd = h[axis], n[axis], r[axis]
+        if rd == 0:
+            continue  # reads nothing across this axis: no strip
         for lo in sorted({hd - rd, max(hd - rd, hd + nd - 2 * rd)}):
-            region = list(whole)
+            # axis 0: whole rows (C-contiguous); other axes: narrow, interior elsewhere
+            region = list(whole) if axis else [slice(None)] * ndim
             region[axis] = slice(lo, lo + 3 * rd)
             call(tuple(region))
 
