@@ -28,7 +28,7 @@ from types import FrameType
 from typing import Any
 
 from parcomp.comm import INTERRUPTED_STATUS
-from parcomp.launch.hang import HangWatch, descendants, kill_pids
+from parcomp.launch.hang import HangWatch, descendants, kill_pids, rank_processes
 from parcomp.watchdog import format_ranks
 
 __all__ = ["POLL", "PREEMPT", "TIMEOUT_STATUS", "Signals", "supervise", "kill_job", "say"]
@@ -86,6 +86,15 @@ def say(text: str) -> None:
     sys.stderr.flush()
 
 
+def _pause(proc: subprocess.Popen[bytes], stop: bool) -> bool:
+    """SIGSTOP (``stop``) or SIGCONT the launcher; whether the signal was sent."""
+    try:
+        os.kill(proc.pid, signal.SIGSTOP if stop else signal.SIGCONT)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _deliver(proc: subprocess.Popen[bytes], watch: HangWatch, signum: int) -> bool:
     """To every rank if all have started (heartbeats), else through ``mpiexec``; whether
     the ranks got it directly."""
@@ -113,6 +122,7 @@ def supervise(
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     interrupted_at = None
+    paused = False
     preempt_sent = False
     resend: int | None = None
     lost_since: float | None = None
@@ -125,8 +135,11 @@ def supervise(
                 )
             elif signum == signal.SIGINT and interrupted_at is None:
                 interrupted_at = time.monotonic()
-                # straight to the ranks: through mpiexec, Hydra prints a Ctrl-C banner first
-                _deliver(proc, watch, signum)
+                # Straight to the ranks: through mpiexec, Hydra prints a Ctrl-C banner
+                # first.  The launcher is paused meanwhile: the ranks leave one by one
+                # (status 130), and a launcher that saw the first one go would SIGKILL
+                # the rest and print its "BAD TERMINATION" banner after all.
+                paused = _deliver(proc, watch, signum) and _pause(proc, True)
             elif signum in PREEMPT and not preempt_sent:
                 preempt_sent = True
                 direct = _deliver(proc, watch, signum)
@@ -142,7 +155,12 @@ def supervise(
         except subprocess.TimeoutExpired:
             pass
         if interrupted_at is not None:
+            if paused and (
+                not rank_processes(proc.pid) or time.monotonic() - interrupted_at > kill_grace / 2
+            ):
+                paused = not _pause(proc, False)  # the ranks are gone: let it reap them
             if time.monotonic() - interrupted_at > kill_grace:
+                _pause(proc, False)
                 kill_job(proc, kill_grace)
                 break
             continue
