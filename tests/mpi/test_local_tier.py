@@ -221,17 +221,23 @@ def particles(rank):
     return np.arange(start, start + 2 * rank + 1, dtype=np.float64)[:, None] * [1.0, -2.0]
 
 
-def test_per_rank_data_in_the_node_local_tier_survive_a_lost_node(dirs):
-    """local= goes through the node-local tier too: after a lost node the pieces come
-    back from the partner copies, each rank its own on the same rank count."""
-    shared, local = dirs
+def save_particles_then_lose_the_last_node(shared, local):
+    """Step 3 with per-rank rows, node-local only; then the last node's storage is lost
+    (with more than one rank: its pieces live on as partner copies)."""
     ck = Checkpointer(shared, local_dir=local, flush_every=None)
     ck.save(3, arrays={"u": state(3)}, scalars={"step": 3}, local={"p": particles(RANK)})
     ck.close()
     COMM.Barrier()
     if RANK == 0 and SIZE > 1:
-        shutil.rmtree(node_dir(local, SIZE - 1))  # its pieces live on as partner copies
+        shutil.rmtree(node_dir(local, SIZE - 1))
     COMM.Barrier()
+
+
+def test_per_rank_data_in_the_node_local_tier_survive_a_lost_node(dirs):
+    """local= goes through the node-local tier too: after a lost node the pieces come
+    back from the partner copies, each rank its own on the same rank count."""
+    shared, local = dirs
+    save_particles_then_lose_the_last_node(shared, local)
     back = Checkpointer(shared, local_dir=local, flush_every=None).restore()
     parallel_assert(back is not None and back.path.parent.parent == local)
     parallel_assert(np.array_equal(back.local["p"], particles(RANK)))
@@ -269,13 +275,7 @@ def test_a_redeal_never_rewrites_the_checkpoint(dirs):
     """A restore that needed partner copies writes the step again, but not after a redeal
     that dropped the per-rank rows: the checkpoint keeps what was saved."""
     shared, local = dirs
-    ck = Checkpointer(shared, local_dir=local, flush_every=None)
-    ck.save(3, arrays={"u": state(3)}, scalars={"step": 3}, local={"p": particles(RANK)})
-    ck.close()
-    COMM.Barrier()
-    if RANK == 0 and SIZE > 1:
-        shutil.rmtree(node_dir(local, SIZE - 1))
-    COMM.Barrier()
+    save_particles_then_lose_the_last_node(shared, local)
     nothing = Checkpointer(shared, local_dir=local, flush_every=None).restore(
         redeal=lambda lengths, rank, size: (0, 0)
     )

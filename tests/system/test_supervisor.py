@@ -232,22 +232,19 @@ def test_each_rank_gets_its_share_of_the_cores_for_thread_pools(tmp_path):
         "    print(os.environ['OPENBLAS_NUM_THREADS'], os.environ['OMP_NUM_THREADS'])\n"
     )
     share = str(max(1, (os.cpu_count() or 1) // 2))
-    out = subprocess.run(
-        [str(PARCOMP), "run", "-n", "2", "--timeout", "60", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")},
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [share, share]
-    mine = subprocess.run(
-        [str(PARCOMP), "run", "-n", "2", "--timeout", "60", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-        env={**os.environ, "OPENBLAS_NUM_THREADS": "7", "OMP_NUM_THREADS": "3"},
-    )
-    assert mine.stdout.split() == ["7", "3"], mine.stderr
+
+    def ranks_see(env):
+        out = subprocess.run(
+            [str(PARCOMP), "run", "-n", "2", "--timeout", "60", str(script)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=ROOT,
+            env=env,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    unset = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    assert ranks_see(unset) == [share, share]
+    assert ranks_see({**unset, "OPENBLAS_NUM_THREADS": "7", "OMP_NUM_THREADS": "3"}) == ["7", "3"]
