@@ -70,3 +70,28 @@ def test_overlap_needs_a_declared_kernel():
     with pytest.raises(KernelSignatureError, match="needs a declared kernel"):
         run_stencil(plain, u, u.zeros_like(), overlap=True)
     parallel_assert(True)
+
+
+def test_checked_calls_are_remembered_only_for_the_same_live_arrays():
+    """run_stencil skips its checks for a call it already checked: same kernel, same
+    arrays (alive), same kinds.  An array that replaces a dead one (even at the same
+    address) is checked again."""
+    import gc
+
+    from parcomp.errors import ShapeError
+
+    for _ in range(5):
+        u = DistArray.zeros((16, 12), halo=1)
+        run_stencil(heat_step_2d, u, u.zeros_like(), 0.2)
+        run_stencil(heat_step_2d, u, u.zeros_like(), 0.2)
+        del u
+        gc.collect()
+        bad = DistArray.zeros((16, 12), halo=0)  # may reuse a freed object's id
+        with pytest.raises(ShapeError, match="halo"):
+            run_stencil(heat_step_2d, bad, bad.zeros_like(), 0.2)
+    u = DistArray.zeros((16, 12), halo=1)
+    v = u.zeros_like()
+    run_stencil(heat_step_2d, u, v, 0.2)
+    with pytest.raises(KernelSignatureError):
+        run_stencil(heat_step_2d, u, v, u)  # a DistArray where a number goes
+    parallel_assert(True)
