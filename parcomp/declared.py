@@ -26,7 +26,6 @@ declares ``radius=0``.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from parcomp.errors import KernelSignatureError, ShapeError
 from parcomp.numba_jit import Kernel, parameter_names
 from parcomp.reach import infer_reach
+from parcomp.stencil_run import CHECKED, execute, fast_key, remember
 from parcomp.watchdog import collective, debug_collectives
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -315,8 +315,8 @@ def run_stencil(
     """
     from parcomp.array import DistArray
 
-    key = _fast_key(kernel, args, corners, DistArray)
-    hit = _CHECKED.get(key)
+    key = fast_key(kernel, args, corners, DistArray)
+    hit = CHECKED.get(key)
     if (
         hit is not None
         and hit.matches(args)
@@ -325,7 +325,7 @@ def run_stencil(
     ):
         # The same kernel on the same arrays (alive, the same objects) and argument kinds
         # as a call already checked and agreed: every check below would pass again.
-        _execute(kernel, args, hit.reads, hit.spec, hit.corners, exchange, overlap, None)
+        execute(kernel, args, hit.reads, hit.spec, hit.corners, exchange, overlap, None)
         return
     spec: StencilSpec | None = getattr(kernel, "spec", None)
     name = getattr(kernel, "__name__", repr(kernel))
@@ -418,129 +418,8 @@ def run_stencil(
             comm,
         )
     read_arrays = [r for _, r in reads]
-    _remember(key, args, read_arrays, spec, want_corners, DistArray)
-    _execute(kernel, args, read_arrays, spec, want_corners, exchange, overlap, call_args)
-
-
-class _Checked:
-    """A call of ``run_stencil`` that passed every check: its arrays (weakly), what it
-    reads, and the corners decision."""
-
-    __slots__ = ("corners", "reads", "refs", "spec")
-
-    def __init__(self, refs: tuple[Any, ...], reads: list[Any], spec: Any, corners: bool) -> None:
-        self.refs = refs
-        self.reads = reads
-        self.spec = spec
-        self.corners = corners
-
-    def matches(self, args: tuple[Any, ...]) -> bool:
-        return all(ref is None or ref() is a for ref, a in zip(self.refs, args, strict=True))
-
-
-#: Checked calls, keyed by kernel, corners and per argument its identity (DistArrays) or
-#: kind; bounded (a loop making new arrays every call adds entries, oldest dropped).
-_CHECKED: dict[Any, _Checked] = {}
-_CHECKED_MAX = 256
-
-
-def _fast_key(kernel: Any, args: tuple[Any, ...], corners: Any, dist: type) -> Any:
-    import numpy as np
-
-    parts: list[Any] = []
-    for a in args:
-        if isinstance(a, dist):
-            parts.append(id(a))
-        elif isinstance(a, np.ndarray):
-            parts.append((a.dtype.str, a.ndim))
-        else:
-            parts.append(type(a))
-    return (kernel, corners, tuple(parts))
-
-
-def _remember(
-    key: Any, args: tuple[Any, ...], reads: list[Any], spec: Any, corners: bool, dist: type
-) -> None:
-    if len(_CHECKED) >= _CHECKED_MAX:
-        _CHECKED.pop(next(iter(_CHECKED)))
-    refs = tuple(weakref.ref(a) if isinstance(a, dist) else None for a in args)
-    # the reads are held through the weak references above, not kept alive here
-    _CHECKED[key] = _Checked(refs, [weakref.ref(r) for r in reads], spec, corners)
-
-
-def _execute(
-    kernel: Any,
-    args: tuple[Any, ...],
-    reads: list[Any],
-    spec: Any,
-    corners: bool,
-    exchange: bool,
-    overlap: bool,
-    call_args: tuple[Any, ...] | None,
-) -> None:
-    """Exchange (or overlap) and call: after every check passed."""
-    from parcomp.array import DistArray
-
-    reads = [r() if isinstance(r, weakref.ref) else r for r in reads]
-    if overlap and exchange:
-        first = next(a for a in args if isinstance(a, DistArray))
-        _overlapped(kernel, args, reads, first, spec, corners)
-        return
-    if exchange:
-        for r in reads:
-            r.exchange_halos(corners)
-    if call_args is None:
-        call_args = tuple(a.local if isinstance(a, DistArray) else a for a in args)
-    kernel(*call_args)
-
-
-def _overlapped(
-    kernel: Any, args: tuple[Any, ...], reads: list[Any], first: Any, spec: Any, corners: bool
-) -> None:
-    """The kernel on the inner rows during the exchange, then on the boundary strips.
-
-    A kernel given arrays of shape ``s`` computes the cells ``[r, s - r)`` on each axis.
-    With halo ``h`` and interior length ``n`` per axis:
-
-    * during the exchange it gets whole rows ``[h, h + n)`` of axis 0 (a C-contiguous
-      view, so Numba compiles it as fast as the whole buffer) and computes rows
-      ``[h + r, h + n - r)``; the cells of those rows next to the other axes' edges read
-      ghost cells still in flight, so they are computed again below;
-    * after it, the two strips of ``r`` rows along axis 0 (whole rows again), then, for
-      each other axis, the ``r`` cells next to each edge over the whole interior extent of
-      the rest (narrow views); those overwrite the cells computed early from stale ghosts.
-
-    Each cell's final value comes from current ghost cells: bitwise what one call after a
-    blocking exchange gives.
-    """
-    from parcomp.array import DistArray
-
-    ndim = first.ndim
-    r = spec.radius_for(ndim)
-    h, n = first.halo, first.local_shape
-
-    def call(region: tuple[slice, ...]) -> None:
-        kernel(*(a.local[region] if isinstance(a, DistArray) else a for a in args))
-
-    rest = tuple(slice(None) for _ in range(ndim - 1))
-    for a in reads:
-        a.start_exchange(corners)
-    try:
-        if n[0] > 2 * r[0]:
-            call((slice(h[0], h[0] + n[0]), *rest))
-    finally:
-        for a in reads:
-            a.finish_exchange(corners)
-    whole = tuple(slice(hd - rd, hd + nd + rd) for hd, nd, rd in zip(h, n, r, strict=True))
-    for axis in range(ndim):
-        hd, nd, rd = h[axis], n[axis], r[axis]
-        if rd == 0:
-            continue  # reads nothing across this axis: no strip
-        for lo in sorted({hd - rd, max(hd - rd, hd + nd - 2 * rd)}):
-            # axis 0: whole rows (C-contiguous); other axes: narrow, interior elsewhere
-            region = list(whole) if axis else [slice(None)] * ndim
-            region[axis] = slice(lo, lo + 3 * rd)
-            call(tuple(region))
+    remember(key, args, read_arrays, spec, want_corners, DistArray)
+    execute(kernel, args, read_arrays, spec, want_corners, exchange, overlap, call_args)
 
 
 def _check_same_params(
