@@ -98,3 +98,17 @@ def test_argv():
         with pytest.raises(ConfigError, match="positive integer"):
             mpiexec_argv(bad, ["p"], mpiexec=Path("/m/mpiexec"))
     assert os.path.basename(argv[0]) == "mpiexec"
+
+
+def test_thread_pools_get_each_rank_its_share_of_the_cores():
+    from parcomp.launch.run import THREAD_VARIABLES, threads_per_rank
+
+    env = {}
+    threads_per_rank(env, 1)
+    assert {env[k] for k in THREAD_VARIABLES} == {str(os.cpu_count() or 1)}
+    env = {"OMP_NUM_THREADS": "5"}
+    threads_per_rank(env, 10**6)  # more ranks than cores: at least one thread
+    assert env["OMP_NUM_THREADS"] == "5" and env["OPENBLAS_NUM_THREADS"] == "1"
+    env = {"SLURM_CPUS_PER_TASK": "8"}  # ranks may span nodes: Slurm's figure wins
+    threads_per_rank(env, 64)
+    assert env["MKL_NUM_THREADS"] == "8" and env["NUMBA_NUM_THREADS"] == "8"
