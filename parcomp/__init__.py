@@ -52,6 +52,9 @@ __version__ = "0.1.0"
 _LAZY: dict[str, tuple[str, str]] = {
     "DistArray": ("parcomp.array", "DistArray"),
     "run_stencil": ("parcomp.declared", "run_stencil"),
+    "exchange_halos": ("parcomp.exchange", "exchange_halos"),
+    "start_exchange": ("parcomp.exchange", "start_exchange"),
+    "finish_exchange": ("parcomp.exchange", "finish_exchange"),
     "stencil": ("parcomp.declared", "stencil"),
     "StencilKernel": ("parcomp.declared", "StencilKernel"),
     "Partition": ("parcomp.partition", "Partition"),

@@ -57,8 +57,11 @@ class StencilSpec:
     writes : tuple of str
         Parameters whose interior the kernel writes (fields).
     params : tuple of str
-        All parameters, in order; those in neither ``reads`` nor ``writes`` are plain
-        parameters (numbers or numpy arrays, never DistArrays).
+        All parameters, in order; those in none of ``reads``, ``writes`` and
+        ``pointwise`` are plain parameters (numbers or numpy arrays, never DistArrays).
+    pointwise : tuple of str
+        Fields read only at the cell being computed (``uold[i, j]``): DistArrays with
+        the same decomposition, never exchanged; they may also be written (in place).
     """
 
     radius: int | tuple[int, ...]
@@ -66,6 +69,7 @@ class StencilSpec:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     params: tuple[str, ...]
+    pointwise: tuple[str, ...] = ()
 
     def radius_for(self, ndim: int) -> tuple[int, ...]:
         """Radius per axis for an ``ndim``-d field (raises ShapeError on a count mismatch)."""
@@ -79,8 +83,11 @@ class StencilSpec:
         return self.radius
 
     def role(self, name: str) -> str:
-        """``"read"``, ``"write"``, ``"read+write"`` or ``"param"``."""
+        """``"read"``, ``"write"``, ``"read+write"``, ``"pointwise"``,
+        ``"pointwise+write"`` or ``"param"``."""
         r, w = name in self.reads, name in self.writes
+        if name in self.pointwise:
+            return "pointwise+write" if w else "pointwise"
         return "read+write" if r and w else "read" if r else "write" if w else "param"
 
 
@@ -90,6 +97,7 @@ def make_spec(
     corners: bool,
     reads: Sequence[str] | None,
     writes: Sequence[str] | None,
+    pointwise: Sequence[str] = (),
 ) -> StencilSpec:
     """Validate a declaration against ``func``'s signature (PURE)."""
     name = getattr(func, "__name__", repr(func))
@@ -116,7 +124,8 @@ def make_spec(
         )
     rd = (params[0],) if reads is None else _names(reads, "reads", name)
     wr = (params[1],) if writes is None else _names(writes, "writes", name)
-    for label, group in (("reads", rd), ("writes", wr)):
+    pw = _names(pointwise, "pointwise", name)
+    for label, group in (("reads", rd), ("writes", wr), ("pointwise", pw)):
         unknown = [n for n in group if n not in params]
         if unknown:
             raise KernelSignatureError(
@@ -125,6 +134,11 @@ def make_spec(
             )
     if not wr:
         raise KernelSignatureError(f"@parcomp.stencil on {name!r}: writes=() names no output")
+    if set(pw) & set(rd):
+        raise KernelSignatureError(
+            f"@parcomp.stencil on {name!r}: {sorted(set(pw) & set(rd))} named in both reads= "
+            "(read with ghost cells) and pointwise= (read at the cell only); choose one"
+        )
     both = sorted(set(rd) & set(wr))
     if both and any(values):
         raise KernelSignatureError(
@@ -132,7 +146,7 @@ def make_spec(
             "written: updating a field in place while neighbours read it gives wrong "
             "results; write to a second field (or declare radius=0 for a pointwise update)"
         )
-    spec = StencilSpec(rad, corners, rd, wr, params)
+    spec = StencilSpec(rad, corners, rd, wr, params, pw)
     _check_against_source(func, spec)
     return spec
 
@@ -140,6 +154,15 @@ def make_spec(
 def _check_against_source(func: Callable[..., Any], spec: StencilSpec) -> None:
     """Refuse a declaration that the kernel's own source contradicts (see parcomp.reach)."""
     name = getattr(func, "__name__", repr(func))
+    for field, reach in infer_reach(func, spec.pointwise).items():
+        if reach.offsets:
+            axis = next(iter(reach.offsets))
+            raise KernelSignatureError(
+                f"@parcomp.stencil on {name!r}: {field} is declared pointwise (read only at "
+                f"the cell computed, never exchanged) but the kernel reads "
+                f"{reach.widest[axis]}, a neighbour: its ghost cells would be stale. "
+                "Declare it in reads=(...)"
+            )
     for reach in infer_reach(func, spec.reads).values():
         if reach.diagonal is not None and not spec.corners:
             raise KernelSignatureError(
@@ -207,6 +230,7 @@ def stencil(
     corners: bool = False,
     reads: Sequence[str] | None = None,
     writes: Sequence[str] | None = None,
+    pointwise: Sequence[str] = (),
     **options: Any,
 ) -> Any:
     """Declare a stencil kernel and compile it like :func:`parcomp.jit`.
@@ -224,6 +248,10 @@ def stencil(
         Parameters read with ghost cells (default: the first parameter).
     writes : sequence of str, optional
         Parameters whose interior is written (default: the second parameter).
+    pointwise : sequence of str, optional
+        Fields read only at the cell being computed (the old time level of a wave
+        equation): DistArrays decomposed like the others, never exchanged.  A field
+        named here may also be in ``writes`` (updated in place).
     **options
         Passed to ``numba.njit`` (``cache`` defaults to True).
 
@@ -243,7 +271,9 @@ def stencil(
             raise KernelSignatureError(f"@parcomp.stencil needs a function, got {f!r}")
         inner = f.py_func if isinstance(f, Kernel) else f
         opts = {**f.options, **options} if isinstance(f, Kernel) else options
-        return StencilKernel(inner, opts, make_spec(inner, radius, corners, reads, writes))
+        return StencilKernel(
+            inner, opts, make_spec(inner, radius, corners, reads, writes, pointwise)
+        )
 
     return wrap if func is None else wrap(func)
 
@@ -376,7 +406,9 @@ def run_stencil(
                 comm,
             )
     for n, a, _ in fields[1:]:
-        if (a.partition, a.halo) != (first.partition, first.halo):
+        if (a.partition, a.halo) != (first.partition, first.halo) or (
+            a._halo_comm is not first._halo_comm
+        ):
             _fail(
                 ShapeError(
                     f"run_stencil: fields {fields[0][0]} and {n} of kernel {name!r} are "
@@ -417,7 +449,7 @@ def run_stencil(
             ),
             comm,
         )
-    read_arrays = [r for _, r in reads]
+    read_arrays = list({id(r): r for _, r in reads}.values())  # each array once
     remember(key, args, read_arrays, spec, want_corners, DistArray)
     execute(kernel, args, read_arrays, spec, want_corners, exchange, overlap, call_args)
 

@@ -41,7 +41,36 @@ __all__ = [
     "direction_index",
     "largest_tag",
     "HaloExchange",
+    "ExchangeStats",
+    "STATS",
 ]
+
+
+class ExchangeStats:
+    """Counts of what halo exchanges started in this process (for benchmarks and tests).
+
+    Attributes
+    ----------
+    messages : int
+        Messages sent (one per neighbour per exchange, however many fields it carries).
+    exchanges : int
+        Exchanges started.
+    """
+
+    __slots__ = ("exchanges", "messages")
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.exchanges = 0
+
+    def reset(self) -> None:
+        """Set both counts to zero."""
+        self.messages = 0
+        self.exchanges = 0
+
+
+#: Process-wide counts of halo messages and exchanges (see :class:`ExchangeStats`).
+STATS = ExchangeStats()
 
 
 def largest_tag(ndim: int) -> int:
@@ -179,13 +208,16 @@ def _subarray(base: Any, shape: tuple[int, ...], region: tuple[slice, ...]) -> A
 
 
 class HaloExchange:
-    """Persistent halo exchange over one buffer (COMMUNICATES).
+    """Persistent halo exchange over one buffer, or several at once (COMMUNICATES).
 
     Parameters
     ----------
-    buffer : numpy.ndarray
-        C-contiguous local buffer (interior plus ghost cells); it must stay alive and
-        unmoved while this object is in use.
+    buffer : numpy.ndarray or sequence of numpy.ndarray
+        C-contiguous local buffer (interior plus ghost cells), or several of the same
+        shape (any dtypes) exchanged together: one message per neighbour carries the slab
+        of every buffer (an MPI struct datatype over their absolute addresses, so nothing
+        is packed or copied in Python).  Buffers must stay alive and unmoved while this
+        object is in use.
     plan : tuple of HaloMessage
         From :func:`halo_plan`.
     comm : mpi4py.MPI.Comm
@@ -200,27 +232,66 @@ class HaloExchange:
     """
 
     def __init__(
-        self, buffer: np.ndarray, plan: tuple[HaloMessage, ...], comm: MPI.Comm, tag_base: int = 0
+        self,
+        buffer: np.ndarray | Sequence[np.ndarray],
+        plan: tuple[HaloMessage, ...],
+        comm: MPI.Comm,
+        tag_base: int = 0,
     ) -> None:
         from mpi4py import MPI
-        from mpi4py.util.dtlib import from_numpy_dtype
 
-        if not buffer.flags.c_contiguous:
-            raise ShapeError("halo exchange needs a C-contiguous buffer")
+        buffers = [buffer] if hasattr(buffer, "dtype") else list(buffer)
+        if not buffers:
+            raise ShapeError("halo exchange needs at least one buffer")
+        for b in buffers:
+            if not b.flags.c_contiguous:
+                raise ShapeError("halo exchange needs C-contiguous buffers")
+            if b.shape != buffers[0].shape:
+                raise ShapeError(
+                    f"buffers exchanged together must have one shape, got {b.shape} and "
+                    f"{buffers[0].shape}"
+                )
         self.plan = plan
+        self.fields = len(buffers)
         self._active = False
-        base = from_numpy_dtype(buffer.dtype)
         self._types: list[Any] = []
         recvs, sends = [], []
         for msg in plan:
-            rtype = _subarray(base, buffer.shape, msg.recv)
-            stype = _subarray(base, buffer.shape, msg.send)
-            self._types += [rtype, stype]
-            recvs.append(comm.Recv_init([buffer, 1, rtype], msg.neighbor, tag_base + msg.recv_tag))
-            sends.append(comm.Send_init([buffer, 1, stype], msg.neighbor, tag_base + msg.send_tag))
+            rbuf, rtype = self._message_type(buffers, msg.recv)
+            sbuf, stype = self._message_type(buffers, msg.send)
+            recvs.append(comm.Recv_init([rbuf, 1, rtype], msg.neighbor, tag_base + msg.recv_tag))
+            sends.append(comm.Send_init([sbuf, 1, stype], msg.neighbor, tag_base + msg.send_tag))
         self._requests = recvs + sends
+        self._sends = len(sends)
         self._statuses = [MPI.Status() for _ in self._requests]
         self._finalizer = weakref.finalize(self, _free, self._requests, self._types, MPI)
+
+    def _message_type(self, buffers: list[np.ndarray], region: tuple[slice, ...]) -> Any:
+        """(buffer, committed datatype) of one message: the region of every buffer."""
+        from mpi4py import MPI
+        from mpi4py.util.dtlib import from_numpy_dtype
+
+        if len(buffers) == 1:
+            t = _subarray(from_numpy_dtype(buffers[0].dtype), buffers[0].shape, region)
+            self._types.append(t)
+            return buffers[0], t
+        parts = []
+        for b in buffers:
+            sub = from_numpy_dtype(b.dtype).Create_subarray(
+                list(b.shape),
+                [s.stop - s.start for s in region],
+                [s.start for s in region],
+                order=MPI.ORDER_C,
+            )
+            parts.append(sub)
+        struct = MPI.Datatype.Create_struct(
+            [1] * len(buffers), [MPI.Get_address(b) for b in buffers], parts
+        )
+        struct.Commit()
+        for sub in parts:
+            sub.Free()  # the struct keeps what it needs
+        self._types.append(struct)
+        return MPI.BOTTOM, struct
 
     def start(self) -> None:
         """Start all receives and sends (returns at once)."""
@@ -230,6 +301,8 @@ class HaloExchange:
             from mpi4py import MPI
 
             MPI.Prequest.Startall(self._requests)
+            STATS.messages += self._sends
+            STATS.exchanges += 1
         self._active = True
 
     def wait(self) -> None:

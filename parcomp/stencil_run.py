@@ -15,6 +15,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from parcomp.exchange import group_exchange
+
 __all__ = ["CHECKED", "CHECKED_MAX", "fast_key", "remember", "execute"]
 
 
@@ -78,13 +80,15 @@ def execute(
     from parcomp.array import DistArray
 
     reads = [r() if isinstance(r, weakref.ref) else r for r in reads]
+    if overlap and exchange and not reads:
+        overlap = False  # nothing to exchange, nothing to overlap
     if overlap and exchange:
         first = next(a for a in args if isinstance(a, DistArray))
         _overlapped(kernel, args, reads, first, spec, corners)
         return
-    if exchange:
-        for r in reads:
-            r.exchange_halos(corners)
+    if exchange and reads:
+        # every field read with ghosts in one exchange: one message per neighbour
+        group_exchange(reads, corners).exchange()
     if call_args is None:
         call_args = tuple(a.local if isinstance(a, DistArray) else a for a in args)
     kernel(*call_args)
@@ -119,14 +123,13 @@ def _overlapped(
         kernel(*(a.local[region] if isinstance(a, DistArray) else a for a in args))
 
     rest = tuple(slice(None) for _ in range(ndim - 1))
-    for a in reads:
-        a.start_exchange(corners)
+    group = group_exchange(reads, corners)
+    group.start()
     try:
         if n[0] > 2 * r[0]:
             call((slice(h[0], h[0] + n[0]), *rest))
     finally:
-        for a in reads:
-            a.finish_exchange(corners)
+        group.wait()
     whole = tuple(slice(hd - rd, hd + nd + rd) for hd, nd, rd in zip(h, n, r, strict=True))
     for axis in range(ndim):
         hd, nd, rd = h[axis], n[axis], r[axis]

@@ -113,12 +113,24 @@ class ShmJanitor:
         self.before = _segments()
         self.started = time.time()
 
-    def clean(self) -> int:
-        """Remove segments created since :meth:`start` that nobody maps; return how many."""
-        return _remove_unmapped(
-            [
-                name
-                for name, mtime in _segments().items()
-                if name not in self.before and mtime >= self.started - 1.0
-            ]
-        )
+    def clean(self, settle: float = 3.0) -> int:
+        """Remove segments created since :meth:`start` that nobody maps; return how many.
+
+        ``mpiexec`` can return while the ranks it killed are still exiting and still map
+        their segments; those are waited for, up to ``settle`` seconds (a segment a live
+        job of someone else maps stays, and costs that wait once).
+        """
+        names = [
+            name
+            for name, mtime in _segments().items()
+            if name not in self.before and mtime >= self.started - 1.0
+        ]
+        removed = _remove_unmapped(names)
+        deadline = time.monotonic() + settle
+        while removed < len(names) and time.monotonic() < deadline:
+            left = [n for n in names if (SHM / n).exists()]
+            if not left:
+                break
+            time.sleep(0.1)
+            removed += _remove_unmapped(left)
+        return removed
