@@ -6,6 +6,7 @@ PURE: kernels compute on local blocks (interior plus ghost cells) and never comm
 
 from parcomp.kernels.kmeans import kmeans_stats, kmeans_stats_numpy
 from parcomp.kernels.mandelbrot import mandelbrot_numpy, mandelbrot_row
+from parcomp.kernels.pde import gray_scott_numpy, gray_scott_step, wave_step, wave_step_numpy
 from parcomp.kernels.stencils import (
     heat_step_2d,
     heat_step_2d_numpy,
@@ -26,4 +27,8 @@ __all__ = [
     "kmeans_stats_numpy",
     "mandelbrot_row",
     "mandelbrot_numpy",
+    "gray_scott_step",
+    "gray_scott_numpy",
+    "wave_step",
+    "wave_step_numpy",
 ]
