@@ -17,53 +17,136 @@ from typing import Any
 
 from parcomp.exchange import group_exchange
 
-__all__ = ["CHECKED", "CHECKED_MAX", "fast_key", "remember", "execute"]
+__all__ = ["CHECKED", "CHECKED_MAX", "find", "fast_key", "remember", "execute"]
 
 
 class _Checked:
     """A call of ``run_stencil`` that passed every check: its arrays (weakly), what it
-    reads, and the corners decision."""
+    reads, the corners decision, and two functions made for exactly this call's shape:
 
-    __slots__ = ("corners", "reads", "refs", "spec")
+    * ``same(*args)``: the same arrays (alive, the same objects) and argument kinds;
+    * ``fire(*args)``: the halo exchange (if any neighbour) and the kernel's compiled
+      dispatcher on the ``.local`` buffers: the whole call, with no loop, lookup or
+      allocation that does not depend on this call's values; ``bare(*args)`` the same
+      without the exchange (``exchange=False``).
+    """
 
-    def __init__(self, refs: tuple[Any, ...], reads: list[Any], spec: Any, corners: bool) -> None:
+    __slots__ = ("arity", "bare", "corners", "fire", "reads", "refs", "same", "spec")
+
+    def __init__(
+        self,
+        refs: tuple[Any, ...],
+        reads: list[Any],
+        spec: Any,
+        corners: bool,
+        same: Any,
+        fire: Any,
+        bare: Any,
+    ) -> None:
         self.refs = refs
+        self.arity = len(refs)
         self.reads = reads
         self.spec = spec
         self.corners = corners
+        self.same = same
+        self.fire = fire
+        self.bare = bare
 
     def matches(self, args: tuple[Any, ...]) -> bool:
-        return all(ref is None or ref() is a for ref, a in zip(self.refs, args, strict=True))
+        return len(args) == self.arity and self.same(*args)
 
 
-#: Checked calls, keyed by kernel, corners and per argument its identity (DistArrays) or
-#: kind; bounded (a loop making new arrays every call adds entries, oldest dropped).
-CHECKED: dict[Any, _Checked] = {}
+#: Checked calls per ``(kernel, corners)``, most recent first (a loop that swaps two
+#: arrays each step has two); bounded in all (a loop making new arrays every call adds
+#: entries, the oldest dropped).
+CHECKED: dict[Any, list[_Checked]] = {}
 CHECKED_MAX = 256
+_PER_KERNEL = 8
+
+
+def find(kernel: Any, corners: Any, args: tuple[Any, ...]) -> _Checked | None:
+    """The remembered call these arguments repeat, if any (local, no communication)."""
+    hits = CHECKED.get((kernel, corners))
+    if hits is not None:
+        for hit in hits:
+            if hit.matches(args):
+                return hit
+    return None
 
 
 def fast_key(kernel: Any, args: tuple[Any, ...], corners: Any, dist: type) -> Any:
+    """The remembering key of a call (kept for callers; :func:`find` is the fast path)."""
+    return (kernel, corners)
+
+
+def _kind(a: Any, dist: type) -> Any:
     import numpy as np
 
-    parts: list[Any] = []
-    for a in args:
-        if isinstance(a, dist):
-            parts.append(id(a))
-        elif isinstance(a, np.ndarray):
-            parts.append((a.dtype.str, a.ndim))
+    if isinstance(a, dist):
+        return None
+    if isinstance(a, np.ndarray):
+        return (type(a), a.dtype, a.ndim)
+    return type(a)
+
+
+def _specialise(
+    kernel: Any, args: tuple[Any, ...], reads: list[Any], corners: bool, dist: type
+) -> tuple[Any, Any, Any]:
+    """Generate ``same``, ``fire`` and ``bare`` for this call's argument kinds (see :class:`_Checked`).
+
+    The arrays are held by weak reference (a new array at a dead one's address is not the
+    same); the exchange object too (it belongs to the array or to its group cache).
+    """
+    names = [f"a{i}" for i in range(len(args))]
+    env: dict[str, Any] = {}
+    same, call = [], []
+    for i, (name, a) in enumerate(zip(names, args, strict=True)):
+        kind = _kind(a, dist)
+        if kind is None:
+            env[f"r{i}"] = weakref.ref(a)
+            same.append(f"r{i}() is {name}")
+            call.append(f"{name}.local")
+        elif isinstance(kind, tuple):
+            env[f"t{i}"], env[f"d{i}"], env[f"n{i}"] = kind
+            same.append(
+                f"{name}.__class__ is t{i} and {name}.dtype == d{i} and {name}.ndim == n{i}"
+            )
+            call.append(name)
         else:
-            parts.append(type(a))
-    return (kernel, corners, tuple(parts))
+            env[f"t{i}"] = kind
+            same.append(f"{name}.__class__ is t{i}")
+            call.append(name)
+    sig = ", ".join(names)
+    lines = [f"def same({sig}):", f"    return {' and '.join(same) or 'True'}"]
+    ex = group_exchange(reads, corners) if reads else None
+    dispatcher = getattr(kernel, "_dispatcher", None)
+    env["k"] = dispatcher if dispatcher is not None else kernel
+    body = []
+    if ex is not None and ex.plan:
+        env["x"] = weakref.ref(ex)
+        read_refs = [weakref.ref(r) for r in reads]
+        # the exchange belongs to the array (or its group cache): rebuilt if it went away
+        env["g"] = lambda: group_exchange([r() for r in read_refs], corners)
+        body.append("    (x() or g()).exchange()")
+    body.append(f"    k({', '.join(call)})")
+    lines += [f"def fire({sig}):", *body, f"def bare({sig}):", body[-1]]
+    exec("\n".join(lines), env)  # generated from names and kinds only
+    return env["same"], env["fire"], env["bare"]
 
 
 def remember(
     key: Any, args: tuple[Any, ...], reads: list[Any], spec: Any, corners: bool, dist: type
 ) -> None:
-    if len(CHECKED) >= CHECKED_MAX:
-        CHECKED.pop(next(iter(CHECKED)))
+    kernel = key[0]
     refs = tuple(weakref.ref(a) if isinstance(a, dist) else None for a in args)
+    same, fire, bare = _specialise(kernel, args, reads, corners, dist)
     # the reads are held through the weak references above, not kept alive here
-    CHECKED[key] = _Checked(refs, [weakref.ref(r) for r in reads], spec, corners)
+    hit = _Checked(refs, [weakref.ref(r) for r in reads], spec, corners, same, fire, bare)
+    hits = CHECKED.setdefault(key, [])  # keyed by the corners asked for, not decided
+    hits.insert(0, hit)
+    del hits[_PER_KERNEL:]
+    if sum(len(h) for h in CHECKED.values()) > CHECKED_MAX:
+        CHECKED.pop(next(iter(CHECKED)))
 
 
 def execute(

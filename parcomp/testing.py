@@ -70,6 +70,8 @@ def inject_failure(
     recovery-time measurements).  The folders in ``wipe`` are deleted first: the loss of a
     node's local storage along with the rank.
     """
+    if die_at_step is None or step != die_at_step:
+        return  # first: this runs on every step of a job
     import shutil
     import signal
     import time
@@ -77,8 +79,6 @@ def inject_failure(
     from parcomp.comm import world_rank_size
 
     del comm  # the world rank decides; kept for callers passing it
-    if die_at_step is None or step != die_at_step:
-        return
     if int(os.environ.get("PARCOMP_RESTART_COUNT", "0") or 0) != 0:
         return
     if world_rank_size()[0] != (die_rank or 0):

@@ -62,6 +62,8 @@ BEAT_FORMAT = f"<qq{NAME_BYTES}sqq"  # ... then 1 once MPI is initialised
 _LEFT_AT = 16 + NAME_BYTES
 _INIT_AT = _LEFT_AT + 8
 BEAT_SIZE = struct.calcsize(BEAT_FORMAT)
+_ENTER = struct.Struct(f"<q{NAME_BYTES}s")  # precompiled: enter/leave run on every call
+_COUNT = struct.Struct("<q")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,12 +84,12 @@ class _Beat:
 
     def enter(self, name: bytes) -> int:
         self.entered += 1
-        struct.pack_into(f"<q{NAME_BYTES}s", self.map, 8, self.entered, name)
+        _ENTER.pack_into(self.map, 8, self.entered, name)
         return self.entered
 
     def leave(self) -> None:
         self.left += 1
-        struct.pack_into("<q", self.map, _LEFT_AT, self.left)
+        _COUNT.pack_into(self.map, _LEFT_AT, self.left)
 
     def finished(self) -> None:
         struct.pack_into("<q", self.map, _LEFT_AT, -1)
