@@ -352,17 +352,19 @@ def run_stencil(
         # the way back costs several times its warm price.
         n = len(args)
         for hit in hits:
-            if hit.arity == n and hit.same(*args):
+            if hit.arity == n:
                 beat = watchdog._beat
                 if beat is None or watchdog._nesting[0]:
-                    (hit.fire if exchange else hit.bare)(*args)
-                else:  # under the watchdog: a hang in here is reported as run_stencil
-                    beat.enter(_NAME)
-                    try:
-                        (hit.fire if exchange else hit.bare)(*args)
-                    finally:
-                        beat.leave()
-                return
+                    if (hit.fire if exchange else hit.bare)(*args):
+                        return
+                    continue
+                beat.enter(_NAME)  # under the watchdog: a hang in here is reported
+                try:
+                    done = (hit.fire if exchange else hit.bare)(*args)
+                finally:
+                    beat.leave()
+                if done:
+                    return
     _run_stencil(kernel, args, corners, exchange, overlap)
 
 

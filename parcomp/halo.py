@@ -52,9 +52,10 @@ class ExchangeStats:
     Attributes
     ----------
     messages : int
-        Messages sent (one per neighbour per exchange, however many fields it carries).
+        Messages sent (one per neighbour per exchange, however many fields it carries;
+        a rank that is its own neighbour along a periodic axis copies, sends nothing).
     exchanges : int
-        Exchanges started.
+        Exchanges started that had a neighbour (another rank or itself).
     """
 
     __slots__ = ("exchanges", "messages")
@@ -207,6 +208,14 @@ def _subarray(base: Any, shape: tuple[int, ...], region: tuple[slice, ...]) -> A
     return dtype
 
 
+def _Startall(requests: list[Any]) -> None:  # replaced by MPI's on first construction
+    raise RuntimeError("no halo exchange was built")
+
+
+_Waitall = _Startall
+_MPIException: Any = RuntimeError
+
+
 class HaloExchange:
     """Persistent halo exchange over one buffer, or several at once (COMMUNICATES).
 
@@ -240,6 +249,12 @@ class HaloExchange:
     ) -> None:
         from mpi4py import MPI
 
+        global _Startall, _Waitall, _MPIException
+        _Startall, _Waitall, _MPIException = (
+            MPI.Prequest.Startall,
+            MPI.Request.Waitall,
+            MPI.Exception,
+        )
         buffers = [buffer] if hasattr(buffer, "dtype") else list(buffer)
         if not buffers:
             raise ShapeError("halo exchange needs at least one buffer")
@@ -256,13 +271,23 @@ class HaloExchange:
         self._active = False
         self._types: list[Any] = []
         recvs, sends = [], []
+        # A periodic axis with one rank along it makes the rank its own neighbour: those
+        # ghost cells are copied in memory (what a hand-written code does), not sent.
+        me = comm.Get_rank()
+        by_offset = {m.offset: m for m in plan}
+        self._copies: list[tuple[Any, tuple[slice, ...], tuple[slice, ...]]] = []
         for msg in plan:
+            if msg.neighbor == me:
+                source = by_offset[tuple(-o for o in msg.offset)].send
+                self._copies += [(b, msg.recv, source) for b in buffers]
+                continue
             rbuf, rtype = self._message_type(buffers, msg.recv)
             sbuf, stype = self._message_type(buffers, msg.send)
             recvs.append(comm.Recv_init([rbuf, 1, rtype], msg.neighbor, tag_base + msg.recv_tag))
             sends.append(comm.Send_init([sbuf, 1, stype], msg.neighbor, tag_base + msg.send_tag))
         self._requests = recvs + sends
         self._sends = len(sends)
+        self.messages = len(sends)
         self._statuses = [MPI.Status() for _ in self._requests]
         self._finalizer = weakref.finalize(self, _free, self._requests, self._types, MPI)
 
@@ -297,11 +322,14 @@ class HaloExchange:
         """Start all receives and sends (returns at once)."""
         if self._active:
             raise RuntimeError("halo exchange already started; call wait() first")
+        for b, dst, src in self._copies:  # first: measured faster than after Startall
+            b[dst] = b[src]
         if self._requests:
             from mpi4py import MPI
 
             MPI.Prequest.Startall(self._requests)
             STATS.messages += self._sends
+        if self.plan:
             STATS.exchanges += 1
         self._active = True
 
@@ -321,21 +349,39 @@ class HaloExchange:
             try:
                 MPI.Request.Waitall(self._requests, self._statuses)
             except MPI.Exception as exc:
-                # The requests met a failure: never free them (Open MPI aborts the job when
-                # a persistent request that failed is freed, "Send error after request
-                # freed ... MPI_ERRORS_ARE_FATAL"); the communicator is revoked anyway.
-                self._finalizer.detach()
-                if exc.Get_error_class() != MPI.ERR_IN_STATUS:
-                    raise
-                inner = [st.Get_error() for st in self._statuses]
-                failed = [e for e in inner if e not in (MPI.SUCCESS, MPI.ERR_PENDING)]
-                raise (MPI.Exception(failed[0]) if failed else exc) from None
+                self._failed(exc)
         self._active = False
 
+    def _failed(self, exc: Any) -> None:
+        """Raise the error of the request that failed (see :meth:`wait`)."""
+        from mpi4py import MPI
+
+        # The requests met a failure: never free them (Open MPI aborts the job when a
+        # persistent request that failed is freed, "Send error after request freed ...
+        # MPI_ERRORS_ARE_FATAL"); the communicator is revoked anyway.
+        self._finalizer.detach()
+        if exc.Get_error_class() != MPI.ERR_IN_STATUS:
+            raise exc
+        inner = [st.Get_error() for st in self._statuses]
+        failed = [e for e in inner if e not in (MPI.SUCCESS, MPI.ERR_PENDING)]
+        raise (MPI.Exception(failed[0]) if failed else exc) from None
+
     def exchange(self) -> None:
-        """:meth:`start` then :meth:`wait`."""
-        self.start()
-        self.wait()
+        """:meth:`start` then :meth:`wait` (written out: this runs on every step)."""
+        if self._active:
+            raise RuntimeError("halo exchange already started; call wait() first")
+        for b, dst, src in self._copies:
+            b[dst] = b[src]
+        requests = self._requests
+        if requests:
+            _Startall(requests)
+            STATS.messages += self._sends
+            try:
+                _Waitall(requests, self._statuses)
+            except _MPIException as exc:
+                self._failed(exc)
+        if self.plan:
+            STATS.exchanges += 1
 
     def free(self) -> None:
         """Release the MPI requests and datatypes (also done when garbage collected)."""

@@ -25,7 +25,7 @@ class _Checked:
     reads, the corners decision, and two functions made for exactly this call's shape:
 
     * ``same(*args)``: the same arrays (alive, the same objects) and argument kinds;
-    * ``fire(*args)``: the halo exchange (if any neighbour) and the kernel's compiled
+    * ``fire(*args)``: if ``same(*args)`` (else it returns False), the halo exchange (if any neighbour) and the kernel's compiled
       dispatcher on the ``.local`` buffers: the whole call, with no loop, lookup or
       allocation that does not depend on this call's values; ``bare(*args)`` the same
       without the exchange (``exchange=False``).
@@ -117,19 +117,20 @@ def _specialise(
             same.append(f"{name}.__class__ is t{i}")
             call.append(name)
     sig = ", ".join(names)
-    lines = [f"def same({sig}):", f"    return {' and '.join(same) or 'True'}"]
+    test = " and ".join(same) or "True"
+    lines = [f"def same({sig}):", f"    return {test}"]
     ex = group_exchange(reads, corners) if reads else None
     dispatcher = getattr(kernel, "_dispatcher", None)
     env["k"] = dispatcher if dispatcher is not None else kernel
-    body = []
+    body = [f"    if not ({test}):", "        return False"]
     if ex is not None and ex.plan:
         env["x"] = weakref.ref(ex)
         read_refs = [weakref.ref(r) for r in reads]
         # the exchange belongs to the array (or its group cache): rebuilt if it went away
         env["g"] = lambda: group_exchange([r() for r in read_refs], corners)
         body.append("    (x() or g()).exchange()")
-    body.append(f"    k({', '.join(call)})")
-    lines += [f"def fire({sig}):", *body, f"def bare({sig}):", body[-1]]
+    body += [f"    k({', '.join(call)})", "    return True"]
+    lines += [f"def fire({sig}):", *body, f"def bare({sig}):", *body[:2], *body[-2:]]
     exec("\n".join(lines), env)  # generated from names and kinds only
     return env["same"], env["fire"], env["bare"]
 
