@@ -107,8 +107,8 @@ def solve(
         x.axpy(alpha, p)
         r.axpy(-alpha, q)
         rs_new = r.dot(r, deterministic=deterministic)
-        np.multiply(p, rs_new / rs, out=p)  # p = r + beta p, in place
-        np.add(p, r, out=p)
+        p *= rs_new / rs  # p = r + beta p, in place
+        p += r
         rs, k = rs_new, k + 1
         if progress and k % 50 == 0:
             log.info("iteration %d: relative residual %.3e", k, np.sqrt(rs / bnorm2))

@@ -153,6 +153,7 @@ class DistArray(VectorAlgebra):
             tuple(n + 2 * h for n, h in zip(local_shape, halo, strict=True)), dtype
         )
         self._interior = tuple(slice(h, h + n) for h, n in zip(halo, local_shape, strict=True))
+        self._interior_view = self.local[self._interior]
         self._exchanges: dict[bool, HaloExchange] = {}
 
     @classmethod
@@ -291,7 +292,10 @@ class DistArray(VectorAlgebra):
     @property
     def interior(self) -> np.ndarray:
         """View of this rank's block, without ghost cells (writes go to the buffer)."""
-        return self.local[self._interior]
+        view = self._interior_view  # made once: vector algebra asks for it on every call
+        if view.base is not self.local:  # the buffer was replaced: view the new one
+            view = self._interior_view = self.local[self._interior]
+        return view
 
     def __repr__(self) -> str:
         return (

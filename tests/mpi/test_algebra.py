@@ -46,6 +46,25 @@ def test_arithmetic_and_ufuncs_are_local_and_match_numpy():
     parallel_assert(same(a, A + 0.5 * B))
 
 
+def test_in_place_operators_match_numpy_and_check_like_ufuncs():
+    a, b = dist(A, halo=1), dist(B)
+    a *= 0.25
+    a += b
+    a -= 2
+    a /= 3.0
+    parallel_assert(same(a, ((A * 0.25 + B) - 2) / 3.0))
+    a.axpy(-1.5, b)  # the compiled pass: the same bits as NumPy's y + (alpha * x)
+    parallel_assert(same(a, ((A * 0.25 + B) - 2) / 3.0 + (-1.5 * B)))
+    i = dist(np.arange(91).reshape(SHAPE))
+    with pytest.raises(TypeError):
+        i += b  # float into int: refused by same-kind casting, as in NumPy
+    with pytest.raises(ShapeError, match="decomposed differently"):
+        a += DistArray.zeros((7, 13))
+    with pytest.raises(TypeError, match="not with a ndarray"):
+        a += np.ones(SHAPE)
+    parallel_assert(True)
+
+
 def test_misuse_raises_clearly():
     a = dist(A)
     with pytest.raises(TypeError, match="gather"):
