@@ -349,6 +349,8 @@ def _axpy_kernel() -> Any:
 
         _AXPY.append(jit(nogil=True)(axpy_loops).dispatcher)
     return _AXPY[0]
+
+
 #: Preallocated (send, receive, MPI.SUM) for float64 and complex128 dot products (filled
 #: on first import of mpi4py by :func:`_scalar_buffers`): a CG iteration does two dots,
 #: and with the caches cold after streaming its vectors, every Python step on the way to
