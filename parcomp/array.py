@@ -406,6 +406,34 @@ class DistArray(VectorAlgebra):
             mine.Free()
 
     @collective("DistArray.gather")
+    def to_hdf5(
+        self,
+        path: Any,
+        name: str = "data",
+        *,
+        attrs: dict[str, Any] | None = None,
+        mpio: bool | None = None,
+    ) -> Any:
+        """Write this array to ``path`` as dataset ``name``, in parallel (no gather).
+
+        Collective; replaces the file atomically.  See :func:`parcomp.io.save_hdf5` (which
+        writes several arrays into one file) for the two back ends and the errors.
+        """
+        from parcomp.io.hdf5 import save_hdf5
+
+        return save_hdf5(path, {name: self}, attrs=attrs, mpio=mpio)
+
+    @classmethod
+    def from_hdf5(cls, path: Any, name: str = "data", **layout: Any) -> DistArray:
+        """Read dataset ``name`` of any HDF5 file into a new DistArray, each rank its block.
+
+        Collective.  ``layout``: ``halo``, ``periods``, ``dims``, ``comm``, and the
+        expected ``dtype`` / ``global_shape``.  See :func:`parcomp.io.load_hdf5`.
+        """
+        from parcomp.io.hdf5 import load_hdf5
+
+        return load_hdf5(path, name, **layout)
+
     def gather(self, root: int = 0) -> np.ndarray | None:
         """The whole array on ``root`` (``None`` on the other ranks).
 

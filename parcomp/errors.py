@@ -29,6 +29,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointSchemaError",
     "TaskError",
+    "HDF5Error",
 ]
 
 
@@ -82,6 +83,10 @@ class MPIExecNotFoundError(LaunchError, FileNotFoundError):
 
 class CheckpointError(ParcompError, OSError):
     """A checkpoint could not be written or read."""
+
+
+class HDF5Error(ParcompError, OSError):
+    """A results file (:mod:`parcomp.io`) could not be written or read."""
 
 
 class CheckpointSchemaError(CheckpointError, ValueError):

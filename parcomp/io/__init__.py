@@ -1,0 +1,8 @@
+"""Results in and out in parallel: DistArrays to and from HDF5 files, time series.
+
+COMMUNICATES: every function here is collective over the arrays' communicator.
+"""
+
+from parcomp.io.hdf5 import load_hdf5, mpio_available, save_hdf5
+
+__all__ = ["save_hdf5", "load_hdf5", "mpio_available"]

@@ -1,0 +1,503 @@
+"""DistArrays to and from HDF5 files, in parallel, without a gather.
+
+COMMUNICATES: :func:`save_hdf5` and :func:`load_hdf5` are collective over the arrays'
+communicator.  The path checks and the plan are local; every outcome is agreed, so an
+error is raised on every rank together and no rank is left in a collective.
+
+Writing (:func:`save_hdf5`, :meth:`DistArray.to_hdf5`) has two back ends, as checkpoints:
+
+* **parallel HDF5** (an MPI-enabled h5py, e.g. the ``.venv-mpio`` build): one file, each
+  rank writing its block with one collective hyperslab write;
+* **serial h5py** (the default wheel): each rank writes its block into its own part file,
+  in a folder ``<file>.parts-<id>`` next to the file; rank 0 writes the file itself with
+  one HDF5 *virtual dataset* per array that maps the parts into the global array.  Readers
+  (h5py, h5dump, xarray through h5netcdf, ParaView) see one global dataset and never need
+  to know.
+
+Either way the file is written under a temporary name, fsynced and renamed over the
+target: a reader sees the old file or the new one, never half of one, and a failure
+leaves the old file and no temporary behind.
+
+Reading (:func:`load_hdf5`, :meth:`DistArray.from_hdf5`) takes any HDF5 file with an N-d
+numeric dataset, written by parcomp or not, onto any rank count and process grid: each
+rank reads only its own hyperslab.  The file is hostile until checked: a regular file,
+a dataset (not a group), numeric, bounded shape; a virtual dataset whose source files are
+missing is refused (HDF5 would return fill values, silently).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parcomp.errors import ConfigError, DTypeError, HDF5Error, ShapeError
+from parcomp.watchdog import collective
+
+if TYPE_CHECKING:  # pragma: no cover
+    from parcomp.array import DistArray
+
+__all__ = ["save_hdf5", "load_hdf5", "mpio_available", "MAX_ELEMENTS"]
+
+#: Largest dataset (elements) :func:`load_hdf5` accepts: 2**48, far beyond any machine.
+MAX_ELEMENTS = 2**48
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+_PARTS = ".parts-"
+
+
+def mpio_available() -> bool:
+    """Whether h5py was built with MPI (parallel HDF5)."""
+    import h5py
+
+    return bool(h5py.get_config().mpi)
+
+
+def _comm_of(arrays: Any, *_a: Any, **_k: Any) -> Any:
+    if isinstance(arrays, Mapping):
+        arrays = list(arrays.values())
+    return arrays[0].comm if arrays else None
+
+
+# ------------------------------------------------------------------------------ writing
+@collective("save_hdf5", lambda path, arrays, **_k: _comm_of(arrays))
+def save_hdf5(
+    path: str | os.PathLike[str],
+    arrays: Mapping[str, DistArray],
+    *,
+    attrs: Mapping[str, Any] | None = None,
+    mpio: bool | None = None,
+) -> Path:
+    """Write DistArrays into one HDF5 file, one global dataset each, without a gather.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to write (replaced atomically if it exists).
+    arrays : mapping of str to DistArray
+        Dataset names (letters, digits, ``_ . -``; not starting with a digit) and arrays,
+        all on the same communicator.
+    attrs : mapping, optional
+        Numbers and strings stored as attributes of the file.
+    mpio : bool, optional
+        Use parallel HDF5 (one file written collectively).  Default: when h5py has MPI.
+        With serial h5py, each rank writes a part file (see the module docstring).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    ShapeError, ConfigError
+        Bad names, arrays on different communicators, a target that is a directory.
+    HDF5Error
+        The file could not be written (no space, read-only folder ...): raised on every
+        rank; the old file, if any, is untouched and nothing temporary is left.
+
+    Notes
+    -----
+    Collective over the arrays' communicator.
+    """
+    from parcomp.comm import raise_if_any
+    from parcomp.wire import bcast_json
+
+    items = _check_arrays(arrays)
+    first = items[0][1]
+    comm = first.comm
+    target = Path(os.path.abspath(os.fspath(path)))
+    use_mpio = mpio_available() if mpio is None else bool(mpio)
+    error: BaseException | None = None
+    if use_mpio and not mpio_available():
+        error = ConfigError(
+            "save_hdf5(mpio=True): this h5py has no MPI support (use the parallel h5py "
+            "build, or mpio=False for part files and a virtual dataset)"
+        )
+    clean_attrs = {}
+    try:
+        clean_attrs = _check_attrs(attrs)
+    except (TypeError, ValueError) as exc:
+        error = error or exc
+    if error is None and comm.Get_rank() == 0:
+        error = _check_target(target)
+    raise_if_any(error, comm)
+    nonce = bcast_json(comm, uuid.uuid4().hex[:12] if comm.Get_rank() == 0 else None)
+    tmp = target.with_name(f".{target.name}.tmp-{nonce}")
+    parts = target.with_name(f"{target.name}{_PARTS}{nonce}")
+    try:
+        if use_mpio:
+            _write_mpio(tmp, items, clean_attrs, comm)
+        else:
+            _write_parts(tmp, parts, target, items, clean_attrs, comm)
+    except BaseException:
+        if comm.Get_rank() == 0:
+            _remove(tmp)
+            _remove(parts)
+        raise
+    error = None
+    if comm.Get_rank() == 0:
+        try:
+            _commit(tmp, target)
+        except OSError as exc:
+            _remove(tmp)
+            _remove(parts)
+            error = HDF5Error(f"save_hdf5: could not publish {target}: {exc}")
+        else:
+            _remove_old_parts(target, keep=parts.name)
+    raise_if_any(error, comm)
+    return target
+
+
+def _check_arrays(arrays: Any) -> list[tuple[str, DistArray]]:
+    from parcomp.array import DistArray
+
+    if not isinstance(arrays, Mapping) or not arrays:
+        raise ShapeError("save_hdf5 needs a non-empty mapping of names to DistArrays")
+    items = list(arrays.items())
+    first = items[0][1]
+    for name, a in items:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(
+                f"save_hdf5: dataset name {name!r} must be letters, digits, '_', '.', '-' "
+                "(not starting with a digit or '.'), at most 128 characters"
+            )
+        if not isinstance(a, DistArray):
+            raise ShapeError(f"save_hdf5: {name!r} is a {type(a).__name__}, not a DistArray")
+        if a.comm is not first.comm and a._halo_comm is not first._halo_comm:
+            raise ShapeError(f"save_hdf5: {name!r} is on another communicator than the others")
+    return items
+
+
+def _check_attrs(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in (attrs or {}).items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"attribute names must be non-empty strings, got {key!r}")
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(value, bool | int | float | str):
+            raise ConfigError(
+                f"attribute {key!r}: numbers and strings only, got {type(value).__name__}"
+            )
+        out[key] = value
+    return out
+
+
+def _check_target(target: Path) -> BaseException | None:
+    folder = target.parent
+    if not folder.is_dir():
+        return HDF5Error(f"save_hdf5: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return HDF5Error(f"save_hdf5: folder {folder} is not writable")
+    try:
+        info = target.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return HDF5Error(f"save_hdf5: cannot inspect {target}: {exc}")
+    if not stat.S_ISREG(info.st_mode):
+        return HDF5Error(
+            f"save_hdf5: {target} exists and is not a regular file; it is not replaced"
+        )
+    return None
+
+
+def _region(a: DistArray) -> tuple[slice, ...]:
+    return tuple(slice(lo, hi) for lo, hi in a.local_range)
+
+
+def _write_mpio(tmp: Path, items: list[tuple[str, DistArray]], attrs: dict, comm: Any) -> None:
+    """One file, written collectively; errors agreed (HDF5 raises on every rank)."""
+    import h5py
+
+    from parcomp.comm import raise_if_any
+
+    error: BaseException | None = None
+    try:
+        with h5py.File(tmp, "w", driver="mpio", comm=comm) as fh:
+            fh.attrs.update({"creator": "parcomp", **attrs})
+            for name, a in items:
+                dset = fh.create_dataset(name, shape=a.global_shape, dtype=a.dtype)
+                with dset.collective:
+                    dset.write_direct(a.local, a._interior, _region(a))
+    except (OSError, ValueError, RuntimeError) as exc:
+        error = HDF5Error(f"save_hdf5: writing {tmp.name} failed: {exc}")
+    raise_if_any(error, comm)
+    if comm.Get_rank() == 0:
+        os.chmod(tmp, 0o644 & ~_umask())
+        _fsync(tmp)
+
+
+def _write_parts(
+    tmp: Path,
+    parts: Path,
+    target: Path,
+    items: list[tuple[str, DistArray]],
+    attrs: dict,
+    comm: Any,
+) -> None:
+    """Part files and a virtual-dataset file; errors agreed at each stage."""
+    import h5py
+
+    from parcomp.comm import raise_if_any
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    error: BaseException | None = None
+    if rank == 0:
+        try:
+            parts.mkdir(mode=0o755)
+        except OSError as exc:
+            error = HDF5Error(f"save_hdf5: cannot create {parts}: {exc}")
+    raise_if_any(error, comm)
+    part = parts / f"rank-{rank:05d}.h5"
+    try:
+        with h5py.File(part, "w") as fh:
+            fh.attrs.update({"creator": "parcomp", "rank": rank, "nprocs": size})
+            for name, a in items:
+                dset = fh.create_dataset(name, shape=a.local_shape, dtype=a.dtype)
+                if a.interior.size:
+                    dset.write_direct(a.local, a._interior)
+                dset.attrs["global_start"] = [lo for lo, _ in a.local_range]
+                dset.attrs["global_shape"] = list(a.global_shape)
+        _fsync(part)
+    except (OSError, ValueError, RuntimeError) as exc:
+        error = HDF5Error(f"save_hdf5: writing {part} failed: {exc}")
+    raise_if_any(error, comm)
+    ranges = _all_ranges(items[0][1])
+    if rank == 0:
+        try:
+            _fsync(parts)
+            with h5py.File(tmp, "w") as fh:
+                fh.attrs.update({"creator": "parcomp", "parts": parts.name, **attrs})
+                for name, a in items:
+                    layout = h5py.VirtualLayout(shape=a.global_shape, dtype=a.dtype)
+                    for r, bounds in enumerate(ranges):
+                        shape = tuple(hi - lo for lo, hi in bounds)
+                        source = h5py.VirtualSource(
+                            f"./{parts.name}/rank-{r:05d}.h5", name, shape=shape
+                        )
+                        layout[tuple(slice(lo, hi) for lo, hi in bounds)] = source
+                    fh.create_virtual_dataset(name, layout)
+            _fsync(tmp)
+        except (OSError, ValueError, RuntimeError) as exc:
+            error = HDF5Error(f"save_hdf5: writing {target.name} failed: {exc}")
+    raise_if_any(error, comm)
+
+
+def _all_ranges(a: DistArray) -> list[list[tuple[int, int]]]:
+    """Every rank's global index range (from the partition: the same on every rank)."""
+    return [list(a.partition.local_range(r)) for r in range(a.partition.size)]
+
+
+def _commit(tmp: Path, target: Path) -> None:
+    os.replace(tmp, target)
+    _fsync(target.parent)
+
+
+def _remove_old_parts(target: Path, keep: str) -> None:
+    """Part folders of earlier versions of ``target`` (after the new one is published)."""
+    prefix = f"{target.name}{_PARTS}"
+    for entry in target.parent.iterdir():
+        if entry.name.startswith(prefix) and entry.name != keep and entry.is_dir():
+            _remove(entry)
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ------------------------------------------------------------------------------ reading
+def _load_comm(path: Any, name: Any, *, comm: Any = None, **_k: Any) -> Any:
+    from parcomp.comm import resolve_comm
+
+    return resolve_comm(comm)
+
+
+@collective("load_hdf5", _load_comm)
+def load_hdf5(
+    path: str | os.PathLike[str],
+    name: str,
+    *,
+    halo: int | Sequence[int] = 0,
+    periods: bool | Sequence[bool] = False,
+    dims: Sequence[int | None] | None = None,
+    comm: Any = None,
+    dtype: Any = None,
+    global_shape: Sequence[int] | None = None,
+) -> DistArray:
+    """Read an N-d dataset of any HDF5 file into a new DistArray; each rank reads its block.
+
+    Parameters
+    ----------
+    path : path-like
+        An HDF5 file (written by parcomp or not).
+    name : str
+        The dataset's path in the file (``"u"``, ``"/results/u"``).
+    halo, periods, dims, comm
+        The new array's layout, as for :class:`~parcomp.DistArray`: any rank count and
+        process grid, whatever wrote the file.
+    dtype : numpy dtype, optional
+        The dtype expected; a dataset of another dtype raises (no silent conversion).
+    global_shape : sequence of int, optional
+        The shape expected; a dataset of another shape raises.
+
+    Returns
+    -------
+    DistArray
+        Interior filled from the file; ghost cells zero.
+
+    Raises
+    ------
+    HDF5Error
+        Missing or unreadable file, not a regular file, no such dataset, a virtual
+        dataset with missing source files, a failed read.
+    ShapeError, DTypeError
+        A shape or dtype that is not numeric, too large, or not the one expected.
+
+    Notes
+    -----
+    Collective over ``comm``.  Every rank checks the file; the shape and dtype every rank
+    saw are compared, so a rank that sees another file (node-local paths) raises
+    everywhere instead of reading a different array.
+    """
+    from parcomp.array import DistArray
+    from parcomp.comm import raise_if_any, raise_if_differ, resolve_comm
+
+    comm = resolve_comm(comm)
+    meta: tuple[tuple[int, ...], str] | None = None
+    error: BaseException | None = None
+    try:
+        meta = _inspect(Path(os.fspath(path)), name, dtype, global_shape)
+    except (HDF5Error, ShapeError, DTypeError) as exc:
+        error = exc
+    raise_if_any(error, comm)
+    assert meta is not None
+    raise_if_differ(
+        [list(meta[0]), meta[1]],
+        comm,
+        lambda ranks, first, other: (
+            f"load_hdf5: rank(s) {ranks} see dataset {name!r} of {path} as {other}, rank 0 "
+            f"as {first}: the file differs between ranks (a node-local path?)"
+        ),
+    )
+    shape, dt = meta
+    arr = DistArray(shape, np.dtype(dt), halo=halo, periods=periods, dims=dims, comm=comm)
+    try:
+        _read_block(Path(os.fspath(path)), name, arr)
+    except HDF5Error as exc:
+        error = exc
+    raise_if_any(error, comm)
+    return arr
+
+
+def _inspect(
+    path: Path, name: str, dtype: Any, global_shape: Sequence[int] | None
+) -> tuple[tuple[int, ...], str]:
+    """Check the file and dataset; ``(shape, dtype.str)`` (local: this rank's view)."""
+    import h5py
+
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise HDF5Error(f"load_hdf5: dataset name must be a non-empty string, got {name!r}")
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise HDF5Error(f"load_hdf5: {path} does not exist") from None
+    except OSError as exc:
+        raise HDF5Error(f"load_hdf5: cannot inspect {path}: {exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise HDF5Error(f"load_hdf5: {path} is not a regular file")
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise HDF5Error(f"load_hdf5: {path} is not a readable HDF5 file: {exc}") from None
+    with fh:
+        obj = fh.get(name)
+        if obj is None:
+            listing = ", ".join(sorted(fh.keys())[:20]) or "nothing"
+            raise HDF5Error(f"load_hdf5: {path} has no dataset {name!r} (top level: {listing})")
+        if not isinstance(obj, h5py.Dataset):
+            raise HDF5Error(
+                f"load_hdf5: {name!r} in {path} is a {type(obj).__name__}, not a dataset"
+            )
+        shape = tuple(int(n) for n in obj.shape or ())
+        dt = obj.dtype
+        if dt.kind not in "biufc" or dt.fields is not None or dt.subdtype is not None:
+            raise DTypeError(f"load_hdf5: {name!r} in {path} has dtype {dt}, not a numeric one")
+        if (
+            not shape
+            or any(n <= 0 for n in shape)
+            or int(np.prod(shape, dtype=object)) > MAX_ELEMENTS
+        ):
+            raise ShapeError(
+                f"load_hdf5: {name!r} in {path} has shape {shape}: a DistArray needs at "
+                f"least one axis, every axis non-empty, at most {MAX_ELEMENTS} elements"
+            )
+        if dtype is not None and np.dtype(dtype) != dt:
+            raise DTypeError(
+                f"load_hdf5: {name!r} in {path} is {dt}, {np.dtype(dtype)} was asked for"
+            )
+        if global_shape is not None and tuple(global_shape) != shape:
+            raise ShapeError(
+                f"load_hdf5: {name!r} in {path} has shape {shape}, {tuple(global_shape)} was "
+                "asked for"
+            )
+        if obj.is_virtual:
+            _check_sources(path, name, obj)
+    return shape, dt.str
+
+
+def _check_sources(path: Path, name: str, dset: Any) -> None:
+    """A virtual dataset reads fill values where a source file is missing: refuse that."""
+    missing = []
+    for vs in dset.virtual_sources():
+        source = vs.file_name
+        if source == ".":
+            continue  # the same file
+        candidate = Path(source) if os.path.isabs(source) else path.parent / source
+        if not candidate.is_file():
+            missing.append(source)
+    if missing:
+        raise HDF5Error(
+            f"load_hdf5: {name!r} in {path} is a virtual dataset whose source file(s) "
+            f"{sorted(set(missing))[:5]} are missing; reading it would give fill values. "
+            "Copy the part folder along with the file"
+        )
+
+
+def _read_block(path: Path, name: str, arr: DistArray) -> None:
+    import h5py
+
+    if arr.interior.size == 0:
+        return
+    try:
+        with h5py.File(path, "r") as fh:
+            fh[name].read_direct(arr.local, _region(arr), arr._interior)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise HDF5Error(f"load_hdf5: reading {name!r} from {path} failed: {exc}") from None
