@@ -1,0 +1,586 @@
+"""Time series of DistArrays and scalars: one HDF5 file per run that xarray, netCDF tools,
+h5py and ParaView (through an XDMF sidecar) open, written in parallel without a gather.
+
+COMMUNICATES: :class:`Series` construction and :meth:`Series.append` are collective over
+the fields' communicator.
+
+Layout (``series.h5`` and, next to it, ``series.h5.parts-<id>/`` folders):
+
+* every rank appends its block of each field to its own part file (one record per
+  append, chunks of one record and a tile of about 256 KiB: a map at one time reads
+  whole chunks, a point's history one small chunk per record);
+* rank 0 then rewrites the small ``series.h5`` under a temporary name and renames it:
+  ``time`` (unlimited, a dimension scale with CF ``units``), ``step``, the coordinates
+  ``x``, ``y`` (``z``) as dimension scales with ``units``/``long_name``/``axis``, each
+  field as a virtual dataset ``(time, x, y)`` mapped onto the parts, each scalar as a
+  ``(time,)`` dataset.  That rename is the commit of a record: a reader, or a run killed
+  at any moment, sees whole records only.  The XDMF sidecar ``series.xmf`` is replaced
+  the same way.
+* A restarted run opens the series with ``resume_at=<restored step>``: records after that
+  step are dropped (the run computes them again), the coordinates and fields must match
+  (a series of another run is refused), and new records go to new part folders, so a
+  resume on another rank count works too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parcomp.errors import ConfigError, HDF5Error, ShapeError
+from parcomp.io.hdf5 import _NAME, _PARTS, _check_target, _fsync, _remove
+from parcomp.watchdog import collective
+
+if TYPE_CHECKING:  # pragma: no cover
+    from parcomp.array import DistArray
+
+__all__ = ["Series", "FORMAT"]
+
+FORMAT = "parcomp-series-1"
+_TILE_BYTES = 256 * 1024
+_AXES = ("x", "y", "z")
+
+
+def _tile(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """A chunk of one record and about 256 KiB of the block (PURE)."""
+    tile = list(shape)
+    axis = 0
+    while int(np.prod(tile)) * itemsize > _TILE_BYTES and any(t > 1 for t in tile):
+        if tile[axis] > 1:
+            tile[axis] = (tile[axis] + 1) // 2
+        axis = (axis + 1) % len(tile)
+    return (1, *(max(1, t) for t in tile))
+
+
+class Series:
+    """Append DistArrays and scalars every few steps to one HDF5 time series.
+
+    Parameters
+    ----------
+    path : path-like
+        The series file (``.h5``); part folders and ``<stem>.xmf`` go next to it.
+    fields : mapping of str to DistArray
+        The fields recorded, all decomposed alike; they fix the names, dtypes and shape.
+    every : int
+        :meth:`due` is true every ``every`` steps.
+    dims : sequence of str, optional
+        Axis names (default ``x``, ``y``, ``z``).
+    coords : mapping, optional
+        Axis name to a 1-D array of coordinate values (default: the cell index).
+    units, long_names : mapping, optional
+        CF ``units`` and ``long_name`` of fields, scalars and axes (and ``time``).
+    scalars : sequence of str
+        Names of scalar time series recorded with each append.
+    title : str
+        The file's ``title`` attribute.
+    resume_at : int, optional
+        Continue the series in ``path`` after a restart from this step: records after
+        it are dropped.  Without it an existing file is refused unless ``overwrite``.
+    overwrite : bool
+        Replace an existing series (a new run).
+
+    Raises
+    ------
+    HDF5Error
+        An existing file without ``resume_at`` or ``overwrite``; a file to resume that is
+        not a parcomp series or belongs to another run (other fields, shapes, dtypes,
+        coordinates or axis names); an unwritable folder.
+    ShapeError, ConfigError
+        Fields decomposed differently, bad names or coordinates.
+
+    Notes
+    -----
+    Collective over the fields' communicator, as is :meth:`append`.
+    """
+
+    @collective("Series", lambda self, path, fields, **_k: next(iter(fields.values())).comm)
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fields: Mapping[str, DistArray],
+        *,
+        every: int = 1,
+        dims: Sequence[str] | None = None,
+        coords: Mapping[str, Any] | None = None,
+        units: Mapping[str, str] | None = None,
+        long_names: Mapping[str, str] | None = None,
+        scalars: Sequence[str] = (),
+        title: str = "",
+        resume_at: int | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        from parcomp.comm import raise_if_any
+        from parcomp.wire import bcast_json
+
+        self.path = Path(os.path.abspath(os.fspath(path)))
+        self.xdmf = self.path.with_suffix(".xmf")
+        error: BaseException | None = None
+        try:
+            self._setup(fields, every, dims, coords, units, long_names, scalars, title)
+        except (ShapeError, ConfigError, TypeError, ValueError) as exc:
+            error = exc
+        first = next(iter(fields.values()), None) if isinstance(fields, Mapping) else None
+        comm = getattr(first, "comm", None)
+        if comm is None:
+            raise ShapeError("Series needs a non-empty mapping of names to DistArrays")
+        raise_if_any(error, comm)
+        self.comm = comm
+        state: dict[str, Any] = {}
+        if comm.Get_rank() == 0:
+            try:
+                state = self._open_state(resume_at, overwrite)
+            except HDF5Error as exc:
+                error = exc
+        raise_if_any(error, comm)
+        state = bcast_json(comm, state if comm.Get_rank() == 0 else None)
+        self._segments: list[dict[str, Any]] = state["segments"]
+        self.steps: list[int] = state["steps"]
+        self.times: list[float] = state["times"]
+        self._scalar_values: dict[str, list[float]] = state["scalars"]
+        self._stale: list[str] = state["stale"]
+        self._current: dict[str, Any] | None = None  # this run's segment, made on first append
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(
+        self,
+        fields: Any,
+        every: int,
+        dims: Sequence[str] | None,
+        coords: Mapping[str, Any] | None,
+        units: Mapping[str, str] | None,
+        long_names: Mapping[str, str] | None,
+        scalars: Sequence[str],
+        title: str,
+    ) -> None:
+        from parcomp.array import DistArray
+
+        if not isinstance(fields, Mapping) or not fields:
+            raise ShapeError("Series needs a non-empty mapping of names to DistArrays")
+        first = next(iter(fields.values()))
+        for name, a in fields.items():
+            if not isinstance(a, DistArray):
+                raise ShapeError(f"Series: field {name!r} is a {type(a).__name__}")
+            if (a.partition, a.comm) != (first.partition, first.comm):
+                raise ShapeError(f"Series: field {name!r} is decomposed unlike the others")
+        ndim = first.ndim
+        self.dims = tuple(dims) if dims is not None else _AXES[:ndim] if ndim <= 3 else ()
+        if len(self.dims) != ndim:
+            raise ConfigError(f"Series: dims={dims!r} must name the {ndim} axes")
+        names = [*fields, *scalars, *self.dims, "time", "step"]
+        bad = [n for n in names if not isinstance(n, str) or not _NAME.match(n)]
+        if bad or len(set(names)) != len(names):
+            raise ConfigError(
+                f"Series: names {names} must be distinct, letters/digits/_.- (bad: {bad})"
+            )
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ConfigError(f"Series: every must be a positive integer, got {every!r}")
+        self.every = every
+        self.fields = {n: (a.dtype.str, a.global_shape) for n, a in fields.items()}
+        self.scalars = tuple(scalars)
+        self.units = dict(units or {})
+        self.long_names = dict(long_names or {})
+        self.title = str(title)
+        self.coords: dict[str, list[float]] = {}
+        for axis, (dim, n) in enumerate(zip(self.dims, first.global_shape, strict=True)):
+            values = (coords or {}).get(dim)
+            arr = np.arange(n, dtype=np.float64) if values is None else np.asarray(values, float)
+            if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+                raise ConfigError(
+                    f"Series: coordinate {dim!r} (axis {axis}) needs {n} finite values, got "
+                    f"shape {arr.shape}"
+                )
+            self.coords[dim] = arr.tolist()
+        self._template = first
+
+    def _identity(self) -> dict[str, Any]:
+        """What makes two runs' series the same series (checked on resume)."""
+        import hashlib
+
+        coords = json.dumps(self.coords, sort_keys=True).encode()
+        return {
+            "fields": {n: [dt, list(shape)] for n, (dt, shape) in self.fields.items()},
+            "dims": list(self.dims),
+            "scalars": list(self.scalars),
+            "coords_sha256": hashlib.sha256(coords).hexdigest(),
+        }
+
+    def _open_state(self, resume_at: int | None, overwrite: bool) -> dict[str, Any]:
+        """Rank 0: the records and segments to continue from (or none)."""
+        fresh = {"segments": [], "steps": [], "times": [], "scalars": {s: [] for s in self.scalars}}
+        problem = _check_target(self.path)
+        if problem is not None:
+            raise HDF5Error(str(problem).replace("save_hdf5", "Series"))
+        exists = self.path.exists()
+        if not exists:
+            return {**fresh, "stale": []}
+        if resume_at is None:
+            if not overwrite:
+                raise HDF5Error(
+                    f"Series: {self.path} exists; pass resume_at=<step> to continue it after "
+                    "a restart, or overwrite=True to start a new one"
+                )
+            return {**fresh, "stale": self._part_folders()}
+        meta = _read_meta(self.path)
+        mine = self._identity()
+        theirs = meta.get("identity")
+        if theirs != json.loads(json.dumps(mine)):
+            diff = [k for k in mine if (theirs or {}).get(k) != json.loads(json.dumps(mine[k]))]
+            raise HDF5Error(
+                f"Series: {self.path} is a series of another run: its {', '.join(diff) or 'format'} "
+                "differ from this one's; resume with the same fields, shape and coordinates, "
+                "or write a new file"
+            )
+        steps = meta["steps"]
+        keep = sum(1 for s in steps if s <= resume_at)
+        segments, left = [], keep
+        for seg in meta["segments"]:
+            count = min(seg["count"], left)
+            if count > 0:
+                segments.append({**seg, "count": count})
+            left -= count
+        used = {seg["parts"] for seg in segments}
+        return {
+            "segments": segments,
+            "steps": steps[:keep],
+            "times": meta["times"][:keep],
+            "scalars": {s: meta["scalars"][s][:keep] for s in self.scalars},
+            "stale": [p for p in self._part_folders() if p not in used],
+        }
+
+    def _part_folders(self) -> list[str]:
+        prefix = f"{self.path.name}{_PARTS}"
+        return [p.name for p in self.path.parent.iterdir() if p.name.startswith(prefix)]
+
+    # ------------------------------------------------------------------ appending
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is one to record (every ``every`` steps)."""
+        return step % self.every == 0
+
+    @property
+    def records(self) -> int:
+        """Records in the series (committed)."""
+        return len(self.steps)
+
+    @collective("Series.append", lambda self, *a, **k: self.comm)
+    def append(
+        self,
+        step: int,
+        time: float,
+        fields: Mapping[str, DistArray] | None = None,
+        scalars: Mapping[str, float] | None = None,
+    ) -> None:
+        """Record ``fields`` (default: the arrays given at construction) and ``scalars``.
+
+        Collective.  Steps must increase.  The record is committed (visible to readers)
+        when this returns on every rank; a failure raises :class:`HDF5Error` on every rank
+        and leaves the series as it was.
+        """
+        from parcomp.comm import raise_if_any
+
+        error: BaseException | None = None
+        arrays: dict[str, Any] = {}
+        try:
+            arrays, values = self._check_append(step, time, fields, scalars)
+        except (ShapeError, ConfigError, TypeError, ValueError) as exc:
+            error = exc
+        raise_if_any(error, self.comm)
+        if self._current is None:
+            self._start_segment()
+        seg = self._current
+        assert seg is not None
+        index = seg["count"]
+        try:
+            self._write_part(seg, index, arrays)
+        except (OSError, ValueError, RuntimeError) as exc:
+            error = HDF5Error(f"Series.append: writing step {step} failed: {exc}")
+        raise_if_any(error, self.comm)
+        rank0 = self.comm.Get_rank() == 0
+        self._add(seg, step, time, values if rank0 else None)
+        if rank0:
+            try:
+                self._commit()
+            except (OSError, ValueError, RuntimeError) as exc:
+                error = HDF5Error(f"Series.append: committing step {step} failed: {exc}")
+        try:
+            raise_if_any(error, self.comm)
+        except BaseException:
+            self._drop(seg)  # the record was not committed: as if never appended
+            raise
+        if self._stale and self.comm.Get_rank() == 0:
+            for name in self._stale:
+                _remove(self.path.parent / name)
+        self._stale = []
+
+    def _add(self, seg: dict[str, Any], step: int, time: float, values: Any) -> None:
+        seg["count"] += 1
+        self.steps.append(int(step))
+        self.times.append(float(time))
+        for name in self.scalars:
+            self._scalar_values[name].append(float(values[name]) if values else 0.0)
+
+    def _drop(self, seg: dict[str, Any]) -> None:
+        seg["count"] -= 1
+        self.steps.pop()
+        self.times.pop()
+        for name in self.scalars:
+            self._scalar_values[name].pop()
+
+    def _check_append(
+        self, step: Any, time: Any, fields: Mapping[str, Any] | None, scalars: Any
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        from parcomp.array import DistArray
+
+        if isinstance(step, bool) or not isinstance(step, int | np.integer):
+            raise ConfigError(f"Series.append: step must be an integer, got {step!r}")
+        if self.steps and step <= self.steps[-1]:
+            raise ConfigError(
+                f"Series.append: step {step} is not after the last record's {self.steps[-1]}"
+            )
+        if not np.isfinite(float(time)):
+            raise ConfigError(f"Series.append: time must be finite, got {time!r}")
+        arrays = dict(fields) if fields is not None else {}
+        if fields is None:
+            raise ConfigError("Series.append: pass the fields to record, e.g. fields={'u': u}")
+        if set(arrays) != set(self.fields):
+            raise ConfigError(
+                f"Series.append: fields {sorted(arrays)} differ from the series' {sorted(self.fields)}"
+            )
+        for name, a in arrays.items():
+            if not isinstance(a, DistArray) or a.partition != self._template.partition:
+                raise ShapeError(f"Series.append: field {name!r} is not decomposed as the series")
+            if a.dtype.str != self.fields[name][0]:
+                raise ShapeError(
+                    f"Series.append: field {name!r} is {a.dtype}, the series holds "
+                    f"{np.dtype(self.fields[name][0])}"
+                )
+        values = dict(scalars or {})
+        if set(values) != set(self.scalars):
+            raise ConfigError(
+                f"Series.append: scalars {sorted(values)} differ from the series' {sorted(self.scalars)}"
+            )
+        return arrays, {k: float(v) for k, v in values.items()}
+
+    def _start_segment(self) -> None:
+        """This run's part folder (after a resume: a new one, whatever the rank count)."""
+        from parcomp.comm import raise_if_any
+        from parcomp.wire import bcast_json
+
+        comm = self.comm
+        nonce = bcast_json(comm, uuid.uuid4().hex[:12] if comm.Get_rank() == 0 else None)
+        parts = f"{self.path.name}{_PARTS}{nonce}"
+        error: BaseException | None = None
+        if comm.Get_rank() == 0:
+            try:
+                (self.path.parent / parts).mkdir(mode=0o755)
+            except OSError as exc:
+                error = HDF5Error(f"Series: cannot create {parts}: {exc}")
+        raise_if_any(error, comm)
+        t = self._template
+        ranges = [[list(b) for b in t.partition.local_range(r)] for r in range(t.partition.size)]
+        seg = {
+            "parts": parts,
+            "nprocs": comm.Get_size(),
+            "ranges": ranges,
+            "first": self.records,
+            "count": 0,
+        }
+        self._segments.append(seg)
+        self._current = seg
+
+    def _write_part(self, seg: dict[str, Any], index: int, arrays: dict[str, Any]) -> None:
+        import h5py
+
+        rank = self.comm.Get_rank()
+        path = self.path.parent / seg["parts"] / f"rank-{rank:05d}.h5"
+        with h5py.File(path, "a") as fh:
+            for name, a in arrays.items():
+                dset = fh.get(name)
+                if dset is None:
+                    shape = a.local_shape
+                    dset = fh.create_dataset(
+                        name,
+                        shape=(0, *shape),
+                        maxshape=(None, *shape),
+                        dtype=a.dtype,
+                        chunks=_tile(shape, a.dtype.itemsize) if all(shape) else None,
+                    )
+                dset.resize(index + 1, axis=0)
+                if a.interior.size:
+                    dset.write_direct(a.local, a._interior, (index, *(slice(None),) * a.ndim))
+        _fsync(path)
+
+    # ------------------------------------------------------------------ the commit
+    def _commit(self) -> None:
+        """Rank 0: rewrite the series file and the XDMF sidecar, each by temp + rename."""
+        import h5py
+
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        n = self.records
+        try:
+            with h5py.File(tmp, "w") as fh:
+                fh.attrs.update(
+                    {
+                        "Conventions": "CF-1.8",
+                        "title": self.title,
+                        "creator": "parcomp",
+                        "format": FORMAT,
+                        # what a resume needs besides the step, time and scalar datasets
+                        "parcomp_series": json.dumps(
+                            {"identity": self._identity(), "segments": self._segments}
+                        ),
+                    }
+                )
+                time = fh.create_dataset(
+                    "time", data=np.array(self.times, np.float64), maxshape=(None,), chunks=True
+                )
+                self._cf(time, "time", "time", axis="T")
+                time.attrs["standard_name"] = "time"
+                time.make_scale("time")
+                scales = [time]
+                for dim in self.dims:
+                    c = fh.create_dataset(dim, data=np.array(self.coords[dim], np.float64))
+                    self._cf(c, dim, f"{dim} coordinate", axis=dim.upper()[:1])
+                    c.make_scale(dim)
+                    scales.append(c)
+                step = fh.create_dataset("step", data=np.array(self.steps, np.int64))
+                step.attrs["long_name"] = "time step"
+                step.dims[0].attach_scale(time)
+                for name in self.scalars:
+                    d = fh.create_dataset(
+                        name, data=np.array(self._scalar_values[name], np.float64)
+                    )
+                    self._cf(d, name, name)
+                    d.dims[0].attach_scale(time)
+                for name, (dt, shape) in self.fields.items():
+                    d = self._virtual(fh, name, np.dtype(dt), tuple(shape), n)
+                    self._cf(d, name, name)
+                    for axis, scale in enumerate(scales):
+                        d.dims[axis].attach_scale(scale)
+            _fsync(tmp)
+            os.replace(tmp, self.path)
+            self._write_xdmf()
+            _fsync(self.path.parent)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+    def _cf(self, dset: Any, name: str, default_long: str, axis: str | None = None) -> None:
+        dset.attrs["long_name"] = self.long_names.get(name, default_long)
+        if name in self.units or name == "time":
+            dset.attrs["units"] = self.units.get(name, "1")
+        if axis is not None:
+            dset.attrs["axis"] = axis
+
+    def _virtual(self, fh: Any, name: str, dtype: np.dtype, shape: tuple, n: int) -> Any:
+        import h5py
+
+        layout = h5py.VirtualLayout(shape=(n, *shape), dtype=dtype)
+        for seg in self._segments:
+            if seg["count"] == 0:
+                continue
+            first, count = seg["first"], seg["count"]
+            for r, bounds in enumerate(seg["ranges"]):
+                local = tuple(hi - lo for lo, hi in bounds)
+                if 0 in local:
+                    continue
+                source = h5py.VirtualSource(
+                    f"./{seg['parts']}/rank-{r:05d}.h5", name, shape=(count, *local)
+                )
+                region = (slice(first, first + count), *(slice(lo, hi) for lo, hi in bounds))
+                layout[region] = source[0:count]
+        return fh.create_virtual_dataset(name, layout, fillvalue=None)
+
+    def _write_xdmf(self) -> None:
+        """The XDMF sidecar: a temporal collection of rectilinear grids (ParaView, VisIt)."""
+        ndim = len(self.dims)
+        if ndim not in (2, 3) or not self.steps:
+            return
+        shape = next(iter(self.fields.values()))[1]
+        dims_text = " ".join(str(n) for n in shape)
+        h5 = self.path.name
+        geo = "VXVY" if ndim == 2 else "VXVYVZ"
+        topo = "2DRectMesh" if ndim == 2 else "3DRectMesh"
+        geometry = "".join(
+            f'<DataItem Dimensions="{len(self.coords[d])}" NumberType="Float" Precision="8" '
+            f'Format="HDF">{h5}:/{d}</DataItem>'
+            for d in reversed(self.dims)  # XDMF lists the fastest axis first
+        )
+        grids = []
+        for k, t in enumerate(self.times):
+            attrs = []
+            for name, (dt, shp) in self.fields.items():
+                dtype = np.dtype(dt)
+                kind = "Float" if dtype.kind == "f" else "Int" if dtype.kind == "i" else "UInt"
+                full = " ".join(str(v) for v in (self.records, *shp))
+                start = " ".join(["0"] * (ndim + 1))
+                attrs.append(
+                    f'<Attribute Name="{name}" AttributeType="Scalar" Center="Node">'
+                    f'<DataItem ItemType="HyperSlab" Dimensions="{dims_text}" Type="HyperSlab">'
+                    f'<DataItem Dimensions="3 {ndim + 1}" Format="XML">{k} {start[2:]} '
+                    f"{' '.join(['1'] * (ndim + 1))} 1 {dims_text}</DataItem>"
+                    f'<DataItem Dimensions="{full}" NumberType="{kind}" '
+                    f'Precision="{dtype.itemsize}" Format="HDF">{h5}:/{name}</DataItem>'
+                    "</DataItem></Attribute>"
+                )
+            grids.append(
+                f'<Grid Name="step {self.steps[k]}" GridType="Uniform"><Time Value="{t!r}"/>'
+                f'<Topology TopologyType="{topo}" Dimensions="{dims_text}"/>'
+                f'<Geometry GeometryType="{geo}">{geometry}</Geometry>{"".join(attrs)}</Grid>'
+            )
+        text = (
+            '<?xml version="1.0" ?>\n<Xdmf Version="3.0"><Domain>'
+            '<Grid Name="series" GridType="Collection" CollectionType="Temporal">'
+            + "\n".join(grids)
+            + "</Grid></Domain></Xdmf>\n"
+        )
+        tmp = self.xdmf.with_name(f".{self.xdmf.name}.tmp-{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.xdmf)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The bookkeeping of an existing series file (hostile until checked)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            if fh.attrs.get("format") != FORMAT:
+                raise HDF5Error(f"Series: {path} is not a parcomp series (no format {FORMAT!r})")
+            raw = fh.attrs.get("parcomp_series")
+            try:
+                meta = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
+                names = meta["identity"]["scalars"]
+                columns = {n: fh[n] for n in ("step", "time", *names)}
+                if any(not isinstance(c, h5py.Dataset) or c.ndim != 1 for c in columns.values()):
+                    raise ValueError("step, time and scalars must be 1-d datasets")
+                if any(c.shape[0] > 10**8 for c in columns.values()):
+                    raise ValueError("implausibly many records")
+                steps = [int(v) for v in columns["step"][...]]
+                times = [float(v) for v in columns["time"][...]]
+                meta["scalars"] = {n: [float(v) for v in columns[n][...]] for n in names}
+            except (ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError) as exc:
+                raise HDF5Error(f"Series: {path} has damaged bookkeeping: {exc}") from None
+    except OSError as exc:
+        raise HDF5Error(f"Series: {path} is not a readable HDF5 file: {exc}") from None
+    try:
+        segments = meta["segments"]
+        if len(times) != len(steps) or any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError("steps and times disagree or do not increase")
+        if any(len(v) != len(steps) for v in meta["scalars"].values()):
+            raise ValueError("a scalar series and the steps disagree in length")
+        if sum(int(s["count"]) for s in segments) != len(steps):
+            raise ValueError("segments do not add up to the records")
+        for s in segments:
+            if not str(s["parts"]).startswith(f"{path.name}{_PARTS}") or "/" in str(s["parts"]):
+                raise ValueError(f"part folder {s['parts']!r} is not this file's")
+        meta["steps"], meta["times"] = steps, times
+        return meta
+    except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
+        raise HDF5Error(f"Series: {path} has damaged bookkeeping: {exc}") from None
