@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import time
 from pathlib import Path
 
@@ -37,10 +36,16 @@ def initial(n: int):
 
 
 def exact(n: int, steps: int, alpha: float) -> np.ndarray:
-    """The exact discrete solution after ``steps`` steps."""
-    g = 1.0 - 8.0 * alpha * np.sin(np.pi / (2 * (n + 1))) ** 2
+    """The exact discrete solution after ``steps`` steps (the whole grid: small n only)."""
     i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    return g**steps * initial(n)(i, j)
+    return exact_at(n, steps, alpha)(i, j)
+
+
+def exact_at(n: int, steps: int, alpha: float):
+    """The exact discrete solution after ``steps`` steps, as a function of global indices."""
+    g = 1.0 - 8.0 * alpha * np.sin(np.pi / (2 * (n + 1))) ** 2
+    start = initial(n)
+    return lambda i, j: g**steps * start(i, j)
 
 
 #: The halo exchange is timed on its own every HALO_SAMPLE steps (timing every step costs
@@ -62,6 +67,8 @@ def simulate(
     step_delay: float = 0.0,
     die_wipe: tuple[str, ...] = (),
     more_faults: tuple[tuple[int, int], ...] = (),
+    series_every: int | None = None,
+    series_path: Path | None = None,
 ):
     """Run the scheme; return ``(field, seconds_in_steps, seconds_in_halo_exchange, steps_run)``.
 
@@ -91,6 +98,34 @@ def simulate(
             f"the checkpoint holds a {u.global_shape} grid, this run asks for ({n}, {n})"
         )
     v = u.zeros_like()
+    series = None
+    if series_every:
+        from parcomp.comm import raise_if_any
+        from parcomp.io import Series
+
+        made = None
+        if u.rank == 0:
+            try:
+                Path(series_path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                made = parcomp.ConfigError(f"cannot create {Path(series_path).parent}: {exc}")
+        raise_if_any(made, u.comm)
+
+        # A restart continues the series of the run it restores (records after the
+        # restored step are dropped: they are computed again); a fresh start replaces it.
+        series = Series(
+            series_path,
+            {"u": u},
+            every=series_every,
+            long_names={"u": "temperature", "time": "time in units of dt", "total": "sum of u"},
+            units={"u": "1", "time": "1"},
+            scalars=("total",),
+            title=f"heat2d {n}x{n}, alpha {alpha}",
+            resume_at=start if restored is not None else None,
+            overwrite=restored is None,
+        )
+        if start == 0:
+            series.append(0, 0.0, fields={"u": u}, scalars={"total": u.sum()})
     report = max(1, steps // 10)
     halo_time = 0.0
     comm = u.comm
@@ -119,6 +154,8 @@ def simulate(
                 inject_failure(step, fault_step, fault_rank, comm)
         if checkpointer is not None:
             checkpointer.checkpoint_if_due(step, arrays={"u": u}, scalars={"alpha": alpha, "n": n})
+        if series is not None and step % series_every == 0:
+            series.append(step, float(step), fields={"u": u}, scalars={"total": u.sum()})
         if progress and step % report == 0:
             log.info("step %d/%d (%.0f%%)", step, steps, 100.0 * step / steps)
     if checkpointer is not None:
@@ -128,32 +165,35 @@ def simulate(
     return u, time.perf_counter() - t0, halo_time / max(sampled, 1) * ran, ran
 
 
-def write_outputs(field: np.ndarray, out: Path, attrs: dict, png: bool) -> list[Path]:
-    """Write ``heat2d.h5`` (atomically) and ``heat2d.png`` into ``out``; return the paths."""
-    import h5py
+def write_outputs(u: DistArray, out: Path, attrs: dict, png: bool) -> list[Path]:
+    """Write ``heat2d.h5`` (in parallel, atomically: no gather) and, from a subsample read
+    back on rank 0, ``heat2d.png`` into ``out``; return the paths (collective)."""
+    from parcomp.comm import raise_if_any
 
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / "heat2d.h5"
-    tmp = out / f".heat2d.h5.tmp-{os.getpid()}"
-    with h5py.File(tmp, "w") as fh:
-        dset = fh.create_dataset("u", data=field, chunks=True, compression="gzip")
-        dset.attrs["description"] = "temperature after the last step, indexed [i, j]"
-        for key, value in attrs.items():
-            fh.attrs[key] = value
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    error = None
+    if u.rank == 0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            error = parcomp.ConfigError(f"--out {out}: {exc}")
+    raise_if_any(error, u.comm)
+    target = u.to_hdf5(out / "heat2d.h5", "u", attrs=attrs)
     written = [target]
-    if png:
+    if png and u.rank == 0:
+        import h5py
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        n = u.global_shape[0]
+        stride = max(1, n // 1024)  # at most about 1024^2 pixels read on rank 0
+        with h5py.File(target, "r") as fh:
+            image_data = fh["u"][::stride, ::stride]
         fig, ax = plt.subplots(figsize=(5, 4.2))
-        image = ax.imshow(field, origin="lower", cmap="inferno")
+        image = ax.imshow(image_data, origin="lower", cmap="inferno")
         fig.colorbar(image, ax=ax, label="temperature")
-        ax.set_title(f"heat2d: {field.shape[0]}x{field.shape[1]}, {attrs['steps']} steps")
+        ax.set_title(f"heat2d: {n}x{u.global_shape[1]}, {attrs['steps']} steps")
         fig.tight_layout()
         fig.savefig(out / "heat2d.png", dpi=100)
         plt.close(fig)
@@ -164,6 +204,19 @@ def write_outputs(field: np.ndarray, out: Path, attrs: dict, png: bool) -> list[
 def checksum(field: np.ndarray) -> str:
     """SHA-256 of the field's bytes (C order, little-endian float64)."""
     return hashlib.sha256(np.ascontiguousarray(field, dtype="<f8").tobytes()).hexdigest()
+
+
+def checksum_file(path: Path, name: str = "u", rows: int = 256) -> str:
+    """:func:`checksum` of a dataset in a file, read a slab of rows at a time (bounded
+    memory: rank 0 never holds the whole field)."""
+    import h5py
+
+    digest = hashlib.sha256()
+    with h5py.File(path, "r") as fh:
+        dset = fh[name]
+        for a in range(0, dset.shape[0], rows):
+            digest.update(np.ascontiguousarray(dset[a : a + rows], dtype="<f8").tobytes())
+    return digest.hexdigest()
 
 
 def _fault(text: str) -> tuple[int, int]:
@@ -180,6 +233,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=0.24, help="kappa*dt/dx^2, <= 0.25")
     parser.add_argument("--out", type=Path, default=Path("out/heat2d"), help="output directory")
     parser.add_argument("--no-png", action="store_true", help="skip the PNG image")
+    parser.add_argument(
+        "--series-every",
+        type=int,
+        default=None,
+        help="append u and its sum to OUT/series.h5 every N steps (a CF time series that "
+        "xarray and ParaView open; continued after a restart)",
+    )
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint/resume here")
     parser.add_argument(
         "--checkpoint-every", type=int, default=None, help="checkpoint every N steps"
@@ -250,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 < args.alpha <= 0.25:
         raise parcomp.ConfigError(f"--alpha must be in (0, 0.25] for stability, got {args.alpha}")
     log = parcomp.get_logger("parcomp.jobs.heat2d")
+    if args.series_every is not None and args.series_every < 1:
+        raise parcomp.ConfigError(f"--series-every must be >= 1, got {args.series_every}")
     if args.local_dir is not None and args.checkpoint_dir is None:
         raise parcomp.ConfigError("--local-dir needs --checkpoint-dir (where flushed copies go)")
 
@@ -286,32 +348,41 @@ def main(argv: list[str] | None = None) -> None:
             step_delay=args.step_delay,
             die_wipe=tuple(str(p) for p in args.die_wipe),
             more_faults=tuple(args.die),
+            series_every=args.series_every,
+            series_path=args.out / "series.h5",
         )
 
     u, seconds, halo, ran = parcomp.run_resilient(job)
-    field = u.gather(root=0)
+    # No gather: the error and the sum are collective reductions, the field is written in
+    # parallel, and rank 0 hashes the file slab by slab.
+    n = args.n
+    reference = DistArray.fromfunction(
+        exact_at(n, args.steps, args.alpha), (n, n), dims=u.partition.dims, comm=u.comm
+    )
+    error = (u - reference).norm(np.inf)
+    total = u.sum(deterministic=True)
+    attrs = {
+        "steps": args.steps,
+        "alpha": args.alpha,
+        "ranks": u.partition.size,
+        "process_grid": "x".join(str(d) for d in u.partition.dims),
+        "max_abs_error_vs_exact": error,
+        "description": "u: temperature after the last step, indexed [i, j]",
+    }
+    paths = write_outputs(u, args.out, attrs, png=not args.no_png)
     if u.rank == 0:
-        error = float(np.max(np.abs(field - exact(args.n, args.steps, args.alpha))))
-        attrs = {
-            "steps": args.steps,
-            "alpha": args.alpha,
-            "ranks": u.partition.size,
-            "process_grid": np.array(u.partition.dims),
-            "max_abs_error_vs_exact": error,
-        }
-        paths = write_outputs(field, args.out, attrs, png=not args.no_png)
-        rate = args.n * args.n * ran / seconds / 1e9 if seconds > 0 else float("nan")
+        rate = n * n * ran / seconds / 1e9 if seconds > 0 else float("nan")
         log.info(
             "%.3f Gcell/s, halo exchange %.1f%% of step time",
             rate,
             100 * halo / max(seconds, 1e-12),
         )
         print(
-            f"heat2d {args.n}x{args.n}, {args.steps} steps on {u.partition.size} ranks "
+            f"heat2d {n}x{n}, {args.steps} steps on {u.partition.size} ranks "
             f"(grid {u.partition.dims}) in {seconds:.2f} s"
         )
-        print(f"max |u - exact| = {error:.3e}; sum = {field.sum():.12e}")
-        print(f"sha256 = {checksum(field)}")
+        print(f"max |u - exact| = {error:.3e}; sum = {total:.12e}")
+        print(f"sha256 = {checksum_file(paths[0])}")
         print("wrote " + ", ".join(str(p) for p in paths))
 
 

@@ -1,0 +1,150 @@
+"""Results files from real jobs: heat2d's parallel output and its time series, under a
+SIGKILL at a random moment and a relaunch; xarray and ncdump read the series; a full disk
+during to_hdf5 leaves the old file and no temporary."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import BIN, load_job, run
+
+PARCOMP = BIN / "parcomp"
+
+
+def _rank_pids(marker: str) -> list[int]:
+    """Rank processes of the job whose command line holds ``marker`` (ours alone)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if b"parcomp.launch.runner" in cmd[:3] and any(marker.encode() in p for p in cmd):
+            pids.append(int(entry))  # a rank (not mpiexec, not the parcomp run supervisor)
+    return pids
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_series_survives_a_kill_at_a_random_moment(tmp_path, seed):
+    out = tmp_path / f"out-{seed}"
+    argv = [
+        PARCOMP, "run", "-n", "3", "--timeout", "150", "--restarts", "1",
+        "jobs/heat2d.py", "--n", "48", "--steps", "240", "--alpha", "0.2",
+        "--series-every", "1", "--checkpoint-dir", tmp_path / "ck", "--checkpoint-every", "15",
+        "--step-delay", "0.004", "--no-png", "--out", out,
+    ]  # fmt: skip
+    killed = []
+
+    def killer():
+        time.sleep(random.Random(seed).uniform(3.0, 5.5))  # the job runs about 7 s
+        pids = _rank_pids(str(out))
+        if pids:
+            victim = random.Random(seed).choice(pids)
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    proc = run(argv, timeout=240)
+    thread.join()
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert killed, "the kill came too late: the job had finished (make it longer)"
+    assert "resumed at step" in proc.stderr, proc.stderr[-3000:]
+    heat = load_job("heat2d")
+    with h5py.File(out / "series.h5", "r") as fh:
+        steps = fh["step"][...]
+        assert np.array_equal(steps, np.arange(241)), steps  # each step once, none missing
+        assert np.array_equal(fh["time"][...], steps.astype(float))
+        u = fh["u"]
+        for k in (0, 1, 17, 100, 239, 240):  # the analytic solution at each recorded step
+            assert np.allclose(u[k], heat.exact(48, k, 0.2), rtol=0, atol=1e-12), k
+        with h5py.File(out / "heat2d.h5", "r") as final:
+            assert np.array_equal(u[240], final["u"][...])
+        total = fh["total"][...]
+    assert np.allclose(total, [heat.exact(48, k, 0.2).sum() for k in range(241)], rtol=1e-12)
+
+
+def _ensure_ncdump() -> str | None:
+    if shutil.which("ncdump"):
+        return None
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return "ncdump is not installed (Debian: netcdf-bin) and cannot be installed here"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-q", "netcdf-bin"]
+    if subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        subprocess.run(cmd, env=env, capture_output=True, timeout=600)
+    return None if shutil.which("ncdump") else "apt-get could not install netcdf-bin"
+
+
+@pytest.mark.timeout(600)  # may install netcdf-bin with apt first
+def test_xarray_and_ncdump_read_the_series(tmp_path):
+    import xarray as xr
+
+    out = tmp_path / "out"
+    proc = run(
+        [PARCOMP, "run", "-n", "2", "--timeout", "120", "jobs/heat2d.py", "--n", "20",
+         "--steps", "30", "--series-every", "10", "--no-png", "--out", out],
+        timeout=150,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with xr.open_dataset(out / "series.h5", engine="h5netcdf") as ds:
+        assert ds.u.dims == ("time", "x", "y")
+        assert list(ds.time.values) == [0.0, 10.0, 20.0, 30.0]
+        assert list(ds.x.values) == list(range(20)) and ds.x.attrs["axis"] == "X"
+        assert ds.u.attrs["long_name"] == "temperature"
+        assert np.array_equal(ds.u.isel(time=-1).values, h5py.File(out / "heat2d.h5")["u"][...])
+        history = ds.u.isel(x=5, y=7).values  # a point's history
+        heat = load_job("heat2d")
+        assert np.allclose(history, [heat.exact(20, k, 0.24)[5, 7] for k in (0, 10, 20, 30)])
+    xmf = (out / "series.xmf").read_text()
+    assert xmf.count('<Grid Name="step') == 4 and "series.h5:/u" in xmf
+    reason = _ensure_ncdump()
+    if reason:
+        pytest.skip(reason)
+    header = subprocess.run(
+        ["ncdump", "-h", str(out / "series.h5")], capture_output=True, text=True, timeout=60
+    )
+    assert header.returncode == 0, header.stderr
+    assert "time = UNLIMITED ; // (4 currently)" in header.stdout
+    assert "double u(time, x, y)" in header.stdout
+
+
+def test_to_hdf5_on_a_full_disk_keeps_the_old_file(small_disk):
+    script = small_disk.parent / "fill.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        "from parcomp.array import DistArray\n"
+        "from parcomp.errors import HDF5Error\n"
+        "n = int(sys.argv[2])\n"
+        "u = DistArray.fromfunction(lambda i, j: i + j * 0.5, (n, n))\n"
+        "try:\n"
+        "    u.to_hdf5(sys.argv[1], 'u')\n"
+        "except HDF5Error as exc:\n"
+        "    print('REFUSED', type(exc).__name__, flush=True)\n"
+        "    raise SystemExit(3)\n"
+    )
+    target = small_disk / "field.h5"
+    ok = run([PARCOMP, "run", "-n", "2", "--timeout", "60", script, target, "40"], timeout=90)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    before = {p.name for p in small_disk.iterdir()}
+    with h5py.File(target, "r") as fh:
+        good = fh["u"][...]
+    big = run([PARCOMP, "run", "-n", "2", "--timeout", "60", script, target, "600"], timeout=90)
+    assert big.returncode != 0 and "REFUSED HDF5Error" in big.stdout, (
+        big.stdout + big.stderr[-3000:]
+    )
+    assert {p.name for p in small_disk.iterdir()} == before  # no temporary, no new parts
+    with h5py.File(target, "r") as fh:
+        assert np.array_equal(fh["u"][...], good)
