@@ -24,16 +24,20 @@ It checkpoints and resumes like heat2d (``--checkpoint-dir``, ``--checkpoint-eve
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import parcomp
 from parcomp.array import DistArray
 from parcomp.declared import run_stencil
+from parcomp.io import dataset_sha256, save_hdf5
 from parcomp.kernels import wave_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other jobs' helpers
 
 
 def mode(n: int, p: int, q: int):
@@ -148,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--convergence", action="store_true", help="also run 2n+1 points and print the order"
     )
+    parser.add_argument("--out", type=Path, default=Path("out/wave2d"), help="output folder")
     parser.add_argument("--checkpoint-dir", default=None, help="checkpoint/resume here")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="every N steps")
     parser.add_argument(
@@ -176,7 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         if u.rank == 0:
             print(f"wave2d: stopped at step {steps} with a checkpoint; run again to resume")
         return
-    field = u.gather(0)  # small jobs only; see issue 16 for parallel output
+    from grayscott import make_folder
+
+    path = save_hdf5(make_folder(args.out, u.comm) / "wave2d.h5", {"u": u})  # no gather
     if u.rank == 0:
         print(
             f"wave2d {args.n}x{args.n} on {u.partition.size} ranks: {steps} steps to "
@@ -184,8 +191,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"max |u - scheme's exact| = {errors['scheme']:.3e}")
         print(f"max |u - PDE's exact|    = {errors['pde']:.3e}")
-        digest = hashlib.sha256(np.ascontiguousarray(field, dtype="<f8").tobytes()).hexdigest()
-        print(f"sha256 = {digest}")
+        print(f"sha256 = {dataset_sha256(path, 'u')}")
+        print(f"wrote {path}")
     if args.convergence:
         fine = 2 * args.n + 1
         _, fine_errors, _, _ = simulate(fine, **common)

@@ -4,6 +4,7 @@ converges at order 2 to the PDE's, and both resume on another rank count with th
 answer."""
 
 import re
+import tempfile
 
 import pytest
 
@@ -14,7 +15,18 @@ PARCOMP = BIN / "parcomp"
 
 def job(script, ranks, *extra, timeout=180):
     proc = run(
-        [PARCOMP, "run", "-n", ranks, "--timeout", "150", f"jobs/{script}.py", *extra],
+        [
+            PARCOMP,
+            "run",
+            "-n",
+            ranks,
+            "--timeout",
+            "150",
+            f"jobs/{script}.py",
+            "--out",
+            tempfile.mkdtemp(prefix=f"{script}-"),
+            *extra,
+        ],
         timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

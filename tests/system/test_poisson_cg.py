@@ -2,6 +2,7 @@
 and a run resumed from a checkpoint on another rank count ends with the same solution."""
 
 import re
+import tempfile
 
 import pytest
 
@@ -20,6 +21,8 @@ def cg(ranks, *extra, timeout=150):
             "--timeout",
             "120",
             "jobs/poisson_cg.py",
+            "--out",
+            tempfile.mkdtemp(prefix="cg-"),
             "--n",
             "48",
             *extra,
