@@ -302,11 +302,23 @@ def _commit(tmp: Path, target: Path) -> None:
 
 
 def _remove_old_parts(target: Path, keep: str) -> None:
-    """Part folders of earlier versions of ``target`` (after the new one is published)."""
+    """Part folders of earlier versions of ``target`` (after the new one is published).
+
+    Deleted in a background thread (freeing a large file's blocks takes tens of
+    milliseconds); not a daemon, so the interpreter finishes it before exiting.
+    """
+    import threading
+
     prefix = f"{target.name}{_PARTS}"
-    for entry in target.parent.iterdir():
-        if entry.name.startswith(prefix) and entry.name != keep and entry.is_dir():
-            _remove(entry)
+    old = [
+        entry
+        for entry in target.parent.iterdir()
+        if entry.name.startswith(prefix) and entry.name != keep and entry.is_dir()
+    ]
+    if old:
+        threading.Thread(
+            target=lambda: [_remove(e) for e in old], name="parcomp-remove-parts"
+        ).start()
 
 
 def _remove(path: Path) -> None:
