@@ -123,6 +123,7 @@ def simulate(
             title=f"heat2d {n}x{n}, alpha {alpha}",
             resume_at=start if restored is not None else None,
             overwrite=restored is None,
+            asynchronous=True,  # written in the background while the next steps run
         )
         if start == 0:
             series.append(0, 0.0, fields={"u": u}, scalars={"total": u.sum()})
@@ -160,6 +161,8 @@ def simulate(
             log.info("step %d/%d (%.0f%%)", step, steps, 100.0 * step / steps)
     if checkpointer is not None:
         checkpointer.close()
+    if series is not None:
+        series.close()  # commits the last record
     comm.Barrier()
     ran = steps - start
     return u, time.perf_counter() - t0, halo_time / max(sampled, 1) * ran, ran

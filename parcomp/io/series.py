@@ -85,6 +85,10 @@ class Series:
         it are dropped.  Without it an existing file is refused unless ``overwrite``.
     overwrite : bool
         Replace an existing series (a new run).
+    asynchronous : bool
+        Write each record in a background thread from a copy of the blocks, overlapping
+        the solver; the record is committed by the next :meth:`append` or :meth:`close`
+        (call it, or use the series as a context manager).
 
     Raises
     ------
@@ -115,6 +119,7 @@ class Series:
         title: str = "",
         resume_at: int | None = None,
         overwrite: bool = False,
+        asynchronous: bool = False,
     ) -> None:
         from parcomp.comm import raise_if_any
         from parcomp.wire import bcast_json
@@ -146,6 +151,9 @@ class Series:
         self._scalar_values: dict[str, list[float]] = state["scalars"]
         self._stale: list[str] = state["stale"]
         self._current: dict[str, Any] | None = None  # this run's segment, made on first append
+        self.asynchronous = bool(asynchronous)
+        self._pending: _Pending | None = None
+        self._staging: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ set-up
     def _setup(
@@ -276,33 +284,80 @@ class Series:
         fields: Mapping[str, DistArray] | None = None,
         scalars: Mapping[str, float] | None = None,
     ) -> None:
-        """Record ``fields`` (default: the arrays given at construction) and ``scalars``.
+        """Record ``fields`` and ``scalars`` at ``step`` and ``time``.
 
-        Collective.  Steps must increase.  The record is committed (visible to readers)
-        when this returns on every rank; a failure raises :class:`HDF5Error` on every rank
-        and leaves the series as it was.
+        Collective.  Steps must increase.  Synchronous (default): the record is
+        committed (visible to readers) when this returns on every rank.  With
+        ``asynchronous=True``: the blocks are copied and written by a background thread,
+        and the record is committed by the next :meth:`append` or by :meth:`close`.  A
+        failure raises :class:`HDF5Error` on every rank and leaves the series as it was.
         """
         from parcomp.comm import raise_if_any
 
         error: BaseException | None = None
         arrays: dict[str, Any] = {}
+        values: dict[str, float] = {}
         try:
             arrays, values = self._check_append(step, time, fields, scalars)
         except (ShapeError, ConfigError, TypeError, ValueError) as exc:
             error = exc
         raise_if_any(error, self.comm)
+        self._finish_pending()  # the previous record (asynchronous mode)
         if self._current is None:
             self._start_segment()
         seg = self._current
         assert seg is not None
-        index = seg["count"]
-        try:
-            self._write_part(seg, index, arrays)
-        except (OSError, ValueError, RuntimeError) as exc:
-            error = HDF5Error(f"Series.append: writing step {step} failed: {exc}")
+        blocks = self._stage(arrays)
+        pending = _Pending(seg, seg["count"], int(step), float(time), values, blocks)
+        if self.asynchronous:
+            pending.start(self._write_part)
+            self._pending = pending
+        else:
+            pending.run(self._write_part)
+            self._pending = pending
+            self._finish_pending()
+
+    @collective("Series.close", lambda self, *a, **k: self.comm)
+    def close(self) -> None:
+        """Commit the record still being written (asynchronous mode).  Collective."""
+        self._finish_pending()
+
+    def __enter__(self) -> Series:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.close()
+
+    def _stage(self, arrays: dict[str, Any]) -> dict[str, tuple[np.ndarray, Any]]:
+        """Per field, (buffer, selection) to write: the array itself when synchronous, a
+        copy of its block when the write runs in the background (the solver goes on
+        changing the array)."""
+        if not self.asynchronous:
+            return {n: (a.local, a._interior) for n, a in arrays.items()}
+        staged = {}
+        for name, a in arrays.items():
+            buf = self._staging.get(name)
+            if buf is None or buf.shape != a.local_shape:
+                buf = self._staging[name] = np.empty(a.local_shape, a.dtype)
+            np.copyto(buf, a.interior)
+            staged[name] = (buf, ...)
+        return staged
+
+    def _finish_pending(self) -> None:
+        """Wait for the pending write, agree on it, and commit its record (collective)."""
+        from parcomp.comm import raise_if_any
+
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        error = pending.wait()
+        if error is not None:
+            error = HDF5Error(f"Series.append: writing step {pending.step} failed: {error}")
         raise_if_any(error, self.comm)
+        seg, step = pending.seg, pending.step
         rank0 = self.comm.Get_rank() == 0
-        self._add(seg, step, time, values if rank0 else None)
+        self._add(seg, step, pending.time, pending.values if rank0 else None)
         if rank0:
             try:
                 self._commit()
@@ -313,7 +368,7 @@ class Series:
         except BaseException:
             self._drop(seg)  # the record was not committed: as if never appended
             raise
-        if self._stale and self.comm.Get_rank() == 0:
+        if self._stale and rank0:
             for name in self._stale:
                 _remove(self.path.parent / name)
         self._stale = []
@@ -339,10 +394,13 @@ class Series:
 
         if isinstance(step, bool) or not isinstance(step, int | np.integer):
             raise ConfigError(f"Series.append: step must be an integer, got {step!r}")
-        if self.steps and step <= self.steps[-1]:
-            raise ConfigError(
-                f"Series.append: step {step} is not after the last record's {self.steps[-1]}"
-            )
+        last = (
+            self._pending.step
+            if self._pending is not None
+            else (self.steps[-1] if self.steps else None)
+        )
+        if last is not None and step <= last:
+            raise ConfigError(f"Series.append: step {step} is not after the last record's {last}")
         if not np.isfinite(float(time)):
             raise ConfigError(f"Series.append: time must be finite, got {time!r}")
         arrays = dict(fields) if fields is not None else {}
@@ -394,26 +452,35 @@ class Series:
         self._segments.append(seg)
         self._current = seg
 
-    def _write_part(self, seg: dict[str, Any], index: int, arrays: dict[str, Any]) -> None:
+    def _write_part(
+        self, seg: dict[str, Any], index: int, blocks: dict[str, tuple[np.ndarray, Any]]
+    ) -> None:
+        """This rank's blocks as record ``index`` of its part file, then fsync (local;
+        may run in a background thread: h5py releases the GIL while HDF5 writes)."""
         import h5py
 
         rank = self.comm.Get_rank()
         path = self.path.parent / seg["parts"] / f"rank-{rank:05d}.h5"
+        shape = self._template.local_shape
         with h5py.File(path, "a") as fh:
-            for name, a in arrays.items():
+            for name, (buf, sel) in blocks.items():
+                dtype = np.dtype(self.fields[name][0])
                 dset = fh.get(name)
                 if dset is None:
-                    shape = a.local_shape
                     dset = fh.create_dataset(
                         name,
                         shape=(0, *shape),
                         maxshape=(None, *shape),
-                        dtype=a.dtype,
-                        chunks=_tile(shape, a.dtype.itemsize) if all(shape) else None,
+                        dtype=dtype,
+                        chunks=_tile(shape, dtype.itemsize) if all(shape) else None,
                     )
                 dset.resize(index + 1, axis=0)
-                if a.interior.size:
-                    dset.write_direct(a.local, a._interior, (index, *(slice(None),) * a.ndim))
+                if all(shape):
+                    dest = (index, *(slice(None),) * len(shape))
+                    if sel is ...:
+                        dset.write_direct(buf, None, dest)
+                    else:
+                        dset.write_direct(buf, sel, dest)
         _fsync(path)
 
     # ------------------------------------------------------------------ the commit
@@ -584,3 +651,40 @@ def _read_meta(path: Path) -> dict[str, Any]:
         return meta
     except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
         raise HDF5Error(f"Series: {path} has damaged bookkeeping: {exc}") from None
+
+
+class _Pending:
+    """A record being written to this rank's part file (possibly in a thread)."""
+
+    def __init__(
+        self,
+        seg: dict[str, Any],
+        index: int,
+        step: int,
+        time: float,
+        values: dict[str, float],
+        blocks: dict[str, Any],
+    ) -> None:
+        self.seg, self.index, self.step, self.time = seg, index, step, time
+        self.values, self.blocks = values, blocks
+        self.error: BaseException | None = None
+        self.thread: Any = None
+
+    def run(self, write: Any) -> None:
+        try:
+            write(self.seg, self.index, self.blocks)
+        except (OSError, ValueError, RuntimeError) as exc:
+            self.error = exc
+
+    def start(self, write: Any) -> None:
+        import threading
+
+        self.thread = threading.Thread(
+            target=self.run, args=(write,), name="parcomp-series-write", daemon=False
+        )
+        self.thread.start()
+
+    def wait(self) -> BaseException | None:
+        if self.thread is not None:
+            self.thread.join()
+        return self.error

@@ -110,3 +110,23 @@ def test_misuse_raises_on_every_rank(folder):
         with pytest.raises(error, match=match):
             call()
     parallel_assert(s.records == 1 and s.steps == [3])
+
+
+def test_asynchronous_records_are_committed_by_the_next_append_or_close(folder):
+    path = folder / "a.h5"
+    u = field(0)
+    block = tuple(slice(lo, hi) for lo, hi in u.local_range)
+    with Series(path, {"u": u}, overwrite=True, asynchronous=True) as s:
+        for step in range(1, 5):
+            u.interior[...] = expected(step)[block]
+            s.append(step, float(step), fields={"u": u})
+            u.interior[...] = -1.0  # the solver goes on changing the array at once
+            ok = s.records == step - 1  # committed by the next append
+        with pytest.raises(ConfigError, match="not after"):
+            s.append(4, 9.0, fields={"u": u})  # the pending record's step
+    ok = ok and s.records == 4
+    if RANK == 0:
+        with h5py.File(path, "r") as fh:
+            ok = ok and list(fh["step"][...]) == [1, 2, 3, 4]
+            ok = ok and all(np.array_equal(fh["u"][k], expected(k + 1)) for k in range(4))
+    parallel_assert(ok)
