@@ -148,3 +148,47 @@ def test_to_hdf5_on_a_full_disk_keeps_the_old_file(small_disk):
     assert {p.name for p in small_disk.iterdir()} == before  # no temporary, no new parts
     with h5py.File(target, "r") as fh:
         assert np.array_equal(fh["u"][...], good)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A real read-only file system (a tmpfs mounted ro): root's permission checks pass,
+    the kernel still refuses writes (needs root, as in CI)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_read_only_target_is_a_clear_error_on_every_rank(read_only_dir):
+    script = read_only_dir.parent / "ro.py"
+    script.write_text(
+        "import sys\n"
+        "from parcomp.array import DistArray\n"
+        "from parcomp.errors import HDF5Error\n"
+        "from parcomp.io import Series\n"
+        "u = DistArray.zeros((8, 8))\n"
+        "for what in ('to_hdf5', 'series'):\n"
+        "    try:\n"
+        "        if what == 'to_hdf5':\n"
+        "            u.to_hdf5(sys.argv[1] + '/f.h5')\n"
+        "        else:\n"
+        "            Series(sys.argv[1] + '/s.h5', {'u': u}).append(0, 0.0, fields={'u': u})\n"
+        "    except HDF5Error as exc:\n"
+        "        print('REFUSED', what, exc, flush=True)\n"
+    )
+    proc = run([PARCOMP, "run", "-n", "3", "--timeout", "60", script, read_only_dir], timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for what in ("to_hdf5", "series"):
+        assert proc.stdout.count(f"REFUSED {what}") == 3, proc.stdout  # every rank
+    assert proc.stdout.count("is not writable") == 6, proc.stdout  # a clear reason
+    assert list(read_only_dir.iterdir()) == []
