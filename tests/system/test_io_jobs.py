@@ -184,11 +184,12 @@ def test_a_read_only_target_is_a_clear_error_on_every_rank(read_only_dir):
         "        else:\n"
         "            Series(sys.argv[1] + '/s.h5', {'u': u}).append(0, 0.0, fields={'u': u})\n"
         "    except HDF5Error as exc:\n"
-        "        print('REFUSED', what, exc, flush=True)\n"
+        "        sys.stdout.write(f'REFUSED {what}: {exc}\\n')  # one write: no interleaving\n"
+        "        sys.stdout.flush()\n"
     )
     proc = run([PARCOMP, "run", "-n", "3", "--timeout", "60", script, read_only_dir], timeout=90)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for what in ("to_hdf5", "series"):
-        assert proc.stdout.count(f"REFUSED {what}") == 3, proc.stdout  # every rank
+        assert proc.stdout.count(f"REFUSED {what}:") == 3, proc.stdout  # every rank
     assert proc.stdout.count("is not writable") == 6, proc.stdout  # a clear reason
     assert list(read_only_dir.iterdir()) == []
