@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -617,40 +618,140 @@ def _read_meta(path: Path) -> dict[str, Any]:
     import h5py
 
     try:
-        with h5py.File(path, "r") as fh:
-            if fh.attrs.get("format") != FORMAT:
-                raise HDF5Error(f"Series: {path} is not a parcomp series (no format {FORMAT!r})")
-            raw = fh.attrs.get("parcomp_series")
-            try:
-                meta = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
-                names = meta["identity"]["scalars"]
-                columns = {n: fh[n] for n in ("step", "time", *names)}
-                if any(not isinstance(c, h5py.Dataset) or c.ndim != 1 for c in columns.values()):
-                    raise ValueError("step, time and scalars must be 1-d datasets")
-                if any(c.shape[0] > 10**8 for c in columns.values()):
-                    raise ValueError("implausibly many records")
-                steps = [int(v) for v in columns["step"][...]]
-                times = [float(v) for v in columns["time"][...]]
-                meta["scalars"] = {n: [float(v) for v in columns[n][...]] for n in names}
-            except (ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError) as exc:
-                raise HDF5Error(f"Series: {path} has damaged bookkeeping: {exc}") from None
+        fh = h5py.File(path, "r")
     except OSError as exc:
         raise HDF5Error(f"Series: {path} is not a readable HDF5 file: {exc}") from None
+    with fh:
+        if fh.attrs.get("format") != FORMAT:
+            raise HDF5Error(f"Series: {path} is not a parcomp series (no format {FORMAT!r})")
+        try:
+            raw = fh.attrs.get("parcomp_series")
+            meta = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
+            names = meta["identity"]["scalars"] if isinstance(meta, dict) else None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError("identity.scalars must be a list of names")
+            columns: dict[str, Any] = {}
+            for n in ("step", "time", *names):
+                c = fh.get(n)
+                if not isinstance(c, h5py.Dataset) or c.ndim != 1 or c.shape[0] > MAX_RECORDS:
+                    raise ValueError(f"{n!r} must be a 1-d dataset of at most {MAX_RECORDS}")
+                if c.dtype.kind not in "iuf":
+                    raise ValueError(f"{n!r} must be numeric, is {c.dtype}")
+                columns[n] = c[...]
+        except (ValueError, TypeError, KeyError, OSError, json.JSONDecodeError) as exc:
+            raise HDF5Error(f"Series: {path} has damaged bookkeeping: {exc}") from None
     try:
-        segments = meta["segments"]
-        if len(times) != len(steps) or any(b <= a for a, b in itertools.pairwise(steps)):
-            raise ValueError("steps and times disagree or do not increase")
-        if any(len(v) != len(steps) for v in meta["scalars"].values()):
-            raise ValueError("a scalar series and the steps disagree in length")
-        if sum(int(s["count"]) for s in segments) != len(steps):
-            raise ValueError("segments do not add up to the records")
-        for s in segments:
-            if not str(s["parts"]).startswith(f"{path.name}{_PARTS}") or "/" in str(s["parts"]):
-                raise ValueError(f"part folder {s['parts']!r} is not this file's")
-        meta["steps"], meta["times"] = steps, times
-        return meta
-    except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
+        return parse_meta(path.name, meta, columns)
+    except (ValueError, TypeError, KeyError) as exc:
         raise HDF5Error(f"Series: {path} has damaged bookkeeping: {exc}") from None
+
+
+#: Records a series file may claim (far beyond any run: refuses absurd sizes early).
+MAX_RECORDS = 10**8
+
+
+def parse_meta(file_name: str, meta: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a series' bookkeeping: typed and bounded (PURE).
+
+    ``meta`` is the decoded ``parcomp_series`` attribute, ``columns`` the ``step``,
+    ``time`` and scalar datasets' values.  Returns ``{"identity", "segments", "steps",
+    "times", "scalars"}`` or raises ValueError/TypeError/KeyError naming the problem.
+    """
+    if not isinstance(meta, dict) or not isinstance(meta.get("identity"), dict):
+        raise ValueError("no identity")
+    ident = meta["identity"]
+    fields = ident.get("fields")
+    if not isinstance(fields, dict) or not fields:
+        raise ValueError("identity.fields must name at least one field")
+    shape: list[int] | None = None
+    for name, spec in fields.items():
+        if not _NAME.match(name) or not isinstance(spec, list) or len(spec) != 2:
+            raise ValueError(f"field {name!r}: [dtype, shape] expected")
+        dt = np.dtype(str(spec[0]))
+        if dt.kind not in "biufc" or dt.fields is not None:
+            raise ValueError(f"field {name!r}: dtype {dt} is not numeric")
+        dims = spec[1]
+        if (
+            not isinstance(dims, list)
+            or not 1 <= len(dims) <= 8
+            or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**40 for d in dims
+            )
+        ):
+            raise ValueError(f"field {name!r}: shape {dims!r} is not 1-8 positive integers")
+        if shape is not None and dims != shape:
+            raise ValueError("fields of different shapes")
+        shape = dims
+    assert shape is not None
+    axes = ident.get("dims")
+    if (
+        not isinstance(axes, list)
+        or len(axes) != len(shape)
+        or not all(isinstance(a, str) and _NAME.match(a) for a in axes)
+    ):
+        raise ValueError(f"identity.dims {axes!r} must name the {len(shape)} axes")
+    if not isinstance(ident.get("coords_sha256"), str):
+        raise ValueError("identity.coords_sha256 missing")
+    steps = [int(v) for v in np.asarray(columns["step"]).tolist()]
+    times = [float(v) for v in np.asarray(columns["time"]).tolist()]
+    if len(times) != len(steps) or any(b <= a for a, b in itertools.pairwise(steps)):
+        raise ValueError("steps and times disagree in length, or steps do not increase")
+    if not all(np.isfinite(times)):
+        raise ValueError("times must be finite")
+    scalars = {n: [float(v) for v in np.asarray(columns[n]).tolist()] for n in ident["scalars"]}
+    if any(len(v) != len(steps) for v in scalars.values()):
+        raise ValueError("a scalar series and the steps disagree in length")
+    segments = meta.get("segments")
+    if not isinstance(segments, list) or len(segments) > 10_000:
+        raise ValueError("segments must be a list")
+    pattern = re.compile(rf"^{re.escape(file_name)}{re.escape(_PARTS)}[0-9a-f]{{12}}$")
+    first = 0
+    clean = []
+    for seg in segments:
+        if not isinstance(seg, dict):
+            raise ValueError("a segment is not an object")
+        parts, nprocs, count = seg.get("parts"), seg.get("nprocs"), seg.get("count")
+        if not isinstance(parts, str) or not pattern.match(parts):
+            raise ValueError(f"part folder {parts!r} is not this file's")
+        if not isinstance(nprocs, int) or isinstance(nprocs, bool) or not 1 <= nprocs <= 2**24:
+            raise ValueError(f"segment nprocs {nprocs!r}")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValueError(f"segment count {count!r}")
+        if seg.get("first") != first:
+            raise ValueError(f"segment first {seg.get('first')!r}, expected {first}")
+        ranges = seg.get("ranges")
+        if not isinstance(ranges, list) or len(ranges) != nprocs:
+            raise ValueError("segment ranges must list every rank's block")
+        for block in ranges:
+            if not isinstance(block, list) or len(block) != len(shape):
+                raise ValueError("a block range has the wrong number of axes")
+            for bounds, n in zip(block, shape, strict=True):
+                if (
+                    not isinstance(bounds, list)
+                    or len(bounds) != 2
+                    or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+                    or not 0 <= bounds[0] <= bounds[1] <= n
+                ):
+                    raise ValueError(f"block bounds {bounds!r} outside the shape {shape}")
+        first += count
+        clean.append(
+            {
+                "parts": parts,
+                "nprocs": nprocs,
+                "ranges": ranges,
+                "first": seg["first"],
+                "count": count,
+            }
+        )
+    if first != len(steps):
+        raise ValueError("segments do not add up to the records")
+    return {
+        "identity": ident,
+        "segments": clean,
+        "steps": steps,
+        "times": times,
+        "scalars": scalars,
+    }
 
 
 class _Pending:
