@@ -405,7 +405,6 @@ class DistArray(VectorAlgebra):
         finally:
             mine.Free()
 
-    @collective("DistArray.gather")
     def to_hdf5(
         self,
         path: Any,
@@ -434,6 +433,7 @@ class DistArray(VectorAlgebra):
 
         return load_hdf5(path, name, **layout)
 
+    @collective("DistArray.gather")
     def gather(self, root: int = 0) -> np.ndarray | None:
         """The whole array on ``root`` (``None`` on the other ranks).
 

@@ -6,6 +6,7 @@ import fcntl
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,22 +50,49 @@ def job():
     return load_job
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 900 KiB tmpfs: room for one small checkpoint, not two (needs root, as in CI)."""
-    mount = tmp_path / "disk"
+def mounted_tmpfs(mount, options: str, what: str):
+    """Mount a real tmpfs with ``options`` at ``mount`` (a generator for fixtures; skips
+    where mounting is not allowed, i.e. without root)."""
     mount.mkdir()
     made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=900k", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
         capture_output=True,
         text=True,
     )
     if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {made.stderr.strip()}")
+        pytest.skip(f"cannot mount {what} here (needs root): {made.stderr.strip()}")
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 900 KiB tmpfs: room for one small checkpoint, not two (needs root, as in CI)."""
+    yield from mounted_tmpfs(tmp_path / "disk", "size=900k", "a small tmpfs")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A real read-only file system (a tmpfs mounted ro): root's permission checks pass,
+    the kernel still refuses writes (needs root, as in CI)."""
+    yield from mounted_tmpfs(tmp_path / "ro", "size=1m,ro", "a read-only tmpfs")
+
+
+def ensure_apt_tool(binary: str, package: str) -> str | None:
+    """Install Debian's ``package`` when ``binary`` is missing and that is possible (root,
+    apt); return a reason to skip, or None when the tool is there."""
+    if shutil.which(binary):
+        return None
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return f"{binary} is not installed (Debian: {package}) and cannot be installed here"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-q", package]
+    if subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        subprocess.run(cmd, env=env, capture_output=True, timeout=600)
+    return None if shutil.which(binary) else f"apt-get could not install {package}"
 
 
 @pytest.fixture(scope="session")

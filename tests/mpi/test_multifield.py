@@ -11,6 +11,8 @@ from parcomp.declared import run_stencil
 from parcomp.errors import KernelSignatureError, ShapeError
 from parcomp.exchange import exchange_halos
 from parcomp.halo import STATS, halo_plan
+from parcomp.kernels import gray_scott_numpy
+from parcomp.kernels import gray_scott_step as gray_scott
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD
@@ -63,31 +65,6 @@ def test_one_exchange_fills_every_field_with_one_message_per_neighbour(periodic,
         else:
             ok = ok and np.array_equal(got, want)
     parallel_assert(ok, f"sent {sent} messages for {neighbours} neighbours")
-
-
-@parcomp.stencil(radius=1, reads=("u", "v"), writes=("u2", "v2"))
-def gray_scott(u, v, u2, v2, du, dv, f, k, dt):
-    for i in range(1, u.shape[0] - 1):
-        for j in range(1, u.shape[1] - 1):
-            uc = u[i, j]
-            vc = v[i, j]
-            lu = u[i - 1, j] + u[i + 1, j] + u[i, j - 1] + u[i, j + 1] - 4.0 * uc
-            lv = v[i - 1, j] + v[i + 1, j] + v[i, j - 1] + v[i, j + 1] - 4.0 * vc
-            uvv = uc * vc * vc
-            u2[i, j] = uc + dt * (du * lu - uvv + f * (1.0 - uc))
-            v2[i, j] = vc + dt * (dv * lv + uvv - (f + k) * vc)
-
-
-def gray_scott_numpy(U, V, du, dv, f, k, dt):
-    P, Q = np.pad(U, 1, mode="wrap"), np.pad(V, 1, mode="wrap")
-    uc, vc = P[1:-1, 1:-1], Q[1:-1, 1:-1]
-    lu = P[:-2, 1:-1] + P[2:, 1:-1] + P[1:-1, :-2] + P[1:-1, 2:] - 4.0 * uc
-    lv = Q[:-2, 1:-1] + Q[2:, 1:-1] + Q[1:-1, :-2] + Q[1:-1, 2:] - 4.0 * vc
-    uvv = uc * vc * vc
-    return (
-        uc + dt * (du * lu - uvv + f * (1.0 - uc)),
-        vc + dt * (dv * lv + uvv - (f + k) * vc),
-    )
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["blocking", "overlap"])

@@ -1,34 +1,17 @@
 """A checkpoint is readable with the standard HDF5 tools from any directory."""
 
-import os
 import re
-import shutil
-import subprocess
 
 import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import BIN, run
-
-
-def _ensure_h5dump() -> str | None:
-    """Install Debian's hdf5-tools when missing and possible; return a reason to skip."""
-    if shutil.which("h5dump"):
-        return None
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "h5dump is not installed (Debian: hdf5-tools) and cannot be installed here (needs root + apt)"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-q", "hdf5-tools"]
-    if subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        subprocess.run(cmd, env=env, capture_output=True, timeout=600)
-    return None if shutil.which("h5dump") else "apt-get could not install hdf5-tools"
+from tests.conftest import BIN, ensure_apt_tool, run
 
 
 @pytest.mark.timeout(600)  # may install hdf5-tools with apt first
 def test_h5dump_reads_the_global_array_across_shards(tmp_path):
-    reason = _ensure_h5dump()
+    reason = ensure_apt_tool("h5dump", "hdf5-tools")
     if reason:
         pytest.skip(reason)
     ck = tmp_path / "ck"

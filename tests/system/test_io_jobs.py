@@ -4,7 +4,6 @@ during to_hdf5 leaves the old file and no temporary."""
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import threading
@@ -14,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import BIN, load_job, run
+from tests.conftest import BIN, ensure_apt_tool, load_job, run
 
 PARCOMP = BIN / "parcomp"
 
@@ -75,19 +74,6 @@ def test_series_survives_a_kill_at_a_random_moment(tmp_path, seed):
     assert np.allclose(total, [heat.exact(48, k, 0.2).sum() for k in range(241)], rtol=1e-12)
 
 
-def _ensure_ncdump() -> str | None:
-    if shutil.which("ncdump"):
-        return None
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "ncdump is not installed (Debian: netcdf-bin) and cannot be installed here"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-q", "netcdf-bin"]
-    if subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        subprocess.run(cmd, env=env, capture_output=True, timeout=600)
-    return None if shutil.which("ncdump") else "apt-get could not install netcdf-bin"
-
-
 @pytest.mark.timeout(600)  # may install netcdf-bin with apt first
 def test_xarray_and_ncdump_read_the_series(tmp_path):
     import xarray as xr
@@ -110,7 +96,7 @@ def test_xarray_and_ncdump_read_the_series(tmp_path):
         assert np.allclose(history, [heat.exact(20, k, 0.24)[5, 7] for k in (0, 10, 20, 30)])
     xmf = (out / "series.xmf").read_text()
     assert xmf.count('<Grid Name="step') == 4 and "series.h5:/u" in xmf
-    reason = _ensure_ncdump()
+    reason = ensure_apt_tool("ncdump", "netcdf-bin")
     if reason:
         pytest.skip(reason)
     header = subprocess.run(
@@ -148,25 +134,6 @@ def test_to_hdf5_on_a_full_disk_keeps_the_old_file(small_disk):
     assert {p.name for p in small_disk.iterdir()} == before  # no temporary, no new parts
     with h5py.File(target, "r") as fh:
         assert np.array_equal(fh["u"][...], good)
-
-
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A real read-only file system (a tmpfs mounted ro): root's permission checks pass,
-    the kernel still refuses writes (needs root, as in CI)."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {made.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_read_only_target_is_a_clear_error_on_every_rank(read_only_dir):
