@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from parcomp import watchdog
 from parcomp.errors import KernelSignatureError, ShapeError
 from parcomp.numba_jit import Kernel, parameter_names
-from parcomp.reach import infer_reach
-from parcomp.stencil_run import CHECKED, execute, fast_key, find, remember
+from parcomp.reach import field_uses, infer_reach
+from parcomp.stencil_run import CHECKED, buffers, execute, fast_key, find, remember, window
 from parcomp.watchdog import collective, debug_collectives
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,6 +63,10 @@ class StencilSpec:
     pointwise : tuple of str
         Fields read only at the cell being computed (``uold[i, j]``): DistArrays with
         the same decomposition, never exchanged; they may also be written (in place).
+    reads_output : bool or None
+        Whether the kernel reads a field it writes (an in-place update, ``out += ...``):
+        then ``overlap=True`` is refused (it computes some cells twice).  None when the
+        source is not available (overlap refused too: it cannot be proven safe).
     """
 
     radius: int | tuple[int, ...]
@@ -71,6 +75,7 @@ class StencilSpec:
     writes: tuple[str, ...]
     params: tuple[str, ...]
     pointwise: tuple[str, ...] = ()
+    reads_output: bool | None = False
 
     def radius_for(self, ndim: int) -> tuple[int, ...]:
         """Radius per axis for an ``ndim``-d field (raises ShapeError on a count mismatch)."""
@@ -148,22 +153,46 @@ def make_spec(
             "results; write to a second field (or declare radius=0 for a pointwise update)"
         )
     spec = StencilSpec(rad, corners, rd, wr, params, pw)
-    _check_against_source(func, spec)
-    return spec
+    reads_output = _check_against_source(func, spec)
+    return StencilSpec(rad, corners, rd, wr, params, pw, reads_output)
 
 
-def _check_against_source(func: Callable[..., Any], spec: StencilSpec) -> None:
-    """Refuse a declaration that the kernel's own source contradicts (see parcomp.reach)."""
+def _check_against_source(func: Callable[..., Any], spec: StencilSpec) -> bool | None:
+    """Refuse a declaration that the kernel's own source contradicts (see parcomp.reach);
+    return whether the kernel reads a field it writes (None: no source to tell)."""
     name = getattr(func, "__name__", repr(func))
-    for field, reach in infer_reach(func, spec.pointwise).items():
-        if reach.offsets:
-            axis = next(iter(reach.offsets))
+    uses = field_uses(func, (*spec.pointwise, *spec.writes))
+    if uses is None:
+        if spec.pointwise:
             raise KernelSignatureError(
-                f"@parcomp.stencil on {name!r}: {field} is declared pointwise (read only at "
-                f"the cell computed, never exchanged) but the kernel reads "
-                f"{reach.widest[axis]}, a neighbour: its ghost cells would be stale. "
-                "Declare it in reads=(...)"
+                f"@parcomp.stencil on {name!r}: pointwise={spec.pointwise} cannot be checked "
+                "without the kernel's source (defined in a string?); declare those fields "
+                "in reads=(...) instead"
             )
+        reads_output: bool | None = None
+    else:
+        for field in spec.pointwise:
+            bad = uses[field].unproven()
+            if bad is not None:
+                raise KernelSignatureError(
+                    f"@parcomp.stencil on {name!r}: {field} is declared pointwise (read only "
+                    f"at the cell computed, never exchanged), but the kernel uses {bad}, "
+                    "which parcomp cannot prove is that cell (a neighbour would read stale "
+                    f"ghost cells). Index it as {field}[i, j] with the loop variables, or "
+                    "declare it in reads=(...)"
+                )
+        for field in spec.writes:
+            if field in spec.pointwise or field in spec.reads:
+                continue
+            bad = uses[field].neighbour_read()
+            if bad is not None:
+                raise KernelSignatureError(
+                    f"@parcomp.stencil on {name!r}: it writes {field} and reads {bad}, a "
+                    "neighbour of the cell it computes: the result would depend on the order "
+                    "of the loop and on the rank count (a neighbour's cells are never "
+                    "exchanged into an output). Read the previous values from a separate field"
+                )
+        reads_output = any(uses[f].read_at_all for f in spec.writes)
     for reach in infer_reach(func, spec.reads).values():
         if reach.diagonal is not None and not spec.corners:
             raise KernelSignatureError(
@@ -183,6 +212,7 @@ def _check_against_source(func: Callable[..., Any], spec: StencilSpec) -> None:
                     f"{offset} cell(s) away on axis {axis}, but is declared with radius "
                     f"{spec.radius}. Declare the radius it reads"
                 )
+    return reads_output
 
 
 def _undeclared_reach(kernel: Any) -> dict[str, Any]:
@@ -380,10 +410,17 @@ def _run_stencil(
     kernel: Any, args: tuple[Any, ...], corners: bool | None, exchange: bool, overlap: bool
 ) -> None:
     """:func:`run_stencil` for a call not seen before (or overlapped): check, then run."""
+    import numpy as np
+
     from parcomp.array import DistArray
+    from parcomp.comm import raise_if_differ
 
     hit = find(kernel, corners, args)
-    if hit is not None and not debug_collectives() and not (overlap and hit.spec is None):
+    if (
+        hit is not None
+        and not debug_collectives()
+        and not (overlap and (hit.spec is None or hit.spec.reads_output is not False))
+    ):  # (overlap of an undeclared kernel or one reading its output: raises below)
         execute(kernel, args, hit.reads, hit.spec, hit.corners, exchange, overlap, None)
         return
     key = fast_key(kernel, args, corners, DistArray)
@@ -468,7 +505,25 @@ def _run_stencil(
     want_corners = _corners(spec, corners, name, comm, kernel)
     for rn, r in reads:
         _check_reach(spec, name, rn, r, comm, kernel)
-    call_args = tuple(a.local if isinstance(a, DistArray) else a for a in args)
+    # The kinds of the plain parameters must agree between ranks before anything else
+    # collective (the compile agreement) and before this call is remembered: a rank that
+    # remembered float64 and one that remembered int64 would next take different paths
+    # (one straight to the exchange, one into an agreement): a hang.
+    kinds = [
+        [n, kind_of(a)]
+        for n, a, r in zip(names, args, roles, strict=True)
+        if r == "param" and not isinstance(a, np.ndarray)
+    ]
+    raise_if_differ(
+        kinds,
+        comm,
+        lambda ranks, first, other: (
+            f"run_stencil: kernel {name!r} gets plain parameters of other kinds on rank(s) "
+            f"{ranks} ({other}) than on rank 0 ({first}); pass the same kinds of numbers on "
+            "every rank"
+        ),
+    )
+    call_args = buffers(args, window(spec, args), DistArray)
     if isinstance(kernel, Kernel) and not _jit_disabled():
         _agree_compiled(kernel, call_args, comm)
     if overlap and exchange and spec is None:
@@ -476,6 +531,20 @@ def _run_stencil(
             KernelSignatureError(
                 f"run_stencil(overlap=True) needs a declared kernel (@parcomp.stencil): "
                 f"{name!r} does not say how far it reads"
+            ),
+            comm,
+        )
+    if overlap and exchange and spec is not None and spec.reads_output is not False:
+        _fail(
+            KernelSignatureError(
+                f"run_stencil(overlap=True): kernel {name!r} "
+                + (
+                    "reads a field it writes (an in-place update or out += ...)"
+                    if spec.reads_output
+                    else "has no source parcomp can read to prove it does not read its output"
+                )
+                + "; overlap computes the cells next to the block's edges twice, so the "
+                "result would be wrong. Use overlap=False"
             ),
             comm,
         )
@@ -632,7 +701,23 @@ def _agree_compiled(kernel: Kernel, call_args: tuple[Any, ...], comm: Any) -> No
 
 
 def _agreed_kinds(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Per argument, what is the same on every rank: dtype and dimensions, or the type."""
+    """Per argument, what must be the same on every rank: dtype and dimensions, or the
+    kind of number as Numba types it (``0.1`` and ``np.float64(0.1)`` are both float64)."""
     import numpy as np
 
-    return tuple((a.dtype.str, a.ndim) if isinstance(a, np.ndarray) else type(a) for a in args)
+    return tuple((a.dtype.str, a.ndim) if isinstance(a, np.ndarray) else kind_of(a) for a in args)
+
+
+def kind_of(value: Any) -> str:
+    """The Numba-level kind of a plain parameter, as text the same on every rank."""
+    import numpy as np
+
+    if isinstance(value, bool | np.bool_):
+        return "bool"
+    if isinstance(value, int | np.integer):
+        return np.dtype(value.dtype).str if isinstance(value, np.integer) else "int64"
+    if isinstance(value, float | np.floating):
+        return np.dtype(value.dtype).str if isinstance(value, np.floating) else "<f8"
+    if isinstance(value, complex | np.complexfloating):
+        return np.dtype(value.dtype).str if isinstance(value, np.complexfloating) else "<c16"
+    return f"{type(value).__module__}.{type(value).__qualname__}"

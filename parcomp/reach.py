@@ -98,3 +98,80 @@ def infer_reach(func: Callable[..., Any], fields: Sequence[str]) -> dict[str, Re
         if sum(1 for o in offsets if o) >= 2 and reach.diagonal is None:
             reach.diagonal = text
     return out
+
+
+_METADATA = frozenset({"shape", "ndim", "size", "dtype", "itemsize", "strides"})
+
+
+@dataclass
+class Uses:
+    """How a kernel's source uses one field (see :func:`field_uses`)."""
+
+    reads: list[tuple[str, tuple[int, ...] | None]] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)  # aliases, calls, slices: not provable
+
+    @property
+    def read_at_all(self) -> bool:
+        return bool(self.reads or self.other)
+
+    def neighbour_read(self) -> str | None:
+        """The source of a read proven to be at a non-zero offset, if any."""
+        return next((t for t, offs in self.reads if offs is not None and any(offs)), None)
+
+    def unproven(self) -> str | None:
+        """A use that is not ``name[i, j]`` with bare loop variables, if any."""
+        bad = next((t for t, offs in self.reads if offs is None or any(offs)), None)
+        return bad or (self.other[0] if self.other else None)
+
+
+def field_uses(func: Callable[..., Any], fields: Sequence[str]) -> dict[str, Uses] | None:
+    """Every use of each of ``fields`` in ``func``'s source (None if there is no source).
+
+    * ``reads``: loads, including the target of an augmented assignment (``out[i] += x``
+      reads ``out[i]``), with the per-axis offsets when every index is a loop variable
+      plus or minus a constant (else None);
+    * ``other``: any other use of the name (``w = uold``, ``helper(uold)``, a slice),
+      whose reach cannot be proven.  Plain stores (``out[i, j] = x``) and metadata
+      (``out.shape``) are not uses.
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(func))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+    loop_vars = {
+        node.target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.For) and isinstance(node.target, ast.Name)
+    }
+    out = {name: Uses() for name in fields}
+    handled: set[int] = set()
+    aug_targets = {id(n.target) for n in ast.walk(tree) if isinstance(n, ast.AugAssign)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id in out and node.attr in _METADATA:
+                handled.add(id(node.value))
+        if not (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in out
+        ):
+            continue
+        handled.add(id(node.value))
+        is_read = isinstance(node.ctx, ast.Load) or id(node) in aug_targets
+        if not is_read:
+            continue  # a plain store
+        index = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        offsets = [_offset(e, loop_vars) for e in index]
+        text = ast.unparse(node)
+        proven = None if any(o is None for o in offsets) else tuple(int(o) for o in offsets)
+        out[node.value.id].reads.append((text, proven))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Name)
+            and node.id in out
+            and isinstance(node.ctx, ast.Load)
+            and id(node) not in handled
+        ):
+            out[node.id].other.append(node.id)
+    return out

@@ -17,7 +17,7 @@ from typing import Any
 
 from parcomp.exchange import group_exchange
 
-__all__ = ["CHECKED", "CHECKED_MAX", "find", "fast_key", "remember", "execute"]
+__all__ = ["CHECKED", "CHECKED_MAX", "find", "fast_key", "remember", "execute", "window", "buffers"]
 
 
 class _Checked:
@@ -79,6 +79,22 @@ def fast_key(kernel: Any, args: tuple[Any, ...], corners: Any, dist: type) -> An
     return (kernel, corners)
 
 
+def _alike(cls: type) -> tuple[type, ...]:
+    """Classes Numba types alike (``float`` and ``np.float64`` ...): a call remembered with
+    one matches the other, as the agreement between ranks compares them alike."""
+    import numpy as np
+
+    for group in (
+        (float, np.float64),
+        (int, np.int64),
+        (bool, np.bool_),
+        (complex, np.complex128),
+    ):
+        if cls in group:
+            return group
+    return (cls,)
+
+
 def _kind(a: Any, dist: type) -> Any:
     import numpy as np
 
@@ -90,7 +106,7 @@ def _kind(a: Any, dist: type) -> Any:
 
 
 def _specialise(
-    kernel: Any, args: tuple[Any, ...], reads: list[Any], corners: bool, dist: type
+    kernel: Any, args: tuple[Any, ...], reads: list[Any], corners: bool, dist: type, spec: Any
 ) -> tuple[Any, Any, Any]:
     """Generate ``same``, ``fire`` and ``bare`` for this call's argument kinds (see :class:`_Checked`).
 
@@ -98,14 +114,15 @@ def _specialise(
     same); the exchange object too (it belongs to the array or to its group cache).
     """
     names = [f"a{i}" for i in range(len(args))]
-    env: dict[str, Any] = {}
+    win = window(spec, args)
+    env: dict[str, Any] = {"w": win}
     same, call = [], []
     for i, (name, a) in enumerate(zip(names, args, strict=True)):
         kind = _kind(a, dist)
         if kind is None:
             env[f"r{i}"] = weakref.ref(a)
             same.append(f"r{i}() is {name}")
-            call.append(f"{name}.local")
+            call.append(f"{name}.local" if win is None else f"{name}.local[w]")
         elif isinstance(kind, tuple):
             env[f"t{i}"], env[f"d{i}"], env[f"n{i}"] = kind
             same.append(
@@ -113,8 +130,8 @@ def _specialise(
             )
             call.append(name)
         else:
-            env[f"t{i}"] = kind
-            same.append(f"{name}.__class__ is t{i}")
+            env[f"t{i}"] = _alike(kind)
+            same.append(f"{name}.__class__ in t{i}")
             call.append(name)
     sig = ", ".join(names)
     test = " and ".join(same) or "True"
@@ -140,7 +157,7 @@ def remember(
 ) -> None:
     kernel = key[0]
     refs = tuple(weakref.ref(a) if isinstance(a, dist) else None for a in args)
-    same, fire, bare = _specialise(kernel, args, reads, corners, dist)
+    same, fire, bare = _specialise(kernel, args, reads, corners, dist, spec)
     # the reads are held through the weak references above, not kept alive here
     hit = _Checked(refs, [weakref.ref(r) for r in reads], spec, corners, same, fire, bare)
     hits = CHECKED.setdefault(key, [])  # keyed by the corners asked for, not decided
@@ -174,8 +191,35 @@ def execute(
         # every field read with ghosts in one exchange: one message per neighbour
         group_exchange(reads, corners).exchange()
     if call_args is None:
-        call_args = tuple(a.local if isinstance(a, DistArray) else a for a in args)
+        call_args = buffers(args, window(spec, args), DistArray)
     kernel(*call_args)
+
+
+def window(spec: Any, args: tuple[Any, ...]) -> tuple[slice, ...] | None:
+    """The part of the buffers a declared kernel gets when the halo is wider than its
+    radius: the interior plus ``radius`` ghost cells (PURE).  A kernel computes every cell
+    ``radius`` away from its arrays' edges; on the whole buffer it would also compute the
+    outer ghost cells of its output, which on a wall hold the boundary condition.  None
+    when the halo equals the radius (the whole buffer is that window) or undeclared."""
+    from parcomp.array import DistArray
+
+    if spec is None:
+        return None
+    first = next((a for a in args if isinstance(a, DistArray)), None)
+    if first is None:
+        return None
+    r = spec.radius_for(first.ndim)
+    if all(h == rd for h, rd in zip(first.halo, r, strict=True)):
+        return None
+    n = first.local_shape
+    return tuple(slice(h - rd, h + nd + rd) for h, nd, rd in zip(first.halo, n, r, strict=True))
+
+
+def buffers(args: tuple[Any, ...], win: tuple[slice, ...] | None, dist: type) -> tuple[Any, ...]:
+    """The kernel's arguments: each DistArray's buffer (or its window), others as given."""
+    if win is None:
+        return tuple(a.local if isinstance(a, dist) else a for a in args)
+    return tuple(a.local[win] if isinstance(a, dist) else a for a in args)
 
 
 def _overlapped(
@@ -206,7 +250,8 @@ def _overlapped(
     def call(region: tuple[slice, ...]) -> None:
         kernel(*(a.local[region] if isinstance(a, DistArray) else a for a in args))
 
-    rest = tuple(slice(None) for _ in range(ndim - 1))
+    whole = tuple(slice(hd - rd, hd + nd + rd) for hd, nd, rd in zip(h, n, r, strict=True))
+    rest = whole[1:]  # the other axes: the interior and r ghost cells, never beyond
     group = group_exchange(reads, corners)
     group.start()
     try:
@@ -214,13 +259,13 @@ def _overlapped(
             call((slice(h[0], h[0] + n[0]), *rest))
     finally:
         group.wait()
-    whole = tuple(slice(hd - rd, hd + nd + rd) for hd, nd, rd in zip(h, n, r, strict=True))
     for axis in range(ndim):
         hd, nd, rd = h[axis], n[axis], r[axis]
         if rd == 0:
             continue  # reads nothing across this axis: no strip
         for lo in sorted({hd - rd, max(hd - rd, hd + nd - 2 * rd)}):
-            # axis 0: whole rows (C-contiguous); other axes: narrow, interior elsewhere
-            region = list(whole) if axis else [slice(None)] * ndim
+            # axis 0: whole rows (C-contiguous when the halo is the radius); other axes:
+            # narrow; never beyond r ghost cells (a wider halo's outer ghosts stay alone)
+            region = list(whole)
             region[axis] = slice(lo, lo + 3 * rd)
             call(tuple(region))
