@@ -20,6 +20,7 @@ and more ``--steps``).
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -74,6 +75,11 @@ def simulate(
     if restored is not None:
         u, v = restored.arrays["u"], restored.arrays["v"]
         start = restored.scalars["step"]
+        if start > steps:  # the same on every rank: the restored manifest is agreed
+            raise parcomp.ConfigError(
+                f"the checkpoint is at step {start}, beyond --steps {steps}: ask for at "
+                "least that many steps, or start afresh in another --checkpoint-dir"
+            )
         log.info("resumed at step %d on %d ranks", start, u.partition.size)
     else:
         u = DistArray.fromfunction(u0, (n, n), **kw)
@@ -131,6 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=None, help="every N steps")
     args = parser.parse_args(argv)
     params = {name: getattr(args, name) for name in DEFAULTS}
+    bad = [f"--{k} {v}" for k, v in params.items() if not math.isfinite(v)]
+    if bad:
+        raise parcomp.ConfigError(f"parameters must be finite numbers, got {', '.join(bad)}")
+    if args.checkpoint_every is not None and args.checkpoint_dir is None:
+        raise parcomp.ConfigError("--checkpoint-every needs --checkpoint-dir")
     if args.n < 4 or args.steps < 0:
         raise parcomp.ConfigError(f"--n must be >= 4 and --steps >= 0, got {args.n}, {args.steps}")
     if not 0 < params["dt"] * 4 * max(params["du"], params["dv"]) <= 1:

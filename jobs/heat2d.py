@@ -88,6 +88,11 @@ def simulate(
     )
     if restored is not None:
         u, start = restored.arrays["u"], restored.step
+        if start > steps:  # the same on every rank: the restored manifest is agreed
+            raise parcomp.ConfigError(
+                f"the checkpoint is at step {start}, beyond --steps {steps}: ask for at "
+                "least that many steps, or start afresh in another --checkpoint-dir"
+            )
         log.info(
             "resumed at step %d on %d ranks (resumed_at=%.6f)", start, u.partition.size, time.time()
         )

@@ -94,6 +94,12 @@ def simulate(
     if restored is not None:
         uold, u = restored.arrays["uold"], restored.arrays["u"]
         start = restored.scalars["step"]
+        if start > steps or (stop_at is not None and stop_at <= start):
+            # the same on every rank: the restored manifest is agreed
+            raise parcomp.ConfigError(
+                f"the checkpoint is at step {start}; this run would end at step "
+                f"{steps if stop_at is None else min(steps, stop_at)}: nothing to do"
+            )
         log.info("resumed at step %d on %d ranks", start, u.partition.size)
     else:
         shape_fn = mode(n, p, q)
@@ -162,6 +168,15 @@ def main(argv: list[str] | None = None) -> None:
         help="stop after this step with a checkpoint (needs --checkpoint-dir); rerun to resume",
     )
     args = parser.parse_args(argv)
+    if not all(math.isfinite(v) for v in (args.c, args.cfl, args.time)):
+        raise parcomp.ConfigError("--c, --cfl and --time must be finite numbers")
+    if args.stop_at_step is not None and args.stop_at_step < 2:
+        raise parcomp.ConfigError("--stop-at-step must be >= 2 (steps 0 and 1 are the start)")
+    if 2 * max(args.p, args.q) > args.n:
+        raise parcomp.ConfigError(
+            f"modes --p {args.p} --q {args.q} need --n >= {2 * max(args.p, args.q)} points "
+            "to be resolved (at p = n + 1 the mode is zero at every point)"
+        )
     if args.n < 3 or args.c <= 0 or args.time <= 0 or args.p < 1 or args.q < 1:
         raise parcomp.ConfigError("--n >= 3, --c > 0, --time > 0, --p >= 1 and --q >= 1 needed")
     if not 0 < args.cfl <= 1 / math.sqrt(2):

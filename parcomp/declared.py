@@ -480,12 +480,23 @@ def _run_stencil(
                 ShapeError(
                     f"run_stencil: fields {fields[0][0]} and {n} of kernel {name!r} are "
                     f"decomposed differently: {first.global_shape} grid {first.partition.dims} "
-                    f"halo {first.halo} vs {a.global_shape} grid {a.partition.dims} halo {a.halo}"
+                    f"halo {first.halo} periods {first.partition.periods} vs {a.global_shape} "
+                    f"grid {a.partition.dims} halo {a.halo} periods {a.partition.periods}"
                 ),
                 comm,
             )
     reads = [(n, a) for n, a, r in fields if "read" in r]
     writes = [(n, a) for n, a, r in fields if "write" in r]
+    for k, (wn, w) in enumerate(writes):
+        for wn2, w2 in writes[k + 1 :]:
+            if _overlap(w, w2):
+                _fail(
+                    KernelSignatureError(
+                        f"run_stencil: kernel {name!r} writes {wn} and {wn2} into the same "
+                        "memory; give each output its own array"
+                    ),
+                    comm,
+                )
     pointwise = spec is not None and not any(
         (spec.radius,) if isinstance(spec.radius, int) else spec.radius
     )

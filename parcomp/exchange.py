@@ -58,8 +58,9 @@ def check_group(arrays: Sequence[Any]) -> list[DistArray]:
         ):
             raise ShapeError(
                 f"exchange_halos: arrays 0 and {i} are decomposed differently: "
-                f"{first.global_shape} grid {first.partition.dims} halo {first.halo} vs "
-                f"{a.global_shape} grid {a.partition.dims} halo {a.halo}"
+                f"{first.global_shape} grid {first.partition.dims} halo {first.halo} "
+                f"periods {first.partition.periods} vs {a.global_shape} grid "
+                f"{a.partition.dims} halo {a.halo} periods {a.partition.periods}"
                 + ("" if a._halo_comm is first._halo_comm else " (other communicators)")
             )
     return arrays
@@ -115,22 +116,39 @@ def exchange_halos(*arrays: DistArray, corners: bool = False) -> None:
     Collective over the arrays' communicator.  Each neighbour gets one message carrying
     every array's slab, so two fields cost one latency, not two.
     """
-    group_exchange(_checked(arrays), corners).exchange()
+    checked = _checked(arrays)
+    _raise_everywhere(lambda: group_exchange(checked, corners).exchange(), checked)
 
 
 @collective("start_exchange", _comm_of)
 def start_exchange(*arrays: DistArray, corners: bool = False) -> None:
     """Start the exchange of :func:`exchange_halos` and return at once."""
-    group_exchange(_checked(arrays), corners).start()
+    checked = _checked(arrays)
+    _raise_everywhere(lambda: group_exchange(checked, corners).start(), checked)
 
 
 @collective("finish_exchange", _comm_of)
 def finish_exchange(*arrays: DistArray, corners: bool = False) -> None:
-    """Wait for the exchange :func:`start_exchange` started on the same arrays."""
-    group_exchange(_checked(arrays), corners).wait()
+    """Wait for the exchange :func:`start_exchange` started on the same arrays (the same
+    order and corners; otherwise :class:`~parcomp.errors.CollectiveError` on every rank)."""
+    checked = _checked(arrays)
+    _raise_everywhere(lambda: group_exchange(checked, corners).wait(), checked)
 
 
-def _checked(arrays: Sequence[Any]) -> list[DistArray]:
+def _raise_everywhere(action: Any, arrays: Sequence[DistArray]) -> None:
+    """Run ``action``; a state error (started twice, finished unstarted) comes from the
+    same calls on every rank, so it is marked as raised by all of them."""
+    from parcomp.comm import mark_everywhere
+    from parcomp.errors import CollectiveError
+
+    try:
+        action()
+    except CollectiveError as exc:
+        mark_everywhere(exc, arrays[0].comm)
+        raise
+
+
+def _checked(arrays: Sequence[Any], what: str = "exchange_halos") -> list[DistArray]:
     try:
         return check_group(arrays)
     except ShapeError as exc:

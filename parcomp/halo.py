@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from parcomp.errors import ShapeError
+from parcomp.errors import CollectiveError, ShapeError
 from parcomp.partition import Partition
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -321,7 +321,10 @@ class HaloExchange:
     def start(self) -> None:
         """Start all receives and sends (returns at once)."""
         if self._active:
-            raise RuntimeError("halo exchange already started; call wait() first")
+            raise CollectiveError(
+                "a halo exchange of these arrays is in progress (start_exchange without "
+                "finish_exchange); call finish_exchange with the same arrays first"
+            )
         for b, dst, src in self._copies:  # first: measured faster than after Startall
             b[dst] = b[src]
         if self._requests:
@@ -341,7 +344,10 @@ class HaloExchange:
         raised instead, so that in-job recovery recognises a lost peer.
         """
         if not self._active:
-            raise RuntimeError("halo exchange not started; call start() first")
+            raise CollectiveError(
+                "no halo exchange of these arrays is in progress: finish_exchange needs the "
+                "same arrays, in the same order and with the same corners, as start_exchange"
+            )
         if self._requests:
             from mpi4py import MPI
 
@@ -369,7 +375,10 @@ class HaloExchange:
     def exchange(self) -> None:
         """:meth:`start` then :meth:`wait` (written out: this runs on every step)."""
         if self._active:
-            raise RuntimeError("halo exchange already started; call wait() first")
+            raise CollectiveError(
+                "a halo exchange of these arrays is in progress (start_exchange without "
+                "finish_exchange); call finish_exchange with the same arrays first"
+            )
         for b, dst, src in self._copies:
             b[dst] = b[src]
         requests = self._requests

@@ -137,3 +137,32 @@ def test_plain_parameters_of_other_kinds_on_other_ranks_raise_instead_of_hanging
             run_stencil(heat_step_2d, v, u, differ)
     run_stencil(heat_step_2d, v, u, 1.0)  # and the next call works on every rank
     parallel_assert(True)
+
+
+def test_exchange_misuse_is_a_parcomp_error_on_every_rank():
+    from parcomp.errors import CollectiveError
+    from parcomp.exchange import exchange_halos, finish_exchange, start_exchange
+
+    u = DistArray.zeros((12, 8), halo=1, periods=True)
+    v = u.zeros_like()
+    start_exchange(u, v)
+    with pytest.raises(CollectiveError, match="same order"):
+        finish_exchange(v, u)  # another order: another exchange, never started
+    with pytest.raises(CollectiveError, match="in progress"):
+        exchange_halos(u, v)  # the started one is still in flight
+    finish_exchange(u, v)
+    exchange_halos(u, v)  # and all is well again
+    w = DistArray.zeros((12, 8), halo=1, periods=False)
+    with pytest.raises(parcomp.ShapeError, match="periods"):
+        exchange_halos(u, w)
+    parallel_assert(True)
+
+
+def test_one_array_as_two_outputs_is_refused():
+    from parcomp.kernels import gray_scott_step
+
+    u = DistArray.zeros((12, 8), halo=1, periods=True)
+    v, out = u.zeros_like(), u.zeros_like()
+    with pytest.raises(KernelSignatureError, match="same memory"):
+        run_stencil(gray_scott_step, u, v, out, out, 0.1, 0.1, 0.1, 0.1, 1.0)
+    parallel_assert(True)

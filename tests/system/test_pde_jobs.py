@@ -97,3 +97,17 @@ def test_wave_resumes_on_another_rank_count(wave_1, tmp_path):
     assert "resumed at step 13 on 2 ranks" in second.stderr, second.stderr[-2000:]
     assert found(r"sha256 = (\w+)", second) == found(r"sha256 = (\w+)", wave_1)
     assert float(found(r"scheme's exact\| = (\S+)", second)) < 1e-12
+
+
+def test_resuming_past_the_requested_steps_is_refused(tmp_path):
+    """Was: a run asked for 30 steps resumed a checkpoint of step 60 and printed the
+    60-step field as the 30-step one."""
+    ck = ["--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "20"]
+    job("grayscott", 2, "--n", "40", "--steps", "60", *ck)
+    proc = run(
+        [PARCOMP, "run", "-n", "2", "--timeout", "60", "jobs/grayscott.py", "--n", "40",
+         "--steps", "30", "--out", str(tmp_path / "out"), *ck],
+        timeout=90,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "beyond --steps 30" in proc.stderr, proc.stderr[-2000:]
+    assert "sha256" not in proc.stdout
