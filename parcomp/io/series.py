@@ -154,6 +154,7 @@ class Series:
         self._current: dict[str, Any] | None = None  # this run's segment, made on first append
         self.asynchronous = bool(asynchronous)
         self._pending: _Pending | None = None
+        self._committing: tuple[Any, list[BaseException], int] | None = None
         self._staging: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -321,7 +322,41 @@ class Series:
     @collective("Series.close", lambda self, *a, **k: self.comm)
     def close(self) -> None:
         """Commit the record still being written (asynchronous mode).  Collective."""
+        from parcomp.comm import raise_if_any
+
         self._finish_pending()
+        raise_if_any(self._join_commit() if self.comm.Get_rank() == 0 else None, self.comm)
+
+    def _start_commit(self) -> None:
+        """Rank 0, asynchronous mode: commit the records so far in a thread, from a copy of
+        the bookkeeping (the main thread goes on appending)."""
+        import copy
+        import threading
+
+        snap = copy.copy(self)
+        snap.steps, snap.times = list(self.steps), list(self.times)
+        snap._scalar_values = {k: list(v) for k, v in self._scalar_values.items()}
+        snap._segments = copy.deepcopy(self._segments)
+        box: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                snap._commit()
+            except (OSError, ValueError, RuntimeError) as exc:
+                box.append(exc)
+
+        thread = threading.Thread(target=run, name="parcomp-series-commit", daemon=False)
+        thread.start()
+        self._committing = (thread, box, snap.steps[-1])
+
+    def _join_commit(self) -> BaseException | None:
+        """Wait for the background commit, if any; its error as an HDF5Error."""
+        if self._committing is None:
+            return None
+        thread, box, step = self._committing
+        self._committing = None
+        thread.join()
+        return HDF5Error(f"Series: committing step {step} failed: {box[0]}") if box else None
 
     def __enter__(self) -> Series:
         return self
@@ -355,11 +390,15 @@ class Series:
         error = pending.wait()
         if error is not None:
             error = HDF5Error(f"Series.append: writing step {pending.step} failed: {error}")
+        rank0 = self.comm.Get_rank() == 0
+        if rank0 and error is None:
+            error = self._join_commit()  # the previous record's (asynchronous mode)
         raise_if_any(error, self.comm)
         seg, step = pending.seg, pending.step
-        rank0 = self.comm.Get_rank() == 0
         self._add(seg, step, pending.time, pending.values if rank0 else None)
-        if rank0:
+        if rank0 and self.asynchronous:
+            self._start_commit()  # rank 0 alone, no MPI: its error comes at the next call
+        elif rank0:
             try:
                 self._commit()
             except (OSError, ValueError, RuntimeError) as exc:
