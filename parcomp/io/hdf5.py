@@ -332,11 +332,9 @@ def _remove(path: Path) -> None:
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    from parcomp.checkpoint.format import fsync_path
+
+    fsync_path(path)
 
 
 def _umask() -> int:
