@@ -64,8 +64,13 @@ def simulate(
     checkpointer=None,
     overlap: bool = False,
     progress: bool = False,
+    series: Path | None = None,
+    series_every: int = 0,
 ):
-    """Step Gray-Scott; returns ``(u, v, seconds)``.  Collective over `comm`."""
+    """Step Gray-Scott; returns ``(u, v, seconds)``.  Collective over `comm`.
+
+    With ``series`` and ``series_every``: ``u``, ``v`` and the mean of ``v`` are appended
+    to that CF time series every ``series_every`` steps (continued after a restart)."""
     log = parcomp.get_logger("parcomp.jobs.grayscott")
     u0, v0 = initial(n)
     kw = dict(halo=1, periods=True, comm=comm)
@@ -87,6 +92,23 @@ def simulate(
         start = 0
     u2, v2 = u.zeros_like(), v.zeros_like()
     args = tuple(params[name] for name in ("du", "dv", "f", "k", "dt"))
+    record = None
+    if series is not None and series_every:
+        from parcomp.io import Series
+
+        record = Series(
+            series,
+            {"u": u, "v": v},
+            every=series_every,
+            long_names={"u": "u concentration", "v": "v concentration", "mean_v": "mean of v"},
+            scalars=("mean_v",),
+            title=f"Gray-Scott {n}x{n}, F {params['f']}, k {params['k']}",
+            resume_at=start if restored is not None else None,
+            overwrite=restored is None,
+            asynchronous=True,
+        )
+        if start == 0:
+            record.append(0, 0.0, fields={"u": u, "v": v}, scalars={"mean_v": v.mean()})
     t0 = time.perf_counter()
     for step in range(start + 1, steps + 1):
         run_stencil(gray_scott_step, u, v, u2, v2, *args, overlap=overlap)
@@ -97,8 +119,13 @@ def simulate(
             checkpointer.checkpoint_if_due(
                 step, arrays={"u": u, "v": v}, scalars={"n": n, **params, "step": step}
             )
+        if record is not None and step % series_every == 0:
+            time_now = step * params["dt"]
+            record.append(step, time_now, fields={"u": u, "v": v}, scalars={"mean_v": v.mean()})
     if checkpointer is not None:
         checkpointer.close()
+    if record is not None:
+        record.close()
     return u, v, time.perf_counter() - t0
 
 
@@ -133,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
         "--verify", action="store_true", help="compare with a serial NumPy run (rank 0)"
     )
     parser.add_argument("--out", type=Path, default=Path("out/grayscott"), help="output folder")
+    parser.add_argument(
+        "--series-every", type=int, default=0, help="append u, v to OUT/series.h5 every N steps"
+    )
     parser.add_argument("--checkpoint-dir", default=None, help="checkpoint/resume here")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="every N steps")
     args = parser.parse_args(argv)
@@ -154,8 +184,18 @@ def main(argv: list[str] | None = None) -> None:
         from parcomp.checkpoint import Checkpointer
 
         ckpt = Checkpointer(args.checkpoint_dir, every_steps=args.checkpoint_every)
+    if args.series_every < 0:
+        raise parcomp.ConfigError(f"--series-every must be >= 0, got {args.series_every}")
+    series = make_folder(args.out, parcomp.default_comm()) / "series.h5"
     u, v, seconds = simulate(
-        args.n, args.steps, params, checkpointer=ckpt, overlap=args.overlap, progress=True
+        args.n,
+        args.steps,
+        params,
+        checkpointer=ckpt,
+        overlap=args.overlap,
+        progress=True,
+        series=series,
+        series_every=args.series_every,
     )
     mean_v = v.mean()
     # no gather: the fields are written in parallel, rank 0 hashes the file slab by slab

@@ -111,3 +111,27 @@ def test_resuming_past_the_requested_steps_is_refused(tmp_path):
     )  # fmt: skip
     assert proc.returncode != 0 and "beyond --steps 30" in proc.stderr, proc.stderr[-2000:]
     assert "sha256" not in proc.stdout
+
+
+def test_grayscott_series_continues_after_a_resume_on_another_rank_count(tmp_path):
+    import h5py
+    import numpy as np
+
+    out = ["--out", str(tmp_path / "out"), "--series-every", "10"]
+    ck = ["--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "10"]
+    run(
+        [PARCOMP, "run", "-n", "2", "--timeout", "60", "jobs/grayscott.py", "--n", "40",
+         "--steps", "30", *out, *ck],
+        timeout=90,
+    )  # fmt: skip
+    proc = run(
+        [PARCOMP, "run", "-n", "3", "--timeout", "60", "jobs/grayscott.py", "--n", "40",
+         "--steps", "60", *out, *ck],
+        timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with h5py.File(tmp_path / "out" / "series.h5", "r") as fh:
+        assert list(fh["step"][...]) == [0, 10, 20, 30, 40, 50, 60]
+        with h5py.File(tmp_path / "out" / "grayscott.h5", "r") as final:
+            assert np.array_equal(fh["u"][-1], final["u"][...])
+            assert np.array_equal(fh["v"][-1], final["v"][...])
