@@ -94,8 +94,16 @@ def test_xarray_and_ncdump_read_the_series(tmp_path):
         history = ds.u.isel(x=5, y=7).values  # a point's history
         heat = load_job("heat2d")
         assert np.allclose(history, [heat.exact(20, k, 0.24)[5, 7] for k in (0, 10, 20, 30)])
-    xmf = (out / "series.xmf").read_text()
-    assert xmf.count('<Grid Name="step') == 4 and "series.h5:/u" in xmf
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring((out / "series.xmf").read_text())  # well-formed XDMF
+    grids = root.findall("./Domain/Grid/Grid")
+    assert [g.find("Time").get("Value") for g in grids] == ["0.0", "10.0", "20.0", "30.0"]
+    slab = grids[2].find("Attribute/DataItem")
+    assert slab.get("ItemType") == "HyperSlab" and slab.get("Dimensions") == "20 20"
+    select, source = slab.findall("DataItem")
+    assert select.text.split()[:3] == ["2", "0", "0"]  # record 2's slab of the series
+    assert source.text == "series.h5:/u" and source.get("Dimensions") == "4 20 20"
     reason = ensure_apt_tool("ncdump", "netcdf-bin")
     if reason:
         pytest.skip(reason)
