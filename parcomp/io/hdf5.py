@@ -60,9 +60,14 @@ def mpio_available() -> bool:
 
 
 def _comm_of(arrays: Any, *_a: Any, **_k: Any) -> Any:
+    """The arrays' communicator for the debug check (None, the default, if not DistArrays:
+    the call then raises its own clear error)."""
     if isinstance(arrays, Mapping):
         arrays = list(arrays.values())
-    return arrays[0].comm if arrays else None
+    try:
+        return next((a.comm for a in arrays if hasattr(a, "comm")), None)
+    except TypeError:
+        return None
 
 
 # ------------------------------------------------------------------------------ writing
