@@ -107,8 +107,10 @@ def simulate(
             overwrite=restored is None,
             asynchronous=True,
         )
-        if start == 0:
-            record.append(0, 0.0, fields={"u": u, "v": v}, scalars={"mean_v": v.mean()})
+        if record.missing(start):  # the start, or a restored step whose record was lost
+            record.append(
+                start, start * params["dt"], fields={"u": u, "v": v}, scalars={"mean_v": v.mean()}
+            )
     t0 = time.perf_counter()
     for step in range(start + 1, steps + 1):
         run_stencil(gray_scott_step, u, v, u2, v2, *args, overlap=overlap)

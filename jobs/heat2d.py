@@ -130,8 +130,8 @@ def simulate(
             overwrite=restored is None,
             asynchronous=True,  # written in the background while the next steps run
         )
-        if start == 0:
-            series.append(0, 0.0, fields={"u": u}, scalars={"total": u.sum()})
+        if series.missing(start):  # the start, or a restored step whose record was lost
+            series.append(start, float(start), fields={"u": u}, scalars={"total": u.sum()})
     report = max(1, steps // 10)
     halo_time = 0.0
     comm = u.comm

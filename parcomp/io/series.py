@@ -45,6 +45,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Series", "FORMAT"]
 
 FORMAT = "parcomp-series-1"
+#: Background writers per series file in this process: a new Series of the same file (an
+#: in-job recovery builds one while the old object's threads may still run) waits for
+#: them, so an old commit can never rename over a newer one.
+_WRITERS: dict[str, list[Any]] = {}
 _TILE_BYTES = 256 * 1024
 _AXES = ("x", "y", "z")
 
@@ -127,6 +131,8 @@ class Series:
 
         self.path = Path(os.path.abspath(os.fspath(path)))
         self.xdmf = self.path.with_suffix(".xmf")
+        for thread in _WRITERS.pop(str(self.path), []):
+            thread.join()
         error: BaseException | None = None
         try:
             self._setup(fields, every, dims, coords, units, long_names, scalars, title)
@@ -273,6 +279,14 @@ class Series:
         """Whether ``step`` is one to record (every ``every`` steps)."""
         return step % self.every == 0
 
+    def missing(self, step: int) -> bool:
+        """Whether ``step`` is due and not recorded yet: after a restart from a checkpoint
+        of ``step``, its record may not have been committed before the failure (the
+        append comes after the checkpoint, or was still in flight), so the resumed run
+        appends it from the restored state.  Local; the same on every rank."""
+        last = self._pending.step if self._pending is not None else None
+        return self.due(step) and step not in self.steps and step != last
+
     @property
     def records(self) -> int:
         """Records in the series (committed)."""
@@ -313,6 +327,7 @@ class Series:
         pending = _Pending(seg, seg["count"], int(step), float(time), values, blocks)
         if self.asynchronous:
             pending.start(self._write_part)
+            _track(self.path, pending.thread)
             self._pending = pending
         else:
             pending.run(self._write_part)
@@ -347,6 +362,7 @@ class Series:
 
         thread = threading.Thread(target=run, name="parcomp-series-commit", daemon=False)
         thread.start()
+        _track(self.path, thread)
         self._committing = (thread, box, snap.steps[-1])
 
     def _join_commit(self) -> BaseException | None:
@@ -791,6 +807,11 @@ def parse_meta(file_name: str, meta: Any, columns: Mapping[str, Any]) -> dict[st
         "times": times,
         "scalars": scalars,
     }
+
+
+def _track(path: Path, thread: Any) -> None:
+    threads = [t for t in _WRITERS.get(str(path), []) if t.is_alive()]
+    _WRITERS[str(path)] = [*threads, thread]
 
 
 class _Pending:

@@ -168,3 +168,27 @@ def test_a_read_only_target_is_a_clear_error_on_every_rank(read_only_dir):
         assert proc.stdout.count(f"REFUSED {what}:") == 3, proc.stdout  # every rank
     assert proc.stdout.count("is not writable") == 6, proc.stdout  # a clear reason
     assert list(read_only_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["relaunch", "ulfm"])
+def test_the_restored_steps_record_is_not_lost(tmp_path, how, request):
+    """Killed at step 23 with a checkpoint at 20: the record of step 20 was appended after
+    that checkpoint (asynchronously: committed by the next append, which never came).
+    The resumed run must append it again from the restored state; it was missing."""
+    common = [
+        "--n", "40", "--steps", "40", "--series-every", "5", "--checkpoint-dir", tmp_path / "ck",
+        "--checkpoint-every", "10", "--die-at-step", "23", "--die-rank", "1", "--no-png",
+        "--out", tmp_path / "out",
+    ]  # fmt: skip
+    if how == "ulfm":
+        venv = request.getfixturevalue("ompi_venv")
+        argv = [venv / "bin" / "parcomp", "run", "--ulfm", "-n", "3", "--timeout", "120"]
+    else:
+        argv = [PARCOMP, "run", "-n", "3", "--timeout", "120", "--restarts", "1"]
+    proc = run([*argv, "jobs/heat2d.py", *common], timeout=200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed at step 20" in proc.stderr, proc.stderr[-3000:]
+    heat = load_job("heat2d")
+    with h5py.File(tmp_path / "out" / "series.h5", "r") as fh:
+        assert fh["step"][...].tolist() == list(range(0, 41, 5))
+        assert np.allclose(fh["u"][4], heat.exact(40, 20, 0.24), rtol=0, atol=1e-12)
