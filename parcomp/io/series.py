@@ -261,6 +261,7 @@ class Series:
             if count > 0:
                 segments.append({**seg, "count": count})
             left -= count
+        self._check_parts(segments)
         used = {seg["parts"] for seg in segments}
         return {
             "segments": segments,
@@ -269,6 +270,36 @@ class Series:
             "scalars": {s: meta["scalars"][s][:keep] for s in self.scalars},
             "stale": [p for p in self._part_folders() if p not in used],
         }
+
+    def _check_parts(self, segments: list[dict[str, Any]]) -> None:
+        """Rank 0, on resume: every part file the kept records live in opens and holds
+        them.  A virtual dataset reads fill values where a source cannot be opened, so a
+        part damaged by a kill would otherwise turn committed records into zeros."""
+        import h5py
+
+        for seg in segments:
+            for r, bounds in enumerate(seg["ranges"]):
+                if any(lo == hi for lo, hi in bounds):
+                    continue  # an empty block has no records to hold
+                part = self.path.parent / seg["parts"] / f"rank-{r:05d}.h5"
+                try:
+                    with h5py.File(part, "r") as fh:
+                        short = [
+                            n
+                            for n in self.fields
+                            if not isinstance(fh.get(n), h5py.Dataset)
+                            or fh[n].shape[0] < seg["count"]
+                        ]
+                except OSError as exc:
+                    raise HDF5Error(
+                        f"Series: {part} (records {seg['first']}..{seg['first'] + seg['count'] - 1}"
+                        f" of {self.path.name}) cannot be read: {exc}"
+                    ) from None
+                if short:
+                    raise HDF5Error(
+                        f"Series: {part} lacks committed records of {short}; the series is "
+                        "damaged (a part file replaced or truncated?)"
+                    )
 
     def _part_folders(self) -> list[str]:
         prefix = f"{self.path.name}{_PARTS}"

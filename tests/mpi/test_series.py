@@ -130,3 +130,18 @@ def test_asynchronous_records_are_committed_by_the_next_append_or_close(folder):
             ok = ok and list(fh["step"][...]) == [1, 2, 3, 4]
             ok = ok and all(np.array_equal(fh["u"][k], expected(k + 1)) for k in range(4))
     parallel_assert(ok)
+
+
+def test_a_damaged_part_is_refused_on_resume_not_read_as_zeros(folder):
+    path = folder / "d.h5"
+    s = Series(path, {"u": field(0)}, overwrite=True)
+    for step in (1, 2):
+        s.append(step, float(step), fields={"u": field(step)})
+    COMM.Barrier()
+    if RANK == 0:
+        part = next(folder.glob("d.h5.parts-*")) / "rank-00000.h5"
+        part.write_bytes(b"garbage, as a kill in the middle of a write could leave")
+    COMM.Barrier()
+    with pytest.raises(HDF5Error, match="cannot be read"):
+        Series(path, {"u": field(0)}, resume_at=2)
+    parallel_assert(True)
