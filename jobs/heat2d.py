@@ -128,7 +128,8 @@ def simulate(
             title=f"heat2d {n}x{n}, alpha {alpha}",
             resume_at=start if restored is not None else None,
             overwrite=restored is None,
-            asynchronous=True,  # written in the background while the next steps run
+            # synchronous: each record is committed before the next step (an asynchronous
+            # record still in flight at a failure could be lost with the ones before it)
         )
         if series.missing(start):  # the start, or a restored step whose record was lost
             series.append(start, float(start), fields={"u": u}, scalars={"total": u.sum()})
