@@ -349,6 +349,17 @@ class Series:
         except (ShapeError, ConfigError, TypeError, ValueError) as exc:
             error = exc
         raise_if_any(error, self.comm)
+        from parcomp.comm import raise_if_differ
+
+        # a step or time computed per rank would leave the ranks' bookkeeping different,
+        # and a later missing()/append decision different: refused on every rank now
+        raise_if_differ(
+            [int(step), float(time).hex()],
+            self.comm,
+            lambda ranks, first, other: (
+                f"Series.append: rank(s) {ranks} append step/time {other}, rank 0 {first}"
+            ),
+        )
         self._finish_pending()  # the previous record (asynchronous mode)
         if self._current is None:
             self._start_segment()
