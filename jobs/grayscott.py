@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.verify:
             print(f"bitwise equal to the serial NumPy reference: {'yes' if same else 'NO'}")
     if not same:
-        raise SystemExit("grayscott: the result differs from the serial NumPy reference")
+        parcomp.exit_all(1, "grayscott: the result differs from the serial NumPy reference")
 
 
 def make_folder(folder: Path, comm) -> Path:

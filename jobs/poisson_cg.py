@@ -168,14 +168,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"sha256 = {dataset_sha256(path, 'u')}")
         print(f"wrote {path}")
     if residual > args.tol:  # the same on every rank: every rank exits 1 with it
-        message = (
+        parcomp.exit_all(
+            1,
             f"poisson_cg: CG did not reach {args.tol:g} in {args.maxiter} iterations "
-            f"(relative residual {residual:.3e})"
+            f"(relative residual {residual:.3e})",
         )
-        if x.rank == 0:  # printed now: a rank's exit may end the job before exit messages
-            print(message, file=sys.stderr, flush=True)
-        raise SystemExit(1)
-
 
 if __name__ == "__main__":
     main()

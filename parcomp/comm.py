@@ -25,7 +25,7 @@ import time
 import traceback
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -43,6 +43,8 @@ __all__ = [
     "agree",
     "raise_if_any",
     "abort",
+    "exit_all",
+    "JobExit",
     "report_and_abort",
     "mark_everywhere",
     "raise_if_differ",
@@ -426,6 +428,53 @@ def abort(code: int = 1) -> None:
         return
     if MPI.COMM_WORLD.Get_size() > 1:
         MPI.COMM_WORLD.Abort(code)
+
+
+class JobExit(SystemExit):
+    """A ``SystemExit`` raised by every rank together (see :func:`exit_all`).
+
+    The rank runner of ``parcomp run`` lets it end the process normally instead of aborting
+    the job, so every rank's output is delivered and the job's exit status is ``code``.
+    """
+
+
+def exit_all(status: int, message: str | None = None, comm: MPI.Comm | None = None) -> NoReturn:
+    """End the job on every rank with exit status `status`, printing `message` once.
+
+    Use it where every rank has decided to stop with the same status (a solver that did not
+    converge, a verification that failed everywhere).  A plain ``sys.exit(1)`` on each rank
+    makes ``parcomp run`` abort the job from the first rank that exits, which may end the
+    others before their output, including the message, is delivered.
+
+    Parameters
+    ----------
+    status : int
+        Exit status of every rank (0 to 255).
+    message : str, optional
+        Printed to standard error by rank 0 of `comm` before the ranks exit.
+    comm : MPI.Comm, optional
+        Communicator (default :func:`default_comm`).
+
+    Raises
+    ------
+    JobExit
+        Always, on every rank, after a barrier (so no rank leaves while another is still
+        writing).
+
+    Notes
+    -----
+    Collective over `comm`: call on all ranks with the same `status`.  A rank calling it
+    alone waits in the barrier; ``parcomp run --hang-after`` reports it.
+    """
+    if not isinstance(status, int) or isinstance(status, bool) or not 0 <= status <= 255:
+        raise ConfigError(f"exit_all: status must be an int in 0..255, got {status!r}")
+    c = resolve_comm(comm)
+    if message is not None and c.Get_rank() == 0:
+        sys.stderr.write(message if message.endswith("\n") else message + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    c.Barrier()
+    raise JobExit(status)
 
 
 def install_excepthook() -> None:

@@ -16,6 +16,7 @@ import sys
 
 from parcomp.checkpoint.preempt import PREEMPTED_STATUS
 from parcomp.comm import (
+    JobExit,
     _failfast_enabled,
     _failfast_excepthook,
     abort,
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
             runpy.run_path(target, run_name="__main__")
     except SystemExit as exc:
         code = exc.code
+        if isinstance(exc, JobExit):
+            raise  # every rank called exit_all together: no abort
         if code == PREEMPTED_STATUS:
             from parcomp.resilient import note_exit_status
 

@@ -39,6 +39,35 @@ def test_parcomp_run_sys_exit_on_one_rank(tmp_path):
     assert "[rank 2/3] parcomp: exit status 7, aborting all ranks" in out.stderr
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_exit_all_ends_every_rank_with_its_status_and_message(tmp_path, size):
+    """parcomp.exit_all: every rank exits with the status, nobody aborts, and output that
+    every rank wrote before it (stdout and stderr) is delivered in full."""
+    script = tmp_path / "exit_all.py"
+    script.write_text(
+        "import parcomp\n"
+        "r = parcomp.rank()\n"
+        "print('x' * 20000 + f' end of rank {r}')\n"
+        "parcomp.exit_all(5, 'every rank stops: not converged')\n"
+        "print('unreachable')\n"
+    )
+    for _ in range(3):  # the abort race this replaces showed up one run in several
+        out = run([PARCOMP, "run", "-n", size, "--timeout", "60", script], timeout=90)
+        assert out.returncode == 5, out.stderr[-2000:]
+        assert out.stderr.count("every rank stops: not converged") == 1, out.stderr[-2000:]
+        assert "aborting" not in out.stderr and "unreachable" not in out.stdout
+        for r in range(size):
+            assert f" end of rank {r}" in out.stdout
+
+
+def test_exit_all_rejects_a_bad_status(tmp_path):
+    script = tmp_path / "bad.py"
+    script.write_text("import parcomp\nparcomp.exit_all(300)\n")
+    out = run([PARCOMP, "run", "-n", "2", "--timeout", "60", script], timeout=90)
+    assert out.returncode not in (0, 124, 300 % 256)
+    assert "status must be an int in 0..255, got 300" in out.stderr
+
+
 def test_world_size_mismatch_is_detected():
     # Each rank started by a launcher that MPI does not recognise sees a world of 1:
     # PARCOMP_NPROCS says 2 ranks were asked for, so every singleton refuses to run.
