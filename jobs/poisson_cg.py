@@ -174,5 +174,6 @@ def main(argv: list[str] | None = None) -> None:
             f"(relative residual {residual:.3e})",
         )
 
+
 if __name__ == "__main__":
     main()
