@@ -26,7 +26,7 @@ declares ``radius=0``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -332,7 +332,10 @@ def run_stencil(
     corners: bool | None = None,
     exchange: bool = True,
     overlap: bool = False,
-) -> None:
+    steps: int | None = None,
+    rotate: Mapping[str, str] | None = None,
+    tile: int | Sequence[int | None] | None = None,
+) -> tuple[Any, ...] | None:
     """Exchange the halos of the fields a kernel reads, then call it on every rank.
 
     Parameters
@@ -355,6 +358,25 @@ def run_stencil(
         the exchange, then run it on the boundary strips.  The kernel is called on views
         (it computes every cell at least ``radius`` away from its arrays' edges, as every
         stencil kernel does), so it needs no change, and the result is bitwise the same.
+    steps : int, optional
+        Do ``steps`` time steps with one halo exchange (declared kernels; see
+        :mod:`parcomp.multistep`): what ``steps`` calls with the fields rotated between
+        them (``u, v = v, u``) do, bitwise, on arrays whose halo is at least
+        ``steps * radius`` wide.  The steps are also cache-blocked inside the rank.
+        Returns the arguments for the next call, rotated ``steps`` times:
+        ``u, v, alpha = run_stencil(heat, u, v, alpha, steps=8)``.
+    rotate : mapping of str to str, optional
+        With ``steps``: which array each field is at the next step, as
+        ``{"name next step": "name this step"}`` (default: each field read with ghosts
+        swaps with the output declared in the same place).
+    tile : int or sequence of int, optional
+        With ``steps``: cells per tile along each axis (0 or None: that axis is not cut).
+        Default: from the L2 cache size.
+
+    Returns
+    -------
+    tuple or None
+        With ``steps``, the arguments rotated ``steps`` times; otherwise None.
 
     Raises
     ------
@@ -373,6 +395,8 @@ def run_stencil(
     given kernel and argument types also compiles it (or loads it from the cache) under
     an agreement, so a compile error is raised on every rank and reported once.
     """
+    if steps is not None or rotate is not None or tile is not None:
+        return _run_steps(kernel, args, corners, exchange, overlap, steps, rotate, tile)
     hits = CHECKED.get((kernel, corners))
     if hits is not None and not overlap and not watchdog._debug:
         # The same kernel on the same arrays (alive, the same objects) and argument kinds
@@ -401,6 +425,34 @@ def run_stencil(
 _NAME = b"run_stencil"
 
 
+def _run_steps(
+    kernel: Any,
+    args: tuple[Any, ...],
+    corners: bool | None,
+    exchange: bool,
+    overlap: bool,
+    steps: Any,
+    rotate: Any,
+    tile: Any,
+) -> tuple[Any, ...]:
+    from parcomp.multistep import run_steps
+
+    if steps is None or overlap:
+        _fail(
+            KernelSignatureError(
+                "run_stencil: "
+                + (
+                    "overlap=True cannot be combined with steps= (the deep-halo exchange is "
+                    "not overlapped yet)"
+                    if steps is not None
+                    else "rotate= and tile= go with steps="
+                )
+            ),
+            _comm_of(kernel, *args),
+        )
+    return run_steps(kernel, args, corners, steps, rotate, tile, exchange)
+
+
 def _comm_of_call(kernel: Any, args: tuple[Any, ...], *_rest: Any) -> Any:
     return _comm_of(kernel, *args)
 
@@ -410,11 +462,6 @@ def _run_stencil(
     kernel: Any, args: tuple[Any, ...], corners: bool | None, exchange: bool, overlap: bool
 ) -> None:
     """:func:`run_stencil` for a call not seen before (or overlapped): check, then run."""
-    import numpy as np
-
-    from parcomp.array import DistArray
-    from parcomp.comm import raise_if_differ
-
     hit = find(kernel, corners, args)
     if (
         hit is not None
@@ -423,6 +470,25 @@ def _run_stencil(
     ):  # (overlap of an undeclared kernel or one reading its output: raises below)
         execute(kernel, args, hit.reads, hit.spec, hit.corners, exchange, overlap, None)
         return
+    read_arrays, spec, want_corners, call_args = check_call(
+        kernel, args, corners, overlap, exchange
+    )
+    execute(kernel, args, read_arrays, spec, want_corners, exchange, overlap, call_args)
+
+
+def check_call(
+    kernel: Any, args: tuple[Any, ...], corners: bool | None, overlap: bool, exchange: bool
+) -> tuple[list[Any], StencilSpec | None, bool, tuple[Any, ...]]:
+    """Every check of a ``run_stencil`` call, then remember it (COMMUNICATES: agreements).
+
+    Returns the arrays read with ghost cells (each once), the spec, whether corners are
+    exchanged and the kernel's arguments for one call on the whole block.
+    """
+    import numpy as np
+
+    from parcomp.array import DistArray
+    from parcomp.comm import raise_if_differ
+
     key = fast_key(kernel, args, corners, DistArray)
     spec: StencilSpec | None = getattr(kernel, "spec", None)
     name = getattr(kernel, "__name__", repr(kernel))
@@ -561,7 +627,7 @@ def _run_stencil(
         )
     read_arrays = list({id(r): r for _, r in reads}.values())  # each array once
     remember(key, args, read_arrays, spec, want_corners, DistArray)
-    execute(kernel, args, read_arrays, spec, want_corners, exchange, overlap, call_args)
+    return read_arrays, spec, want_corners, call_args
 
 
 def _check_same_params(

@@ -66,11 +66,14 @@ def check_group(arrays: Sequence[Any]) -> list[DistArray]:
     return arrays
 
 
-def group_exchange(arrays: Sequence[DistArray], corners: bool) -> HaloExchange:
-    """The (cached) exchange of ``arrays`` together; arrays already checked together."""
-    if len(arrays) == 1:
+def group_exchange(arrays: Sequence[DistArray], corners: bool, walls: bool = False) -> HaloExchange:
+    """The (cached) exchange of ``arrays`` together; arrays already checked together.
+
+    ``walls``: also carry the ghost cells beyond non-periodic boundaries along the axes a
+    message does not cross (see :func:`parcomp.halo.halo_plan`)."""
+    if len(arrays) == 1 and not walls:
         return arrays[0]._exchange(corners)
-    key = (tuple(id(a) for a in arrays), corners)
+    key = (tuple(id(a) for a in arrays), corners, walls)
     hit = _GROUPS.get(key)
     if hit is not None:
         refs, buffers, ex = hit
@@ -79,7 +82,7 @@ def group_exchange(arrays: Sequence[DistArray], corners: bool) -> HaloExchange:
         ):
             return ex
     first = arrays[0]
-    plan = halo_plan(first.partition, first.rank, first.halo, corners)
+    plan = halo_plan(first.partition, first.rank, first.halo, corners, walls)
     ex = HaloExchange([a.local for a in arrays], plan, first._halo_comm)
 
     def forget(_: Any, key: Any = key) -> None:

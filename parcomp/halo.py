@@ -144,7 +144,11 @@ def check_halo(partition: Partition, halo: Sequence[int]) -> tuple[int, ...]:
 
 
 def halo_plan(
-    partition: Partition, rank: int, halo: Sequence[int], corners: bool = False
+    partition: Partition,
+    rank: int,
+    halo: Sequence[int],
+    corners: bool = False,
+    walls: bool = False,
 ) -> tuple[HaloMessage, ...]:
     """The messages ``rank`` sends and receives in one halo exchange.
 
@@ -158,6 +162,13 @@ def halo_plan(
         Ghost-cell width per axis (validate with :func:`check_halo`).
     corners : bool
         Also exchange edges and corners.
+    walls : bool
+        Along an axis a message does not cross (offset 0), also carry the ghost cells
+        beyond a non-periodic domain boundary (a wall: no neighbour on that side).  The
+        ghost cells next to a wall hold its boundary condition; a deep-halo multi-step
+        computation reads the neighbour's copy of them beside its own block (there is no
+        diagonal neighbour to send them).  Sender and receiver share their position along
+        that axis, so they agree on where the walls are.
 
     Returns
     -------
@@ -174,7 +185,7 @@ def halo_plan(
         if neighbor is None:
             continue
         send, recv = [], []
-        for o, h, n in zip(offset, halo, shape, strict=True):
+        for axis, (o, h, n) in enumerate(zip(offset, halo, shape, strict=True)):
             if o < 0:
                 send.append(slice(h, 2 * h))
                 recv.append(slice(0, h))
@@ -182,8 +193,17 @@ def halo_plan(
                 send.append(slice(n, n + h))
                 recv.append(slice(n + h, n + 2 * h))
             else:
-                send.append(slice(h, h + n))
-                recv.append(slice(h, h + n))
+                lo, hi = h, h + n
+                if walls:
+                    unit = [0] * len(shape)
+                    unit[axis] = -1
+                    if partition.neighbor(rank, unit) is None:
+                        lo = 0
+                    unit[axis] = 1
+                    if partition.neighbor(rank, unit) is None:
+                        hi = n + 2 * h
+                send.append(slice(lo, hi))
+                recv.append(slice(lo, hi))
         back = tuple(-o for o in offset)
         messages.append(
             HaloMessage(
