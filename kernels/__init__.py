@@ -7,6 +7,7 @@ PURE: kernels compute on local blocks (interior plus ghost cells) and never comm
 from parcomp.kernels.kmeans import kmeans_stats, kmeans_stats_numpy
 from parcomp.kernels.mandelbrot import mandelbrot_numpy, mandelbrot_row
 from parcomp.kernels.pde import gray_scott_numpy, gray_scott_step, wave_step, wave_step_numpy
+from parcomp.kernels.prk import PRK_RADIUS, prk_star2, prk_star2_numpy
 from parcomp.kernels.stencils import (
     heat_step_2d,
     heat_step_2d_numpy,
@@ -31,4 +32,7 @@ __all__ = [
     "gray_scott_numpy",
     "wave_step",
     "wave_step_numpy",
+    "prk_star2",
+    "prk_star2_numpy",
+    "PRK_RADIUS",
 ]

@@ -104,6 +104,7 @@ def schedule(
     regions: tuple[tuple[Range, ...], ...],
     radius: tuple[int, ...],
     tile: tuple[int | None, ...],
+    whole: tuple[bool, ...] | None = None,
 ) -> tuple[tuple[int, tuple[slice, ...]], ...]:
     """Kernel calls in execution order: ``(step index from 0, view of the buffers)`` (PURE).
 
@@ -112,6 +113,14 @@ def schedule(
     from the interior (the last step's region) every ``tile[axis]`` cells (None: the
     axis is not cut), skewed back by ``radius`` per step, and taken in lexicographic
     order, every step of a tile before the next tile.
+
+    ``whole[axis]``: the view spans the whole buffer along that (uncut) axis, so that a
+    view cut only along axis 0 stays C-contiguous (Numba compiles a strided view as
+    layout 'A', measured 1.9-2.7x slower for a 5-point sweep).  The kernel then also
+    computes cells beyond the step's region along that axis: next to a neighbour those
+    are ghost cells no current cell reads (they lie beyond the region the next step
+    reads, and the overrun grows by ``r`` per step as the region shrinks by ``r``); next
+    to a wall they are the wall's ghost cells, which the caller restores after each call.
     """
     steps = len(regions)
     ndim = len(radius)
@@ -132,7 +141,7 @@ def schedule(
                 b = min(hi_s, cuts[axis][j + 1] - s * r)
                 if a >= b:
                     break
-                view.append(slice(int(a) - r, int(b) + r))
+                view.append(slice(None) if whole and whole[axis] else slice(int(a) - r, int(b) + r))
             else:
                 calls.append((s, tuple(view)))
     return tuple(calls)
@@ -402,7 +411,18 @@ class _Plan:
         fields = [a for a in args if isinstance(a, DistArray)]
         itemsize = sum(a.dtype.itemsize for a in fields)
         tiles = _raise_as(lambda: _tiles(tile, first, itemsize, radius, steps), comm)
-        calls = schedule(regions, tuple(radius), tiles)
+        whole = tuple(ax > 0 and tiles[ax] is None for ax in range(ndim))
+        calls = schedule(regions, tuple(radius), tiles, whole)
+        # the wall ghost cells a whole-axis view lets the kernel overwrite: restored
+        bands = []
+        for ax in range(1, ndim):
+            h, n, r = first.halo[ax], first.local_shape[ax], radius[ax]
+            if not whole[ax] or h <= r:
+                continue
+            if not lower[ax]:
+                bands.append((ax, slice(r, h)))
+            if not upper[ax]:
+                bands.append((ax, slice(h + n, h + n + h - r)))
         # Which arrays must be current beyond the block before the first step: those read
         # at step 1 and, when a wall exists anywhere, every array read at a later step
         # (the ghost cells beside a wall, in a neighbour's columns, come only from it).
@@ -424,6 +444,11 @@ class _Plan:
         plan.calls = calls
         plan.refs = [weakref.ref(a) if isinstance(a, DistArray) else None for a in args]
         plan.is_field = tuple(isinstance(a, DistArray) for a in args)
+        plan.bands = [
+            (tuple(slice(None) if a != ax else sl for a in range(1, ndim)), ndim)
+            for ax, sl in bands
+        ]
+        plan.write_pos = tuple(spec.params.index(p) for p in spec.writes)
         plan.exchange = exchange and bool(exchanged) and any(radius)
         plan.group = (list(exchanged.values()), deep_corners) if plan.exchange else None
         _agree_views(kernel, args, perm, steps, calls, comm)
@@ -447,9 +472,29 @@ class _Plan:
         ]
         d = self.dispatcher
         isf = self.is_field
+        if not self.bands:
+            for s, view in self.calls:
+                bufs = per_step[s % period]
+                d(*[b[view] if f else b for b, f in zip(bufs, isf, strict=True)])
+            return rotated(args, self.perm, self.steps)
+        # the wall ghost cells of every array written, as they are now (the boundary
+        # condition), put back after each call that may have overwritten them
+        saved: dict[int, list[Any]] = {}
+        for bufs in per_step:
+            for pos in self.write_pos:
+                b = bufs[pos]
+                if id(b) not in saved:
+                    saved[id(b)] = [
+                        (b[(slice(None), *rest)].copy(), rest) for rest, _ in self.bands
+                    ]
         for s, view in self.calls:
             bufs = per_step[s % period]
             d(*[b[view] if f else b for b, f in zip(bufs, isf, strict=True)])
+            rows = view[0]
+            for pos in self.write_pos:
+                b = bufs[pos]
+                for band, rest in saved[id(b)]:
+                    b[(rows, *rest)] = band[rows]
         return rotated(args, self.perm, self.steps)
 
 
@@ -609,23 +654,29 @@ def _verify_locally(
                     wrap(b)
             d(*[b[win] if f else b for b, f in zip(cur, isf, strict=True)])
             cur = list(rotated(tuple(cur), perm, 1))
-        mine = [b.copy() if f else b for b, f in zip(start, isf, strict=True)]
-        for b, f in zip(mine, isf, strict=True):
-            if f:
-                wrap(b)
         regions = step_regions(interior, halo, radius, [True] * ndim, [True] * ndim, steps)
-        tiles = tuple(max(r, 1) + 1 for r in radius)
-        per_step = [rotated(tuple(mine), perm, s) for s in range(steps)]
-        for s, view in schedule(regions, tuple(radius), tiles):
-            d(*[b[view] if f else b for b, f in zip(per_step[s], isf, strict=True)])
         inner = tuple(slice(h, h + n) for h, n in zip(halo, interior, strict=True))
-        bad = [
-            spec.params[i]
-            for i, (a, b, f) in enumerate(
-                zip(rotated(tuple(mine), perm, steps), cur, isf, strict=True)
-            )
-            if f and not np.array_equal(a[inner], b[inner], equal_nan=a.dtype.kind in "fc")
-        ]
+        plans = (  # tiles along axis 0 with whole other axes (the default), and every axis cut
+            ((radius[0] + 1,) + (None,) * (ndim - 1), (False,) + (True,) * (ndim - 1)),
+            (tuple(r + 1 for r in radius), None),
+        )
+        bad: list[str] = []
+        for tiles, whole in plans:
+            mine = [b.copy() if f else b for b, f in zip(start, isf, strict=True)]
+            for b, f in zip(mine, isf, strict=True):
+                if f:
+                    wrap(b)
+            per_step = [rotated(tuple(mine), perm, s) for s in range(steps)]
+            for s, view in schedule(regions, tuple(radius), tiles, whole):
+                d(*[b[view] if f else b for b, f in zip(per_step[s], isf, strict=True)])
+            final = rotated(tuple(mine), perm, steps)
+            bad += [
+                spec.params[i]
+                for i, (x, y, f) in enumerate(zip(final, cur, isf, strict=True))
+                if f
+                and spec.params[i] not in bad
+                and not np.array_equal(x[inner], y[inner], equal_nan=x.dtype.kind in "fc")
+            ]
         if bad:
             error = KernelSignatureError(
                 f"run_stencil(steps={steps}): kernel {name!r} gives other values in {bad} "

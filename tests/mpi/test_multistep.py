@@ -239,3 +239,61 @@ def test_overlap_with_steps_is_refused():
     u = DistArray.zeros((16, 16), halo=2)
     with pytest.raises(KernelSignatureError, match="overlap=True cannot be combined"):
         run_stencil(heat_step_2d, u, u.copy(), 0.1, steps=2, overlap=True)
+
+
+@parcomp.stencil(radius=1)
+def sloppy(u, out, a):
+    """Writes its arrays' outer ring too (zeros): k single steps and k tiled steps differ."""
+    for i in range(0, u.shape[0]):
+        for j in range(1, u.shape[1] - 1):
+            if 0 < i < u.shape[0] - 1:
+                out[i, j] = u[i, j] + a * (u[i - 1, j] + u[i + 1, j] - 2.0 * u[i, j])
+            else:
+                out[i, j] = 0.0
+
+
+@parcomp.stencil(radius=1)
+def positional(u, out, a):
+    """Uses the loop index as a coordinate: depends on where its view starts."""
+    for i in range(1, u.shape[0] - 1):
+        for j in range(1, u.shape[1] - 1):
+            out[i, j] = u[i - 1, j] + a * i
+
+
+@pytest.mark.parametrize("kernel", [sloppy, positional], ids=lambda k: k.__name__)
+def test_debug_mode_catches_a_kernel_that_is_not_translation_invariant(kernel, monkeypatch):
+    from parcomp import watchdog
+
+    monkeypatch.setattr(watchdog, "_debug", True)  # what PARCOMP_DEBUG_COLLECTIVES=1 sets
+    u = make((24, 20), 3, False, np.float64, 30)
+    v = make((24, 20), 3, False, np.float64, 31)
+    with pytest.raises(KernelSignatureError, match="when its 3 steps are tiled"):
+        run_stencil(kernel, u, v, 0.1, steps=3)
+
+
+def test_debug_mode_accepts_the_library_kernels(monkeypatch):
+    from parcomp import watchdog
+
+    monkeypatch.setattr(watchdog, "_debug", True)
+    for case in sorted(CASES):
+        kernel, _, build, perm = CASES[case]
+        args = build(2, True)
+        ref = single_steps(kernel, copies(args), perm, 2)
+        got = run_stencil(kernel, *args, steps=2)
+        parallel_assert(same_bits(got, ref), f"{case}: debug-mode steps differ", comm=COMM)
+
+
+@pytest.mark.parametrize("tile", [None, 0, 2, (5, 0)], ids=["default", "untiled", "2", "5x0"])
+@pytest.mark.parametrize("periodic", [False, True], ids=["walls", "periodic"])
+def test_a_halo_wider_than_k_radius_keeps_walls_and_bits(periodic, tile):
+    k, halo = 3, 5
+    args = (
+        make((26, 21), halo, periodic, np.float64, 40),
+        make((26, 21), halo, periodic, np.float64, 41),
+        0.2,
+    )
+    ref = single_steps(heat_step_2d, copies(args), (1, 0, 2), k)
+    before = copies(args)
+    got = run_stencil(heat_step_2d, *args, steps=k, tile=tile)
+    parallel_assert(same_bits(got, ref), "wide halo: steps differ", comm=COMM)
+    parallel_assert(walls_kept(before, args), "wide halo: a wall was overwritten", comm=COMM)

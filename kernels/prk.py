@@ -1,0 +1,69 @@
+"""The Parallel Research Kernels "stencil" kernel: a radius-2 star stencil.
+
+PURE: kernels on local blocks; :func:`parcomp.run_stencil` exchanges and calls them.
+
+The PRK stencil (Van der Wijngaart and Mattson, "The Parallel Research Kernels", HPEC
+2014) applies, to an ``n x n`` grid ``in`` initialised to ``i + j``, a star-shaped
+stencil of radius ``R = 2`` with weights ``w(0, +-k) = w(+-k, 0) = +-1 / (2 k R)``,
+accumulating into ``out`` on the cells at least ``R`` from the grid's edge, and then adds
+1 to every cell of ``in``.  After ``iterations + 1`` such steps the mean of ``|out|`` over
+those cells is exactly ``(iterations + 1) * 2``: the standard verification.
+
+The kernel here is one PRK iteration written for time levels (two arrays per field), so
+that :func:`parcomp.run_stencil` can do several iterations per halo exchange:
+``out2 = out + S(inp)`` where ``active`` (1 on the cells at least ``R`` from the grid's
+edge, constant) and ``inp2 = inp + 1`` everywhere.  The additions happen in the order of
+the PRK reference code (``bench/prk_stencil.c`` uses the same), so both give the same bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from parcomp.declared import stencil
+
+__all__ = ["prk_star2", "prk_star2_numpy", "PRK_RADIUS", "PRK_WEIGHTS"]
+
+PRK_RADIUS = 2
+# PRK's weights are 1/(2 k R): 1/4 and 1/8 for R = 2, negative below
+_W1, _W2 = 1.0 / (2.0 * 1.0 * PRK_RADIUS), 1.0 / (2.0 * 2.0 * PRK_RADIUS)
+#: w(0, k) for k = -2..2 (the same along both axes); w(0, 0) = 0 is added too, as PRK does
+PRK_WEIGHTS = (-_W2, -_W1, 0.0, _W1, _W2)
+
+
+@stencil(radius=2, reads=("inp",), writes=("inp2", "out2"), pointwise=("out", "active"))
+def prk_star2(inp, out, active, inp2, out2):
+    """One PRK iteration: ``out2 = out + S(inp)`` on active cells, ``inp2 = inp + 1``."""
+    n0 = inp.shape[0] - 2
+    n1 = inp.shape[1] - 2
+    for i in range(2, n0):
+        for j in range(2, n1):
+            o = out[i, j]
+            if active[i, j]:
+                o += -0.125 * inp[i, j - 2]
+                o += -0.25 * inp[i, j - 1]
+                o += 0.0 * inp[i, j]
+                o += 0.25 * inp[i, j + 1]
+                o += 0.125 * inp[i, j + 2]
+                o += -0.125 * inp[i - 2, j]
+                o += -0.25 * inp[i - 1, j]
+                o += 0.25 * inp[i + 1, j]
+                o += 0.125 * inp[i + 2, j]
+            out2[i, j] = o
+            inp2[i, j] = inp[i, j] + 1.0
+
+
+def prk_star2_numpy(inp: np.ndarray, out: np.ndarray, iterations: int) -> np.ndarray:
+    """Serial NumPy reference on the whole ``n x n`` grid: ``iterations + 1`` PRK steps
+    (the first untimed one included), in place; returns ``out``."""
+    n = inp.shape[0]
+    R = PRK_RADIUS
+    a = slice(R, n - R)
+    for _ in range(iterations + 1):
+        o = out[a, a]
+        for dj, w in zip(range(-R, R + 1), (-_W2, -_W1, 0.0, _W1, _W2), strict=True):
+            o += w * inp[a, R + dj : n - R + dj]
+        for di, w in ((-2, -_W2), (-1, -_W1), (1, _W1), (2, _W2)):
+            o += w * inp[R + di : n - R + di, a]
+        inp += 1.0
+    return out
