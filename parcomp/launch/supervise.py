@@ -155,10 +155,23 @@ def supervise(
         except subprocess.TimeoutExpired:
             pass
         if interrupted_at is not None:
-            if paused and (
-                not rank_processes(proc.pid) or time.monotonic() - interrupted_at > kill_grace / 2
-            ):
+            if paused and not rank_processes(proc.pid):
                 paused = not _pause(proc, False)  # the ranks are gone: let it reap them
+            elif paused and time.monotonic() - interrupted_at > kill_grace / 2:
+                # A rank has not left (starved of CPU on an oversubscribed node, seen in
+                # CI).  Resuming the launcher now would let it SIGKILL that rank and print
+                # its "BAD TERMINATION" banner: end the job while it is still stopped.
+                below = descendants(proc.pid)
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                kill_pids(below)
+                try:
+                    proc.wait(timeout=kill_grace)
+                except subprocess.TimeoutExpired:
+                    pass
+                break
             if time.monotonic() - interrupted_at > kill_grace:
                 _pause(proc, False)
                 kill_job(proc, kill_grace)
