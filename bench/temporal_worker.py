@@ -77,7 +77,8 @@ def run_steps(n: int, ndim: int, steps: int, alpha: float, k: int, tile) -> dict
     u = DistArray.from_global(
         np.ascontiguousarray(full[inner]) if MPI.COMM_WORLD.rank == 0 else None,
         global_shape=(n,) * ndim,
-        halo=k,
+        halo=(k,) + (1,) * (ndim - 1),  # slabs: deep only along the axis with neighbours
+        dims=(MPI.COMM_WORLD.size,) + (1,) * (ndim - 1),
     )
     v = u.zeros_like()
     u, v, _ = run_stencil(kernel, u, v, alpha, steps=k, tile=tile)  # compile, plan, requests

@@ -37,9 +37,7 @@ def make(shape, halo, periodic, dtype, seed, kind="float"):
         inner = tuple(slice(halo, halo + n) for n in shape)
         P = np.pad(P[inner], halo, mode="wrap")
     a = DistArray.zeros(shape, dtype=dtype, halo=halo, periods=periodic)
-    region = tuple(
-        slice(lo, hi + 2 * h) for (lo, hi), h in zip(a.local_range, a.halo, strict=True)
-    )
+    region = tuple(slice(lo, hi + 2 * h) for (lo, hi), h in zip(a.local_range, a.halo, strict=True))
     a.local[...] = P[region]
     return a
 
@@ -83,20 +81,51 @@ def walls_kept(before, after):
 
 
 CASES = {
-    "heat2d": (heat_step_2d, 2, lambda h, p: (
-        make((23, 17), h, p, np.float64, 1), make((23, 17), h, p, np.float64, 2), 0.2
-    ), (1, 0, 2)),
-    "heat3d": (heat_step_3d, 3, lambda h, p: (
-        make((16, 14, 13), h, p, np.float64, 3), make((16, 14, 13), h, p, np.float64, 4), 0.15
-    ), (1, 0, 2)),
-    "life": (life_step, 2, lambda h, p: (
-        make((21, 18), h, p, np.int8, 5, "bits"), make((21, 18), h, p, np.int8, 6, "bits")
-    ), (1, 0)),
-    "grayscott": (gray_scott_step, 2, lambda h, p: (
-        make((19, 22), h, p, np.float64, 7), make((19, 22), h, p, np.float64, 8),
-        make((19, 22), h, p, np.float64, 9), make((19, 22), h, p, np.float64, 10),
-        0.16, 0.08, 0.035, 0.065, 1.0,
-    ), (2, 3, 0, 1, 4, 5, 6, 7, 8)),
+    "heat2d": (
+        heat_step_2d,
+        2,
+        lambda h, p: (
+            make((23, 17), h, p, np.float64, 1),
+            make((23, 17), h, p, np.float64, 2),
+            0.2,
+        ),
+        (1, 0, 2),
+    ),
+    "heat3d": (
+        heat_step_3d,
+        3,
+        lambda h, p: (
+            make((16, 14, 13), h, p, np.float64, 3),
+            make((16, 14, 13), h, p, np.float64, 4),
+            0.15,
+        ),
+        (1, 0, 2),
+    ),
+    "life": (
+        life_step,
+        2,
+        lambda h, p: (
+            make((21, 18), h, p, np.int8, 5, "bits"),
+            make((21, 18), h, p, np.int8, 6, "bits"),
+        ),
+        (1, 0),
+    ),
+    "grayscott": (
+        gray_scott_step,
+        2,
+        lambda h, p: (
+            make((19, 22), h, p, np.float64, 7),
+            make((19, 22), h, p, np.float64, 8),
+            make((19, 22), h, p, np.float64, 9),
+            make((19, 22), h, p, np.float64, 10),
+            0.16,
+            0.08,
+            0.035,
+            0.065,
+            1.0,
+        ),
+        (2, 3, 0, 1, 4, 5, 6, 7, 8),
+    ),
 }
 
 
@@ -116,9 +145,7 @@ def test_k_steps_per_exchange_are_bitwise_k_single_steps(case, periodic, k, tile
     parallel_assert(walls_kept(before, args), "a wall's ghost cells were overwritten", comm=COMM)
     # the returned arguments are the single-step loop's, rotated k times
     parallel_assert(
-        all(
-            (g is a) for g, a in zip(got, tuple(args[i] for i in _power(perm, k)), strict=True)
-        ),
+        all((g is a) for g, a in zip(got, tuple(args[i] for i in _power(perm, k)), strict=True)),
         "the arguments returned are not the inputs rotated k times",
         comm=COMM,
     )
@@ -191,13 +218,14 @@ def test_messages_drop_by_k(k):
     faces = sum(1 for o in part.offsets(False) if part.neighbor(u.rank, o) not in (None, u.rank))
     every = sum(1 for o in part.offsets(True) if part.neighbor(u.rank, o) not in (None, u.rank))
     parallel_assert(
-        single == k * faces and deep == every, f"messages: {single} for {k} steps, {deep} deep",
+        single == k * faces and deep == every,
+        f"messages: {single} for {k} steps, {deep} deep",
         comm=COMM,
     )
 
 
 def test_a_halo_narrower_than_k_radius_is_refused_on_every_rank():
-    u = DistArray.zeros((16, 16), halo=2)
+    u = DistArray.zeros((16, 16), halo=2, periods=True)
     v = u.copy()
     with pytest.raises(ShapeError, match=r"3 steps per exchange need ghost cells \(3, 3\)"):
         run_stencil(heat_step_2d, u, v, 0.1, steps=3)
@@ -297,3 +325,21 @@ def test_a_halo_wider_than_k_radius_keeps_walls_and_bits(periodic, tile):
     got = run_stencil(heat_step_2d, *args, steps=k, tile=tile)
     parallel_assert(same_bits(got, ref), "wide halo: steps differ", comm=COMM)
     parallel_assert(walls_kept(before, args), "wide halo: a wall was overwritten", comm=COMM)
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_an_axis_without_neighbours_needs_only_the_radius(k):
+    """Slabs (one rank along axis 1, walls): halo (k, 1) is enough, and bitwise right."""
+    shape = (30, 17)
+    rng = np.random.default_rng(50)
+    G = rng.random(shape)
+    kw = dict(global_shape=shape, halo=(k, 1), dims=(COMM.size, 1))
+    u = DistArray.from_global(G if COMM.rank == 0 else None, **kw)
+    v = u.copy()
+    ref = single_steps(heat_step_2d, copies((u, v, 0.2)), (1, 0, 2), 2 * k)
+    got = run_stencil(heat_step_2d, u, v, 0.2, steps=k)
+    got = run_stencil(heat_step_2d, *got, steps=k)
+    parallel_assert(same_bits(got, ref), "slabs with halo (k, 1) differ", comm=COMM)
+    with pytest.raises(ShapeError, match="too narrow on axis"):
+        w = DistArray.zeros(shape, halo=(k, 1), dims=(1, COMM.size), periods=(False, True))
+        run_stencil(heat_step_2d, w, w.copy(), 0.2, steps=k)
