@@ -1,6 +1,6 @@
 """The Parallel Research Kernels "stencil" benchmark (star, radius 2), with its verification.
 
-Run:  parcomp run -n 2 jobs/prk_stencil.py [--n 8192] [--iterations 20] [--steps-per-exchange 4]
+Run:  parcomp run -n 2 jobs/prk_stencil.py [--n 8192] [--iterations 20] [--steps-per-exchange 8]
 
 Follows the PRK specification (Van der Wijngaart and Mattson, HPEC 2014; the MPI1 and
 Python versions in github.com/ParRes/Kernels): an ``n x n`` grid ``in`` starts as
@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--steps-per-exchange",
         type=int,
-        default=4,
+        default=8,
         metavar="K",
-        help="iterations per halo exchange, cache-blocked (default 4; 1: one sweep per step)",
+        help="iterations per halo exchange, cache-blocked (default 8; 1: one sweep per step)",
     )
     parser.add_argument(
         "--tile",

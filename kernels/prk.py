@@ -11,9 +11,10 @@ those cells is exactly ``(iterations + 1) * 2``: the standard verification.
 
 The kernel here is one PRK iteration written for time levels (two arrays per field), so
 that :func:`parcomp.run_stencil` can do several iterations per halo exchange:
-``out2 = out + S(inp)`` where ``active`` (1 on the cells at least ``R`` from the grid's
-edge, constant) and ``inp2 = inp + 1`` everywhere.  The additions happen in the order of
-the PRK reference code (``bench/prk_stencil.c`` uses the same), so both give the same bits.
+``out2 = out + S(inp)`` where ``active`` is 1 (the cells at least ``R`` from the grid's
+edge; a constant field), ``out2 = out`` elsewhere, and ``inp2 = inp + 1`` everywhere.  The additions happen in the order of
+the PRK reference code (``bench/prk_stencil.c`` uses the same order; gcc contracts its
+multiply-adds into FMAs, Numba does not).
 """
 
 from __future__ import annotations
@@ -31,25 +32,33 @@ _W1, _W2 = 1.0 / (2.0 * 1.0 * PRK_RADIUS), 1.0 / (2.0 * 2.0 * PRK_RADIUS)
 PRK_WEIGHTS = (-_W2, -_W1, 0.0, _W1, _W2)
 
 
-@stencil(radius=2, reads=("inp",), writes=("inp2", "out2"), pointwise=("out", "active"))
+# out and active are read only at the cell computed, but declared as reads (exchanged,
+# a few rows per call): the loop variables below are shifted (i = a + 2), which parcomp's
+# source check cannot prove to be the cell computed, so it would refuse pointwise=.
+@stencil(radius=2, reads=("inp", "out", "active"), writes=("inp2", "out2"))
 def prk_star2(inp, out, active, inp2, out2):
     """One PRK iteration: ``out2 = out + S(inp)`` on active cells, ``inp2 = inp + 1``."""
-    n0 = inp.shape[0] - 2
-    n1 = inp.shape[1] - 2
-    for i in range(2, n0):
-        for j in range(2, n1):
-            o = out[i, j]
-            if active[i, j]:
-                o += -0.125 * inp[i, j - 2]
-                o += -0.25 * inp[i, j - 1]
-                o += 0.0 * inp[i, j]
-                o += 0.25 * inp[i, j + 1]
-                o += 0.125 * inp[i, j + 2]
-                o += -0.125 * inp[i - 2, j]
-                o += -0.25 * inp[i - 1, j]
-                o += 0.25 * inp[i + 1, j]
-                o += 0.125 * inp[i + 2, j]
-            out2[i, j] = o
+    # Loops over i, j >= 2 written as i = a + 2, j = b + 2 with a, b >= 0, and the
+    # neighbours indexed as b, b + 1, ... (never j - 2): Numba must allow for a negative
+    # index (counted from the end) in inp[i, j - 2], and that check kept the loop from
+    # vectorising: 0.29 vs 3.6 Gcell/s in cache for the same arithmetic.
+    for a in range(inp.shape[0] - 4):
+        i = a + 2
+        for b in range(inp.shape[1] - 4):
+            j = b + 2
+            c = out[i, j]
+            o = c
+            o += -0.125 * inp[i, b]
+            o += -0.25 * inp[i, b + 1]
+            o += 0.0 * inp[i, j]
+            o += 0.25 * inp[i, b + 3]
+            o += 0.125 * inp[i, b + 4]
+            o += -0.125 * inp[a, j]
+            o += -0.25 * inp[a + 1, j]
+            o += 0.25 * inp[a + 3, j]
+            o += 0.125 * inp[a + 4, j]
+            # computed everywhere, kept on active cells only (a select, no branch)
+            out2[i, j] = o if active[i, j] else c
             inp2[i, j] = inp[i, j] + 1.0
 
 

@@ -242,14 +242,16 @@ def default_tile(
     A tile advancing ``k`` steps keeps about ``T + (k + 2) r`` rows of every field in
     cache (``itemsize``: the bytes of one cell of all fields together).  Only axis 0 is
     cut: a view cut along another axis is strided, which Numba compiles as layout 'A'
-    (measured 1.9-2.7x slower per sweep, more than the cache saves).  When not even a few
-    rows fit (3-D blocks: a 256^2 plane pair is 1 MiB), tiles of 8 rows still reuse the
-    next cache level (measured best at 8-16 planes for 256^3).
+    (measured 1.9-2.7x slower per sweep, more than the cache saves).  At least 16 rows:
+    when not even a few
+    rows fit (3-D blocks: a 256^2 plane pair is 1 MiB), tiles of 16 rows still reuse the
+    next cache level (measured best at 16 planes for 256^3 and 16-32 rows for the PRK
+    stencil at 8192^2, where a row of its five fields is 270 KiB).
     """
     ndim = len(buffer_shape)
     extra = (steps + 2) * radius[0]
     row = itemsize * math.prod(buffer_shape[1:])
-    t0 = max(budget // max(row, 1) - extra, 8)
+    t0 = max(budget // max(row, 1) - extra, 16)
     return (None if t0 >= buffer_shape[0] else t0, *([None] * (ndim - 1)))
 
 
