@@ -13,7 +13,7 @@ from parcomp.testing import parallel_assert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "jobs"))
 
-import prk_stencil  # noqa: E402
+import prk_stencil
 
 COMM = MPI.COMM_WORLD
 
