@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -286,10 +287,15 @@ def run_steps(
     key = (kernel, steps, _freeze(rotate), _freeze(tile), corners, exchange) + tuple(
         id(a) if isinstance(a, DistArray) else _kind_key(a) for a in args
     )
-    plan = _PLANS.get(key)
+    try:
+        plan = _PLANS.get(key)
+    except TypeError:  # an unhashable tile or rotate: refused by the checks below
+        key, plan = None, None
     if plan is not None and plan.alive(args) and not debug_collectives():
         return plan.run(args)
     plan = _Plan.build(kernel, args, corners, steps, rotate, tile, exchange)
+    if key is None:
+        return plan.run(args)
     if len(_PLANS) >= _PLANS_MAX:
         _PLANS.pop(next(iter(_PLANS)))
     _PLANS[key] = plan
@@ -334,7 +340,10 @@ class _Plan:
     ) -> _Plan:
         import weakref
 
+        import numpy as np
+
         from parcomp.array import DistArray
+        from parcomp.comm import raise_if_differ
         from parcomp.declared import _fail, check_call
 
         name = getattr(kernel, "__name__", repr(kernel))
@@ -349,10 +358,26 @@ class _Plan:
                 ),
                 comm,
             )
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if (
+            isinstance(steps, bool | np.bool_)
+            or not isinstance(steps, numbers.Integral)
+            or steps < 1
+        ):
             _fail(
                 KernelSignatureError(f"run_stencil: steps must be an int >= 1, got {steps!r}"), comm
             )
+        steps = int(steps)
+        # Every rank must step alike: a rank doing fewer steps would leave the others in
+        # the next exchange (agreed here, when the call is planned; the plan is then
+        # remembered by the arrays' identities, the same on every rank)
+        raise_if_differ(
+            [steps, sorted(rotate.items()) if isinstance(rotate, Mapping) else repr(rotate)],
+            comm,
+            lambda ranks, first, other: (
+                f"run_stencil: steps/rotate differ between ranks: rank(s) {ranks} ask for "
+                f"{other}, rank 0 for {first}; every rank must do the same steps"
+            ),
+        )
         if spec.reads_output is not False:
             _fail(
                 KernelSignatureError(
@@ -370,10 +395,12 @@ class _Plan:
         perm = _raise_as(lambda: rotation(spec, rotate, name), comm)
         # Every rotation of the arguments is a call k single steps would make: check each
         # like one (fields, decomposition, kinds, compilation, agreed between ranks).
-        variants = []
+        variants: list[tuple[Any, ...]] = []
         for s in range(steps):
             variant = rotated(args, perm, s)
-            if variant in variants:
+            # by identity: ``in`` would compare DistArrays element-wise (equal values made
+            # a copy look like the same array, and it was then never exchanged)
+            if any(all(x is y for x, y in zip(variant, v, strict=True)) for v in variants):
                 break
             variants.append(variant)
         read_sets = []
@@ -530,15 +557,19 @@ def _tiles(
     if tile is None:
         buffer = first.local.shape
         return default_tile(buffer, itemsize, radius, steps, cache_bytes() // 2)
-    values = (tile,) * ndim if isinstance(tile, int) else tuple(tile)
+    try:
+        values = (tile,) * ndim if isinstance(tile, numbers.Number) else tuple(tile)
+    except TypeError:
+        values = ()
     if len(values) != ndim or any(
-        v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0) for v in values
+        v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0)
+        for v in values
     ):
         raise ShapeError(
             f"run_stencil: tile must be an int >= 0 or {ndim} of them (0 or None: that axis "
             f"is not cut), got {tile!r}"
         )
-    return tuple(None if v in (None, 0) else v for v in values)
+    return tuple(None if v is None or v == 0 else int(v) for v in values)
 
 
 def _agree_views(

@@ -343,3 +343,45 @@ def test_an_axis_without_neighbours_needs_only_the_radius(k):
     with pytest.raises(ShapeError, match="too narrow on axis"):
         w = DistArray.zeros(shape, halo=(k, 1), dims=(1, COMM.size), periods=(False, True))
         run_stencil(heat_step_2d, w, w.copy(), 0.2, steps=k)
+
+
+@pytest.mark.parametrize(
+    "periods", [(True, False), (False, True)], ids=["rows-periodic", "cols-periodic"]
+)
+@pytest.mark.parametrize("k", [2, 3])
+def test_mixed_periodic_and_walls_with_a_copy_as_output(periods, k):
+    """One periodic axis, walls on the other, position-dependent wall values set on the
+    interior rows only, and v = u.copy() (equal values: once taken for the same array)."""
+    shape, h = (23, 17), k
+    u = DistArray.zeros(shape, halo=h, periods=periods)
+    rng = np.random.default_rng(60 + COMM.rank)
+    u.local[...] = rng.random(u.local.shape)  # every ghost cell arbitrary, per rank
+    u.interior[...] = 1.0
+    v = u.copy()
+    ref = single_steps(heat_step_2d, copies((u, v, 0.2)), (1, 0, 2), k)
+    got = run_stencil(heat_step_2d, u, v, 0.2, steps=k)
+    parallel_assert(same_bits(got, ref), f"periods {periods}: steps differ", comm=COMM)
+
+
+def test_steps_that_differ_between_ranks_raise_instead_of_hanging():
+    u = DistArray.zeros((24, 24), halo=3, periods=True)
+    v = u.copy()
+    if COMM.size == 1:  # nobody to differ from: one step, as asked
+        ref = single_steps(heat_step_2d, copies((u, v, 0.2)), (1, 0, 2), 1)
+        got = run_stencil(heat_step_2d, u, v, 0.2, steps=1)
+        parallel_assert(same_bits(got, ref), "one rank, one step", comm=COMM)
+        return
+    with pytest.raises(parcomp.ParcompError, match="steps/rotate differ between ranks"):
+        run_stencil(heat_step_2d, u, v, 0.2, steps=1 + (COMM.rank > 0))
+    parcomp.agree(True)
+
+
+def test_tile_numbers_of_numpy_types_and_bad_tiles():
+    u = DistArray.zeros((24, 24), halo=2, periods=True)
+    v = u.copy()
+    ref = single_steps(heat_step_2d, copies((u, v, 0.2)), (1, 0, 2), 2)
+    got = run_stencil(heat_step_2d, u, v, 0.2, steps=np.int64(2), tile=np.int64(3))
+    parallel_assert(same_bits(got, ref), "numpy-typed steps/tile", comm=COMM)
+    for bad in (2.0, "3", [[1]], -1, (1, 2, 3)):
+        with pytest.raises(ShapeError, match="tile must be"):
+            run_stencil(heat_step_2d, u, v, 0.2, steps=2, tile=bad)
