@@ -364,7 +364,8 @@ def run_stencil(
         them (``u, v = v, u``) do, bitwise, on arrays whose halo is at least
         ``steps * radius`` wide.  The steps are also cache-blocked inside the rank.
         Returns the arguments for the next call, rotated ``steps`` times:
-        ``u, v, alpha = run_stencil(heat, u, v, alpha, steps=8)``.
+        ``u, v, alpha = run_stencil(heat, u, v, alpha, steps=8)``.  With
+        ``overlap=True`` the deep exchange overlaps the cells that need no ghost cell.
     rotate : mapping of str to str, optional
         With ``steps``: which array each field is at the next step, as
         ``{"name next step": "name this step"}`` (default: each field read with ghosts
@@ -437,20 +438,12 @@ def _run_steps(
 ) -> tuple[Any, ...]:
     from parcomp.multistep import run_steps
 
-    if steps is None or overlap:
+    if steps is None:
         _fail(
-            KernelSignatureError(
-                "run_stencil: "
-                + (
-                    "overlap=True cannot be combined with steps= (the deep-halo exchange is "
-                    "not overlapped yet)"
-                    if steps is not None
-                    else "rotate= and tile= go with steps="
-                )
-            ),
+            KernelSignatureError("run_stencil: rotate= and tile= go with steps="),
             _comm_of(kernel, *args),
         )
-    return run_steps(kernel, args, corners, steps, rotate, tile, exchange)
+    return run_steps(kernel, args, corners, steps, rotate, tile, exchange, overlap)
 
 
 def _comm_of_call(kernel: Any, args: tuple[Any, ...], *_rest: Any) -> Any:

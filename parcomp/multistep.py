@@ -27,6 +27,10 @@ one halo exchange instead of ``k``:
   no scratch copy and no cell computed twice.  The kernel is called on views, as with
   ``overlap=True``: it computes every cell at least ``r`` away from its arrays' edges.
 
+* **Overlap** (``overlap=True``): the exchange is started, the cells that depend on no
+  ghost cell and are not being sent are computed meanwhile (:func:`overlap_plan`), and
+  the rest once it has finished.
+
 Assumption (the same as for ``overlap=True``): a kernel computes each cell from the cells
 within its radius only, the same way wherever the cell is (no use of the array's shape
 or of the loop index beyond indexing).  ``PARCOMP_DEBUG_COLLECTIVES=1`` checks it: the
@@ -51,6 +55,7 @@ from parcomp.watchdog import collective, debug_collectives
 __all__ = [
     "step_regions",
     "schedule",
+    "overlap_plan",
     "rotation",
     "default_tile",
     "cache_bytes",
@@ -146,6 +151,61 @@ def schedule(
             else:
                 calls.append((s, tuple(view)))
     return tuple(calls)
+
+
+def overlap_plan(
+    regions: tuple[tuple[Range, ...], ...],
+    radius: tuple[int, ...],
+    lower: Sequence[bool],
+    upper: Sequence[bool],
+    tile: tuple[int | None, ...],
+    whole: tuple[bool, ...],
+    halo: Sequence[int],
+) -> tuple[tuple[tuple[int, tuple[slice, ...]], ...], tuple[tuple[int, tuple[slice, ...]], ...]]:
+    """The calls during the exchange and after it, for ``overlap=True`` (PURE).
+
+    During the exchange only cells that depend on no ghost cell, and that are not being
+    sent, are computed: at step ``s`` those at least ``h + s * r`` from every edge with a
+    neighbour (a wall's ghost cells are current already), tiled and skewed like
+    :func:`schedule`; along an axis with a
+    neighbour the views are cut (a whole view would overwrite values the second phase
+    still reads).  After it, step by step, the rest of each step's region, as strips
+    around that safe box.  A strip's level ``s - 1`` neighbours are intact: the first
+    phase overwrote levels only inside boxes ``r`` narrower per step, beyond their reach.
+    """
+    steps = len(regions)
+    ndim = len(radius)
+    inner = regions[-1]
+    # beside a neighbour also clear of the block's first ``h`` cells, the slab the
+    # exchange is sending meanwhile (a step writing there would change what is sent)
+    safe = tuple(
+        tuple(
+            (
+                inner[ax][0] + halo[ax] + (s + 1) * radius[ax] if lower[ax] else regions[s][ax][0],
+                inner[ax][1] - halo[ax] - (s + 1) * radius[ax] if upper[ax] else regions[s][ax][1],
+            )
+            for ax in range(ndim)
+        )
+        for s in range(steps)
+    )
+    whole_first = tuple(w and not (lower[ax] or upper[ax]) for ax, w in enumerate(whole))
+    first = schedule(safe, radius, tile, whole_first)
+    second = []
+    for s in range(steps):
+        region, box = regions[s], safe[s]
+        if any(lo >= hi for lo, hi in box):
+            boxes = [region]
+        else:
+            boxes = []
+            for ax in range(ndim):
+                for lo, hi in ((region[ax][0], box[ax][0]), (box[ax][1], region[ax][1])):
+                    if lo < hi:
+                        boxes.append((*box[:ax], (lo, hi), *region[ax + 1 :]))
+        for b in boxes:
+            if all(lo < hi for lo, hi in b):
+                view = tuple(slice(lo - r, hi + r) for (lo, hi), r in zip(b, radius, strict=True))
+                second.append((s, view))
+    return first, tuple(second)
 
 
 def rotation(spec: Any, rotate: Mapping[str, str] | None, kernel_name: str) -> tuple[int, ...]:
@@ -277,6 +337,7 @@ def run_steps(
     rotate: Mapping[str, str] | None,
     tile: Any,
     exchange: bool = True,
+    overlap: bool = False,
 ) -> tuple[Any, ...]:
     """``steps`` steps of a declared stencil kernel with one halo exchange (see the module).
 
@@ -284,7 +345,7 @@ def run_steps(
     """
     from parcomp.array import DistArray
 
-    key = (kernel, steps, _freeze(rotate), _freeze(tile), corners, exchange) + tuple(
+    key = (kernel, steps, _freeze(rotate), _freeze(tile), corners, exchange, overlap) + tuple(
         id(a) if isinstance(a, DistArray) else _kind_key(a) for a in args
     )
     try:
@@ -293,7 +354,7 @@ def run_steps(
         key, plan = None, None
     if plan is not None and plan.alive(args) and not debug_collectives():
         return plan.run(args)
-    plan = _Plan.build(kernel, args, corners, steps, rotate, tile, exchange)
+    plan = _Plan.build(kernel, args, corners, steps, rotate, tile, exchange, overlap)
     if key is None:
         return plan.run(args)
     if len(_PLANS) >= _PLANS_MAX:
@@ -337,6 +398,7 @@ class _Plan:
         rotate: Mapping[str, str] | None,
         tile: Any,
         exchange: bool,
+        overlap: bool = False,
     ) -> _Plan:
         import weakref
 
@@ -442,7 +504,12 @@ class _Plan:
         itemsize = sum(a.dtype.itemsize for a in fields)
         tiles = _raise_as(lambda: _tiles(tile, first, itemsize, radius, steps), comm)
         whole = tuple(ax > 0 and tiles[ax] is None for ax in range(ndim))
-        calls = schedule(regions, tuple(radius), tiles, whole)
+        if overlap and exchange:
+            calls, after = overlap_plan(
+                regions, tuple(radius), lower, upper, tiles, whole, first.halo
+            )
+        else:
+            calls, after = schedule(regions, tuple(radius), tiles, whole), ()
         # the wall ghost cells a whole-axis view lets the kernel overwrite: restored
         bands = []
         for ax in range(1, ndim):
@@ -472,6 +539,8 @@ class _Plan:
         plan.period = _period(perm)
         plan.steps = steps
         plan.calls = calls
+        plan.after = after  # with overlap: the calls once the exchange has finished
+        plan.overlapped = bool(overlap and exchange)
         plan.refs = [weakref.ref(a) if isinstance(a, DistArray) else None for a in args]
         plan.is_field = tuple(isinstance(a, DistArray) for a in args)
         plan.bands = [
@@ -489,9 +558,6 @@ class _Plan:
     def run(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         from parcomp.exchange import group_exchange
 
-        if self.group is not None:
-            arrays, corners = self.group
-            group_exchange(arrays, corners, walls=True).exchange()
         period = self.period
         per_step = [
             tuple(
@@ -502,29 +568,60 @@ class _Plan:
         ]
         d = self.dispatcher
         isf = self.is_field
-        if not self.bands:
-            for s, view in self.calls:
-                bufs = per_step[s % period]
-                d(*[b[view] if f else b for b, f in zip(bufs, isf, strict=True)])
-            return rotated(args, self.perm, self.steps)
         # the wall ghost cells of every array written, as they are now (the boundary
         # condition), put back after each call that may have overwritten them
+        # (taken once the exchange has filled them: beside a neighbour's block they hold
+        # its copy of its wall ghost cells)
         saved: dict[int, list[Any]] = {}
-        for bufs in per_step:
-            for pos in self.write_pos:
-                b = bufs[pos]
-                if id(b) not in saved:
-                    saved[id(b)] = [
-                        (b[(slice(None), *rest)].copy(), rest) for rest, _ in self.bands
-                    ]
-        for s, view in self.calls:
-            bufs = per_step[s % period]
-            d(*[b[view] if f else b for b, f in zip(bufs, isf, strict=True)])
-            rows = view[0]
-            for pos in self.write_pos:
-                b = bufs[pos]
-                for band, rest in saved[id(b)]:
-                    b[(rows, *rest)] = band[rows]
+
+        def snapshot() -> None:
+            saved.clear()
+            if self.bands:
+                for bufs in per_step:
+                    for pos in self.write_pos:
+                        b = bufs[pos]
+                        if id(b) not in saved:
+                            saved[id(b)] = [
+                                (b[(slice(None), *rest)].copy(), rest) for rest, _ in self.bands
+                            ]
+
+        def sweep(calls: Any) -> None:
+            if not saved:
+                for s, view in calls:
+                    bufs = per_step[s % period]
+                    d(*[b[view] if f else b for b, f in zip(bufs, isf, strict=True)])
+                return
+            for s, view in calls:
+                bufs = per_step[s % period]
+                d(*[b[view] if f else b for b, f in zip(bufs, isf, strict=True)])
+                rows = view[0]
+                for pos in self.write_pos:
+                    b = bufs[pos]
+                    for band, rest in saved[id(b)]:
+                        b[(rows, *rest)] = band[rows]
+
+        if self.group is None:
+            snapshot()
+            sweep(self.calls)
+            sweep(self.after)
+            return rotated(args, self.perm, self.steps)
+        arrays, corners = self.group
+        ex = group_exchange(arrays, corners, walls=True)
+        if not self.overlapped:
+            ex.exchange()
+            snapshot()
+            sweep(self.calls)
+            return rotated(args, self.perm, self.steps)
+        # During the exchange the first phase computes rows of the block only, so it
+        # restores wall ghost cells of the block's rows only: none the exchange writes.
+        snapshot()
+        ex.start()
+        try:
+            sweep(self.calls)  # the cells that need no ghost cell, during the exchange
+        finally:
+            ex.wait()
+        snapshot()
+        sweep(self.after)
         return rotated(args, self.perm, self.steps)
 
 

@@ -133,12 +133,13 @@ CASES = {
 @pytest.mark.parametrize("periodic", [False, True], ids=["walls", "periodic"])
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("tile", [None, 3, 0], ids=["tile-default", "tile-3", "untiled"])
-def test_k_steps_per_exchange_are_bitwise_k_single_steps(case, periodic, k, tile):
+@pytest.mark.parametrize("overlap", [False, True], ids=["blocking", "overlap"])
+def test_k_steps_per_exchange_are_bitwise_k_single_steps(case, periodic, k, tile, overlap):
     kernel, _, build, perm = CASES[case]
     args = build(k, periodic)
     ref = single_steps(kernel, copies(args), perm, k)
     before = copies(args)
-    got = run_stencil(kernel, *args, steps=k, tile=tile)
+    got = run_stencil(kernel, *args, steps=k, tile=tile, overlap=overlap)
     parallel_assert(
         same_bits(got, ref), f"{case} {k} steps differ from {k} single steps", comm=COMM
     )
@@ -173,7 +174,7 @@ def test_three_time_levels_rotate_as_declared(periodic):
     perm = (1, 2, 0, 3)  # next uold = u, next u = unew, next unew = uold
     ref = single_steps(wave_step, copies(args), perm, 2 * k)
     got = run_stencil(wave_step, *args, steps=k, rotate=rotate, tile=4)
-    got = run_stencil(wave_step, *got, steps=k, rotate=rotate, tile=4)  # the remembered plan
+    got = run_stencil(wave_step, *got, steps=k, rotate=rotate, tile=4, overlap=True)
     parallel_assert(same_bits(got, ref), "wave: 2 x 3 steps differ from 6 single steps", comm=COMM)
 
 
@@ -263,10 +264,10 @@ def test_a_kernel_without_a_default_rotation_needs_rotate():
         run_stencil(wave_step, u, u.copy(), u.copy(), 0.1, steps=2, rotate={"c2": "u"})
 
 
-def test_overlap_with_steps_is_refused():
+def test_rotate_or_tile_without_steps_is_refused():
     u = DistArray.zeros((16, 16), halo=2)
-    with pytest.raises(KernelSignatureError, match="overlap=True cannot be combined"):
-        run_stencil(heat_step_2d, u, u.copy(), 0.1, steps=2, overlap=True)
+    with pytest.raises(KernelSignatureError, match="go with steps="):
+        run_stencil(heat_step_2d, u, u.copy(), 0.1, tile=4)
 
 
 @parcomp.stencil(radius=1)
@@ -359,8 +360,11 @@ def test_mixed_periodic_and_walls_with_a_copy_as_output(periods, k):
     u.interior[...] = 1.0
     v = u.copy()
     ref = single_steps(heat_step_2d, copies((u, v, 0.2)), (1, 0, 2), k)
+    ref2 = copies((u, v, 0.2))
     got = run_stencil(heat_step_2d, u, v, 0.2, steps=k)
     parallel_assert(same_bits(got, ref), f"periods {periods}: steps differ", comm=COMM)
+    got2 = run_stencil(heat_step_2d, *ref2, steps=k, overlap=True)
+    parallel_assert(same_bits(got2, ref), f"periods {periods}: overlapped differ", comm=COMM)
 
 
 def test_steps_that_differ_between_ranks_raise_instead_of_hanging():

@@ -132,3 +132,55 @@ def test_rotation_defaults_and_explicit():
 
     assert rotation(Spec, None, "k") == (2, 3, 0, 1, 4)
     assert rotation(Spec, {"u": "v", "v": "u"}, "k") == (1, 0, 2, 3, 4)
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_overlap_plan_reads_no_ghost_and_writes_nothing_being_sent(ndim):
+    """Phase 1 runs with every ghost cell beside a neighbour still NaN (not received)
+    and must leave the slabs being sent alone; phase 2 after the ghost cells arrive.
+    Together they equal the sequential steps."""
+    from parcomp.multistep import overlap_plan
+
+    rng = np.random.default_rng(9)
+    checked = 0
+    for n, r, k in itertools.product((6, 11, 19), (1, 2), (1, 2, 3)):
+        h = k * r
+        for walls in itertools.product((False, True), repeat=2 * ndim):
+            lower = [not walls[2 * a] for a in range(ndim)]
+            upper = [not walls[2 * a + 1] for a in range(ndim)]
+            shape = (n,) * ndim
+            regions = step_regions(shape, (h,) * ndim, (r,) * ndim, lower, upper, k)
+            start = rng.random(tuple(s + 2 * h for s in shape))
+            other = rng.random(start.shape)
+            ref = [start.copy(), other.copy()]
+            for s in range(k):
+                view = tuple(slice(lo - r, hi + r) for lo, hi in regions[s])
+                star(ref[s % 2][view], ref[(s + 1) % 2][view], r)
+            for tile in ((2,) * ndim, (None,) * ndim):
+                first, second = overlap_plan(
+                    regions, (r,) * ndim, lower, upper, tile, (False,) * ndim, (h,) * ndim
+                )
+                got = [start.copy(), other.copy()]
+                ghosts = np.zeros(start.shape, bool)  # beside a neighbour: in flight
+                sent = np.zeros(start.shape, bool)
+                for a in range(ndim):
+                    for side, has in ((0, lower[a]), (1, upper[a])):
+                        if has:
+                            g = [slice(None)] * ndim
+                            g[a] = slice(0, h) if side == 0 else slice(h + n, None)
+                            ghosts[tuple(g)] = True
+                            g[a] = slice(h, 2 * h) if side == 0 else slice(n, n + h)
+                            sent[tuple(g)] = True
+                got[0][ghosts] = np.nan
+                got[1][ghosts] = np.nan
+                before = [x[sent].copy() for x in got]
+                run_schedule(got, first, r)
+                for x, b in zip(got, before, strict=True):
+                    assert np.array_equal(x[sent], b, equal_nan=True), "phase 1 wrote a sent slab"
+                got[0][ghosts] = start[ghosts]
+                got[1][ghosts] = other[ghosts]
+                run_schedule(got, second, r)
+                inner = tuple(slice(h, h + n) for _ in range(ndim))
+                assert np.array_equal(got[k % 2][inner], ref[k % 2][inner]), (n, r, k, walls)
+                checked += 1
+    assert checked > 50
