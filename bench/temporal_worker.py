@@ -65,7 +65,9 @@ def run_bare(n: int, ndim: int, steps: int, alpha: float) -> dict:
     return {"seconds": seconds, "messages_per_step": 0.0, "check": float(u[(n + 2) // 2].sum())}
 
 
-def run_steps(n: int, ndim: int, steps: int, alpha: float, k: int, tile) -> dict:
+def run_steps(
+    n: int, ndim: int, steps: int, alpha: float, k: int, tile, overlap: bool = False
+) -> dict:
     from parcomp.array import DistArray
     from parcomp.declared import run_stencil
     from parcomp.halo import STATS
@@ -81,14 +83,16 @@ def run_steps(n: int, ndim: int, steps: int, alpha: float, k: int, tile) -> dict
         dims=(MPI.COMM_WORLD.size,) + (1,) * (ndim - 1),
     )
     v = u.zeros_like()
-    u, v, _ = run_stencil(kernel, u, v, alpha, steps=k, tile=tile)  # compile, plan, requests
-    u, v, _ = run_stencil(kernel, u, v, alpha, steps=k, tile=tile)
+    u, v, _ = run_stencil(
+        kernel, u, v, alpha, steps=k, tile=tile, overlap=overlap
+    )  # compile, plan, requests
+    u, v, _ = run_stencil(kernel, u, v, alpha, steps=k, tile=tile, overlap=overlap)
     calls = max(1, steps // k)
     before = STATS.messages
     MPI.COMM_WORLD.Barrier()
     t0 = time.perf_counter()
     for _ in range(calls):
-        u, v, _ = run_stencil(kernel, u, v, alpha, steps=k, tile=tile)
+        u, v, _ = run_stencil(kernel, u, v, alpha, steps=k, tile=tile, overlap=overlap)
     MPI.COMM_WORLD.Barrier()
     seconds = time.perf_counter() - t0
     return {
@@ -105,6 +109,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--tile", type=int, nargs="*", default=None)
+    parser.add_argument("--overlap", action="store_true")
     args = parser.parse_args()
     alpha = 0.24 if args.ndim == 2 else 0.15
     tile = None if not args.tile else (args.tile[0] if len(args.tile) == 1 else tuple(args.tile))
@@ -116,7 +121,7 @@ def main() -> None:
         # on the other side sends nothing)
         result["messages_per_step"] = 1.0 if MPI.COMM_WORLD.size > 1 else 0.0
     else:
-        result = run_steps(args.n, args.ndim, args.steps, alpha, args.k, tile)
+        result = run_steps(args.n, args.ndim, args.steps, alpha, args.k, tile, args.overlap)
     comm = MPI.COMM_WORLD
     seconds = comm.allreduce(result["seconds"], op=MPI.MAX)
     if comm.rank == 0:

@@ -389,3 +389,19 @@ def test_tile_numbers_of_numpy_types_and_bad_tiles():
     for bad in (2.0, "3", [[1]], -1, (1, 2, 3)):
         with pytest.raises(ShapeError, match="tile must be"):
             run_stencil(heat_step_2d, u, v, 0.2, steps=2, tile=bad)
+
+
+@pytest.mark.parametrize("periodic", [False, True], ids=["walls", "periodic"])
+def test_overlap_with_large_messages(periodic):
+    """Slabs of 64 KiB and more per message (past MPICH's eager limit: the data leaves
+    while the first phase computes)."""
+    k, shape = 4, (160, 1100)
+    args = (
+        make(shape, k, periodic, np.float64, 70),
+        make(shape, k, periodic, np.float64, 71),
+        0.2,
+    )
+    ref = single_steps(heat_step_2d, copies(args), (1, 0, 2), 2 * k)
+    got = run_stencil(heat_step_2d, *args, steps=k, overlap=True)
+    got = run_stencil(heat_step_2d, *got, steps=k, overlap=True)
+    parallel_assert(same_bits(got, ref), "large overlapped exchange differs", comm=COMM)
