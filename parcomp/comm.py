@@ -190,6 +190,7 @@ def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> N
     if error is not None:
         if all(item == failed[0][1] for _, item in failed):
             _mark(error, comm, tuple(r for r, _ in failed))
+        _agreed(error)
         raise error
     type_name = failed[0][1][0]
     text = "; ".join(f"rank {r}: {name}: {msg}" for r, (name, msg) in failed)
@@ -203,10 +204,22 @@ def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> N
         if exc is not None:
             exc.failed_ranks = tuple(r for r, _ in failed)  # type: ignore[attr-defined]
             _mark(exc, comm, exc.failed_ranks)  # type: ignore[attr-defined]
+            _agreed(exc)
             raise exc
     exc = CollectiveError(message, tuple(r for r, _ in failed))
     _mark(exc, comm, exc.failed_ranks)
+    _agreed(exc)
     raise exc
+
+
+def _agreed(exc: BaseException) -> None:
+    """Mark ``exc`` as raised by :func:`raise_if_any`: every rank of the communicator
+    raises at the same call, so a handler may still use the communicator (a barrier
+    before cleaning up) without leaving a rank behind."""
+    try:
+        exc.parcomp_agreed = True  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
 
 
 def raise_if_differ(

@@ -141,10 +141,15 @@ def save_hdf5(
             _write_mpio(tmp, items, clean_attrs, comm)
         else:
             _write_parts(tmp, parts, target, items, clean_attrs, comm)
-    except BaseException:
+    except BaseException as exc:
         if comm.Get_rank() == 0:
             _remove(tmp)
             _remove(parts)
+        if getattr(exc, "parcomp_agreed", False):
+            # every rank failed here together: wait for rank 0's cleanup, or the first
+            # rank to end the job (exit status, fail-fast abort) kills it half done and
+            # leaves the new parts folder behind (seen in CI on a full disk)
+            comm.Barrier()
         raise
     error = None
     if comm.Get_rank() == 0:
