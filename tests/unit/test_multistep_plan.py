@@ -34,11 +34,11 @@ def run_schedule(bufs, calls, r):
         star(src[view], dst[view], r)
 
 
-@pytest.mark.parametrize("ndim", [1, 2])
-def test_tiled_schedule_equals_sequential_steps(ndim):
-    rng = np.random.default_rng(3)
-    cases = 0
-    for n, r, k in itertools.product((5, 8, 13), (1, 2), (1, 2, 3, 4)):
+def cases(ndim, sizes, ks, seed):
+    """Every (size, radius, k, walls) case with random buffers and the sequential
+    reference: k full steps, each on its step's region (the view widened by r)."""
+    rng = np.random.default_rng(seed)
+    for n, r, k in itertools.product(sizes, (1, 2), ks):
         h = k * r
         for walls in itertools.product((False, True), repeat=2 * ndim):
             lower = [not walls[2 * a] for a in range(ndim)]
@@ -47,28 +47,36 @@ def test_tiled_schedule_equals_sequential_steps(ndim):
             regions = step_regions(shape, (h,) * ndim, (r,) * ndim, lower, upper, k)
             start = rng.random(tuple(s + 2 * h for s in shape))
             other = rng.random(start.shape)
-            # the reference: k full steps on the step's region (its view widened by r)
             ref = [start.copy(), other.copy()]
             for s in range(k):
                 view = tuple(slice(lo - r, hi + r) for lo, hi in regions[s])
                 star(ref[s % 2][view], ref[(s + 1) % 2][view], r)
-            for tile in ((1,) * ndim, (2,) * ndim, (3, None)[:ndim], (None,) * ndim):
-                calls = schedule(regions, (r,) * ndim, tile)
-                got = [start.copy(), other.copy()]
-                run_schedule(got, calls, r)
-                inner = tuple(slice(h, h + n) for _ in range(ndim))
-                last = k % 2
-                assert np.array_equal(got[last][inner], ref[last][inner]), (n, r, k, walls, tile)
-                # the wall ghost cells are never written
-                for a in range(ndim):
-                    for side, wall in ((0, not lower[a]), (1, not upper[a])):
-                        if wall:
-                            sl = [slice(None)] * ndim
-                            sl[a] = slice(0, h) if side == 0 else slice(h + n, None)
-                            for g, s0 in zip(got, (start, other), strict=True):
-                                assert np.array_equal(g[tuple(sl)], s0[tuple(sl)])
-                cases += 1
-    assert cases > 100
+            yield n, r, k, h, walls, lower, upper, regions, start, other, ref
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_tiled_schedule_equals_sequential_steps(ndim):
+    count = 0
+    for n, r, k, h, walls, lower, upper, regions, start, other, ref in cases(
+        ndim, (5, 8, 13), (1, 2, 3, 4), 3
+    ):
+        for tile in ((1,) * ndim, (2,) * ndim, (3, None)[:ndim], (None,) * ndim):
+            calls = schedule(regions, (r,) * ndim, tile)
+            got = [start.copy(), other.copy()]
+            run_schedule(got, calls, r)
+            inner = tuple(slice(h, h + n) for _ in range(ndim))
+            last = k % 2
+            assert np.array_equal(got[last][inner], ref[last][inner]), (n, r, k, walls, tile)
+            # the wall ghost cells are never written
+            for a in range(ndim):
+                for side, wall in ((0, not lower[a]), (1, not upper[a])):
+                    if wall:
+                        sl = [slice(None)] * ndim
+                        sl[a] = slice(0, h) if side == 0 else slice(h + n, None)
+                        for g, s0 in zip(got, (start, other), strict=True):
+                            assert np.array_equal(g[tuple(sl)], s0[tuple(sl)])
+            count += 1
+    assert count > 100
 
 
 def test_each_cell_is_computed_once_per_step():
@@ -141,46 +149,35 @@ def test_overlap_plan_reads_no_ghost_and_writes_nothing_being_sent(ndim):
     Together they equal the sequential steps."""
     from parcomp.multistep import overlap_plan
 
-    rng = np.random.default_rng(9)
     checked = 0
-    for n, r, k in itertools.product((6, 11, 19), (1, 2), (1, 2, 3)):
-        h = k * r
-        for walls in itertools.product((False, True), repeat=2 * ndim):
-            lower = [not walls[2 * a] for a in range(ndim)]
-            upper = [not walls[2 * a + 1] for a in range(ndim)]
-            shape = (n,) * ndim
-            regions = step_regions(shape, (h,) * ndim, (r,) * ndim, lower, upper, k)
-            start = rng.random(tuple(s + 2 * h for s in shape))
-            other = rng.random(start.shape)
-            ref = [start.copy(), other.copy()]
-            for s in range(k):
-                view = tuple(slice(lo - r, hi + r) for lo, hi in regions[s])
-                star(ref[s % 2][view], ref[(s + 1) % 2][view], r)
-            for tile in ((2,) * ndim, (None,) * ndim):
-                first, second = overlap_plan(
-                    regions, (r,) * ndim, lower, upper, tile, (False,) * ndim, (h,) * ndim
-                )
-                got = [start.copy(), other.copy()]
-                ghosts = np.zeros(start.shape, bool)  # beside a neighbour: in flight
-                sent = np.zeros(start.shape, bool)
-                for a in range(ndim):
-                    for side, has in ((0, lower[a]), (1, upper[a])):
-                        if has:
-                            g = [slice(None)] * ndim
-                            g[a] = slice(0, h) if side == 0 else slice(h + n, None)
-                            ghosts[tuple(g)] = True
-                            g[a] = slice(h, 2 * h) if side == 0 else slice(n, n + h)
-                            sent[tuple(g)] = True
-                got[0][ghosts] = np.nan
-                got[1][ghosts] = np.nan
-                before = [x[sent].copy() for x in got]
-                run_schedule(got, first, r)
-                for x, b in zip(got, before, strict=True):
-                    assert np.array_equal(x[sent], b, equal_nan=True), "phase 1 wrote a sent slab"
-                got[0][ghosts] = start[ghosts]
-                got[1][ghosts] = other[ghosts]
-                run_schedule(got, second, r)
-                inner = tuple(slice(h, h + n) for _ in range(ndim))
-                assert np.array_equal(got[k % 2][inner], ref[k % 2][inner]), (n, r, k, walls)
-                checked += 1
+    for n, r, k, h, walls, lower, upper, regions, start, other, ref in cases(
+        ndim, (6, 11, 19), (1, 2, 3), 9
+    ):
+        for tile in ((2,) * ndim, (None,) * ndim):
+            first, second = overlap_plan(
+                regions, (r,) * ndim, lower, upper, tile, (False,) * ndim, (h,) * ndim
+            )
+            got = [start.copy(), other.copy()]
+            ghosts = np.zeros(start.shape, bool)  # beside a neighbour: in flight
+            sent = np.zeros(start.shape, bool)
+            for a in range(ndim):
+                for side, has in ((0, lower[a]), (1, upper[a])):
+                    if has:
+                        g = [slice(None)] * ndim
+                        g[a] = slice(0, h) if side == 0 else slice(h + n, None)
+                        ghosts[tuple(g)] = True
+                        g[a] = slice(h, 2 * h) if side == 0 else slice(n, n + h)
+                        sent[tuple(g)] = True
+            got[0][ghosts] = np.nan
+            got[1][ghosts] = np.nan
+            before = [x[sent].copy() for x in got]
+            run_schedule(got, first, r)
+            for x, b in zip(got, before, strict=True):
+                assert np.array_equal(x[sent], b, equal_nan=True), "phase 1 wrote a sent slab"
+            got[0][ghosts] = start[ghosts]
+            got[1][ghosts] = other[ghosts]
+            run_schedule(got, second, r)
+            inner = tuple(slice(h, h + n) for _ in range(ndim))
+            assert np.array_equal(got[k % 2][inner], ref[k % 2][inner]), (n, r, k, walls)
+            checked += 1
     assert checked > 50
