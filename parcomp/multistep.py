@@ -544,8 +544,7 @@ class _Plan:
         plan.refs = [weakref.ref(a) if isinstance(a, DistArray) else None for a in args]
         plan.is_field = tuple(isinstance(a, DistArray) for a in args)
         plan.bands = [
-            (tuple(slice(None) if a != ax else sl for a in range(1, ndim)), ndim)
-            for ax, sl in bands
+            (tuple(slice(None) if a != ax else sl for a in range(1, ndim)), ax) for ax, sl in bands
         ]
         plan.write_pos = tuple(spec.params.index(p) for p in spec.writes)
         plan.exchange = exchange and bool(exchanged) and any(radius)
@@ -582,7 +581,8 @@ class _Plan:
                         b = bufs[pos]
                         if id(b) not in saved:
                             saved[id(b)] = [
-                                (b[(slice(None), *rest)].copy(), rest) for rest, _ in self.bands
+                                (b[(slice(None), *rest)].copy(), rest, ax)
+                                for rest, ax in self.bands
                             ]
 
         def sweep(calls: Any) -> None:
@@ -594,11 +594,17 @@ class _Plan:
             for s, view in calls:
                 bufs = per_step[s % period]
                 d(*[b[view] if f else b for b, f in zip(bufs, isf, strict=True)])
-                rows = view[0]
                 for pos in self.write_pos:
                     b = bufs[pos]
-                    for band, rest in saved[id(b)]:
-                        b[(rows, *rest)] = band[rows]
+                    for band, rest, ax in saved[id(b)]:
+                        # only within the call's view along the other axes: during an
+                        # overlapped exchange the ghost cells beyond it are being received
+                        # (a neighbour's copy of its wall band), not ours to put back
+                        dst = list(view)
+                        dst[ax] = rest[ax - 1]
+                        src = list(view)
+                        src[ax] = slice(None)
+                        b[tuple(dst)] = band[tuple(src)]
 
         if self.group is None:
             snapshot()
