@@ -332,7 +332,9 @@ class DistArray(VectorAlgebra):
     def _exchange(self, corners: bool) -> HaloExchange:
         ex = self._exchanges.get(corners)
         if ex is None:
-            plan = halo_plan(self.partition, self.rank, self.halo, corners)
+            # with corners, also the wall ghost cells beside a neighbour's block (its copy
+            # of its own wall ghosts: no diagonal neighbour exists to send them)
+            plan = halo_plan(self.partition, self.rank, self.halo, corners, walls=corners)
             ex = HaloExchange(self.local, plan, self._halo_comm)
             self._exchanges[corners] = ex
         return ex

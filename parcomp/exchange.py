@@ -71,7 +71,8 @@ def group_exchange(arrays: Sequence[DistArray], corners: bool, walls: bool = Fal
 
     ``walls``: also carry the ghost cells beyond non-periodic boundaries along the axes a
     message does not cross (see :func:`parcomp.halo.halo_plan`)."""
-    if len(arrays) == 1 and not walls:
+    walls = walls or corners  # as DistArray._exchange: corners beside walls too
+    if len(arrays) == 1 and walls == corners:
         return arrays[0]._exchange(corners)
     key = (tuple(id(a) for a in arrays), corners, walls)
     hit = _GROUPS.get(key)
