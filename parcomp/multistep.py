@@ -549,7 +549,7 @@ class _Plan:
         plan.write_pos = tuple(spec.params.index(p) for p in spec.writes)
         plan.exchange = exchange and bool(exchanged) and any(radius)
         plan.group = (list(exchanged.values()), deep_corners) if plan.exchange else None
-        _agree_views(kernel, args, perm, steps, calls, comm)
+        _agree_views(kernel, args, perm, steps, comm)
         if debug_collectives():
             _verify_locally(kernel, spec, args, perm, steps, radius, name, comm)
         return plan
@@ -680,7 +680,6 @@ def _agree_views(
     args: tuple[Any, ...],
     perm: tuple[int, ...],
     steps: int,
-    calls: Any,
     comm: Any,
 ) -> None:
     """Compile the kernel for the layouts of the views it will get, under an agreement.
@@ -728,7 +727,6 @@ def _agree_views(
     except KernelSignatureError as exc:
         error = exc
     raise_if_any(error, comm)
-    del calls
 
 
 def _verify_locally(
