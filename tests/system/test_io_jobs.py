@@ -41,12 +41,18 @@ def test_series_survives_a_kill_at_a_random_moment(tmp_path, seed):
         PARCOMP, "run", "-n", "3", "--timeout", "150", "--restarts", "1",
         "jobs/heat2d.py", "--n", "48", "--steps", "240", "--alpha", "0.2",
         "--series-every", "1", "--checkpoint-dir", tmp_path / "ck", "--checkpoint-every", "15",
-        "--step-delay", "0.004", "--no-png", "--out", out,
+        "--step-delay", "0.012", "--no-png", "--out", out,
     ]  # fmt: skip
     killed = []
 
     def killer():
-        time.sleep(random.Random(seed).uniform(3.0, 5.5))  # the job runs about 7 s
+        # strike at a random moment after the ranks exist (a fixed wall-clock delay from
+        # the launch came after the end of the job on a fast, idle machine: CI); the
+        # steps alone take at least 240 x 12 ms after the ranks' imports
+        deadline = time.monotonic() + 60
+        while not _rank_pids(str(out)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(random.Random(seed).uniform(1.2, 2.8))
         pids = _rank_pids(str(out))
         if pids:
             victim = random.Random(seed).choice(pids)
