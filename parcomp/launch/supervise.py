@@ -87,11 +87,27 @@ def say(text: str) -> None:
 
 
 def _pause(proc: subprocess.Popen[bytes], stop: bool) -> bool:
-    """SIGSTOP (``stop``) or SIGCONT the launcher; whether the signal was sent."""
+    """SIGSTOP (``stop``) or SIGCONT the launcher and its local daemons; whether sent.
+
+    The daemons (Hydra's ``hydra_pmi_proxy``, Open MPI's ``prted``: every process below
+    the launcher that is not a rank) are paused too.  A proxy that saw one rank leave
+    with status 130 would SIGKILL its siblings that are still on their way out, and the
+    launcher would then print its "BAD TERMINATION" banner for them (seen in CI: ranks
+    leave up to a second apart on a loaded machine).  Paused, the proxy reaps them all
+    at once when it is resumed, each with its own status 130.
+    """
+    sig = signal.SIGSTOP if stop else signal.SIGCONT
+    ranks = set(rank_processes(proc.pid))
+    daemons = [pid for pid in descendants(proc.pid) if pid not in ranks]
     try:
-        os.kill(proc.pid, signal.SIGSTOP if stop else signal.SIGCONT)
+        os.kill(proc.pid, sig)
     except ProcessLookupError:
         return False
+    for pid in daemons:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
     return True
 
 

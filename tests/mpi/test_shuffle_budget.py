@@ -1,0 +1,157 @@
+"""map_reduce_keyed(max_shuffle_bytes=B): the shuffle in rounds within a memory budget.
+
+Checked against collections.Counter / NumPy on the whole input (computed on every rank),
+and against the same call without a budget.
+"""
+
+import collections
+import re
+import sys
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import parcomp
+from parcomp.errors import ConfigError
+from parcomp.keyed import _shuffle
+from parcomp.reduce import resolve_op
+from parcomp.testing import parallel_assert
+
+SIZE, RANK = MPI.COMM_WORLD.size, MPI.COMM_WORLD.rank
+
+
+def _words(i: int) -> list[str]:
+    rng = np.random.default_rng(i)
+    return [f"w{int(k)}-{'x' * int(k % 7)}" for k in rng.integers(0, 6000, 3000)]
+
+
+def _status() -> dict[str, int]:
+    text = open("/proc/self/status").read()
+    return {k: int(re.search(rf"{k}:\s+(\d+)", text).group(1)) * 1024 for k in ("VmRSS", "VmHWM")}
+
+
+def test_word_count_ten_times_the_budget_matches_counter():
+    items = range(24)
+    want = collections.Counter(w for i in items for w in _words(i))
+    plain = parcomp.map_reduce_keyed(lambda i: [(w, 1) for w in _words(i)], items, root=None)
+    # this rank's shuffle: every distinct word it saw, (8-byte length, 8-byte value) + bytes
+    shuffle = sum(16 + len(w) for w in plain)
+    total = MPI.COMM_WORLD.allreduce(sum(16 + len(w.encode()) for w in plain))
+    budget = max(total // (10 * SIZE), 2 * SIZE * 64)
+    got = parcomp.map_reduce_keyed(
+        lambda i: [(w, 1) for w in _words(i)], items, root=None, max_shuffle_bytes=budget
+    )
+    merged = collections.Counter()
+    for part in MPI.COMM_WORLD.allgather(got):
+        assert not (merged.keys() & part.keys())  # each key on one rank only
+        merged.update(part)
+    parallel_assert(got == plain, "same keys on the same ranks as without a budget")
+    parallel_assert(merged == want, "counts equal collections.Counter")
+    parallel_assert(shuffle >= 0 and total >= 9 * budget * SIZE, f"{total} vs {budget}")
+
+
+@pytest.mark.parametrize("budget", [None, 4096, 2 * 16 * 4])
+def test_skewed_integer_keys_finish_and_match_bincount(budget):
+    if budget is not None and budget < 2 * 16 * SIZE:
+        budget = 2 * 16 * SIZE
+
+    def mapper(i):
+        rng = np.random.default_rng(i)
+        keys = rng.integers(0, 3000, 20_000)
+        keys[: keys.size // 2] = 7  # one key holds half of all pairs
+        return keys, np.ones(keys.size, np.int64)
+
+    got = parcomp.map_reduce_keyed(mapper, range(10), max_shuffle_bytes=budget)
+    if RANK == 0:
+        want = np.bincount(np.concatenate([mapper(i)[0] for i in range(10)]))
+        ok = got == {int(k): int(c) for k, c in enumerate(want) if c}
+        parallel_assert(ok and got[7] >= 100_000)
+    else:
+        parallel_assert(got is None)
+
+
+def test_float_keys_and_values_and_object_keys_within_a_budget():
+    got = parcomp.map_reduce_keyed(
+        lambda i: [(i % 97 / 4, float(i)), (i % 89 / 4, 0.5)],
+        range(500),
+        "max",
+        max_shuffle_bytes=2 * 16 * SIZE * 3,
+    )
+    want: dict[float, float] = {}
+    for i in range(500):
+        for k, v in ((i % 97 / 4, float(i)), (i % 89 / 4, 0.5)):
+            want[k] = max(want.get(k, v), v)
+    parallel_assert(got == want if RANK == 0 else got is None)
+    got = parcomp.map_reduce_keyed(
+        lambda i: [((i % 5, "t"), [i])],
+        range(60),
+        lambda a, b: a + b,
+        max_shuffle_bytes=2 * SIZE * 200,
+    )
+    if RANK == 0:
+        ok = {k: sorted(v) for k, v in got.items()} == {
+            (r, "t"): [i for i in range(60) if i % 5 == r] for r in range(5)
+        }
+        parallel_assert(ok, f"{got}")
+    else:
+        parallel_assert(got is None)
+
+
+def test_peak_memory_of_the_shuffle_stays_within_the_budget():
+    """A shuffle 10x the budget: the peak RSS of the shuffle, above what the rank holds
+    before and after it (the result included), is at most 2 B plus a constant.
+
+    The combined table is built first, then VmHWM is reset to VmRSS and the shuffle runs
+    (``_shuffle``: the part of map_reduce_keyed the budget governs).  The constant: 4 MiB,
+    plus the result dict's own hash table (growing a dict briefly holds the old table
+    and the new one, whatever the budget).
+    """
+    n = 400_000  # distinct int keys per rank: 6.4 MB of 16-byte records
+    budget = 640_000
+    lo = RANK * n // 2  # overlapping ranges: every key is sent somewhere
+    table = dict.fromkeys(range(lo, lo + n), 1)
+    op = resolve_op("sum")
+
+    def run(max_bytes):
+        _shuffle(dict(table), op, MPI.COMM_WORLD, max_bytes)  # warm: MPI's own buffers
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM to VmRSS
+        before = _status()["VmRSS"]
+        got = _shuffle(table, op, MPI.COMM_WORLD, max_bytes)
+        after = _status()
+        return got, after["VmHWM"] - max(after["VmRSS"], before)
+
+    got_budget, peak_budget = run(budget)
+    got_plain, peak_plain = run(None)
+    parallel_assert(got_budget == got_plain)
+    total = sum(MPI.COMM_WORLD.allgather(len(got_plain)))
+    parallel_assert(total == n + (SIZE - 1) * n // 2, f"{total}")
+    allowed = 2 * budget + (4 << 20) + sys.getsizeof(got_budget)
+    parallel_assert(
+        peak_budget <= allowed,
+        f"peak {peak_budget / 1e6:.2f} MB, allowed {allowed / 1e6:.2f} MB with a "
+        f"{budget / 1e6:.2f} MB budget (without a budget: {peak_plain / 1e6:.2f} MB)",
+    )
+
+
+def test_budget_errors_on_every_rank_together():
+    with pytest.raises(ConfigError, match=r"too small for one record.*>= "):
+        parcomp.map_reduce_keyed(lambda i: [(i, 1)], range(10), max_shuffle_bytes=16)
+    long = "k" * 5000
+    with pytest.raises(ConfigError, match=r"a record takes 5016; use max_shuffle_bytes >= "):
+        parcomp.map_reduce_keyed(
+            lambda i: [(long if i == 3 else str(i), 1)],
+            range(10),
+            max_shuffle_bytes=2 * SIZE * 1000,
+        )
+    with pytest.raises(ConfigError, match="positive number of bytes"):
+        parcomp.map_reduce_keyed(lambda i: [(i, 1)], range(4), max_shuffle_bytes=-5)
+    with pytest.raises(ConfigError, match="positive number of bytes"):
+        parcomp.map_reduce_keyed(lambda i: [(i, 1)], range(4), max_shuffle_bytes=1.5e6)
+    if SIZE > 1:
+        with pytest.raises(ConfigError, match="differs between ranks"):
+            parcomp.map_reduce_keyed(
+                lambda i: [(i, 1)], range(4), max_shuffle_bytes=None if RANK else 10**6
+            )
+    parallel_assert(True)
