@@ -44,7 +44,7 @@ from parcomp.errors import (
     ShapeError,
     TaskError,
 )
-from parcomp.numba_jit import Kernel, jit
+from parcomp.numba_jit import Kernel, compile_for_job, jit
 from parcomp.testing import parallel_assert
 from parcomp.watchdog import install as _install_watchdog
 
@@ -89,6 +89,7 @@ __all__ = [
     "uninstall_excepthook",
     "parallel_assert",
     "jit",
+    "compile_for_job",
     "Kernel",
     "ParcompError",
     "ConfigError",

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from parcomp.errors import ParcompError
+from parcomp.errors import ConfigError, ParcompError
 
 __all__ = ["main"]
 
@@ -122,6 +123,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.module is None and args.script is None:
         raise ParcompError("parcomp run needs a script (or -m MODULE) to run")
+    env = None
+    if args.emulate_nodes is not None:
+        if args.emulate_nodes > args.n:
+            raise ConfigError(
+                f"--emulate-nodes {args.emulate_nodes}: more emulated nodes than ranks (-n {args.n})"
+            )
+        env = dict(os.environ, PARCOMP_EMULATE_NODE_COUNT=str(args.emulate_nodes))
     if args.module is not None:
         target, rest = args.module, args.args
     else:
@@ -137,6 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         shrink=args.shrink,
         ulfm=args.ulfm or ulfm_requested(),
         hang_after=args.hang_after,
+        env=env,
     )
 
 
@@ -267,6 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--shrink", action="store_true", help="relaunch on one rank fewer each time")
     run.add_argument(
+        "--emulate-nodes",
+        type=_positive_int,
+        default=None,
+        metavar="M",
+        help="pretend the ranks run on M nodes (node-local checkpoint tier, partner copies, "
+        "kernel caches), as evenly as they go; for tests and demos on one machine",
+    )
+    run.add_argument(
         "--ulfm",
         action="store_true",
         help="in-job recovery: with Open MPI 5, start with --with-ft ulfm so that "
@@ -331,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _VALUE_OPTIONS = {
-    "run": ("-n", "--np", "--timeout", "--hang-after", "--restarts"),
+    "run": ("-n", "--np", "--timeout", "--hang-after", "--restarts", "--emulate-nodes"),
     "slurm": (
         "--ntasks",
         "--nodes",

@@ -745,7 +745,6 @@ def _check_reach(
 
 def _agree_compiled(kernel: Kernel, call_args: tuple[Any, ...], comm: Any) -> None:
     """Compile ``kernel`` for these types once per communicator, under an agreement."""
-    from parcomp.comm import raise_if_any
     from parcomp.subcomm import comm_cache
 
     seen = comm_cache(comm).setdefault("stencil.compiled", set())
@@ -761,12 +760,7 @@ def _agree_compiled(kernel: Kernel, call_args: tuple[Any, ...], comm: Any) -> No
         kernel.argument_types(call_args)
     except KernelSignatureError as exc:
         _fail(exc, comm)
-    error: BaseException | None = None
-    try:
-        kernel.ensure_compiled(call_args)
-    except KernelSignatureError as exc:
-        error = exc
-    raise_if_any(error, comm)
+    kernel.compile_for_job(call_args, comm)  # one rank compiles; the others load it
     seen.add(key)
 
 

@@ -13,6 +13,9 @@ nodes in tests and demos:
     Pretend that every ``k`` consecutive world ranks share a node:
     ``<hostname>-node<world_rank // k>``.  The name is fixed when the process starts, so it
     survives a shrink of the communicator after a failure (ULFM).
+``PARCOMP_EMULATE_NODE_COUNT=m`` (``parcomp run --emulate-nodes m``)
+    Pretend that the world ranks are spread over ``m`` nodes, as evenly as they go:
+    ``<hostname>-node<world_rank * m // world_size>``.  More nodes than ranks is an error.
 
 Partners follow SCR's PARTNER scheme: the nodes are ordered by their lowest rank; the
 ``i``-th rank of node ``k`` keeps a copy of its shard on the ``i``-th rank (modulo that
@@ -51,6 +54,21 @@ def _compute_node_name() -> str:
     if explicit:
         return explicit
     host = socket.gethostname() or "localhost"
+    count = os.environ.get("PARCOMP_EMULATE_NODE_COUNT", "").strip()
+    if count:
+        from parcomp.comm import world_rank_size
+
+        world_rank, world_size = world_rank_size()
+        if not count.isdigit() or int(count) < 1:
+            raise ConfigError(
+                f"PARCOMP_EMULATE_NODE_COUNT must be a positive number of nodes, got {count!r}"
+            )
+        if int(count) > world_size:
+            raise ConfigError(
+                f"PARCOMP_EMULATE_NODE_COUNT={count}: more emulated nodes than the "
+                f"{world_size} rank(s) of the job"
+            )
+        return f"{host}-node{world_rank * int(count) // world_size}"
     emulate = os.environ.get("PARCOMP_EMULATE_NODES", "").strip()
     if emulate:
         if not emulate.isdigit() or int(emulate) < 1:

@@ -1,25 +1,41 @@
-"""``@parcomp.jit``: Numba ``njit`` kernels compiled once per machine, from a safe cache.
-
-Local: no MPI communication.  Coordination between the ranks of one machine uses a file
-lock in the cache directory, never a collective, so a rank that never calls a kernel cannot
-make the others hang.
+"""``@parcomp.jit``: Numba ``njit`` kernels compiled once per job, cached on each node.
 
 How compile-once works
 ----------------------
 Numba compiles lazily, on the first call with new argument types.  When N ranks start
-together, each would compile the same kernel and race on Numba's cache index.  A
-:class:`Kernel` computes the argument types of a call; the first time it sees them it takes
-an exclusive ``flock`` on ``<cache>/locks/<kernel>.lock`` and asks the Numba dispatcher to
-compile for exactly those types.  The first rank to get the lock finds no cache entry,
-compiles and saves it; the ranks queued on the lock then find the entry and load it (a
-cache hit, milliseconds).  Later calls go straight to the dispatcher.
+together, each would compile the same kernel and race on Numba's cache index (Numba
+issues #4807, #10128 and #7952 report corrupt caches and crashes when that index is on a
+shared file system).  parcomp compiles in two ways:
+
+* **Once per job, over MPI** (:meth:`Kernel.compile_for_job`, collective): ``run_stencil``
+  and ``run_stencil(steps=k)`` use it when they first meet a kernel and argument types,
+  and :func:`parcomp.compile_for_job` offers it to code that calls kernels directly.  Rank
+  0 compiles (or loads from its own node's cache); the cache files (Numba's index and
+  data) travel by ``MPI_Bcast`` to one rank per node, which writes them into its node's
+  cache directory; every other rank then loads them (milliseconds).  One compilation per
+  job per kernel and types, no file lock, no shared file system touched.
+* **Once per node, by a file lock** (a kernel called directly, outside any collective):
+  a :class:`Kernel` computes the argument types of the call, takes an exclusive
+  ``flock`` on ``<cache>/locks/<kernel>.lock`` and compiles; the ranks queued on the lock
+  find the entry and load it.  The lock is in the node-local cache, where ``flock`` is
+  reliable and only the ranks of one node queue on it.  No collective, so a rank that
+  never calls a kernel cannot make the others hang.
 
 Cache location
 --------------
-:func:`cache_dir` -- ``$NUMBA_CACHE_DIR``, else ``$PARCOMP_CACHE_DIR/numba``, else
-``$XDG_CACHE_HOME/parcomp/numba`` (``~/.cache/parcomp/numba``).  It is created with mode
-0700, and refused if it belongs to another user or is writable by group or others: compiled
-code loaded from a cache runs with your rights, so nobody else may write there.
+:func:`cache_dir`.  By default node-local: ``$PARCOMP_NODE_CACHE_DIR``, else ``$TMPDIR``,
+else ``/dev/shm``, else the system's temporary directory; inside it
+``parcomp-<uid>/node-<node name>/numba`` (one per node name, so that emulated nodes,
+``PARCOMP_EMULATE_NODES``, have caches of their own).  It lasts as long as that
+directory does (a job, or until reboot).
+
+A persistent cache shared by jobs is an opt-in: ``$PARCOMP_CACHE_DIR`` (its ``numba``
+folder) or ``$NUMBA_CACHE_DIR``.  Every rank then uses that directory, and direct calls
+take their lock there; on NFS this is what the node-local default avoids.
+
+Every cache directory is created with mode 0700, and refused if it belongs to another
+user or is writable by group or others: compiled code loaded from a cache runs with your
+rights, so nobody else may write there.
 
 Debugging: with ``NUMBA_DISABLE_JIT=1`` a kernel runs as plain Python (breakpoints and
 tracebacks work) and nothing is cached.
@@ -38,9 +54,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from parcomp.errors import ConfigError, KernelSignatureError
 
-__all__ = ["cache_dir", "jit", "Kernel"]
+__all__ = ["cache_dir", "compile_for_job", "jit", "Kernel", "shared_cache"]
+
+
+def shared_cache() -> bool:
+    """Whether the user opted in to a persistent cache shared by every rank
+    (``$PARCOMP_CACHE_DIR`` or ``$NUMBA_CACHE_DIR``) instead of the node-local default."""
+    return bool(os.environ.get("NUMBA_CACHE_DIR") or os.environ.get("PARCOMP_CACHE_DIR"))
+
+
+def node_cache_base() -> Path:
+    """The node-local directory the default cache lives in (see the module notes)."""
+    explicit = os.environ.get("PARCOMP_NODE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    tmp = os.environ.get("TMPDIR")
+    if tmp:
+        return Path(tmp)
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
+        return Path("/dev/shm")
+    import tempfile
+
+    return Path(tempfile.gettempdir())
 
 
 def cache_dir() -> Path:
@@ -51,8 +90,9 @@ def cache_dir() -> Path:
     base = os.environ.get("PARCOMP_CACHE_DIR")
     if base:
         return Path(base) / "numba"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "parcomp" / "numba"
+    from parcomp.nodes import node_name, safe_node_dirname
+
+    return node_cache_base() / f"parcomp-{os.getuid()}" / safe_node_dirname(node_name()) / "numba"
 
 
 def ensure_safe_dir(path: Path) -> Path:
@@ -63,8 +103,18 @@ def ensure_safe_dir(path: Path) -> Path:
     ConfigError
         If ``path`` is owned by another user, or writable by group or others.
     """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.stat()
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the kernel cache directory {path}: {exc.strerror or exc}; "
+            + (
+                "set PARCOMP_NODE_CACHE_DIR to a writable node-local directory"
+                if not shared_cache()
+                else "check PARCOMP_CACHE_DIR / NUMBA_CACHE_DIR"
+            )
+        ) from None
     if info.st_uid != os.getuid():
         raise ConfigError(
             f"cache directory {path} belongs to uid {info.st_uid}, not to you (uid {os.getuid()}); "
@@ -207,6 +257,123 @@ class Kernel:
             self._compile_once(types)
         return types
 
+    def _cache_files(self) -> list[tuple[str, bytes]]:
+        """This kernel's files in Numba's cache (index first): ``(name, bytes)``."""
+        cache = getattr(self.dispatcher, "_cache", None)
+        impl = getattr(cache, "_cache_file", None)
+        index = getattr(impl, "_index_path", None)
+        if index is None or not os.path.isfile(index):
+            return []
+        folder, name = os.path.split(index)
+        stem = name[: -len(".nbi")]
+        files = [(name, Path(index).read_bytes())]
+        for entry in sorted(os.listdir(folder)):
+            if entry.startswith(stem + ".") and entry.endswith(".nbc"):
+                files.append((entry, (Path(folder) / entry).read_bytes()))
+        return files
+
+    def _install_cache_files(self, files: list[tuple[str, bytes]]) -> None:
+        """Write files from :meth:`_cache_files` of another rank into this node's cache:
+        data first, the index last, each under a temporary name and renamed."""
+        cache = getattr(self.dispatcher, "_cache", None)
+        impl = getattr(cache, "_cache_file", None)
+        index = getattr(impl, "_index_path", None)
+        if index is None or not files:
+            return
+        folder, name = os.path.split(index)
+        stem = name[: -len(".nbi")]
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        for entry, data in files[1:] + files[:1]:
+            if not _CACHE_NAME.fullmatch(entry) or not entry.startswith(stem + "."):
+                raise ConfigError(f"refusing a kernel cache file named {entry!r}")
+            tmp = os.path.join(folder, f".{entry}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, os.path.join(folder, entry))
+
+    def compile_for_job(self, args: tuple[Any, ...], comm: Any = None) -> tuple[Any, ...]:
+        """Compile the kernel for ``args``' types once for the whole job; return the types.
+
+        Rank 0 compiles (or loads from its node's cache); the cache files go by
+        ``MPI_Bcast`` to one rank per node, which writes them to its node's cache; then
+        every rank loads them.  Nothing happens when every rank has these types ready.
+
+        Parameters
+        ----------
+        args : tuple
+            Arguments like those of a call (only their types matter).
+        comm : mpi4py.MPI.Comm, optional
+            The ranks that take part (default: parcomp's default communicator).
+
+        Returns
+        -------
+        tuple
+            The Numba types of ``args`` on this rank.
+
+        Raises
+        ------
+        KernelSignatureError
+            On every rank, if Numba cannot compile the kernel for these types (or cannot
+            type an argument), with rank 0's message.
+        ConfigError
+            On every rank, if a rank cannot create or write its node's cache.
+
+        Notes
+        -----
+        Collective over `comm`: call on all ranks, with arguments of the same types.
+        """
+        from parcomp.comm import raise_if_any, resolve_comm
+
+        comm = resolve_comm(comm)
+        error: BaseException | None = None
+        types: tuple[Any, ...] = ()
+        try:
+            types = self.argument_types(args)
+            self.dispatcher  # noqa: B018 - creates the cache directory
+        except (KernelSignatureError, ConfigError) as exc:
+            error = exc
+        raise_if_any(error, comm)
+        from mpi4py import MPI
+
+        need = np.array([types not in self._ready], np.int64)
+        comm.Allreduce(MPI.IN_PLACE, need, op=MPI.MAX)
+        if not need[0]:
+            return types
+        payload = b""
+        if comm.Get_rank() == 0:
+            try:
+                self.ensure_compiled(args)
+                if self.options.get("cache"):
+                    payload = _pack(self._cache_files())
+            except (KernelSignatureError, ConfigError) as exc:
+                error = exc
+        raise_if_any(error, comm)
+        leaders = _node_leaders(comm)
+        if leaders is not None and leaders.Get_size() > 1:
+            size = np.array([len(payload)], np.int64)
+            leaders.Bcast(size, root=0)
+            buffer = np.frombuffer(payload, np.uint8) if leaders.Get_rank() == 0 else None
+            if buffer is None:
+                buffer = np.empty(int(size[0]), np.uint8)
+            leaders.Bcast(buffer, root=0)
+            if leaders.Get_rank() != 0 and size[0]:
+                try:
+                    self._install_cache_files(_unpack(buffer.tobytes()))
+                except OSError as exc:
+                    error = ConfigError(
+                        f"cannot write compiled kernel {self.py_func.__name__!r} to this "
+                        f"node's cache {cache_dir()}: {exc.strerror or exc}; set "
+                        "PARCOMP_NODE_CACHE_DIR to a writable node-local directory"
+                    )
+        raise_if_any(error, comm)  # the files are in place on every node after this
+        if comm.Get_rank() != 0:
+            try:
+                self.ensure_compiled(args)
+            except (KernelSignatureError, ConfigError) as exc:
+                error = exc
+        raise_if_any(error, comm)
+        return types
+
     def __call__(self, *args: Any) -> Any:
         d = self._dispatcher
         if d is None:
@@ -224,6 +391,70 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"<parcomp.Kernel {self.py_func.__qualname__} options={self.options}>"
+
+
+_CACHE_NAME = re.compile(r"[A-Za-z0-9_.<>\-]+\.(nbi|[0-9]+\.nbc)")
+
+
+def _pack(files: list[tuple[str, bytes]]) -> bytes:
+    """Cache files as one buffer: a JSON header of names and sizes, then the bytes."""
+    import json
+
+    header = json.dumps([[name, len(data)] for name, data in files]).encode()
+    return len(header).to_bytes(8, "little") + header + b"".join(data for _, data in files)
+
+
+def _unpack(blob: bytes) -> list[tuple[str, bytes]]:
+    """The inverse of :func:`_pack`, checking every size against the buffer."""
+    import json
+
+    n = int.from_bytes(blob[:8], "little")
+    if n > len(blob) - 8:
+        raise ConfigError("a kernel cache message is truncated")
+    header = json.loads(blob[8 : 8 + n])
+    files, at = [], 8 + n
+    for name, size in header:
+        if not isinstance(name, str) or not isinstance(size, int) or size < 0:
+            raise ConfigError("a kernel cache message has a malformed header")
+        if at + size > len(blob):
+            raise ConfigError("a kernel cache message is truncated")
+        files.append((name, blob[at : at + size]))
+        at += size
+    return files
+
+
+def _node_leaders(comm: Any) -> Any:
+    """The communicator of one rank per kernel cache directory in ``comm`` (the lowest of
+    the ranks sharing it; None on the others), made once per communicator.
+
+    Groups are made by ``Comm.Split`` on a hash of (node name, cache directory), then
+    checked with a second hash (one ``Allreduce``): ranks whose hashes collide with
+    another directory's form no group (each loads or compiles for itself, under the
+    node-local lock).  O(log p): no rank gathers all the names.
+    """
+    from mpi4py import MPI
+
+    from parcomp.nodes import node_name
+    from parcomp.subcomm import comm_cache
+
+    cache = comm_cache(comm)
+    if "jit.grouped" in cache:
+        return cache.get("jit.leaders")
+    ident = str(cache_dir()) if shared_cache() else f"{node_name()}\0{cache_dir()}"
+    digest = hashlib.sha256(ident.encode()).digest()
+    color = int.from_bytes(digest[:4], "little") & 0x3FFFFFFF
+    check = int.from_bytes(digest[4:12], "little", signed=True)
+    group = comm.Split(color, comm.Get_rank())
+    both = np.array([check, -check], np.int64)
+    group.Allreduce(MPI.IN_PLACE, both, op=MPI.MAX)
+    lead = group.Get_rank() == 0 or both[0] != -both[1]
+    group.Free()
+    leaders = comm.Split(0 if lead else MPI.UNDEFINED, comm.Get_rank())
+    cache["jit.grouped"] = True
+    if leaders == MPI.COMM_NULL:
+        return None
+    cache["jit.leaders"] = leaders
+    return leaders
 
 
 _registered = False
@@ -332,6 +563,44 @@ def _find_source_line(func: Callable[..., Any], cause: str) -> list[str]:
         if pattern.search(line) and not line.lstrip().startswith(("def ", "@", "#")):
             return [f'File "{filename}", line {first + offset}:', line.rstrip()]
     return []
+
+
+def compile_for_job(kernel: Kernel, *args: Any, comm: Any = None) -> None:
+    """Compile ``kernel`` for the types of ``args`` once for the whole job (collective).
+
+    For code that calls kernels directly: call this once on every rank before the first
+    call, with arguments of the types the calls will have.  One rank compiles; the
+    compiled code reaches every node over MPI (see :meth:`Kernel.compile_for_job`).
+
+    Parameters
+    ----------
+    kernel : Kernel
+        A ``@parcomp.jit`` (or ``@parcomp.stencil``) kernel.
+    *args
+        Arguments like those of a call.
+    comm : mpi4py.MPI.Comm, optional
+        Default: parcomp's default communicator.
+
+    Raises
+    ------
+    KernelSignatureError
+        On every rank, if the kernel does not compile for these types.
+    ConfigError
+        On every rank, if a node's cache cannot be written.
+
+    Notes
+    -----
+    Collective over `comm`: call on all ranks.
+
+    Examples
+    --------
+    >>> parcomp.compile_for_job(my_kernel, np.zeros(3), 0.5)  # doctest: +SKIP
+    """
+    if not isinstance(kernel, Kernel):
+        raise KernelSignatureError(
+            f"compile_for_job needs a @parcomp.jit kernel, got {type(kernel).__name__}"
+        )
+    kernel.compile_for_job(args, comm)
 
 
 def jit(
