@@ -166,6 +166,7 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
         signal_lead=args.signal_lead,
         restarts=args.restarts,
         output=args.log,
+        numba_cache=args.numba_cache,
     )
     text = render_sbatch(opts)
     warning = lead_warning(opts)
@@ -327,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="restarts inside the allocation after a failure (default 2)",
     )
     slurm.add_argument("--name", default=None, help="job name (default: the script's name)")
+    slurm.add_argument(
+        "--numba-cache",
+        default=None,
+        metavar="DIR",
+        help="a persistent compiled-kernel cache shared by jobs (exports PARCOMP_CACHE_DIR; "
+        "default: each node's local cache, filled once per job over MPI)",
+    )
     slurm.add_argument("--log", default="%x-%j.out", help="Slurm output file pattern")
     slurm.add_argument(
         "-o", "--output", default=None, help="write the script here instead of stdout"
@@ -357,6 +365,7 @@ _VALUE_OPTIONS = {
         "--restarts",
         "--name",
         "--log",
+        "--numba-cache",
         "-o",
         "--output",
     ),

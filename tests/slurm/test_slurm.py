@@ -80,7 +80,7 @@ def test_rendered_script_has_the_required_parts():
         'kill -0 "$child"',
         'scontrol requeue "$SLURM_JOB_ID"',
         "SLURM_RESTART_COUNT",
-        "NUMBA_CACHE_DIR",
+        "--numba-cache DIR",
         "PARCOMP_EXPECT_NTASKS",
         "jobs/x.py --a 'b c'",
     ):
