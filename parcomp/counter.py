@@ -32,26 +32,11 @@ _fetch_add_kernel: Any = None
 
 
 def _build_fetch_add() -> Any:
-    from numba import types
-    from numba.core import cgutils
-    from numba.extending import intrinsic
-
+    """The compiled :func:`parcomp._atomic.fetch_add`: a module-level function, so that
+    Numba's cache key is the same in every process (a closure over the intrinsic was a
+    cache miss in every process: each rank compiled it anew)."""
+    from parcomp._atomic import fetch_add
     from parcomp.numba_jit import jit
-
-    @intrinsic
-    def _atomic_add(typingctx, array, index, value):
-        sig = types.int64(array, index, value)
-
-        def codegen(context, builder, signature, args):
-            aryty = signature.args[0]
-            ary = context.make_array(aryty)(context, builder, args[0])
-            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
-            return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
-
-        return sig, codegen
-
-    def fetch_add(array, index, value):
-        return _atomic_add(array, index, value)
 
     return jit(fetch_add)
 

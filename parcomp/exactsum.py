@@ -19,6 +19,7 @@ inf), also order-independent.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Any
 
@@ -32,59 +33,66 @@ LIMBS = (1024 - _EMIN) // _BITS + 4  # up to 2**1024, and room for carries
 _kernel: Any = None
 
 
-def _accumulate_kernel() -> Any:
-    global _kernel
-    if _kernel is None:
-        import math
+_MASK = np.int64((1 << _BITS) - 1)
 
+
+def _normalise_limbs(acc):  # pragma: no cover - compiled
+    for k in range(acc.size - 1):
+        carry = acc[k] >> _BITS  # arithmetic shift: floor division, negatives too
+        acc[k] -= carry << _BITS
+        acc[k + 1] += carry
+
+
+def _accumulate_words(values, acc, special):  # pragma: no cover - compiled
+    count = 0
+    for i in range(values.size):
+        v = values[i]
+        if v == 0.0:
+            continue
+        if not math.isfinite(v):
+            special[0] += v  # nan or inf: the float result is nan or inf anyway
+            continue
+        m, e = math.frexp(v)  # v = m * 2**e, 0.5 <= |m| < 1
+        mant = np.int64(m * 9007199254740992.0)  # m * 2**53, exact
+        sign = np.int64(1)
+        if mant < 0:
+            sign = np.int64(-1)
+            mant = -mant
+        base = e - 53 - _EMIN  # bit position of the mantissa's lowest bit
+        for k in range(3):  # three 18-bit pieces: piece << off stays below 2**49
+            piece = (mant >> (18 * k)) & np.int64(0x3FFFF)
+            if piece == 0:
+                continue
+            pos = base + 18 * k
+            limb = pos // _BITS
+            x = piece << (pos - limb * _BITS)
+            acc[limb] += sign * (x & _MASK)
+            acc[limb + 1] += sign * (x >> _BITS)
+        count += 1
+        if count == 1 << 26:  # keep every limb far from int64 overflow
+            _normalise_kernel(acc)
+            count = 0
+    _normalise_kernel(acc)
+
+
+def _accumulate_kernel() -> Any:
+    """The compiled :func:`_accumulate_words` (parcomp's jit: compiled once, cached).
+
+    Module-level functions reading module-level constants: Numba freezes those into the
+    code, so the cache key is the same in every process.  (Closures were cached under a
+    key that held a pickled dispatcher, different in every process: each rank of every
+    job compiled anew and added a file to the cache, found at 32 ranks.)
+    """
+    global _kernel, _normalise_kernel
+    if _kernel is None:
         from parcomp.numba_jit import jit
 
-        mask = np.int64((1 << _BITS) - 1)
-        bits = _BITS
-        emin = _EMIN
-
-        def normalise_limbs(acc):  # pragma: no cover - compiled
-            for k in range(acc.size - 1):
-                carry = acc[k] >> bits  # arithmetic shift: floor division, negatives too
-                acc[k] -= carry << bits
-                acc[k + 1] += carry
-
-        # parcomp's jit: compiled once per machine, cached, agreed between ranks
-        normalise = jit(nogil=True)(normalise_limbs).dispatcher
-
-        def accumulate_words(values, acc, special):  # pragma: no cover - compiled
-            count = 0
-            for i in range(values.size):
-                v = values[i]
-                if v == 0.0:
-                    continue
-                if not math.isfinite(v):
-                    special[0] += v  # nan or inf: the float result is nan or inf anyway
-                    continue
-                m, e = math.frexp(v)  # v = m * 2**e, 0.5 <= |m| < 1
-                mant = np.int64(m * 9007199254740992.0)  # m * 2**53, exact
-                sign = np.int64(1)
-                if mant < 0:
-                    sign = np.int64(-1)
-                    mant = -mant
-                base = e - 53 - emin  # bit position of the mantissa's lowest bit
-                for k in range(3):  # three 18-bit pieces: piece << off stays below 2**49
-                    piece = (mant >> (18 * k)) & np.int64(0x3FFFF)
-                    if piece == 0:
-                        continue
-                    pos = base + 18 * k
-                    limb = pos // bits
-                    x = piece << (pos - limb * bits)
-                    acc[limb] += sign * (x & mask)
-                    acc[limb + 1] += sign * (x >> bits)
-                count += 1
-                if count == 1 << 26:  # keep every limb far from int64 overflow
-                    normalise(acc)
-                    count = 0
-            normalise(acc)
-
-        _kernel = jit(nogil=True)(accumulate_words).dispatcher
+        _normalise_kernel = jit(nogil=True)(_normalise_limbs).dispatcher
+        _kernel = jit(nogil=True)(_accumulate_words).dispatcher
     return _kernel
+
+
+_normalise_kernel: Any = None
 
 
 def accumulate(values: np.ndarray, acc: np.ndarray | None = None) -> tuple[np.ndarray, float]:

@@ -155,6 +155,7 @@ def _run(
     log = supervisor_logger()
     base_env = dict(os.environ if env is None else env)
     threads_per_rank(base_env, nprocs)
+    yield_when_oversubscribed(base_env, nprocs, vendor)
     # Site-specific launcher options (a hostfile, binding, a launcher hook), shell-quoted.
     extra: list[str] = shlex.split(base_env.get("PARCOMP_MPIEXEC_ARGS", ""))
     failure_log = None
@@ -347,6 +348,31 @@ def threads_per_rank(env: dict[str, str], nprocs: int) -> None:
         share = str(max(1, (os.cpu_count() or 1) // max(1, nprocs)))
     for name in THREAD_VARIABLES:
         env.setdefault(name, share)
+
+
+#: MPICH's settings for more ranks than cores (from MPICH's own CI for mpi4py): a rank
+#: waiting in MPI yields the CPU after one empty poll instead of spinning.
+MPICH_OVERSUBSCRIBED = {
+    "MPIR_CVAR_POLLS_BEFORE_YIELD": "1",
+    "MPIR_CVAR_CH4_PROGRESS_THROTTLE": "true",
+    "MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT": "1",
+}
+
+
+def yield_when_oversubscribed(env: dict[str, str], nprocs: int, vendor: str | None) -> None:
+    """With MPICH and more ranks than this machine's cores (outside Slurm), make waiting
+    ranks yield the CPU (in place; variables the user set are left alone).
+
+    A spinning rank takes CPU from the ranks that have work: at 32 ranks on 2 cores, one
+    rank compiling a kernel while 31 spun in ``MPI_Allreduce`` took over 60 s (the hang
+    watchdog fired).  Open MPI yields by itself when it knows it is oversubscribed.
+    """
+    if vendor != "MPICH" or env.get("SLURM_JOB_ID"):
+        return
+    if nprocs <= (os.cpu_count() or 1):
+        return
+    for name, value in MPICH_OVERSUBSCRIBED.items():
+        env.setdefault(name, value)
 
 
 def _report_recoveries(path: str, log: Any, copy: str | None = None) -> set[int]:
