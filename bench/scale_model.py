@@ -1,0 +1,185 @@
+"""A scaling model to 10,000 ranks from MPI calls counted at 1-64 ranks.
+
+Run:  .venv/bin/python bench/scale_model.py [--ranks 1 2 4 8 16 32 64] [--plot FILE]
+
+1. alpha (latency per message), beta (seconds per byte) and an 8-byte Allreduce are
+   measured between 2 ranks of this machine (bench/alphabeta_job.py).
+2. bench/mpicount.c (a PMPI library, LD_PRELOADed) counts each rank's MPI calls and bytes
+   while bench/scale_model_job.py runs each parcomp path 3 times, every path in its own
+   counting section, at each rank count (4 ranks per emulated node).
+3. Each collective is priced with its textbook algorithm (log p rounds for allreduce,
+   bcast, barrier, comm_dup; (p-1) pieces for allgather, gather at the root and alltoall;
+   MPICH's comm_split gathers every rank's (color, key)); point-to-point messages cost
+   alpha + bytes*beta.  Calls per path are taken from the largest measured rank count
+   and held constant beyond it (the table shows whether they still grew).
+4. Terms whose cost per rank grows like p are marked O(p).
+
+Prints the per-path counts, the predicted time per call at 64, 1,000 and 10,000 ranks,
+and writes a log-log plot.  Needs the venv's mpicc (the mpich wheel ships it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import MPIEXEC, machine
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PARCOMP = Path(sys.executable).with_name("parcomp")
+MPICC = Path(sys.executable).with_name("mpicc")
+sys.path.insert(0, str(BENCH))
+from scale_model_job import PATHS  # noqa: E402
+
+REPS = 3
+#: kinds whose cost per rank grows like p (see price())
+LINEAR = {"allgather", "allgatherv", "gather", "gatherv", "alltoall", "alltoallv",
+          "alltoallw", "comm_split"}  # fmt: skip
+
+
+def price(kind: str, calls: float, nbytes: float, p: int, a: float, b: float) -> float:
+    """Seconds for ``calls`` calls of ``kind`` moving ``nbytes`` (this rank's share)."""
+    lg = math.ceil(math.log2(p)) if p > 1 else 0
+    if p == 1 and kind != "p2p_send":
+        return 0.0
+    if kind == "p2p_send":
+        return calls * a + nbytes * b
+    if kind in ("allreduce", "iallreduce"):
+        return calls * 2 * lg * a + 2 * nbytes * b
+    if kind in ("reduce", "barrier", "ibarrier", "comm_dup"):
+        return calls * lg * a * (2 if kind == "comm_dup" else 1) + nbytes * b
+    if kind == "bcast":
+        return calls * lg * a + nbytes * lg * b
+    if kind in ("allgather", "allgatherv", "gather", "gatherv", "scatter", "scatterv"):
+        return calls * lg * a + nbytes * (p - 1) * b
+    if kind in ("alltoall", "alltoallv", "alltoallw"):
+        return calls * (p - 1) * a + nbytes * b
+    if kind == "comm_split":
+        return calls * (lg * a + 8 * p * b)
+    if kind in ("win_create", "rma"):
+        return calls * lg * a
+    raise ValueError(kind)
+
+
+def counts(p: int, lib: Path, work: Path) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per path, per kind: (calls, bytes) per call of the path, the max over ranks."""
+    out_dir = work / f"counts{p}"
+    out_dir.mkdir()
+    env = dict(os.environ, MPICOUNT_DIR=str(out_dir), LD_PRELOAD=str(lib))
+    env["PARCOMP_EMULATE_NODES"] = "4"
+    cmd = [str(PARCOMP), "run", "-n", str(p), "--timeout", "900", str(BENCH / "scale_model_job.py"),
+           str(REPS), str(work / f"data{p}")]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=960)
+    if res.returncode != 0:
+        raise RuntimeError(f"{cmd}: {res.returncode}\n{res.stdout}\n{res.stderr}")
+    table: dict[str, dict[str, tuple[float, float]]] = {path: {} for path in PATHS}
+    files = sorted(out_dir.iterdir())
+    if len(files) != p:
+        raise RuntimeError(f"{len(files)} count files for {p} ranks")
+    for file in files:
+        for line in file.read_text().splitlines():
+            section, kind, c, nb = line.split()
+            s = int(section)
+            if 1 <= s <= len(PATHS):
+                path = PATHS[s - 1]
+                old = table[path].get(kind, (0.0, 0.0))
+                table[path][kind] = (max(old[0], int(c) / REPS), max(old[1], int(nb) / REPS))
+    return table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    parser.add_argument("--plot", type=Path, default=BENCH / "scale_model.png")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="parcomp-model-"))
+    try:
+        lib = work / "libmpicount.so"
+        subprocess.run([str(MPICC), "-O2", "-shared", "-fPIC", str(BENCH / "mpicount.c"),
+                        "-o", str(lib)], check=True)  # fmt: skip
+        ab = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable,
+                             str(BENCH / "alphabeta_job.py")],
+                            capture_output=True, text=True, check=True, timeout=300)  # fmt: skip
+        consts = json.loads(ab.stdout.strip().splitlines()[-1])
+        a, b = consts["alpha"], consts["beta"]
+        print(f"machine: {machine()}")
+        print(
+            f"alpha = {a * 1e6:.2f} us, beta = {b * 1e9:.4f} ns/B ({1 / b / 1e9:.1f} GB/s), "
+            f"8-byte Allreduce on 2 ranks {consts['allreduce_8B'] * 1e6:.2f} us "
+            f"(model 2 alpha log2(2) = {2 * a * 1e6:.2f} us)\n"
+        )
+        measured = {p: counts(p, lib, work) for p in args.ranks}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    top = max(args.ranks)
+    print("MPI calls per call of each path, per rank (max over ranks), by rank count:\n")
+    for path in PATHS:
+        kinds = sorted({k for p in args.ranks for k in measured[p][path]})
+        cells = []
+        for k in kinds:
+            series = "/".join(f"{measured[p][path].get(k, (0, 0))[0]:g}" for p in args.ranks)
+            tag = " [O(p)]" if k in LINEAR else ""
+            cells.append(f"{k}{tag} {series}")
+        print(f"  {path}: " + ("; ".join(cells) if cells else "no MPI calls"))
+    print(f"\n(ranks: {'/'.join(map(str, args.ranks))})\n")
+    targets = [64, 1000, 10000]
+    print("| path | " + " | ".join(f"p = {t:,}" for t in targets) + " | O(p) share at 10,000 |")
+    print("|---|" + "---:|" * len(targets) + "---:|")
+    curves = {}
+    ps = [2**i for i in range(1, 15)]
+    for path in PATHS:
+        per = measured[top][path]
+
+        def total(p: int, only_linear: bool = False, per=per) -> float:
+            return sum(
+                price(k, c, nb, p, a, b)
+                for k, (c, nb) in per.items()
+                if not only_linear or k in LINEAR
+            )
+
+        row = [total(t) for t in targets]
+        share = total(10000, True) / row[-1] if row[-1] else 0.0
+        print(
+            f"| {path} | "
+            + " | ".join(f"{x * 1e6:,.1f} us" for x in row)
+            + f" | {100 * share:.0f} % |"
+        )
+        curves[path] = [total(p) for p in ps]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7.5, 5))
+        for path, ys in curves.items():
+            ax.loglog(ps, [max(y, 1e-9) * 1e6 for y in ys], marker=".", label=path)
+        ax.axvline(top, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("ranks p (counts measured up to the dotted line)")
+        ax.set_ylabel("modelled MPI time per call, per rank (us)")
+        ax.set_title(f"alpha {a * 1e6:.2f} us, beta {b * 1e9:.3f} ns/B (this machine)")
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", lw=0.3)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+        print(f"\nplot: {args.plot}")
+    except ImportError:
+        print("\n(matplotlib missing: no plot)")
+    print(
+        f"median of the paths' 10,000-rank times: {statistics.median(c[-2] for c in curves.values()) * 1e6:.0f} us"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
