@@ -28,7 +28,7 @@ import numpy as np
 
 from parcomp.comm import mark_everywhere, resolve_comm
 from parcomp.errors import ConfigError
-from parcomp.mapreduce import _Plan, _raise_failures, _run_items
+from parcomp.mapreduce import _agree_failures, _Plan, _run_items
 from parcomp.reduce import ReduceOp, resolve_op
 from parcomp.schedule import as_items
 from parcomp.watchdog import collective
@@ -472,8 +472,7 @@ def map_reduce_keyed(
         failure, exc = _run_items(mapper, plan, combine)
     finally:
         plan.close()
-    failures = comm.allgather(failure)
-    _raise_failures(failures, comm.Get_size(), exc)
+    _agree_failures(failure, comm, exc)
     owned = _shuffle(table, op, comm, budget)
     if root is None:
         return owned

@@ -19,6 +19,8 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from parcomp.comm import raise_if_differ, resolve_comm
 from parcomp.errors import ConfigError, TaskError
 from parcomp.progress import Progress
@@ -152,6 +154,23 @@ def _raise_failures(failures: list[Any], size: int, local_exc: BaseException | N
     if local_exc is not None:
         raise err from local_exc
     raise err
+
+
+def _describe(exc: BaseException) -> str:
+    """The reducer's error as rank 0 saw it, for the TaskError every rank raises."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return f"the reducer failed on rank 0: {type(exc).__name__}: {exc}\ntraceback on rank 0:\n{tb}"
+
+
+def _agree_failures(failure: Any, comm: Any, local_exc: BaseException | None) -> None:
+    """Raise a :class:`TaskError` on every rank if a mapper failed on any: one
+    ``Allreduce`` of a flag (O(log p)); the failure records travel only when one failed."""
+    from mpi4py import MPI
+
+    flag = np.array([0 if failure is None else 1], np.int64)
+    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
+    if flag[0]:
+        _raise_failures(comm.allgather(failure), comm.Get_size(), local_exc)
 
 
 def _run_items(
@@ -302,8 +321,9 @@ def map_reduce(
         As for :func:`map`.
     deterministic : bool
         Make the result bitwise identical for any rank count and schedule by reducing over
-        a fixed tree of items (see :mod:`parcomp.reduce`).  Costs one allgather of a few
-        partials per rank; not available for DistArray items, whose blocks depend on the
+        a fixed tree of items (see :mod:`parcomp.reduce`).  Costs a gather of a few
+        partials per rank to one rank, which evaluates the tree, and a broadcast of the
+        value (O(p) at that rank, O(log p) elsewhere); not available for DistArray items, whose blocks depend on the
         rank count.
     initial : optional
         Combined once with the result (``op(initial, result)``); returned when there are no
@@ -391,14 +411,38 @@ def _reduce_deterministic(
     if failure is None:
         flags = [k in leaves for k in range(plan.nchunks)]
         for lo, hi in tree_cover(flags):
-            nodes[(lo, hi)] = tree_subtree(leaves, lo, hi, op)
-    gathered = comm.allgather((failure, nodes))
-    _raise_failures([g[0] for g in gathered], comm.Get_size(), exc)
+            try:  # a custom reducer may raise here too: on this rank only
+                nodes[(lo, hi)] = tree_subtree(leaves, lo, hi, op)
+            except Exception as err:  # noqa: BLE001 - reported on every rank below
+                first, last = plan.bounds(lo).start, plan.bounds(hi - 1).stop - 1
+                failure = _failure_record(plan.rank, first, f"reducing items {first}..{last}", err)
+                exc = err
+                break
+    _agree_failures(failure, comm, exc)
     if plan.nchunks == 0:
         return None, False
-    if root is not None and comm.Get_rank() != root:
-        return None, True
-    merged: dict[tuple[int, int], Any] = {}
-    for _, part in gathered:
-        merged.update(part)
-    return tree_evaluate(merged, plan.nchunks, op), True
+    # The partial trees go to one rank, which evaluates the fixed tree; the others get
+    # the value by a broadcast (root=None).  O(p) at that rank only, O(log p) elsewhere;
+    # an allgather of the partials cost every rank O(p).
+    target = 0 if root is None else root
+    parts = comm.gather(nodes, root=target)
+    value: Any = None
+    error: BaseException | None = None
+    if parts is not None:
+        merged: dict[tuple[int, int], Any] = {}
+        for part in parts:
+            merged.update(part)
+        try:
+            value = tree_evaluate(merged, plan.nchunks, op)
+        except Exception as exc:  # noqa: BLE001 - the reducer's error, for every rank
+            error = exc
+    if root is not None:
+        if error is not None:
+            raise error
+        return (value, True) if comm.Get_rank() == root else (None, True)
+    outcome = comm.bcast(("ok", value) if error is None else ("error", _describe(error)), root=0)
+    if outcome[0] == "error":
+        if error is not None:
+            raise TaskError(outcome[1]) from error
+        raise TaskError(outcome[1])
+    return outcome[1], True

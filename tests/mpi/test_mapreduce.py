@@ -164,15 +164,48 @@ def test_error_names_item_and_rank_on_every_rank(schedule):
     parallel_assert(parcomp.map_reduce(int, range(5)) == 10)
 
 
-def test_reducer_error_reaches_every_rank():
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_reducer_error_reaches_every_rank(deterministic):
     def picky(a, b):
         if a + b > 100:
             raise OverflowError("too big")
         return a + b
 
     with pytest.raises(TaskError, match="OverflowError: too big"):
-        parcomp.map_reduce(lambda x: x, range(40), picky, schedule="cyclic", chunksize=20)
+        parcomp.map_reduce(
+            lambda x: x,
+            range(40),
+            picky,
+            schedule="cyclic",
+            chunksize=20,
+            deterministic=deterministic,
+        )
     parallel_assert(True)
+
+
+def test_deterministic_reducer_error_only_in_the_tree_reaches_every_rank():
+    """Each rank's own fold succeeds; only combining the ranks' partials fails (on the
+    rank that evaluates the tree): every rank must raise, none may wait."""
+    calls = {"n": 0}
+
+    def picky(a, b):
+        calls["n"] += 1
+        if a > 1000 and b > 1000:
+            raise OverflowError("too big to combine")
+        return a + b
+
+    if SIZE == 1:
+        pytest.skip("the tree combines partials of several ranks")
+    with pytest.raises(TaskError, match="too big to combine"):
+        parcomp.map_reduce(
+            lambda x: 2000,
+            range(2 * SIZE),
+            picky,
+            schedule="block",
+            chunksize=1,
+            deterministic=True,
+        )
+    parallel_assert(parcomp.map_reduce(int, range(5), deterministic=True) == 10)
 
 
 def test_bad_arguments():
