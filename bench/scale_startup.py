@@ -39,6 +39,7 @@ from _common import machine
 ROOT = Path(__file__).resolve().parent.parent
 PARCOMP = Path(sys.executable).with_name("parcomp")
 JOB = ROOT / "bench" / "scale_startup_job.py"
+RANK_EXEC = re.compile(r'execve\("[^"]*python[^"]*", \["[^"]*", "-m", "parcomp\.launch\.runner"')
 PATH_ARG = re.compile(r'^\w+\((?:AT_FDCWD, |\d+, )?"([^"]*)"')
 
 
@@ -67,7 +68,7 @@ def count(trace: Path, places: dict[str, str]) -> list[dict[str, int]]:
     for file in trace.iterdir():
         text = file.read_text(errors="replace")
         first = text.split("\n", 1)[0]
-        if "parcomp.launch.runner" not in first:
+        if not RANK_EXEC.match(first):  # not mpiexec's line, which names the runner too
             continue
         tally: dict[str, int] = {}
         for line in text.splitlines():
@@ -94,7 +95,7 @@ def main() -> int:
         print("strace not found (apt-get install strace), or use --no-strace", file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="parcomp-startup-"))
-    venv = str(Path(sys.executable).resolve().parent.parent)
+    venv = sys.prefix  # the venv's root (sys.executable resolves into the base Python)
     base = os.path.realpath(sys.base_prefix)
     print(f"machine: {machine()}\n")
     rows = []
@@ -116,7 +117,7 @@ def main() -> int:
                     "kernel cache, node-local": str(node_cache),
                     "venv": os.path.realpath(venv) + "/",
                     "python install": base + "/",
-                    "project": str(ROOT) + "/",
+                    "project (job directory)": str(ROOT) + "/",
                 }
                 per_rank: list[dict[str, int]] = []
                 if not args.no_strace:
@@ -142,7 +143,7 @@ def main() -> int:
                     f"{med['kernel cache, shared']:.0f}/{mx['kernel cache, shared']}, node cache "
                     f"{med['kernel cache, node-local']:.0f}/{mx['kernel cache, node-local']}, venv "
                     f"{med['venv']:.0f}, python {med['python install']:.0f}, project "
-                    f"{med['project']:.0f}, listings {med['directory listings']:.0f}, "
+                    f"{med['project (job directory)']:.0f}, listings {med['directory listings']:.0f}, "
                     f"/sys+/proc+/dev {med['node-local pseudo-files']:.0f}",
                     flush=True,
                 )

@@ -360,6 +360,8 @@ class Kernel:
             if leaders.Get_rank() != 0 and size[0]:
                 try:
                     self._install_cache_files(_unpack(buffer.tobytes()))
+                except ConfigError as exc:
+                    error = exc
                 except OSError as exc:
                     error = ConfigError(
                         f"cannot write compiled kernel {self.py_func.__name__!r} to this "
@@ -427,10 +429,23 @@ def _unpack(blob: bytes) -> list[tuple[str, bytes]]:
     n = int.from_bytes(blob[:8], "little")
     if n > len(blob) - 8:
         raise ConfigError("a kernel cache message is truncated")
-    header = json.loads(blob[8 : 8 + n])
+    try:
+        header = json.loads(blob[8 : 8 + n])
+    except ValueError:  # bad JSON or bad UTF-8
+        raise ConfigError("a kernel cache message has a malformed header") from None
+    if not isinstance(header, list):
+        raise ConfigError("a kernel cache message has a malformed header")
     files, at = [], 8 + n
-    for name, size in header:
-        if not isinstance(name, str) or not isinstance(size, int) or size < 0:
+    for entry in header:
+        if not (isinstance(entry, list) and len(entry) == 2):
+            raise ConfigError("a kernel cache message has a malformed header")
+        name, size = entry
+        if (
+            not isinstance(name, str)
+            or isinstance(size, bool)
+            or not isinstance(size, int)
+            or size < 0
+        ):
             raise ConfigError("a kernel cache message has a malformed header")
         if at + size > len(blob):
             raise ConfigError("a kernel cache message is truncated")
