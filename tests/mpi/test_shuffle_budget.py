@@ -155,3 +155,34 @@ def test_budget_errors_on_every_rank_together():
                 lambda i: [(i, 1)], range(4), max_shuffle_bytes=None if RANK else 10**6
             )
     parallel_assert(True)
+
+
+@pytest.mark.parametrize("budget", [None, 3000])
+@pytest.mark.parametrize("kind", ["int", "float", "str", "object"])
+def test_two_hop_shuffle_equals_the_direct_one(kind, budget):
+    """The two-hop exchange (used from 64 ranks on) forced at 1-4 ranks: the same keys on
+    the same ranks, the same values, the same order of combination."""
+    if budget is not None:
+        budget = max(budget, 2 * SIZE * 200)
+    rng = np.random.default_rng(RANK)
+    raw = rng.integers(0, 500, 2000)
+    if kind == "int":
+        keys = raw.tolist()
+    elif kind == "float":
+        keys = (raw / 8).tolist()
+    elif kind == "str":
+        keys = [f"key-{k}-{'z' * int(k % 9)}" for k in raw]
+    else:
+        keys = [(int(k) % 7, f"t{k}") for k in raw]
+    values = rng.random(len(keys)).tolist()
+    table = {}
+    for k, v in zip(keys, values, strict=True):
+        table[k] = table.get(k, 0.0) + v
+    op = resolve_op("sum")
+    direct = _shuffle(dict(table), op, MPI.COMM_WORLD, budget, hops=False)
+    hops = _shuffle(dict(table), op, MPI.COMM_WORLD, budget, hops=True)
+    parallel_assert(list(direct.items()) == list(hops.items()), "bitwise and in the same order")
+    everything = collections.Counter()
+    for part in MPI.COMM_WORLD.allgather(hops):
+        everything.update(part.keys())
+    parallel_assert(all(c == 1 for c in everything.values()), "each key on one rank")
