@@ -11,8 +11,14 @@ Run:  .venv/bin/python bench/scale_model.py [--ranks 1 2 4 8 16 32 64] [--plot F
    bcast, barrier, comm_dup; (p-1) pieces for allgather, gather at the root and alltoall;
    MPICH's comm_split gathers every rank's (color, key)); point-to-point messages cost
    alpha + bytes*beta.  Calls per path are taken from the largest measured rank count
-   and held constant beyond it (the table shows whether they still grew).
-4. Terms whose cost per rank grows like p are marked O(p).
+   and held constant beyond it (the table shows whether they still grew), except where
+   the algorithm is known to change with p: the keyed shuffle goes in two hops from 64
+   ranks on, and its messages per rank are then scaled as 2 sqrt(p).
+4. Each collective's communicator size (and each rank's neighbour-message count) at the
+   largest p says how it grows: like p (the whole job), like sqrt(p) (a group of the
+   two-hop shuffle) or not at all (a node, fixed neighbours).  The share of the
+   modelled time in terms whose cost grows like p (allgather, gather, alltoall,
+   comm_split over the whole job: O(p) per rank) is reported at 10,000 ranks.
 
 Prints the per-path counts, the predicted time per call at 64, 1,000 and 10,000 ranks,
 and writes a log-log plot.  Needs the venv's mpicc (the mpich wheel ships it).
@@ -42,18 +48,17 @@ sys.path.insert(0, str(BENCH))
 from scale_model_job import PATHS  # noqa: E402
 
 REPS = 3
-#: kinds whose cost per rank grows like p (see price())
-LINEAR = {"allgather", "allgatherv", "gather", "gatherv", "alltoall", "alltoallv",
-          "alltoallw", "comm_split"}  # fmt: skip
 
 
-def price(kind: str, calls: float, nbytes: float, p: int, a: float, b: float) -> float:
-    """Seconds for ``calls`` calls of ``kind`` moving ``nbytes`` (this rank's share)."""
-    lg = math.ceil(math.log2(p)) if p > 1 else 0
-    if p == 1 and kind != "p2p_send":
-        return 0.0
-    if kind == "p2p_send":
+def price(kind: str, calls: float, nbytes: float, peers: float, a: float, b: float) -> float:
+    """Seconds for ``calls`` calls of ``kind`` moving ``nbytes`` (this rank's share), on
+    communicators with ``peers`` other ranks per call on average."""
+    if kind in ("p2p_send", "neighbor_msgs"):  # neighbor_msgs: calls = messages sent
         return calls * a + nbytes * b
+    q = peers + 1  # the communicator's size
+    if q <= 1:
+        return 0.0
+    lg = math.ceil(math.log2(q))
     if kind in ("allreduce", "iallreduce"):
         return calls * 2 * lg * a + 2 * nbytes * b
     if kind in ("reduce", "barrier", "ibarrier", "comm_dup"):
@@ -61,18 +66,39 @@ def price(kind: str, calls: float, nbytes: float, p: int, a: float, b: float) ->
     if kind == "bcast":
         return calls * lg * a + nbytes * lg * b
     if kind in ("allgather", "allgatherv", "gather", "gatherv", "scatter", "scatterv"):
-        return calls * lg * a + nbytes * (p - 1) * b
+        return calls * lg * a + nbytes * peers * b
     if kind in ("alltoall", "alltoallv", "alltoallw"):
-        return calls * (p - 1) * a + nbytes * b
+        return calls * peers * a + nbytes * b
     if kind == "comm_split":
-        return calls * (lg * a + 8 * p * b)
+        return calls * (lg * a + 8 * q * b)
     if kind in ("win_create", "rma"):
         return calls * lg * a
     raise ValueError(kind)
 
 
-def counts(p: int, lib: Path, work: Path) -> dict[str, dict[str, tuple[float, float]]]:
-    """Per path, per kind: (calls, bytes) per call of the path, the max over ranks."""
+def grows(peers_at_top: float, top: int) -> str:
+    """How a collective's communicator (or a rank's message count) grows with p, judged
+    at the largest measured p: like p (the whole job), like sqrt(p) (a group of the
+    two-hop shuffle), or not at all (a node, a fixed set of neighbours)."""
+    if peers_at_top >= 0.75 * (top - 1):
+        return "p"
+    if peers_at_top >= 0.75 * (math.sqrt(top) - 1):
+        return "sqrt p"
+    return "1"
+
+
+def scaled(peers_at_top: float, top: int, p: int) -> float:
+    law = grows(peers_at_top, top)
+    if law == "p":
+        return peers_at_top * (p - 1) / (top - 1)
+    if law == "sqrt p":
+        return peers_at_top * math.sqrt(p) / math.sqrt(top)
+    return peers_at_top
+
+
+def counts(p: int, lib: Path, work: Path) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Per path, per kind: (calls, bytes, peers per call) per call of the path, the max
+    over ranks."""
     out_dir = work / f"counts{p}"
     out_dir.mkdir()
     env = dict(os.environ, MPICOUNT_DIR=str(out_dir), LD_PRELOAD=str(lib))
@@ -82,18 +108,23 @@ def counts(p: int, lib: Path, work: Path) -> dict[str, dict[str, tuple[float, fl
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=960)
     if res.returncode != 0:
         raise RuntimeError(f"{cmd}: {res.returncode}\n{res.stdout}\n{res.stderr}")
-    table: dict[str, dict[str, tuple[float, float]]] = {path: {} for path in PATHS}
+    table: dict[str, dict[str, tuple[float, float, float]]] = {path: {} for path in PATHS}
     files = sorted(out_dir.iterdir())
     if len(files) != p:
         raise RuntimeError(f"{len(files)} count files for {p} ranks")
     for file in files:
         for line in file.read_text().splitlines():
-            section, kind, c, nb = line.split()
+            section, kind, c, nb, peers = line.split()
             s = int(section)
             if 1 <= s <= len(PATHS):
                 path = PATHS[s - 1]
-                old = table[path].get(kind, (0.0, 0.0))
-                table[path][kind] = (max(old[0], int(c) / REPS), max(old[1], int(nb) / REPS))
+                old = table[path].get(kind, (0.0, 0.0, 0.0))
+                per_call = int(peers) / int(c) if kind != "neighbor_msgs" else int(c) / REPS
+                table[path][kind] = (
+                    max(old[0], int(c) / REPS),
+                    max(old[1], int(nb) / REPS),
+                    max(old[2], per_call),
+                )
     return table
 
 
@@ -127,8 +158,9 @@ def main() -> int:
         kinds = sorted({k for p in args.ranks for k in measured[p][path]})
         cells = []
         for k in kinds:
-            series = "/".join(f"{measured[p][path].get(k, (0, 0))[0]:g}" for p in args.ranks)
-            tag = " [O(p)]" if k in LINEAR else ""
+            series = "/".join(f"{measured[p][path].get(k, (0, 0, 0))[0]:.3g}" for p in args.ranks)
+            at_top = measured[top][path].get(k, (0, 0, 0))[2]
+            tag = f" [grows like {grows(at_top, top)}]" if at_top else ""
             cells.append(f"{k}{tag} {series}")
         print(f"  {path}: " + ("; ".join(cells) if cells else "no MPI calls"))
     print(f"\n(ranks: {'/'.join(map(str, args.ranks))})\n")
@@ -141,11 +173,16 @@ def main() -> int:
         per = measured[top][path]
 
         def total(p: int, only_linear: bool = False, per=per) -> float:
-            return sum(
-                price(k, c, nb, p, a, b)
-                for k, (c, nb) in per.items()
-                if not only_linear or k in LINEAR
-            )
+            out = 0.0
+            for k, (c, nb, peers) in per.items():
+                law = grows(peers, top) if peers else "1"
+                if only_linear and law != "p":
+                    continue
+                if k == "neighbor_msgs":  # messages per rank: scale the count itself
+                    out += price(k, scaled(c, top, p), nb, 0, a, b)
+                else:
+                    out += price(k, c, nb, scaled(peers, top, p), a, b)
+            return out
 
         row = [total(t) for t in targets]
         share = total(10000, True) / row[-1] if row[-1] else 0.0
