@@ -36,7 +36,7 @@ def main() -> None:
     _shuffle(dict(table), op, comm, None)  # warm
     results: dict[str, dict[str, float]] = {}
     for budget in budgets:
-        peaks, times = [], []
+        peaks, times, highs, grown = [], [], [], []
         for _ in range(repeats):
             comm.Barrier()
             with open("/proc/self/clear_refs", "w") as fh:
@@ -47,11 +47,20 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             after = status()
             peaks.append(after["VmHWM"] - max(after["VmRSS"], before))
+            highs.append(after["VmHWM"] - before)
+            grown.append(after["VmRSS"] - before)
             times.append(seconds)
             del got
         peak = comm.allreduce(statistics.median(peaks), op=MPI.MAX)
         seconds = comm.allreduce(statistics.median(times), op=MPI.MAX)
-        results["none" if budget is None else str(budget)] = {"peak": peak, "seconds": seconds}
+        high = comm.allreduce(statistics.median(highs), op=MPI.MAX)
+        grew = comm.allreduce(statistics.median(grown), op=MPI.MAX)
+        results["none" if budget is None else str(budget)] = {
+            "peak": peak,
+            "seconds": seconds,
+            "high": high,
+            "grew": grew,
+        }
     if comm.rank == 0:
         print(json.dumps({"records_per_rank": n, "results": results}))
 
