@@ -60,6 +60,9 @@ class NodeCounter:
         Communicator (default: parcomp's default communicator); it is split by node.
     slots : int
         Number of independent counters, all starting at 0.
+    node_comm : mpi4py.MPI.Comm, optional
+        ``comm``'s shared-memory node communicator, if the caller keeps one (it is then
+        not freed with the counter); by default split from ``comm`` and freed with it.
 
     Attributes
     ----------
@@ -71,12 +74,15 @@ class NodeCounter:
     Construction and :meth:`free` are collective over `comm`.
     """
 
-    def __init__(self, comm: MPI.Comm | None = None, slots: int = 1) -> None:
+    def __init__(
+        self, comm: MPI.Comm | None = None, slots: int = 1, node_comm: MPI.Comm | None = None
+    ) -> None:
         from mpi4py import MPI
 
         comm = resolve_comm(comm)
         atomic_fetch_add(np.zeros(1, np.int64), 0, 0)  # compile (or load) before anyone waits
-        self.node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self._own_node_comm = node_comm is None
+        self.node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED) if node_comm is None else node_comm
         nbytes = 8 * slots if self.node_comm.Get_rank() == 0 else 0
         self._win = MPI.Win.Allocate_shared(nbytes, 8, comm=self.node_comm)
         buf, _ = self._win.Shared_query(0)
@@ -94,7 +100,8 @@ class NodeCounter:
         if self._win is not None:
             self.values = None  # drop the view before the memory goes
             self._win.Free()
-            self.node_comm.Free()
+            if self._own_node_comm:
+                self.node_comm.Free()
             self._win = None
 
     def __enter__(self) -> NodeCounter:

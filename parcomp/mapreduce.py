@@ -89,13 +89,8 @@ class _Plan:
         if schedule == "dynamic" or progress:
             from parcomp.counter import NodeCounter
 
-            self.counter = NodeCounter(comm, slots=3)
-            node = self.counter.node_comm
-            leader = node.bcast(self.rank, root=0)
-            leaders = comm.allgather(leader)
-            order = sorted(set(leaders))
-            self.node_sizes = [leaders.count(lead) for lead in order]
-            self.node = order.index(leader)
+            node, self.node_sizes, self.node = _node_layout(comm)
+            self.counter = NodeCounter(comm, slots=3, node_comm=node)
             self.node_scale = self.size / node.Get_size()
         self.progress = Progress(items.n, progress and self.rank == 0, desc="parcomp.map")
 
@@ -130,6 +125,31 @@ class _Plan:
         self.progress.close()
         if self.counter is not None:
             self.counter.free()
+
+
+def _node_layout(comm: Any) -> tuple[Any, list[int], int]:
+    """This rank's shared-memory node communicator, the ranks per node (nodes ordered by
+    their lowest rank) and this node's index; made once per communicator.
+
+    Collective the first time (``Comm_split_type`` and an ``allgather`` of the node
+    leaders, O(p)); cached on ``comm`` after that, so a dynamic schedule's later calls
+    cost only the node's shared window.
+    """
+    from mpi4py import MPI
+
+    from parcomp.subcomm import comm_cache
+
+    cache = comm_cache(comm)
+    layout = cache.get("map.node_layout")
+    if layout is None:
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        leader = node.bcast(comm.Get_rank(), root=0)
+        leaders = comm.allgather(leader)
+        order = sorted(set(leaders))
+        layout = (node, [leaders.count(lead) for lead in order], order.index(leader))
+        cache["map.node_layout"] = layout
+        cache["map.node_comm"] = node  # communicators in the cache are freed with comm
+    return layout
 
 
 def _failure_record(rank: int, index: int, item: Any, exc: BaseException) -> tuple:
