@@ -348,7 +348,19 @@ class Kernel:
                     payload = _pack(self._cache_files())
             except (KernelSignatureError, ConfigError) as exc:
                 error = exc
-        raise_if_any(error, comm)
+        # Rank 0's outcome, as JSON (nothing pickled).  A compile error belongs to the
+        # kernel and the types, not to rank 0: every rank raises the same error, which is
+        # then reported once for all of them.
+        from parcomp.wire import bcast_json
+
+        outcome = bcast_json(
+            comm, None if error is None else [type(error).__name__, str(error)], root=0
+        )
+        if outcome is not None:
+            if error is None:
+                kind = KernelSignatureError if outcome[0] == "KernelSignatureError" else ConfigError
+                error = kind(outcome[1])
+            raise_if_any(error, comm)
         leaders = _node_leaders(comm)
         if leaders is not None and leaders.Get_size() > 1:
             size = np.array([len(payload)], np.int64)
