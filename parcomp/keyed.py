@@ -57,11 +57,41 @@ def owner_of_keys(keys: np.ndarray | list[str], size: int) -> np.ndarray:
                 np.int64
             )
     if isinstance(keys, np.ndarray) and keys.dtype.kind == "f":
+        # equal keys must meet: -0.0 == 0.0, and every NaN is hashed alike
+        canon = keys.astype(np.float64) + 0.0
+        canon[np.isnan(canon)] = np.nan
         with np.errstate(over="ignore"):
-            return (_splitmix64(keys.astype(np.float64).view(np.uint64)) % np.uint64(size)).astype(
-                np.int64
-            )
-    return np.array([zlib.crc32(k.encode()) % size for k in keys], dtype=np.int64)
+            return (_splitmix64(canon.view(np.uint64)) % np.uint64(size)).astype(np.int64)
+    return np.array([_stable_hash(k) % size for k in keys], dtype=np.int64)
+
+
+_HASH_MASK = (1 << 64) - 1
+
+
+def _stable_hash(key: Any) -> int:
+    """A hash of ``key`` that is the same in every process and equal for keys that are
+    equal in Python (``0 == 0.0 == -0.0 == np.float32(0)``, ``(0, 1) == (0.0, 1)``,
+    ``frozenset`` in any order).  Python's own ``hash`` is salted per process for strings
+    and so for tuples and sets holding them; its hash of numbers is not, and is equal for
+    equal numbers of any type (NumPy scalars included), except NaN (by identity)."""
+    if isinstance(key, str):
+        return zlib.crc32(key.encode("utf-8", "surrogatepass"))
+    if isinstance(key, bytes | bytearray):
+        return zlib.crc32(key) ^ 0x5BD1E995
+    if isinstance(key, int | float | complex | np.number):
+        if key != key:  # NaN: every NaN alike
+            return 0x7FF8
+        return hash(key) & _HASH_MASK
+    if isinstance(key, tuple):
+        h = 0x345678 + len(key)
+        for item in key:
+            h = ((h * 1000003) ^ _stable_hash(item)) & _HASH_MASK
+        return h
+    if isinstance(key, frozenset):
+        return (sum(_stable_hash(item) for item in key) ^ len(key)) & _HASH_MASK
+    if key is None:
+        return 0x9E37
+    return zlib.crc32(repr(key).encode("utf-8", "surrogatepass"))
 
 
 def _combine_into(table: dict[Any, Any], op: ReduceOp, keys: Any, values: Any) -> None:
@@ -82,14 +112,27 @@ def _combine_arrays(
     """Vectorised combine of array pairs (sum/prod/min/max via ufunc.reduceat)."""
     if len(keys) == 0:
         return
-    if op.ufunc is None or values.ndim != 1:
-        _combine_into(table, op, keys.tolist(), list(values))
+    if op.ufunc is None or values.ndim != 1 or _may_overflow(op, values):
+        _combine_into(table, op, keys.tolist(), values.tolist())
         return
     order = np.argsort(keys, kind="stable")
     sk, sv = keys[order], values[order]
     starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
     reduced = op.ufunc.reduceat(sv, starts)
     _combine_into(table, op, sk[starts].tolist(), reduced.tolist())
+
+
+def _may_overflow(op: ReduceOp, values: np.ndarray) -> bool:
+    """Whether reducing integer ``values`` with NumPy could wrap around (then Python's
+    exact integers do it): any product, or a sum that could pass 2**62."""
+    if values.dtype.kind not in "iu" or len(values) == 0:
+        return False
+    if op.ufunc is np.multiply:
+        return True
+    if op.ufunc is np.add:
+        biggest = max(abs(int(values.max())), abs(int(values.min())))
+        return biggest * len(values) >= 1 << 62
+    return False
 
 
 def _emit(pairs: Any) -> tuple[Any, Any]:
@@ -111,37 +154,66 @@ def _emit(pairs: Any) -> tuple[Any, Any]:
     return keys, values
 
 
-def _classify(table: dict[Any, Any]) -> tuple[str, str]:
-    """Key kind ('int', 'float', 'str', 'object') and value kind ('int', 'float', 'object')."""
-    kinds = {type(k) for k in table}
-    if kinds <= {int, np.int64, np.int32, bool}:
-        key = "int"
-    elif kinds <= {float, np.float64, int}:
-        key = "float"
-    elif kinds <= {str}:
-        key = "str"
-    else:
-        key = "object"
-    vkinds = {type(v) for v in table.values()}
-    if vkinds <= {int, np.int64, np.int32}:
-        value = "int"
-    elif vkinds <= {float, np.float64, int, np.int64}:
-        value = "float"
-    else:
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_FLOAT_EXACT = 1 << 53
+
+
+def _numeric_kind(items: Any, n: int) -> tuple[str, bool]:
+    """Kind of ``n`` keys (or values): 'int' (all integers that fit int64), 'float'
+    (integers and floats, every integer exact in float64), 'str', else 'object'; and
+    whether an integer is too big for float64 to hold exactly (|k| > 2**53), which rules
+    out 'float' when another rank has floats."""
+    if n == 0:
+        return "int", False
+    types = {type(k) for k in items}
+    if types == {str}:
+        return "str", False
+    ints = {t for t in types if issubclass(t, int | np.integer)}
+    floats = {t for t in types if issubclass(t, float | np.floating) and t is not np.longdouble}
+    if types != ints | floats:
+        return "object", False
+    big = False
+    if ints:
+        source = [k for k in items if type(k) in ints] if floats else items
+        if any(issubclass(t, np.unsignedinteger) for t in ints):  # may pass int64: exact
+            whole = [int(k) for k in source]
+            lo, hi = min(whole), max(whole)
+        else:
+            try:  # Python ints beyond int64 raise here
+                arr = np.fromiter(source, np.int64)
+            except OverflowError:
+                return "object", False
+            lo, hi = int(arr.min()), int(arr.max())
+        if lo < _INT64[0] or hi > _INT64[1]:
+            return "object", False
+        big = max(-lo, hi) > _FLOAT_EXACT
+    if not floats:
+        return "int", big
+    return ("object" if big else "float"), big
+
+
+def _classify(table: dict[Any, Any]) -> tuple[str, str, bool, bool]:
+    """Key kind ('int', 'float', 'str', 'object'), value kind ('int', 'float',
+    'object'), and whether some integer key / value is too big for float64."""
+    key, key_big = _numeric_kind(table.keys(), len(table))
+    value, value_big = _numeric_kind(table.values(), len(table))
+    if value == "str":
         value = "object"
-    return key, value
+    return key, value, key_big, value_big
 
 
 _KEY_BITS = {"int": 1, "float": 2, "str": 4, "object": 8}
 _VALUE_BITS = {"int": 1, "float": 2, "object": 4}
+_BIG = 64  # an integer too big for float64 somewhere
 
 
 def _merge_kind(bits: int, table: dict[str, int], numeric: tuple[str, str]) -> str:
-    """The one kind every rank can use, from the OR of their kind bits."""
+    """The one kind every rank can use, from the OR of their kind bits: integers and
+    floats meet as floats only if no integer is too big to be a float64 exactly."""
     kinds = {name for name, bit in table.items() if bits & bit}
     if len(kinds) == 1:
         return kinds.pop()
-    return "float" if kinds <= set(numeric) else "object"
+    return "float" if kinds <= set(numeric) and not bits & _BIG else "object"
 
 
 def _agree_kinds(table: dict[Any, Any], comm: Any) -> tuple[str, str] | None:
@@ -151,8 +223,8 @@ def _agree_kinds(table: dict[Any, Any], comm: Any) -> tuple[str, str] | None:
 
     bits = np.zeros(2, np.int64)
     if table:
-        key, value = _classify(table)
-        bits[:] = _KEY_BITS[key], _VALUE_BITS[value]
+        key, value, key_big, value_big = _classify(table)
+        bits[:] = _KEY_BITS[key] | (_BIG * key_big), _VALUE_BITS[value] | (_BIG * value_big)
     comm.Allreduce(MPI.IN_PLACE, bits, op=MPI.BOR)
     if not bits[0]:
         return None
@@ -224,7 +296,7 @@ class _Outgoing:
             pieces: list[bytes] = []
         elif self.layout == "str":
             keys = list(islice(self._keys, n))
-            pieces = [k.encode() for k in keys]
+            pieces = [k.encode("utf-8", "surrogatepass") for k in keys]
             recs["n"] = [len(b) for b in pieces]
             recs["v"] = np.fromiter(islice(self._values, n), self.value_dtype, n)
             owners = owner_of_keys(keys, self.size)
@@ -237,9 +309,7 @@ class _Outgoing:
                 for k, v in zip(keys, values, strict=True)
             ]
             recs["n"] = [len(b) for b in pieces]
-            owners = np.array(
-                [zlib.crc32(repr(k).encode()) % self.size for k in keys], dtype=np.int64
-            )
+            owners = np.array([_stable_hash(k) % self.size for k in keys], dtype=np.int64)
             sizes = recs["n"] + self.dtype.itemsize
         self.recs = np.concatenate((self.recs, recs))
         self.owners = np.concatenate((self.owners, owners))
@@ -512,7 +582,10 @@ def _shuffle(
             data = segment[_HEADER + n * itemsize :]
             bounds = np.concatenate(([0], np.cumsum(got["n"]))).tolist()
             if outgoing.layout == "str":
-                keys = [data[bounds[i] : bounds[i + 1]].decode() for i in range(n)]
+                keys = [
+                    data[bounds[i] : bounds[i + 1]].decode("utf-8", "surrogatepass")
+                    for i in range(n)
+                ]
                 _combine_into(out, op, keys, got["v"].tolist())
             else:
                 pairs = [pickle.loads(data[bounds[i] : bounds[i + 1]]) for i in range(n)]
