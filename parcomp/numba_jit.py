@@ -71,7 +71,7 @@ def node_cache_base() -> Path:
     """The node-local directory the default cache lives in (see the module notes)."""
     explicit = os.environ.get("PARCOMP_NODE_CACHE_DIR")
     if explicit:
-        return Path(explicit)
+        return Path(os.path.abspath(explicit))
     tmp = os.environ.get("TMPDIR")
     if tmp:
         return Path(tmp)
@@ -93,6 +93,19 @@ def cache_dir() -> Path:
     from parcomp.nodes import node_name, safe_node_dirname
 
     return node_cache_base() / f"parcomp-{os.getuid()}" / safe_node_dirname(node_name()) / "numba"
+
+
+def ensure_safe_cache_dir() -> Path:
+    """:func:`cache_dir`, created and checked with :func:`ensure_safe_dir`; in the
+    node-local default, every level parcomp creates is checked (``parcomp-<uid>``, the
+    node's folder, ``numba``): on a shared ``/dev/shm`` anyone may create
+    ``parcomp-<uid>`` first, and whoever owns a parent can swap what is below it."""
+    path = cache_dir()
+    if not shared_cache():
+        base = node_cache_base()
+        for level in reversed(path.relative_to(base).parents[:-1]):
+            ensure_safe_dir(base / level)
+    return ensure_safe_dir(path)
 
 
 def ensure_safe_dir(path: Path) -> Path:
@@ -118,7 +131,11 @@ def ensure_safe_dir(path: Path) -> Path:
     if info.st_uid != os.getuid():
         raise ConfigError(
             f"cache directory {path} belongs to uid {info.st_uid}, not to you (uid {os.getuid()}); "
-            "set PARCOMP_CACHE_DIR or NUMBA_CACHE_DIR to a directory of your own"
+            + (
+                "set PARCOMP_CACHE_DIR or NUMBA_CACHE_DIR to a directory of your own"
+                if shared_cache()
+                else "set PARCOMP_NODE_CACHE_DIR to a node-local directory of your own"
+            )
         )
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise ConfigError(
@@ -157,7 +174,7 @@ class Kernel:
 
             options = dict(self.options)
             if options.get("cache"):
-                numba.config.CACHE_DIR = str(ensure_safe_dir(cache_dir()))
+                numba.config.CACHE_DIR = str(ensure_safe_cache_dir())
                 try:
                     self._dispatcher = numba.njit(**options)(self.py_func)
                 except RuntimeError:  # no file to cache against (exec'd code): no cache
@@ -205,7 +222,7 @@ class Kernel:
                 with open(self._lock_path(), "a+b") as lock:
                     fcntl.flock(lock, fcntl.LOCK_EX)
                     try:
-                        dispatcher.compile(types)
+                        self._compile_or_repair(dispatcher, types)
                     finally:
                         fcntl.flock(lock, fcntl.LOCK_UN)
             else:
@@ -223,6 +240,55 @@ class Kernel:
         else:
             self.compiled += 1
         self._ready.add(types)
+
+    def _compile_or_repair(self, dispatcher: Any, types: tuple[Any, ...]) -> None:
+        """``dispatcher.compile(types)``; if loading from the cache fails (a truncated or
+        garbled cache file: Numba raises a pickle or value error), remove this kernel's
+        cache files, say so, and compile afresh.  Compile errors are not caught here."""
+        from numba.core.errors import NumbaError
+
+        try:
+            dispatcher.compile(types)
+        except NumbaError:
+            raise
+        except Exception as exc:  # a damaged cache entry: compile instead
+            removed = self._remove_cache_files()
+            if not removed:
+                raise
+            from parcomp.comm import get_logger
+
+            get_logger("parcomp.jit").warning(
+                "kernel %r: its cache entry could not be loaded (%s: %s); removed %d "
+                "cache file(s) and compiling it again",
+                self.py_func.__name__,
+                type(exc).__name__,
+                exc,
+                len(removed),
+            )
+            dispatcher.compile(types)
+
+    def _remove_cache_files(self) -> list[str]:
+        """Delete this kernel's index and data files from its cache; their names."""
+        cache = getattr(self._dispatcher, "_cache", None)
+        impl = getattr(cache, "_cache_file", None)
+        index = getattr(impl, "_index_path", None)
+        if index is None:
+            return []
+        folder, name = os.path.split(index)
+        stem = name[: -len(".nbi")]
+        removed = []
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            return []
+        for entry in entries:
+            if entry == name or (entry.startswith(stem + ".") and entry.endswith(".nbc")):
+                try:
+                    os.unlink(os.path.join(folder, entry))
+                    removed.append(entry)
+                except OSError:
+                    pass
+        return removed
 
     def argument_types(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """Numba types of ``args``, or a :class:`KernelSignatureError` naming the bad one.

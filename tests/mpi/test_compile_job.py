@@ -129,3 +129,42 @@ def test_unwritable_node_cache_on_one_rank_fails_everywhere(module, monkeypatch)
     with pytest.raises(ConfigError, match="cannot create the kernel cache directory"):
         parcomp.compile_for_job(mod.weighted, np.arange(5.0), 2.0, comm=comm)
     parallel_assert(True)
+
+
+def test_a_damaged_cache_entry_is_removed_and_compiled_again(module):
+    mod, comm, folder = module
+    parcomp.compile_for_job(mod.weighted, np.arange(5.0), 2.0, comm=comm)
+    comm.Barrier()
+    truncated = 0
+    if RANK == 0:  # truncate the data file in rank 0's node cache: what a full disk leaves
+        root = os.path.join(folder, "local", f"parcomp-{os.getuid()}", "node-testnode0")
+        for base, _, files in os.walk(root):
+            for name in files:
+                if ".weighted-" in name and name.endswith(".nbc"):
+                    path = os.path.join(base, name)
+                    with open(path, "r+b") as fh:
+                        fh.truncate(50)
+                    truncated += 1
+    parallel_assert(comm.bcast(truncated) == 1, "one data file truncated", comm=comm)
+    # a new process would load it: here, a fresh dispatcher over the same cache
+    mod.weighted._dispatcher = None
+    mod.weighted._ready.clear()
+    mod.weighted._numba_compile_for_args = None
+    before = mod.weighted.compiled
+    parcomp.compile_for_job(mod.weighted, np.arange(5.0), 2.0, comm=comm)
+    parallel_assert(mod.weighted(np.arange(5.0), 2.0) == 20.0)
+    again = comm.allgather(mod.weighted.compiled - before)
+    parallel_assert(sum(again) == 1, f"compiled again once in the job: {again}")
+
+
+def test_a_cache_parent_owned_by_another_user_is_refused(module, monkeypatch):
+    mod, comm, folder = module
+    base = os.path.join(folder, "hostile")
+    if RANK == 0:
+        os.makedirs(os.path.join(base, f"parcomp-{os.getuid()}"))
+        os.chown(os.path.join(base, f"parcomp-{os.getuid()}"), 65534, 65534)
+    comm.Barrier()
+    monkeypatch.setenv("PARCOMP_NODE_CACHE_DIR", base)
+    with pytest.raises(ConfigError, match=r"belongs to uid 65534.*PARCOMP_NODE_CACHE_DIR"):
+        parcomp.compile_for_job(mod.weighted, np.arange(5.0), 2.0, comm=comm)
+    parallel_assert(True)
