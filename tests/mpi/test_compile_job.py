@@ -20,19 +20,13 @@ import parcomp.nodes
 from parcomp.array import DistArray
 from parcomp.errors import ConfigError, KernelSignatureError
 from parcomp.testing import parallel_assert
+from tests.mpi.test_jit import KERNEL
 
 SIZE, RANK = MPI.COMM_WORLD.size, MPI.COMM_WORLD.rank
 
-SOURCE = """
-import parcomp
-
-@parcomp.jit
-def weighted(a, w):
-    s = 0.0
-    for i in range(a.shape[0]):
-        s += a[i] * w
-    return s
-
+SOURCE = (
+    KERNEL  # tests/mpi/test_jit.py's `weighted`
+    + """
 @parcomp.jit
 def broken(a):
     return a.no_such_attribute
@@ -42,6 +36,7 @@ def smooth(u, v):
     for i in range(1, u.shape[0] - 1):
         v[i] = 0.25 * u[i - 1] + 0.5 * u[i] + 0.25 * u[i + 1]
 """
+)
 
 
 @pytest.fixture
