@@ -362,12 +362,13 @@ class DistArray(VectorAlgebra):
 
     def _block_type(self, rank: int) -> Any:
         from mpi4py import MPI
-        from mpi4py.util.dtlib import from_numpy_dtype
+
+        from parcomp.comm import mpi_datatype
 
         (starts, sizes) = zip(
             *((a, b - a) for a, b in self.partition.local_range(rank)), strict=True
         )
-        t = from_numpy_dtype(self.dtype).Create_subarray(
+        t = mpi_datatype(self.dtype).Create_subarray(
             list(self.global_shape), list(sizes), list(starts), order=MPI.ORDER_C
         )
         t.Commit()
@@ -375,9 +376,10 @@ class DistArray(VectorAlgebra):
 
     def _interior_type(self) -> Any:
         from mpi4py import MPI
-        from mpi4py.util.dtlib import from_numpy_dtype
 
-        t = from_numpy_dtype(self.dtype).Create_subarray(
+        from parcomp.comm import mpi_datatype
+
+        t = mpi_datatype(self.dtype).Create_subarray(
             list(self.local.shape), list(self.local_shape), list(self.halo), order=MPI.ORDER_C
         )
         t.Commit()

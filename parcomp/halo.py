@@ -314,15 +314,16 @@ class HaloExchange:
     def _message_type(self, buffers: list[np.ndarray], region: tuple[slice, ...]) -> Any:
         """(buffer, committed datatype) of one message: the region of every buffer."""
         from mpi4py import MPI
-        from mpi4py.util.dtlib import from_numpy_dtype
+
+        from parcomp.comm import mpi_datatype
 
         if len(buffers) == 1:
-            t = _subarray(from_numpy_dtype(buffers[0].dtype), buffers[0].shape, region)
+            t = _subarray(mpi_datatype(buffers[0].dtype), buffers[0].shape, region)
             self._types.append(t)
             return buffers[0], t
         parts = []
         for b in buffers:
-            sub = from_numpy_dtype(b.dtype).Create_subarray(
+            sub = mpi_datatype(b.dtype).Create_subarray(
                 list(b.shape),
                 [s.stop - s.start for s in region],
                 [s.start for s in region],
