@@ -179,11 +179,13 @@ def _numeric_kind(items: Any, n: int) -> tuple[str, bool]:
             whole = [int(k) for k in source]
             lo, hi = min(whole), max(whole)
         else:
-            try:  # Python ints beyond int64 raise here
-                arr = np.fromiter(source, np.int64)
-            except OverflowError:
+            lo, hi = 0, 0
+            it = iter(source)
+            try:  # in slices, so that no array of all the keys is made
+                while len(part := np.fromiter(islice(it, 1 << 16), np.int64)):
+                    lo, hi = min(lo, int(part.min())), max(hi, int(part.max()))
+            except OverflowError:  # a Python int beyond int64
                 return "object", False
-            lo, hi = int(arr.min()), int(arr.max())
         if lo < _INT64[0] or hi > _INT64[1]:
             return "object", False
         big = max(-lo, hi) > _FLOAT_EXACT
@@ -316,7 +318,7 @@ class _Outgoing:
         self.nbytes = np.concatenate((self.nbytes, sizes))
         self.pieces.extend(pieces)
 
-    def take(self, cap: float) -> tuple[np.ndarray, np.ndarray, bytes, np.ndarray]:
+    def take(self, cap: float) -> tuple[np.ndarray, np.ndarray, bytes]:
         """Up to ``cap`` bytes of pending records for each rank, ordered by rank.
 
         Returns the records, the number of records and of blob bytes for each rank, the
@@ -342,7 +344,7 @@ class _Outgoing:
             self.pieces = [self.pieces[i] for i in keep.tolist()]
         records = self.recs[send]
         self.recs, self.owners, self.nbytes = self.recs[keep], self.owners[keep], self.nbytes[keep]
-        return records, np.stack((counts, blob_counts), axis=1), blob, counts
+        return records, np.stack((counts, blob_counts), axis=1), blob
 
     def largest(self) -> int:
         return int(self.nbytes.max()) if len(self.nbytes) else 0
@@ -567,7 +569,7 @@ def _shuffle(
             )
         if not state[0]:
             return out
-        records, counts, blob, _ = outgoing.take(cap)
+        records, counts, blob = outgoing.take(cap)
         itemsize = outgoing.dtype.itemsize
         send, sizes = _segments(records, counts, blob, itemsize)
         del records, blob

@@ -267,15 +267,22 @@ class Kernel:
             )
             dispatcher.compile(types)
 
+    def _cache_location(self) -> tuple[str, str, str] | None:
+        """(folder, index file name, stem) of this kernel's entry in Numba's cache, or
+        None without a cache; data files are ``<stem>.<n>.nbc``."""
+        cache = getattr(self.dispatcher, "_cache", None)
+        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        if index is None:
+            return None
+        folder, name = os.path.split(index)
+        return folder, name, name[: -len(".nbi")]
+
     def _remove_cache_files(self) -> list[str]:
         """Delete this kernel's index and data files from its cache; their names."""
-        cache = getattr(self._dispatcher, "_cache", None)
-        impl = getattr(cache, "_cache_file", None)
-        index = getattr(impl, "_index_path", None)
-        if index is None:
+        location = self._cache_location()
+        if location is None:
             return []
-        folder, name = os.path.split(index)
-        stem = name[: -len(".nbi")]
+        folder, name, stem = location
         removed = []
         try:
             entries = os.listdir(folder)
@@ -326,14 +333,11 @@ class Kernel:
 
     def _cache_files(self) -> list[tuple[str, bytes]]:
         """This kernel's files in Numba's cache (index first): ``(name, bytes)``."""
-        cache = getattr(self.dispatcher, "_cache", None)
-        impl = getattr(cache, "_cache_file", None)
-        index = getattr(impl, "_index_path", None)
-        if index is None or not os.path.isfile(index):
+        location = self._cache_location()
+        if location is None or not os.path.isfile(os.path.join(location[0], location[1])):
             return []
-        folder, name = os.path.split(index)
-        stem = name[: -len(".nbi")]
-        files = [(name, Path(index).read_bytes())]
+        folder, name, stem = location
+        files = [(name, (Path(folder) / name).read_bytes())]
         for entry in sorted(os.listdir(folder)):
             if entry.startswith(stem + ".") and entry.endswith(".nbc"):
                 files.append((entry, (Path(folder) / entry).read_bytes()))
@@ -342,13 +346,10 @@ class Kernel:
     def _install_cache_files(self, files: list[tuple[str, bytes]]) -> None:
         """Write files from :meth:`_cache_files` of another rank into this node's cache:
         data first, the index last, each under a temporary name and renamed."""
-        cache = getattr(self.dispatcher, "_cache", None)
-        impl = getattr(cache, "_cache_file", None)
-        index = getattr(impl, "_index_path", None)
-        if index is None or not files:
+        location = self._cache_location()
+        if location is None or not files:
             return
-        folder, name = os.path.split(index)
-        stem = name[: -len(".nbi")]
+        folder, _name, stem = location
         os.makedirs(folder, mode=0o700, exist_ok=True)
         for entry, data in files[1:] + files[:1]:
             if not _CACHE_NAME.fullmatch(entry) or not entry.startswith(stem + "."):
@@ -412,7 +413,7 @@ class Kernel:
                 self.ensure_compiled(args)
                 if self.options.get("cache"):
                     payload = _pack(self._cache_files())
-            except (KernelSignatureError, ConfigError) as exc:
+            except Exception as exc:  # noqa: BLE001 - every rank must hear of it
                 error = exc
         # Rank 0's outcome, as JSON (nothing pickled).  A compile error belongs to the
         # kernel and the types, not to rank 0: every rank raises the same error, which is
@@ -423,10 +424,9 @@ class Kernel:
             comm, None if error is None else [type(error).__name__, str(error)], root=0
         )
         if outcome is not None:
-            if error is None:
-                kind = KernelSignatureError if outcome[0] == "KernelSignatureError" else ConfigError
-                error = kind(outcome[1])
-            raise_if_any(error, comm)
+            if error is None and outcome[0] == "KernelSignatureError":
+                error = KernelSignatureError(outcome[1])
+            raise_if_any(error, comm)  # anything else: rank 0's error, named as such
         leaders = _node_leaders(comm)
         if leaders is not None and leaders.Get_size() > 1:
             size = np.array([len(payload)], np.int64)
@@ -438,7 +438,7 @@ class Kernel:
             if leaders.Get_rank() != 0 and size[0]:
                 try:
                     self._install_cache_files(_unpack(buffer.tobytes()))
-                except ConfigError as exc:
+                except ConfigError as exc:  # a malformed message or file name
                     error = exc
                 except OSError as exc:
                     error = ConfigError(
@@ -450,7 +450,7 @@ class Kernel:
         if comm.Get_rank() != 0:
             try:
                 self.ensure_compiled(args)
-            except (KernelSignatureError, ConfigError) as exc:
+            except Exception as exc:  # noqa: BLE001 - raised on every rank below
                 error = exc
         raise_if_any(error, comm)
         return types

@@ -72,11 +72,13 @@ class SlurmOptions:
         if self.nodes > self.ntasks:
             raise ConfigError(f"nodes ({self.nodes}) cannot exceed ntasks ({self.ntasks})")
         if self.numba_cache is not None and (
-            not self.numba_cache or any(c in self.numba_cache for c in '"`\\\n')
+            not self.numba_cache
+            or any(c in self.numba_cache for c in '"`\\\n')
+            or "$(" in self.numba_cache
         ):
             raise ConfigError(
                 f"numba_cache {self.numba_cache!r}: give a directory without quotes, "
-                "backquotes, backslashes or newlines"
+                "backquotes, backslashes, newlines or $( (only $VARIABLES are expanded)"
             )
         if not _TIME.match(self.time):
             raise ConfigError(f"time {self.time!r}: use Slurm's [D-]HH:MM:SS, MM:SS or MM")
