@@ -26,7 +26,7 @@ import numpy as np
 
 from parcomp.algebra import VectorAlgebra
 from parcomp.comm import raise_if_any, raise_if_differ, resolve_comm
-from parcomp.errors import DTypeError, ParcompError, ShapeError
+from parcomp.errors import ConfigError, DTypeError, ParcompError, ShapeError
 from parcomp.halo import HaloExchange, check_halo, halo_plan, largest_tag
 from parcomp.partition import Partition
 from parcomp.subcomm import check_tags, subsystem_comm
@@ -408,6 +408,121 @@ class DistArray(VectorAlgebra):
                 self._array_comm.Recv([self.local, 1, mine], root, tag=1)
         finally:
             mine.Free()
+
+    @classmethod
+    def _make(cls, partition: Partition, dtype: Any, halo: Sequence[int], comm: Any) -> DistArray:
+        """A zero array of an agreed layout on ``comm`` (local: the caller agreed on it)."""
+        new = cls.__new__(cls)
+        new._setup(
+            partition,
+            np.dtype(dtype),
+            tuple(halo),
+            comm,
+            subsystem_comm(comm, "halo"),
+            subsystem_comm(comm, "array"),
+        )
+        return new
+
+    @collective("DistArray.redistribute")
+    def redistribute(
+        self,
+        dims: Sequence[int | None] | None = None,
+        *,
+        halo: int | Sequence[int] | None = None,
+        method: str | None = None,
+    ) -> DistArray:
+        """The same global array on another process grid (a new DistArray).
+
+        Parameters
+        ----------
+        dims : sequence of int or None
+            Ranks per axis of the new grid; ``None`` or 0 entries are chosen (as in
+            :class:`DistArray`).  Default: chosen afresh for the shape.
+        halo : int or sequence of int, optional
+            Ghost-cell width of the result (default: this array's, if it fits the new
+            blocks, else 0).  Ghost cells are not filled: call :meth:`exchange_halos`.
+        method : {"alltoallw", "alltoallv"}, optional
+            Transport (default :data:`parcomp.redistribute.DEFAULT_METHOD`, chosen by
+            measurement).
+
+        Returns
+        -------
+        DistArray
+            Same global shape, dtype, periodicity and communicator.
+
+        Raises
+        ------
+        RankCountError, ShapeError, ConfigError
+            On every rank, if the grid does not fit the shape or the rank count, or the
+            arguments differ between ranks.
+
+        Notes
+        -----
+        Collective over the array's communicator.  One ``MPI_Alltoallw`` over subarray
+        datatypes (or ``MPI_Alltoallv`` of packed blocks); nothing is pickled.  The plan
+        is :func:`parcomp.redistribute.redistribute_plan`.
+        """
+        from parcomp import redistribute as rd
+
+        error: BaseException | None = None
+        key: tuple = ()
+        target: Partition | None = None
+        widths: tuple[int, ...] = ()
+        try:
+            chosen = method or rd.DEFAULT_METHOD
+            if chosen not in rd.METHODS:
+                raise ConfigError(
+                    f"unknown redistribution method {method!r}; expected one of {rd.METHODS}"
+                )
+            target = Partition.create(
+                self.global_shape,
+                self.partition.size,
+                periods=self.partition.periods,
+                dims=None if dims is None else tuple(dims),
+            )
+            if halo is None:
+                try:
+                    widths = check_halo(target, self.halo)
+                except ShapeError:
+                    widths = (0,) * self.ndim
+            else:
+                widths = check_halo(target, _per_axis(halo, self.ndim, "halo"))
+            key = (target.dims, widths, chosen)
+        except (ParcompError, TypeError, ValueError) as exc:
+            error = exc if isinstance(exc, ParcompError) else ShapeError(str(exc))
+        raise_if_any(error, self.comm)
+        raise_if_differ(
+            key,
+            self.comm,
+            lambda differ, mine, theirs: (
+                "redistribute arguments differ between ranks (grid, halo, method): rank 0 has "
+                f"{mine}, rank {differ[0]} has {theirs}"
+            ),
+        )
+        assert target is not None
+        out = DistArray._make(target, self.dtype, widths, self.comm)
+        engine = rd.get(self.partition, target, self.halo, widths, self.dtype, self.rank, key[2])
+        engine.run(self._array_comm, self.local, out.local)
+        return out
+
+    def transpose_to(self, axis: int, *, halo: int | Sequence[int] = 0) -> DistArray:
+        """The same global array as a pencil: ``axis`` whole on every rank (a new DistArray).
+
+        The grid is :func:`parcomp.redistribute.pencil_dims` of this one: the ranks along
+        ``axis`` move to an axis that is whole now, so that a sequence of transposes (a
+        distributed FFT) only exchanges within rows of the grid.  Collective; see
+        :meth:`redistribute` for the errors.
+        """
+        from parcomp.redistribute import pencil_dims
+
+        error: BaseException | None = None
+        dims: tuple[int, ...] | None = None
+        try:
+            dims = pencil_dims(self.partition, axis)
+        except ParcompError as exc:
+            error = exc
+        raise_if_any(error, self.comm)
+        return self.redistribute(dims, halo=halo)
 
     def to_hdf5(
         self,

@@ -1,0 +1,309 @@
+"""Distributed FFTs of DistArrays: local ``numpy.fft`` transforms between pencil transposes.
+
+COMMUNICATES: every function here is collective over the array's communicator.
+
+A transform over several axes runs them one at a time, last axis first (as
+``numpy.fft.fftn`` does).  Before each, the array is transposed, if needed, into a pencil
+with that axis whole on every rank (:meth:`parcomp.array.DistArray.transpose_to`, one
+``MPI_Alltoallw`` of subarray datatypes), and ``numpy.fft`` transforms the local block
+along it.  A slab decomposition of a 3-D array therefore costs one transpose, a pencil
+decomposition two, as in mpi4py-fft and P3DFFT.
+
+The result is left in the layout of the last transform (each rank a pencil with the
+first transformed axis whole): no transpose back, as FFTW's ``TRANSPOSED_OUT`` and
+mpi4py-fft's default.  Pass ``out_dims`` to get another grid (e.g. the input's, with
+``out_dims=a.partition.dims``).  Ghost cells of the input are ignored; results have none.
+:func:`frequencies` gives the wavenumbers of a rank's block of a transform, whatever its
+layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from parcomp.array import DistArray
+from parcomp.comm import raise_if_any
+from parcomp.errors import DTypeError, ParcompError, ShapeError
+from parcomp.partition import Partition
+from parcomp.watchdog import collective
+
+__all__ = ["fftn", "ifftn", "rfftn", "irfftn", "frequencies"]
+
+_NORMS = (None, "backward", "ortho", "forward")
+
+
+def _check(
+    a: Any, axes: Sequence[int] | None, norm: str | None, real: bool | None
+) -> tuple[int, ...]:
+    """Validate on this rank (the caller agrees): axes as a tuple of distinct non-negative ints."""
+    if not isinstance(a, DistArray):
+        raise DTypeError(f"parcomp.fft needs a DistArray, got {type(a).__name__}")
+    if norm not in _NORMS:
+        raise ShapeError(f"norm must be one of {_NORMS}, got {norm!r}")
+    if real is True and a.dtype.kind not in "biuf":
+        raise DTypeError(f"rfftn needs a real array, got dtype {a.dtype}")
+    if real is False and a.dtype.kind != "c":
+        raise DTypeError(f"irfftn needs a complex array (an rfftn result), got dtype {a.dtype}")
+    ndim = a.ndim
+    chosen = tuple(range(ndim)) if axes is None else tuple(axes)
+    if not chosen:
+        raise ShapeError("axes must name at least one axis")
+    out = []
+    for ax in chosen:
+        if isinstance(ax, bool) or not isinstance(ax, int | np.integer) or not -ndim <= ax < ndim:
+            raise ShapeError(f"axis {ax!r} is out of range for a {ndim}-d array")
+        out.append(int(ax) % ndim)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"axes {chosen} repeat an axis")
+    return tuple(out)
+
+
+def _pencil(a: DistArray, axis: int) -> DistArray:
+    """``a`` with ``axis`` whole on every rank and no ghost cells (collective)."""
+    if a.partition.dims[axis] == 1 and not any(a.halo):
+        return a
+    return a.transpose_to(axis)
+
+
+def _apply(
+    a: DistArray, axis: int, fn: Callable[[np.ndarray], np.ndarray], n_out: int
+) -> DistArray:
+    """A new DistArray: ``fn`` of ``a``'s blocks along ``axis`` (whole there), that axis now ``n_out`` long."""
+    data = np.ascontiguousarray(fn(a.interior))
+    shape = list(a.global_shape)
+    shape[axis] = n_out
+    partition = (
+        a.partition
+        if n_out == a.global_shape[axis]
+        else Partition(tuple(shape), a.partition.dims, a.partition.periods)
+    )
+    out = DistArray._make(partition, data.dtype, (0,) * a.ndim, a.comm)
+    out.local = data
+    return out
+
+
+def _agree(
+    a: Any, axes: Sequence[int] | None, norm: str | None, real: bool | None
+) -> tuple[int, ...]:
+    error: BaseException | None = None
+    chosen: tuple[int, ...] = ()
+    try:
+        chosen = _check(a, axes, norm, real)
+    except ParcompError as exc:
+        error = exc
+    comm = a.comm if isinstance(a, DistArray) else None
+    raise_if_any(error, comm)
+    return chosen
+
+
+def _finish(a: DistArray, out_dims: Sequence[int | None] | None) -> DistArray:
+    return a if out_dims is None else a.redistribute(out_dims, halo=0)
+
+
+@collective("parcomp.fft.fftn", lambda a, *args, **kw: getattr(a, "comm", None))
+def fftn(
+    a: DistArray,
+    axes: Sequence[int] | None = None,
+    *,
+    norm: str | None = None,
+    out_dims: Sequence[int | None] | None = None,
+) -> DistArray:
+    """N-d discrete Fourier transform of a DistArray, as ``numpy.fft.fftn`` of the whole array.
+
+    Parameters
+    ----------
+    a : DistArray
+        Real or complex input (ghost cells are ignored).
+    axes : sequence of int, optional
+        Axes to transform (default: all).
+    norm : {None, "backward", "ortho", "forward"}
+        As in ``numpy.fft``.
+    out_dims : sequence of int, optional
+        Process grid of the result (default: the layout of the last transform, a pencil
+        with ``axes[0]`` whole, with no transpose back).
+
+    Returns
+    -------
+    DistArray
+        complex128 (complex64 for float32/complex64 input), same global shape, no ghosts.
+
+    Raises
+    ------
+    DTypeError, ShapeError, RankCountError
+        On every rank: not a DistArray, bad axes or norm, or an axis that cannot be made
+        whole (a 1-d array on more than one rank).
+
+    Notes
+    -----
+    Collective over the array's communicator.
+    """
+    chosen = _agree(a, axes, norm, None)
+    cur = a
+    for axis in reversed(chosen):
+        cur = _pencil(cur, axis)
+        cur = _apply(
+            cur, axis, lambda x, ax=axis: np.fft.fft(x, axis=ax, norm=norm), cur.global_shape[axis]
+        )
+    return _finish(cur, out_dims)
+
+
+@collective("parcomp.fft.ifftn", lambda a, *args, **kw: getattr(a, "comm", None))
+def ifftn(
+    a: DistArray,
+    axes: Sequence[int] | None = None,
+    *,
+    norm: str | None = None,
+    out_dims: Sequence[int | None] | None = None,
+) -> DistArray:
+    """Inverse of :func:`fftn`, as ``numpy.fft.ifftn`` of the whole array (collective).
+
+    Parameters and errors as :func:`fftn`.  ``ifftn(fftn(a), out_dims=a.partition.dims)``
+    is ``a`` (as complex) in ``a``'s layout.
+    """
+    chosen = _agree(a, axes, norm, None)
+    cur = a
+    for axis in reversed(chosen):
+        cur = _pencil(cur, axis)
+        cur = _apply(
+            cur, axis, lambda x, ax=axis: np.fft.ifft(x, axis=ax, norm=norm), cur.global_shape[axis]
+        )
+    return _finish(cur, out_dims)
+
+
+@collective("parcomp.fft.rfftn", lambda a, *args, **kw: getattr(a, "comm", None))
+def rfftn(
+    a: DistArray,
+    axes: Sequence[int] | None = None,
+    *,
+    norm: str | None = None,
+    out_dims: Sequence[int | None] | None = None,
+) -> DistArray:
+    """Real-input N-d transform, as ``numpy.fft.rfftn`` of the whole array (collective).
+
+    The last of ``axes`` is halved: ``n // 2 + 1`` complex values.  Parameters as
+    :func:`fftn`; a complex input raises :class:`~parcomp.errors.DTypeError` on every rank.
+    """
+    chosen = _agree(a, axes, norm, True)
+    last = chosen[-1]
+    cur = _pencil(a, last)
+    n = cur.global_shape[last]
+    cur = _apply(cur, last, lambda x: np.fft.rfft(x, axis=last, norm=norm), n // 2 + 1)
+    for axis in reversed(chosen[:-1]):
+        cur = _pencil(cur, axis)
+        cur = _apply(
+            cur, axis, lambda x, ax=axis: np.fft.fft(x, axis=ax, norm=norm), cur.global_shape[axis]
+        )
+    return _finish(cur, out_dims)
+
+
+@collective("parcomp.fft.irfftn", lambda a, *args, **kw: getattr(a, "comm", None))
+def irfftn(
+    a: DistArray,
+    s: Sequence[int] | None = None,
+    axes: Sequence[int] | None = None,
+    *,
+    norm: str | None = None,
+    out_dims: Sequence[int | None] | None = None,
+) -> DistArray:
+    """Inverse of :func:`rfftn`, as ``numpy.fft.irfftn`` of the whole array (collective).
+
+    Parameters
+    ----------
+    a : DistArray
+        Complex input, an :func:`rfftn` result.
+    s : sequence of int, optional
+        Length of each transformed axis in the output (default: the input's, with the
+        last one ``2 * (m - 1)``).  Give it for odd lengths.
+    axes, norm, out_dims
+        As :func:`fftn`.
+
+    Returns
+    -------
+    DistArray
+        float64 (float32 for complex64 input).
+    """
+    chosen = _agree(a, axes, norm, False)
+    last = chosen[-1]
+    error: BaseException | None = None
+    n_last = 2 * (a.global_shape[last] - 1)
+    try:
+        if s is not None:
+            lengths = tuple(int(v) for v in s)
+            if len(lengths) != len(chosen):
+                raise ShapeError(f"s {tuple(s)} needs one length per axis {chosen}")
+            for ax, v in zip(chosen[:-1], lengths[:-1], strict=True):
+                if v != a.global_shape[ax]:
+                    raise ShapeError(
+                        f"s[{ax}] = {v} differs from the input's length {a.global_shape[ax]} "
+                        "(padding is not supported)"
+                    )
+            n_last = lengths[-1]
+            if n_last // 2 + 1 != a.global_shape[last]:
+                raise ShapeError(
+                    f"s[-1] = {n_last} does not match the halved axis of length "
+                    f"{a.global_shape[last]} (expected {2 * (a.global_shape[last] - 1)} or "
+                    f"{2 * a.global_shape[last] - 1})"
+                )
+        if n_last < 1:
+            raise ShapeError("irfftn output would be empty")
+    except (ParcompError, TypeError, ValueError) as exc:
+        error = exc if isinstance(exc, ParcompError) else ShapeError(str(exc))
+    raise_if_any(error, a.comm)
+    cur = a
+    for axis in reversed(chosen[:-1]):
+        cur = _pencil(cur, axis)
+        cur = _apply(
+            cur, axis, lambda x, ax=axis: np.fft.ifft(x, axis=ax, norm=norm), cur.global_shape[axis]
+        )
+    cur = _pencil(cur, last)
+    cur = _apply(cur, last, lambda x: np.fft.irfft(x, n=n_last, axis=last, norm=norm), n_last)
+    return _finish(cur, out_dims)
+
+
+def frequencies(
+    a: DistArray, shape: Sequence[int] | None = None, spacing: float | Sequence[float] = 1.0
+) -> tuple[np.ndarray, ...]:
+    """Sample frequencies of this rank's block of a transform, one array per axis.
+
+    Parameters
+    ----------
+    a : DistArray
+        A result of :func:`fftn` or :func:`rfftn` (any layout).
+    shape : sequence of int, optional
+        The real-space shape (default ``a.global_shape``).  For an :func:`rfftn` result
+        give it: an axis whose length here is ``shape[i] // 2 + 1`` and not ``shape[i]``
+        gets ``numpy.fft.rfftfreq`` values.
+    spacing : float or sequence of float
+        Sample spacing per axis (as ``d`` of ``numpy.fft.fftfreq``).  For wavenumbers of
+        a box of length ``L`` with ``n`` cells, ``k = 2 * pi * f`` with ``spacing = L / n``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Arrays broadcastable against ``a.interior`` (shape 1 except along their axis).
+
+    Notes
+    -----
+    Local: no communication.
+    """
+    real = a.global_shape if shape is None else tuple(int(n) for n in shape)
+    if len(real) != a.ndim:
+        raise ShapeError(f"shape {real} has {len(real)} axes, the array has {a.ndim}")
+    d = (spacing,) * a.ndim if np.isscalar(spacing) else tuple(spacing)
+    out = []
+    for axis, ((lo, hi), n, m) in enumerate(zip(a.local_range, real, a.global_shape, strict=True)):
+        if m == n:
+            f = np.fft.fftfreq(n, d[axis])
+        elif m == n // 2 + 1:
+            f = np.fft.rfftfreq(n, d[axis])
+        else:
+            raise ShapeError(
+                f"axis {axis} has {m} values, which is neither shape[{axis}] = {n} nor {n // 2 + 1}"
+            )
+        view = [1] * a.ndim
+        view[axis] = hi - lo
+        out.append(f[lo:hi].reshape(view))
+    return tuple(out)

@@ -1,0 +1,416 @@
+"""Redistribution of a block-distributed array from one process grid to another.
+
+:func:`redistribute_plan` and :func:`pencil_dims` are PURE: from two
+:class:`~parcomp.partition.Partition` objects of the same global shape and rank count they
+say which block of whose data goes to whom, in global index ranges.  :class:`Redistribution`
+COMMUNICATES: it turns a plan into committed MPI subarray datatypes over the two local
+buffers (ghost cells skipped) and moves the data in one ``MPI_Alltoallw``: nothing is
+pickled, nothing is packed in Python.
+
+A redistribution between two *pencils* (one axis whole on every rank) is the transpose
+of a distributed FFT (:mod:`parcomp.fft`), as in mpi4py-fft and P3DFFT.  The same engine
+moves an array between any two grids, e.g. from a 2x2 block grid to 4 slabs.
+
+Transport choice, measured (``bench/redistribute.py``, BENCHMARKS.md): ``alltoallw``
+(subarray datatypes, MPI packs) and ``alltoallv`` (NumPy packs each peer's block into one
+contiguous buffer, ``MPI_Alltoallv``, unpack) are both available; the default is the one
+the benchmark found faster here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from parcomp.errors import ConfigError, RankCountError, ShapeError
+from parcomp.partition import Partition, dims_create
+
+__all__ = [
+    "Transfer",
+    "RedistPlan",
+    "redistribute_plan",
+    "pencil_dims",
+    "Redistribution",
+    "METHODS",
+    "DEFAULT_METHOD",
+]
+
+#: Transports: subarray datatypes in one ``Alltoallw``, or NumPy packing and ``Alltoallv``.
+METHODS = ("alltoallw", "alltoallv")
+#: The default transport (chosen by ``bench/redistribute.py``; see BENCHMARKS.md).
+DEFAULT_METHOD = "alltoallw"
+
+Region = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One block of a redistribution, seen from one rank.
+
+    Attributes
+    ----------
+    peer : int
+        The other rank (the receiver for a send, the sender for a receive; may be itself).
+    region : tuple of (int, int)
+        Global half-open index range per axis of the block that moves.
+    """
+
+    peer: int
+    region: Region
+
+
+@dataclass(frozen=True)
+class RedistPlan:
+    """What one rank sends and receives in a redistribution (sorted by peer; no empties)."""
+
+    sends: tuple[Transfer, ...]
+    recvs: tuple[Transfer, ...]
+
+
+def _axis_blocks(n: int, d: int, lo: int, hi: int) -> list[tuple[int, tuple[int, int]]]:
+    """Blocks of ``n`` cells over ``d`` parts that meet ``[lo, hi)``: (index, overlap)."""
+    if hi <= lo:
+        return []
+    base, extra = divmod(n, d)
+    big = extra * (base + 1)
+
+    def index_of(i: int) -> int:
+        return i // (base + 1) if i < big else extra + (i - big) // base
+
+    out = []
+    for c in range(index_of(lo), index_of(hi - 1) + 1):
+        start = c * base + min(c, extra)
+        stop = start + base + (1 if c < extra else 0)
+        out.append((c, (max(lo, start), min(hi, stop))))
+    return out
+
+
+def _check_pair(src: Partition, dst: Partition) -> None:
+    if src.global_shape != dst.global_shape:
+        raise ShapeError(
+            f"redistribution between different global shapes {src.global_shape} and "
+            f"{dst.global_shape}"
+        )
+    if src.size != dst.size:
+        raise RankCountError(
+            f"redistribution between process grids of {src.size} and {dst.size} ranks "
+            f"({src.dims} -> {dst.dims}); both must use the same communicator"
+        )
+
+
+def _transfers(mine: Region, other: Partition) -> tuple[Transfer, ...]:
+    per_axis = [
+        _axis_blocks(n, d, lo, hi)
+        for n, d, (lo, hi) in zip(other.global_shape, other.dims, mine, strict=True)
+    ]
+    out = []
+    for combo in _product(per_axis):
+        coords = tuple(c for c, _ in combo)
+        peer = other.rank_of(coords)
+        assert peer is not None  # in range by construction
+        out.append(Transfer(peer, tuple(r for _, r in combo)))
+    out.sort(key=lambda t: t.peer)
+    return tuple(out)
+
+
+def _product(lists: list[list[Any]]) -> list[tuple[Any, ...]]:
+    import itertools
+
+    return list(itertools.product(*lists))
+
+
+def redistribute_plan(src: Partition, dst: Partition, rank: int) -> RedistPlan:
+    """Which blocks ``rank`` sends and receives when data moves from ``src`` to ``dst``.
+
+    Parameters
+    ----------
+    src, dst : Partition
+        The decompositions before and after (same global shape and rank count; the
+        periodicity is irrelevant).
+    rank : int
+        The rank whose plan this is.
+
+    Returns
+    -------
+    RedistPlan
+        ``sends``: the parts of ``rank``'s ``src`` block, by the ``dst`` rank that owns
+        them; ``recvs``: the parts of ``rank``'s ``dst`` block, by the ``src`` rank that
+        owns them.  Over all ranks, the sends tile the global array exactly once, and so
+        do the receives; ``rank`` A's send to B is B's receive from A.
+
+    Raises
+    ------
+    ShapeError, RankCountError
+        If the shapes or the rank counts differ, or ``rank`` is outside the grids.
+    """
+    _check_pair(src, dst)
+    return RedistPlan(
+        _transfers(src.local_range(rank), dst), _transfers(dst.local_range(rank), src)
+    )
+
+
+def pencil_dims(partition: Partition, axis: int) -> tuple[int, ...]:
+    """A process grid like ``partition.dims`` with ``axis`` whole on every rank (PURE).
+
+    If ``axis`` is already whole, the grid is kept.  Otherwise the ranks along ``axis``
+    move to an axis that is whole now (the one that fits, preferring the last such axis,
+    so that FFT transposes only exchange within one row of the grid); if none fits, the
+    grid is chosen afresh by :func:`~parcomp.partition.dims_create` with ``axis`` fixed
+    to 1.
+
+    Raises
+    ------
+    ShapeError
+        If ``axis`` is out of range.
+    RankCountError
+        If no grid keeps ``axis`` whole without empty blocks (a 1-d array over more than
+        one rank, or too few cells on the other axes).
+    """
+    ndim = partition.ndim
+    if not isinstance(axis, int) or not -ndim <= axis < ndim:
+        raise ShapeError(f"axis {axis!r} is out of range for a {ndim}-d array")
+    axis %= ndim
+    dims = list(partition.dims)
+    if dims[axis] == 1:
+        return tuple(dims)
+    shape = partition.global_shape
+    for other in reversed(range(ndim)):
+        if other != axis and dims[other] == 1 and dims[axis] <= shape[other]:
+            dims[other], dims[axis] = dims[axis], 1
+            return tuple(dims)
+    fixed: list[int | None] = [None] * ndim
+    fixed[axis] = 1
+    try:
+        return dims_create(partition.size, shape, fixed)
+    except RankCountError:
+        raise RankCountError(
+            f"cannot keep axis {axis} of global_shape {shape} whole on each of "
+            f"{partition.size} ranks: the other axes have too few cells for that many ranks"
+        ) from None
+
+
+# ----------------------------------------------------------------------------- transport
+
+
+def _local_start(region: Region, block: Region, halo: Sequence[int]) -> list[int]:
+    return [r0 - b0 + h for (r0, _), (b0, _), h in zip(region, block, halo, strict=True)]
+
+
+class Redistribution:
+    """Committed datatypes for one (source layout, destination layout, dtype) triple.
+
+    Parameters
+    ----------
+    src, dst : Partition
+        Layouts before and after.
+    src_halo, dst_halo : sequence of int
+        Ghost-cell widths of the two local buffers (ghost cells are neither sent nor
+        written).
+    dtype : numpy dtype
+        Element type (the same on both sides).
+    rank : int
+        This rank.
+    method : str
+        One of :data:`METHODS`.
+
+    Notes
+    -----
+    Building it is local.  :meth:`run` is collective over the communicator the two
+    partitions describe.  Objects are cached (:func:`get`) and freed at exit, before
+    ``MPI_Finalize``.
+    """
+
+    def __init__(
+        self,
+        src: Partition,
+        dst: Partition,
+        src_halo: Sequence[int],
+        dst_halo: Sequence[int],
+        dtype: Any,
+        rank: int,
+        method: str = DEFAULT_METHOD,
+    ) -> None:
+        import numpy as np
+
+        if method not in METHODS:
+            raise ConfigError(
+                f"unknown redistribution method {method!r}; expected one of {METHODS}"
+            )
+        self.plan = redistribute_plan(src, dst, rank)
+        self.method = method
+        self.dtype = np.dtype(dtype)
+        self.size = src.size
+        self._src_block = src.local_range(rank)
+        self._dst_block = dst.local_range(rank)
+        self._src_shape = tuple(
+            b - a + 2 * h for (a, b), h in zip(self._src_block, src_halo, strict=True)
+        )
+        self._dst_shape = tuple(
+            b - a + 2 * h for (a, b), h in zip(self._dst_block, dst_halo, strict=True)
+        )
+        self._src_halo = tuple(src_halo)
+        self._dst_halo = tuple(dst_halo)
+        self._types: list[Any] = []
+        if method == "alltoallw":
+            self._build_w()
+        else:
+            self._build_v()
+
+    # -- alltoallw: one subarray datatype per peer and direction
+    def _build_w(self) -> None:
+        from mpi4py import MPI
+
+        from parcomp.comm import mpi_datatype
+
+        base = mpi_datatype(self.dtype)
+        p = self.size
+        self._scounts = [0] * p
+        self._rcounts = [0] * p
+        self._stypes = [base] * p
+        self._rtypes = [base] * p
+        for t in self.plan.sends:
+            self._stypes[t.peer] = self._subarray(
+                base, self._src_shape, t.region, self._src_block, self._src_halo
+            )
+            self._scounts[t.peer] = 1
+        for t in self.plan.recvs:
+            self._rtypes[t.peer] = self._subarray(
+                base, self._dst_shape, t.region, self._dst_block, self._dst_halo
+            )
+            self._rcounts[t.peer] = 1
+        self._displs = [0] * p
+        self._MPI = MPI
+
+    def _subarray(
+        self,
+        base: Any,
+        shape: tuple[int, ...],
+        region: Region,
+        block: Region,
+        halo: tuple[int, ...],
+    ) -> Any:
+        from mpi4py import MPI
+
+        t = base.Create_subarray(
+            list(shape),
+            [b - a for a, b in region],
+            _local_start(region, block, halo),
+            order=MPI.ORDER_C,
+        )
+        t.Commit()
+        self._types.append(t)
+        return t
+
+    # -- alltoallv: NumPy slices, packed in peer order
+    def _build_v(self) -> None:
+        p = self.size
+        self._scounts = [0] * p
+        self._rcounts = [0] * p
+        self._sslices = []
+        self._rslices = []
+        for t in self.plan.sends:
+            start = _local_start(t.region, self._src_block, self._src_halo)
+            self._sslices.append(
+                tuple(slice(s, s + b - a) for s, (a, b) in zip(start, t.region, strict=True))
+            )
+            self._scounts[t.peer] = math.prod(b - a for a, b in t.region)
+        for t in self.plan.recvs:
+            start = _local_start(t.region, self._dst_block, self._dst_halo)
+            self._rslices.append(
+                tuple(slice(s, s + b - a) for s, (a, b) in zip(start, t.region, strict=True))
+            )
+            self._rcounts[t.peer] = math.prod(b - a for a, b in t.region)
+        self._sdispls = _displs(self._scounts)
+        self._rdispls = _displs(self._rcounts)
+
+    def run(self, comm: Any, source: Any, dest: Any) -> None:
+        """Move ``source`` (local buffer in the source layout) into ``dest`` (collective)."""
+        if self.method == "alltoallw":
+            comm.Alltoallw(
+                [source, self._scounts, self._displs, self._stypes],
+                [dest, self._rcounts, self._displs, self._rtypes],
+            )
+            return
+        import numpy as np
+
+        from parcomp.comm import mpi_datatype
+
+        sbuf = np.empty(sum(self._scounts), self.dtype)
+        rbuf = np.empty(sum(self._rcounts), self.dtype)
+        for t, sl, off in zip(
+            self.plan.sends, self._sslices, self._sdispls_of_sends(), strict=True
+        ):
+            n = self._scounts[t.peer]
+            sbuf[off : off + n].reshape([s.stop - s.start for s in sl])[...] = source[sl]
+        base = mpi_datatype(self.dtype)
+        comm.Alltoallv(
+            [sbuf, self._scounts, self._sdispls, base], [rbuf, self._rcounts, self._rdispls, base]
+        )
+        for t, sl in zip(self.plan.recvs, self._rslices, strict=True):
+            off, n = self._rdispls[t.peer], self._rcounts[t.peer]
+            dest[sl] = rbuf[off : off + n].reshape([s.stop - s.start for s in sl])
+
+    def _sdispls_of_sends(self) -> list[int]:
+        return [self._sdispls[t.peer] for t in self.plan.sends]
+
+    def free(self) -> None:
+        """Release the datatypes (idempotent)."""
+        from mpi4py import MPI
+
+        if not MPI.Is_finalized():
+            for t in self._types:
+                t.Free()
+        self._types = []
+
+
+def _displs(counts: list[int]) -> list[int]:
+    out, total = [], 0
+    for c in counts:
+        out.append(total)
+        total += c
+    return out
+
+
+_CACHE: OrderedDict[tuple, Redistribution] = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def get(
+    src: Partition,
+    dst: Partition,
+    src_halo: Sequence[int],
+    dst_halo: Sequence[int],
+    dtype: Any,
+    rank: int,
+    method: str = DEFAULT_METHOD,
+) -> Redistribution:
+    """A cached :class:`Redistribution` (datatypes are built once per layout pair; local)."""
+    import numpy as np
+
+    key = (src, dst, tuple(src_halo), tuple(dst_halo), np.dtype(dtype).str, rank, method)
+    found = _CACHE.get(key)
+    if found is not None:
+        _CACHE.move_to_end(key)
+        return found
+    made = Redistribution(src, dst, src_halo, dst_halo, dtype, rank, method)
+    _CACHE[key] = made
+    while len(_CACHE) > _CACHE_SIZE:
+        _, old = _CACHE.popitem(last=False)
+        old.free()
+    return made
+
+
+@atexit.register
+def _free_cache() -> None:  # before MPI_Finalize (mpi4py finalizes after atexit handlers)
+    try:
+        from mpi4py import MPI
+    except ImportError:  # pragma: no cover
+        return
+    if MPI.Is_initialized() and not MPI.Is_finalized():
+        for r in _CACHE.values():
+            r.free()
+    _CACHE.clear()
