@@ -62,6 +62,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "stencil": ("parcomp.declared", "stencil"),
     "StencilKernel": ("parcomp.declared", "StencilKernel"),
     "Partition": ("parcomp.partition", "Partition"),
+    "DistParticles": ("parcomp.particles", "DistParticles"),
     "allreduce": ("parcomp.reduce", "allreduce"),
     "map": ("parcomp.mapreduce", "map"),
     "map_reduce": ("parcomp.mapreduce", "map_reduce"),

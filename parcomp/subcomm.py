@@ -27,11 +27,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["SUBSYSTEMS", "TAGS", "comm_cache", "subsystem_comm", "tag_upper_bound", "check_tags"]
 
 #: Subsystems with a private communicator.
-SUBSYSTEMS = ("halo", "array", "partner", "counter", "debug")
+SUBSYSTEMS = ("halo", "array", "partner", "counter", "debug", "particles")
 
 #: Largest tag each subsystem uses (``halo``: one per direction, 3**ndim for ndim axes; the
-#: exact need is checked by :func:`check_tags` when an array is made).
-TAGS = {"array": 2, "partner": 2, "counter": 0, "debug": 0}
+#: exact need is checked by :func:`check_tags` when an array is made; ``particles``: its
+#: collectives use none, its reverse halo exchange one per direction, checked when used).
+TAGS = {"array": 2, "partner": 2, "counter": 0, "debug": 0, "particles": 0}
 
 _keyval: int | None = None
 

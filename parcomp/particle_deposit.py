@@ -1,0 +1,194 @@
+"""Particle-to-grid deposit with a reverse halo exchange (:meth:`DistParticles.deposit`).
+
+COMMUNICATES over the particles' private communicator: the reverse halo exchange sends
+each ghost slab of a one-cell-wide layer to the neighbour owning those cells, which adds it
+in (the transpose of :func:`parcomp.halo.halo_plan`'s exchange, faces, edges and corners).
+The deterministic variant routes each (cell, key, weight) contribution to the cell's owner
+(``Alltoall`` of counts, ``Alltoallv`` of records) and sums in canonical order.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parcomp import particle_plan as plan
+from parcomp.comm import raise_if_any
+from parcomp.errors import ParcompError, ShapeError
+from parcomp.halo import halo_plan, largest_tag
+from parcomp.subcomm import check_tags
+
+if TYPE_CHECKING:  # pragma: no cover
+    from parcomp.particles import DistParticles
+
+__all__ = ["deposit", "reverse_halo_add"]
+
+SCHEMES = ("cic", "ngp")
+
+
+def _weights(p: DistParticles, weight: Any) -> np.ndarray:
+    if weight is None:
+        return np.ones(p.n_local)
+    if isinstance(weight, str):
+        w = p[weight]
+    elif np.isscalar(weight):
+        return np.full(p.n_local, float(weight))
+    else:
+        w = np.asarray(weight)
+    if w.shape != (p.n_local,) or w.dtype.kind not in "biuf":
+        raise ShapeError(
+            f"deposit weight must be one real number per particle, shape ({p.n_local},); "
+            f"got {w.dtype} of shape {w.shape}"
+        )
+    return w.astype(np.float64, copy=False)
+
+
+def reverse_halo_add(buffer: np.ndarray, partition: Any, rank: int, comm: Any) -> None:
+    """Add the one-cell ghost layer of ``buffer`` into the neighbours' interiors (collective).
+
+    ``buffer`` is this rank's block padded by one cell on each side.  Each ghost slab
+    (faces, edges, corners) goes to the neighbour owning those cells, which adds it into
+    the matching slab of its interior; slabs beyond a non-periodic wall go nowhere.
+    Messages are tagged by direction, as in :mod:`parcomp.halo`.
+    """
+    from mpi4py import MPI
+
+    halo = (1,) * partition.ndim
+    messages = halo_plan(partition, rank, halo, corners=True)
+    recvs, sends, incoming = [], [], []
+    for m in messages:
+        shape = [s.stop - s.start for s in m.send]
+        data = np.empty(shape, buffer.dtype)
+        incoming.append((m.send, data))
+        recvs.append(comm.Irecv(data, m.neighbor, m.recv_tag))
+    for m in messages:
+        sends.append(comm.Isend(np.ascontiguousarray(buffer[m.recv]), m.neighbor, m.send_tag))
+    MPI.Request.Waitall(recvs + sends)
+    for region, data in incoming:  # in plan order: the same order on every run
+        buffer[region] += data
+
+
+def _check_target(p: DistParticles, target: Any, scheme: str) -> str | None:
+    from parcomp.array import DistArray
+
+    if scheme not in SCHEMES:
+        return f"deposit scheme must be one of {SCHEMES}, got {scheme!r}"
+    if not isinstance(target, DistArray):
+        return f"deposit target must be a DistArray, got {type(target).__name__}"
+    if target.partition.global_shape != p.partition.global_shape or (
+        target.partition.dims != p.partition.dims
+    ):
+        return (
+            f"deposit target has global_shape {target.global_shape} on grid "
+            f"{target.partition.dims}; the particles' grid is {p.partition.global_shape} on "
+            f"{p.partition.dims}"
+        )
+    if target.partition.periods != p.partition.periods:
+        return (
+            f"deposit target's periodic axes {target.partition.periods} differ from the "
+            f"particles' {p.partition.periods}"
+        )
+    if target.dtype.kind != "f":
+        return f"deposit target must be a floating-point array, got {target.dtype}"
+    if target.comm.Get_size() != p.comm.Get_size():
+        return "deposit target is on another communicator"
+    return None
+
+
+def deposit(p: DistParticles, target: Any, weight: Any, scheme: str) -> None:
+    """See :meth:`parcomp.particles.DistParticles.deposit` (collective)."""
+    error: BaseException | None = None
+    w = np.zeros(0)
+    try:
+        problem = _check_target(p, target, scheme)
+        if problem is not None:
+            raise ShapeError(problem)
+        w = _weights(p, weight)
+    except ParcompError as exc:
+        error = exc
+    raise_if_any(error, p.comm)
+    p._agree_positions("deposit")
+    pos = p.fields[p.position]
+    partition = p.partition
+    owner = plan.owners(pos, p.box, partition)
+    stray = int((owner != p.rank).sum())
+    raise_if_any(
+        None
+        if not stray
+        else ShapeError(
+            f"deposit: {stray} particle(s) on rank {p.rank} are outside its block; call "
+            "migrate() after moving particles"
+        ),
+        p.comm,
+    )
+    interior = target.interior
+    start = np.asarray([a for a, _ in target.local_range], dtype=np.int64)
+    if scheme == "ngp":
+        cells = plan.cells(pos, p.box, partition.global_shape) - start
+        flat = (
+            np.ravel_multi_index(tuple(cells.T), interior.shape)
+            if cells.size
+            else np.zeros(0, np.int64)
+        )
+        add = np.bincount(flat, weights=w, minlength=interior.size)
+        interior += add.reshape(interior.shape)
+        return
+    local, glob, frac = plan.cic_stencil(pos, p.box, partition, p.rank)
+    values = frac * w[:, None]
+    if p.order_by is None:
+        padded_shape = tuple(n + 2 for n in interior.shape)
+        idx = local.reshape(-1, partition.ndim)
+        flat = (
+            np.ravel_multi_index(tuple(idx.T), padded_shape) if idx.size else np.zeros(0, np.int64)
+        )
+        padded = np.bincount(flat, weights=values.ravel(), minlength=int(np.prod(padded_shape)))
+        padded = padded.reshape(padded_shape)
+        check_tags(largest_tag(partition.ndim), "a reverse halo exchange")
+        reverse_halo_add(padded, partition, p.rank, p._comm)
+        interior += padded[tuple(slice(1, n + 1) for n in interior.shape)]
+        return
+    _deterministic(p, target, glob, values, start)
+
+
+def _deterministic(
+    p: DistParticles, target: Any, glob: np.ndarray, values: np.ndarray, start: np.ndarray
+) -> None:
+    """Route every contribution to its cell's owner; sum each cell's in (key, corner) order."""
+    from mpi4py import MPI
+
+    partition = p.partition
+    ndim = partition.ndim
+    m, corners = values.shape
+    key = np.repeat(p.fields[p.order_by].astype(np.int64), corners)
+    corner = np.tile(np.arange(corners, dtype=np.int64), m)
+    cells = glob.reshape(-1, ndim)
+    dest = partition.owner_of(cells) if cells.size else np.zeros(0, np.int64)
+    order = np.argsort(dest, kind="stable")
+    record = np.dtype(
+        [("cell", np.int64, (ndim,)), ("key", np.int64), ("corner", np.int64), ("w", np.float64)]
+    )
+    send = np.empty(order.size, record)
+    send["cell"] = cells[order]
+    send["key"] = key[order]
+    send["corner"] = corner[order]
+    send["w"] = values.ravel()[order]
+    size = partition.size
+    counts = np.bincount(dest, minlength=size).astype(np.int64)
+    rcounts = np.empty(size, np.int64)
+    p._comm.Alltoall(counts, rcounts)
+    recv = np.empty(int(rcounts.sum()), record)
+    item = record.itemsize
+    sd = np.concatenate(([0], np.cumsum(counts)[:-1])) * item
+    rd = np.concatenate(([0], np.cumsum(rcounts)[:-1])) * item
+    p._comm.Alltoallv(
+        [send.view(np.uint8), counts * item, sd, MPI.BYTE],
+        [recv.view(np.uint8), rcounts * item, rd, MPI.BYTE],
+    )
+    interior = target.interior
+    loc = recv["cell"] - start
+    flat = np.ravel_multi_index(tuple(loc.T), interior.shape) if loc.size else np.zeros(0, np.int64)
+    # sequential sums in (cell, key, corner) order: the same sequence on any rank count
+    seq = np.lexsort((recv["corner"], recv["key"], flat))
+    add = np.bincount(flat[seq], weights=recv["w"][seq], minlength=interior.size)
+    interior += add.reshape(interior.shape)
