@@ -379,9 +379,8 @@ class Manifest(Mapping[str, Any]):
         if single not in ("shards", "single-file"):
             raise _bad(where, f"layout {single!r:.40} is neither 'shards' nor 'single-file'")
         files = cls._files(data["files"], where, nprocs)
+        # No arrays is valid: a checkpoint of particles (per-rank data) or scalars only.
         arrays_raw = _dict(data["arrays"], f"{where}: arrays")
-        if not arrays_raw:
-            raise _bad(where, "no arrays")
         arrays = {
             _plain(name, f"{where}: array name"): _array(
                 name, spec, f"{where}: array {name!r}", nprocs, set(files), single == "single-file"
