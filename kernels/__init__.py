@@ -6,6 +6,7 @@ PURE: kernels compute on local blocks (interior plus ghost cells) and never comm
 
 from parcomp.kernels.kmeans import kmeans_stats, kmeans_stats_numpy
 from parcomp.kernels.mandelbrot import mandelbrot_numpy, mandelbrot_row
+from parcomp.kernels.particles import lj_forces, lj_forces_numpy
 from parcomp.kernels.pde import gray_scott_numpy, gray_scott_step, wave_step, wave_step_numpy
 from parcomp.kernels.prk import PRK_RADIUS, prk_star2, prk_star2_numpy
 from parcomp.kernels.stencils import (
@@ -35,4 +36,6 @@ __all__ = [
     "prk_star2",
     "prk_star2_numpy",
     "PRK_RADIUS",
+    "lj_forces",
+    "lj_forces_numpy",
 ]

@@ -1,7 +1,7 @@
 """``DistParticles``: particles owned by the rank whose block of a grid holds their position.
 
 COMMUNICATES: construction, :meth:`DistParticles.migrate`, :meth:`~DistParticles.ghosts`,
-:meth:`~DistParticles.deposit`, :meth:`~DistParticles.count` and
+:meth:`~DistParticles.deposit`, :meth:`~DistParticles.count`, :meth:`~DistParticles.gather` and
 :meth:`~DistParticles.restore` are collective over the communicator; field access,
 :meth:`~DistParticles.keep` and :meth:`~DistParticles.checkpoint_state` are local.  The
 plans (owners, wrap, ghost copies, deposit stencils) are the PURE functions of
@@ -235,6 +235,39 @@ class DistParticles:
         from mpi4py import MPI
 
         return int(self.comm.allreduce(self.n_local, op=MPI.SUM))
+
+    @collective("DistParticles.gather")
+    def gather(self, root: int = 0) -> dict[str, np.ndarray] | None:
+        """Every rank's owned particles on ``root`` (None elsewhere), sorted by ``order_by``.
+
+        Without ``order_by`` they come in rank order.  Collective: one ``Gather`` of
+        counts and one ``Gatherv`` of packed records (nothing pickled).  For output and
+        checks of modest populations: ``root`` holds them all.
+        """
+        from mpi4py import MPI
+
+        size = self.partition.size
+        mine = np.empty(self.n_local, self._record)
+        for name, values in self.fields.items():
+            mine[name] = values
+        counts = np.empty(size, np.int64) if self.rank == root else None
+        self._comm.Gather(np.array([self.n_local], np.int64), counts, root=root)
+        if self.rank != root:
+            self._comm.Gatherv(mine.view(np.uint8), None, root=root)
+            return None
+        assert counts is not None
+        whole = np.empty(int(counts.sum()), self._record)
+        item = self._record.itemsize
+        self._comm.Gatherv(
+            mine.view(np.uint8),
+            [whole.view(np.uint8), counts * item, _displs(counts) * item, MPI.BYTE],
+            root=root,
+        )
+        out = {name: np.ascontiguousarray(whole[name]) for name in self._record.names}
+        if self.order_by is not None:
+            order = np.argsort(out[self.order_by], kind="stable")
+            out = {n: a[order] for n, a in out.items()}
+        return out
 
     def keep(self, mask: Any) -> None:
         """Keep only this rank's particles where ``mask`` is true (local; e.g. absorbed ones go)."""

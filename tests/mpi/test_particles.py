@@ -78,6 +78,12 @@ def test_migrate_puts_every_particle_on_its_owner(periodic, ndim):
     for k in G:
         parallel_assert(np.array_equal(got[k], want[k]), f"field {k}")
     parallel_assert(bool((plan.owners(p["x"], box, grid.partition) == RANK).all()))
+    root = SIZE - 1
+    whole = p.gather(root=root)
+    if RANK == root:
+        parallel_assert(all(np.array_equal(whole[k], got[k]) for k in G), "gather")
+    else:
+        parallel_assert(whole is None)
 
 
 def test_drop_counts_particles_leaving_a_wall():
