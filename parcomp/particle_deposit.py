@@ -108,20 +108,9 @@ def deposit(p: DistParticles, target: Any, weight: Any, scheme: str) -> None:
     except ParcompError as exc:
         error = exc
     raise_if_any(error, p.comm)
-    p._agree_positions("deposit")
+    p._agree_inside("deposit")
     pos = p.fields[p.position]
     partition = p.partition
-    owner = plan.owners(pos, p.box, partition)
-    stray = int((owner != p.rank).sum())
-    raise_if_any(
-        None
-        if not stray
-        else ShapeError(
-            f"deposit: {stray} particle(s) on rank {p.rank} are outside its block; call "
-            "migrate() after moving particles"
-        ),
-        p.comm,
-    )
     interior = target.interior
     start = np.asarray([a for a, _ in target.local_range], dtype=np.int64)
     if scheme == "ngp":

@@ -25,6 +25,7 @@ from parcomp.partition import Partition
 
 __all__ = [
     "Box",
+    "check_position_array",
     "check_positions",
     "wrap",
     "cells",
@@ -76,8 +77,8 @@ class Box:
         return lo + rng[:, 0] * h, lo + rng[:, 1] * h
 
 
-def check_positions(positions: Any, ndim: int) -> str | None:
-    """The problem with ``positions`` (shape, dtype, non-finite values), or None."""
+def check_position_array(positions: Any, ndim: int) -> str | None:
+    """The problem with the type or shape of ``positions`` (not its values), or None."""
     if not isinstance(positions, np.ndarray) or positions.dtype.kind != "f":
         return (
             f"positions must be a floating-point numpy array, got {type(positions).__name__} "
@@ -85,6 +86,14 @@ def check_positions(positions: Any, ndim: int) -> str | None:
         )
     if positions.ndim != 2 or positions.shape[1] != ndim:
         return f"positions must have shape (m, {ndim}), got {positions.shape}"
+    return None
+
+
+def check_positions(positions: Any, ndim: int) -> str | None:
+    """The problem with ``positions`` (type, shape, non-finite values), or None."""
+    problem = check_position_array(positions, ndim)
+    if problem is not None:
+        return problem
     finite = np.isfinite(positions)
     if not finite.all():
         bad = np.flatnonzero(~finite.all(axis=1))

@@ -185,8 +185,8 @@ class DistParticles:
             out[name] = np.ascontiguousarray(value)
         if position not in out:
             raise ShapeError(f"fields have no position field {position!r}; they have {sorted(out)}")
-        problem = plan.check_positions(out[position], ndim)
-        if problem is not None and "NaN" not in problem:
+        problem = plan.check_position_array(out[position], ndim)
+        if problem is not None:
             raise ShapeError(f"field {position!r}: {problem}")
         lengths = {n: a.shape[0] for n, a in out.items()}
         if len(set(lengths.values())) > 1:
@@ -306,13 +306,6 @@ class DistParticles:
         )
         return {name: np.ascontiguousarray(recv[name]) for name in self._record.names}
 
-    def _agree_positions(self, where: str) -> None:
-        problem = plan.check_positions(self.fields[self.position], self.partition.ndim)
-        raise_if_any(
-            None if problem is None else ShapeError(f"{where}: field {self.position!r}: {problem}"),
-            self.comm,
-        )
-
     @collective("DistParticles.migrate")
     def migrate(self) -> int:
         """Move every particle to the rank that owns its position now.
@@ -342,53 +335,102 @@ class DistParticles:
         self.clear_ghosts()
         error: BaseException | None = None
         lengths = {n: a.shape[0] for n, a in self.fields.items()}
-        if len(set(lengths.values())) > 1:
-            error = ShapeError(
-                f"migrate: fields have different lengths on rank {self.rank}: {lengths}"
-            )
-        raise_if_any(error, self.comm)
-        self._agree_positions("migrate")
-        pos = self.fields[self.position]
-        outside = plan.wrap(pos, self.box, self.partition.periods)
-        n_out = int(outside.sum())
-        dropped = 0
-        if self.out_of_domain == "raise":
-            if n_out:
-                first = int(np.flatnonzero(outside)[0])
-                error = ShapeError(
+        owner = np.zeros(0, np.int64)
+        n_out = 0
+        try:
+            if len(set(lengths.values())) > 1:
+                raise ShapeError(
+                    f"migrate: fields have different lengths on rank {self.rank}: {lengths}"
+                )
+            pos = self.fields[self.position]
+            owner, bad, n_out = self._locate(pos, "migrate")
+            if bad:
+                rows = np.flatnonzero(owner == -2)
+                raise ShapeError(
+                    f"migrate: field {self.position!r}: {bad} particle(s) have NaN or infinite "
+                    f"positions (first: local row {int(rows[0])}, {pos[rows[0]].tolist()})"
+                )
+            if n_out and self.out_of_domain == "raise":
+                first = int(np.flatnonzero(owner == -1)[0])
+                raise ShapeError(
                     f"migrate: {n_out} particle(s) on rank {self.rank} left the domain "
                     f"{list(zip(self.box.lo, self.box.hi, strict=True))} across a non-periodic wall "
                     f"(first: {pos[first].tolist()}); pass out_of_domain='drop' to drop them"
                 )
-            raise_if_any(error, self.comm)
-        else:
-            if n_out:
-                self.fields = {n: a[~outside] for n, a in self.fields.items()}
+        except ParcompError as exc:
+            error = exc
+        raise_if_any(error, self.comm)  # one agreement for every check
+        dropped = 0
+        if self.out_of_domain == "drop":
             dropped = int(self.comm.allreduce(n_out, op=MPI.SUM))
             self.dropped += dropped
-        pos = self.fields[self.position]
-        owner = plan.owners(pos, self.box, self.partition)
-        moving = owner != self.rank
+        moving = owner != self.rank  # the dropped ones (-1) too: they go nowhere
         if moving.any():
             rows = np.flatnonzero(moving)
             order = rows[np.argsort(owner[rows], kind="stable")]
-            out = {n: a[order] for n, a in self.fields.items()}
+            if n_out:
+                order = order[owner[order] >= 0]
             dest = owner[order]
+            out = {n: a[order] for n, a in self.fields.items()}
+            arrived = self._exchange(out, dest)
             staying = ~moving
-            kept = {n: a[staying] for n, a in self.fields.items()}
+            n_keep = int(staying.sum())
+            n_new = arrived[self.position].shape[0]
+            fields = {}
+            for n, a in self.fields.items():
+                new = np.empty((n_keep + n_new, *a.shape[1:]), a.dtype)
+                np.compress(staying, a, axis=0, out=new[:n_keep])
+                new[n_keep:] = arrived[n]
+                fields[n] = new
+            self.fields = fields
         else:
-            out = {n: a[:0] for n, a in self.fields.items()}
-            dest = np.zeros(0, np.int64)
-            kept = self.fields
-        arrived = self._exchange(out, dest)
-        if arrived[self.position].shape[0]:
-            self.fields = {n: np.concatenate((kept[n], arrived[n])) for n in self.fields}
-        else:
-            self.fields = dict(kept)
+            arrived = self._exchange(
+                {n: a[:0] for n, a in self.fields.items()}, np.zeros(0, np.int64)
+            )
+            if arrived[self.position].shape[0]:
+                self.fields = {n: np.concatenate((a, arrived[n])) for n, a in self.fields.items()}
         if self.order_by is not None:
             order = np.argsort(self.fields[self.order_by], kind="stable")
             self.fields = {n: a[order] for n, a in self.fields.items()}
         return dropped
+
+    def _locate(
+        self, pos: np.ndarray, where: str, wrap: bool = True
+    ) -> tuple[np.ndarray, int, int]:
+        """(owner per row, non-finite rows, rows beyond a wall); wraps periodic axes of
+        ``pos`` in place if ``wrap``.  Raises ShapeError (local) for a malformed array."""
+        problem = plan.check_position_array(pos, self.partition.ndim)
+        if problem is not None:
+            raise ShapeError(f"{where}: field {self.position!r}: {problem}")
+        if pos.dtype == np.float64 and pos.flags.c_contiguous:
+            from parcomp._particle_kernels import locate
+
+            return locate(pos if wrap else pos.copy(), self.box, self.partition)
+        x = pos if wrap else pos.copy()  # other float dtypes: the NumPy plan, several passes
+        finite = np.isfinite(x).all(axis=1)
+        owner = np.full(x.shape[0], -2, np.int64)
+        outside = plan.wrap(x, self.box, self.partition.periods) & finite
+        inside = finite & ~outside
+        owner[inside] = plan.owners(x[inside], self.box, self.partition)
+        owner[outside] = -1
+        return owner, int((~finite).sum()), int(outside.sum())
+
+    def _agree_inside(self, where: str) -> None:
+        """Raise on every rank unless every particle is finite and inside this rank's block."""
+        error: BaseException | None = None
+        try:
+            owner, bad, _ = self._locate(self.fields[self.position], where, wrap=False)
+            if bad:
+                raise ShapeError(f"{where}: {bad} particle(s) have NaN or infinite positions")
+            stray = int((owner != self.rank).sum())
+            if stray:
+                raise ShapeError(
+                    f"{where}: {stray} particle(s) on rank {self.rank} are outside its block; "
+                    "call migrate() after moving particles"
+                )
+        except ParcompError as exc:
+            error = exc
+        raise_if_any(error, self.comm)
 
     @collective("DistParticles.ghosts")
     def ghosts(self, cutoff: float) -> int:
@@ -419,19 +461,8 @@ class DistParticles:
         """
         problem = plan.check_cutoff(cutoff, self.box, self.partition)
         raise_if_any(None if problem is None else ShapeError(f"ghosts: {problem}"), self.comm)
-        self._agree_positions("ghosts")
+        self._agree_inside("ghosts")
         pos = self.fields[self.position]
-        owner = plan.owners(pos, self.box, self.partition)
-        stray = int((owner != self.rank).sum())
-        raise_if_any(
-            None
-            if not stray
-            else ShapeError(
-                f"ghosts: {stray} particle(s) on rank {self.rank} are outside its block; "
-                "call migrate() after moving particles"
-            ),
-            self.comm,
-        )
         gp = plan.ghost_plan(pos, self.box, self.partition, self.rank, float(cutoff))
         rows = {n: a[gp.index] for n, a in self.fields.items()}
         rows[self.position] = rows[self.position] + gp.shift
