@@ -44,3 +44,16 @@ def test_readme_mapreduce_example_runs_on_3_ranks(tmp_path):
     assert abs(value - harmonic) < 1e-9
     words = ast.literal_eval(out.stdout[out.stdout.index("{") :].strip())
     assert words == {"a": 1, "b": 3, "c": 1}
+
+
+def test_readme_particles_example_runs_on_3_ranks(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(# particles_demo\.py.*?)```", text, re.S).group(1)
+    script = tmp_path / "particles_demo.py"
+    script.write_text(block)
+    out = run([BIN / "parcomp", "run", "-n", "3", "--timeout", "90", script], timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("(3, 1) -> (1, 3)") == 3
+    errors = [float(e) for e in re.findall(r"round trip error (\S+)", out.stdout)]
+    assert len(errors) == 3 and max(errors) < 1e-12
+    assert out.stdout.count("particles 3000 mass 3000.0") == 3
