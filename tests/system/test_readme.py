@@ -53,7 +53,7 @@ def test_readme_particles_example_runs_on_3_ranks(tmp_path):
     script.write_text(block)
     out = run([BIN / "parcomp", "run", "-n", "3", "--timeout", "90", script], timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("(3, 1) -> (1, 3)") == 3
+    assert "grid (3, 1) -> (1, 3)" in out.stdout
     errors = [float(e) for e in re.findall(r"round trip error (\S+)", out.stdout)]
-    assert len(errors) == 3 and max(errors) < 1e-12
-    assert out.stdout.count("particles 3000 mass 3000.0") == 3
+    assert len(errors) == 1 and errors[0] < 1e-12
+    assert "particles 3000 mass 3000.0" in out.stdout
