@@ -244,6 +244,7 @@ class Redistribution:
         self.method = method
         self.dtype = np.dtype(dtype)
         self.size = src.size
+        self.rank = rank
         self._src_block = src.local_range(rank)
         self._dst_block = dst.local_range(rank)
         self._src_shape = tuple(
@@ -272,18 +273,34 @@ class Redistribution:
         self._rcounts = [0] * p
         self._stypes = [base] * p
         self._rtypes = [base] * p
+        # This rank's own part is copied by NumPy, not by MPI's datatype engine: measured
+        # faster (bench/redistribute.py), and it is half the data on 2 ranks.
+        self._self_copy: tuple[tuple[slice, ...], tuple[slice, ...]] | None = None
         for t in self.plan.sends:
+            if t.peer == self.rank:
+                self._self_copy = (
+                    self._slices(t.region, self._src_block, self._src_halo),
+                    self._slices(t.region, self._dst_block, self._dst_halo),
+                )
+                continue
             self._stypes[t.peer] = self._subarray(
                 base, self._src_shape, t.region, self._src_block, self._src_halo
             )
             self._scounts[t.peer] = 1
         for t in self.plan.recvs:
+            if t.peer == self.rank:
+                continue
             self._rtypes[t.peer] = self._subarray(
                 base, self._dst_shape, t.region, self._dst_block, self._dst_halo
             )
             self._rcounts[t.peer] = 1
         self._displs = [0] * p
         self._MPI = MPI
+
+    @staticmethod
+    def _slices(region: Region, block: Region, halo: tuple[int, ...]) -> tuple[slice, ...]:
+        start = _local_start(region, block, halo)
+        return tuple(slice(s, s + b - a) for s, (a, b) in zip(start, region, strict=True))
 
     def _subarray(
         self,
@@ -330,10 +347,13 @@ class Redistribution:
     def run(self, comm: Any, source: Any, dest: Any) -> None:
         """Move ``source`` (local buffer in the source layout) into ``dest`` (collective)."""
         if self.method == "alltoallw":
-            comm.Alltoallw(
-                [source, self._scounts, self._displs, self._stypes],
-                [dest, self._rcounts, self._displs, self._rtypes],
-            )
+            if self._self_copy is not None:
+                dest[self._self_copy[1]] = source[self._self_copy[0]]
+            if self.size > 1:
+                comm.Alltoallw(
+                    [source, self._scounts, self._displs, self._stypes],
+                    [dest, self._rcounts, self._displs, self._rtypes],
+                )
             return
         import numpy as np
 
