@@ -430,8 +430,9 @@ class DistArray(VectorAlgebra):
         *,
         halo: int | Sequence[int] | None = None,
         method: str | None = None,
+        out: DistArray | None = None,
     ) -> DistArray:
-        """The same global array on another process grid (a new DistArray).
+        """The same global array on another process grid (a new DistArray, or ``out``).
 
         Parameters
         ----------
@@ -444,11 +445,16 @@ class DistArray(VectorAlgebra):
         method : {"alltoallw", "alltoallv"}, optional
             Transport (default :data:`parcomp.redistribute.DEFAULT_METHOD`, chosen by
             measurement).
+        out : DistArray, optional
+            Write into this array (same global shape, dtype and communicator; its grid
+            and halo are the target's; ``dims`` may be omitted).  Reusing one saves the
+            allocation of a new buffer, whose first touch costs as much as the copy
+            (``bench/redistribute.py``).  Its ghost cells are left as they are.
 
         Returns
         -------
         DistArray
-            Same global shape, dtype, periodicity and communicator.
+            Same global shape, dtype, periodicity and communicator (``out`` if given).
 
         Raises
         ------
@@ -474,13 +480,34 @@ class DistArray(VectorAlgebra):
                 raise ConfigError(
                     f"unknown redistribution method {method!r}; expected one of {rd.METHODS}"
                 )
+            if out is not None:
+                if not isinstance(out, DistArray):
+                    raise ShapeError(f"out= must be a DistArray, got {type(out).__name__}")
+                if out.global_shape != self.global_shape or out.dtype != self.dtype:
+                    raise ShapeError(
+                        f"out= has shape {out.global_shape} and dtype {out.dtype}; the array "
+                        f"has {self.global_shape} and {self.dtype}"
+                    )
+                from mpi4py import MPI
+
+                if MPI.Comm.Compare(out.comm, self.comm) not in (MPI.IDENT, MPI.CONGRUENT):
+                    raise ShapeError("out= lives on another communicator")
+                if dims is None:
+                    dims = out.partition.dims
             target = Partition.create(
                 self.global_shape,
                 self.partition.size,
                 periods=self.partition.periods,
                 dims=None if dims is None else tuple(dims),
             )
-            if halo is None:
+            if out is not None:
+                if out.partition.dims != target.dims or halo is not None:
+                    raise ShapeError(
+                        f"out= has process grid {out.partition.dims}, the target is "
+                        f"{target.dims}; with out=, give no halo (out's is used)"
+                    )
+                widths = out.halo
+            elif halo is None:
                 try:
                     widths = check_halo(target, self.halo)
                 except ShapeError:
@@ -500,7 +527,8 @@ class DistArray(VectorAlgebra):
             ),
         )
         assert target is not None
-        out = DistArray._make(target, self.dtype, widths, self.comm)
+        if out is None:
+            out = DistArray._make(target, self.dtype, widths, self.comm)
         engine = rd.get(self.partition, target, self.halo, widths, self.dtype, self.rank, key[2])
         engine.run(self._array_comm, self.local, out.local)
         return out

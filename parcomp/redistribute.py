@@ -322,27 +322,33 @@ class Redistribution:
         self._types.append(t)
         return t
 
-    # -- alltoallv: NumPy slices, packed in peer order
+    # -- alltoallv: NumPy slices, packed in peer order; this rank's part copied directly
     def _build_v(self) -> None:
+        import numpy as np
+
         p = self.size
         self._scounts = [0] * p
         self._rcounts = [0] * p
         self._sslices = []
         self._rslices = []
+        self._self_copy = None
         for t in self.plan.sends:
-            start = _local_start(t.region, self._src_block, self._src_halo)
-            self._sslices.append(
-                tuple(slice(s, s + b - a) for s, (a, b) in zip(start, t.region, strict=True))
-            )
+            sl = self._slices(t.region, self._src_block, self._src_halo)
+            if t.peer == self.rank:
+                self._self_copy = (sl, self._slices(t.region, self._dst_block, self._dst_halo))
+                continue
+            self._sslices.append((t.peer, sl))
             self._scounts[t.peer] = math.prod(b - a for a, b in t.region)
         for t in self.plan.recvs:
-            start = _local_start(t.region, self._dst_block, self._dst_halo)
-            self._rslices.append(
-                tuple(slice(s, s + b - a) for s, (a, b) in zip(start, t.region, strict=True))
-            )
+            if t.peer == self.rank:
+                continue
+            self._rslices.append((t.peer, self._slices(t.region, self._dst_block, self._dst_halo)))
             self._rcounts[t.peer] = math.prod(b - a for a, b in t.region)
         self._sdispls = _displs(self._scounts)
         self._rdispls = _displs(self._rcounts)
+        # packing buffers, kept for the next call (a fresh one costs its first touch)
+        self._sbuf = np.empty(sum(self._scounts), self.dtype)
+        self._rbuf = np.empty(sum(self._rcounts), self.dtype)
 
     def run(self, comm: Any, source: Any, dest: Any) -> None:
         """Move ``source`` (local buffer in the source layout) into ``dest`` (collective)."""
@@ -355,27 +361,23 @@ class Redistribution:
                     [dest, self._rcounts, self._displs, self._rtypes],
                 )
             return
-        import numpy as np
-
         from parcomp.comm import mpi_datatype
 
-        sbuf = np.empty(sum(self._scounts), self.dtype)
-        rbuf = np.empty(sum(self._rcounts), self.dtype)
-        for t, sl, off in zip(
-            self.plan.sends, self._sslices, self._sdispls_of_sends(), strict=True
-        ):
-            n = self._scounts[t.peer]
+        if self._self_copy is not None:
+            dest[self._self_copy[1]] = source[self._self_copy[0]]
+        if self.size == 1:
+            return
+        sbuf, rbuf = self._sbuf, self._rbuf
+        for peer, sl in self._sslices:
+            off, n = self._sdispls[peer], self._scounts[peer]
             sbuf[off : off + n].reshape([s.stop - s.start for s in sl])[...] = source[sl]
         base = mpi_datatype(self.dtype)
         comm.Alltoallv(
             [sbuf, self._scounts, self._sdispls, base], [rbuf, self._rcounts, self._rdispls, base]
         )
-        for t, sl in zip(self.plan.recvs, self._rslices, strict=True):
-            off, n = self._rdispls[t.peer], self._rcounts[t.peer]
+        for peer, sl in self._rslices:
+            off, n = self._rdispls[peer], self._rcounts[peer]
             dest[sl] = rbuf[off : off + n].reshape([s.stop - s.start for s in sl])
-
-    def _sdispls_of_sends(self) -> list[int]:
-        return [self._sdispls[t.peer] for t in self.plan.sends]
 
     def free(self) -> None:
         """Release the datatypes (idempotent)."""
