@@ -39,6 +39,7 @@ from parcomp.particles import DistParticles
 from parcomp.testing import inject_failure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other jobs' helpers
+from jobtools import add_restart_options, checkpointer
 from walkers import splitmix64
 
 BASIS = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5]])
@@ -196,28 +197,13 @@ def main(argv: list[str] | None = None) -> None:
         "--verify", action="store_true", help="check the final forces against serial NumPy"
     )
     parser.add_argument("--out", type=Path, default=Path("out/md"), help="output folder")
-    parser.add_argument("--checkpoint-dir", default=None, help="checkpoint/resume here")
-    parser.add_argument("--checkpoint-every", type=int, default=None, help="every N steps")
-    parser.add_argument(
-        "--die-at-step",
-        type=int,
-        default=None,
-        help="fault injection: SIGKILL a rank at this step (first attempt only)",
-    )
-    parser.add_argument("--die-rank", type=int, default=0, help="fault injection: which rank dies")
-    parser.add_argument(
-        "--step-delay", type=float, default=0.0, help="sleep per step (tests: a longer run)"
-    )
+    add_restart_options(parser)
     args = parser.parse_args(argv)
     if args.cells < 1 or args.steps < 0 or not args.density > 0 or not args.dt > 0 or args.grid < 1:
         raise parcomp.ConfigError(
             "need --cells >= 1, --steps >= 0, --density > 0, --dt > 0, --grid >= 1"
         )
-    ckpt = None
-    if args.checkpoint_dir is not None:
-        from parcomp.checkpoint import Checkpointer
-
-        ckpt = Checkpointer(args.checkpoint_dir, every_steps=args.checkpoint_every)
+    ckpt = checkpointer(args)
     p, e0, drift, side, seconds = simulate(args, checkpointer=ckpt)
     kinetic, potential = energies(p)
     whole = p.gather()

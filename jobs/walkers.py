@@ -38,6 +38,7 @@ from parcomp.particles import DistParticles
 from parcomp.testing import inject_failure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other jobs' helpers
+from jobtools import add_restart_options, checkpointer
 
 NDIM = 2
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -148,29 +149,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=2026, help="hash seed")
     parser.add_argument("--verify", action="store_true", help="compare with a serial NumPy run")
     parser.add_argument("--out", type=Path, default=Path("out/walkers"), help="output folder")
-    parser.add_argument("--checkpoint-dir", default=None, help="checkpoint/resume here")
-    parser.add_argument("--checkpoint-every", type=int, default=None, help="every N steps")
-    parser.add_argument(
-        "--die-at-step",
-        type=int,
-        default=None,
-        help="fault injection: SIGKILL a rank at this step (first attempt only)",
-    )
-    parser.add_argument("--die-rank", type=int, default=0, help="fault injection: which rank dies")
-    parser.add_argument(
-        "--step-delay", type=float, default=0.0, help="sleep per step (tests: a longer run)"
-    )
+    add_restart_options(parser)
     args = parser.parse_args(argv)
     if args.walkers < 1 or args.steps < 0 or args.n < 4 or not 0 < args.a <= 1:
         raise parcomp.ConfigError(
             "need --walkers >= 1, --steps >= 0, --n >= 4 and 0 < --a <= 1 (a step never "
             f"crosses more than one cell); got {args.walkers}, {args.steps}, {args.n}, {args.a}"
         )
-    ckpt = None
-    if args.checkpoint_dir is not None:
-        from parcomp.checkpoint import Checkpointer
-
-        ckpt = Checkpointer(args.checkpoint_dir, every_steps=args.checkpoint_every)
+    ckpt = checkpointer(args)
     p, density, seconds = simulate(args, checkpointer=ckpt)
     disp = p["disp"]
     msd = exact_allsum((disp * disp).sum(axis=1), p.comm) / args.walkers

@@ -492,6 +492,11 @@ class DistArray(VectorAlgebra):
 
                 if MPI.Comm.Compare(out.comm, self.comm) not in (MPI.IDENT, MPI.CONGRUENT):
                     raise ShapeError("out= lives on another communicator")
+                if out.partition.periods != self.partition.periods:
+                    raise ShapeError(
+                        f"out= has periodic axes {out.partition.periods}, the array "
+                        f"{self.partition.periods}"
+                    )
                 if dims is None:
                     dims = out.partition.dims
             target = Partition.create(

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from parcomp.array import DistArray
-from parcomp.comm import raise_if_any
-from parcomp.errors import DTypeError, ParcompError, ShapeError
+from parcomp.comm import raise_if_any, raise_if_differ
+from parcomp.errors import DTypeError, ParcompError, RankCountError, ShapeError
 from parcomp.partition import Partition
 from parcomp.watchdog import collective
 
@@ -85,22 +85,127 @@ def _apply(
     return out
 
 
+def _irfft_length(a: DistArray, chosen: tuple[int, ...], s: Sequence[int] | None) -> int:
+    """The output length of the halved axis of an irfftn (local check)."""
+    last = chosen[-1]
+    n_last = 2 * (a.global_shape[last] - 1)
+    if s is not None:
+        try:
+            lengths = tuple(int(v) for v in s)
+        except (TypeError, ValueError):
+            raise ShapeError(f"s must be a sequence of lengths, got {s!r}") from None
+        if len(lengths) != len(chosen):
+            raise ShapeError(f"s {tuple(s)} needs one length per axis {chosen}")
+        for ax, v in zip(chosen[:-1], lengths[:-1], strict=True):
+            if v != a.global_shape[ax]:
+                raise ShapeError(
+                    f"s[{ax}] = {v} differs from the input's length {a.global_shape[ax]} "
+                    "(padding is not supported)"
+                )
+        n_last = lengths[-1]
+        if n_last // 2 + 1 != a.global_shape[last]:
+            raise ShapeError(
+                f"s[-1] = {n_last} does not match the halved axis of length "
+                f"{a.global_shape[last]} (expected {2 * (a.global_shape[last] - 1)} or "
+                f"{2 * a.global_shape[last] - 1})"
+            )
+    if n_last < 1:
+        raise ShapeError("irfftn output would be empty")
+    return n_last
+
+
+def _steps(
+    a: DistArray, chosen: tuple[int, ...], real: bool | None, n_last: int
+) -> list[tuple[int, int]]:
+    """The transforms in order: (axis, its length afterwards)."""
+    shape = a.global_shape
+    last = chosen[-1]
+    if real is None:
+        return [(ax, shape[ax]) for ax in reversed(chosen)]
+    if real:
+        return [(last, shape[last] // 2 + 1)] + [(ax, shape[ax]) for ax in reversed(chosen[:-1])]
+    return [(ax, shape[ax]) for ax in reversed(chosen[:-1])] + [(last, n_last)]
+
+
+def _check_pencils(a: DistArray, steps: list[tuple[int, int]], name: str) -> None:
+    """Raise a clear RankCountError now if some axis cannot be made whole in turn (PURE)."""
+    from parcomp.redistribute import pencil_dims
+
+    part = a.partition
+    for axis, n_after in steps:
+        if part.dims[axis] != 1:
+            try:
+                part = Partition(part.global_shape, pencil_dims(part, axis), part.periods)
+            except RankCountError:
+                halved = (
+                    f" (after the transforms before it, the array is {part.global_shape})"
+                    if part.global_shape != a.global_shape
+                    else ""
+                )
+                raise RankCountError(
+                    f"{name} of a {a.global_shape} array over {part.size} ranks: axis {axis} "
+                    f"cannot be made whole on every rank{halved}, because the other axes have "
+                    f"too few cells for {part.size} ranks; use fewer ranks"
+                ) from None
+        if n_after != part.global_shape[axis]:
+            shape = list(part.global_shape)
+            shape[axis] = n_after
+            part = Partition(tuple(shape), part.dims, part.periods)
+
+
 def _agree(
-    a: Any, axes: Sequence[int] | None, norm: str | None, real: bool | None
-) -> tuple[int, ...]:
+    a: Any,
+    axes: Sequence[int] | None,
+    norm: str | None,
+    real: bool | None,
+    out_dims: Sequence[int | None] | None,
+    s: Sequence[int] | None = None,
+) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
+    """Check the arguments on every rank and agree on them (collective): (axes, steps)."""
+    name = {None: "fftn/ifftn", True: "rfftn", False: "irfftn"}[real]
     error: BaseException | None = None
     chosen: tuple[int, ...] = ()
+    steps: list[tuple[int, int]] = []
     try:
         chosen = _check(a, axes, norm, real)
+        n_last = _irfft_length(a, chosen, s) if real is False else 0
+        steps = _steps(a, chosen, real, n_last)
+        _check_pencils(a, steps, name)
     except ParcompError as exc:
         error = exc
     comm = a.comm if isinstance(a, DistArray) else None
     raise_if_any(error, comm)
-    return chosen
+    raise_if_differ(
+        [list(chosen), norm, None if out_dims is None else list(out_dims), steps],
+        comm,
+        lambda differ, mine, theirs: (
+            f"parcomp.fft.{name} arguments differ between ranks (axes, norm, out_dims, "
+            f"lengths): rank 0 has {mine}, rank {differ[0]} has {theirs}"
+        ),
+    )
+    return chosen, steps
 
 
 def _finish(a: DistArray, out_dims: Sequence[int | None] | None) -> DistArray:
     return a if out_dims is None else a.redistribute(out_dims, halo=0)
+
+
+def _complex(
+    a: DistArray,
+    axes: Sequence[int] | None,
+    norm: str | None,
+    out_dims: Sequence[int | None] | None,
+    one_axis: Callable[..., np.ndarray],
+) -> DistArray:
+    """``one_axis`` (numpy.fft.fft or ifft) along each axis, last first, on pencils."""
+    chosen, _ = _agree(a, axes, norm, None, out_dims)
+    cur = a
+    for axis in reversed(chosen):
+        cur = _pencil(cur, axis)
+        cur = _apply(
+            cur, axis, lambda x, ax=axis: one_axis(x, axis=ax, norm=norm), cur.global_shape[axis]
+        )
+    return _finish(cur, out_dims)
 
 
 @collective("parcomp.fft.fftn", lambda a, *args, **kw: getattr(a, "comm", None))
@@ -140,14 +245,7 @@ def fftn(
     -----
     Collective over the array's communicator.
     """
-    chosen = _agree(a, axes, norm, None)
-    cur = a
-    for axis in reversed(chosen):
-        cur = _pencil(cur, axis)
-        cur = _apply(
-            cur, axis, lambda x, ax=axis: np.fft.fft(x, axis=ax, norm=norm), cur.global_shape[axis]
-        )
-    return _finish(cur, out_dims)
+    return _complex(a, axes, norm, out_dims, np.fft.fft)
 
 
 @collective("parcomp.fft.ifftn", lambda a, *args, **kw: getattr(a, "comm", None))
@@ -163,14 +261,7 @@ def ifftn(
     Parameters and errors as :func:`fftn`.  ``ifftn(fftn(a), out_dims=a.partition.dims)``
     is ``a`` (as complex) in ``a``'s layout.
     """
-    chosen = _agree(a, axes, norm, None)
-    cur = a
-    for axis in reversed(chosen):
-        cur = _pencil(cur, axis)
-        cur = _apply(
-            cur, axis, lambda x, ax=axis: np.fft.ifft(x, axis=ax, norm=norm), cur.global_shape[axis]
-        )
-    return _finish(cur, out_dims)
+    return _complex(a, axes, norm, out_dims, np.fft.ifft)
 
 
 @collective("parcomp.fft.rfftn", lambda a, *args, **kw: getattr(a, "comm", None))
@@ -186,7 +277,7 @@ def rfftn(
     The last of ``axes`` is halved: ``n // 2 + 1`` complex values.  Parameters as
     :func:`fftn`; a complex input raises :class:`~parcomp.errors.DTypeError` on every rank.
     """
-    chosen = _agree(a, axes, norm, True)
+    chosen, _ = _agree(a, axes, norm, True, out_dims)
     last = chosen[-1]
     cur = _pencil(a, last)
     n = cur.global_shape[last]
@@ -225,33 +316,9 @@ def irfftn(
     DistArray
         float64 (float32 for complex64 input).
     """
-    chosen = _agree(a, axes, norm, False)
+    chosen, steps = _agree(a, axes, norm, False, out_dims, s)
     last = chosen[-1]
-    error: BaseException | None = None
-    n_last = 2 * (a.global_shape[last] - 1)
-    try:
-        if s is not None:
-            lengths = tuple(int(v) for v in s)
-            if len(lengths) != len(chosen):
-                raise ShapeError(f"s {tuple(s)} needs one length per axis {chosen}")
-            for ax, v in zip(chosen[:-1], lengths[:-1], strict=True):
-                if v != a.global_shape[ax]:
-                    raise ShapeError(
-                        f"s[{ax}] = {v} differs from the input's length {a.global_shape[ax]} "
-                        "(padding is not supported)"
-                    )
-            n_last = lengths[-1]
-            if n_last // 2 + 1 != a.global_shape[last]:
-                raise ShapeError(
-                    f"s[-1] = {n_last} does not match the halved axis of length "
-                    f"{a.global_shape[last]} (expected {2 * (a.global_shape[last] - 1)} or "
-                    f"{2 * a.global_shape[last] - 1})"
-                )
-        if n_last < 1:
-            raise ShapeError("irfftn output would be empty")
-    except (ParcompError, TypeError, ValueError) as exc:
-        error = exc if isinstance(exc, ParcompError) else ShapeError(str(exc))
-    raise_if_any(error, a.comm)
+    n_last = steps[-1][1]
     cur = a
     for axis in reversed(chosen[:-1]):
         cur = _pencil(cur, axis)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parcomp import particle_plan as plan
-from parcomp.comm import raise_if_any
+from parcomp.comm import raise_if_any, raise_if_differ
 from parcomp.errors import ParcompError, ShapeError
 from parcomp.halo import halo_plan, largest_tag
 from parcomp.subcomm import check_tags
@@ -25,6 +25,15 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["deposit", "reverse_halo_add"]
 
 SCHEMES = ("cic", "ngp")
+
+
+def _sums(index: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """Sums of ``weights`` by ``index`` over ``n`` bins, in input order, always float64.
+
+    (``np.bincount`` returns int64 zeros for empty input, even with weights: a rank with no
+    particles then sent integers into its neighbours' float deposit.)
+    """
+    return np.bincount(index, weights=weights, minlength=n).astype(np.float64, copy=False)
 
 
 def _weights(p: DistParticles, weight: Any) -> np.ndarray:
@@ -54,6 +63,8 @@ def reverse_halo_add(buffer: np.ndarray, partition: Any, rank: int, comm: Any) -
     """
     from mpi4py import MPI
 
+    if buffer.dtype != np.float64:  # every rank must send and receive the same type
+        raise TypeError(f"reverse_halo_add needs a float64 buffer, got {buffer.dtype}")
     halo = (1,) * partition.ndim
     messages = halo_plan(partition, rank, halo, corners=True)
     recvs, sends, incoming = [], [], []
@@ -108,6 +119,23 @@ def deposit(p: DistParticles, target: Any, weight: Any, scheme: str) -> None:
     except ParcompError as exc:
         error = exc
     raise_if_any(error, p.comm)
+    kind = (
+        "none"
+        if weight is None
+        else f"field {weight}"
+        if isinstance(weight, str)
+        else "constant"
+        if np.isscalar(weight)
+        else "array"
+    )
+    raise_if_differ(
+        [scheme, kind],
+        p.comm,
+        lambda differ, mine, theirs: (
+            f"deposit: scheme or kind of weight differ between ranks: rank 0 has {mine}, "
+            f"rank {differ[0]} has {theirs}"
+        ),
+    )
     p._agree_inside("deposit")
     pos = p.fields[p.position]
     partition = p.partition
@@ -120,7 +148,7 @@ def deposit(p: DistParticles, target: Any, weight: Any, scheme: str) -> None:
             if cells.size
             else np.zeros(0, np.int64)
         )
-        add = np.bincount(flat, weights=w, minlength=interior.size)
+        add = _sums(flat, w, interior.size)
         interior += add.reshape(interior.shape)
         return
     local, glob, frac = plan.cic_stencil(pos, p.box, partition, p.rank)
@@ -131,7 +159,7 @@ def deposit(p: DistParticles, target: Any, weight: Any, scheme: str) -> None:
         flat = (
             np.ravel_multi_index(tuple(idx.T), padded_shape) if idx.size else np.zeros(0, np.int64)
         )
-        padded = np.bincount(flat, weights=values.ravel(), minlength=int(np.prod(padded_shape)))
+        padded = _sums(flat, values.ravel(), int(np.prod(padded_shape)))
         padded = padded.reshape(padded_shape)
         check_tags(largest_tag(partition.ndim), "a reverse halo exchange")
         reverse_halo_add(padded, partition, p.rank, p._comm)
@@ -179,5 +207,5 @@ def _deterministic(
     flat = np.ravel_multi_index(tuple(loc.T), interior.shape) if loc.size else np.zeros(0, np.int64)
     # sequential sums in (cell, key, corner) order: the same sequence on any rank count
     seq = np.lexsort((recv["corner"], recv["key"], flat))
-    add = np.bincount(flat[seq], weights=recv["w"][seq], minlength=interior.size)
+    add = _sums(flat[seq], recv["w"][seq], interior.size)
     interior += add.reshape(interior.shape)

@@ -66,7 +66,8 @@ class DistParticles:
         letters, digits and ``_``.  Field names, dtypes and trailing shapes must be the same
         on every rank.
     box : sequence of (lo, hi), optional
-        The domain in position units (default: cell units, ``[0, n)`` per axis).
+        The domain in position units (default: cell units, ``[0, n)`` per axis).  Half
+        open: a particle exactly at ``hi`` of a non-periodic axis is outside.
     position : str, default "x"
         Name of the position field.
     out_of_domain : {"raise", "drop"}
@@ -159,6 +160,8 @@ class DistParticles:
         self._record = _record_dtype(checked)
         #: Particles dropped at a non-periodic wall so far (all ranks; ``out_of_domain="drop"``).
         self.dropped = 0
+        if order_by is not None:
+            self._check_unique_everywhere()
         self.migrate()
 
     # ------------------------------------------------------------------ validation
@@ -247,6 +250,21 @@ class DistParticles:
         from mpi4py import MPI
 
         size = self.partition.size
+        bad_root = isinstance(root, bool) or not isinstance(root, int | np.integer)
+        raise_if_any(
+            ConfigError(f"gather: root must be a rank in [0, {size}), got {root!r}")
+            if bad_root or not 0 <= root < size
+            else None,
+            self.comm,
+        )
+        raise_if_differ(
+            int(root),
+            self.comm,
+            lambda differ, mine, theirs: (
+                f"gather: root differs between ranks: rank 0 has {mine}, rank {differ[0]} has "
+                f"{theirs}"
+            ),
+        )
         mine = np.empty(self.n_local, self._record)
         for name, values in self.fields.items():
             mine[name] = values
@@ -392,7 +410,55 @@ class DistParticles:
         if self.order_by is not None:
             order = np.argsort(self.fields[self.order_by], kind="stable")
             self.fields = {n: a[order] for n, a in self.fields.items()}
+            self._check_unique_here()
         return dropped
+
+    def _check_unique_here(self) -> None:
+        """Raise on every rank if two particles on one rank share an ``order_by`` key (they
+        are sorted by it).  Collective."""
+        keys = self.fields[self.order_by]
+        dup = np.flatnonzero(keys[1:] == keys[:-1])
+        raise_if_any(
+            None
+            if dup.size == 0
+            else ConfigError(
+                f"order_by={self.order_by!r} must be unique per particle: rank {self.rank} "
+                f"holds {dup.size + 1} or more with equal keys (first: {keys[dup[0]]!r}); "
+                "results would depend on the rank count"
+            ),
+            self.comm,
+        )
+
+    def _check_unique_everywhere(self) -> None:
+        """Raise on every rank if any two particles share an ``order_by`` key, wherever they
+        are: keys travel to rank ``key mod size`` (one Alltoall of counts, one Alltoallv)
+        and each rank checks its share.  Collective; done at construction."""
+        from mpi4py import MPI
+
+        keys = self.fields[self.order_by].astype(np.int64)
+        size = self.partition.size
+        dest = keys % size
+        order = np.argsort(dest, kind="stable")
+        counts = np.bincount(dest, minlength=size).astype(np.int64)
+        rcounts = np.empty(size, np.int64)
+        self._comm.Alltoall(counts, rcounts)
+        got = np.empty(int(rcounts.sum()), np.int64)
+        self._comm.Alltoallv(
+            [keys[order], counts, _displs(counts), MPI.INT64_T],
+            [got, rcounts, _displs(rcounts), MPI.INT64_T],
+        )
+        got.sort()
+        dup = np.flatnonzero(got[1:] == got[:-1])
+        raise_if_any(
+            None
+            if dup.size == 0
+            else ConfigError(
+                f"order_by={self.order_by!r} must be unique per particle: key "
+                f"{int(got[dup[0]])} is held by more than one particle; results would depend "
+                "on the rank count"
+            ),
+            self.comm,
+        )
 
     def _locate(
         self, pos: np.ndarray, where: str, wrap: bool = True
@@ -461,6 +527,14 @@ class DistParticles:
         """
         problem = plan.check_cutoff(cutoff, self.box, self.partition)
         raise_if_any(None if problem is None else ShapeError(f"ghosts: {problem}"), self.comm)
+        raise_if_differ(
+            float(cutoff),
+            self.comm,
+            lambda differ, mine, theirs: (
+                f"ghosts: the cutoff differs between ranks: rank 0 has {mine}, rank "
+                f"{differ[0]} has {theirs}"
+            ),
+        )
         self._agree_inside("ghosts")
         pos = self.fields[self.position]
         gp = plan.ghost_plan(pos, self.box, self.partition, self.rank, float(cutoff))

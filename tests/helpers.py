@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 
@@ -51,3 +52,20 @@ def reference_tree_sum(values, leaf):
         return node(lo, mid) + node(mid, hi)
 
     return node(0, len(leaves))
+
+
+def rank_pids(marker: str) -> list[int]:
+    """PIDs of the rank processes of the job whose command line holds ``marker`` (the
+    ranks only: not mpiexec, not the ``parcomp run`` supervisor)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if b"parcomp.launch.runner" in cmd[:3] and any(marker.encode() in p for p in cmd):
+            pids.append(int(entry))
+    return pids

@@ -6,7 +6,7 @@ from mpi4py import MPI
 
 from parcomp import fft
 from parcomp.array import DistArray
-from parcomp.errors import DTypeError, RankCountError, ShapeError
+from parcomp.errors import ConfigError, DTypeError, RankCountError, ShapeError
 from parcomp.testing import parallel_assert
 
 SIZE = MPI.COMM_WORLD.size
@@ -138,3 +138,23 @@ def test_1d_on_several_ranks_raises():
     a = DistArray.from_global(field((12,)) if RANK == 0 else None)
     with pytest.raises(RankCountError, match="whole"):
         fft.fftn(a)
+
+
+@pytest.mark.skipif(SIZE < 2, reason="needs ranks that disagree")
+def test_arguments_that_differ_between_ranks_raise_everywhere():
+    a = DistArray.from_global(field((6, 6, 4), True) if RANK == 0 else None)
+    with pytest.raises(ConfigError, match="differ between ranks"):
+        fft.fftn(a, norm="ortho" if RANK else None)
+    with pytest.raises(ConfigError, match="differ between ranks"):
+        fft.fftn(a, axes=[0] if RANK else [1])
+    r = DistArray.from_global(field((12, 11)) if RANK == 0 else None)
+    F = fft.rfftn(r)
+    with pytest.raises(ConfigError, match="differ between ranks"):
+        fft.irfftn(F, s=(12, 10) if RANK == 0 else (12, 11))
+
+
+@pytest.mark.skipif(SIZE != 4, reason="4 ranks: (7, 5) halves to (7, 3)")
+def test_a_shape_that_cannot_be_made_into_pencils_names_the_users_shape():
+    r = DistArray.from_global(field((7, 5)) if RANK == 0 else None)
+    with pytest.raises(RankCountError, match=r"rfftn of a \(7, 5\) array over 4 ranks"):
+        fft.rfftn(r)

@@ -89,3 +89,16 @@ def test_transpose_of_1d_array_raises():
     _G, arr = make((8,), np.float64, None)
     with pytest.raises(RankCountError, match="whole"):
         arr.transpose_to(0)
+
+
+def test_out_must_match_periodicity_and_is_written():
+    G, arr = make((8, 7), np.float64, None)
+    out = DistArray((8, 7), dims=(1, SIZE) if SIZE <= 7 else None)
+    got = arr.redistribute(out=out)
+    parallel_assert(
+        got is out and np.array_equal(out.interior, G[out.partition.local_slices(RANK)])
+    )
+    with pytest.raises(ShapeError, match="periodic axes"):
+        arr.redistribute(out=DistArray((8, 7), periods=True))
+    with pytest.raises(ShapeError, match="shape"):
+        arr.redistribute(out=DistArray((8, 8)))

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests.conftest import BIN, run
+from tests.helpers import rank_pids
 
 PARCOMP = BIN / "parcomp"
 
@@ -100,21 +101,6 @@ def test_md_conserves_energy_and_matches_serial_forces(md_1):
     assert errors and float(errors.group(1)) < 1e-10 and float(errors.group(2)) < 1e-10
 
 
-def _rank_pids(marker: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if b"parcomp.launch.runner" in cmd[:3] and any(marker.encode() in p for p in cmd):
-            pids.append(int(entry))
-    return pids
-
-
 @pytest.mark.parametrize("seed", [1, 2])
 def test_md_killed_at_a_random_moment_resumes_on_another_rank_count(md_1, tmp_path, seed):
     ck = tmp_path / "ck"
@@ -128,7 +114,7 @@ def test_md_killed_at_a_random_moment_resumes_on_another_rank_count(md_1, tmp_pa
         while not list(ck.glob("step-*")) and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(random.Random(seed).uniform(0.1, 2.5))
-        pids = _rank_pids(marker)
+        pids = rank_pids(marker)
         if pids:
             victim = random.Random(seed).choice(pids)
             os.kill(victim, signal.SIGKILL)
