@@ -276,17 +276,33 @@ class Redistribution:
         # This rank's own part is copied by NumPy, not by MPI's datatype engine: measured
         # faster (bench/redistribute.py), and it is half the data on 2 ranks.
         self._self_copy: tuple[tuple[slice, ...], tuple[slice, ...]] | None = None
+        # A block that is strided in the source buffer is packed by NumPy into one scratch
+        # buffer and sent contiguous (measured 1.10x faster than MPICH packing the subarray
+        # type; bench/redistribute.py); blocks are received straight into place.
+        self._pack: list[tuple[int, tuple[slice, ...], int, int]] = []
+        offset = 0
         for t in self.plan.sends:
+            sl = self._slices(t.region, self._src_block, self._src_halo)
             if t.peer == self.rank:
-                self._self_copy = (
-                    self._slices(t.region, self._src_block, self._src_halo),
-                    self._slices(t.region, self._dst_block, self._dst_halo),
-                )
+                self._self_copy = (sl, self._slices(t.region, self._dst_block, self._dst_halo))
                 continue
-            self._stypes[t.peer] = self._subarray(
-                base, self._src_shape, t.region, self._src_block, self._src_halo
-            )
-            self._scounts[t.peer] = 1
+            n = math.prod(b - a for a, b in t.region)
+            self._pack.append((t.peer, sl, offset, n))
+            offset += n
+        self._pack_items = offset
+        self._pcounts = [0] * p
+        self._pdispls = [0] * p
+        for peer, _, off, n in self._pack:
+            self._pcounts[peer] = n
+            self._pdispls[peer] = off * self.dtype.itemsize
+        if not any(not _contiguous(sl, self._src_shape) for _, sl, _, _ in self._pack):
+            for t in self.plan.sends:  # every block is contiguous: send it from where it is
+                if t.peer != self.rank:
+                    self._stypes[t.peer] = self._subarray(
+                        base, self._src_shape, t.region, self._src_block, self._src_halo
+                    )
+                    self._scounts[t.peer] = 1
+            self._pack = []
         for t in self.plan.recvs:
             if t.peer == self.rank:
                 continue
@@ -355,11 +371,22 @@ class Redistribution:
         if self.method == "alltoallw":
             if self._self_copy is not None:
                 dest[self._self_copy[1]] = source[self._self_copy[0]]
-            if self.size > 1:
+            if self.size == 1:
+                return
+            if self._pack:
+                packed = _scratch(self._pack_items * self.dtype.itemsize).view(self.dtype)
+                for _, sl, off, n in self._pack:
+                    shape = [x.stop - x.start for x in sl]
+                    packed[off : off + n].reshape(shape)[...] = source[sl]
                 comm.Alltoallw(
-                    [source, self._scounts, self._displs, self._stypes],
+                    [packed, self._pcounts, self._pdispls, self._stypes],
                     [dest, self._rcounts, self._displs, self._rtypes],
                 )
+                return
+            comm.Alltoallw(
+                [source, self._scounts, self._displs, self._stypes],
+                [dest, self._rcounts, self._displs, self._rtypes],
+            )
             return
         from parcomp.comm import mpi_datatype
 
@@ -387,6 +414,27 @@ class Redistribution:
             for t in self._types:
                 t.Free()
         self._types = []
+
+
+def _contiguous(region: tuple[slice, ...], shape: tuple[int, ...]) -> bool:
+    """Whether ``buffer[region]`` is one contiguous run of a C-ordered ``shape`` buffer."""
+    sizes = [x.stop - x.start for x in region]
+    k = len(shape)
+    while k > 0 and sizes[k - 1] == shape[k - 1]:
+        k -= 1  # trailing axes taken whole
+    return all(n == 1 for n in sizes[: max(k - 1, 0)])
+
+
+_SCRATCH: list[Any] = []
+
+
+def _scratch(nbytes: int) -> Any:
+    """A reused byte buffer of at least ``nbytes`` (grown, never shrunk; one per process)."""
+    import numpy as np
+
+    if not _SCRATCH or _SCRATCH[0].nbytes < nbytes:
+        _SCRATCH[:] = [np.empty(max(nbytes, 1), np.uint8)]
+    return _SCRATCH[0][: max(nbytes, 1)]
 
 
 def _displs(counts: list[int]) -> list[int]:

@@ -128,3 +128,17 @@ def test_pencil_dims_errors():
         pencil_dims(Partition((8,), (2,), (False,)), 0)
     with pytest.raises(ShapeError, match="out of range"):
         pencil_dims(Partition((8, 8), (2, 1), (False, False)), 2)
+
+
+def test_contiguity_test_matches_numpy():
+    from parcomp.redistribute import _contiguous
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        shape = tuple(int(v) for v in rng.integers(1, 5, rng.integers(1, 4)))
+        region = []
+        for n in shape:
+            a = int(rng.integers(0, n))
+            region.append(slice(a, int(rng.integers(a + 1, n + 1))))
+        view = np.empty(shape)[tuple(region)]
+        assert _contiguous(tuple(region), shape) == view.flags.c_contiguous, (shape, region)
