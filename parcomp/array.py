@@ -26,7 +26,7 @@ import numpy as np
 
 from parcomp.algebra import VectorAlgebra
 from parcomp.comm import raise_if_any, raise_if_differ, resolve_comm
-from parcomp.errors import ConfigError, DTypeError, ParcompError, ShapeError
+from parcomp.errors import DTypeError, ParcompError, ShapeError
 from parcomp.halo import HaloExchange, check_halo, halo_plan, largest_tag
 from parcomp.partition import Partition
 from parcomp.subcomm import check_tags, subsystem_comm
@@ -468,75 +468,9 @@ class DistArray(VectorAlgebra):
         datatypes (or ``MPI_Alltoallv`` of packed blocks); nothing is pickled.  The plan
         is :func:`parcomp.redistribute.redistribute_plan`.
         """
-        from parcomp import redistribute as rd
+        from parcomp.redistribute import redistribute_array
 
-        error: BaseException | None = None
-        key: tuple = ()
-        target: Partition | None = None
-        widths: tuple[int, ...] = ()
-        try:
-            chosen = method or rd.DEFAULT_METHOD
-            if chosen not in rd.METHODS:
-                raise ConfigError(
-                    f"unknown redistribution method {method!r}; expected one of {rd.METHODS}"
-                )
-            if out is not None:
-                if not isinstance(out, DistArray):
-                    raise ShapeError(f"out= must be a DistArray, got {type(out).__name__}")
-                if out.global_shape != self.global_shape or out.dtype != self.dtype:
-                    raise ShapeError(
-                        f"out= has shape {out.global_shape} and dtype {out.dtype}; the array "
-                        f"has {self.global_shape} and {self.dtype}"
-                    )
-                from mpi4py import MPI
-
-                if MPI.Comm.Compare(out.comm, self.comm) not in (MPI.IDENT, MPI.CONGRUENT):
-                    raise ShapeError("out= lives on another communicator")
-                if out.partition.periods != self.partition.periods:
-                    raise ShapeError(
-                        f"out= has periodic axes {out.partition.periods}, the array "
-                        f"{self.partition.periods}"
-                    )
-                if dims is None:
-                    dims = out.partition.dims
-            target = Partition.create(
-                self.global_shape,
-                self.partition.size,
-                periods=self.partition.periods,
-                dims=None if dims is None else tuple(dims),
-            )
-            if out is not None:
-                if out.partition.dims != target.dims or halo is not None:
-                    raise ShapeError(
-                        f"out= has process grid {out.partition.dims}, the target is "
-                        f"{target.dims}; with out=, give no halo (out's is used)"
-                    )
-                widths = out.halo
-            elif halo is None:
-                try:
-                    widths = check_halo(target, self.halo)
-                except ShapeError:
-                    widths = (0,) * self.ndim
-            else:
-                widths = check_halo(target, _per_axis(halo, self.ndim, "halo"))
-            key = (target.dims, widths, chosen)
-        except (ParcompError, TypeError, ValueError) as exc:
-            error = exc if isinstance(exc, ParcompError) else ShapeError(str(exc))
-        raise_if_any(error, self.comm)
-        raise_if_differ(
-            key,
-            self.comm,
-            lambda differ, mine, theirs: (
-                "redistribute arguments differ between ranks (grid, halo, method): rank 0 has "
-                f"{mine}, rank {differ[0]} has {theirs}"
-            ),
-        )
-        assert target is not None
-        if out is None:
-            out = DistArray._make(target, self.dtype, widths, self.comm)
-        engine = rd.get(self.partition, target, self.halo, widths, self.dtype, self.rank, key[2])
-        engine.run(self._array_comm, self.local, out.local)
-        return out
+        return redistribute_array(self, dims, halo, method, out)
 
     def transpose_to(self, axis: int, *, halo: int | Sequence[int] = 0) -> DistArray:
         """The same global array as a pencil: ``axis`` whole on every rank (a new DistArray).

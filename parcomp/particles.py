@@ -414,51 +414,14 @@ class DistParticles:
         return dropped
 
     def _check_unique_here(self) -> None:
-        """Raise on every rank if two particles on one rank share an ``order_by`` key (they
-        are sorted by it).  Collective."""
-        keys = self.fields[self.order_by]
-        dup = np.flatnonzero(keys[1:] == keys[:-1])
-        raise_if_any(
-            None
-            if dup.size == 0
-            else ConfigError(
-                f"order_by={self.order_by!r} must be unique per particle: rank {self.rank} "
-                f"holds {dup.size + 1} or more with equal keys (first: {keys[dup[0]]!r}); "
-                "results would depend on the rank count"
-            ),
-            self.comm,
-        )
+        from parcomp.particle_order import check_unique_here
+
+        check_unique_here(self)
 
     def _check_unique_everywhere(self) -> None:
-        """Raise on every rank if any two particles share an ``order_by`` key, wherever they
-        are: keys travel to rank ``key mod size`` (one Alltoall of counts, one Alltoallv)
-        and each rank checks its share.  Collective; done at construction."""
-        from mpi4py import MPI
+        from parcomp.particle_order import check_unique_everywhere
 
-        keys = self.fields[self.order_by].astype(np.int64)
-        size = self.partition.size
-        dest = keys % size
-        order = np.argsort(dest, kind="stable")
-        counts = np.bincount(dest, minlength=size).astype(np.int64)
-        rcounts = np.empty(size, np.int64)
-        self._comm.Alltoall(counts, rcounts)
-        got = np.empty(int(rcounts.sum()), np.int64)
-        self._comm.Alltoallv(
-            [keys[order], counts, _displs(counts), MPI.INT64_T],
-            [got, rcounts, _displs(rcounts), MPI.INT64_T],
-        )
-        got.sort()
-        dup = np.flatnonzero(got[1:] == got[:-1])
-        raise_if_any(
-            None
-            if dup.size == 0
-            else ConfigError(
-                f"order_by={self.order_by!r} must be unique per particle: key "
-                f"{int(got[dup[0]])} is held by more than one particle; results would depend "
-                "on the rank count"
-            ),
-            self.comm,
-        )
+        check_unique_everywhere(self)
 
     def _locate(
         self, pos: np.ndarray, where: str, wrap: bool = True

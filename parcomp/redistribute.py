@@ -37,6 +37,7 @@ __all__ = [
     "Redistribution",
     "METHODS",
     "DEFAULT_METHOD",
+    "redistribute_array",
 ]
 
 #: Transports: subarray datatypes in one ``Alltoallw``, or NumPy packing and ``Alltoallv``.
@@ -442,6 +443,88 @@ def _displs(counts: list[int]) -> list[int]:
     for c in counts:
         out.append(total)
         total += c
+    return out
+
+
+def redistribute_array(
+    arr: Any,
+    dims: Sequence[int | None] | None,
+    halo: int | Sequence[int] | None,
+    method: str | None,
+    out: Any,
+) -> Any:
+    """:meth:`parcomp.array.DistArray.redistribute` (see there; collective)."""
+    from parcomp.array import DistArray, _per_axis
+    from parcomp.comm import raise_if_any, raise_if_differ
+    from parcomp.errors import ParcompError
+    from parcomp.halo import check_halo
+
+    error: BaseException | None = None
+    key: tuple = ()
+    target: Partition | None = None
+    widths: tuple[int, ...] = ()
+    try:
+        chosen = method or DEFAULT_METHOD
+        if chosen not in METHODS:
+            raise ConfigError(
+                f"unknown redistribution method {method!r}; expected one of {METHODS}"
+            )
+        if out is not None:
+            if not isinstance(out, DistArray):
+                raise ShapeError(f"out= must be a DistArray, got {type(out).__name__}")
+            if out.global_shape != arr.global_shape or out.dtype != arr.dtype:
+                raise ShapeError(
+                    f"out= has shape {out.global_shape} and dtype {out.dtype}; the array "
+                    f"has {arr.global_shape} and {arr.dtype}"
+                )
+            from mpi4py import MPI
+
+            if MPI.Comm.Compare(out.comm, arr.comm) not in (MPI.IDENT, MPI.CONGRUENT):
+                raise ShapeError("out= lives on another communicator")
+            if out.partition.periods != arr.partition.periods:
+                raise ShapeError(
+                    f"out= has periodic axes {out.partition.periods}, the array "
+                    f"{arr.partition.periods}"
+                )
+            if dims is None:
+                dims = out.partition.dims
+        target = Partition.create(
+            arr.global_shape,
+            arr.partition.size,
+            periods=arr.partition.periods,
+            dims=None if dims is None else tuple(dims),
+        )
+        if out is not None:
+            if out.partition.dims != target.dims or halo is not None:
+                raise ShapeError(
+                    f"out= has process grid {out.partition.dims}, the target is "
+                    f"{target.dims}; with out=, give no halo (out's is used)"
+                )
+            widths = out.halo
+        elif halo is None:
+            try:
+                widths = check_halo(target, arr.halo)
+            except ShapeError:
+                widths = (0,) * arr.ndim
+        else:
+            widths = check_halo(target, _per_axis(halo, arr.ndim, "halo"))
+        key = (target.dims, widths, chosen)
+    except (ParcompError, TypeError, ValueError) as exc:
+        error = exc if isinstance(exc, ParcompError) else ShapeError(str(exc))
+    raise_if_any(error, arr.comm)
+    raise_if_differ(
+        key,
+        arr.comm,
+        lambda differ, mine, theirs: (
+            "redistribute arguments differ between ranks (grid, halo, method): rank 0 has "
+            f"{mine}, rank {differ[0]} has {theirs}"
+        ),
+    )
+    assert target is not None
+    if out is None:
+        out = DistArray._make(target, arr.dtype, widths, arr.comm)
+    engine = get(arr.partition, target, arr.halo, widths, arr.dtype, arr.rank, key[2])
+    engine.run(arr._array_comm, arr.local, out.local)
     return out
 
 
