@@ -91,6 +91,10 @@ bench: $(STAMP)
 	$(MAKE) ompi-venv mpio-venv
 	$(PY) bench/node_local.py
 	$(PY) bench/mpio.py
+	$(PY) bench/redistribute.py
+	$(PY) bench/migrate.py
+	bash bench/install_fft_peer.sh $(abspath $(VENV))
+	$(PY) bench/fft.py
 
 clean:
 	rm -rf $(VENV) $(OMPI_VENV) $(MPIO_VENV) build *.egg-info
