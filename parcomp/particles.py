@@ -10,8 +10,11 @@ plans (owners, wrap, ghost copies, deposit stencils) are the PURE functions of
 Fields are a structure of arrays: ``p["x"]`` (positions, float, shape ``(m, ndim)``) and
 any user fields (any numeric dtype, any trailing shape), all of length ``m`` on this rank.
 Moving particles between ranks packs every field of the movers into one buffer of records
-(a NumPy structured dtype, sent as bytes): an ``MPI_Alltoall`` of counts, then one
-``MPI_Alltoallv``.  Nothing is pickled.  Messages travel on the private ``particles``
+(a NumPy structured dtype, sent as bytes): for :meth:`~DistParticles.migrate` (a particle
+may jump anywhere) an ``MPI_Alltoall`` of counts, then one ``MPI_Alltoallv``; for
+:meth:`~DistParticles.ghosts` counts then records to the neighbours only (non-blocking
+point-to-point), so its cost per rank does not grow with the rank count.  Nothing is
+pickled.  Messages travel on the private ``particles``
 duplicate of the communicator (:mod:`parcomp.subcomm`).
 
 With ``order_by="id"`` (an integer field, unique per particle) the particles of every
@@ -324,6 +327,53 @@ class DistParticles:
         )
         return {name: np.ascontiguousarray(recv[name]) for name in self._record.names}
 
+    def _neighbors(self) -> list[int]:
+        """The ranks next to this one (faces, edges, corners; itself across a periodic axis
+        with one rank along it), sorted.  The relation is symmetric."""
+        found = {
+            self.partition.neighbor(self.rank, o) for o in self.partition.offsets(corners=True)
+        }
+        return sorted(r for r in found if r is not None)
+
+    def _exchange_neighbors(
+        self, rows: dict[str, np.ndarray], dest: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """:meth:`_exchange` among neighbours only (``dest`` must hold neighbours): counts,
+        then packed records, by non-blocking point-to-point messages, so that the cost per
+        rank does not grow with the rank count.  Collective over the neighbours."""
+        from mpi4py import MPI
+
+        from parcomp.halo import largest_tag
+        from parcomp.subcomm import check_tags
+
+        peers = self._neighbors()
+        tag = largest_tag(self.partition.ndim) + 1  # above the reverse halo's direction tags
+        check_tags(tag + 1, "a particle ghost exchange")
+        counts = np.array([int((dest == q).sum()) for q in peers], np.int64)
+        if int(counts.sum()) != dest.size:
+            raise ShapeError("ghost copies addressed to a rank that is not a neighbour")
+        rcounts = np.empty(len(peers), np.int64)
+        reqs = [self._comm.Irecv(rcounts[i : i + 1], q, tag) for i, q in enumerate(peers)]
+        reqs += [self._comm.Isend(counts[i : i + 1], q, tag) for i, q in enumerate(peers)]
+        MPI.Request.Waitall(reqs)
+        send = np.empty(dest.size, self._record)
+        for name, values in rows.items():
+            send[name] = values
+        recv = np.empty(int(rcounts.sum()), self._record)
+        sview, rview = send.view(np.uint8), recv.view(np.uint8)
+        item = self._record.itemsize
+        soff, roff = _displs(counts) * item, _displs(rcounts) * item
+        reqs = [
+            self._comm.Irecv(rview[roff[i] : roff[i] + rcounts[i] * item], q, tag + 1)
+            for i, q in enumerate(peers)
+        ]
+        reqs += [
+            self._comm.Isend(sview[soff[i] : soff[i] + counts[i] * item], q, tag + 1)
+            for i, q in enumerate(peers)
+        ]
+        MPI.Request.Waitall(reqs)
+        return {name: np.ascontiguousarray(recv[name]) for name in self._record.names}
+
     @collective("DistParticles.migrate")
     def migrate(self) -> int:
         """Move every particle to the rank that owns its position now.
@@ -503,7 +553,7 @@ class DistParticles:
         gp = plan.ghost_plan(pos, self.box, self.partition, self.rank, float(cutoff))
         rows = {n: a[gp.index] for n, a in self.fields.items()}
         rows[self.position] = rows[self.position] + gp.shift
-        got = self._exchange(rows, gp.dest)
+        got = self._exchange_neighbors(rows, gp.dest)
         if self.order_by is not None and got[self.position].shape[0]:
             x = got[self.position]
             keys = [x[:, a] for a in reversed(range(x.shape[1]))] + [got[self.order_by]]
