@@ -127,6 +127,11 @@ def simulate(args, comm=None, checkpointer=None):
             restored.scalars["e0"],
             restored.scalars["drift"],
         )
+        if first > args.steps:  # the same on every rank: the restored manifest is agreed
+            raise parcomp.ConfigError(
+                f"the checkpoint is at step {first}, beyond --steps {args.steps}: ask for at "
+                "least that many steps, or start afresh in another --checkpoint-dir"
+            )
         log.info("resumed at step %d on %d ranks", first, grid.partition.size)
     else:
         p = start(args, grid)

@@ -533,7 +533,8 @@ def load_latest(
 
         candidates += [(s, 0, None) for s in local_steps(local)]
     candidates.sort(key=lambda c: (-c[0], c[1]))
-    for step, tier, candidate in candidates:
+    for index, (step, tier, candidate) in enumerate(candidates):
+        last = index == len(candidates) - 1
         if tier == 0:
             from parcomp.checkpoint.local import restore_local
 
@@ -553,5 +554,12 @@ def load_latest(
         if restored is not None:
             return restored
         if rank == 0:
-            log.warning("checkpoint %s is damaged, falling back to an older one: %s", path, error)
+            log.warning(
+                "checkpoint %s is damaged, %s: %s",
+                path,
+                "and no older one is valid: starting afresh"
+                if last
+                else "falling back to an older one",
+                error,
+            )
     return None

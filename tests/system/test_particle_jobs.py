@@ -141,3 +141,14 @@ def test_poisson_fft_meets_the_exact_solution(ranks, dims):
     error = float(found(r"max \|u - exact\| = (\S+)", proc))
     assert error < 1e-12
     assert f"on {ranks} ranks" in proc.stdout
+
+
+@pytest.mark.parametrize("script,args", [("walkers", WALK), ("md", MD)])
+def test_a_checkpoint_beyond_the_requested_steps_is_refused(tmp_path, script, args):
+    """(md resumed from step 50 with --steps 30 and wrote the step-50 state as the answer.)"""
+    ck = tmp_path / "ck"
+    job(script, 2, *args, "--checkpoint-dir", ck, "--checkpoint-every", "10", *out())
+    assert list(ck.glob("step-*"))
+    fewer = [a if a != args[args.index("--steps") + 1] else "5" for a in args]
+    second = job(script, 2, *fewer, "--checkpoint-dir", ck, *out(), check=False)
+    assert second.returncode != 0 and "beyond --steps 5" in second.stderr, second.stderr[-2000:]
