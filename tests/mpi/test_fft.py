@@ -13,6 +13,14 @@ SIZE = MPI.COMM_WORLD.size
 RANK = MPI.COMM_WORLD.rank
 
 
+@pytest.fixture(params=["scipy", "numpy"], autouse=True)
+def backend(request):
+    """Every test with scipy.fft (the default) and with numpy.fft for the local transforms."""
+    fft.set_backend(request.param)
+    yield request.param
+    fft.set_backend()
+
+
 def rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
@@ -158,3 +166,26 @@ def test_a_shape_that_cannot_be_made_into_pencils_names_the_users_shape():
     r = DistArray.from_global(field((7, 5)) if RANK == 0 else None)
     with pytest.raises(RankCountError, match=r"rfftn of a \(7, 5\) array over 4 ranks"):
         fft.rfftn(r)
+
+
+def test_the_users_array_is_never_overwritten(backend):
+    """scipy transforms parcomp's own temporaries in place, never the input."""
+    G = field((8, 6, 4), True)
+    for dims in (None, (1,) * 2 + (SIZE,) if SIZE <= 4 else None):
+        a = DistArray.from_global(G if RANK == 0 else None, dims=dims)
+        before = a.local.copy()
+        fft.fftn(a)
+        fft.ifftn(a)
+        r = DistArray.from_global(G.real.copy() if RANK == 0 else None, dims=dims)
+        rbefore = r.local.copy()
+        fft.rfftn(r)
+        parallel_assert(np.array_equal(a.local, before) and np.array_equal(r.local, rbefore))
+        F = fft.rfftn(r)
+        Fbefore = F.local.copy()
+        fft.irfftn(F, s=(8, 6, 4))
+        parallel_assert(np.array_equal(F.local, Fbefore), "irfftn input kept")
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ConfigError, match="unknown FFT backend"):
+        fft.set_backend("fftw")
