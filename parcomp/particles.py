@@ -10,11 +10,12 @@ plans (owners, wrap, ghost copies, deposit stencils) are the PURE functions of
 Fields are a structure of arrays: ``p["x"]`` (positions, float, shape ``(m, ndim)``) and
 any user fields (any numeric dtype, any trailing shape), all of length ``m`` on this rank.
 Moving particles between ranks packs every field of the movers into one buffer of records
-(a NumPy structured dtype, sent as bytes): for :meth:`~DistParticles.migrate` (a particle
-may jump anywhere) an ``MPI_Alltoall`` of counts, then one ``MPI_Alltoallv``; for
-:meth:`~DistParticles.ghosts` counts then records to the neighbours only (non-blocking
-point-to-point), so its cost per rank does not grow with the rank count.  Nothing is
-pickled.  Messages travel on the private ``particles``
+(a NumPy structured dtype, sent as bytes), counts first (:mod:`parcomp.particle_exchange`).
+:meth:`~DistParticles.ghosts` sends to the neighbours only (non-blocking point-to-point),
+so its cost per rank does not grow with the rank count; so does
+:meth:`~DistParticles.migrate` when every rank's movers go to its neighbours (agreed by
+one ``Allreduce``), and otherwise (a particle may jump anywhere) one ``MPI_Alltoall`` of
+counts and one ``MPI_Alltoallv``.  Nothing is pickled.  Messages travel on the private ``particles``
 duplicate of the communicator (:mod:`parcomp.subcomm`).
 
 With ``order_by="id"`` (an integer field, unique per particle) the particles of every
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from parcomp import particle_exchange as _px
 from parcomp import particle_plan as plan
 from parcomp.comm import raise_if_any, raise_if_differ, resolve_comm
 from parcomp.errors import ConfigError, DTypeError, ParcompError, ShapeError
@@ -163,6 +165,8 @@ class DistParticles:
         self._record = _record_dtype(checked)
         #: Particles dropped at a non-periodic wall so far (all ranks; ``out_of_domain="drop"``).
         self.dropped = 0
+        #: How the last :meth:`migrate` moved particles: "neighbors" or "alltoall".
+        self.last_route = ""
         if order_by is not None:
             self._check_unique_everywhere()
         self.migrate()
@@ -305,75 +309,6 @@ class DistParticles:
         )
 
     # ------------------------------------------------------------------ transport
-    def _exchange(self, rows: dict[str, np.ndarray], dest: np.ndarray) -> dict[str, np.ndarray]:
-        """Send row ``i`` of ``rows`` to rank ``dest[i]`` (sorted ascending); receive others'.
-
-        One ``Alltoall`` of counts and one ``Alltoallv`` of packed records (collective).
-        """
-        from mpi4py import MPI
-
-        size = self.partition.size
-        counts = np.bincount(dest, minlength=size).astype(np.int64)
-        recv_counts = np.empty(size, np.int64)
-        self._comm.Alltoall(counts, recv_counts)
-        send = np.empty(dest.size, self._record)
-        for name, values in rows.items():
-            send[name] = values
-        recv = np.empty(int(recv_counts.sum()), self._record)
-        item = self._record.itemsize
-        self._comm.Alltoallv(
-            [send.view(np.uint8), counts * item, _displs(counts) * item, MPI.BYTE],
-            [recv.view(np.uint8), recv_counts * item, _displs(recv_counts) * item, MPI.BYTE],
-        )
-        return {name: np.ascontiguousarray(recv[name]) for name in self._record.names}
-
-    def _neighbors(self) -> list[int]:
-        """The ranks next to this one (faces, edges, corners; itself across a periodic axis
-        with one rank along it), sorted.  The relation is symmetric."""
-        found = {
-            self.partition.neighbor(self.rank, o) for o in self.partition.offsets(corners=True)
-        }
-        return sorted(r for r in found if r is not None)
-
-    def _exchange_neighbors(
-        self, rows: dict[str, np.ndarray], dest: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """:meth:`_exchange` among neighbours only (``dest`` must hold neighbours): counts,
-        then packed records, by non-blocking point-to-point messages, so that the cost per
-        rank does not grow with the rank count.  Collective over the neighbours."""
-        from mpi4py import MPI
-
-        from parcomp.halo import largest_tag
-        from parcomp.subcomm import check_tags
-
-        peers = self._neighbors()
-        tag = largest_tag(self.partition.ndim) + 1  # above the reverse halo's direction tags
-        check_tags(tag + 1, "a particle ghost exchange")
-        counts = np.array([int((dest == q).sum()) for q in peers], np.int64)
-        if int(counts.sum()) != dest.size:
-            raise ShapeError("ghost copies addressed to a rank that is not a neighbour")
-        rcounts = np.empty(len(peers), np.int64)
-        reqs = [self._comm.Irecv(rcounts[i : i + 1], q, tag) for i, q in enumerate(peers)]
-        reqs += [self._comm.Isend(counts[i : i + 1], q, tag) for i, q in enumerate(peers)]
-        MPI.Request.Waitall(reqs)
-        send = np.empty(dest.size, self._record)
-        for name, values in rows.items():
-            send[name] = values
-        recv = np.empty(int(rcounts.sum()), self._record)
-        sview, rview = send.view(np.uint8), recv.view(np.uint8)
-        item = self._record.itemsize
-        soff, roff = _displs(counts) * item, _displs(rcounts) * item
-        reqs = [
-            self._comm.Irecv(rview[roff[i] : roff[i] + rcounts[i] * item], q, tag + 1)
-            for i, q in enumerate(peers)
-        ]
-        reqs += [
-            self._comm.Isend(sview[soff[i] : soff[i] + counts[i] * item], q, tag + 1)
-            for i, q in enumerate(peers)
-        ]
-        MPI.Request.Waitall(reqs)
-        return {name: np.ascontiguousarray(recv[name]) for name in self._record.names}
-
     @collective("DistParticles.migrate")
     def migrate(self) -> int:
         """Move every particle to the rank that owns its position now.
@@ -395,8 +330,9 @@ class DistParticles:
 
         Notes
         -----
-        Collective.  Counts first (``Alltoall``), then the movers' packed records in one
-        ``Alltoallv``.
+        Collective.  Counts first, then the movers' packed records: to the neighbours only
+        when all movers go to neighbours, else ``Alltoall`` + one ``Alltoallv``
+        (:attr:`last_route` says which).
         """
         from mpi4py import MPI
 
@@ -440,7 +376,7 @@ class DistParticles:
                 order = order[owner[order] >= 0]
             dest = owner[order]
             out = {n: a[order] for n, a in self.fields.items()}
-            arrived = self._exchange(out, dest)
+            arrived = _px.route(self, out, dest)
             staying = ~moving
             n_keep = int(staying.sum())
             n_new = arrived[self.position].shape[0]
@@ -452,8 +388,8 @@ class DistParticles:
                 fields[n] = new
             self.fields = fields
         else:
-            arrived = self._exchange(
-                {n: a[:0] for n, a in self.fields.items()}, np.zeros(0, np.int64)
+            arrived = _px.route(
+                self, {n: a[:0] for n, a in self.fields.items()}, np.zeros(0, np.int64)
             )
             if arrived[self.position].shape[0]:
                 self.fields = {n: np.concatenate((a, arrived[n])) for n, a in self.fields.items()}
@@ -553,7 +489,7 @@ class DistParticles:
         gp = plan.ghost_plan(pos, self.box, self.partition, self.rank, float(cutoff))
         rows = {n: a[gp.index] for n, a in self.fields.items()}
         rows[self.position] = rows[self.position] + gp.shift
-        got = self._exchange_neighbors(rows, gp.dest)
+        got = _px.exchange_neighbors(self, rows, gp.dest)
         if self.order_by is not None and got[self.position].shape[0]:
             x = got[self.position]
             keys = [x[:, a] for a in reversed(range(x.shape[1]))] + [got[self.order_by]]

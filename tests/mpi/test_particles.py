@@ -428,3 +428,27 @@ def test_order_by_must_be_unique():
     if dup:
         with pytest.raises(ConfigError, match="must be unique"):
             p.migrate()
+
+
+@pytest.mark.parametrize("jump", [0.3, 9.0])
+def test_migrate_goes_to_neighbours_only_when_it_can(jump):
+    """Small steps: counts and records to the neighbours only; jumps past them (slabs
+    along a wall-bounded axis): Alltoall.  The same particles either way."""
+    shape = (4 * SIZE, 4)
+    grid = DistArray(shape, dims=(SIZE, 1))
+    n = 400
+    rng = np.random.default_rng(11)
+    G = {"x": rng.uniform(0.2, 0.8, (n, 2)) * np.asarray(shape, float), "id": np.arange(n)}
+    p = DistParticles(grid, my_share(G), order_by="id")
+    step = np.where(p["id"] % 2 == 0, jump, -jump)[:, None] * np.array([[1.0, 0.0]])
+    p["x"] = np.clip(p["x"] + step, 0.0, np.nextafter(np.asarray(shape, float), 0))
+    p.migrate()
+    want_x = np.clip(
+        G["x"] + np.where(G["id"] % 2 == 0, jump, -jump)[:, None] * np.array([[1.0, 0.0]]),
+        0.0,
+        np.nextafter(np.asarray(shape, float), 0),
+    )
+    got = gathered(p)
+    parallel_assert(np.array_equal(got["x"], want_x) and np.array_equal(got["id"], G["id"]))
+    expected = "neighbors" if jump < 4 or SIZE < 3 else "alltoall"
+    parallel_assert(p.last_route == expected, f"{p.last_route} != {expected}")
