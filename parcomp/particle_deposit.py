@@ -171,41 +171,36 @@ def deposit(p: DistParticles, target: Any, weight: Any, scheme: str) -> None:
 def _deterministic(
     p: DistParticles, target: Any, glob: np.ndarray, values: np.ndarray, start: np.ndarray
 ) -> None:
-    """Route every contribution to its cell's owner; sum each cell's in (key, corner) order."""
-    from mpi4py import MPI
+    """Route every contribution to its cell's owner; sum each cell's in (key, corner) order.
 
-    partition = p.partition
-    ndim = partition.ndim
+    A contribution lands in this rank's block or a neighbour's (a cloud reaches one cell
+    past the block), so the records go to the neighbours only
+    (:func:`parcomp.particle_exchange.route`) and this rank's own stay here.
+    """
+    from parcomp.particle_exchange import route
+
+    ndim = p.partition.ndim
     m, corners = values.shape
-    key = np.repeat(p.fields[p.order_by].astype(np.int64), corners)
-    corner = np.tile(np.arange(corners, dtype=np.int64), m)
-    cells = glob.reshape(-1, ndim)
-    dest = partition.owner_of(cells) if cells.size else np.zeros(0, np.int64)
-    order = np.argsort(dest, kind="stable")
     record = np.dtype(
         [("cell", np.int64, (ndim,)), ("key", np.int64), ("corner", np.int64), ("w", np.float64)]
     )
-    send = np.empty(order.size, record)
-    send["cell"] = cells[order]
-    send["key"] = key[order]
-    send["corner"] = corner[order]
-    send["w"] = values.ravel()[order]
-    size = partition.size
-    counts = np.bincount(dest, minlength=size).astype(np.int64)
-    rcounts = np.empty(size, np.int64)
-    p._comm.Alltoall(counts, rcounts)
-    recv = np.empty(int(rcounts.sum()), record)
-    item = record.itemsize
-    sd = np.concatenate(([0], np.cumsum(counts)[:-1])) * item
-    rd = np.concatenate(([0], np.cumsum(rcounts)[:-1])) * item
-    p._comm.Alltoallv(
-        [send.view(np.uint8), counts * item, sd, MPI.BYTE],
-        [recv.view(np.uint8), rcounts * item, rd, MPI.BYTE],
-    )
+    cells = glob.reshape(-1, ndim)
+    rows = {
+        "cell": cells,
+        "key": np.repeat(p.fields[p.order_by].astype(np.int64), corners),
+        "corner": np.tile(np.arange(corners, dtype=np.int64), m),
+        "w": values.ravel(),
+    }
+    dest = p.partition.owner_of(cells) if cells.size else np.zeros(0, np.int64)
+    mine = dest == p.rank
+    order = np.flatnonzero(~mine)
+    order = order[np.argsort(dest[order], kind="stable")]
+    got, _ = route(p, {n: v[order] for n, v in rows.items()}, dest[order], record)
+    got = {n: np.concatenate((rows[n][mine], got[n])) for n in rows}
     interior = target.interior
-    loc = recv["cell"] - start
+    loc = got["cell"] - start
     flat = np.ravel_multi_index(tuple(loc.T), interior.shape) if loc.size else np.zeros(0, np.int64)
     # sequential sums in (cell, key, corner) order: the same sequence on any rank count
-    seq = np.lexsort((recv["corner"], recv["key"], flat))
-    add = _sums(flat[seq], recv["w"][seq], interior.size)
+    seq = np.lexsort((got["corner"], got["key"], flat))
+    add = _sums(flat[seq], got["w"][seq], interior.size)
     interior += add.reshape(interior.shape)

@@ -20,38 +20,44 @@ from parcomp.errors import ShapeError
 if TYPE_CHECKING:  # pragma: no cover
     from parcomp.particles import DistParticles
 
-__all__ = ["exchange", "exchange_neighbors", "neighbors", "route"]
+__all__ = ["displs", "exchange", "exchange_neighbors", "neighbors", "route"]
 
 
-def _displs(counts: np.ndarray) -> np.ndarray:
+def displs(counts: np.ndarray) -> np.ndarray:
+    """Offsets of consecutive blocks of ``counts`` items (exclusive prefix sums)."""
     out = np.zeros_like(counts)
     np.cumsum(counts[:-1], out=out[1:])
     return out
 
 
 def exchange(
-    p: DistParticles, rows: dict[str, np.ndarray], dest: np.ndarray
+    p: DistParticles,
+    rows: dict[str, np.ndarray],
+    dest: np.ndarray,
+    record: np.dtype | None = None,
 ) -> dict[str, np.ndarray]:
     """Send row ``i`` of ``rows`` to rank ``dest[i]`` (sorted ascending); receive others'.
 
-    One ``Alltoall`` of counts and one ``Alltoallv`` of packed records (collective).
+    ``record`` is the packed dtype of a row (default: the particles' fields).  One
+    ``Alltoall`` of counts and one ``Alltoallv`` of packed records (collective).
     """
+    record = p._record if record is None else record
     from mpi4py import MPI
 
     size = p.partition.size
     counts = np.bincount(dest, minlength=size).astype(np.int64)
     recv_counts = np.empty(size, np.int64)
     p._comm.Alltoall(counts, recv_counts)
-    send = np.empty(dest.size, p._record)
+    send = np.empty(dest.size, record)
     for name, values in rows.items():
         send[name] = values
-    recv = np.empty(int(recv_counts.sum()), p._record)
-    item = p._record.itemsize
+    recv = np.empty(int(recv_counts.sum()), record)
+    item = record.itemsize
     p._comm.Alltoallv(
-        [send.view(np.uint8), counts * item, _displs(counts) * item, MPI.BYTE],
-        [recv.view(np.uint8), recv_counts * item, _displs(recv_counts) * item, MPI.BYTE],
+        [send.view(np.uint8), counts * item, displs(counts) * item, MPI.BYTE],
+        [recv.view(np.uint8), recv_counts * item, displs(recv_counts) * item, MPI.BYTE],
     )
-    return {name: np.ascontiguousarray(recv[name]) for name in p._record.names}
+    return {name: np.ascontiguousarray(recv[name]) for name in record.names}
 
 
 def neighbors(p: DistParticles) -> list[int]:
@@ -62,7 +68,10 @@ def neighbors(p: DistParticles) -> list[int]:
 
 
 def exchange_neighbors(
-    p: DistParticles, rows: dict[str, np.ndarray], dest: np.ndarray
+    p: DistParticles,
+    rows: dict[str, np.ndarray],
+    dest: np.ndarray,
+    record: np.dtype | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`exchange` among neighbours only (``dest`` must hold neighbours): counts,
     then packed records, by non-blocking point-to-point messages, so that the cost per
@@ -72,6 +81,7 @@ def exchange_neighbors(
     from parcomp.halo import largest_tag
     from parcomp.subcomm import check_tags
 
+    record = p._record if record is None else record
     peers = neighbors(p)
     tag = largest_tag(p.partition.ndim) + 1  # above the reverse halo's direction tags
     check_tags(tag + 1, "a particle ghost exchange")
@@ -82,13 +92,13 @@ def exchange_neighbors(
     reqs = [p._comm.Irecv(rcounts[i : i + 1], q, tag) for i, q in enumerate(peers)]
     reqs += [p._comm.Isend(counts[i : i + 1], q, tag) for i, q in enumerate(peers)]
     MPI.Request.Waitall(reqs)
-    send = np.empty(dest.size, p._record)
+    send = np.empty(dest.size, record)
     for name, values in rows.items():
         send[name] = values
-    recv = np.empty(int(rcounts.sum()), p._record)
+    recv = np.empty(int(rcounts.sum()), record)
     sview, rview = send.view(np.uint8), recv.view(np.uint8)
-    item = p._record.itemsize
-    soff, roff = _displs(counts) * item, _displs(rcounts) * item
+    item = record.itemsize
+    soff, roff = displs(counts) * item, displs(rcounts) * item
     reqs = [
         p._comm.Irecv(rview[roff[i] : roff[i] + rcounts[i] * item], q, tag + 1)
         for i, q in enumerate(peers)
@@ -98,19 +108,24 @@ def exchange_neighbors(
         for i, q in enumerate(peers)
     ]
     MPI.Request.Waitall(reqs)
-    return {name: np.ascontiguousarray(recv[name]) for name in p._record.names}
+    return {name: np.ascontiguousarray(recv[name]) for name in record.names}
 
 
-def route(p: DistParticles, rows: dict[str, np.ndarray], dest: np.ndarray) -> dict[str, np.ndarray]:
-    """Send the movers: to the neighbours only when every rank's movers go to its
-    neighbours (agreed by one ``Allreduce``: the usual case, with a cost per rank that
-    does not grow with the rank count), else by ``Alltoall`` + ``Alltoallv``.  Both
-    deliver in source-rank order, so the result is the same bits.  Collective."""
+def route(
+    p: DistParticles,
+    rows: dict[str, np.ndarray],
+    dest: np.ndarray,
+    record: np.dtype | None = None,
+) -> tuple[dict[str, np.ndarray], str]:
+    """Send rows to the neighbours only when every rank's rows go to its neighbours
+    (agreed by one ``Allreduce``: the usual case, with a cost per rank that does not grow
+    with the rank count), else by ``Alltoall`` + ``Alltoallv``.  Both deliver in
+    source-rank order, so the result is the same bits.  Returns (rows received, "neighbors"
+    or "alltoall").  Collective."""
     from mpi4py import MPI
 
     near = np.array([bool(np.isin(dest, neighbors(p)).all())], np.bool_)
     p.comm.Allreduce(MPI.IN_PLACE, near, op=MPI.LAND)
-    p.last_route = "neighbors" if near[0] else "alltoall"
     if near[0]:
-        return exchange_neighbors(p, rows, dest)
-    return exchange(p, rows, dest)
+        return exchange_neighbors(p, rows, dest, record), "neighbors"
+    return exchange(p, rows, dest, record), "alltoall"

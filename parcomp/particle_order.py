@@ -13,17 +13,12 @@ import numpy as np
 
 from parcomp.comm import raise_if_any
 from parcomp.errors import ConfigError
+from parcomp.particle_exchange import displs
 
 if TYPE_CHECKING:  # pragma: no cover
     from parcomp.particles import DistParticles
 
 __all__ = ["check_unique_here", "check_unique_everywhere"]
-
-
-def _displs(counts: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(counts)
-    np.cumsum(counts[:-1], out=out[1:])
-    return out
 
 
 def check_unique_here(p: DistParticles) -> None:
@@ -58,8 +53,8 @@ def check_unique_everywhere(p: DistParticles) -> None:
     p._comm.Alltoall(counts, rcounts)
     got = np.empty(int(rcounts.sum()), np.int64)
     p._comm.Alltoallv(
-        [keys[order], counts, _displs(counts), MPI.INT64_T],
-        [got, rcounts, _displs(rcounts), MPI.INT64_T],
+        [keys[order], counts, displs(counts), MPI.INT64_T],
+        [got, rcounts, displs(rcounts), MPI.INT64_T],
     )
     got.sort()
     dup = np.flatnonzero(got[1:] == got[:-1])

@@ -50,12 +50,6 @@ def _record_dtype(fields: Mapping[str, np.ndarray]) -> np.dtype:
     return np.dtype([(name, a.dtype, a.shape[1:]) for name, a in fields.items()])
 
 
-def _displs(counts: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(counts)
-    np.cumsum(counts[:-1], out=out[1:])
-    return out
-
-
 class DistParticles:
     """Particles distributed by position over the blocks of a grid.
 
@@ -285,7 +279,7 @@ class DistParticles:
         item = self._record.itemsize
         self._comm.Gatherv(
             mine.view(np.uint8),
-            [whole.view(np.uint8), counts * item, _displs(counts) * item, MPI.BYTE],
+            [whole.view(np.uint8), counts * item, _px.displs(counts) * item, MPI.BYTE],
             root=root,
         )
         out = {name: np.ascontiguousarray(whole[name]) for name in self._record.names}
@@ -338,14 +332,10 @@ class DistParticles:
 
         self.clear_ghosts()
         error: BaseException | None = None
-        lengths = {n: a.shape[0] for n, a in self.fields.items()}
         owner = np.zeros(0, np.int64)
         n_out = 0
         try:
-            if len(set(lengths.values())) > 1:
-                raise ShapeError(
-                    f"migrate: fields have different lengths on rank {self.rank}: {lengths}"
-                )
+            self._check_layout("migrate")
             pos = self.fields[self.position]
             owner, bad, n_out = self._locate(pos, "migrate")
             if bad:
@@ -376,7 +366,7 @@ class DistParticles:
                 order = order[owner[order] >= 0]
             dest = owner[order]
             out = {n: a[order] for n, a in self.fields.items()}
-            arrived = _px.route(self, out, dest)
+            arrived, self.last_route = _px.route(self, out, dest)
             staying = ~moving
             n_keep = int(staying.sum())
             n_new = arrived[self.position].shape[0]
@@ -388,7 +378,7 @@ class DistParticles:
                 fields[n] = new
             self.fields = fields
         else:
-            arrived = _px.route(
+            arrived, self.last_route = _px.route(
                 self, {n: a[:0] for n, a in self.fields.items()}, np.zeros(0, np.int64)
             )
             if arrived[self.position].shape[0]:
@@ -430,10 +420,37 @@ class DistParticles:
         owner[outside] = -1
         return owner, int((~finite).sum()), int(outside.sum())
 
+    def _check_layout(self, where: str) -> None:
+        """Raise ShapeError (local) unless the fields still have the names, dtypes and
+        trailing shapes they were made with, and one length (they are plain arrays in a
+        dict: code may have replaced one)."""
+        names = self._record.names or ()
+        if tuple(self.fields) != names:
+            raise ShapeError(
+                f"{where}: fields on rank {self.rank} are {sorted(self.fields)}, expected "
+                f"{sorted(names)}"
+            )
+        for name in names:
+            a, (dtype, _) = self.fields[name], self._record.fields[name]
+            want = (dtype.base, dtype.shape)
+            if not isinstance(a, np.ndarray) or (a.dtype, a.shape[1:]) != want:
+                raise ShapeError(
+                    f"{where}: field {name!r} on rank {self.rank} is "
+                    f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}, "
+                    f"expected {want[0]} with trailing shape {want[1]}"
+                )
+        lengths = {n: a.shape[0] for n, a in self.fields.items()}
+        if len(set(lengths.values())) > 1:
+            raise ShapeError(
+                f"{where}: fields have different lengths on rank {self.rank}: {lengths}"
+            )
+
     def _agree_inside(self, where: str) -> None:
-        """Raise on every rank unless every particle is finite and inside this rank's block."""
+        """Raise on every rank unless the fields are intact and every particle is finite
+        and inside this rank's block."""
         error: BaseException | None = None
         try:
+            self._check_layout(where)
             owner, bad, _ = self._locate(self.fields[self.position], where, wrap=False)
             if bad:
                 raise ShapeError(f"{where}: {bad} particle(s) have NaN or infinite positions")

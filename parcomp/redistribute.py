@@ -264,7 +264,6 @@ class Redistribution:
 
     # -- alltoallw: one subarray datatype per peer and direction
     def _build_w(self) -> None:
-        from mpi4py import MPI
 
         from parcomp.comm import mpi_datatype
 
@@ -312,7 +311,6 @@ class Redistribution:
             )
             self._rcounts[t.peer] = 1
         self._displs = [0] * p
-        self._MPI = MPI
 
     @staticmethod
     def _slices(region: Region, block: Region, halo: tuple[int, ...]) -> tuple[slice, ...]:
@@ -341,7 +339,6 @@ class Redistribution:
 
     # -- alltoallv: NumPy slices, packed in peer order; this rank's part copied directly
     def _build_v(self) -> None:
-        import numpy as np
 
         p = self.size
         self._scounts = [0] * p
@@ -363,9 +360,6 @@ class Redistribution:
             self._rcounts[t.peer] = math.prod(b - a for a, b in t.region)
         self._sdispls = _displs(self._scounts)
         self._rdispls = _displs(self._rcounts)
-        # packing buffers, kept for the next call (a fresh one costs its first touch)
-        self._sbuf = np.empty(sum(self._scounts), self.dtype)
-        self._rbuf = np.empty(sum(self._rcounts), self.dtype)
 
     def run(self, comm: Any, source: Any, dest: Any) -> None:
         """Move ``source`` (local buffer in the source layout) into ``dest`` (collective)."""
@@ -395,7 +389,10 @@ class Redistribution:
             dest[self._self_copy[1]] = source[self._self_copy[0]]
         if self.size == 1:
             return
-        sbuf, rbuf = self._sbuf, self._rbuf
+        # the process's two scratch buffers, reused (a fresh one costs its first touch)
+        item = self.dtype.itemsize
+        sbuf = _scratch(sum(self._scounts) * item, 0).view(self.dtype)
+        rbuf = _scratch(sum(self._rcounts) * item, 1).view(self.dtype)
         for peer, sl in self._sslices:
             off, n = self._sdispls[peer], self._scounts[peer]
             sbuf[off : off + n].reshape([s.stop - s.start for s in sl])[...] = source[sl]
@@ -426,16 +423,18 @@ def _contiguous(region: tuple[slice, ...], shape: tuple[int, ...]) -> bool:
     return all(n == 1 for n in sizes[: max(k - 1, 0)])
 
 
-_SCRATCH: list[Any] = []
+_SCRATCH: dict[int, Any] = {}
 
 
-def _scratch(nbytes: int) -> Any:
-    """A reused byte buffer of at least ``nbytes`` (grown, never shrunk; one per process)."""
+def _scratch(nbytes: int, slot: int = 0) -> Any:
+    """Reused byte buffer number ``slot`` of exactly ``nbytes`` (its storage grows, never
+    shrinks; a few per process, however many redistributions are cached)."""
     import numpy as np
 
-    if not _SCRATCH or _SCRATCH[0].nbytes < nbytes:
-        _SCRATCH[:] = [np.empty(max(nbytes, 1), np.uint8)]
-    return _SCRATCH[0][: max(nbytes, 1)]
+    buf = _SCRATCH.get(slot)
+    if buf is None or buf.nbytes < nbytes:
+        buf = _SCRATCH[slot] = np.empty(max(nbytes, 1), np.uint8)
+    return buf[:nbytes]
 
 
 def _displs(counts: list[int]) -> list[int]:
@@ -470,6 +469,8 @@ def redistribute_array(
                 f"unknown redistribution method {method!r}; expected one of {METHODS}"
             )
         if out is not None:
+            if out is arr:
+                raise ShapeError("out= must be another array than the one redistributed")
             if not isinstance(out, DistArray):
                 raise ShapeError(f"out= must be a DistArray, got {type(out).__name__}")
             if out.global_shape != arr.global_shape or out.dtype != arr.dtype:

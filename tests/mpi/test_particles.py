@@ -452,3 +452,24 @@ def test_migrate_goes_to_neighbours_only_when_it_can(jump):
     parallel_assert(np.array_equal(got["x"], want_x) and np.array_equal(got["id"], G["id"]))
     expected = "neighbors" if jump < 4 or SIZE < 3 else "alltoall"
     parallel_assert(p.last_route == expected, f"{p.last_route} != {expected}")
+
+
+def test_a_field_replaced_with_another_layout_raises_on_every_rank():
+    """Fields are plain arrays in a dict: code can replace one with another dtype or
+    trailing shape on one rank; the packed records would then be cast, or fail there only."""
+    grid = DistArray((8, 6), periods=True)
+    for bad in ("dtype", "shape", "name"):
+        p = DistParticles(grid, my_share(population()), box=box_of((8, 6), 2))
+        if RANK == SIZE - 1:
+            if bad == "dtype":
+                p.fields["tag"] = p.fields["tag"].astype(np.float64)
+            elif bad == "shape":
+                p.fields["v"] = np.zeros((p.n_local, 3), np.float32)
+            else:
+                p.fields["extra"] = np.zeros(p.n_local)
+        with pytest.raises(ShapeError, match="expected"):
+            p.migrate()
+        with pytest.raises(ShapeError, match="expected"):
+            p.ghosts(0.5)
+        with pytest.raises(ShapeError, match="expected"):
+            p.deposit(DistArray((8, 6), periods=True))

@@ -102,3 +102,9 @@ def test_out_must_match_periodicity_and_is_written():
         arr.redistribute(out=DistArray((8, 7), periods=True))
     with pytest.raises(ShapeError, match="shape"):
         arr.redistribute(out=DistArray((8, 8)))
+
+
+def test_out_cannot_be_the_array_itself():
+    _G, arr = make((8, 7), np.float64, None)
+    with pytest.raises(ShapeError, match="another array"):
+        arr.redistribute(out=arr)
