@@ -152,3 +152,34 @@ def test_a_checkpoint_beyond_the_requested_steps_is_refused(tmp_path, script, ar
     fewer = [a if a != args[args.index("--steps") + 1] else "5" for a in args]
     second = job(script, 2, *fewer, "--checkpoint-dir", ck, *out(), check=False)
     assert second.returncode != 0 and "beyond --steps 5" in second.stderr, second.stderr[-2000:]
+
+
+def test_walkers_killed_twice_once_during_recovery(walkers_1, tmp_path):
+    """A SIGKILL at a step on 3 ranks; the resumed run on 2 ranks is killed again at a
+    random moment soon after it starts (while it imports, restores or takes its first
+    steps); a third run on 4 ranks still ends with the uninterrupted answer."""
+    ck = tmp_path / "ck"
+    opts = ("--checkpoint-dir", ck, "--checkpoint-every", "10")
+    first = job("walkers", 3, *WALK, *opts, "--die-at-step", "35", *out(), check=False)
+    assert first.returncode != 0
+    marker = str(tmp_path / "second")
+    killed = []
+
+    def killer():
+        deadline = time.monotonic() + 60
+        while not rank_pids(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(random.Random(7).uniform(0.0, 1.0))  # imports, restore, first steps
+        pids = rank_pids(marker)
+        if pids:
+            os.kill(random.Random(7).choice(pids), signal.SIGKILL)
+            killed.append(True)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    second = job("walkers", 2, *WALK, *opts, "--step-delay", "0.05", "--out", marker, check=False)
+    thread.join()
+    assert killed and second.returncode != 0, "the second run was not killed"
+    third = job("walkers", 4, *WALK, *opts, *out())
+    assert "resumed at step" in third.stderr, third.stderr[-2000:]
+    assert found(r"sha256 = (\w+)", third) == found(r"sha256 = (\w+)", walkers_1)
