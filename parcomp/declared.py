@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from parcomp import watchdog
 from parcomp.errors import KernelSignatureError, ShapeError
 from parcomp.numba_jit import Kernel, parameter_names
-from parcomp.reach import field_uses, infer_reach
+from parcomp.reach import field_stores, field_uses, infer_reach
 from parcomp.stencil_run import CHECKED, buffers, execute, fast_key, find, remember, window
 from parcomp.watchdog import collective, debug_collectives
 
@@ -193,6 +193,7 @@ def _check_against_source(func: Callable[..., Any], spec: StencilSpec) -> bool |
                     "exchanged into an output). Read the previous values from a separate field"
                 )
         reads_output = any(uses[f].read_at_all for f in spec.writes)
+    _refuse_stores_into_reads(func, spec)
     for reach in infer_reach(func, spec.reads).values():
         if reach.diagonal is not None and not spec.corners:
             raise KernelSignatureError(
@@ -213,6 +214,26 @@ def _check_against_source(func: Callable[..., Any], spec: StencilSpec) -> bool |
                     f"{spec.radius}. Declare the radius it reads"
                 )
     return reads_output
+
+
+def _refuse_stores_into_reads(func: Callable[..., Any], spec: StencilSpec) -> None:
+    """A field read with ghost cells (radius > 0) that the kernel also stores into gives
+    answers that depend on the loop order and the rank count: refuse it."""
+    values = (spec.radius,) if isinstance(spec.radius, int) else spec.radius
+    if not any(values):
+        return  # radius=0: every field is read at its own cell; in-place stores are fine
+    guarded = [f for f in spec.reads if f not in spec.writes and f not in spec.pointwise]
+    stores = field_stores(func, guarded) or {}
+    for field in guarded:
+        if field in stores:
+            name = getattr(func, "__name__", repr(func))
+            raise KernelSignatureError(
+                f"@parcomp.stencil on {name!r}: {field} is read with its neighbours (radius "
+                f"{spec.radius}) but the kernel also stores into it ({stores[field]!r}): a "
+                "neighbour would read the new value or the old one depending on the loop "
+                "order and on where the block ends, so the answer would depend on the rank "
+                "count. Write the new values into a separate output field"
+            )
 
 
 def _undeclared_reach(kernel: Any) -> dict[str, Any]:

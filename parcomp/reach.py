@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Reach", "infer_reach"]
+__all__ = ["Reach", "field_stores", "infer_reach"]
 
 
 @dataclass
@@ -175,3 +175,71 @@ def field_uses(func: Callable[..., Any], fields: Sequence[str]) -> dict[str, Use
         ):
             out[node.id].other.append(node.id)
     return out
+
+
+def _aliases(tree: ast.AST, fields: Sequence[str]) -> dict[str, str]:
+    """Names bound to a field or a view of it (``w = u``, ``w = u[1:-1]``, ``w = u.T``,
+    ``a, b = u, v``): alias -> field.  Followed through chains of such assignments."""
+    alias = {name: name for name in fields}
+
+    def source(value: ast.AST) -> str | None:
+        while isinstance(value, ast.Subscript | ast.Attribute):
+            value = value.value
+        return alias.get(value.id) if isinstance(value, ast.Name) else None
+
+    changed = True
+    while changed:
+        changed = False
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign):
+                pairs: list[tuple[ast.AST, ast.AST]] = []
+                for target in node.targets:
+                    if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                        pairs.extend(zip(target.elts, node.value.elts, strict=False))
+                    else:
+                        pairs.append((target, node.value))
+                for target, value in pairs:
+                    if isinstance(target, ast.Name) and target.id not in alias:
+                        origin = source(value)
+                        if origin is not None:
+                            alias[target.id] = origin
+                            changed = True
+    return alias
+
+
+def field_stores(func: Callable[..., Any], fields: Sequence[str]) -> dict[str, str] | None:
+    """The first store into each of ``fields`` found in ``func``'s source (None: no source).
+
+    A store is a subscript assignment (``u[i, j] = x``), an augmented one
+    (``u[i, j] += x``) or a ``del``, on the field's own name or on a name bound to it or a
+    view of it (``w = u``; ``w = u[1:]``).  Returns field -> the source of that store, for
+    the fields stored into only.
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(func))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+    alias = _aliases(tree, fields)
+    found: dict[str, str] = {}
+    for node in ast.walk(tree):
+        targets: list[ast.AST] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif isinstance(node, ast.Delete):
+            targets = list(node.targets)
+        while targets:
+            target = targets.pop()
+            if isinstance(target, ast.Tuple | ast.List):
+                targets.extend(target.elts)
+                continue
+            if not isinstance(target, ast.Subscript):
+                continue
+            base = target.value
+            while isinstance(base, ast.Subscript | ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in alias:
+                found.setdefault(alias[base.id], ast.unparse(node).splitlines()[0])
+    return found
