@@ -20,7 +20,7 @@ ghosts lie outside the domain and hold boundary values (zero unless
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -35,7 +35,22 @@ from parcomp.watchdog import collective
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
 
-__all__ = ["DistArray"]
+__all__ = ["DistArray", "Spectrum"]
+
+
+class Spectrum(NamedTuple):
+    """Where a Fourier transform's values sit (set by :mod:`parcomp.fft` on its results).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The real-space shape the transform was taken of.
+    halved : int or None
+        The axis an ``rfftn`` halved (``shape[halved] // 2 + 1`` values), else None.
+    """
+
+    shape: tuple[int, ...]
+    halved: int | None
 
 _NUMERIC = "biufc"
 
@@ -162,6 +177,7 @@ class DistArray(VectorAlgebra):
         new = cls.__new__(cls)
         dt = other.dtype if dtype is None else _check_dtype(dtype)
         new._setup(other.partition, dt, other.halo, other.comm, other._halo_comm, other._array_comm)
+        new.spectrum = other.spectrum
         return new
 
     # ---------------------------------------------------------------- constructors
@@ -267,6 +283,11 @@ class DistArray(VectorAlgebra):
         arr = cls(shape, np.dtype(dtstr), comm=comm, **kw)
         arr._scatter(array if is_root else None, root)
         return arr
+
+    #: Set on the results of :mod:`parcomp.fft` transforms (and kept by ``copy``,
+    #: ``zeros_like``, arithmetic and ``redistribute``): the real-space shape and the axis an
+    #: ``rfftn`` halved, so :func:`parcomp.fft.frequencies` places the values by itself.
+    spectrum: Spectrum | None = None
 
     # ---------------------------------------------------------------- properties and views
     @property

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.array import DistArray
+from parcomp.array import DistArray, Spectrum
 from parcomp.comm import raise_if_any, raise_if_differ
 from parcomp.errors import ConfigError, DTypeError, ParcompError, RankCountError, ShapeError
 from parcomp.partition import Partition
@@ -132,6 +132,9 @@ def _irfft_length(a: DistArray, chosen: tuple[int, ...], s: Sequence[int] | None
     """The output length of the halved axis of an irfftn (local check)."""
     last = chosen[-1]
     n_last = 2 * (a.global_shape[last] - 1)
+    spectrum = getattr(a, "spectrum", None)
+    if s is None and spectrum is not None and spectrum.halved == last:
+        n_last = spectrum.shape[last]  # the rfftn result knows its real length (odd too)
     if s is not None:
         try:
             lengths = tuple(int(v) for v in s)
@@ -229,7 +232,10 @@ def _agree(
     return chosen, steps
 
 
-def _finish(a: DistArray, out_dims: Sequence[int | None] | None) -> DistArray:
+def _finish(
+    a: DistArray, out_dims: Sequence[int | None] | None, spectrum: Spectrum | None
+) -> DistArray:
+    a.spectrum = spectrum
     return a if out_dims is None else a.redistribute(out_dims, halo=0)
 
 
@@ -246,7 +252,8 @@ def _complex(
     for axis in reversed(chosen):
         cur = _pencil(cur, axis)
         cur = _apply(cur, axis, kind, cur.global_shape[axis], norm, a)
-    return _finish(cur, out_dims)
+    # a forward transform is a spectrum of the input's shape; an inverse one is not
+    return _finish(cur, out_dims, Spectrum(a.global_shape, None) if kind == "fft" else None)
 
 
 @collective("parcomp.fft.fftn", lambda a, *args, **kw: getattr(a, "comm", None))
@@ -326,7 +333,7 @@ def rfftn(
     for axis in reversed(chosen[:-1]):
         cur = _pencil(cur, axis)
         cur = _apply(cur, axis, "fft", cur.global_shape[axis], norm, a)
-    return _finish(cur, out_dims)
+    return _finish(cur, out_dims, Spectrum(a.global_shape, last))
 
 
 @collective("parcomp.fft.irfftn", lambda a, *args, **kw: getattr(a, "comm", None))
@@ -346,7 +353,8 @@ def irfftn(
         Complex input, an :func:`rfftn` result.
     s : sequence of int, optional
         Length of each transformed axis in the output (default: the input's, with the
-        last one ``2 * (m - 1)``).  Give it for odd lengths.
+        last one the length :func:`rfftn` halved when ``a`` is its result, odd lengths
+        included; else ``2 * (m - 1)``).
     axes, norm, out_dims
         As :func:`fftn`.
 
@@ -364,49 +372,85 @@ def irfftn(
         cur = _apply(cur, axis, "ifft", cur.global_shape[axis], norm, a)
     cur = _pencil(cur, last)
     cur = _apply(cur, last, "irfft", n_last, norm, a)
-    return _finish(cur, out_dims)
+    return _finish(cur, out_dims, None)
 
 
 def frequencies(
-    a: DistArray, shape: Sequence[int] | None = None, spacing: float | Sequence[float] = 1.0
+    a: DistArray,
+    shape: Sequence[int] | None = None,
+    spacing: float | Sequence[float] = 1.0,
+    *,
+    angular: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """Sample frequencies of this rank's block of a transform, one array per axis.
 
     Parameters
     ----------
     a : DistArray
-        A result of :func:`fftn` or :func:`rfftn` (any layout).
+        A result of :func:`fftn` or :func:`rfftn` (any layout; also an array made from
+        one by ``copy``, ``zeros_like``, arithmetic or ``redistribute``): its
+        :attr:`~parcomp.DistArray.spectrum` says which axis :func:`rfftn` halved.
     shape : sequence of int, optional
-        The real-space shape (default ``a.global_shape``).  For an :func:`rfftn` result
-        give it: an axis whose length here is ``shape[i] // 2 + 1`` and not ``shape[i]``
-        gets ``numpy.fft.rfftfreq`` values.
+        The real-space shape, for an array that is not such a result (then an axis whose
+        length here is ``shape[i] // 2 + 1`` and not ``shape[i]`` gets
+        ``numpy.fft.rfftfreq`` values).  Default: the transform's own.
     spacing : float or sequence of float
-        Sample spacing per axis (as ``d`` of ``numpy.fft.fftfreq``).  For wavenumbers of
-        a box of length ``L`` with ``n`` cells, ``k = 2 * pi * f`` with ``spacing = L / n``.
+        Sample spacing per axis (as ``d`` of ``numpy.fft.fftfreq``): ``L / n`` for a box
+        of length ``L`` with ``n`` cells.
+    angular : bool, default False
+        Return angular wavenumbers ``k = 2 * pi * f`` (what spectral derivatives use:
+        ``d/dx -> 1j * k``) instead of frequencies ``f``.
 
     Returns
     -------
     tuple of numpy.ndarray
         Arrays broadcastable against ``a.interior`` (shape 1 except along their axis).
 
+    Raises
+    ------
+    ShapeError
+        ``a`` carries no transform metadata and ``shape`` is not given (its values could
+        be a full or a halved spectrum: the frequencies would be guessed), or ``shape``
+        contradicts the transform ``a`` came from.
+
     Notes
     -----
     Local: no communication.
     """
-    real = a.global_shape if shape is None else tuple(int(n) for n in shape)
+    spectrum = getattr(a, "spectrum", None)
+    if shape is None:
+        if spectrum is None:
+            raise ShapeError(
+                f"frequencies: this {a.global_shape} array is not the result of a "
+                "parcomp.fft transform (no spectrum metadata), so whether an axis was halved "
+                "by rfftn is unknown; pass shape= the real-space shape"
+            )
+        real = spectrum.shape
+    else:
+        real = tuple(int(n) for n in shape)
+        if spectrum is not None and real != spectrum.shape:
+            raise ShapeError(
+                f"frequencies: shape={real} but this array is the transform of a "
+                f"{spectrum.shape} array"
+            )
     if len(real) != a.ndim:
         raise ShapeError(f"shape {real} has {len(real)} axes, the array has {a.ndim}")
     d = (spacing,) * a.ndim if np.isscalar(spacing) else tuple(spacing)
+    if len(d) != a.ndim:
+        raise ShapeError(f"spacing {spacing!r} has {len(d)} entries, the array has {a.ndim} axes")
     out = []
     for axis, ((lo, hi), n, m) in enumerate(zip(a.local_range, real, a.global_shape, strict=True)):
-        if m == n:
+        halved = spectrum.halved == axis if spectrum is not None else (m != n)
+        if not halved and m == n:
             f = np.fft.fftfreq(n, d[axis])
-        elif m == n // 2 + 1:
+        elif halved and m == n // 2 + 1:
             f = np.fft.rfftfreq(n, d[axis])
         else:
             raise ShapeError(
                 f"axis {axis} has {m} values, which is neither shape[{axis}] = {n} nor {n // 2 + 1}"
             )
+        if angular:
+            f = 2.0 * np.pi * f
         view = [1] * a.ndim
         view[axis] = hi - lo
         out.append(f[lo:hi].reshape(view))

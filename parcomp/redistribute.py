@@ -526,6 +526,7 @@ def redistribute_array(
         out = DistArray._make(target, arr.dtype, widths, arr.comm)
     engine = get(arr.partition, target, arr.halo, widths, arr.dtype, arr.rank, key[2])
     engine.run(arr._array_comm, arr.local, out.local)
+    out.spectrum = arr.spectrum
     return out
 
 

@@ -90,3 +90,38 @@ def test_radius_zero_and_pointwise_keep_in_place_updates():
     parallel_assert(RANK != 0 or np.array_equal(got, 2.0 * (i + 0.5 * j)))
     parallel_assert(u.max() == 0.0 and u.min() == 0.0)
     assert leap.spec.pointwise == ("old",)
+
+
+# ---------------------------------------------------------------- 4. FFT metadata travels
+def test_rfftn_result_knows_its_frequencies():
+    # was: frequencies(F) of an rfftn result gave fftfreq values (negatives too) on the
+    # halved axis, silently
+    from parcomp import fft
+
+    shape = (6, 8, 9)  # an odd halved axis
+    g = np.random.default_rng(3).standard_normal(shape)
+    a = DistArray.from_global(g if RANK == 0 else None)
+    F = fft.rfftn(a)
+    fx, fy, fz = fft.frequencies(F, spacing=(0.5, 1.0, 2.0))
+    (lx, hx), (ly, hy), (lz, hz) = F.local_range
+    ok = (
+        np.array_equal(fz.ravel(), np.fft.rfftfreq(9, 2.0)[lz:hz])
+        and np.array_equal(fx.ravel(), np.fft.fftfreq(6, 0.5)[lx:hx])
+        and np.array_equal(fy.ravel(), np.fft.fftfreq(8, 1.0)[ly:hy])
+    )
+    parallel_assert(ok, "frequencies of an rfftn result")
+    # kept by arithmetic, zeros_like and redistribute; angular=True gives 2 pi f
+    W = 1j * F
+    kz = fft.frequencies(W.redistribute(), angular=True)[2]
+    parallel_assert(bool(np.all(kz >= 0)), "angular wavenumbers of the halved axis")
+    kz0 = fft.frequencies(F.zeros_like(), angular=True)[2]
+    parallel_assert(np.allclose(kz0, 2 * np.pi * np.fft.rfftfreq(9)[lz:hz].reshape(1, 1, -1)))
+    # irfftn round-trips the odd length without s=
+    back = fft.irfftn(F, out_dims=a.partition.dims).gather()
+    parallel_assert(RANK != 0 or (back.shape == shape and np.allclose(back, g, atol=1e-12)))
+    # a shape contradicting the transform, or no metadata at all, is refused
+    with pytest.raises(parcomp.errors.ShapeError, match="transform of a"):
+        fft.frequencies(F, shape=(6, 8, 10))
+    with pytest.raises(parcomp.errors.ShapeError, match="pass shape="):
+        fft.frequencies(DistArray.zeros((6, 8, 5), dtype=np.complex128))
+    parallel_assert(True)
