@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+from parcomp.callid import allsum_scalar
 from parcomp.errors import DTypeError, ShapeError
 from parcomp.reduce import allreduce
 from parcomp.watchdog import collective
@@ -169,15 +170,8 @@ class VectorAlgebra(NDArrayOperatorsMixin):
             local = np.vdot(a, b) if a.dtype.kind != "c" else np.dot(a.ravel(), b.ravel())
         else:  # interiors of arrays with ghost cells: no temporary (4x faster than a * b)
             local = np.einsum(_EINSUM_DOT[a.ndim], a, b)
-        sums = _SCALARS.get(local.dtype)
-        if sums is None and not _SCALARS:
-            _scalar_buffers()
-            sums = _SCALARS.get(local.dtype)
-        if sums is not None:  # float64 / complex128: one preallocated buffer Allreduce
-            send, recv, op = sums
-            send[0] = local
-            self.comm.Allreduce(send, recv, op)
-            return recv[0]
+        if local.dtype in (np.float64, np.complex128):  # one preallocated, checked buffer
+            return allsum_scalar(self.comm, local)
         return allreduce(local, "sum", self.comm)
 
     @collective("DistArray.vdot")
@@ -349,20 +343,6 @@ def _axpy_kernel() -> Any:
 
         _AXPY.append(jit(nogil=True)(axpy_loops).dispatcher)
     return _AXPY[0]
-
-
-#: Preallocated (send, receive, MPI.SUM) for float64 and complex128 dot products (filled
-#: on first import of mpi4py by :func:`_scalar_buffers`): a CG iteration does two dots,
-#: and with the caches cold after streaming its vectors, every Python step on the way to
-#: the one-number Allreduce costs several times its warm price.
-_SCALARS: dict[Any, tuple[np.ndarray, np.ndarray, Any]] = {}
-
-
-def _scalar_buffers() -> None:
-    from mpi4py import MPI
-
-    for dt in (np.dtype(np.float64), np.dtype(np.complex128)):
-        _SCALARS[dt] = (np.empty(1, dt), np.empty(1, dt), MPI.SUM)
 
 
 def _extreme(dtype: np.dtype, sign: int) -> Any:

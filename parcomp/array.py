@@ -52,6 +52,7 @@ class Spectrum(NamedTuple):
     shape: tuple[int, ...]
     halved: int | None
 
+
 _NUMERIC = "biufc"
 
 

@@ -162,8 +162,11 @@ def agree(ok: bool, comm: MPI.Comm | None = None) -> bool:
     -----
     Collective over `comm`: call on all ranks.
     """
+    from parcomp.callid import reduce_checked
+
     MPI = _mpi()
-    return bool(resolve_comm(comm).allreduce(bool(ok), op=MPI.LAND))
+    flag = reduce_checked(resolve_comm(comm), np.array([1 if ok else 0], np.int64), MPI.MIN)
+    return bool(flag[0])
 
 
 def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> None:
@@ -197,8 +200,10 @@ def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> N
 
     comm = resolve_comm(comm)
     MPI = _mpi()
-    flag = np.array([0 if error is None else 1], np.int64)
-    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)  # the common case: one integer
+    from parcomp.callid import reduce_checked
+
+    # the common case: one integer (and the call's identity words, see parcomp.callid)
+    flag = reduce_checked(comm, np.array([0 if error is None else 1], np.int64), MPI.MAX)
     if not flag[0]:
         return
     mine = None if error is None else [type(error).__name__, str(error)]
@@ -273,8 +278,10 @@ def raise_if_differ(
     text = json.dumps(value, sort_keys=True, default=repr)
     # 63 bits, so that its negation fits: max(d) == -max(-d) iff every rank has the same d
     digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True) >> 1
-    both = np.array([digest, -digest], np.int64)
-    comm.Allreduce(MPI.IN_PLACE, both, op=MPI.MAX)  # O(log p); nothing is pickled
+    from parcomp.callid import reduce_checked
+
+    # O(log p); nothing is pickled; the call's identity words ride along (parcomp.callid)
+    both = reduce_checked(comm, np.array([digest, -digest], np.int64), MPI.MAX)
     if both[0] == -both[1]:
         return
     digests = allgather_ints(comm, [digest])[:, 0]  # only on a mismatch: who differs

@@ -135,9 +135,12 @@ def exact_allsum(values: np.ndarray, comm: Any) -> float:
     """
     from mpi4py import MPI
 
+    from parcomp.callid import reduce_checked
+
     acc, special = accumulate(values)
     total = np.empty_like(acc)
     comm.Allreduce(acc, total, op=MPI.SUM)  # limbs < 2**32 each: no overflow below 2**31 ranks
     flags = np.array([special], np.float64)
-    comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.SUM)  # nan and inf combine alike everywhere
+    # nan and inf combine alike everywhere; the flags carry the call's identity (callid)
+    flags = reduce_checked(comm, flags, MPI.SUM)
     return to_float(total, float(flags[0]))

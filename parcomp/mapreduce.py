@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parcomp.callid import reduce_checked
 from parcomp.comm import raise_if_differ, resolve_comm
 from parcomp.errors import ConfigError, TaskError
 from parcomp.progress import Progress
@@ -187,8 +188,7 @@ def _agree_failures(failure: Any, comm: Any, local_exc: BaseException | None) ->
     ``Allreduce`` of a flag (O(log p)); the failure records travel only when one failed."""
     from mpi4py import MPI
 
-    flag = np.array([0 if failure is None else 1], np.int64)
-    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
+    flag = reduce_checked(comm, np.array([0 if failure is None else 1], np.int64), MPI.MAX)
     if flag[0]:
         _raise_failures(comm.allgather(failure), comm.Get_size(), local_exc)
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from parcomp import particle_exchange as _px
 from parcomp import particle_plan as plan
+from parcomp.callid import reduce_checked
 from parcomp.comm import raise_if_any, raise_if_differ, resolve_comm
 from parcomp.errors import ConfigError, DTypeError, ParcompError, ShapeError
 from parcomp.partition import Partition
@@ -238,7 +239,8 @@ class DistParticles:
         """Particles owned by all ranks together (collective)."""
         from mpi4py import MPI
 
-        return int(self.comm.allreduce(self.n_local, op=MPI.SUM))
+        total = reduce_checked(self.comm, np.array([self.n_local], np.int64), MPI.SUM)
+        return int(total[0])
 
     @collective("DistParticles.gather")
     def gather(self, root: int = 0) -> dict[str, np.ndarray] | None:
@@ -356,7 +358,7 @@ class DistParticles:
         raise_if_any(error, self.comm)  # one agreement for every check
         dropped = 0
         if self.out_of_domain == "drop":
-            dropped = int(self.comm.allreduce(n_out, op=MPI.SUM))
+            dropped = int(reduce_checked(self.comm, np.array([n_out], np.int64), MPI.SUM)[0])
             self.dropped += dropped
         moving = owner != self.rank  # the dropped ones (-1) too: they go nowhere
         if moving.any():

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parcomp.callid import reduce_checked
 from parcomp.comm import resolve_comm
 from parcomp.errors import ConfigError, DTypeError, ShapeError
 from parcomp.watchdog import collective
@@ -220,7 +221,7 @@ def allreduce(
         raise ShapeError(
             f"out= must be a C-contiguous {send.dtype} array of shape {send.shape}, got {out.dtype} {out.shape}"
         )
-    comm.Allreduce(send, out, op=getattr(MPI, spec.mpi_name))
+    reduce_checked(comm, send, getattr(MPI, spec.mpi_name), out)  # carries the call's identity
     return out[()] if out.ndim == 0 else out
 
 
@@ -284,11 +285,10 @@ def combine_partials(
                 f"out= must be a C-contiguous {send.dtype} array of shape {send.shape}, got {out.dtype} {out.shape}"
             )
         if root is None:
-            if out is None and owned and send is partial:
-                comm.Allreduce(MPI.IN_PLACE, send, op=mpi_op)  # our own accumulator: no copy
-                return send, True, failures
+            if out is None and owned and send is partial:  # our own accumulator: no copy
+                return reduce_checked(comm, send, mpi_op, send), True, failures
             result = np.empty_like(send) if out is None else out
-            comm.Allreduce(send, result, op=mpi_op)
+            reduce_checked(comm, send, mpi_op, result)  # carries the call's identity
             return result, True, failures
         result = (np.empty_like(send) if out is None else out) if comm.Get_rank() == root else None
         comm.Reduce(send, result, op=mpi_op, root=root)

@@ -40,6 +40,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from parcomp import callid
+
 __all__ = [
     "BEAT_FORMAT",
     "BEAT_SIZE",
@@ -241,27 +243,49 @@ def collective(name: str, comm_of: Callable[..., Any] | None = None) -> Callable
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            beat = _beat
-            if (beat is None and not _debug) or _nesting[0]:
-                # no watchdog, or inside another parcomp collective: the outermost call is
-                # the one the user made, and the one reported and checked
+            if _nesting[0]:
+                # inside another parcomp collective: the outermost call is the one the user
+                # made, and the one numbered, reported and checked
                 return fn(*args, **kwargs)
+            beat = _beat
             if beat is not None:
                 beat.enter(encoded)  # first, so a hang in the debug check below names the call
             _nesting[0] += 1
+            token = None
             try:
-                if _debug:
+                try:
                     comm = comm_of(*args, **kwargs) if comm_of is not None else args[0].comm
+                    comm = _resolve(comm)
+                except Exception:  # noqa: BLE001 - a bad argument: the call itself says so
+                    comm = None
+                # numbered on its communicator; reductions inside carry the number (callid)
+                if comm is not None:
+                    token = callid.enter(comm, name)
+                if _debug and comm is not None:
                     _check_same_call(comm, name)
                 return fn(*args, **kwargs)
             finally:
                 _nesting[0] -= 1
+                callid.leave(token)
                 if beat is not None:
                     beat.leave()
 
         return call  # type: ignore[return-value]
 
     return decorate
+
+
+def _resolve(comm: Any) -> Any:
+    """``parcomp.comm.resolve_comm`` (imported on first use: comm imports this module)."""
+    global _resolve_comm
+    if _resolve_comm is None:
+        from parcomp.comm import resolve_comm
+
+        _resolve_comm = resolve_comm
+    return _resolve_comm(comm)
+
+
+_resolve_comm: Any = None
 
 
 def _check_same_call(comm: Any, name: str) -> None:

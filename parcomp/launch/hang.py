@@ -129,6 +129,8 @@ class HangWatch:
         self._last: list[tuple[int, int] | None] = []
         self._progress_at = time.monotonic()
         self._seen: set[int] = set()  # rank processes seen during start-up
+        self._stranded_last: list[tuple[int, int] | None] = []
+        self._stranded_since = time.monotonic()
 
     def reset(self, nprocs: int) -> None:
         """A new attempt (a relaunch): forget the old files and beats."""
@@ -138,6 +140,8 @@ class HangWatch:
         self._last = []
         self._progress_at = time.monotonic()
         self._seen = set()
+        self._stranded_last = []
+        self._stranded_since = time.monotonic()
 
     def close(self) -> None:
         """Remove the folder."""
@@ -158,6 +162,39 @@ class HangWatch:
             return None
         idle = now - self._progress_at
         return idle if idle >= self.hang_after else None
+
+    def stranded(self, after: float) -> str | None:
+        """Why the job cannot end, if some rank has finished its script while every other
+        started rank has sat inside one parcomp collective for ``after`` seconds.
+
+        A collective over the whole job cannot complete once a rank has left the script:
+        the others wait for it for good (a collective called on some ranks only).  None
+        otherwise (also while any unfinished rank is outside parcomp: it may still be
+        computing).
+        """
+        beats = self._beats()
+        now = time.monotonic()
+        state = [None if b is None else (b[1], b[2]) for b in beats]
+        if state != self._stranded_last:
+            self._stranded_last = state
+            self._stranded_since = now
+            return None
+        done = [r for r, b in enumerate(beats) if b is not None and b[2] == -1]
+        waiting = [r for r, b in enumerate(beats) if b is not None and b[2] != -1]
+        if not done or not waiting or len(done) + len(waiting) < self.nprocs:
+            return None
+        if any(beats[r][1] <= beats[r][2] for r in waiting):  # type: ignore[index]
+            return None  # a rank outside parcomp: still working
+        idle = now - self._stranded_since
+        if idle < after:
+            return None
+        calls = sorted({beats[r][3] for r in waiting})  # type: ignore[index]
+        return (
+            f"{format_ranks(done)} finished {'its' if len(done) == 1 else 'their'} script "
+            f"while {format_ranks(waiting)} {'has' if len(waiting) == 1 else 'have'} waited "
+            f"{idle:.0f} s in {', '.join(calls)}, a collective the finished rank(s) never "
+            "called (is it inside `if rank == ...:`?): the job cannot end"
+        )
 
     def where(self) -> dict[int, str]:
         """Per rank, the parcomp call it is in (or last left), from its heartbeat."""

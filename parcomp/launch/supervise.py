@@ -219,6 +219,8 @@ def supervise(
                 f"no rank entered or left a parcomp collective call for {idle:.0f} s "
                 f"(--hang-after {watch.hang_after:g}): the job looks hung"
             )
+        elif (stuck := watch.stranded(stranded_after())) is not None:
+            why = stuck
         if why is not None and watch.missing_at_startup(proc.pid):
             report = watch.dump(proc.pid)
             say(
@@ -237,6 +239,21 @@ def supervise(
         say("interrupted (SIGINT); the job was stopped")
         return INTERRUPTED_STATUS
     return 128 - status if status < 0 else status
+
+
+def stranded_after() -> float:
+    """Seconds a job may wait in a collective after one of its ranks finished its script
+    before it is ended with a report (``PARCOMP_STRANDED_AFTER``, default 30)."""
+    raw = os.environ.get("PARCOMP_STRANDED_AFTER", "").strip()
+    try:
+        value = float(raw) if raw else STRANDED_AFTER
+    except ValueError:
+        value = STRANDED_AFTER
+    return value if value > 0 else STRANDED_AFTER
+
+
+#: Default of :func:`stranded_after`.
+STRANDED_AFTER = 30.0
 
 
 def kill_job(proc: subprocess.Popen[bytes], grace: float) -> None:
