@@ -14,20 +14,26 @@ same buffer (no extra message for the scalars of a step loop):
 * the outermost parcomp collective a rank enters (:func:`parcomp.watchdog.collective`)
   takes the next sequence number on its communicator; its identity is a 20-bit digest
   ``d`` of ``(name, sequence number)``;
-* every checked reduction starts with one reduction of :data:`SLOT` (10) eight-byte
-  words: up to 8 words of values, then the two identity words.  Larger values, or
-  other types and operators, go after a first slot that holds the identity alone (one
-  more latency, paid only by reductions that are not scalars).  Equal sizes mean that two
-  ranks in different calls never make MPI compare buffers of different lengths, which
-  MPICH reports as a fatal "Message truncated" with no Python traceback;
-* with ``MAX`` or ``MIN`` the words are ``(d, -d)``: all ranks have the same ``d`` iff
-  ``max(d) == -max(-d)``; with ``SUM`` they are ``(d, d**2)``: all equal iff
-  ``(sum d)**2 == p * sum d**2`` (Cauchy-Schwarz; exact up to 8191 ranks);
+* every checked reduction starts with one reduction of :data:`SLOT` (10) float64 words:
+  up to 6 words of values (float64; complex128 as two words; int64 sums as exact 32-bit
+  halves; int64 flags and 52-bit digests), then four identity words.  Other values
+  (larger, other types, other operators) go after a first slot that holds the identity
+  alone (one more latency, paid only by reductions that are not scalars).  One size and
+  one type for every first slot mean that two ranks in different calls never make MPI
+  compare buffers of different lengths or types (MPICH reports the first as a fatal
+  "Message truncated" with no Python traceback);
+* the identity words are ``(d, -d, d**2, -d**2)`` whatever the operator.  With ``SUM``
+  all ranks had the same ``d`` iff ``(sum d)**2 == p * sum d**2`` (Cauchy-Schwarz; exact
+  up to 8191 ranks); with ``MAX`` or ``MIN`` iff every word is still this rank's own.
+  Because every operator uses the same words, a rank whose peer reduced with another
+  operator (``max`` meeting ``sum``) sees them as a peer with another ``d``;
 * the check runs on every rank after the reduction and before any value is returned.  A
-  mismatch raises :class:`~parcomp.errors.CollectiveError` on every rank, naming each
-  rank's call, its number and the user's line that made it.  A peer that reduced other
-  types or another operator in the same slot leaves words that read as garbage, NaN or
-  huge integers, never as a match.
+  mismatch raises :class:`~parcomp.errors.CollectiveError`, naming each rank's call, its
+  number and the user's line that made it; the ranks that saw it compare notes for up to
+  :data:`MEET_WITHIN` seconds, so that the error is raised on every rank and printed once.
+  When ranks reduced with different operators, some may see no mismatch (each computed
+  its own result) and go on: the ranks that saw it then raise alone and fail-fast ends
+  the job.
 
 The identity is the call's (name, number), so two ranks in the same call on different
 arrays are not told apart (nothing can tell).  Point-to-point exchanges (halos,
@@ -48,6 +54,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "enabled",
+    "set_enabled",
+    "stats",
     "CHECKED_DTYPES",
     "SLOT",
     "allsum_scalar",
@@ -65,10 +74,39 @@ _PARCOMP_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _current: list[Any] = [None]  # (name, seq, digest) of the outermost collective running
 _KEY = "callid.seq"
 _BITS = 20
-#: Words of the first reduction of every checked call: up to VALUES values, then two words.
-VALUES = 8
-SLOT = VALUES + 2
+#: Words (float64) of the first reduction of every checked call: VALUES value words, then
+#: the four identity words.
+VALUES = 6
+SLOT = VALUES + 4
 _SCALAR = np.zeros(SLOT, np.float64)
+
+
+def _env_enabled() -> bool:
+    return os.environ.get("PARCOMP_CHECK_COLLECTIVES", "1").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )
+
+
+_enabled = [_env_enabled()]
+#: Checked reductions made by this process (the benchmark proves it measured some).
+stats = {"checked": 0}
+
+
+def enabled() -> bool:
+    """Whether calls are numbered and reductions checked (``PARCOMP_CHECK_COLLECTIVES``,
+    on unless ``0``)."""
+    return _enabled[0]
+
+
+def set_enabled(flag: bool) -> bool:
+    """Turn the check on or off in this process (local; do it on every rank at the same
+    point, outside any parcomp collective); returns the previous setting."""
+    previous = _enabled[0]
+    _enabled[0] = bool(flag)
+    return previous
 
 
 def current() -> tuple[str, int] | None:
@@ -83,6 +121,9 @@ def enter(comm: Any, name: str) -> Any:
     from parcomp.subcomm import comm_cache
 
     previous = _current[0]
+    if not _enabled[0]:
+        _current[0] = None
+        return previous
     try:
         cache = comm_cache(comm)
     except Exception:  # noqa: BLE001 - not a live communicator: the call itself will say so
@@ -120,7 +161,9 @@ def _mpi() -> Any:
     return MPI
 
 
-def reduce_checked(comm: Any, values: np.ndarray, op: Any, out: np.ndarray | None = None) -> Any:
+def reduce_checked(
+    comm: Any, values: np.ndarray, op: Any, out: np.ndarray | None = None, *, small: bool = False
+) -> Any:
     """``MPI_Allreduce`` of ``values`` with ``op`` over ``comm``, checking that every rank
     is in the same parcomp collective (see the module docstring).
 
@@ -135,6 +178,9 @@ def reduce_checked(comm: Any, values: np.ndarray, op: Any, out: np.ndarray | Non
     out : numpy.ndarray, optional
         Where the result goes (same shape and dtype, C-contiguous); ``values`` itself
         reduces in place.
+    small : bool
+        The caller guarantees that int64 values are below 2**52 in magnitude on every
+        rank (flags, 52-bit digests): their ``MAX``/``MIN`` then travel in the slot.
 
     Returns
     -------
@@ -144,16 +190,13 @@ def reduce_checked(comm: Any, values: np.ndarray, op: Any, out: np.ndarray | Non
     Raises
     ------
     CollectiveError
-        On every rank, when the ranks are in different parcomp collectives; on the rank
-        that saw it, when MPI raises inside the reduction.
+        When the ranks are in different parcomp collectives (on every rank that saw it);
+        on the rank that saw it, when MPI raises inside the reduction.
 
     Notes
     -----
-    Collective over `comm`: call on all ranks.  Every checked reduction starts with one
-    reduction of the same size, :data:`SLOT` words: the values themselves when they fit
-    (up to 8 float64/int64 words, 4 complex128), else the identity words alone, then the
-    values.  So two ranks in different calls never reduce buffers of different sizes
-    (which MPICH reports as a fatal "Message truncated", with no Python traceback).
+    Collective over `comm`: call on all ranks.  Which path a reduction takes depends only
+    on its dtype, operator, size and ``small``, which every rank of one call shares.
     """
     MPI = _mpi()
     ident = _current[0]
@@ -162,24 +205,61 @@ def reduce_checked(comm: Any, values: np.ndarray, op: Any, out: np.ndarray | Non
     if ident is None:
         _plain(comm, values, out, op, ident)
         return out
-    kind = values.dtype
-    words = values.size * (2 if kind.kind == "c" else 1)
-    if kind in CHECKED_DTYPES and op in (MPI.SUM, MPI.MAX, MPI.MIN) and words <= VALUES:
-        base = np.float64 if kind.kind in "fc" else np.int64
-        buf = np.zeros(SLOT, base)
-        flat = np.ascontiguousarray(values).reshape(-1)
-        buf[:words] = flat.view(np.float64) if kind.kind == "c" else flat
-        _stamp(buf, op, ident[2])
-        _allreduce(comm, MPI.IN_PLACE, buf, op, ident)
-        _check(comm, op, buf, ident)
-        out.reshape(-1).view(base)[:] = buf[:words]
-        return out
-    buf = np.zeros(SLOT, np.int64)  # the identity alone, then the values
-    _stamp(buf, MPI.MAX, ident[2])
-    _allreduce(comm, MPI.IN_PLACE, buf, MPI.MAX, ident)
-    _check(comm, MPI.MAX, buf, ident)
-    _plain(comm, values, out, op, ident)
+    kind, n = values.dtype, values.size
+    summing = op == MPI.SUM
+    flat = np.ascontiguousarray(values).reshape(-1)
+    buf = np.zeros(SLOT, np.float64)
+    if kind == np.float64 and op in (MPI.SUM, MPI.MAX, MPI.MIN) and n <= VALUES:
+        buf[:n] = flat
+        unpack = "float"
+    elif kind == np.complex128 and summing and 2 * n <= VALUES:
+        buf[: 2 * n] = flat.view(np.float64)
+        unpack = "complex"
+    elif kind == np.int64 and summing and 2 * n <= VALUES:
+        buf[:n] = flat >> 32  # exact halves: sums of p of them stay below 2**53
+        buf[n : 2 * n] = flat & 0xFFFFFFFF
+        unpack = "int-split"
+    elif kind == np.int64 and small and op in (MPI.MAX, MPI.MIN) and n <= VALUES:
+        buf[:n] = flat
+        unpack = "int"
+    else:
+        unpack = ""
+    # the digest of this reduction: the call's, mixed with what is reduced (two ranks in
+    # one call whose reductions differ, a row of sums against one sum, differ too)
+    ident = (*ident[:2], _mix(ident[2], op, kind, values.shape))
+    _stamp(buf, ident[2])
+    stats["checked"] += 1
+    _allreduce(comm, MPI.IN_PLACE, buf, op if unpack else MPI.MAX, ident)
+    _check(comm, op if unpack else MPI.MAX, buf, ident)
+    target = out.reshape(-1)
+    if unpack == "float":
+        target[:] = buf[:n]
+    elif unpack == "complex":
+        target.view(np.float64)[:] = buf[: 2 * n]
+    elif unpack == "int-split":
+        high = buf[:n].astype(np.int64)
+        low = buf[n : 2 * n].astype(np.int64)
+        target[:] = (high << 32) + low  # wraps as an int64 MPI sum would
+    elif unpack == "int":
+        target[:] = buf[:n].astype(np.int64)
+    else:  # the identity went alone: now the values
+        _plain(comm, values, out, op, ident)
     return out
+
+
+def _mix(d: int, op: Any, kind: np.dtype, shape: tuple[int, ...]) -> int:
+    """A 20-bit digest of the call's digest ``d`` and the reduction's operator, type and
+    shape (never 0)."""
+    text = f"{d}/{_op_name(op)}/{kind.str}/{shape}"
+    return (zlib.crc32(text.encode()) % ((1 << _BITS) - 1)) + 1
+
+
+def _op_name(op: Any) -> str:
+    MPI = _mpi()
+    for name in ("SUM", "MAX", "MIN", "PROD", "LAND", "LOR", "BAND", "BOR", "LXOR", "BXOR"):
+        if op == getattr(MPI, name):
+            return name
+    return "user"
 
 
 def _plain(comm: Any, values: np.ndarray, out: np.ndarray, op: Any, ident: Any) -> None:
@@ -190,22 +270,25 @@ def _plain(comm: Any, values: np.ndarray, out: np.ndarray, op: Any, ident: Any) 
         _allreduce(comm, np.ascontiguousarray(values), out, op, ident)
 
 
-def _stamp(buf: np.ndarray, op: Any, d: int) -> None:
+def _stamp(buf: np.ndarray, d: int) -> None:
+    """The identity words: the same four for every operator (see the module docstring)."""
     buf[VALUES] = d
-    buf[VALUES + 1] = d * d if op == _mpi().SUM else -d
+    buf[VALUES + 1] = -d
+    buf[VALUES + 2] = d * d
+    buf[VALUES + 3] = -d * d
 
 
 def _check(comm: Any, op: Any, buf: np.ndarray, ident: Any) -> None:
-    """Raise on every rank unless the reduced words say that all ranks were in one call.
-
-    Robust to a peer that reduced other types or another operator in the same slot (its
-    words then read as garbage, NaN or huge integers: never as a match)."""
-    a, b = buf[VALUES].item(), buf[VALUES + 1].item()
-    if isinstance(a, float):
-        if not (math.isfinite(a) and math.isfinite(b) and a.is_integer() and b.is_integer()):
-            _mismatch(comm, ident)
-        a, b = int(a), int(b)
-    same = a * a == comm.Get_size() * b if op == _mpi().SUM else (a == -b and a == ident[2])
+    """Raise unless the reduced words say that all ranks were in this call."""
+    words = buf[VALUES:].tolist()
+    if not all(math.isfinite(w) and float(w).is_integer() for w in words):
+        _mismatch(comm, ident)
+    a, b, c, e = (int(w) for w in words)
+    d = ident[2]
+    if op == _mpi().SUM:
+        same = a == -b and c == -e and a * a == comm.Get_size() * c and a > 0
+    else:  # MAX and MIN select: every position must hold this rank's own word
+        same = a == d and b == -d and c == d * d and e == -d * d
     if not same:
         _mismatch(comm, ident)
 
@@ -217,16 +300,17 @@ def allsum_scalar(comm: Any, value: Any) -> Any:
     MPI = _mpi()
     ident = _current[0]
     buf = _SCALAR
-    buf[:] = 0.0
     is_complex = isinstance(value, complex | np.complexfloating)
     if is_complex:
         buf[0], buf[1] = value.real, value.imag
     else:
-        buf[0] = value
+        buf[0], buf[1] = value, 0.0
     if ident is None:
         _allreduce(comm, MPI.IN_PLACE, buf[:2], MPI.SUM, None)
     else:
-        _stamp(buf, MPI.SUM, ident[2])
+        buf[2:VALUES] = 0.0
+        _stamp(buf, ident[2])
+        stats["checked"] += 1
         _allreduce(comm, MPI.IN_PLACE, buf, MPI.SUM, ident)
         _check(comm, MPI.SUM, buf, ident)
     return complex(buf[0], buf[1]) if is_complex else np.float64(buf[0])
@@ -250,17 +334,45 @@ def _allreduce(comm: Any, send: Any, recv: np.ndarray, op: Any, ident: Any) -> N
         ) from None
 
 
+_RECORD = np.dtype([("seq", "<i8"), ("name", "S64"), ("line", "S184")])
+#: Seconds the ranks that saw a mismatch wait for each other to compare notes.
+MEET_WITHIN = 3.0
+
+
 def _mismatch(comm: Any, ident: tuple[str, int, int]) -> None:
-    """Every rank here saw the words differ: name who is where, then raise everywhere."""
+    """This rank saw the words differ: name who is where, then raise.
+
+    With the same operator and type on every rank, every rank sees the mismatch and they
+    compare notes (one ``Iallgather`` of fixed-size records); the error is then raised on
+    every rank and printed once.  When the ranks reduced with different operators, each
+    computed its own result and some may have seen nothing: after :data:`MEET_WITHIN`
+    seconds this rank raises with what it knows (the job then ends through fail-fast).
+    """
+    import time
+
     from parcomp.comm import mark_everywhere
     from parcomp.errors import CollectiveError
     from parcomp.watchdog import format_ranks
-    from parcomp.wire import allgather_json
 
-    mine = [ident[0], ident[1], user_line()]
+    line = user_line()
+    mine = np.zeros(1, _RECORD)
+    mine[0] = (ident[1], ident[0].encode()[:64], line.encode()[:184])
+    size = comm.Get_size()
+    everyone = np.zeros(size, _RECORD)
+    calls: list[tuple[str, int, str]] = []
     try:
-        calls = [tuple(c) for c in allgather_json(comm, mine)]
-    except Exception:  # noqa: BLE001 - the others are elsewhere: say what this rank knows
+        request = comm.Iallgather(mine.view(np.uint8), everyone.view(np.uint8))
+        deadline = time.monotonic() + MEET_WITHIN
+        while not request.Test():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+        else:
+            calls = [
+                (n.decode(errors="replace"), int(q), w.decode(errors="replace"))
+                for q, n, w in everyone.tolist()
+            ]
+    except Exception:  # noqa: BLE001 - MPI refused: say what this rank knows
         calls = []
     if calls:
         groups: dict[tuple, list[int]] = {}
@@ -274,8 +386,12 @@ def _mismatch(comm: Any, ident: tuple[str, int, int]) -> None:
         odd = tuple(r for r, c in enumerate(calls) if c != calls[0])
         text = ", ".join(parts)
     else:
-        odd = (comm.Get_rank(),)
-        text = f"rank {comm.Get_rank()} is in {ident[0]} (#{ident[1]}, called at {mine[2]})"
+        rank = comm.Get_rank()
+        odd = (rank,)
+        text = (
+            f"rank {rank} is in {ident[0]} (#{ident[1]} on this communicator, called at "
+            f"{line}) and some other rank was not (it did not answer within {MEET_WITHIN:g} s)"
+        )
     exc = CollectiveError(
         "ranks met in different parcomp collectives, so their values were mixed: "
         + text

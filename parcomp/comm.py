@@ -165,7 +165,9 @@ def agree(ok: bool, comm: MPI.Comm | None = None) -> bool:
     from parcomp.callid import reduce_checked
 
     MPI = _mpi()
-    flag = reduce_checked(resolve_comm(comm), np.array([1 if ok else 0], np.int64), MPI.MIN)
+    flag = reduce_checked(
+        resolve_comm(comm), np.array([1 if ok else 0], np.int64), MPI.MIN, small=True
+    )
     return bool(flag[0])
 
 
@@ -203,7 +205,9 @@ def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> N
     from parcomp.callid import reduce_checked
 
     # the common case: one integer (and the call's identity words, see parcomp.callid)
-    flag = reduce_checked(comm, np.array([0 if error is None else 1], np.int64), MPI.MAX)
+    flag = reduce_checked(
+        comm, np.array([0 if error is None else 1], np.int64), MPI.MAX, small=True
+    )
     if not flag[0]:
         return
     mine = None if error is None else [type(error).__name__, str(error)]
@@ -276,12 +280,13 @@ def raise_if_differ(
     comm = resolve_comm(comm)
     MPI = _mpi()
     text = json.dumps(value, sort_keys=True, default=repr)
-    # 63 bits, so that its negation fits: max(d) == -max(-d) iff every rank has the same d
-    digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True) >> 1
+    # 51 bits and its negation: max(d) == -max(-d) iff every rank has the same d; below
+    # 2**52 so that it rides in the checked first slot exactly (parcomp.callid)
+    digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True) >> 13
     from parcomp.callid import reduce_checked
 
     # O(log p); nothing is pickled; the call's identity words ride along (parcomp.callid)
-    both = reduce_checked(comm, np.array([digest, -digest], np.int64), MPI.MAX)
+    both = reduce_checked(comm, np.array([digest, -digest], np.int64), MPI.MAX, small=True)
     if both[0] == -both[1]:
         return
     digests = allgather_ints(comm, [digest])[:, 0]  # only on a mismatch: who differs

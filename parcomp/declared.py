@@ -34,7 +34,16 @@ from parcomp import watchdog
 from parcomp.errors import KernelSignatureError, ShapeError
 from parcomp.numba_jit import Kernel, parameter_names
 from parcomp.reach import field_stores, field_uses, infer_reach
-from parcomp.stencil_run import CHECKED, buffers, execute, fast_key, find, remember, window
+from parcomp.stencil_run import (
+    CHECKED,
+    SAMPLE,
+    buffers,
+    execute,
+    fast_key,
+    find,
+    remember,
+    window,
+)
 from parcomp.watchdog import collective, debug_collectives
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -429,6 +438,9 @@ def run_stencil(
         n = len(args)
         for hit in hits:
             if hit.arity == n:
+                hit.calls += 1
+                if hit.calls % SAMPLE == 0 and hit.same(*args):
+                    _agree_params_again(kernel, args)  # a sample of calls: see SAMPLE
                 beat = watchdog._beat
                 if beat is None or watchdog._nesting[0]:
                     if (hit.fire if exchange else hit.bare)(*args):
@@ -600,19 +612,16 @@ def check_call(
     # collective (the compile agreement) and before this call is remembered: a rank that
     # remembered float64 and one that remembered int64 would next take different paths
     # (one straight to the exchange, one into an agreement): a hang.
+    # The values of plain number parameters ride in the same agreement (no extra
+    # message): a value computed from a rank's own block (alpha = 0.1 / u.interior.max())
+    # differs between ranks, and each rank would step with its own, silently.
     kinds = [
-        [n, kind_of(a)]
+        [n, kind_of(a), _value_of(a)]
         for n, a, r in zip(names, args, roles, strict=True)
         if r == "param" and not isinstance(a, np.ndarray)
     ]
     raise_if_differ(
-        kinds,
-        comm,
-        lambda ranks, first, other: (
-            f"run_stencil: kernel {name!r} gets plain parameters of other kinds on rank(s) "
-            f"{ranks} ({other}) than on rank 0 ({first}); pass the same kinds of numbers on "
-            "every rank"
-        ),
+        kinds, comm, lambda ranks, first, other: _differ_message(name, ranks, first, other)
     )
     call_args = buffers(args, window(spec, args), DistArray)
     if isinstance(kernel, Kernel) and not _jit_disabled():
@@ -642,6 +651,78 @@ def check_call(
     read_arrays = list({id(r): r for _, r in reads}.values())  # each array once
     remember(key, args, read_arrays, spec, want_corners, DistArray)
     return read_arrays, spec, want_corners, call_args
+
+
+def _roles(kernel: Any, n: int) -> tuple[list[str], list[str]]:
+    """Names and roles of a call's ``n`` arguments (declared or undeclared kernel)."""
+    spec = getattr(kernel, "spec", None)
+    if spec is None:
+        return [f"argument {i + 1}" for i in range(n)], (["read", "write"] + ["param"] * n)[:n]
+    return list(spec.params), [spec.role(p) for p in spec.params]
+
+
+@collective("run_stencil", _comm_of_call)
+def _agree_params_again(kernel: Any, args: tuple[Any, ...]) -> None:
+    """:func:`agree_params` as a parcomp collective of its own (from the fast path)."""
+    agree_params(kernel, args)
+
+
+def agree_params(kernel: Any, args: tuple[Any, ...]) -> None:
+    """The plain parameters' kinds and values agreed between ranks (one checked
+    Allreduce), for a sample of the calls that the fast paths run unchecked.
+
+    Notes
+    -----
+    Collective over the fields' communicator.
+    """
+    import numpy as np
+
+    from parcomp.array import DistArray
+    from parcomp.comm import raise_if_differ
+
+    names, roles = _roles(kernel, len(args))
+    comm = next((a.comm for a in args if isinstance(a, DistArray)), None)
+    name = getattr(kernel, "__name__", repr(kernel))
+    kinds = [
+        [n, kind_of(a), _value_of(a)]
+        for n, a, r in zip(names, args, roles, strict=False)
+        if r == "param" and not isinstance(a, np.ndarray)
+    ]
+    raise_if_differ(
+        kinds, comm, lambda ranks, first, other: _differ_message(name, ranks, first, other)
+    )
+
+
+def _value_of(a: Any) -> str | None:
+    """A plain number parameter's value as text the same on every rank that has it
+    (``repr`` of the Python number; NaN compares equal to NaN), else None."""
+    import numpy as np
+
+    if isinstance(a, bool | int | float | complex | np.bool_ | np.number):
+        return repr(a.item() if isinstance(a, np.generic) else a)
+    return None
+
+
+def _differ_message(name: str, ranks: list[int], first: Any, other: Any) -> str:
+    """The error for plain parameters that differ between ranks (kinds or values)."""
+    kinds = [(f[0], f[1], o[1]) for f, o in zip(first, other, strict=False) if f[1] != o[1]]
+    if kinds or len(first) != len(other):
+        return (
+            f"run_stencil: kernel {name!r} gets plain parameters of other kinds on rank(s) "
+            f"{ranks} ({[o[:2] for o in other]}) than on rank 0 ({[f[:2] for f in first]}); "
+            "pass the same kinds of numbers on every rank"
+        )
+    values = "; ".join(
+        f"{f[0]}: {f[2]} on rank 0, {o[2]} on rank {ranks[0]}"
+        for f, o in zip(first, other, strict=True)
+        if f[2] != o[2]
+    )
+    return (
+        f"run_stencil: kernel {name!r} gets other parameter values on rank(s) {ranks} than on "
+        f"rank 0 ({values}); each rank would step with its own value. Compute them from "
+        "global data (a reduction such as u.max(), not u.interior.max()) so that every "
+        "rank steps alike"
+    )
 
 
 def _check_same_params(

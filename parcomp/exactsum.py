@@ -138,9 +138,10 @@ def exact_allsum(values: np.ndarray, comm: Any) -> float:
     from parcomp.callid import reduce_checked
 
     acc, special = accumulate(values)
+    # the flags first: their checked slot carries the call's identity (parcomp.callid), so
+    # a rank in another collective is caught before the limbs meet anything; nan and inf
+    # combine alike everywhere
+    flags = reduce_checked(comm, np.array([special], np.float64), MPI.SUM)
     total = np.empty_like(acc)
     comm.Allreduce(acc, total, op=MPI.SUM)  # limbs < 2**32 each: no overflow below 2**31 ranks
-    flags = np.array([special], np.float64)
-    # nan and inf combine alike everywhere; the flags carry the call's identity (callid)
-    flags = reduce_checked(comm, flags, MPI.SUM)
     return to_float(total, float(flags[0]))

@@ -188,7 +188,9 @@ def _agree_failures(failure: Any, comm: Any, local_exc: BaseException | None) ->
     ``Allreduce`` of a flag (O(log p)); the failure records travel only when one failed."""
     from mpi4py import MPI
 
-    flag = reduce_checked(comm, np.array([0 if failure is None else 1], np.int64), MPI.MAX)
+    flag = reduce_checked(
+        comm, np.array([0 if failure is None else 1], np.int64), MPI.MAX, small=True
+    )
     if flag[0]:
         _raise_failures(comm.allgather(failure), comm.Get_size(), local_exc)
 

@@ -261,7 +261,38 @@ def rotation(spec: Any, rotate: Mapping[str, str] | None, kernel_name: str) -> t
                 f"run_stencil(steps=...): rotate={mapping} is not a permutation: every "
                 "array must go somewhere and come from somewhere"
             )
+        _refuse_partial(spec, mapping, kernel_name)
     return tuple(params.index(mapping.get(p, p)) for p in params)
+
+
+def _refuse_partial(spec: Any, mapping: dict[str, str], kernel_name: str) -> None:
+    """Refuse a ``rotate`` that swaps some read/written twins and leaves others in place.
+
+    Twins are a field read with ghost cells and the output declared in the same place
+    (``reads=("h", "u"), writes=("h2", "u2")``: h/h2 and u/u2).  With ``{"h": "h2", "h2":
+    "h"}`` the kernel would read the first ``u`` at every step and overwrite ``u2``: a
+    wrong answer without a word.  A field that is only read (a coefficient) or only
+    written (a diagnostic) and has no twin may stay (PURE)."""
+    reads = [p for p in spec.reads if p not in spec.writes]
+    writes = [p for p in spec.writes if p not in spec.reads and p not in spec.pointwise]
+    if len(reads) != len(writes):
+        return
+    pairs = list(zip(reads, writes, strict=True))
+
+    def moves(name: str) -> bool:
+        return mapping.get(name, name) != name
+
+    rotating = [(r, w) for r, w in pairs if moves(r) or moves(w)]
+    still = [(r, w) for r, w in pairs if not moves(r) and not moves(w)]
+    if rotating and still:
+        r, w = still[0]
+        raise KernelSignatureError(
+            f"run_stencil(steps=...): rotate={mapping} rotates {rotating[0][0]}/"
+            f"{rotating[0][1]} but leaves {r} (read) and {w} (written in its place) where "
+            f"they are: every step would read the first {r} again and overwrite {w}. Name "
+            f'them too (rotate={{..., "{r}": "{w}", "{w}": "{r}"}}), or leave rotate unset '
+            "for the default (every read field swaps with its output)"
+        )
 
 
 def rotated(args: tuple[Any, ...], perm: tuple[int, ...], times: int) -> tuple[Any, ...]:
@@ -323,6 +354,10 @@ def _comm_of_call(kernel: Any, args: tuple[Any, ...], *_rest: Any) -> Any:
     return next((a.comm for a in args if isinstance(a, DistArray)), None)
 
 
+#: Every SAMPLE_STEPS-th call of a built plan agrees its plain parameters between ranks
+#: again (each call is ``steps`` steps, so this samples as often as single steps do).
+SAMPLE_STEPS = 32
+
 #: per (kernel, argument identities/kinds, steps, rotate, tile): the checked plan
 _PLANS: dict[Any, Any] = {}
 _PLANS_MAX = 64
@@ -353,6 +388,11 @@ def run_steps(
     except TypeError:  # an unhashable tile or rotate: refused by the checks below
         key, plan = None, None
     if plan is not None and plan.alive(args) and not debug_collectives():
+        plan.fast_calls += 1
+        if plan.fast_calls % SAMPLE_STEPS == 0:  # a sample of calls re-agrees the parameters
+            from parcomp.declared import agree_params
+
+            agree_params(kernel, args)
         return plan.run(args)
     plan = _Plan.build(kernel, args, corners, steps, rotate, tile, exchange, overlap)
     if key is None:
@@ -384,6 +424,7 @@ class _Plan:
 
     def __init__(self) -> None:
         self.refs: list[Any] = []
+        self.fast_calls = 0  # calls since it was built (see SAMPLE_STEPS)
 
     def alive(self, args: tuple[Any, ...]) -> bool:
         return all(r is None or r() is a for r, a in zip(self.refs, args, strict=True))

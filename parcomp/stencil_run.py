@@ -31,7 +31,7 @@ class _Checked:
       without the exchange (``exchange=False``).
     """
 
-    __slots__ = ("arity", "bare", "corners", "fire", "reads", "refs", "same", "spec")
+    __slots__ = ("arity", "bare", "calls", "corners", "fire", "reads", "refs", "same", "spec")
 
     def __init__(
         self,
@@ -44,6 +44,7 @@ class _Checked:
         bare: Any,
     ) -> None:
         self.refs = refs
+        self.calls = 0  # fast calls since it was checked: every SAMPLE-th one is re-agreed
         self.arity = len(refs)
         self.reads = reads
         self.spec = spec
@@ -61,6 +62,10 @@ class _Checked:
 #: entries, the oldest dropped).
 CHECKED: dict[Any, list[_Checked]] = {}
 CHECKED_MAX = 256
+#: Every SAMPLE-th call of a remembered stencil call agrees its plain parameters between
+#: ranks again (one 80-byte Allreduce): a value computed from a rank's own block that
+#: changes later (a time step from a local CFL bound) is caught within SAMPLE calls.
+SAMPLE = 256
 _PER_KERNEL = 8
 
 

@@ -243,11 +243,11 @@ def collective(name: str, comm_of: Callable[..., Any] | None = None) -> Callable
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            if _nesting[0]:
-                # inside another parcomp collective: the outermost call is the one the user
-                # made, and the one numbered, reported and checked
-                return fn(*args, **kwargs)
             beat = _beat
+            if _nesting[0] or (beat is None and not _debug and not callid._enabled[0]):
+                # inside another parcomp collective (the outermost call is the one the
+                # user made, and the one numbered, reported and checked), or nothing to do
+                return fn(*args, **kwargs)
             if beat is not None:
                 beat.enter(encoded)  # first, so a hang in the debug check below names the call
             _nesting[0] += 1
@@ -300,19 +300,19 @@ def _check_same_call(comm: Any, name: str) -> None:
     debug = subsystem_comm(comm, "debug")
     counts = comm_cache(comm).setdefault("debug.calls", [0])
     counts[0] += 1
-    mine = np.zeros(1, dtype=[("n", "<i8"), ("name", f"S{NAME_BYTES}")])
-    mine[0] = (counts[0], name.encode()[:NAME_BYTES])
+    mine = np.zeros(1, dtype=[("n", "<i8"), ("name", f"S{NAME_BYTES}"), ("line", "S184")])
+    mine[0] = (counts[0], name.encode()[:NAME_BYTES], callid.user_line().encode()[:184])
     everyone = np.empty(debug.Get_size(), dtype=mine.dtype)
     debug.Allgather(mine.view(np.uint8), everyone.view(np.uint8))
-    calls = [(int(n), raw.decode()) for n, raw in everyone.tolist()]
-    if all(call == calls[0] for call in calls):
+    calls = [(int(n), raw.decode(), line.decode()) for n, raw, line in everyone.tolist()]
+    if all(call[:2] == calls[0][:2] for call in calls):
         return
-    groups: dict[tuple[int, str], list[int]] = {}
+    groups: dict[tuple[int, str, str], list[int]] = {}
     for r, call in enumerate(calls):
         groups.setdefault(call, []).append(r)
     parts = [
         f"{format_ranks(ranks)} {'is' if len(ranks) == 1 else 'are'} in {n_name[1]} "
-        f"(#{n_name[0]} on this communicator)"
+        f"(#{n_name[0]} on this communicator, called at {n_name[2]})"
         for n_name, ranks in groups.items()
     ]
     from parcomp.comm import mark_everywhere
@@ -323,7 +323,7 @@ def _check_same_call(comm: Any, name: str) -> None:
             + ", ".join(parts)
             + ". A collective (reductions, exchange_halos, gather, save ...) must be called by "
             "every rank of its communicator, in the same order (is one inside `if rank == 0:`?)",
-            tuple(r for r, call in enumerate(calls) if call != calls[0]),
+            tuple(r for r, call in enumerate(calls) if call[:2] != calls[0][:2]),
         ),
         comm,
     )

@@ -125,3 +125,149 @@ def test_rfftn_result_knows_its_frequencies():
     with pytest.raises(parcomp.errors.ShapeError, match="pass shape="):
         fft.frequencies(DistArray.zeros((6, 8, 5), dtype=np.complex128))
     parallel_assert(True)
+
+
+# ---------------------------------------------------------------- 3. mismatched collectives
+def _field():
+    return DistArray.fromfunction(lambda i, j: np.sin(0.1 * i) + np.cos(0.2 * j), (24, 20), halo=1)
+
+
+def _lone(mine, theirs):
+    """Rank 0 calls ``mine``, the others ``theirs``: a CollectiveError on every rank that
+    names both calls (on one rank there is nothing to mismatch: ``mine`` just runs)."""
+    if SIZE == 1:
+        return mine()
+    with pytest.raises(parcomp.errors.CollectiveError) as info:
+        mine() if RANK == 0 else theirs()
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    "rank0, others, names",
+    [
+        ("max", "sum", ("DistArray.max", "DistArray.sum")),
+        ("dot", "sum", ("DistArray.dot", "DistArray.sum")),
+        ("sum0", "sum", ("DistArray.sum", "DistArray.sum")),  # a row of sums vs one sum
+        ("maxaxis", "min", ("DistArray.max", "DistArray.min")),
+        ("count", "sum", ("DistParticles.count", "DistArray.sum")),
+        ("max", "new_array", ("DistArray.max", "DistArray()")),
+        ("exact", "norm", ("DistArray.sum", "DistArray.norm")),
+    ],
+)
+def test_lone_collective_raises_on_every_rank_naming_both(rank0, others, names):
+    # was: rank 0's max met the others' sum: it printed 3075.07 for a field below 3, then
+    # the job hung (2 ranks) or died in a 24-line "Message truncated" (3 ranks); a lone
+    # count() was an MPICH fatal error with no Python traceback (status 142)
+    from parcomp.particles import DistParticles
+
+    u = _field()
+    big = DistArray.zeros((400, 30), halo=1)  # a row of 30 sums: more than one slot
+    parts = DistParticles(u, {"x": np.full((RANK + 1, 2), 1.0)}, box=[(0, 24), (0, 20)])
+    calls = {
+        "max": u.max,
+        "sum": u.sum,
+        "dot": lambda: u.dot(u),
+        "sum0": lambda: big.sum(axis=0),
+        "maxaxis": lambda: big.max(axis=1),
+        "min": u.min,
+        "count": parts.count,
+        "new_array": lambda: DistArray.zeros((8, 8)),
+        "exact": lambda: u.sum(deterministic=True),
+        "norm": u.norm,
+    }
+    text = _lone(calls[rank0], calls[others])
+    if SIZE > 1:
+        ok = (
+            f"rank 0 is in {names[0]}" in text
+            and f"in {names[1]}" in text
+            and "test_no_silent_two.py:" in text  # the user's line
+        )
+        parallel_assert(ok, text)
+    # the communicator is still usable, and the values right
+    total = u.sum()
+    i, j = np.meshgrid(np.arange(24), np.arange(20), indexing="ij")
+    parallel_assert(abs(total - np.sum(np.sin(0.1 * i) + np.cos(0.2 * j))) < 1e-9)
+    parallel_assert(parts.count() == SIZE * (SIZE + 1) // 2)
+
+
+def test_matching_collectives_are_not_flagged_on_subcommunicators():
+    # ranks split in two groups making different numbers of calls on their own halves,
+    # then meeting again on the whole communicator: numbers are per communicator
+    world = MPI.COMM_WORLD.Dup()
+    half = world.Split(RANK % 2, RANK)
+    a = DistArray.fromfunction(lambda i: i * 1.0, (12,), comm=half)
+    for _ in range(1 + RANK % 2 * 3):
+        a.sum()
+    b = DistArray.fromfunction(lambda i: i * 1.0, (12,), comm=world)
+    parallel_assert(b.sum() == 66.0 and b.max() == 11.0)
+    half.Free()
+    world.Free()
+
+
+# ---------------------------------------------------------------- 5. parameters and rotations
+@parcomp.stencil(radius=1)
+def _heat(u, out, a):
+    for i in range(1, u.shape[0] - 1):
+        for j in range(1, u.shape[1] - 1):
+            out[i, j] = u[i, j] + a * (
+                u[i - 1, j] + u[i + 1, j] + u[i, j - 1] + u[i, j + 1] - 4.0 * u[i, j]
+            )
+
+
+def test_parameter_from_the_local_block_is_refused_on_the_first_call():
+    # was: each rank stepped with its own alpha (checked only with PARCOMP_DEBUG_COLLECTIVES)
+    u = DistArray.fromfunction(lambda i, j: 1.0 + i + 0.1 * j, (24, 12), halo=1)
+    v = u.zeros_like()
+    alpha = 0.1 / float(u.interior.max())  # this rank's block only
+    if SIZE == 1:
+        run_stencil(_heat, u, v, alpha)
+        parallel_assert(True)
+        return
+    with pytest.raises(parcomp.errors.ConfigError, match=r"other parameter values.*a: "):
+        run_stencil(_heat, u, v, alpha)
+    run_stencil(_heat, u, v, 0.1 / float(u.max()))  # the global maximum: the same everywhere
+    parallel_assert(True)
+
+
+@pytest.mark.parametrize("steps", [None, 2])
+def test_parameter_that_starts_to_differ_later_is_caught_within_a_sample(steps):
+    from parcomp.multistep import SAMPLE_STEPS
+    from parcomp.stencil_run import SAMPLE
+
+    u = DistArray.fromfunction(lambda i, j: 1.0 + i + 0.1 * j, (24, 12), halo=2)
+    v = u.zeros_like()
+    limit = 2 * SAMPLE + 20 if steps is None else SAMPLE_STEPS + 20
+    caught = None
+    for call in range(limit):
+        a = 0.01 if call < 10 else 0.01 + 1e-3 * RANK  # differs from call 10 on
+        try:
+            if steps is None:
+                run_stencil(_heat, u, v, a)
+                u, v = v, u
+            else:
+                u, v, _ = run_stencil(_heat, u, v, a, steps=steps)
+        except parcomp.errors.ConfigError as exc:
+            caught = (call, str(exc))
+            break
+    if SIZE == 1:
+        parallel_assert(caught is None)
+    else:
+        parallel_assert(caught is not None and "other parameter values" in caught[1], caught)
+
+
+def test_partial_rotate_is_refused():
+    # was: rotate={"h": "h2", "h2": "h"} left u/u2 unrotated without a word
+    @parcomp.stencil(radius=1, reads=("h", "u"), writes=("h2", "u2"))
+    def shallow(h, u, h2, u2):
+        for i in range(1, h.shape[0] - 1):
+            h2[i] = h[i] - 0.1 * (u[i + 1] - u[i - 1])
+            u2[i] = u[i] - 0.1 * (h[i + 1] - h[i - 1])
+
+    h = DistArray.fromfunction(lambda i: 1.0 + 0.01 * i, (30,), halo=2)
+    u, h2, u2 = h.zeros_like(), h.zeros_like(), h.zeros_like()
+    with pytest.raises(KernelSignatureError, match=r"leaves u \(read\) and u2"):
+        run_stencil(shallow, h, u, h2, u2, steps=2, rotate={"h": "h2", "h2": "h"})
+    whole = {"h": "h2", "h2": "h", "u": "u2", "u2": "u"}
+    out = run_stencil(shallow, h, u, h2, u2, steps=2, rotate=whole)
+    default = run_stencil(shallow, *[x.zeros_like() for x in (h, u, h2, u2)], steps=2)
+    parallel_assert(len(out) == 4 and len(default) == 4)
