@@ -171,6 +171,9 @@ class DistArray(VectorAlgebra):
         self._interior = tuple(slice(h, h + n) for h, n in zip(halo, local_shape, strict=True))
         self._interior_view = self.local[self._interior]
         self._exchanges: dict[bool, HaloExchange] = {}
+        #: Descriptive attributes (``units``, ``long_name`` ...): set by ``load_hdf5``
+        #: from the file's variable; local, never communicated, not kept by arithmetic.
+        self.attrs: dict[str, Any] = {}
 
     @classmethod
     def _like(cls, other: DistArray, dtype: Any = None) -> DistArray:
@@ -534,8 +537,9 @@ class DistArray(VectorAlgebra):
     def from_hdf5(cls, path: Any, name: str = "data", **layout: Any) -> DistArray:
         """Read dataset ``name`` of any HDF5 file into a new DistArray, each rank its block.
 
-        Collective.  ``layout``: ``halo``, ``periods``, ``dims``, ``comm``, and the
-        expected ``dtype`` / ``global_shape``.  See :func:`parcomp.io.load_hdf5`.
+        Collective.  ``layout``: ``halo``, ``periods``, ``dims``, ``comm``, the expected
+        ``dtype`` / ``global_shape``, and ``decode`` (CF packing and fill values,
+        default True).  See :func:`parcomp.io.load_hdf5`.
         """
         from parcomp.io.hdf5 import load_hdf5
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parcomp.errors import ConfigError, DTypeError, HDF5Error, ShapeError
+from parcomp.io.cf import CFPlan, cf_plan
 from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -371,6 +372,7 @@ def load_hdf5(
     comm: Any = None,
     dtype: Any = None,
     global_shape: Sequence[int] | None = None,
+    decode: bool = True,
 ) -> DistArray:
     """Read an N-d dataset of any HDF5 file into a new DistArray; each rank reads its block.
 
@@ -384,14 +386,22 @@ def load_hdf5(
         The new array's layout, as for :class:`~parcomp.DistArray`: any rank count and
         process grid, whatever wrote the file.
     dtype : numpy dtype, optional
-        The dtype expected; a dataset of another dtype raises (no silent conversion).
+        The dtype expected (of the decoded values); another dtype raises (no silent
+        conversion).
     global_shape : sequence of int, optional
         The shape expected; a dataset of another shape raises.
+    decode : bool, default True
+        Decode CF-packed and masked variables as xarray does (:mod:`parcomp.io.cf`):
+        ``scale_factor``/``add_offset`` applied, ``_FillValue``/``missing_value`` and
+        values outside ``valid_range`` become NaN (a float result), ``_Unsigned``
+        honoured.  False: the stored values.  A dataset without those attributes is read
+        as it is either way.
 
     Returns
     -------
     DistArray
-        Interior filled from the file; ghost cells zero.
+        Interior filled from the file; ghost cells zero.  ``attrs`` holds the dataset's
+        descriptive CF attributes (``units``, ``long_name``, ``standard_name`` ...).
 
     Raises
     ------
@@ -411,26 +421,27 @@ def load_hdf5(
     from parcomp.comm import raise_if_any, raise_if_differ, resolve_comm
 
     comm = resolve_comm(comm)
-    meta: tuple[tuple[int, ...], str] | None = None
+    meta: tuple[tuple[int, ...], str, CFPlan] | None = None
     error: BaseException | None = None
     try:
-        meta = _inspect(Path(os.fspath(path)), name, dtype, global_shape)
+        meta = _inspect(Path(os.fspath(path)), name, dtype, global_shape, bool(decode))
     except (HDF5Error, ShapeError, DTypeError) as exc:
         error = exc
     raise_if_any(error, comm)
     assert meta is not None
     raise_if_differ(
-        [list(meta[0]), meta[1]],
+        [list(meta[0]), meta[1], meta[2].describe()],
         comm,
         lambda ranks, first, other: (
             f"load_hdf5: rank(s) {ranks} see dataset {name!r} of {path} as {other}, rank 0 "
             f"as {first}: the file differs between ranks (a node-local path?)"
         ),
     )
-    shape, dt = meta
+    shape, dt, plan = meta
     arr = DistArray(shape, np.dtype(dt), halo=halo, periods=periods, dims=dims, comm=comm)
+    arr.attrs = dict(plan.attrs)
     try:
-        _read_block(Path(os.fspath(path)), name, arr)
+        _read_block(Path(os.fspath(path)), name, arr, plan)
     except HDF5Error as exc:
         error = exc
     raise_if_any(error, comm)
@@ -438,9 +449,10 @@ def load_hdf5(
 
 
 def _inspect(
-    path: Path, name: str, dtype: Any, global_shape: Sequence[int] | None
-) -> tuple[tuple[int, ...], str]:
-    """Check the file and dataset; ``(shape, dtype.str)`` (local: this rank's view)."""
+    path: Path, name: str, dtype: Any, global_shape: Sequence[int] | None, decode: bool = True
+) -> tuple[tuple[int, ...], str, CFPlan]:
+    """Check the file and dataset; ``(shape, dtype.str, CF plan)`` of the values
+    (local: this rank's view)."""
     import h5py
 
     if not isinstance(name, str) or not name or "\x00" in name:
@@ -479,9 +491,14 @@ def _inspect(
                 f"load_hdf5: {name!r} in {path} has shape {shape}: a DistArray needs at "
                 f"least one axis, every axis non-empty, at most {MAX_ELEMENTS} elements"
             )
-        if dtype is not None and np.dtype(dtype) != dt:
+        plan = cf_plan(dt, obj.attrs, f"{name!r} in {path}")
+        if not decode:
+            plan = CFPlan(dt, dt, attrs=plan.attrs)
+        if dtype is not None and np.dtype(dtype) != plan.dtype:
             raise DTypeError(
-                f"load_hdf5: {name!r} in {path} is {dt}, {np.dtype(dtype)} was asked for"
+                f"load_hdf5: {name!r} in {path} is {plan.dtype}"
+                + (f" (stored as {dt}, CF-decoded)" if plan.dtype != dt else "")
+                + f", {np.dtype(dtype)} was asked for"
             )
         if global_shape is not None and tuple(global_shape) != shape:
             raise ShapeError(
@@ -490,7 +507,7 @@ def _inspect(
             )
         if obj.is_virtual:
             _check_sources(path, name, obj)
-    return shape, dt.str
+    return shape, plan.dtype.str, plan
 
 
 def _check_sources(path: Path, name: str, dset: Any) -> None:
@@ -511,14 +528,19 @@ def _check_sources(path: Path, name: str, dset: Any) -> None:
         )
 
 
-def _read_block(path: Path, name: str, arr: DistArray) -> None:
+def _read_block(path: Path, name: str, arr: DistArray, plan: CFPlan | None = None) -> None:
     import h5py
 
     if arr.interior.size == 0:
         return
     try:
         with h5py.File(path, "r") as fh:
-            fh[name].read_direct(arr.local, _region(arr), arr._interior)
+            if plan is None or plan.identity:
+                fh[name].read_direct(arr.local, _region(arr), arr._interior)
+            else:  # stored values into a scratch block, then decoded into the array
+                raw = np.empty(arr.interior.shape, plan.stored)
+                fh[name].read_direct(raw, _region(arr))
+                plan.decode(raw, arr.interior)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise HDF5Error(f"load_hdf5: reading {name!r} from {path} failed: {exc}") from None
 

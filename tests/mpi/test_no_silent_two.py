@@ -271,3 +271,96 @@ def test_partial_rotate_is_refused():
     out = run_stencil(shallow, h, u, h2, u2, steps=2, rotate=whole)
     default = run_stencil(shallow, *[x.zeros_like() for x in (h, u, h2, u2)], steps=2)
     parallel_assert(len(out) == 4 and len(default) == 4)
+
+
+# ---------------------------------------------------------------- 2. CF decoding on input
+@pytest.fixture
+def shared(tmp_path_factory):
+    from pathlib import Path
+
+    return Path(MPI.COMM_WORLD.bcast(str(tmp_path_factory.mktemp("cf")) if RANK == 0 else None))
+
+
+def _temperature(shape=(13, 10)):
+    rng = np.random.default_rng(7)
+    t = 3.0 + rng.standard_normal(shape)
+    t[2, 3] = np.nan  # a missing cell
+    t[-1, -1] = np.nan
+    return t
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        # how xarray and most netCDF writers pack: int16, float32 scale/offset, a fill value
+        {
+            "dtype": "int16",
+            "scale_factor": np.float32(0.01),
+            "add_offset": np.float32(3.0),
+            "_FillValue": np.int16(-32767),
+        },
+        {"dtype": "int16", "scale_factor": 0.001, "add_offset": 2.5, "_FillValue": -9999},
+        {"dtype": "int32", "scale_factor": 1e-6, "_FillValue": -1},  # float64 result
+        {"dtype": "float32", "_FillValue": np.float32(-999.0)},  # masked only
+        {
+            "dtype": "uint8",
+            "scale_factor": np.float32(0.05),
+            "add_offset": np.float32(0.0),
+            "_FillValue": np.uint8(255),
+        },
+    ],
+    ids=["int16-f32", "int16-f64", "int32-scale", "float32-fill", "uint8"],
+)
+def test_cf_packed_variable_decodes_as_xarray(shared, encoding):
+    # was: the stored integers came back (mean 312.03 instead of 3.12)
+    import xarray as xr
+
+    path = shared / "packed.nc"
+    t = _temperature()
+    if encoding["dtype"] == "uint8":
+        t = np.clip(np.nan_to_num(t, nan=-1) + 2.0, 0, 12)
+        t[4, 4] = np.nan
+    if RANK == 0:
+        ds = xr.Dataset({"t": (("y", "x"), t, {"units": "degC", "long_name": "temperature"})})
+        ds.to_netcdf(path, engine="h5netcdf", encoding={"t": encoding})
+    MPI.COMM_WORLD.Barrier()
+    expected = xr.open_dataset(path, engine="h5netcdf")["t"].values
+    a = parcomp.load_hdf5(path, "t")
+    got = a.gather()
+    ok = RANK != 0 or (
+        got.dtype == expected.dtype
+        and np.array_equal(got, expected, equal_nan=True)
+        and np.isnan(got).sum() == np.isnan(expected).sum() > 0
+    )
+    parallel_assert(ok, f"decoded {None if got is None else got.dtype} vs xarray {expected.dtype}")
+    parallel_assert(a.attrs.get("units") == "degC" and a.attrs.get("long_name") == "temperature")
+    raw = parcomp.load_hdf5(path, "t", decode=False)
+    parallel_assert(raw.dtype == np.dtype(encoding["dtype"]))
+    # the values, not the stored integers: the mean is the data's (3.1, not 312)
+    parallel_assert(RANK != 0 or abs(np.nanmean(got) - np.nanmean(t)) < 0.05)
+
+
+def test_cf_valid_range_unsigned_and_missing_value(shared):
+    import h5py
+
+    path = shared / "cf.h5"
+    stored = np.arange(-6, 6, dtype=np.int8).reshape(3, 4)
+    if RANK == 0:
+        with h5py.File(path, "w") as fh:
+            d = fh.create_dataset("u", data=stored)
+            d.attrs["_Unsigned"] = np.bytes_(b"true")
+            d.attrs["scale_factor"] = np.array([0.5], np.float32)
+            d.attrs["add_offset"] = np.array([1.0], np.float32)
+            d.attrs["missing_value"] = np.array([-6], np.int8)  # stored as 250 unsigned
+            d.attrs["valid_range"] = np.array([0, 200], np.uint8)
+            d.attrs["units"] = np.bytes_(b"m s-1")
+    MPI.COMM_WORLD.Barrier()
+    u = parcomp.load_hdf5(path, "u").gather()
+    unsigned = stored.view(np.uint8).astype(np.float32)
+    ref = unsigned * np.float32(0.5) + np.float32(1.0)
+    ref[(unsigned == 250) | (unsigned > 200)] = np.nan  # missing, and beyond valid_range
+    ok = RANK != 0 or (u.dtype == np.float32 and np.array_equal(u, ref, equal_nan=True))
+    parallel_assert(ok, f"{u} vs {ref}")
+    with pytest.raises(parcomp.errors.DTypeError, match="CF-decoded"):
+        parcomp.load_hdf5(path, "u", dtype=np.int8)
+    parallel_assert(parcomp.load_hdf5(path, "u", dtype=np.int8, decode=False).dtype == np.int8)
