@@ -28,6 +28,7 @@ import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from parcomp.callid import allsum_scalar
+from parcomp.comm import mark_everywhere
 from parcomp.errors import DTypeError, ShapeError
 from parcomp.reduce import allreduce
 from parcomp.watchdog import collective
@@ -106,10 +107,9 @@ class VectorAlgebra(NDArrayOperatorsMixin):
     def _operand(x: Any, first: Any, ufunc: Any, output: bool = False) -> Any:
         if isinstance(x, VectorAlgebra):
             if x.partition is not first.partition and x.partition != first.partition:
-                raise ShapeError(
-                    f"{ufunc.__name__}: DistArrays decomposed differently: "
-                    f"{first.global_shape} over grid {first.partition.dims} and "
-                    f"{x.global_shape} over grid {x.partition.dims}"
+                # from metadata every rank agreed on: every rank raises it (printed once)
+                raise mark_everywhere(
+                    ShapeError(f"{ufunc.__name__}: {_layout_difference(first, x)}"), first.comm
                 )
             return x.interior
         if output:
@@ -118,11 +118,22 @@ class VectorAlgebra(NDArrayOperatorsMixin):
             isinstance(x, np.ndarray) and x.ndim == 0
         ):
             return x
+        if isinstance(x, np.ndarray) and x.dtype.kind in "biufc":
+            block = first.interior.shape
+            if x.ndim == len(block) and all(
+                n in (1, b) for n, b in zip(x.shape, block, strict=True)
+            ):
+                return x  # this rank's block, or broadcastable to it (frequencies())
+            raise ShapeError(
+                f"{ufunc.__name__}: a NumPy array of shape {x.shape} with a DistArray: "
+                f"it must hold this rank's block, of shape {block} (or broadcast to it with "
+                "ones, as parcomp.fft.frequencies gives), and this rank "
+                f"({first.rank}) has block {first.local_range}. For a global array, "
+                "DistArray.from_global makes it a DistArray"
+            )
         raise TypeError(
-            f"{ufunc.__name__}: a DistArray combines with DistArrays decomposed alike and "
-            f"with scalars, not with a {type(x).__name__}"
-            + (f" of shape {x.shape}" if isinstance(x, np.ndarray) else "")
-            + "; make it a DistArray (DistArray.from_global) or work on a.interior"
+            f"{ufunc.__name__}: a DistArray combines with DistArrays decomposed alike, "
+            f"scalars and NumPy arrays of this rank's block, not with a {type(x).__name__}"
         )
 
     # ------------------------------------------------------------ local updates
@@ -343,6 +354,23 @@ def _axpy_kernel() -> Any:
 
         _AXPY.append(jit(nogil=True)(axpy_loops).dispatcher)
     return _AXPY[0]
+
+
+def _layout_difference(a: Any, b: Any) -> str:
+    """What differs between two DistArrays' decompositions, in words."""
+    pa, pb = a.partition, b.partition
+    parts = []
+    if a.global_shape != b.global_shape:
+        parts.append(f"shapes {a.global_shape} and {b.global_shape}")
+    if pa.dims != pb.dims:
+        parts.append(f"process grids {pa.dims} and {pb.dims}")
+    if pa.periods != pb.periods:
+        parts.append(f"periods {pa.periods} and {pb.periods}")
+    what = "; ".join(parts) or f"{a.global_shape} over grid {pa.dims} (differently made)"
+    return (
+        f"the DistArrays are decomposed differently: {what}. Make the second like the "
+        "first (a.zeros_like(), or the same shape, dims= and periods=)"
+    )
 
 
 def _extreme(dtype: np.dtype, sign: int) -> Any:

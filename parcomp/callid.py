@@ -321,6 +321,8 @@ def _allreduce(comm: Any, send: Any, recv: np.ndarray, op: Any, ident: Any) -> N
     try:
         comm.Allreduce(send, recv, op=op)
     except MPI.Exception as exc:
+        if exc.Get_error_class() not in (MPI.ERR_TRUNCATE, MPI.ERR_COUNT, MPI.ERR_TYPE):
+            raise  # a lost process (ULFM recovers from it), a revoked communicator ...
         from parcomp.errors import CollectiveError
 
         where = f"{ident[0]} (#{ident[1]} on this communicator)" if ident else "a reduction"

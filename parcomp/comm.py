@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "default_comm",
     "resolve_comm",
+    "agreed",
+    "mark_world",
     "rank",
     "size",
     "world_rank_size",
@@ -294,6 +296,38 @@ def raise_if_differ(
     if differ:
         everyone = allgather_json(comm, json.loads(text))  # only to name the difference
         raise mark_everywhere(ConfigError(message(differ, everyone[0], everyone[differ[0]])), comm)
+
+
+def agreed(fn: Callable[[], Any], comm: MPI.Comm | None = None) -> Any:
+    """``fn()``, with a :class:`ParcompError` it raises on any rank raised on every rank
+    (printed once when every rank raised the same), through :func:`raise_if_any`.
+
+    Notes
+    -----
+    Collective over `comm`: call on all ranks.  One checked ``Allreduce`` of a flag.
+    """
+    from parcomp.errors import ParcompError
+
+    error: BaseException | None = None
+    result = None
+    try:
+        result = fn()
+    except ParcompError as exc:
+        error = exc
+    raise_if_any(error, comm)
+    return result
+
+
+def mark_world(exc: BaseException) -> BaseException:
+    """Mark ``exc`` as raised identically by every rank of the job (printed once, by rank
+    0), without MPI: for errors of code every rank runs alike before any communicator
+    exists (a kernel's declaration at import).  Local; returns ``exc``."""
+    from parcomp.watchdog import format_ranks
+
+    _rank, size = world_rank_size()
+    if size > 1:
+        exc.parcomp_report = (0, format_ranks(list(range(size))), size)  # type: ignore[attr-defined]
+    return exc
 
 
 def mark_everywhere(exc: BaseException, comm: MPI.Comm | None = None) -> BaseException:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from parcomp import watchdog
+from parcomp.comm import mark_world
 from parcomp.errors import KernelSignatureError, ShapeError
 from parcomp.numba_jit import Kernel, parameter_names
 from parcomp.reach import field_stores, field_uses, infer_reach
@@ -332,9 +333,13 @@ def stencil(
             raise KernelSignatureError(f"@parcomp.stencil needs a function, got {f!r}")
         inner = f.py_func if isinstance(f, Kernel) else f
         opts = {**f.options, **options} if isinstance(f, Kernel) else options
-        return StencilKernel(
-            inner, opts, make_spec(inner, radius, corners, reads, writes, pointwise)
-        )
+        try:
+            spec = make_spec(inner, radius, corners, reads, writes, pointwise)
+        except KernelSignatureError as exc:
+            # the same source and declaration on every rank: the same error everywhere,
+            # printed once (no communicator exists yet at import: marked for the job)
+            raise mark_world(exc) from None
+        return StencilKernel(inner, opts, spec)
 
     return wrap if func is None else wrap(func)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parcomp.comm import mark_everywhere, resolve_comm
+from parcomp.comm import agreed, mark_everywhere, resolve_comm
 from parcomp.errors import ConfigError
 from parcomp.mapreduce import _agree_failures, _Plan, _run_items
 from parcomp.reduce import ReduceOp, resolve_op
@@ -349,6 +349,19 @@ class _Outgoing:
     def largest(self) -> int:
         return int(self.nbytes.max()) if len(self.nbytes) else 0
 
+    def largest_of_all(self, table: dict[Any, Any]) -> int:
+        """The largest record of the whole ``table``, as :meth:`_pack` would make it."""
+        item = self.dtype.itemsize
+        if not table:
+            return 0
+        if self.layout == "numeric":
+            return item
+        if self.layout == "str":
+            return item + max(len(k.encode("utf-8", "surrogatepass")) for k in table)
+        return item + max(
+            len(pickle.dumps((k, v), protocol=pickle.HIGHEST_PROTOCOL)) for k, v in table.items()
+        )
+
 
 _HEADER = np.dtype(np.int64).itemsize
 
@@ -557,13 +570,18 @@ def _shuffle(
         state[1] = outgoing.largest() if budget is not None else 0
         comm.Allreduce(MPI.IN_PLACE, state, op=MPI.MAX)
         if budget is not None and state[1] > cap:
-            need = 2 * size * int(state[1])
+            # the least budget that works for every record, not only this round's: the
+            # largest record of every rank's whole table (measured on this error path only)
+            largest = np.array([outgoing.largest_of_all(table)], np.int64)
+            comm.Allreduce(MPI.IN_PLACE, largest, op=MPI.MAX)
+            need = 2 * size * int(largest[0])
             raise mark_everywhere(
                 ConfigError(
                     f"max_shuffle_bytes={budget} is too small for one record: with {size} "
                     f"rank(s) a round sends at most max_shuffle_bytes / (2 p) = {int(cap)} "
-                    f"byte(s) to each rank, and a record takes {int(state[1])}; use "
-                    f"max_shuffle_bytes >= {need}"
+                    f"byte(s) to each rank, and the largest record takes {int(largest[0])}; "
+                    f"use max_shuffle_bytes >= {need}, the least that fits every record "
+                    "(README: what a record costs)"
                 ),
                 comm,
             )
@@ -602,7 +620,6 @@ def _check_budget(budget: Any, comm: Any) -> int | None:
 
     from parcomp.comm import raise_if_any
 
-    size = comm.Get_size()
     error: Exception | None = None
     value = 0
     if budget is not None:
@@ -623,16 +640,8 @@ def _check_budget(budget: Any, comm: Any) -> int | None:
             ),
             comm,
         )
-    if value and value < 2 * size * 16:
-        raise mark_everywhere(
-            ConfigError(
-                f"max_shuffle_bytes={value} is too small for one record: with {size} rank(s) "
-                f"a round sends at most max_shuffle_bytes / (2 p) = {value // (2 * size)} "
-                f"byte(s) to each rank, and a record takes at least 16; use "
-                f"max_shuffle_bytes >= {2 * size * 16}"
-            ),
-            comm,
-        )
+    # Too small a budget is told by the shuffle, from the records' real sizes: a hint
+    # given here, before they exist, named a budget that then failed (96, then 1068).
     return value or None
 
 
@@ -697,7 +706,7 @@ def map_reduce_keyed(
     comm = resolve_comm(comm)
     budget = _check_budget(max_shuffle_bytes, comm)
     op = resolve_op(reduce)
-    plan = _Plan(as_items(items), comm, schedule, chunksize, False, progress)
+    plan = _Plan(agreed(lambda: as_items(items), comm), comm, schedule, chunksize, False, progress)
     table: dict[Any, Any] = {}
 
     def combine(_k: int, outputs: list[Any]) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parcomp.callid import reduce_checked
-from parcomp.comm import raise_if_differ, resolve_comm
+from parcomp.comm import agreed, mark_everywhere, raise_if_differ, resolve_comm
 from parcomp.errors import ConfigError, TaskError
 from parcomp.progress import Progress
 from parcomp.reduce import (
@@ -161,7 +161,10 @@ def _failure_record(rank: int, index: int, item: Any, exc: BaseException) -> tup
     return (rank, index, text, type(exc).__name__, str(exc), tb)
 
 
-def _raise_failures(failures: list[Any], size: int, local_exc: BaseException | None) -> None:
+def _raise_failures(failures: list[Any], comm: Any, local_exc: BaseException | None) -> None:
+    """Raise the first failure as a TaskError on every rank: every rank has the same
+    records (gathered), so it is marked as raised everywhere and printed once."""
+    size = comm.Get_size()
     records = [f for f in failures if f is not None]
     if not records:
         return
@@ -172,6 +175,7 @@ def _raise_failures(failures: list[Any], size: int, local_exc: BaseException | N
         f"traceback on rank {rank}:\n{tb}"
     )
     err = TaskError(message, rank=rank, index=index, item=item, remote_traceback=tb)
+    mark_everywhere(err, comm)
     if local_exc is not None:
         raise err from local_exc
     raise err
@@ -192,7 +196,7 @@ def _agree_failures(failure: Any, comm: Any, local_exc: BaseException | None) ->
         comm, np.array([0 if failure is None else 1], np.int64), MPI.MAX, small=True
     )
     if flag[0]:
-        _raise_failures(comm.allgather(failure), comm.Get_size(), local_exc)
+        _raise_failures(comm.allgather(failure), comm, local_exc)
 
 
 def _run_items(
@@ -278,7 +282,7 @@ def map(
         items = _block_items(items)
         schedule, chunksize = "block", 1
     comm = resolve_comm(comm)
-    plan = _Plan(as_items(items), comm, schedule, chunksize, False, progress)
+    plan = _Plan(agreed(lambda: as_items(items), comm), comm, schedule, chunksize, False, progress)
     results: dict[int, list[Any]] = {}
 
     def collect(k: int, values: list[Any]) -> None:
@@ -296,7 +300,7 @@ def map(
         )
     else:
         failed = [p[0] for p in gathered]
-    _raise_failures(failed, comm.Get_size(), exc)
+    _raise_failures(failed, comm, exc)
     if gathered is None:
         return None
     merged: dict[int, list[Any]] = {}
@@ -384,7 +388,9 @@ def map_reduce(
         items = _block_items(items)
         schedule, chunksize = "block", 1
     comm = resolve_comm(comm)
-    plan = _Plan(as_items(items), comm, schedule, chunksize, deterministic, progress)
+    plan = _Plan(
+        agreed(lambda: as_items(items), comm), comm, schedule, chunksize, deterministic, progress
+    )
     if deterministic:
         value, any_value = _reduce_deterministic(mapper, plan, op, root)
     else:
@@ -405,7 +411,7 @@ def map_reduce(
         value, any_value, failures = combine_partials(
             state["acc"], state["has"], op, comm, root, failure, owned=state["owned"], out=out
         )
-        _raise_failures(failures, comm.Get_size(), exc)
+        _raise_failures(failures, comm, exc)
     if root is not None and comm.Get_rank() != root:
         return None
     if not any_value:

@@ -140,10 +140,28 @@ def test_peak_memory_of_the_shuffle_stays_within_the_budget():
 
 
 def test_budget_errors_on_every_rank_together():
-    with pytest.raises(ConfigError, match=r"too small for one record.*>= "):
+    with pytest.raises(ConfigError, match=rf"too small for one record.*>= {2 * SIZE * 16}, "):
         parcomp.map_reduce_keyed(lambda i: [(i, 1)], range(10), max_shuffle_bytes=16)
+    # was: 64 said "use >= 96" (the smallest record), and 96 then failed with "use >= 1068":
+    # the hint is the least budget that works for every record, and it works
+    words = [f"word-{i}" * (1 + i % 4) for i in range(40)]
+    with pytest.raises(ConfigError, match=r"use max_shuffle_bytes >= (\d+)") as info:
+        parcomp.map_reduce_keyed(lambda i: [(words[i], 1.0)], range(40), max_shuffle_bytes=64)
+    import re
+
+    hint = int(re.search(r">= (\d+)", str(info.value)).group(1))
+    counts = parcomp.map_reduce_keyed(
+        lambda i: [(words[i], 1.0)], range(40), max_shuffle_bytes=hint
+    )
+    parallel_assert(sum(counts.values()) == 40.0 if counts is not None else True)
+    with pytest.raises(ConfigError, match="too small for one record"):
+        parcomp.map_reduce_keyed(
+            lambda i: [(words[i], 1.0)], range(40), max_shuffle_bytes=hint - 2 * SIZE
+        )
     long = "k" * 5000
-    with pytest.raises(ConfigError, match=r"a record takes 5016; use max_shuffle_bytes >= "):
+    with pytest.raises(
+        ConfigError, match=r"the largest record takes 5016; use max_shuffle_bytes >= "
+    ):
         parcomp.map_reduce_keyed(
             lambda i: [(long if i == 3 else str(i), 1)],
             range(10),
