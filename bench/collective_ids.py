@@ -3,8 +3,9 @@
 Run:  .venv/bin/parcomp run -n 2 bench/collective_ids.py [--repeats 9]
 
 The same workload, in the same process, with the check on and off
-(``parcomp.callid.set_enabled``), alternating on/off in every repeat so that drift and
-the other core's noise fall on both alike.  Off is the code path of a parcomp without the
+(``parcomp.callid.set_enabled``), alternating on/off in every repeat (on first in odd
+repeats, off first in even ones) so that drift and the other core's noise fall on both
+alike.  Off is the code path of a parcomp without the
 check (the collective decorator returns at once, reductions carry no words).  Medians;
 rank 0 prints the ratio on/off per case (goal, issue 24: within 1%).
 
@@ -107,8 +108,8 @@ def main() -> int:
         run()  # compile and warm up
         samples: dict[bool, list[float]] = {True: [], False: []}
         checked: dict[bool, int] = {True: 0, False: 0}
-        for _ in range(args.repeats):
-            for flag in (True, False):
+        for k in range(args.repeats):
+            for flag in (True, False) if k % 2 else (False, True):  # either goes first
                 callid.set_enabled(flag)
                 before = callid.stats["checked"]
                 samples[flag].append(run())

@@ -1,42 +1,42 @@
 """Which parcomp collective each rank is in, carried inside the reductions it already makes.
 
-COMMUNICATES: :func:`reduce_checked` is one ``MPI_Allreduce``; on a mismatch (only then)
-one ``allgather`` names who was where.  The bookkeeping (:func:`enter`, :func:`leave`) is
-local.
+COMMUNICATES: :func:`reduce_checked` and :func:`allsum_scalar` are one ``MPI_Allreduce``
+each (two for values that do not fit the first slot); on a mismatch (only then) one
+``Iallgather`` names who was where.
 
 A collective called on some ranks only (``if rank == 0: log(u.max())``) meets whatever
 collective the other ranks make next: rank 0's maximum was reduced with the others' sums
 and rank 0 printed 3075.07 for a field bounded by 3, then the job hung or died in
-"Message truncated".  parcomp now numbers its collective calls per communicator and puts
-the number and the call's name inside the reductions it makes, as two extra words in the
-same buffer (no extra message for the scalars of a step loop):
+"Message truncated".  parcomp now puts the identity of the call inside the reductions it
+makes, as extra words in the same buffer (no extra message for the scalars of a step
+loop):
 
 * the outermost parcomp collective a rank enters (:func:`parcomp.watchdog.collective`)
-  takes the next sequence number on its communicator; its identity is a 20-bit digest
-  ``d`` of ``(name, sequence number)``;
-* every checked reduction starts with one reduction of :data:`SLOT` (10) float64 words:
-  up to 6 words of values (float64; complex128 as two words; int64 sums as exact 32-bit
-  halves; int64 flags and 52-bit digests), then four identity words.  Other values
-  (larger, other types, other operators) go after a first slot that holds the identity
-  alone (one more latency, paid only by reductions that are not scalars).  One size and
-  one type for every first slot mean that two ranks in different calls never make MPI
-  compare buffers of different lengths or types (MPICH reports the first as a fatal
-  "Message truncated" with no Python traceback);
-* the identity words are ``(d, -d, d**2, -d**2)`` whatever the operator.  With ``SUM``
-  all ranks had the same ``d`` iff ``(sum d)**2 == p * sum d**2`` (Cauchy-Schwarz; exact
-  up to 8191 ranks); with ``MAX`` or ``MIN`` iff every word is still this rank's own.
-  Because every operator uses the same words, a rank whose peer reduced with another
-  operator (``max`` meeting ``sum``) sees them as a peer with another ``d``;
-* the check runs on every rank after the reduction and before any value is returned.  A
-  mismatch raises :class:`~parcomp.errors.CollectiveError`, naming each rank's call, its
+  sets :data:`current` to its name: one assignment, nothing else on the way in;
+* every checked reduction is numbered on its own communicator (every rank of it makes
+  the same reductions on it, so the numbers agree), and its identity is a 20-bit digest
+  ``d`` of the call's name, that number, the operator, the type and the size;
+* every checked reduction starts with one reduction of a single complex128 word with
+  ``SUM`` (the slot): its real part carries the value when the reduction is a float64
+  sum of one number (a dot product, ``sum()``, an agreement's flag: the hot cases, so
+  they cost no extra message), else 0; its imaginary part carries ``d``.  Anything else
+  (arrays, ``max``/``min``, integers, complex values) follows the slot in a reduction of
+  its own (one more latency, paid only off the hot path).  One size, one type and one
+  operator for every slot mean that two ranks in different calls never make MPI compare
+  buffers of different lengths (MPICH reports that as a fatal "Message truncated" with no
+  Python traceback), and that every rank computes the same sum;
+* all ranks had the same ``d`` iff the summed digests equal ``p`` times this rank's, on
+  every rank (exact: digests below 2**20).  The check runs on every rank after the slot
+  and before any value is returned.  A mismatch raises
+  :class:`~parcomp.errors.CollectiveError`, naming each rank's call, the reduction's
   number and the user's line that made it; the ranks that saw it compare notes for up to
-  :data:`MEET_WITHIN` seconds, so that the error is raised on every rank and printed once.
-  When ranks reduced with different operators, some may see no mismatch (each computed
-  its own result) and go on: the ranks that saw it then raise alone and fail-fast ends
-  the job.
+  :data:`MEET_WITHIN` seconds, so that the error is raised on every rank and printed
+  once.  (When the digests differ but sum to ``p`` times some rank's own, about one in a
+  million mismatches, that rank goes on; the others then raise alone and fail-fast ends
+  the job.)
 
-The identity is the call's (name, number), so two ranks in the same call on different
-arrays are not told apart (nothing can tell).  Point-to-point exchanges (halos,
+The identity is the call's name and the reduction's number, so two ranks in the same
+call on different arrays are not told apart (nothing can tell).  Point-to-point exchanges (halos,
 particles) carry no identity: a mismatch there is a wait, which ``parcomp run`` reports
 (``--hang-after``, and a job whose finished rank leaves others in a collective).  An MPI
 error raised inside a parcomp reduction is turned into a report on the rank that saw it,
@@ -45,7 +45,6 @@ pointing at the user's line.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import zlib
@@ -57,28 +56,21 @@ __all__ = [
     "enabled",
     "set_enabled",
     "stats",
-    "CHECKED_DTYPES",
-    "SLOT",
+    "any_flag",
+    "allreduce_scalar",
     "allsum_scalar",
     "current",
-    "enter",
-    "leave",
     "reduce_checked",
     "user_line",
 ]
 
 #: Buffer types that carry the identity words (complex128 travels as float64 pairs).
-CHECKED_DTYPES = (np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.complex128))
-
 _PARCOMP_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_current: list[Any] = [None]  # (name, seq, digest) of the outermost collective running
-_KEY = "callid.seq"
-_BITS = 20
-#: Words (float64) of the first reduction of every checked call: VALUES value words, then
-#: the four identity words.
-VALUES = 6
-SLOT = VALUES + 4
-_SCALAR = np.zeros(SLOT, np.float64)
+#: The first reduction of every checked call: ONE complex128 word reduced with SUM, its
+#: real part a value (or 0), its imaginary part the identity digest.  One element: MPICH
+#: reduces a single element on a faster path than two (1.5 against 2.5 us here).
+_SLOT = np.zeros(1, np.complex128)
+_PAYLOAD = np.zeros(1, np.float64)
 
 
 def _env_enabled() -> bool:
@@ -109,36 +101,19 @@ def set_enabled(flag: bool) -> bool:
     return previous
 
 
-def current() -> tuple[str, int] | None:
-    """``(name, sequence number)`` of the parcomp collective this rank is in, if any."""
-    ident = _current[0]
-    return None if ident is None else (ident[0], ident[1])
+#: The name of the outermost parcomp collective this rank is in (None outside), set by
+#: :func:`parcomp.watchdog.collective`: a list, so that the decorator sets it in one step.
+current: list[str | None] = [None]
+
+#: Checked reductions per communicator (by the Python object, held so its id stays its):
+#: every rank of a communicator makes the same reductions on it, so the counts agree.
+_SEQ: dict[int, list[Any]] = {}
+_NAMES: dict[str, int] = {}
+#: The digests are residues modulo this prime (2**20 - 3), plus 1: 20 bits, never 0.
+_PRIME = 1_048_573
 
 
-def enter(comm: Any, name: str) -> Any:
-    """Start the outermost parcomp collective ``name`` on ``comm`` (local); returns a token
-    for :func:`leave`."""
-    from parcomp.subcomm import comm_cache
-
-    previous = _current[0]
-    if not _enabled[0]:
-        _current[0] = None
-        return previous
-    try:
-        cache = comm_cache(comm)
-    except Exception:  # noqa: BLE001 - not a live communicator: the call itself will say so
-        _current[0] = None
-        return previous
-    seq = cache.get(_KEY, 0) + 1
-    cache[_KEY] = seq
-    digest = (zlib.crc32(f"{name}#{seq}".encode()) % ((1 << _BITS) - 1)) + 1
-    _current[0] = (name, seq, digest)
-    return previous
-
-
-def leave(token: Any) -> None:
-    """End the call started by :func:`enter` (local)."""
-    _current[0] = token
+_KINDS = {"sum": 0, "flag": 104_729, "pre": 209_459}
 
 
 def user_line() -> str:
@@ -156,16 +131,22 @@ def user_line() -> str:
 
 
 def _mpi() -> Any:
-    from mpi4py import MPI
+    MPI = _MPI[0]
+    if MPI is None:
+        from mpi4py import MPI
 
+        _MPI[0] = MPI
+        _SUM_OP[0] = MPI.SUM
+        _IN_PLACE[0] = MPI.IN_PLACE
     return MPI
 
 
-def reduce_checked(
-    comm: Any, values: np.ndarray, op: Any, out: np.ndarray | None = None, *, small: bool = False
-) -> Any:
-    """``MPI_Allreduce`` of ``values`` with ``op`` over ``comm``, checking that every rank
-    is in the same parcomp collective (see the module docstring).
+_MPI: list[Any] = [None]
+
+
+def reduce_checked(comm: Any, values: np.ndarray, op: Any, out: np.ndarray | None = None) -> Any:
+    """``MPI_Allreduce`` of ``values`` with ``op`` over ``comm``, checking first that every
+    rank is in the same parcomp collective (see the module docstring).
 
     Parameters
     ----------
@@ -178,9 +159,6 @@ def reduce_checked(
     out : numpy.ndarray, optional
         Where the result goes (same shape and dtype, C-contiguous); ``values`` itself
         reduces in place.
-    small : bool
-        The caller guarantees that int64 values are below 2**52 in magnitude on every
-        rank (flags, 52-bit digests): their ``MAX``/``MIN`` then travel in the slot.
 
     Returns
     -------
@@ -195,125 +173,110 @@ def reduce_checked(
 
     Notes
     -----
-    Collective over `comm`: call on all ranks.  Which path a reduction takes depends only
-    on its dtype, operator, size and ``small``, which every rank of one call shares.
+    Collective over `comm`: call on all ranks.  A single float64 summed travels in the
+    slot itself (one ``Allreduce``); anything else after a slot holding the identity
+    alone (two).
     """
-    MPI = _mpi()
-    ident = _current[0]
+    MPI = _MPI[0] or _mpi()
     if out is None:
         out = np.empty(values.shape, values.dtype)
-    if ident is None:
-        _plain(comm, values, out, op, ident)
-        return out
-    kind, n = values.dtype, values.size
-    summing = op == MPI.SUM
-    flat = np.ascontiguousarray(values).reshape(-1)
-    buf = np.zeros(SLOT, np.float64)
-    if kind == np.float64 and op in (MPI.SUM, MPI.MAX, MPI.MIN) and n <= VALUES:
-        buf[:n] = flat
-        unpack = "float"
-    elif kind == np.complex128 and summing and 2 * n <= VALUES:
-        buf[: 2 * n] = flat.view(np.float64)
-        unpack = "complex"
-    elif kind == np.int64 and summing and 2 * n <= VALUES:
-        buf[:n] = flat >> 32  # exact halves: sums of p of them stay below 2**53
-        buf[n : 2 * n] = flat & 0xFFFFFFFF
-        unpack = "int-split"
-    elif kind == np.int64 and small and op in (MPI.MAX, MPI.MIN) and n <= VALUES:
-        buf[:n] = flat
-        unpack = "int"
-    else:
-        unpack = ""
-    # the digest of this reduction: the call's, mixed with what is reduced (two ranks in
-    # one call whose reductions differ, a row of sums against one sum, differ too)
-    ident = (*ident[:2], _mix(ident[2], op, kind, values.shape))
-    _stamp(buf, ident[2])
-    stats["checked"] += 1
-    _allreduce(comm, MPI.IN_PLACE, buf, op if unpack else MPI.MAX, ident)
-    _check(comm, op if unpack else MPI.MAX, buf, ident)
-    target = out.reshape(-1)
-    if unpack == "float":
-        target[:] = buf[:n]
-    elif unpack == "complex":
-        target.view(np.float64)[:] = buf[: 2 * n]
-    elif unpack == "int-split":
-        high = buf[:n].astype(np.int64)
-        low = buf[n : 2 * n].astype(np.int64)
-        target[:] = (high << 32) + low  # wraps as an int64 MPI sum would
-    elif unpack == "int":
-        target[:] = buf[:n].astype(np.int64)
-    else:  # the identity went alone: now the values
-        _plain(comm, values, out, op, ident)
+    name = current[0]
+    if name is not None and _enabled[0]:
+        if values.size == 1 and values.dtype.char == "d" and (op is MPI.SUM or op == MPI.SUM):
+            out.flat[0] = _slot(comm, name, float(values.reshape(-1)[0]), "sum")
+            return out
+        _slot(comm, name, 0.0, "pre")
+        name = None
+    _plain(comm, values, out, op)
     return out
 
 
-def _mix(d: int, op: Any, kind: np.dtype, shape: tuple[int, ...]) -> int:
-    """A 20-bit digest of the call's digest ``d`` and the reduction's operator, type and
-    shape (never 0)."""
-    text = f"{d}/{_op_name(op)}/{kind.str}/{shape}"
-    return (zlib.crc32(text.encode()) % ((1 << _BITS) - 1)) + 1
+def _slot(comm: Any, name: str, value: float, kind: str) -> float:
+    """Reduce ``(value, digest)`` as one complex128 word with SUM; check the digests;
+    return the sum of the values.  Written flat: it runs in every dot product."""
+    entry = _SEQ.get(id(comm))
+    if entry is None or entry[0] is not comm:
+        _mpi()
+        entry = _SEQ[id(comm)] = [comm, 0, comm.Get_size()]
+    seq = entry[1] = entry[1] + 1
+    base = _NAMES.get(name)
+    if base is None:
+        base = _NAMES[name] = zlib.crc32(name.encode()) % _PRIME
+    # names differ by their CRC; two numbers of one name by a multiple of 7919 (mod prime)
+    d = (base * 1_000_003 + seq * 7_919 + _KINDS[kind]) % _PRIME + 1
+    slot = _SLOT
+    slot[0] = complex(value, d)
+    stats["checked"] += 1
+    try:
+        comm.Allreduce(_IN_PLACE[0], slot, op=_SUM_OP[0])
+    except _MPI[0].Exception as exc:
+        _translate(comm, exc, (name, seq, d))
+    got = slot[0]
+    # the same digest on every rank iff the sum of digests is p times this rank's (on
+    # every rank: the sum is the same everywhere); exact below 2**53
+    if got.imag != entry[2] * d:
+        _mismatch(comm, (name, seq, d))
+    return got.real
 
 
-def _op_name(op: Any) -> str:
-    MPI = _mpi()
-    for name in ("SUM", "MAX", "MIN", "PROD", "LAND", "LOR", "BAND", "BOR", "LXOR", "BXOR"):
-        if op == getattr(MPI, name):
-            return name
-    return "user"
+def any_flag(comm: Any, flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank, in the checked slot (one ``Allreduce``).
+
+    Notes
+    -----
+    Collective over `comm`: call on all ranks.
+    """
+    name = current[0]
+    if name is not None and _enabled[0]:
+        return _slot(comm, name, 1.0 if flag else 0.0, "flag") > 0
+    MPI = _MPI[0] or _mpi()
+    box = np.array([1 if flag else 0], np.int64)
+    _plain(comm, box, box, MPI.MAX)
+    return bool(box[0])
 
 
-def _plain(comm: Any, values: np.ndarray, out: np.ndarray, op: Any, ident: Any) -> None:
-    MPI = _mpi()
-    if out is values:
-        _allreduce(comm, MPI.IN_PLACE, out, op, ident)
-    else:
-        _allreduce(comm, np.ascontiguousarray(values), out, op, ident)
-
-
-def _stamp(buf: np.ndarray, d: int) -> None:
-    """The identity words: the same four for every operator (see the module docstring)."""
-    buf[VALUES] = d
-    buf[VALUES + 1] = -d
-    buf[VALUES + 2] = d * d
-    buf[VALUES + 3] = -d * d
-
-
-def _check(comm: Any, op: Any, buf: np.ndarray, ident: Any) -> None:
-    """Raise unless the reduced words say that all ranks were in this call."""
-    words = buf[VALUES:].tolist()
-    if not all(math.isfinite(w) and float(w).is_integer() for w in words):
-        _mismatch(comm, ident)
-    a, b, c, e = (int(w) for w in words)
-    d = ident[2]
-    if op == _mpi().SUM:
-        same = a == -b and c == -e and a * a == comm.Get_size() * c and a > 0
-    else:  # MAX and MIN select: every position must hold this rank's own word
-        same = a == d and b == -d and c == d * d and e == -d * d
-    if not same:
-        _mismatch(comm, ident)
+def allreduce_scalar(comm: Any, value: Any, op: Any = None) -> Any:
+    """The reduction over ``comm`` of one float64 or complex128 number (``op``: ``SUM``,
+    the default, ``MAX`` or ``MIN`` for floats), checked like :func:`reduce_checked`: a
+    CG iteration makes two dot products, so a float sum goes in the slot itself, one
+    ``Allreduce`` as without the check.  Returns a ``numpy.float64`` or a ``complex``.
+    """
+    MPI = _MPI[0] or _mpi()
+    if op is None:
+        op = _SUM_OP[0]
+    name = current[0]
+    if isinstance(value, complex | np.complexfloating):
+        box = np.array([value], np.complex128)
+        reduce_checked(comm, box, op, box)
+        return complex(box[0])
+    if name is not None and _enabled[0]:
+        if op is _SUM_OP[0] or op == MPI.SUM:
+            return np.float64(_slot(comm, name, float(value), "sum"))
+        _slot(comm, name, 0.0, "pre")
+    box = _PAYLOAD
+    box[0] = value
+    _allreduce(comm, MPI.IN_PLACE, box, op, None)
+    return np.float64(box[0])
 
 
 def allsum_scalar(comm: Any, value: Any) -> Any:
-    """The sum over ``comm`` of one float or complex number (a dot product's last step),
-    checked like :func:`reduce_checked`, with a preallocated buffer: a CG iteration makes
-    two, and every Python step on the way to the one-number ``Allreduce`` counts."""
-    MPI = _mpi()
-    ident = _current[0]
-    buf = _SCALAR
-    is_complex = isinstance(value, complex | np.complexfloating)
-    if is_complex:
-        buf[0], buf[1] = value.real, value.imag
+    """:func:`allreduce_scalar` with ``SUM`` (a float goes straight into the slot)."""
+    name = current[0]
+    if name is not None and _enabled[0] and type(value) is not complex and value.dtype.char == "d":
+        return np.float64(_slot(comm, name, float(value), "sum"))
+    return allreduce_scalar(comm, value)
+
+
+def _plain(comm: Any, values: np.ndarray, out: np.ndarray, op: Any) -> None:
+    MPI = _MPI[0] or _mpi()
+    if out is values:
+        _allreduce(comm, MPI.IN_PLACE, out, op, None)
     else:
-        buf[0], buf[1] = value, 0.0
-    if ident is None:
-        _allreduce(comm, MPI.IN_PLACE, buf[:2], MPI.SUM, None)
-    else:
-        buf[2:VALUES] = 0.0
-        _stamp(buf, ident[2])
-        stats["checked"] += 1
-        _allreduce(comm, MPI.IN_PLACE, buf, MPI.SUM, ident)
-        _check(comm, MPI.SUM, buf, ident)
-    return complex(buf[0], buf[1]) if is_complex else np.float64(buf[0])
+        _allreduce(comm, np.ascontiguousarray(values), out, op, None)
+
+
+_SUM_OP: list[Any] = [None]
+_IN_PLACE: list[Any] = [None]
 
 
 def _allreduce(comm: Any, send: Any, recv: np.ndarray, op: Any, ident: Any) -> None:
@@ -321,19 +284,26 @@ def _allreduce(comm: Any, send: Any, recv: np.ndarray, op: Any, ident: Any) -> N
     try:
         comm.Allreduce(send, recv, op=op)
     except MPI.Exception as exc:
-        if exc.Get_error_class() not in (MPI.ERR_TRUNCATE, MPI.ERR_COUNT, MPI.ERR_TYPE):
-            raise  # a lost process (ULFM recovers from it), a revoked communicator ...
-        from parcomp.errors import CollectiveError
+        _translate(comm, exc, ident)
 
-        where = f"{ident[0]} (#{ident[1]} on this communicator)" if ident else "a reduction"
-        rank = comm.Get_rank()
-        raise CollectiveError(
-            f"MPI failed inside parcomp's {where}, called at {user_line()} on rank {rank}: "
-            f"{exc.Get_error_string().strip()}. This happens when the ranks call different "
-            "collectives (one inside `if rank == 0:`?): every rank of the communicator "
-            "must make the same parcomp collective calls in the same order",
-            (rank,),
-        ) from None
+
+def _translate(comm: Any, exc: Any, ident: Any) -> None:
+    """Raise MPI's error ``exc`` from inside a parcomp reduction: as it is, unless it says
+    that the ranks reduced buffers of different sizes or types (different collectives)."""
+    MPI = _mpi()
+    if exc.Get_error_class() not in (MPI.ERR_TRUNCATE, MPI.ERR_COUNT, MPI.ERR_TYPE):
+        raise exc  # a lost process (ULFM recovers from it), a revoked communicator ...
+    from parcomp.errors import CollectiveError
+
+    where = f"{ident[0]} (reduction #{ident[1]} on this communicator)" if ident else "a reduction"
+    rank = comm.Get_rank()
+    raise CollectiveError(
+        f"MPI failed inside parcomp's {where}, called at {user_line()} on rank {rank}: "
+        f"{exc.Get_error_string().strip()}. This happens when the ranks call different "
+        "collectives (one inside `if rank == 0:`?): every rank of the communicator "
+        "must make the same parcomp collective calls in the same order",
+        (rank,),
+    ) from None
 
 
 _RECORD = np.dtype([("seq", "<i8"), ("name", "S64"), ("line", "S184")])
@@ -382,7 +352,7 @@ def _mismatch(comm: Any, ident: tuple[str, int, int]) -> None:
             groups.setdefault(call, []).append(r)
         parts = [
             f"{format_ranks(ranks)} {'is' if len(ranks) == 1 else 'are'} in {c[0]} "
-            f"(#{c[1]} on this communicator, called at {c[2]})"
+            f"(reduction #{c[1]} on this communicator, called at {c[2]})"
             for c, ranks in groups.items()
         ]
         odd = tuple(r for r, c in enumerate(calls) if c != calls[0])
@@ -391,7 +361,7 @@ def _mismatch(comm: Any, ident: tuple[str, int, int]) -> None:
         rank = comm.Get_rank()
         odd = (rank,)
         text = (
-            f"rank {rank} is in {ident[0]} (#{ident[1]} on this communicator, called at "
+            f"rank {rank} is in {ident[0]} (reduction #{ident[1]} on this communicator, called at "
             f"{line}) and some other rank was not (it did not answer within {MEET_WITHIN:g} s)"
         )
     exc = CollectiveError(

@@ -164,13 +164,9 @@ def agree(ok: bool, comm: MPI.Comm | None = None) -> bool:
     -----
     Collective over `comm`: call on all ranks.
     """
-    from parcomp.callid import reduce_checked
+    from parcomp.callid import any_flag
 
-    MPI = _mpi()
-    flag = reduce_checked(
-        resolve_comm(comm), np.array([1 if ok else 0], np.int64), MPI.MIN, small=True
-    )
-    return bool(flag[0])
+    return not any_flag(resolve_comm(comm), not ok)
 
 
 def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> None:
@@ -203,14 +199,10 @@ def raise_if_any(error: BaseException | None, comm: MPI.Comm | None = None) -> N
     from parcomp.wire import allgather_json
 
     comm = resolve_comm(comm)
-    MPI = _mpi()
-    from parcomp.callid import reduce_checked
+    from parcomp.callid import any_flag
 
-    # the common case: one integer (and the call's identity words, see parcomp.callid)
-    flag = reduce_checked(
-        comm, np.array([0 if error is None else 1], np.int64), MPI.MAX, small=True
-    )
-    if not flag[0]:
+    # the common case: one word, which carries the call's identity too (parcomp.callid)
+    if not any_flag(comm, error is not None):
         return
     mine = None if error is None else [type(error).__name__, str(error)]
     everyone = [tuple(v) if v else None for v in allgather_json(comm, mine)]
@@ -254,6 +246,7 @@ def raise_if_differ(
     value: Any,
     comm: MPI.Comm | None,
     message: Callable[[list[int], Any, Any], str],
+    error: type[Exception] = ConfigError,
 ) -> None:
     """Raise a :class:`ConfigError` on every rank if ``value`` differs between ranks.
 
@@ -269,6 +262,8 @@ def raise_if_differ(
     message : callable
         ``message(differing_ranks, rank0_value, first_differing_value)``: the error text,
         the same on every rank (it is printed once).
+    error : type, default ConfigError
+        The exception raised (a :class:`ParcompError` subclass).
 
     Notes
     -----
@@ -288,14 +283,14 @@ def raise_if_differ(
     from parcomp.callid import reduce_checked
 
     # O(log p); nothing is pickled; the call's identity words ride along (parcomp.callid)
-    both = reduce_checked(comm, np.array([digest, -digest], np.int64), MPI.MAX, small=True)
+    both = reduce_checked(comm, np.array([digest, -digest], np.int64), MPI.MAX)
     if both[0] == -both[1]:
         return
     digests = allgather_ints(comm, [digest])[:, 0]  # only on a mismatch: who differs
     differ = [r for r, d in enumerate(digests) if d != digests[0]]
     if differ:
         everyone = allgather_json(comm, json.loads(text))  # only to name the difference
-        raise mark_everywhere(ConfigError(message(differ, everyone[0], everyone[differ[0]])), comm)
+        raise mark_everywhere(error(message(differ, everyone[0], everyone[differ[0]])), comm)
 
 
 def agreed(fn: Callable[[], Any], comm: MPI.Comm | None = None) -> Any:

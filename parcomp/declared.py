@@ -608,8 +608,6 @@ def check_call(
                     ),
                     comm,
                 )
-    if debug_collectives():
-        _check_same_params(name, names, args, roles, comm)
     want_corners = _corners(spec, corners, name, comm, kernel)
     for rn, r in reads:
         _check_reach(spec, name, rn, r, comm, kernel)
@@ -626,7 +624,10 @@ def check_call(
         if r == "param" and not isinstance(a, np.ndarray)
     ]
     raise_if_differ(
-        kinds, comm, lambda ranks, first, other: _differ_message(name, ranks, first, other)
+        kinds,
+        comm,
+        lambda ranks, first, other: _differ_message(name, ranks, first, other),
+        KernelSignatureError,
     )
     call_args = buffers(args, window(spec, args), DistArray)
     if isinstance(kernel, Kernel) and not _jit_disabled():
@@ -694,7 +695,10 @@ def agree_params(kernel: Any, args: tuple[Any, ...]) -> None:
         if r == "param" and not isinstance(a, np.ndarray)
     ]
     raise_if_differ(
-        kinds, comm, lambda ranks, first, other: _differ_message(name, ranks, first, other)
+        kinds,
+        comm,
+        lambda ranks, first, other: _differ_message(name, ranks, first, other),
+        KernelSignatureError,
     )
 
 
@@ -728,40 +732,6 @@ def _differ_message(name: str, ranks: list[int], first: Any, other: Any) -> str:
         "global data (a reduction such as u.max(), not u.interior.max()) so that every "
         "rank steps alike"
     )
-
-
-def _check_same_params(
-    name: str, names: list[str], args: tuple[Any, ...], roles: list[str], comm: Any
-) -> None:
-    """Debug mode: plain number parameters must be the same on every rank (one allgather).
-
-    A value computed from a rank's own block (``alpha = 0.1 / u.interior.max()``) differs
-    between ranks, and each rank then steps with its own ``alpha``, silently.  Checking
-    costs a collective per call, so only ``PARCOMP_DEBUG_COLLECTIVES=1`` does it.
-    """
-    import numpy as np
-
-    values = [
-        (n, repr(a.item() if isinstance(a, np.generic) else a))
-        for n, a, r in zip(names, args, roles, strict=True)
-        if r == "param" and isinstance(a, int | float | complex | bool | np.generic)
-    ]
-    everyone = comm.allgather(values)
-    for r, theirs in enumerate(everyone):
-        if theirs != everyone[0]:
-            diff = [
-                f"{a[0]}: {a[1]} vs {b[1]}"
-                for a, b in zip(everyone[0], theirs, strict=False)
-                if a != b
-            ]
-            _fail(
-                KernelSignatureError(
-                    f"run_stencil: kernel {name!r} gets other parameter values on rank {r} than "
-                    f"on rank 0 ({'; '.join(diff)}); compute them from global data (e.g. with "
-                    "a reduction) so that every rank steps alike"
-                ),
-                comm,
-            )
 
 
 def _jit_disabled() -> bool:

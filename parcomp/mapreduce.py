@@ -19,9 +19,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from parcomp.callid import reduce_checked
+from parcomp.callid import any_flag
 from parcomp.comm import agreed, mark_everywhere, raise_if_differ, resolve_comm
 from parcomp.errors import ConfigError, TaskError
 from parcomp.progress import Progress
@@ -190,12 +188,8 @@ def _describe(exc: BaseException) -> str:
 def _agree_failures(failure: Any, comm: Any, local_exc: BaseException | None) -> None:
     """Raise a :class:`TaskError` on every rank if a mapper failed on any: one
     ``Allreduce`` of a flag (O(log p)); the failure records travel only when one failed."""
-    from mpi4py import MPI
 
-    flag = reduce_checked(
-        comm, np.array([0 if failure is None else 1], np.int64), MPI.MAX, small=True
-    )
-    if flag[0]:
+    if any_flag(comm, failure is not None):
         _raise_failures(comm.allgather(failure), comm, local_exc)
 
 

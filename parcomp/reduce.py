@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parcomp.callid import reduce_checked
+from parcomp.callid import allreduce_scalar, reduce_checked
 from parcomp.comm import resolve_comm
 from parcomp.errors import ConfigError, DTypeError, ShapeError
 from parcomp.watchdog import collective
@@ -207,6 +207,9 @@ def allreduce(
     """
     from mpi4py import MPI
 
+    if out is None and type(value) is np.float64 and op in _SCALAR_OPS:
+        # the common case (a float sum, min or max of a whole array): one checked word
+        return allreduce_scalar(resolve_comm(comm), value, getattr(MPI, _SCALAR_OPS[op]))
     spec = resolve_op(op)
     if spec.mpi_name is None:
         raise ConfigError(f"allreduce needs an operator with an MPI equivalent, got {op!r}")
@@ -225,6 +228,7 @@ def allreduce(
     return out[()] if out.ndim == 0 else out
 
 
+_SCALAR_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
 _BUFFER_THRESHOLD = 4096  # bytes: above this, numeric arrays go through buffer Allreduce
 
 

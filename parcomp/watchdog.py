@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from parcomp import callid
+from parcomp.callid import current, user_line
 
 __all__ = [
     "BEAT_FORMAT",
@@ -243,30 +243,28 @@ def collective(name: str, comm_of: Callable[..., Any] | None = None) -> Callable
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            beat = _beat
-            if _nesting[0] or (beat is None and not _debug and not callid._enabled[0]):
-                # inside another parcomp collective (the outermost call is the one the
-                # user made, and the one numbered, reported and checked), or nothing to do
+            if _nesting[0]:
+                # inside another parcomp collective: the outermost call is the one the
+                # user made, and the one named, reported and checked
                 return fn(*args, **kwargs)
+            beat = _beat
             if beat is not None:
                 beat.enter(encoded)  # first, so a hang in the debug check below names the call
             _nesting[0] += 1
-            token = None
+            current[0] = name  # the reductions inside carry it (parcomp.callid)
             try:
-                try:
-                    comm = comm_of(*args, **kwargs) if comm_of is not None else args[0].comm
-                    comm = _resolve(comm)
-                except Exception:  # noqa: BLE001 - a bad argument: the call itself says so
-                    comm = None
-                # numbered on its communicator; reductions inside carry the number (callid)
-                if comm is not None:
-                    token = callid.enter(comm, name)
-                if _debug and comm is not None:
-                    _check_same_call(comm, name)
+                if _debug:
+                    try:
+                        comm = comm_of(*args, **kwargs) if comm_of is not None else args[0].comm
+                        comm = _resolve(comm)
+                    except Exception:  # noqa: BLE001 - a bad argument: the call says so
+                        comm = None
+                    if comm is not None:
+                        _check_same_call(comm, name)
                 return fn(*args, **kwargs)
             finally:
                 _nesting[0] -= 1
-                callid.leave(token)
+                current[0] = None
                 if beat is not None:
                     beat.leave()
 
@@ -301,7 +299,7 @@ def _check_same_call(comm: Any, name: str) -> None:
     counts = comm_cache(comm).setdefault("debug.calls", [0])
     counts[0] += 1
     mine = np.zeros(1, dtype=[("n", "<i8"), ("name", f"S{NAME_BYTES}"), ("line", "S184")])
-    mine[0] = (counts[0], name.encode()[:NAME_BYTES], callid.user_line().encode()[:184])
+    mine[0] = (counts[0], name.encode()[:NAME_BYTES], user_line().encode()[:184])
     everyone = np.empty(debug.Get_size(), dtype=mine.dtype)
     debug.Allgather(mine.view(np.uint8), everyone.view(np.uint8))
     calls = [(int(n), raw.decode(), line.decode()) for n, raw, line in everyone.tolist()]

@@ -223,7 +223,7 @@ def test_parameter_from_the_local_block_is_refused_on_the_first_call():
         run_stencil(_heat, u, v, alpha)
         parallel_assert(True)
         return
-    with pytest.raises(parcomp.errors.ConfigError, match=r"other parameter values.*a: "):
+    with pytest.raises(KernelSignatureError, match=r"other parameter values.*a: "):
         run_stencil(_heat, u, v, alpha)
     run_stencil(_heat, u, v, 0.1 / float(u.max()))  # the global maximum: the same everywhere
     parallel_assert(True)
@@ -246,7 +246,7 @@ def test_parameter_that_starts_to_differ_later_is_caught_within_a_sample(steps):
                 u, v = v, u
             else:
                 u, v, _ = run_stencil(_heat, u, v, a, steps=steps)
-        except parcomp.errors.ConfigError as exc:
+        except KernelSignatureError as exc:
             caught = (call, str(exc))
             break
     if SIZE == 1:
