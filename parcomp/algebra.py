@@ -256,7 +256,19 @@ class VectorAlgebra(NDArrayOperatorsMixin):
     # ------------------------------------------------------------ global indexing
     @collective("DistArray[...]")
     def __getitem__(self, index: Any) -> Any:
-        """``a[i, j]`` with global integer indices: the value, on every rank (collective)."""
+        """``a[i, j]`` with global integer indices: the value, on every rank (collective).
+
+        With fewer integers than axes, ``a[t]`` (``a[t, k]``): the plane of the leading
+        axes as a DistArray of the remaining axes (:meth:`select`, collective).
+        """
+        lead = index if isinstance(index, tuple) else (index,)
+        if 0 < len(lead) < self.ndim and all(  # type: ignore[attr-defined]
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in lead
+        ):
+            out = self
+            for i in lead:
+                out = out.select(0, i)
+            return out
         idx = self._global_index(index)
         return self.get(tuple(slice(i, i + 1) for i in idx)).reshape(())[()]
 
@@ -267,6 +279,13 @@ class VectorAlgebra(NDArrayOperatorsMixin):
         if all(lo <= i < hi for i, (lo, hi) in zip(idx, ranges, strict=True)):
             self.interior[tuple(i - lo for i, (lo, _) in zip(idx, ranges, strict=True))] = value  # type: ignore[attr-defined]
 
+    def select(self, axis: int, index: int, *, dims: Any = None) -> Any:
+        """The plane ``index`` of ``axis`` as a DistArray of one axis fewer (collective;
+        see :func:`parcomp.select.select`): ``u.select(0, t)`` is ``u[t]``."""
+        from parcomp.select import select
+
+        return select(self, axis, index, dims)
+
     def _global_index(self, index: Any) -> tuple[int, ...]:
         index = index if isinstance(index, tuple) else (index,)
         shape = self.partition.global_shape
@@ -274,8 +293,9 @@ class VectorAlgebra(NDArrayOperatorsMixin):
             isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in index
         ):
             raise TypeError(
-                f"a DistArray takes {len(shape)} global integer indices (a[i, j]); for a block "
-                "use a.get((slice, ...)), for this rank's data a.interior[...]"
+                f"a DistArray takes {len(shape)} global integer indices (a[i, j]), or fewer for "
+                "a plane (a[t]); for a block use a.get((slice, ...)), for this rank's data "
+                "a.interior[...]"
             )
         out = []
         for axis, (i, n) in enumerate(zip(index, shape, strict=True)):

@@ -1,4 +1,5 @@
-"""Particle-to-grid deposit with a reverse halo exchange (:meth:`DistParticles.deposit`).
+"""Particle-to-grid deposit with a reverse halo exchange (:meth:`DistParticles.deposit`),
+and its mirror, grid-to-particle interpolation (:meth:`DistParticles.interpolate`).
 
 COMMUNICATES over the particles' private communicator: the reverse halo exchange sends
 each ghost slab of a one-cell-wide layer to the neighbour owning those cells, which adds it
@@ -22,7 +23,7 @@ from parcomp.subcomm import check_tags
 if TYPE_CHECKING:  # pragma: no cover
     from parcomp.particles import DistParticles
 
-__all__ = ["deposit", "reverse_halo_add"]
+__all__ = ["deposit", "interpolate", "reverse_halo_add"]
 
 SCHEMES = ("cic", "ngp")
 
@@ -204,3 +205,45 @@ def _deterministic(
     seq = np.lexsort((got["corner"], got["key"], flat))
     add = _sums(flat[seq], got["w"][seq], interior.size)
     interior += add.reshape(interior.shape)
+
+
+def interpolate(p: DistParticles, field: Any, scheme: str) -> np.ndarray:
+    """See :meth:`parcomp.particles.DistParticles.interpolate` (collective)."""
+    error: BaseException | None = None
+    try:
+        problem = _check_target(p, field, scheme)
+        if problem is not None:
+            raise ShapeError(problem.replace("deposit", "interpolate"))
+        if scheme == "cic" and min(field.halo) < 1:
+            raise ShapeError(
+                f"interpolate(scheme='cic') reads the cells around each particle, a "
+                f"neighbour's too: the field needs ghost cells (halo >= 1), it has halo "
+                f"{field.halo}"
+            )
+    except ParcompError as exc:
+        error = exc
+    raise_if_any(error, p.comm)
+    raise_if_differ(
+        scheme,
+        p.comm,
+        lambda differ, mine, theirs: (
+            f"interpolate: scheme differs between ranks: rank 0 has {mine}, rank "
+            f"{differ[0]} has {theirs}"
+        ),
+    )
+    p._agree_inside("interpolate")
+    pos = p.fields[p.position]
+    partition = p.partition
+    halo = np.asarray(field.halo, dtype=np.int64)
+    start = np.asarray([a for a, _ in field.local_range], dtype=np.int64)
+    if scheme == "ngp":
+        cells = plan.cells(pos, p.box, partition.global_shape) - start + halo
+        return field.local[tuple(cells.T)].astype(np.float64, copy=False)
+    field.exchange_halos(corners=True)  # the neighbours' cells, periodic images included
+    local, _glob, frac = plan.cic_stencil(pos, p.box, partition, p.rank)
+    out = np.zeros(pos.shape[0], np.float64)
+    shift = halo - 1  # cic_stencil's indices count a one-cell ghost layer
+    for c in range(local.shape[1]):  # corner by corner, in deposit's order: same bits anywhere
+        idx = local[:, c, :] + shift
+        out += frac[:, c] * field.local[tuple(idx.T)]
+    return out

@@ -542,8 +542,10 @@ class DistParticles:
         weight : str, numpy.ndarray, float or None
             A field name, an array of length ``n_local``, a constant, or None (1.0).
         scheme : {"cic", "ngp"}
-            Cloud-in-cell (linear weights over the ``2**ndim`` nearest cell centres) or
-            nearest grid point (the particle's own cell).
+            Cloud-in-cell (linear weights over the ``2**ndim`` nearest cell centres, a
+            cell's centre at ``lo + (i + 0.5) * h``: the cell-centre convention
+            ``x / h - 0.5``) or nearest grid point (the particle's own cell).
+            :meth:`interpolate` is the mirror (grid to particles, same weights).
 
         Notes
         -----
@@ -557,6 +559,24 @@ class DistParticles:
         from parcomp.particle_deposit import deposit
 
         deposit(self, target, weight, scheme)
+
+    @collective("DistParticles.interpolate")
+    def interpolate(self, field: Any, *, scheme: str = "cic") -> np.ndarray:
+        """The value of grid ``field`` at each of this rank's particles: the mirror of
+        :meth:`deposit`, with the same weights (``"cic"``: linear over the ``2**ndim``
+        cell centres around the particle, a cell's centre at ``lo + (i + 0.5) * h``, cells
+        beyond a non-periodic wall folded onto the wall cell; ``"ngp"``: the particle's
+        own cell).  So the sum over particles of ``w * interpolate(f)`` equals the sum
+        over cells of ``f * deposit(w)``.
+
+        Returns a float64 array of length ``n_local``, in this rank's particle order;
+        each value depends only on the particle's position and the field, so the result is
+        bitwise the same on any rank count (compare by ``order_by``).  Collective: the
+        field's halos are exchanged (corners too) for ``"cic"``, which needs ``halo >= 1``.
+        """
+        from parcomp.particle_deposit import interpolate
+
+        return interpolate(self, field, scheme)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self, prefix: str = "particles") -> dict[str, np.ndarray]:

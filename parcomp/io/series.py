@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parcomp.errors import ConfigError, HDF5Error, ShapeError
+from parcomp.errors import ConfigError, DTypeError, HDF5Error, ShapeError
 from parcomp.io.hdf5 import _NAME, _PARTS, _check_target, _fsync, _remove
 from parcomp.watchdog import collective
 
@@ -64,6 +64,71 @@ def _tile(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     return (1, *(max(1, t) for t in tile))
 
 
+def _attr_text(value: Any) -> str:
+    """An HDF5/xarray attribute as text (bytes decoded, one-element arrays unwrapped)."""
+    arr = np.asarray(value)
+    if arr.ndim and arr.size == 1:
+        value = arr.reshape(-1)[0]
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _from_variable(
+    like: Any,
+    fields: Any,
+    dims: Sequence[str] | None,
+    coords: Mapping[str, Any] | None,
+    units: Mapping[str, str] | None,
+    long_names: Mapping[str, str] | None,
+) -> tuple[Any, Any, Any, Any]:
+    """Axis names, coordinates, units and long names from an xarray variable or an
+    h5py dataset (its attached dimension scales); explicit arguments win (local)."""
+    names: list[str] = []
+    values: dict[str, Any] = {}
+    axis_attrs: dict[str, Mapping[str, Any]] = {}
+    if hasattr(like, "dims") and hasattr(like, "coords") and hasattr(like, "attrs"):
+        names = [str(d) for d in like.dims]  # xarray
+        for d in names:
+            if d in like.coords:
+                values[d] = np.asarray(like.coords[d].values)
+                axis_attrs[d] = like.coords[d].attrs
+        var_attrs = dict(like.attrs)
+    elif hasattr(like, "dims") and hasattr(like, "attrs") and hasattr(like, "file"):
+        for i, dim in enumerate(like.dims):  # h5py: labels, else the first scale's name
+            scales = list(dim.values())
+            label = dim.label or (scales[0].name.rsplit("/", 1)[-1] if scales else "")
+            if not label:
+                raise ConfigError(
+                    f"Series(like=...): axis {i} of {like.name} has no dimension scale or label"
+                )
+            names.append(label)
+            if scales:
+                values[label] = np.asarray(scales[0][()])
+                axis_attrs[label] = scales[0].attrs
+        var_attrs = dict(like.attrs)
+    else:
+        raise ConfigError(
+            f"Series(like=...) takes an xarray.DataArray or an h5py.Dataset, got "
+            f"{type(like).__name__}"
+        )
+
+    dims = list(dims) if dims is not None else names
+    new_coords = {d: v for d, v in values.items() if d in dims}
+    new_coords.update(coords or {})
+    new_units = {d: _attr_text(a["units"]) for d, a in axis_attrs.items() if "units" in a}
+    new_long = {d: _attr_text(a["long_name"]) for d, a in axis_attrs.items() if "long_name" in a}
+    if isinstance(fields, Mapping) and len(fields) == 1:
+        (only,) = fields
+        if "units" in var_attrs:
+            new_units[only] = _attr_text(var_attrs["units"])
+        if "long_name" in var_attrs:
+            new_long[only] = _attr_text(var_attrs["long_name"])
+    new_units.update(units or {})
+    new_long.update(long_names or {})
+    return dims, new_coords, new_units, new_long
+
+
 class Series:
     """Append DistArrays and scalars every few steps to one HDF5 time series.
 
@@ -80,7 +145,14 @@ class Series:
     coords : mapping, optional
         Axis name to a 1-D array of coordinate values (default: the cell index).
     units, long_names : mapping, optional
-        CF ``units`` and ``long_name`` of fields, scalars and axes (and ``time``).
+        CF ``units`` and ``long_name`` of fields, scalars and axes (and ``time``).  A
+        field's default is its own ``attrs`` (what :func:`parcomp.io.load_hdf5` read).
+    like : xarray.DataArray or h5py.Dataset, optional
+        A variable to take the axis names, coordinate values and the axes' ``units`` /
+        ``long_name`` from (an xarray variable's dims and coords, or an HDF5/netCDF
+        dataset's attached dimension scales), and, when the series records one field,
+        that field's ``units`` / ``long_name``.  ``dims``, ``coords``, ``units`` and
+        ``long_names`` given explicitly win.
     scalars : sequence of str
         Names of scalar time series recorded with each append.
     title : str
@@ -125,6 +197,7 @@ class Series:
         resume_at: int | None = None,
         overwrite: bool = False,
         asynchronous: bool = False,
+        like: Any = None,
     ) -> None:
         from parcomp.comm import raise_if_any
         from parcomp.wire import bcast_json
@@ -135,8 +208,12 @@ class Series:
             thread.join()
         error: BaseException | None = None
         try:
+            if like is not None:
+                dims, coords, units, long_names = _from_variable(
+                    like, fields, dims, coords, units, long_names
+                )
             self._setup(fields, every, dims, coords, units, long_names, scalars, title)
-        except (ShapeError, ConfigError, TypeError, ValueError) as exc:
+        except (ShapeError, ConfigError, DTypeError, TypeError, ValueError) as exc:
             error = exc
         first = next(iter(fields.values()), None) if isinstance(fields, Mapping) else None
         comm = getattr(first, "comm", None)
@@ -200,8 +277,12 @@ class Series:
         self.every = every
         self.fields = {n: (a.dtype.str, a.global_shape) for n, a in fields.items()}
         self.scalars = tuple(scalars)
-        self.units = dict(units or {})
-        self.long_names = dict(long_names or {})
+        # a field's own attributes (what load_hdf5 read from its variable) by default
+        own = {n: getattr(a, "attrs", {}) or {} for n, a in fields.items()}
+        self.units = {n: str(v["units"]) for n, v in own.items() if "units" in v}
+        self.units.update(units or {})
+        self.long_names = {n: str(v["long_name"]) for n, v in own.items() if "long_name" in v}
+        self.long_names.update(long_names or {})
         self.title = str(title)
         self.coords: dict[str, list[float]] = {}
         for axis, (dim, n) in enumerate(zip(self.dims, first.global_shape, strict=True)):
@@ -346,7 +427,7 @@ class Series:
         values: dict[str, float] = {}
         try:
             arrays, values = self._check_append(step, time, fields, scalars)
-        except (ShapeError, ConfigError, TypeError, ValueError) as exc:
+        except (ShapeError, ConfigError, DTypeError, TypeError, ValueError) as exc:
             error = exc
         raise_if_any(error, self.comm)
         from parcomp.comm import raise_if_differ
@@ -509,10 +590,21 @@ class Series:
                 f"Series.append: fields {sorted(arrays)} differ from the series' {sorted(self.fields)}"
             )
         for name, a in arrays.items():
-            if not isinstance(a, DistArray) or a.partition != self._template.partition:
-                raise ShapeError(f"Series.append: field {name!r} is not decomposed as the series")
-            if a.dtype.str != self.fields[name][0]:
+            want = self._template.partition
+            if not isinstance(a, DistArray):
                 raise ShapeError(
+                    f"Series.append: field {name!r} is a {type(a).__name__}, the series holds "
+                    f"a DistArray of shape {want.global_shape}"
+                )
+            if a.partition != want:
+                raise ShapeError(
+                    f"Series.append: field {name!r} is not decomposed as the series: shape "
+                    f"{a.global_shape} over grid {a.partition.dims} (periods "
+                    f"{a.partition.periods}), the series holds shape {want.global_shape} over "
+                    f"grid {want.dims} (periods {want.periods})"
+                )
+            if a.dtype.str != self.fields[name][0]:
+                raise DTypeError(
                     f"Series.append: field {name!r} is {a.dtype}, the series holds "
                     f"{np.dtype(self.fields[name][0])}"
                 )

@@ -364,3 +364,215 @@ def test_cf_valid_range_unsigned_and_missing_value(shared):
     with pytest.raises(parcomp.errors.DTypeError, match="CF-decoded"):
         parcomp.load_hdf5(path, "u", dtype=np.int8)
     parallel_assert(parcomp.load_hdf5(path, "u", dtype=np.int8, decode=False).dtype == np.int8)
+
+
+# ---------------------------------------------------------------- 6. messages that mislead
+def test_periodic_and_plain_arrays_name_what_differs():
+    # was: "(24, 24) over grid (3, 1) and (24, 24) over grid (3, 1)"
+    a = DistArray.zeros((24, 24), periods=True)
+    b = DistArray.zeros((24, 24))
+    with pytest.raises(
+        parcomp.errors.ShapeError, match=r"periods \(True, True\) and \(False, False\)"
+    ):
+        a + b
+    with pytest.raises(parcomp.errors.ShapeError, match=r"shapes \(24, 24\) and \(24, 23\)"):
+        a += DistArray.zeros((24, 23), periods=True)
+    parallel_assert(True)
+
+
+def test_series_errors_show_both_shapes_and_dtype_errors(shared):
+    from parcomp.io import Series
+
+    u = DistArray.zeros((12, 8), halo=1)
+    s = Series(shared / "msg.h5", {"u": u}, overwrite=True)
+    with pytest.raises(
+        parcomp.errors.ShapeError, match=r"shape \(12, 9\).*series holds shape \(12, 8\)"
+    ):
+        s.append(1, 0.1, fields={"u": DistArray.zeros((12, 9))})
+    # was: ShapeError for a dtype
+    with pytest.raises(parcomp.errors.DTypeError, match="float32, the series holds float64"):
+        s.append(1, 0.1, fields={"u": DistArray.zeros((12, 8), dtype=np.float32)})
+    s.append(1, 0.1, fields={"u": u})
+    s.close()
+    parallel_assert(s.records == 1)
+
+
+def test_nan_positions_are_refused_on_every_rank_together():
+    # already agreed before this issue (raise_if_any in migrate): kept as a test
+    from parcomp.particles import DistParticles
+
+    u = DistArray.zeros((8, 8))
+    x = np.full((3, 2), 1.0 + RANK)
+    if RANK == SIZE - 1:
+        x[1, 0] = np.nan
+    p = DistParticles(u, {"x": np.full((0, 2), 1.0)}, box=[(0, 8), (0, 8)])
+    p.fields = {"x": x}
+    with pytest.raises(parcomp.errors.ShapeError, match="NaN or infinite"):
+        p.migrate()
+    parallel_assert(True)
+
+
+# ---------------------------------------------------------------- 7. what a scientist wrote by hand
+def _box_particles(n=500, seed=11):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 2)) * np.array([8.0, 6.0])
+    return x, np.arange(n, dtype=np.int64)
+
+
+def _serial_cic(field, x, box_hi, periodic):
+    """Serial NumPy cloud-in-cell gather, corner by corner (deposit's convention)."""
+    shape = np.array(field.shape)
+    h = np.array(box_hi) / shape
+    s = x / h - 0.5
+    base = np.floor(s).astype(np.int64)
+    frac = s - base
+    out = np.zeros(len(x))
+    for corner in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        w = np.ones(len(x))
+        idx = []
+        for axis, bit in enumerate(corner):
+            w *= frac[:, axis] if bit else 1.0 - frac[:, axis]
+            k = base[:, axis] + bit
+            k = k % shape[axis] if periodic else np.clip(k, 0, shape[axis] - 1)
+            idx.append(k)
+        out += w * field[tuple(idx)]
+    return out
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_interpolate_mirrors_deposit_bitwise_on_any_rank_count(periodic):
+    from parcomp.particles import DistParticles
+
+    i, j = np.meshgrid(np.arange(8), np.arange(6), indexing="ij")
+    G = np.sin(0.7 * i) + np.cos(0.4 * j) * 0.5 + 0.01 * i * j
+    f = DistArray.fromfunction(
+        lambda a, b: np.sin(0.7 * a) + np.cos(0.4 * b) * 0.5 + 0.01 * a * b,
+        (8, 6),
+        halo=1,
+        periods=periodic,
+    )
+    x, ids = _box_particles()
+    mine = (ids * 5 + 1) % SIZE == RANK
+    p = DistParticles(f, {"x": x[mine], "id": ids[mine]}, box=[(0, 8.0), (0, 6.0)], order_by="id")
+    got = p.interpolate(f)
+    ref = _serial_cic(G, p.fields["x"], (8.0, 6.0), periodic)
+    parallel_assert(np.array_equal(got, ref), "cic interpolation vs serial NumPy (bitwise)")
+    near = p.interpolate(f, scheme="ngp")
+    cells = np.floor(p.fields["x"] / np.array([1.0, 1.0])).astype(int)
+    parallel_assert(np.array_equal(near, G[cells[:, 0], cells[:, 1]]), "ngp")
+    # the mirror: sum_p w_p * interp(f)(x_p) == sum_cells f * deposit(w)
+    w = 1.0 + (p.fields["id"] % 3)
+    rho = f.zeros_like()
+    p.deposit(rho, w)
+    lhs = MPI.COMM_WORLD.allreduce(float(np.sum(w * got)))
+    rhs = float((rho * f).sum())
+    parallel_assert(abs(lhs - rhs) <= 1e-12 * abs(lhs), f"adjoint {lhs} vs {rhs}")
+    with pytest.raises(parcomp.errors.ShapeError, match="halo >= 1"):
+        p.interpolate(DistArray.zeros((8, 6), periods=periodic))
+
+
+def test_numpy_block_of_this_rank_combines_with_a_distarray():
+    # was: 1j * kx * W needed a zeros_like() and .interior[...] wrapper each time
+    from parcomp import fft
+
+    n = 16
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    G = np.sin(2 * np.pi * 3 * i / n) * np.cos(2 * np.pi * j / n)
+    u = DistArray.from_global(G if RANK == 0 else None)
+    W = fft.rfftn(u)
+    kx, _ky = fft.frequencies(W, spacing=1.0 / n, angular=True)
+    dudx = fft.irfftn(1j * kx * W, out_dims=u.partition.dims).gather()
+    ref = 2 * np.pi * 3 * np.cos(2 * np.pi * 3 * i / n) * np.cos(2 * np.pi * j / n)
+    parallel_assert(RANK != 0 or np.allclose(dudx, ref, atol=1e-10))
+    block = np.full(u.interior.shape, 2.0)
+    parallel_assert(np.array_equal((u * block).interior, 2.0 * u.interior))
+    v = u.copy()
+    v += block
+    parallel_assert(np.array_equal(v.interior, u.interior + 2.0))
+
+
+def test_select_a_plane_of_a_distarray():
+    # was: a[t] raised "a DistArray takes 3 global integer indices"
+    shape = (5, 9, 7)
+    G = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    a = DistArray.from_global(G if RANK == 0 else None, halo=1)
+    parallel_assert(a.dtype == np.dtype(np.float64))
+    for t in (0, 3, -1):
+        plane = a[t]
+        got = plane.gather()
+        parallel_assert(plane.global_shape == (9, 7) and (RANK != 0 or np.array_equal(got, G[t])))
+    for axis in (1, 2, -1):
+        got = a.select(axis, 4).gather()
+        parallel_assert(RANK != 0 or np.array_equal(got, np.take(G, 4, axis=axis)))
+    line = a[2, 5].gather()
+    parallel_assert(RANK != 0 or np.array_equal(line, G[2, 5]))
+    parallel_assert(a[2, 5, 3] == G[2, 5, 3])
+    with pytest.raises(IndexError, match="out of bounds"):
+        a[5]
+
+
+def test_series_takes_coordinates_and_units_from_a_variable(shared):
+    import h5py
+    import xarray as xr
+
+    from parcomp.io import Series
+
+    path = shared / "in.nc"
+    if RANK == 0:
+        ds = xr.Dataset(
+            {
+                "t": (
+                    ("lat", "lon"),
+                    np.ones((6, 4)),
+                    {"units": "K", "long_name": "air temperature"},
+                )
+            },
+            coords={
+                "lat": ("lat", np.linspace(-50, 50, 6), {"units": "degrees_north"}),
+                "lon": ("lon", np.linspace(0, 270, 4), {"units": "degrees_east"}),
+            },
+        )
+        ds.to_netcdf(path, engine="h5netcdf")
+    MPI.COMM_WORLD.Barrier()
+    var = xr.open_dataset(path, engine="h5netcdf")["t"]
+    t = parcomp.load_hdf5(path, "t")
+    for like, name in ((var, "a.h5"), (None, "b.h5")):
+        with h5py.File(path, "r") as fh:
+            source = like if like is not None else fh["t"]
+            s = Series(shared / name, {"t": t}, like=source, overwrite=True)
+        s.append(0, 0.0, fields={"t": t})
+        s.close()
+        MPI.COMM_WORLD.Barrier()
+        back = xr.open_dataset(shared / name, engine="h5netcdf")
+        ok = (
+            list(back["t"].dims) == ["time", "lat", "lon"]
+            and np.allclose(back["lat"].values, np.linspace(-50, 50, 6))
+            and back["lon"].attrs.get("units") == "degrees_east"
+            and back["t"].attrs.get("units") == "K"
+            and back["t"].attrs.get("long_name") == "air temperature"
+        )
+        back.close()
+        parallel_assert(ok, f"series from {type(source).__name__}")
+    var.close()
+
+
+def test_inspect_lists_per_rank_data_and_rng_states(shared):
+    from parcomp.checkpoint import Checkpointer
+    from parcomp.checkpoint.reader import inspect_checkpoint, list_checkpoints
+
+    folder = shared / "ck"
+    ck = Checkpointer(folder, handle_signals=False)
+    u = DistArray.zeros((6, 6))
+    ck.save(
+        4,
+        arrays={"u": u},
+        local={"tracers.x": np.zeros((RANK + 2, 3))},
+        rng={"noise": np.random.default_rng(7)},
+    )
+    ck.close()
+    MPI.COMM_WORLD.Barrier()
+    found = list_checkpoints(folder)
+    valid, text = inspect_checkpoint(found[0][1] if isinstance(found[0], tuple) else found[0])
+    rows = sum(r + 2 for r in range(SIZE))
+    ok = valid and f"tracers.x:<f8 (3,) {rows} rows from {SIZE} rank(s)" in text
+    parallel_assert(ok and "RNG states [noise:PCG64]" in text, text)
