@@ -207,3 +207,66 @@ def test_ctrl_c_on_ranks_blocked_in_mpi_is_one_line_too():
     assert time.monotonic() - t0 < 15  # hang guard (the job's --timeout is 60 s); the speed of
     # the exit is not a pass criterion: under CPU hogs it took 5 s
     assert not leftovers("blocked.py")
+
+
+def _lone(case, n, **env):
+    t0 = time.monotonic()
+    out = run(
+        [PARCOMP, "run", "-n", str(n), SCRIPTS / "lone_collective.py", case],
+        env=env,
+        timeout=90,
+    )
+    return out, time.monotonic() - t0
+
+
+def test_lone_collective_raises_once_naming_both_calls():
+    # was: "max 3075.07" printed by rank 0, then a hang (2 ranks) or a 24-line "Message
+    # truncated" traceback at the wrong line (3 ranks); no --timeout needed now
+    for n in (2, 3):
+        out, took = _lone("max", n)
+        err = out.stderr
+        assert out.returncode not in (0, 124), err
+        assert "CollectiveError" in err and "rank 0 is in DistArray.max" in err, err
+        assert "in DistArray.sum" in err and "lone_collective.py:" in err, err
+        assert err.count("Traceback") == 1, err  # printed once for every rank
+        assert "max " not in out.stdout, out.stdout  # no wrong value printed
+        assert "Message truncated" not in err
+        assert took < 30, took
+    assert not leftovers("lone_collective.py")
+
+
+def test_lone_count_is_a_python_error_not_an_mpi_abort():
+    # was: MPICH fatal error, exit status 142, no Python traceback
+    out, _ = _lone("count", 3)
+    err = out.stderr
+    assert out.returncode not in (0, 124, 142), err
+    assert "rank 0 is in DistParticles.count" in err and "DistArray.sum" in err, err
+    assert "Fatal error" not in err, err
+
+
+def test_rank_that_finishes_while_others_wait_ends_the_job():
+    # was: without --timeout/--hang-after the job waited forever
+    out, took = _lone("finish", 3, PARCOMP_STRANDED_AFTER="2")
+    err = out.stderr
+    assert out.returncode == 124, err
+    assert "rank 0 finished its script while ranks 1-2 have waited" in err, err
+    assert "DistArray.sum" in err and "blocked at" in err, err
+    assert took < 30, took
+    assert not leftovers("lone_collective.py")
+
+
+def test_errors_raised_alike_on_every_rank_are_printed_once():
+    # was: 22-53 lines on 3 ranks, one traceback per rank
+    for case, text in (
+        ("mapper", "ZeroDivisionError"),
+        ("set", "items is a set"),
+        ("algebra", "periods (False, False) and (True, True)"),
+        ("decl", "diagonal neighbour"),
+    ):
+        out, _ = _lone(case, 3)
+        err = out.stderr
+        assert out.returncode not in (0, 124), (case, err)
+        assert text in err, (case, err)
+        assert "[ranks 0-2/3]" in err and err.count("Traceback (most recent call last)") == (
+            2 if case == "mapper" else 1  # the mapper's own traceback is quoted once
+        ), (case, err)
