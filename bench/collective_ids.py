@@ -7,12 +7,13 @@ The same workload, in the same process, with the check on and off
 repeats, off first in even ones) so that drift and the other core's noise fall on both
 alike.  Off is the code path of a parcomp without the
 check (the collective decorator returns at once, reductions carry no words).  Medians;
-rank 0 prints the ratio on/off per case (goal, issue 24: within 1%).
+rank 0 prints, per case, the median of the on/off ratios of each back-to-back pair and
+their quartiles (goal, issue 24: within 1%).
 
 * **heat2d**: 512^2 five-point ``run_stencil`` steps with ``u.sum()`` every 10 steps (the
-  monitoring a job script does), 200 steps;
+  monitoring a job script does), 1000 steps;
 * **cg**: ``jobs/poisson_cg.solve`` (two dots, three updates, one stencil per iteration),
-  255^2 and 1023^2, plain (fast) dots, 60 iterations;
+  255^2 and 1023^2, plain (fast) dots, 300 iterations;
 * **map_reduce**: 20,000 small items summed (block schedule), then a keyed-free
   ``map_reduce`` of a 4096-float array per item over 200 items (the array path).
 
@@ -54,7 +55,7 @@ def heat2d(comm: MPI.Comm) -> float:
     v = u.zeros_like()
     comm.Barrier()
     t = time.perf_counter()
-    for step in range(200):
+    for step in range(STEPS):
         run_stencil(heat, u, v, 0.1)
         u, v = v, u
         if step % 10 == 0:
@@ -66,10 +67,14 @@ def heat2d(comm: MPI.Comm) -> float:
 def cg(n: int, comm: MPI.Comm) -> float:
     from poisson_cg import solve
 
-    _, k, _, seconds = solve(n, 1e-300, 60, comm=comm, deterministic=False)
-    if k != 60:
-        raise SystemExit(f"CG ran {k} iterations, not 60: nothing comparable")
+    _, k, _, seconds = solve(n, 1e-300, ITERATIONS, comm=comm, deterministic=False)
+    if k != ITERATIONS:
+        raise SystemExit(f"CG ran {k} iterations, not {ITERATIONS}: nothing comparable")
     return comm.allreduce(seconds, op=MPI.MAX)
+
+
+STEPS = 1000
+ITERATIONS = 300
 
 
 def _small(i: int) -> float:
@@ -98,9 +103,9 @@ def main() -> int:
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     cases = {
-        "heat2d 512^2, sum every 10 steps": lambda: heat2d(comm),
-        "cg 255^2, 60 iterations": lambda: cg(255, comm),
-        "cg 1023^2, 60 iterations": lambda: cg(1023, comm),
+        f"heat2d 512^2, {STEPS} steps, sum every 10": lambda: heat2d(comm),
+        f"cg 255^2, {ITERATIONS} iterations": lambda: cg(255, comm),
+        f"cg 1023^2, {ITERATIONS} iterations": lambda: cg(1023, comm),
         "map_reduce 20k items + 200 arrays": lambda: mapreduce(comm),
     }
     rows = []
@@ -111,9 +116,9 @@ def main() -> int:
         for k in range(args.repeats):
             for flag in (True, False) if k % 2 else (False, True):  # either goes first
                 callid.set_enabled(flag)
-                before = callid.stats["checked"]
+                before = callid.checked()
                 samples[flag].append(run())
-                checked[flag] += callid.stats["checked"] - before
+                checked[flag] += callid.checked() - before
         callid.set_enabled(True)
         if checked[True] == 0 or checked[False] != 0:
             raise SystemExit(
@@ -121,13 +126,19 @@ def main() -> int:
                 f"{checked[False]} with it off: this case did not measure the check"
             )
         on, off = (statistics.median(samples[f]) for f in (True, False))
-        rows.append((name, on, off, checked[True] // args.repeats))
+        # each repeat's on/off pair ran back to back: the median of their ratios is
+        # robust to the drift between repeats; the quartiles show the noise
+        ratios = sorted(a / b for a, b in zip(samples[True], samples[False], strict=True))
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        rows.append(
+            (name, on, off, statistics.median(ratios), q[0], q[2], checked[True] // args.repeats)
+        )
     if comm.rank == 0:
         print(f"machine: {machine()}; {comm.size} rank(s); medians of {args.repeats}")
-        for name, on, off, n in rows:
+        for name, on, off, ratio, lo, hi, n in rows:
             print(
-                f"  {name:36s} on {on * 1e3:9.2f} ms  off {off * 1e3:9.2f} ms  "
-                f"ratio {on / off:.4f}  ({n} checked reductions per run)"
+                f"  {name:38s} on {on * 1e3:8.2f} ms  off {off * 1e3:8.2f} ms  ratio "
+                f"{ratio:.4f} (quartiles {lo:.3f}-{hi:.3f}; {n} checked reductions per run)"
             )
     return 0
 

@@ -55,7 +55,7 @@ import numpy as np
 __all__ = [
     "enabled",
     "set_enabled",
-    "stats",
+    "checked",
     "any_flag",
     "allreduce_scalar",
     "allsum_scalar",
@@ -70,6 +70,7 @@ _PARCOMP_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 #: real part a value (or 0), its imaginary part the identity digest.  One element: MPICH
 #: reduces a single element on a faster path than two (1.5 against 2.5 us here).
 _SLOT = np.zeros(1, np.complex128)
+_SLOT_WORDS = _SLOT.view(np.float64)  # (real, imaginary): written and read as floats
 _PAYLOAD = np.zeros(1, np.float64)
 
 
@@ -84,7 +85,13 @@ def _env_enabled() -> bool:
 
 _enabled = [_env_enabled()]
 #: Checked reductions made by this process (the benchmark proves it measured some).
-stats = {"checked": 0}
+_COUNT = [0]
+
+
+def checked() -> int:
+    """Checked reductions made by this process so far (a benchmark proves with it that it
+    measured some)."""
+    return _COUNT[0]
 
 
 def enabled() -> bool:
@@ -113,7 +120,8 @@ _NAMES: dict[str, int] = {}
 _PRIME = 1_048_573
 
 
-_KINDS = {"sum": 0, "flag": 104_729, "pre": 209_459}
+#: Slot kinds, mixed into the digest: a value summed, a flag, the identity alone.
+SUM, FLAG, PRE = 0, 104_729, 209_459
 
 
 def user_line() -> str:
@@ -183,15 +191,15 @@ def reduce_checked(comm: Any, values: np.ndarray, op: Any, out: np.ndarray | Non
     name = current[0]
     if name is not None and _enabled[0]:
         if values.size == 1 and values.dtype.char == "d" and (op is MPI.SUM or op == MPI.SUM):
-            out.flat[0] = _slot(comm, name, float(values.reshape(-1)[0]), "sum")
+            out.flat[0] = _slot(comm, name, float(values.reshape(-1)[0]), SUM)
             return out
-        _slot(comm, name, 0.0, "pre")
+        _slot(comm, name, 0.0, PRE)
         name = None
     _plain(comm, values, out, op)
     return out
 
 
-def _slot(comm: Any, name: str, value: float, kind: str) -> float:
+def _slot(comm: Any, name: str, value: float, kind: int) -> float:
     """Reduce ``(value, digest)`` as one complex128 word with SUM; check the digests;
     return the sum of the values.  Written flat: it runs in every dot product."""
     entry = _SEQ.get(id(comm))
@@ -201,22 +209,23 @@ def _slot(comm: Any, name: str, value: float, kind: str) -> float:
     seq = entry[1] = entry[1] + 1
     base = _NAMES.get(name)
     if base is None:
-        base = _NAMES[name] = zlib.crc32(name.encode()) % _PRIME
+        base = _NAMES[name] = zlib.crc32(name.encode()) % _PRIME * 1_000_003
     # names differ by their CRC; two numbers of one name by a multiple of 7919 (mod prime)
-    d = (base * 1_000_003 + seq * 7_919 + _KINDS[kind]) % _PRIME + 1
-    slot = _SLOT
-    slot[0] = complex(value, d)
-    stats["checked"] += 1
+    d = (base + seq * 7_919 + kind) % _PRIME + 1
+    words = _SLOT_WORDS
+    words[0] = value
+    words[1] = d
+    _COUNT[0] += 1
     try:
-        comm.Allreduce(_IN_PLACE[0], slot, op=_SUM_OP[0])
+        comm.Allreduce(_IN_PLACE[0], _SLOT, op=_SUM_OP[0])
     except _MPI[0].Exception as exc:
         _translate(comm, exc, (name, seq, d))
-    got = slot[0]
+    total, digests = words.tolist()
     # the same digest on every rank iff the sum of digests is p times this rank's (on
     # every rank: the sum is the same everywhere); exact below 2**53
-    if got.imag != entry[2] * d:
+    if digests != entry[2] * d:
         _mismatch(comm, (name, seq, d))
-    return got.real
+    return total
 
 
 def any_flag(comm: Any, flag: bool) -> bool:
@@ -228,7 +237,7 @@ def any_flag(comm: Any, flag: bool) -> bool:
     """
     name = current[0]
     if name is not None and _enabled[0]:
-        return _slot(comm, name, 1.0 if flag else 0.0, "flag") > 0
+        return _slot(comm, name, 1.0 if flag else 0.0, FLAG) > 0
     MPI = _MPI[0] or _mpi()
     box = np.array([1 if flag else 0], np.int64)
     _plain(comm, box, box, MPI.MAX)
@@ -251,8 +260,8 @@ def allreduce_scalar(comm: Any, value: Any, op: Any = None) -> Any:
         return complex(box[0])
     if name is not None and _enabled[0]:
         if op is _SUM_OP[0] or op == MPI.SUM:
-            return np.float64(_slot(comm, name, float(value), "sum"))
-        _slot(comm, name, 0.0, "pre")
+            return np.float64(_slot(comm, name, float(value), SUM))
+        _slot(comm, name, 0.0, PRE)
     box = _PAYLOAD
     box[0] = value
     _allreduce(comm, MPI.IN_PLACE, box, op, None)
@@ -263,7 +272,7 @@ def allsum_scalar(comm: Any, value: Any) -> Any:
     """:func:`allreduce_scalar` with ``SUM`` (a float goes straight into the slot)."""
     name = current[0]
     if name is not None and _enabled[0] and type(value) is not complex and value.dtype.char == "d":
-        return np.float64(_slot(comm, name, float(value), "sum"))
+        return np.float64(_slot(comm, name, float(value), SUM))
     return allreduce_scalar(comm, value)
 
 
