@@ -97,6 +97,26 @@ def mapreduce(comm: MPI.Comm) -> float:
     return time.perf_counter() - t
 
 
+def per_call(comm: MPI.Comm, repeats: int) -> list[tuple[str, float, float]]:
+    """Microseconds per call of ``sum``, ``dot`` and ``max`` on an 8x8 array (the fixed
+    cost that the ratios above dilute), check on and off, medians of ``repeats``."""
+    u = DistArray.fromfunction(lambda i, j: i + 0.5 * j, (8, 8), halo=1, comm=comm)
+    out = []
+    for name, call in (("sum", u.sum), ("dot", lambda: u.dot(u)), ("max", u.max)):
+        samples: dict[bool, list[float]] = {True: [], False: []}
+        for k in range(repeats):
+            for flag in (True, False) if k % 2 else (False, True):
+                callid.set_enabled(flag)
+                comm.Barrier()
+                t = time.perf_counter()
+                for _ in range(5000):
+                    call()
+                samples[flag].append((time.perf_counter() - t) / 5000 * 1e6)
+        callid.set_enabled(True)
+        out.append((name, statistics.median(samples[True]), statistics.median(samples[False])))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
@@ -133,8 +153,14 @@ def main() -> int:
         rows.append(
             (name, on, off, statistics.median(ratios), q[0], q[2], checked[True] // args.repeats)
         )
+    micro = per_call(comm, args.repeats)
     if comm.rank == 0:
         print(f"machine: {machine()}; {comm.size} rank(s); medians of {args.repeats}")
+        for name, on, off in micro:
+            print(
+                f"  per call, {name:4s} of 8x8: on {on:6.2f} us  off {off:6.2f} us  "
+                f"(+{on - off:.2f} us)"
+            )
         for name, on, off, ratio, lo, hi, n in rows:
             print(
                 f"  {name:38s} on {on * 1e3:8.2f} ms  off {off * 1e3:8.2f} ms  ratio "
