@@ -86,6 +86,7 @@ bench: $(STAMP)
 	$(PY) bench/checkpoint.py
 	$(PY) bench/dispatch.py
 	$(PARCOMP) run -n 2 --timeout 600 bench/overlap.py
+	$(PARCOMP) run -n 2 --timeout 1200 bench/collective_ids.py
 	$(PARCOMP) run -n 1 --timeout 900 bench/cg.py
 	$(PARCOMP) run -n 2 --timeout 900 bench/cg.py
 	$(MAKE) ompi-venv mpio-venv
