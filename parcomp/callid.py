@@ -193,10 +193,19 @@ def reduce_checked(comm: Any, values: np.ndarray, op: Any, out: np.ndarray | Non
         if values.size == 1 and values.dtype.char == "d" and (op is MPI.SUM or op == MPI.SUM):
             out.flat[0] = _slot(comm, name, float(values.reshape(-1)[0]), SUM)
             return out
-        _slot(comm, name, 0.0, PRE)
+        # the payload's size, type and operator in the digest: ranks about to reduce
+        # different payloads (an array of another shape) meet here, not in MPI
+        _slot(comm, name, 0.0, PRE + _payload_code(values.size, values.dtype.char, op))
         name = None
     _plain(comm, values, out, op)
     return out
+
+
+def _payload_code(size: int, char: str, op: Any) -> int:
+    """A number for a payload's size, type and operator, the same in every process."""
+    MPI = _MPI[0] or _mpi()
+    code = next((k for k, o in enumerate(_BUILTIN_OPS(MPI), 1) if op == o), 0)
+    return (size * 1_009 + ord(char) * 31 + code) % 100_003
 
 
 def _slot(comm: Any, name: str, value: float, kind: int) -> float:
@@ -209,9 +218,11 @@ def _slot(comm: Any, name: str, value: float, kind: int) -> float:
     seq = entry[1] = entry[1] + 1
     base = _NAMES.get(name)
     if base is None:
-        base = _NAMES[name] = zlib.crc32(name.encode()) % _PRIME * 1_000_003
-    # names differ by their CRC; two numbers of one name by a multiple of 7919 (mod prime)
-    d = (base + seq * 7_919 + kind) % _PRIME + 1
+        base = _NAMES[name] = zlib.crc32(name.encode())
+    # a non-linear mix (the hash of a tuple of ints: the same in every process, whatever
+    # PYTHONHASHSEED): with a linear digest, ranks whose numbers or sizes are in
+    # arithmetic progression (k-1, k, k+1) summed to p times the middle one's and passed
+    d = hash((base, seq, kind)) % _PRIME + 1
     words = _SLOT_WORDS
     words[0] = value
     words[1] = d
@@ -261,7 +272,7 @@ def allreduce_scalar(comm: Any, value: Any, op: Any = None) -> Any:
     if name is not None and _enabled[0]:
         if op is _SUM_OP[0] or op == MPI.SUM:
             return np.float64(_slot(comm, name, float(value), SUM))
-        _slot(comm, name, 0.0, PRE)
+        _slot(comm, name, 0.0, PRE + _payload_code(1, "d", op))
     box = _PAYLOAD
     box[0] = value
     _allreduce(comm, MPI.IN_PLACE, box, op, None)
@@ -285,6 +296,12 @@ def _plain(comm: Any, values: np.ndarray, out: np.ndarray, op: Any) -> None:
 
 
 _SUM_OP: list[Any] = [None]
+
+
+def _BUILTIN_OPS(MPI: Any) -> tuple[Any, ...]:
+    return (MPI.SUM, MPI.MAX, MPI.MIN, MPI.PROD, MPI.LAND, MPI.LOR, MPI.BAND, MPI.BOR)
+
+
 _IN_PLACE: list[Any] = [None]
 
 
@@ -373,14 +390,23 @@ def _mismatch(comm: Any, ident: tuple[str, int, int]) -> None:
             f"rank {rank} is in {ident[0]} (reduction #{ident[1]} on this communicator, called at "
             f"{line}) and some other rank was not (it did not answer within {MEET_WITHIN:g} s)"
         )
-    exc = CollectiveError(
-        "ranks met in different parcomp collectives, so their values were mixed: "
-        + text
-        + ". Every rank of a communicator must make the same parcomp collective calls "
-        "(reductions, exchange_halos, gather, save ...) in the same order: is one inside "
-        "`if rank == 0:`?",
-        odd,
-    )
+    if calls and all(c == calls[0] for c in calls):
+        c = calls[0]
+        exc = CollectiveError(
+            f"every rank is in {c[0]} (reduction #{c[1]} on this communicator, called at "
+            f"{c[2]}), but they reduce different things: an array of another shape or "
+            "dtype, or another operator, on some rank. Pass the same on every rank",
+            tuple(range(len(calls))),
+        )
+    else:
+        exc = CollectiveError(
+            "ranks met in different parcomp collectives, so their values were mixed: "
+            + text
+            + ". Every rank of a communicator must make the same parcomp collective calls "
+            "(reductions, exchange_halos, gather, save ...) in the same order: is one "
+            "inside `if rank == 0:`?",
+            odd,
+        )
     if calls:
         raise mark_everywhere(exc, comm)
     raise exc

@@ -576,3 +576,15 @@ def test_inspect_lists_per_rank_data_and_rng_states(shared):
     rows = sum(r + 2 for r in range(SIZE))
     ok = valid and f"tracers.x:<f8 (3,) {rows} rows from {SIZE} rank(s)" in text
     parallel_assert(ok and "RNG states [noise:PCG64]" in text, text)
+
+
+def test_arrays_of_different_shapes_per_rank_are_named_not_truncated():
+    # a reduction of arrays whose shape differs between ranks: MPICH's "Message
+    # truncated" (fatal on 2 ranks) before; now the slot's digest differs and says why
+    values = np.ones(3 + RANK)
+    if SIZE == 1:
+        parallel_assert(parcomp.allreduce(values, "sum").tolist() == [1.0] * 3)
+        return
+    with pytest.raises(parcomp.errors.CollectiveError, match="reduce different things"):
+        parcomp.allreduce(values, "sum")
+    parallel_assert(parcomp.allreduce(np.ones(4), "sum").tolist() == [float(SIZE)] * 4)
