@@ -77,8 +77,16 @@ def check_local(
     return out
 
 
-def write_local(group: Any, pieces: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
-    """Write this rank's pieces into the shard's ``/local`` group; their manifest records."""
+def write_local(
+    group: Any, pieces: Mapping[str, np.ndarray], rank: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Write this rank's pieces into the shard's ``/local`` group; their manifest records.
+
+    Each piece records its owner inside the shard (``rank``: the saving rank, which is
+    also its index among the array's pieces, and ``length``), cross-checked against the
+    manifest on every read, as array shards record their placement: pieces swapped between
+    ranks in a consistently forged manifest are refused, not restored to the wrong rank.
+    """
     from parcomp.checkpoint.format import checksum, slab_bounds, slab_rows
 
     records = {}
@@ -93,6 +101,9 @@ def write_local(group: Any, pieces: Mapping[str, np.ndarray]) -> dict[str, dict[
             if b > a:
                 dset[a:b] = slab
         dset.attrs["slab_rows"] = rows
+        dset.attrs["rank"] = rank
+        dset.attrs["piece"] = rank
+        dset.attrs["length"] = int(piece.shape[0])
         records[name] = {"length": int(piece.shape[0]), "slab_rows": rows, "slab_checksums": sums}
     return records
 

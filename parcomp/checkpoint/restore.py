@@ -39,7 +39,7 @@ from parcomp.checkpoint.format import (
 from parcomp.checkpoint.manifest import Manifest
 from parcomp.checkpoint.perrank import Redeal, local_ranges
 from parcomp.checkpoint.plan import Piece, RestorePlan, restore_plan
-from parcomp.checkpoint.reader import Restored, list_checkpoints, open_block
+from parcomp.checkpoint.reader import Restored, _attrs, _same, list_checkpoints, open_block
 from parcomp.comm import get_logger
 from parcomp.errors import CheckpointError, CheckpointSchemaError, ParcompError
 from parcomp.wire import allgather_json, bcast_bytes, bcast_json
@@ -101,7 +101,9 @@ class BlockFiles:
         key = (piece.kind, piece.name, piece.index)
         if key not in self._datasets:
             self._datasets[key] = (
-                _local_dataset(self._file(entry["file"]), self.folder, piece.name, spec, entry),
+                _local_dataset(
+                    self._file(entry["file"]), self.folder, piece.name, spec, entry, self.manifest
+                ),
                 (0,) * len(shape),
             )
         dset, origin = self._datasets[key]
@@ -199,7 +201,13 @@ class BlockFiles:
         self._files, self._datasets, self._slabs = {}, {}, {}
 
 
-def _local_dataset(fh: Any, folder: Path, name: str, spec: Any, entry: Any) -> Any:
+def _local_dataset(
+    fh: Any, folder: Path, name: str, spec: Any, entry: Any, manifest: Manifest | None = None
+) -> Any:
+    """The per-rank piece ``entry`` of local array ``name``, checked before any read: a
+    plain dataset of the manifest's dtype and shape, in a shard whose own ``step``,
+    ``nprocs`` and ``rank`` are the manifest's, and which records (when written by a
+    parcomp that records it) the same owner rank, piece index and length."""
     import h5py
 
     link = fh.get("local", getlink=True)
@@ -217,6 +225,24 @@ def _local_dataset(fh: Any, folder: Path, name: str, spec: Any, entry: Any) -> A
             f"{folder / entry['file']}: local array {name!r} is not the plain "
             f"{spec['dtype']} dataset of {entry['length']} rows the manifest describes"
         )
+    where = f"{folder / entry['file']}: local array {name!r}"
+    if manifest is not None:
+        file_attrs = _attrs(fh, ("step", "nprocs", "rank"))
+        _same(where, "step", file_attrs["step"], manifest.step)
+        _same(where, "nprocs", file_attrs["nprocs"], manifest.nprocs)
+    else:
+        file_attrs = _attrs(fh, ("rank",))
+    # the shard's own rank is that of the piece: a piece of another rank's shard is not
+    # this piece, whatever a (consistently forged) manifest says
+    _same(where, "rank", file_attrs["rank"], int(entry["rank"]))
+    owner = _attrs(dset, ("rank", "piece", "length"))
+    for key, want in (
+        ("rank", int(entry["rank"])),
+        ("piece", int(entry["rank"])),
+        ("length", int(entry["length"])),
+    ):
+        if owner[key] is not None:  # shards written before this was recorded lack them
+            _same(where, key, owner[key], want)
     return dset
 
 

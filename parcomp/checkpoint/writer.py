@@ -301,7 +301,7 @@ def _fill_shard(
                 "slab_rows": rows,
                 "slab_checksums": sums,
             }
-        _write_per_rank(fh, snap, record)
+        _write_per_rank(fh, snap, record, rank)
 
 
 def _write_slabs(dset: Any, block: np.ndarray, rows: int) -> list[str]:
@@ -318,11 +318,11 @@ def _write_slabs(dset: Any, block: np.ndarray, rows: int) -> list[str]:
         return [f.result() for f in futures]
 
 
-def _write_per_rank(fh: Any, snap: Snapshot, record: dict[str, Any]) -> None:
+def _write_per_rank(fh: Any, snap: Snapshot, record: dict[str, Any], rank: int) -> None:
     if snap.per_rank:
         from parcomp.checkpoint.perrank import write_local
 
-        record["local"] = write_local(fh.create_group("local"), snap.per_rank)
+        record["local"] = write_local(fh.create_group("local"), snap.per_rank, rank)
 
 
 def write_master(

@@ -67,6 +67,7 @@ def assert_falls_back(folder):
     assert np.array_equal(data, expected(30))
     valid, text = inspect_checkpoint(folder / STEP60)
     assert not valid, text
+    return text
 
 
 def edit_manifest(folder, mutate, sign):
@@ -323,3 +324,24 @@ def test_a_checkpoint_of_another_run_is_refused_not_resumed(tmp_path):
         -2000:
     ]
     assert mine.stderr.count("Traceback") == 1  # once, for both ranks
+
+
+def test_per_rank_pieces_swapped_in_a_resealed_manifest_fall_back(ck):
+    # was: pieces 0 and 1 exchanged (manifest re-signed) restored silently: rank 0 got
+    # rank 1's data, and inspect called the checkpoint valid
+    restored = load_latest(ck, MPI.COMM_SELF)
+    tag = np.concatenate([np.full(r + 1, r + 60.0) for r in range(3)])
+    assert restored.step == 60 and np.array_equal(restored.local["tag"], tag)
+
+    def swap(m):
+        pieces = m["local"]["tag"]["pieces"]
+        for key in ("file", "length", "slab_rows", "slab_checksums"):
+            pieces[0][key], pieces[1][key] = pieces[1][key], pieces[0][key]
+
+    edit_manifest(ck, swap, sign=True)
+    text = assert_falls_back(ck)
+    assert "local array 'tag'" in text and "rank" in text, text
+    again = load_latest(ck, MPI.COMM_SELF)
+    assert np.array_equal(
+        again.local["tag"], np.concatenate([np.full(r + 1, r + 30.0) for r in range(3)])
+    )
