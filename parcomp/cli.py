@@ -110,6 +110,10 @@ def _ulfm_line(vendor: str | None) -> str:
 
 
 def _cmd_info(_args: argparse.Namespace) -> int:
+    # An Open MPI singleton (a process not started by mpirun, as this one) leaves its
+    # 16 MiB /dev/shm/sm_segment.* behind at exit (Open MPI 5.0.11): info needs no
+    # shared-memory transport, so it asks for none (MPICH ignores the variable)
+    os.environ.setdefault("OMPI_MCA_btl", "self")
     lines, warnings = info_lines()
     print("\n".join(lines))
     for warning in warnings:

@@ -7,11 +7,13 @@ Local to the ``parcomp run`` process (Linux ``prctl`` and ``/proc``); never talk
   (``PR_SET_PDEATHSIG``).  Hydra's proxies then see their control connection close and
   end the ranks: no orphaned job goes on checkpointing into a directory that a relaunch
   also writes.
-* MPICH keeps intra-node shared memory in ``/dev/shm/mpich_shm_*``; a job killed before
-  ``MPI_Finalize`` leaves its segments there (about 2.5 MB each, hundreds after a fault
-  campaign).  :class:`ShmJanitor` removes, after a failed attempt, the segments that
-  appeared during it and that no live process maps; :func:`sweep_orphans`, at the start of
-  ``parcomp run``, those left by jobs whose supervisor was killed too.
+* MPICH keeps intra-node shared memory in ``/dev/shm/mpich_shm_*``, Open MPI 5 in
+  ``/dev/shm/sm_segment.<host>.<uid>.<job>.<rank>`` (16 MiB each; ``vader_segment.*`` in
+  Open MPI 4); a job killed before ``MPI_Finalize`` leaves its segments there (hundreds
+  after a fault campaign), and an Open MPI job that recovered from a lost rank (ULFM)
+  leaves the lost rank's.  :class:`ShmJanitor` removes, after every attempt, the segments
+  that appeared during it and that no live process maps; :func:`sweep_orphans`, at the
+  start of ``parcomp run``, those left by jobs whose supervisor was killed too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ __all__ = ["die_with_parent", "ShmJanitor", "sweep_orphans"]
 
 _PR_SET_PDEATHSIG = 1
 SHM = Path("/dev/shm")
-PREFIXES = ("mpich_shm_",)
+#: Shared-memory segment names of the MPIs parcomp launches (MPICH; Open MPI 5's btl/sm;
+#: Open MPI 4's vader).
+PREFIXES = ("mpich_shm_", "sm_segment.", "vader_segment.")
 
 
 def die_with_parent() -> None:
@@ -76,7 +80,7 @@ def _mapped() -> set[str]:
 
 
 def sweep_orphans(min_age: float = 60.0) -> int:
-    """Remove this user's ``mpich_shm_*`` segments that no live process maps and that are
+    """Remove this user's MPI segments (:data:`PREFIXES`) that no live process maps and that are
     older than ``min_age`` seconds: leftovers of jobs whose supervisor was killed too
     (``parcomp run`` calls this when it starts).  The age keeps a job that is just
     starting (segment created, not yet mapped) safe.  Returns how many were removed."""

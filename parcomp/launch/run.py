@@ -252,12 +252,12 @@ def _attempts(
             raise LaunchError(f"could not start {launcher}: {exc}") from exc
         remaining = None if job.deadline is None else max(0.001, job.deadline - time.monotonic())
         status = supervise(proc, signals, watch, remaining, job.kill_grace, job.timeout)
-        if status != 0:
-            removed = janitor.clean()
-            if removed:
-                log.debug(
-                    "removed %d shared-memory segment(s) the failed job left in /dev/shm", removed
-                )
+        # after every attempt: a failed job leaves its segments, and so does a job that
+        # succeeded after losing a rank in-job (ULFM); no wait after a success (a segment
+        # still mapped then is another live job's)
+        removed = janitor.clean(settle=3.0 if status != 0 else 0.0)
+        if removed:
+            log.debug("removed %d shared-memory segment(s) the job left in /dev/shm", removed)
         lost = (
             _report_recoveries(failure_log, log, job.env.get("PARCOMP_FAILURE_LOG_COPY"))
             if failure_log is not None

@@ -8,10 +8,11 @@ import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ROOT, SCRIPTS
+from tests.conftest import BIN, ROOT, SCRIPTS, run
 
 PARCOMP = BIN / "parcomp"
 
@@ -248,3 +249,24 @@ def test_each_rank_gets_its_share_of_the_cores_for_thread_pools(tmp_path):
     unset = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     assert ranks_see(unset) == [share, share]
     assert ranks_see({**unset, "OPENBLAS_NUM_THREADS": "7", "OMP_NUM_THREADS": "3"}) == ["7", "3"]
+
+
+def test_open_mpi_leftover_segments_are_swept_and_info_leaves_none(ompi_venv, tmp_path):
+    # was: Open MPI's 16 MiB sm_segment.* files stayed (the cleanup knew MPICH's
+    # mpich_shm_* names only); every Open MPI singleton, `parcomp info` among them, left one
+    from parcomp.launch.cleanup import sweep_orphans
+
+    before = set(os.listdir("/dev/shm"))
+    info = run([ompi_venv / "bin" / "parcomp", "info"], timeout=60)
+    assert info.returncode == 0, info.stderr
+    new = {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("sm_segment.")}
+    assert not new, new
+    # a leftover of a killed Open MPI job (an old, unmapped segment) is swept
+    stale = Path("/dev/shm") / f"sm_segment.parcomp-test.{os.getuid()}.{os.getpid()}.0"
+    stale.write_bytes(b"\0" * 4096)
+    os.utime(stale, (time.time() - 600, time.time() - 600))
+    try:
+        assert sweep_orphans() >= 1
+        assert not stale.exists()
+    finally:
+        stale.unlink(missing_ok=True)
