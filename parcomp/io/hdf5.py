@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import stat
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -135,7 +136,10 @@ def save_hdf5(
         error = _check_target(target)
     raise_if_any(error, comm)
     nonce = bcast_json(comm, uuid.uuid4().hex[:12] if comm.Get_rank() == 0 else None)
-    tmp = target.with_name(f".{target.name}.tmp-{nonce}")
+    # the temporary names rank 0's pid: a later write sweeps it if that process is gone
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{nonce}")
+    if comm.Get_rank() == 0:
+        sweep_temporaries(target)
     parts = target.with_name(f"{target.name}{_PARTS}{nonce}")
     try:
         if use_mpio:
@@ -310,6 +314,55 @@ def _all_ranges(a: DistArray) -> list[list[tuple[int, int]]]:
 def _commit(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
     _fsync(target.parent)
+
+
+def sweep_temporaries(target: Path) -> int:
+    """Remove the temporaries of earlier writes of ``target`` that a kill left behind
+    (``.<name>.tmp-<pid>[-...]`` in its folder); how many.  Local (rank 0).
+
+    Only regular files (never a link) owned by this user, and only when the pid in the
+    name is no live process of this user here, or the file has not been touched for an
+    hour (a writer on another node): a live writer's temporary is its lease.  Names
+    without a pid (an older parcomp's) go when an hour old.
+    """
+    prefix = f".{target.name}.tmp-"
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            continue
+        head = entry.name[len(prefix) :].split("-", 1)[0]
+        pid = int(head) if head.isdigit() else None
+        stale = now - info.st_mtime > 3600
+        if pid is not None and pid != os.getpid() and not _alive(pid):
+            stale = True
+        if stale:
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove_old_parts(target: Path, keep: str) -> None:

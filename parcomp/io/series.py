@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parcomp.errors import ConfigError, DTypeError, HDF5Error, ShapeError
-from parcomp.io.hdf5 import _NAME, _PARTS, _check_target, _fsync, _remove
+from parcomp.io.hdf5 import _NAME, _PARTS, _check_target, _fsync, _remove, sweep_temporaries
 from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -239,6 +239,7 @@ class Series:
         self._pending: _Pending | None = None
         self._committing: tuple[Any, list[BaseException], int] | None = None
         self._staging: dict[str, np.ndarray] = {}
+        self._swept = False
 
     # ------------------------------------------------------------------ set-up
     def _setup(
@@ -679,6 +680,10 @@ class Series:
         import h5py
 
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        if not self._swept:  # a killed earlier run's temporaries, once per series
+            sweep_temporaries(self.path)
+            sweep_temporaries(self.xdmf)
+            self._swept = True
         n = self.records
         try:
             with h5py.File(tmp, "w") as fh:
