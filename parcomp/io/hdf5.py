@@ -41,6 +41,7 @@ import numpy as np
 
 from parcomp.errors import ConfigError, DTypeError, HDF5Error, ShapeError
 from parcomp.io.cf import CFPlan, cf_plan
+from parcomp.io.parts import PartSource, check_output_sources, read_region, write_part_dataset
 from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -275,12 +276,8 @@ def _write_parts(
     try:
         with h5py.File(part, "w") as fh:
             fh.attrs.update({"creator": "parcomp", "rank": rank, "nprocs": size})
-            for name, a in items:
-                dset = fh.create_dataset(name, shape=a.local_shape, dtype=a.dtype)
-                if a.interior.size:
-                    dset.write_direct(a.local, a._interior)
-                dset.attrs["global_start"] = [lo for lo, _ in a.local_range]
-                dset.attrs["global_shape"] = list(a.global_shape)
+            for name, a in items:  # placement and slab checksums with the block
+                write_part_dataset(fh, name, a, rank, size)
         _fsync(part)
     except (OSError, ValueError, RuntimeError) as exc:
         error = HDF5Error(f"save_hdf5: writing {part} failed: {exc}")
@@ -474,7 +471,7 @@ def load_hdf5(
     from parcomp.comm import raise_if_any, raise_if_differ, resolve_comm
 
     comm = resolve_comm(comm)
-    meta: tuple[tuple[int, ...], str, CFPlan] | None = None
+    meta: tuple[tuple[int, ...], str, CFPlan, Any] | None = None
     error: BaseException | None = None
     try:
         meta = _inspect(Path(os.fspath(path)), name, dtype, global_shape, bool(decode))
@@ -490,11 +487,11 @@ def load_hdf5(
             f"as {first}: the file differs between ranks (a node-local path?)"
         ),
     )
-    shape, dt, plan = meta
+    shape, dt, plan, parts = meta
     arr = DistArray(shape, np.dtype(dt), halo=halo, periods=periods, dims=dims, comm=comm)
     arr.attrs = dict(plan.attrs)
     try:
-        _read_block(Path(os.fspath(path)), name, arr, plan)
+        _read_block(Path(os.fspath(path)), name, arr, plan, parts)
     except HDF5Error as exc:
         error = exc
     raise_if_any(error, comm)
@@ -503,9 +500,10 @@ def load_hdf5(
 
 def _inspect(
     path: Path, name: str, dtype: Any, global_shape: Sequence[int] | None, decode: bool = True
-) -> tuple[tuple[int, ...], str, CFPlan]:
-    """Check the file and dataset; ``(shape, dtype.str, CF plan)`` of the values
-    (local: this rank's view)."""
+) -> tuple[tuple[int, ...], str, CFPlan, Any]:
+    """Check the file and dataset; ``(shape, dtype.str, CF plan, parts)`` of the values
+    (local: this rank's view); ``parts`` is ``(folder, sources)`` for parcomp's own
+    part-file outputs, else None."""
     import h5py
 
     if not isinstance(name, str) or not name or "\x00" in name:
@@ -558,9 +556,16 @@ def _inspect(
                 f"load_hdf5: {name!r} in {path} has shape {shape}, {tuple(global_shape)} was "
                 "asked for"
             )
+        sources: tuple[Any, list[PartSource]] | None = None
         if obj.is_virtual:
-            _check_sources(path, name, obj)
-    return shape, plan.dtype.str, plan
+            parts = fh.attrs.get("parts")
+            if fh.attrs.get("creator") in ("parcomp", b"parcomp") and parts is not None:
+                # parcomp's own output: its parts are read confined and checked, never
+                # through HDF5's virtual-dataset machinery (parcomp.io.parts)
+                sources = (parts, check_output_sources(path, name, obj, parts))
+            else:
+                _check_sources(path, name, obj)
+    return shape, plan.dtype.str, plan, sources
 
 
 def _check_sources(path: Path, name: str, dset: Any) -> None:
@@ -581,10 +586,21 @@ def _check_sources(path: Path, name: str, dset: Any) -> None:
         )
 
 
-def _read_block(path: Path, name: str, arr: DistArray, plan: CFPlan | None = None) -> None:
+def _read_block(
+    path: Path, name: str, arr: DistArray, plan: CFPlan | None = None, parts: Any = None
+) -> None:
     import h5py
 
     if arr.interior.size == 0:
+        return
+    if parts is not None:  # parcomp's own parts: confined, placement and checksums checked
+        stored = plan.stored if plan is not None else arr.dtype
+        if plan is None or plan.identity:
+            read_region(path, name, parts[0], parts[1], arr.local_range, arr.interior)
+        else:
+            raw = np.empty(arr.interior.shape, stored)
+            read_region(path, name, parts[0], parts[1], arr.local_range, raw)
+            plan.decode(raw, arr.interior)
         return
     try:
         with h5py.File(path, "r") as fh:

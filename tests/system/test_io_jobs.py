@@ -4,6 +4,7 @@ during to_hdf5 leaves the old file and no temporary."""
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import threading
@@ -224,3 +225,48 @@ def test_temporaries_of_killed_writes_are_swept_by_the_next_write(tmp_path):
     with h5py.File(folder / "field.h5", "r") as fh:
         i, j = np.meshgrid(np.arange(40), np.arange(30), indexing="ij")
         assert np.array_equal(fh["u"][...], 100.0 * i + j)
+
+
+@pytest.mark.parametrize("how", ["absolute-source", "symlinked-part"])
+def test_load_hdf5_opens_nothing_outside_the_parts_folder(tmp_path, how):
+    # was: load_hdf5 followed virtual sources and symlinked parts outside the output's
+    # folder (found with strace by the campaign); now checked the same way
+    reason = ensure_apt_tool("strace", "strace")
+    if reason is not None:
+        pytest.skip(reason)
+    strace = shutil.which("strace")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    done = run([PARCOMP, "run", "-n", "2", "--timeout", "120", "tests/scripts/save_loop.py",
+                folder, "1"])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    parts = next(p for p in folder.iterdir() if ".parts-" in p.name)
+    outside = tmp_path / "outside"
+    shutil.copytree(parts, outside)
+    if how == "absolute-source":
+        with h5py.File(folder / "field.h5", "a") as fh:
+            sources = [
+                (v.vspace.get_select_bounds(), v.file_name) for v in fh["u"].virtual_sources()
+            ]
+            del fh["u"]
+            layout = h5py.VirtualLayout(shape=(40, 30), dtype=np.float64)
+            for (lo, hi), name in sources:
+                extent = tuple(b - a + 1 for a, b in zip(lo, hi, strict=True))
+                source = h5py.VirtualSource(
+                    str(outside / name.rsplit("/", 1)[1]), "u", shape=extent
+                )
+                layout[tuple(slice(a, b + 1) for a, b in zip(lo, hi, strict=True))] = source
+            fh.create_virtual_dataset("u", layout)
+    else:
+        (parts / "rank-00001.h5").unlink()
+        (parts / "rank-00001.h5").symlink_to(outside / "rank-00001.h5")
+    log = tmp_path / "strace.log"
+    read = run(
+        [strace, "-f", "-e", "trace=open,openat,openat2", "-o", log, BIN / "python", "-c",
+         f"import parcomp; parcomp.load_hdf5({str(folder / 'field.h5')!r}, 'u')"],
+        env={"PARCOMP_FAILFAST": "0"}, timeout=120,
+    )  # fmt: skip
+    assert read.returncode != 0 and "HDF5Error" in read.stderr, read.stderr[-2000:]
+    opened = log.read_text()
+    assert str(outside) not in opened, [line for line in opened.splitlines() if "outside" in line]
+    assert "rank-0000" in opened or how == "absolute-source"  # the parts were looked at

@@ -1,0 +1,242 @@
+"""The part files behind a parcomp output file: written checksummed, read confined.
+
+Local (each rank opens and checks the parts it reads; the callers agree on errors).
+
+``save_hdf5`` with serial h5py writes one part file per rank into ``<name>.parts-<id>/``
+and a small file whose datasets are HDF5 virtual datasets over the parts.  HDF5 itself
+would follow a virtual dataset's sources anywhere (absolute paths, ``../``, symbolic
+links) and read whatever it finds there, with success.  So parcomp reads its own output
+files part by part, not through HDF5's virtual-dataset machinery:
+
+* **Confinement**: every source of the virtual dataset must be ``./<parts>/rank-NNNNN.h5``
+  with ``<parts>`` the folder the file names in its ``parts`` attribute (one path
+  component, no ``..``), rank ``NNNNN`` below the file's ``nprocs``, the dataset of the
+  same name; the folder is opened with ``O_NOFOLLOW | O_DIRECTORY`` and each part with
+  ``O_NOFOLLOW`` relative to it, and must be a regular file owned by this user
+  (``fstat``): a symbolic link, a FIFO or another user's file is refused, and nothing
+  outside the folder is ever opened.  HDF5 then reads the part from that descriptor.
+* **Integrity**: each part dataset records its placement (``rank``, ``nprocs``, the
+  process grid ``dims``, ``global_start``, ``global_shape``) and a Fletcher-64 checksum
+  per slab of rows (``slab_rows``, ``slab_checksums``), as checkpoint shards do.  The
+  reader compares the placement with the virtual dataset's mapping and verifies every
+  slab it reads: a renamed dataset, a part of another rank, a flipped bit or a truncated
+  part is an ``HDF5Error``, never data.
+
+Files written by other programs (no ``creator = parcomp``) are read as before; parts
+written by an older parcomp (no checksums) are read confined, without the checksum check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parcomp.errors import HDF5Error
+
+__all__ = ["PartSource", "check_output_sources", "read_region", "write_part_dataset"]
+
+_PART = re.compile(r"^\./([^/]+)/rank-(\d{5})\.h5$")
+
+
+@dataclass(frozen=True)
+class PartSource:
+    """One part of a virtual dataset: whose file, where its block sits."""
+
+    rank: int
+    start: tuple[int, ...]
+    shape: tuple[int, ...]
+
+
+def write_part_dataset(fh: Any, name: str, a: Any, rank: int, size: int) -> None:
+    """Write ``a``'s block as dataset ``name`` of part file ``fh``, with its placement and
+    a checksum per slab of rows (the checkpoint shards' format)."""
+    from parcomp.checkpoint.format import checksum, slab_bounds, slab_rows
+
+    block = a.interior
+    dset = fh.create_dataset(name, shape=a.local_shape, dtype=a.dtype)
+    if block.size:
+        dset.write_direct(a.local, a._interior)
+    rows = slab_rows(a.local_shape, a.dtype.itemsize)
+    sums = [checksum(block[lo:hi]) for lo, hi in slab_bounds(a.local_shape[0], rows)]
+    dset.attrs["global_start"] = [lo for lo, _ in a.local_range]
+    dset.attrs["global_shape"] = list(a.global_shape)
+    dset.attrs["rank"] = rank
+    dset.attrs["nprocs"] = size
+    dset.attrs["dims"] = list(a.partition.dims)
+    dset.attrs["slab_rows"] = rows
+    dset.attrs["slab_checksums"] = np.array(sums, dtype="S")
+
+
+def check_output_sources(path: Path, name: str, dset: Any, parts: Any) -> list[PartSource]:
+    """The parts of parcomp's virtual dataset ``name`` of ``path``, checked: every source
+    is a part file of the file's own parts folder, the blocks tile the dataset.  Raises
+    :class:`HDF5Error` otherwise (local)."""
+    where = f"load_hdf5: {name!r} in {path}"
+    folder = parts.decode() if isinstance(parts, bytes) else str(parts)
+    if not folder or "/" in folder or folder in (".", "..") or "\x00" in folder:
+        raise HDF5Error(f"{where}: its parts folder {folder!r} is not a plain folder name")
+    try:
+        info = os.lstat(path.parent / folder)
+    except FileNotFoundError:
+        raise HDF5Error(
+            f"{where} is a virtual dataset whose source files ({folder}/) are missing; "
+            "reading it would give fill values. Copy the part folder along with the file"
+        ) from None
+    except OSError as exc:
+        raise HDF5Error(f"{where}: cannot inspect its parts folder {folder}: {exc}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise HDF5Error(
+            f"{where}: its parts folder {folder} is "
+            + ("a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a folder")
+            + " (refused: parcomp reads only the file's own parts)"
+        )
+    shape = tuple(int(n) for n in dset.shape)
+    out = []
+    covered = 0
+    for vs in dset.virtual_sources():
+        m = _PART.match(vs.file_name)
+        if m is None or m.group(1) != folder or vs.dset_name.lstrip("/") != name:
+            raise HDF5Error(
+                f"{where}: a virtual source is {vs.file_name!r}:{vs.dset_name!r}; a parcomp "
+                f"file reads only ./{folder}/rank-NNNNN.h5:{name} (refused: it points "
+                "outside the file's own parts)"
+            )
+        lo, hi = vs.vspace.get_select_bounds()
+        start = tuple(int(v) for v in lo)
+        extent = tuple(int(b) - int(a) + 1 for a, b in zip(lo, hi, strict=True))
+        if any(s < 0 or s + e > n for s, e, n in zip(start, extent, shape, strict=True)):
+            raise HDF5Error(f"{where}: a part's block {start}+{extent} leaves {shape}")
+        covered += int(np.prod(extent))
+        out.append(PartSource(int(m.group(2)), start, extent))
+    if covered != int(np.prod(shape)) or len({s.rank for s in out}) != len(out):
+        raise HDF5Error(f"{where}: its parts do not tile the dataset {shape} once")
+    return out
+
+
+def _open_part(parts_dir: Path, rank: int, where: str) -> Any:
+    """A read-only file object for ``parts_dir/rank-NNNNN.h5``: no link followed, a
+    regular file owned by this user (else HDF5Error)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        dirfd = os.open(parts_dir, flags | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        raise HDF5Error(
+            f"{where}: cannot open its parts folder {parts_dir} without following a link: "
+            f"{exc.strerror}"
+        ) from None
+    try:
+        name = f"rank-{rank:05d}.h5"
+        try:
+            fd = os.open(name, flags | getattr(os, "O_NONBLOCK", 0), dir_fd=dirfd)
+        except OSError as exc:
+            raise HDF5Error(
+                f"{where}: part {parts_dir / name} cannot be opened as a plain file "
+                f"(no link followed): {exc.strerror}"
+            ) from None
+    finally:
+        os.close(dirfd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        os.close(fd)
+        raise HDF5Error(
+            f"{where}: part {parts_dir / name} is not a regular file of this user (refused)"
+        )
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_region(
+    path: Path,
+    name: str,
+    parts: Any,
+    sources: list[PartSource],
+    region: tuple[tuple[int, int], ...],
+    out: np.ndarray,
+) -> None:
+    """Fill ``out`` (of the region's shape, the stored dtype) with the global ``region``
+    of dataset ``name``, reading each overlapping part confined and verified (local)."""
+    import h5py
+
+    from parcomp.checkpoint.format import checksum, slab_bounds
+
+    where = f"load_hdf5: {name!r} in {path}"
+    folder = path.parent / (parts.decode() if isinstance(parts, bytes) else str(parts))
+    for src in sources:
+        lo = [max(r0, s) for (r0, _), s in zip(region, src.start, strict=True)]
+        hi = [min(r1, s + e) for (_, r1), s, e in zip(region, src.start, src.shape, strict=True)]
+        if any(a >= b for a, b in zip(lo, hi, strict=True)):
+            continue
+        fobj = _open_part(folder, src.rank, where)
+        try:
+            with h5py.File(fobj, "r") as fh:
+                link = fh.get(name, getlink=True)
+                dset = fh.get(name) if isinstance(link, h5py.HardLink) else None
+                if (
+                    not isinstance(dset, h5py.Dataset)
+                    or dset.is_virtual
+                    or dset.external
+                    or tuple(dset.shape) != src.shape
+                    or dset.dtype != out.dtype
+                ):
+                    raise HDF5Error(
+                        f"{where}: part rank-{src.rank:05d}.h5 has no plain dataset {name!r} of "
+                        f"{out.dtype} {src.shape} (renamed, replaced or truncated?)"
+                    )
+                _check_placement(dset, src, where)
+                sums = dset.attrs.get("slab_checksums")
+                local = tuple(
+                    slice(a - s, b - s) for a, b, s in zip(lo, hi, src.start, strict=True)
+                )
+                dest = tuple(
+                    slice(a - r0, b - r0) for a, b, (r0, _) in zip(lo, hi, region, strict=True)
+                )
+                if sums is None:  # an older parcomp's part: confined, not checksummed
+                    out[dest] = dset[local]
+                    continue
+                rows = int(dset.attrs["slab_rows"])
+                bounds = slab_bounds(src.shape[0], rows)
+                if len(sums) != len(bounds):
+                    raise HDF5Error(f"{where}: part rank-{src.rank:05d}.h5 lists bad checksums")
+                for i, (a, b) in enumerate(bounds):
+                    if b <= local[0].start or a >= local[0].stop:
+                        continue
+                    slab = dset[a:b]
+                    if checksum(slab) != bytes(sums[i]).decode():
+                        raise HDF5Error(
+                            f"{where}: slab {i} of part rank-{src.rank:05d}.h5 fails its "
+                            "checksum (corrupted)"
+                        )
+                    r0, r1 = max(a, local[0].start), min(b, local[0].stop)
+                    piece = slab[(slice(r0 - a, r1 - a), *local[1:])]
+                    d0 = dest[0].start + (r0 - local[0].start)
+                    out[(slice(d0, d0 + (r1 - r0)), *dest[1:])] = piece
+        except HDF5Error:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise HDF5Error(f"{where}: reading part rank-{src.rank:05d}.h5 failed: {exc}") from None
+        finally:
+            fobj.close()
+
+
+def _check_placement(dset: Any, src: PartSource, where: str) -> None:
+    """The part's own record of where its block sits must be the virtual dataset's."""
+    attrs = dset.attrs
+    try:
+        start = tuple(int(v) for v in attrs["global_start"])
+    except (KeyError, TypeError, ValueError):
+        raise HDF5Error(
+            f"{where}: part rank-{src.rank:05d}.h5 does not record its placement"
+        ) from None
+    rank = attrs.get("rank")
+    if start != src.start or (rank is not None and int(rank) != src.rank):
+        raise HDF5Error(
+            f"{where}: part rank-{src.rank:05d}.h5 says it holds rank {rank}'s block at "
+            f"{list(start)}, the file maps rank {src.rank}'s block at {list(src.start)} "
+            "(a part of another rank, or moved)"
+        )

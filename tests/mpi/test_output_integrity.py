@@ -1,0 +1,197 @@
+"""Output files as hostile as checkpoints (issue 31): load_hdf5 of a file save_hdf5 wrote
+(part files and a virtual dataset) refuses every edit of the campaign, on 1-4 ranks, and
+never returns other data with success.  Each case names what it did before.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import parcomp
+from parcomp.array import DistArray
+from parcomp.errors import HDF5Error
+from parcomp.testing import parallel_assert
+
+COMM = MPI.COMM_WORLD
+RANK, SIZE = COMM.rank, COMM.size
+SHAPE = (12, 8)  # equal blocks on 1-4 ranks: parts of different ranks are interchangeable
+
+
+@pytest.fixture
+def written(tmp_path_factory):
+    folder = Path(COMM.bcast(str(tmp_path_factory.mktemp("out")) if RANK == 0 else None))
+    u = DistArray.fromfunction(lambda i, j: 100.0 * i + j, SHAPE)
+    path = parcomp.save_hdf5(folder / "field.h5", {"u": u})
+    COMM.Barrier()
+    parts = next(p for p in folder.iterdir() if ".parts-" in p.name)
+    return path, parts
+
+
+def expected():
+    i, j = np.meshgrid(np.arange(SHAPE[0]), np.arange(SHAPE[1]), indexing="ij")
+    return 100.0 * i + j
+
+
+def on_rank0(fn):
+    if RANK == 0:
+        fn()
+    COMM.Barrier()
+
+
+def refused(path, match):
+    with pytest.raises(HDF5Error, match=match):
+        parcomp.load_hdf5(path, "u")
+    parallel_assert(True)
+
+
+def rewrite_sources(path, parts, source_of):
+    """Replace the virtual dataset with one whose sources ``source_of(rank)`` names."""
+    with h5py.File(path, "a") as fh:
+        sources = [
+            (vs.vspace.get_select_bounds(), vs.file_name) for vs in fh["u"].virtual_sources()
+        ]
+        del fh["u"]
+        layout = h5py.VirtualLayout(shape=SHAPE, dtype=np.float64)
+        for (lo, hi), name in sources:
+            rank = int(name.rsplit("rank-", 1)[1][:5])
+            extent = tuple(b - a + 1 for a, b in zip(lo, hi, strict=True))
+            src = h5py.VirtualSource(source_of(rank), "u", shape=extent)
+            layout[tuple(slice(a, b + 1) for a, b in zip(lo, hi, strict=True))] = src
+        fh.create_virtual_dataset("u", layout)
+
+
+def outside_copy(parts, tmp):
+    """A copy of the parts elsewhere, holding other values."""
+    other = tmp / "elsewhere"
+    shutil.copytree(parts, other)
+    for part in other.iterdir():
+        with h5py.File(part, "a") as fh:
+            fh["u"][...] = -7.0
+    return other
+
+
+def test_a_clean_file_reads_back(written):
+    path, _ = written
+    got = parcomp.load_hdf5(path, "u").gather()
+    parallel_assert(RANK != 0 or np.array_equal(got, expected()))
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot"])
+def test_virtual_sources_outside_the_parts_are_refused(written, how):
+    # was: followed absolute and ../ sources and returned the outside values with success
+    path, parts = written
+
+    def edit():
+        other = outside_copy(parts, path.parent)
+        if how == "absolute":
+            rewrite_sources(path, parts, lambda r: str(other / f"rank-{r:05d}.h5"))
+        else:
+            rewrite_sources(path, parts, lambda r: f"./{parts.name}/../elsewhere/rank-{r:05d}.h5")
+
+    on_rank0(edit)
+    refused(path, "points outside the file's own parts")
+
+
+def test_a_symlinked_part_file_is_refused(written):
+    # was: read through the link (the outside file's values, with success)
+    path, parts = written
+
+    def edit():
+        other = outside_copy(parts, path.parent)
+        victim = parts / "rank-00000.h5"
+        victim.unlink()
+        victim.symlink_to(other / "rank-00000.h5")
+
+    on_rank0(edit)
+    refused(path, r"rank-00000.h5 cannot be opened as a plain file")
+
+
+def test_a_symlinked_parts_folder_is_refused(written):
+    path, parts = written
+
+    def edit():
+        other = outside_copy(parts, path.parent)
+        shutil.rmtree(parts)
+        parts.symlink_to(other)
+
+    on_rank0(edit)
+    refused(path, "parts folder .* is a symbolic link")
+
+
+def test_a_renamed_dataset_in_a_part_is_refused(written):
+    # was: read back as zeros (the file was checked, the dataset was not)
+    path, parts = written
+
+    def edit():
+        with h5py.File(parts / "rank-00000.h5", "a") as fh:
+            fh.move("u", "v")
+
+    on_rank0(edit)
+    refused(path, "has no plain dataset 'u'")
+
+
+@pytest.mark.skipif(SIZE < 2, reason="needs two parts to swap")
+def test_a_part_of_another_rank_is_refused(written):
+    # was: returned as it was
+    path, parts = written
+
+    def edit():
+        a, b = parts / "rank-00000.h5", parts / "rank-00001.h5"
+        a.rename(parts / "swap")
+        b.rename(a)
+        (parts / "swap").rename(b)
+
+    on_rank0(edit)
+    refused(path, "a part of another rank")
+
+
+def test_a_flipped_bit_is_refused(written):
+    # was: returned as it was (and a resumed heat2d carried it forward)
+    path, parts = written
+
+    def edit():
+        part = parts / f"rank-{SIZE - 1:05d}.h5"
+        with h5py.File(part, "r") as fh:
+            offset = fh["u"].id.get_offset()
+        with open(part, "r+b") as fh:
+            fh.seek(offset + 13)
+            byte = fh.read(1)[0]
+            fh.seek(offset + 13)
+            fh.write(bytes([byte ^ 0x04]))
+
+    on_rank0(edit)
+    refused(path, "fails its checksum")
+
+
+def test_a_truncated_part_is_refused(written):
+    path, parts = written
+
+    def edit():
+        part = parts / "rank-00000.h5"
+        os.truncate(part, os.path.getsize(part) // 2)
+
+    on_rank0(edit)
+    refused(path, "rank-00000.h5")
+
+
+def test_a_file_of_another_program_is_read_as_before(tmp_path_factory):
+    folder = Path(COMM.bcast(str(tmp_path_factory.mktemp("foreign")) if RANK == 0 else None))
+
+    def write():
+        for r in range(2):
+            with h5py.File(folder / f"p{r}.h5", "w") as fh:
+                fh["x"] = np.full((3, 4), float(r))
+        with h5py.File(folder / "v.h5", "w") as fh:
+            layout = h5py.VirtualLayout(shape=(6, 4), dtype=np.float64)
+            for r in range(2):
+                layout[3 * r : 3 * r + 3] = h5py.VirtualSource(f"p{r}.h5", "x", shape=(3, 4))
+            fh.create_virtual_dataset("x", layout)
+
+    on_rank0(write)
+    got = parcomp.load_hdf5(folder / "v.h5", "x").gather()
+    parallel_assert(RANK != 0 or np.array_equal(got, np.repeat([0.0, 1.0], 12).reshape(6, 4)))
