@@ -39,7 +39,14 @@ import numpy as np
 
 from parcomp.errors import HDF5Error
 
-__all__ = ["PartSource", "check_output_sources", "read_region", "write_part_dataset"]
+__all__ = [
+    "PartSource",
+    "check_output_sources",
+    "check_parts_folder",
+    "open_part",
+    "read_region",
+    "write_part_dataset",
+]
 
 _PART = re.compile(r"^\./([^/]+)/rank-(\d{5})\.h5$")
 
@@ -81,21 +88,7 @@ def check_output_sources(path: Path, name: str, dset: Any, parts: Any) -> list[P
     folder = parts.decode() if isinstance(parts, bytes) else str(parts)
     if not folder or "/" in folder or folder in (".", "..") or "\x00" in folder:
         raise HDF5Error(f"{where}: its parts folder {folder!r} is not a plain folder name")
-    try:
-        info = os.lstat(path.parent / folder)
-    except FileNotFoundError:
-        raise HDF5Error(
-            f"{where} is a virtual dataset whose source files ({folder}/) are missing; "
-            "reading it would give fill values. Copy the part folder along with the file"
-        ) from None
-    except OSError as exc:
-        raise HDF5Error(f"{where}: cannot inspect its parts folder {folder}: {exc}") from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise HDF5Error(
-            f"{where}: its parts folder {folder} is "
-            + ("a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a folder")
-            + " (refused: parcomp reads only the file's own parts)"
-        )
+    check_parts_folder(path, folder, where)
     shape = tuple(int(n) for n in dset.shape)
     out = []
     covered = 0
@@ -119,7 +112,29 @@ def check_output_sources(path: Path, name: str, dset: Any, parts: Any) -> list[P
     return out
 
 
-def _open_part(parts_dir: Path, rank: int, where: str) -> Any:
+def check_parts_folder(path: Path, folder: str, where: str) -> None:
+    """``path``'s parts folder ``folder`` must be a plain folder name, exist beside it and
+    be a real folder, not a link (else :class:`HDF5Error`)."""
+    if not folder or "/" in folder or folder in (".", "..") or "\x00" in folder:
+        raise HDF5Error(f"{where}: its parts folder {folder!r} is not a plain folder name")
+    try:
+        info = os.lstat(path.parent / folder)
+    except FileNotFoundError:
+        raise HDF5Error(
+            f"{where} is a virtual dataset whose source files ({folder}/) are missing; "
+            "reading it would give fill values. Copy the part folder along with the file"
+        ) from None
+    except OSError as exc:
+        raise HDF5Error(f"{where}: cannot inspect its parts folder {folder}: {exc}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise HDF5Error(
+            f"{where}: its parts folder {folder} is "
+            + ("a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a folder")
+            + " (refused: parcomp reads only the file's own parts)"
+        )
+
+
+def open_part(parts_dir: Path, rank: int, where: str) -> Any:
     """A read-only file object for ``parts_dir/rank-NNNNN.h5``: no link followed, a
     regular file owned by this user (else HDF5Error)."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -172,7 +187,7 @@ def read_region(
         hi = [min(r1, s + e) for (_, r1), s, e in zip(region, src.start, src.shape, strict=True)]
         if any(a >= b for a, b in zip(lo, hi, strict=True)):
             continue
-        fobj = _open_part(folder, src.rank, where)
+        fobj = open_part(folder, src.rank, where)
         try:
             with h5py.File(fobj, "r") as fh:
                 link = fh.get(name, getlink=True)

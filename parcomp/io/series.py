@@ -359,13 +359,19 @@ class Series:
         part damaged by a kill would otherwise turn committed records into zeros."""
         import h5py
 
+        from parcomp.io.parts import check_parts_folder, open_part
+
         for seg in segments:
+            # confined as load_hdf5's parts: the folder and each part are opened without
+            # following a link, and must be a folder and regular files of this user
+            check_parts_folder(self.path, seg["parts"], "Series")
             for r, bounds in enumerate(seg["ranges"]):
                 if any(lo == hi for lo, hi in bounds):
                     continue  # an empty block has no records to hold
                 part = self.path.parent / seg["parts"] / f"rank-{r:05d}.h5"
                 try:
-                    with h5py.File(part, "r") as fh:
+                    fobj = open_part(self.path.parent / seg["parts"], r, f"Series: {self.path}")
+                    with fobj, h5py.File(fobj, "r") as fh:
                         short = [
                             n
                             for n in self.fields

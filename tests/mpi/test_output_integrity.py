@@ -195,3 +195,33 @@ def test_a_file_of_another_program_is_read_as_before(tmp_path_factory):
     on_rank0(write)
     got = parcomp.load_hdf5(folder / "v.h5", "x").gather()
     parallel_assert(RANK != 0 or np.array_equal(got, np.repeat([0.0, 1.0], 12).reshape(6, 4)))
+
+
+@pytest.mark.parametrize("how", ["part", "folder"])
+def test_series_resume_refuses_symlinked_parts(tmp_path_factory, how):
+    # was: Series._check_parts (and the appends after it) opened symlinked parts
+    from parcomp.io import Series
+
+    folder = Path(COMM.bcast(str(tmp_path_factory.mktemp("ser")) if RANK == 0 else None))
+    u = DistArray.fromfunction(lambda i, j: 100.0 * i + j, SHAPE)
+    s = Series(folder / "run.h5", {"u": u}, overwrite=True)
+    for step in range(3):
+        s.append(step, float(step), fields={"u": u})
+    s.close()
+    COMM.Barrier()
+
+    def edit():
+        parts = next(p for p in folder.iterdir() if ".parts-" in p.name)
+        other = folder / "elsewhere"
+        shutil.copytree(parts, other)
+        if how == "part":
+            (parts / "rank-00000.h5").unlink()
+            (parts / "rank-00000.h5").symlink_to(other / "rank-00000.h5")
+        else:
+            shutil.rmtree(parts)
+            parts.symlink_to(other)
+
+    on_rank0(edit)
+    with pytest.raises(HDF5Error, match="symbolic link|no link followed"):
+        Series(folder / "run.h5", {"u": u}, resume_at=1)
+    parallel_assert(True)
