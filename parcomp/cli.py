@@ -89,6 +89,9 @@ def info_lines() -> tuple[list[str], list[str]]:
         lines.append(f"parallel HDF5: unknown ({exc})")
     lines.append(f"numba cache:   {cache_dir()}")
     lines.append(f"ULFM:          {_ulfm_line(library.vendor)}")
+    from parcomp.launch.listen import listeners
+
+    lines += listeners(library.vendor)
     try:
         launcher = find_mpiexec()
         ident = mpiexec_identity(launcher)

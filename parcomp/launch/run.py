@@ -27,6 +27,7 @@ from parcomp.comm import INTERRUPTED_STATUS
 from parcomp.errors import ConfigError, LaunchError
 from parcomp.launch.cleanup import ShmJanitor, die_with_parent, sweep_orphans
 from parcomp.launch.hang import HangWatch
+from parcomp.launch.listen import keep_local
 from parcomp.launch.mpiexec import find_mpiexec, mpiexec_argv, mpiexec_identity
 from parcomp.launch.supervise import TIMEOUT_STATUS, Signals, supervise
 
@@ -158,6 +159,7 @@ def _run(
     yield_when_oversubscribed(base_env, nprocs, vendor)
     # Site-specific launcher options (a hostfile, binding, a launcher hook), shell-quoted.
     extra: list[str] = shlex.split(base_env.get("PARCOMP_MPIEXEC_ARGS", ""))
+    keep_local(base_env, vendor, extra)  # one machine: the ranks open no network listener
     failure_log = None
     if vendor == "Open MPI" and os.geteuid() == 0:
         # Open MPI refuses root unless told; containers and CI machines run as root.

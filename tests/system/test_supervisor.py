@@ -5,6 +5,7 @@ Real ``parcomp run`` jobs; signals sent at chosen and at random moments.
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -270,3 +271,45 @@ def test_open_mpi_leftover_segments_are_swept_and_info_leaves_none(ompi_venv, tm
         assert not stale.exists()
     finally:
         stale.unlink(missing_ok=True)
+
+
+def _rank_listeners(pids):
+    """(address, port) of every TCP listening socket of ``pids`` (from ``ss -ltnp``)."""
+    out = subprocess.run(["ss", "-H", "-ltnp"], capture_output=True, text=True).stdout
+    found = []
+    for line in out.splitlines():
+        if not any(f"pid={pid}," in line for pid in pids):
+            continue
+        if any(name in line for name in ('"mpiexec"', '"hydra_pmi_proxy"', '"prterun"')):
+            continue  # the launcher's control port, inherited by its children: not a rank's
+        found.append(line.split()[3])
+    return found
+
+
+@pytest.mark.parametrize("mpi", ["mpich", "openmpi"])
+def test_single_node_ranks_listen_on_no_network_interface(mpi, request, tmp_path):
+    # was: each rank listened on the host's addresses (UCX's or btl/tcp's sockets) during
+    # a single-node job; the launcher's own ports are documented as not restrictable
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
+    parcomp_bin = (
+        PARCOMP if mpi == "mpich" else request.getfixturevalue("ompi_venv") / "bin" / "parcomp"
+    )
+    script = tmp_path / "listen_sleeper.py"
+    script.write_text(
+        "import time, parcomp\n"
+        "parcomp.default_comm().Barrier()\n"
+        "print('up', flush=True)\n"
+        "time.sleep(3)\n"
+    )
+    proc = start([str(parcomp_bin), "run", "-n", "2", "--timeout", "60", str(script)])
+    try:
+        assert "up" in proc.stdout.readline()
+        time.sleep(0.5)
+        pids = alive("listen_sleeper.py")
+        ranks = [p for p in pids if "python" in open(f"/proc/{p}/cmdline").read()]
+        assert ranks
+        exposed = [a for a in _rank_listeners(ranks) if not a.startswith(("127.", "[::1]"))]
+        assert not exposed, exposed
+    finally:
+        proc.wait(timeout=60)  # the job ends by itself: no orphaned rank keeps listening
