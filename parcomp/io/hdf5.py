@@ -136,9 +136,12 @@ def save_hdf5(
     if error is None and comm.Get_rank() == 0:
         error = _check_target(target)
     raise_if_any(error, comm)
-    nonce = bcast_json(comm, uuid.uuid4().hex[:12] if comm.Get_rank() == 0 else None)
-    # the temporary names rank 0's pid: a later write sweeps it if that process is gone
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{nonce}")
+    # rank 0's pid and a random id, the same on every rank (one collective file with mpio):
+    # a later write sweeps the temporary if that process is gone
+    pid, nonce = bcast_json(
+        comm, [os.getpid(), uuid.uuid4().hex[:12]] if comm.Get_rank() == 0 else None
+    )
+    tmp = target.with_name(f".{target.name}.tmp-{pid}-{nonce}")
     if comm.Get_rank() == 0:
         sweep_temporaries(target)
     parts = target.with_name(f"{target.name}{_PARTS}{nonce}")

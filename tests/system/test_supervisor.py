@@ -205,7 +205,7 @@ def test_a_rank_killed_while_the_job_starts_ends_it_or_is_relaunched(ompi_venv, 
     while killed is None and time.monotonic() - t0 < 30 and proc.poll() is None:
         ranks = rank_processes(proc.pid)
         if len(ranks) == 3:
-            time.sleep(0.3)  # still importing (MPI_Init comes later), seen by the supervisor
+            time.sleep(0.1)  # still importing (MPI_Init comes later), seen by the supervisor
             killed = max(ranks)
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.01)
