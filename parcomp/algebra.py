@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from parcomp.callid import allsum_scalar
+from parcomp.callid import allsum_scalar, reduce_checked
 from parcomp.comm import mark_everywhere
 from parcomp.errors import DTypeError, ShapeError
 from parcomp.reduce import allreduce
@@ -332,7 +332,8 @@ class VectorAlgebra(NDArrayOperatorsMixin):
             dst = tuple(slice(a - s, b - s) for (a, b), (s, _) in zip(inter, bounds, strict=True))
             out[dst] = self.interior[src]  # type: ignore[attr-defined]
         # one owner per cell, zeros elsewhere: OR of the bytes is the owner's exact bits
-        self.comm.Allreduce(MPI.IN_PLACE, out.reshape(-1).view(np.uint8), op=MPI.BOR)
+        flat = out.reshape(-1).view(np.uint8)  # the identity goes first (parcomp.callid)
+        reduce_checked(self.comm, flat, MPI.BOR, flat)
         return out
 
 

@@ -556,6 +556,12 @@ class DistArray(VectorAlgebra):
         """
         from mpi4py import MPI
 
+        from parcomp.callid import check_in
+
+        # point-to-point messages carry no identity: check in first (one word), so a gather
+        # on some ranks only meets the others' collective there and raises, instead of
+        # matching a later gather's messages (stale blocks) or hanging
+        check_in(self.comm, 1 + int(root) if isinstance(root, int | np.integer) else 0)
         mine = self._interior_type()
         try:
             if self.rank == root:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import os
 import sys
-import zlib
 from typing import Any
 
 import numpy as np
@@ -57,6 +56,7 @@ __all__ = [
     "set_enabled",
     "checked",
     "any_flag",
+    "check_in",
     "allreduce_scalar",
     "allsum_scalar",
     "current",
@@ -115,7 +115,17 @@ current: list[str | None] = [None]
 #: Checked reductions per communicator (by the Python object, held so its id stays its):
 #: every rank of a communicator makes the same reductions on it, so the counts agree.
 _SEQ: dict[int, list[Any]] = {}
-_NAMES: dict[str, int] = {}
+_NAMES: dict[tuple[str, int], int] = {}
+
+
+def _base(name: str, kind: int) -> int:
+    """64 random-looking bits for a call name and slot kind, the same in every process."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{name}\0{kind}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
 #: The digests are residues modulo this prime (2**20 - 3), plus 1: 20 bits, never 0.
 _PRIME = 1_048_573
 
@@ -216,13 +226,14 @@ def _slot(comm: Any, name: str, value: float, kind: int) -> float:
         _mpi()
         entry = _SEQ[id(comm)] = [comm, 0, comm.Get_size()]
     seq = entry[1] = entry[1] + 1
-    base = _NAMES.get(name)
+    base = _NAMES.get((name, kind))
     if base is None:
-        base = _NAMES[name] = zlib.crc32(name.encode())
-    # a non-linear mix (the hash of a tuple of ints: the same in every process, whatever
-    # PYTHONHASHSEED): with a linear digest, ranks whose numbers or sizes are in
-    # arithmetic progression (k-1, k, k+1) summed to p times the middle one's and passed
-    d = hash((base, seq, kind)) % _PRIME + 1
+        base = _NAMES[(name, kind)] = _base(name, kind)
+    # a random base per (call, kind) and a multiply-xorshift mix of the number: no
+    # structure left for ranks whose numbers or payload sizes are in arithmetic
+    # progression (a linear digest summed to p times the middle one's and passed)
+    x = ((base ^ seq) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    d = (x ^ (x >> 29)) % _PRIME + 1
     words = _SLOT_WORDS
     words[0] = value
     words[1] = d
@@ -237,6 +248,21 @@ def _slot(comm: Any, name: str, value: float, kind: int) -> float:
     if digests != entry[2] * d:
         _mismatch(comm, (name, seq, d))
     return total
+
+
+def check_in(comm: Any, code: int = 0) -> None:
+    """Check that every rank is in the same parcomp collective, in one slot (one
+    ``Allreduce`` of one word), before a collective that carries no identity of its own
+    (a gather's point-to-point messages).  ``code``: a number the call's arguments give,
+    the same on every rank that agrees (a gather's root).
+
+    Notes
+    -----
+    Collective over `comm`: call on all ranks.
+    """
+    name = current[0]
+    if name is not None and _enabled[0]:
+        _slot(comm, name, 0.0, PRE + 7 + code % 99_991)
 
 
 def any_flag(comm: Any, flag: bool) -> bool:

@@ -242,7 +242,9 @@ def _refuse_stores_into_reads(func: Callable[..., Any], spec: StencilSpec) -> No
                 f"{spec.radius}) but the kernel also stores into it ({stores[field]!r}): a "
                 "neighbour would read the new value or the old one depending on the loop "
                 "order and on where the block ends, so the answer would depend on the rank "
-                "count. Write the new values into a separate output field"
+                "count. Write the new values into a separate output field (parcomp follows "
+                "every name bound to the field or a view of it anywhere in the kernel: if "
+                "that name is rebound to another array, give the other array its own name)"
             )
 
 

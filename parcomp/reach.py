@@ -177,43 +177,87 @@ def field_uses(func: Callable[..., Any], fields: Sequence[str]) -> dict[str, Use
     return out
 
 
+#: Methods of an array that return a view of it (an alias for stores).
+_VIEWS = frozenset(
+    {"reshape", "ravel", "view", "transpose", "swapaxes", "squeeze", "diagonal", "T", "real",
+     "imag", "flat", "base"}
+)  # fmt: skip
+#: Methods that write into the array they are called on.
+_WRITERS = frozenset(
+    {"fill", "sort", "put", "itemset", "resize", "setfield", "partition", "byteswap",
+     "__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__"}
+)  # fmt: skip
+#: NumPy functions that write into their first argument.
+_WRITE_FIRST = frozenset({"copyto", "put", "place", "putmask", "fill_diagonal", "put_along_axis"})
+
+
+def _root(value: ast.AST, alias: dict[str, str], binding: bool = False) -> str | None:
+    """The field a value is (a view of), if any: ``u``, ``u[1:]``, ``u.T``, ``u.reshape(-1)``,
+    ``(w := u)``, ``u if c else v`` (either branch).  With ``binding`` (the value bound to
+    a name), an element ``u[i, j]`` (no slice in the index) is a number, not a view."""
+    while True:
+        if binding and isinstance(value, ast.Subscript):
+            index = value.slice.elts if isinstance(value.slice, ast.Tuple) else [value.slice]
+            if not any(isinstance(e, ast.Slice) for e in index):
+                return None  # c = u[i, j]: a copy of one element
+            value = value.value
+        elif isinstance(value, ast.Subscript | ast.Attribute | ast.Starred):
+            value = value.value
+        elif (
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Attribute)
+            and value.func.attr in _VIEWS
+        ):
+            value = value.func.value
+        elif isinstance(value, ast.NamedExpr):
+            value = value.value
+        elif isinstance(value, ast.IfExp):
+            return _root(value.body, alias, binding) or _root(value.orelse, alias, binding)
+        else:
+            break
+    return alias.get(value.id) if isinstance(value, ast.Name) else None
+
+
 def _aliases(tree: ast.AST, fields: Sequence[str]) -> dict[str, str]:
     """Names bound to a field or a view of it (``w = u``, ``w = u[1:-1]``, ``w = u.T``,
-    ``a, b = u, v``): alias -> field.  Followed through chains of such assignments."""
+    ``w = u.reshape(-1)``, ``a, b = u, v``, ``(w := u)``, ``w = u if c else v``, ``for row
+    in u``): alias -> field.  Followed through chains of such bindings.  Flow-insensitive:
+    a name bound to a field anywhere in the kernel is taken as the field everywhere (a
+    refusal, never a miss: rename the other variable)."""
     alias = {name: name for name in fields}
-
-    def source(value: ast.AST) -> str | None:
-        while isinstance(value, ast.Subscript | ast.Attribute):
-            value = value.value
-        return alias.get(value.id) if isinstance(value, ast.Name) else None
-
     changed = True
     while changed:
         changed = False
         for node in ast.walk(tree):
+            pairs: list[tuple[ast.AST, ast.AST]] = []
             if isinstance(node, ast.Assign):
-                pairs: list[tuple[ast.AST, ast.AST]] = []
                 for target in node.targets:
                     if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
                         pairs.extend(zip(target.elts, node.value.elts, strict=False))
                     else:
                         pairs.append((target, node.value))
-                for target, value in pairs:
-                    if isinstance(target, ast.Name) and target.id not in alias:
-                        origin = source(value)
-                        if origin is not None:
-                            alias[target.id] = origin
-                            changed = True
+            elif isinstance(node, ast.NamedExpr):
+                pairs.append((node.target, node.value))
+            elif isinstance(node, ast.For | ast.comprehension):
+                pairs.append((node.target, node.iter))  # for row in u: row is a view of u
+            for target, value in pairs:
+                if isinstance(target, ast.Name) and target.id not in alias:
+                    origin = _root(value, alias, binding=True)
+                    if origin is not None:
+                        alias[target.id] = origin
+                        changed = True
     return alias
 
 
 def field_stores(func: Callable[..., Any], fields: Sequence[str]) -> dict[str, str] | None:
     """The first store into each of ``fields`` found in ``func``'s source (None: no source).
 
-    A store is a subscript assignment (``u[i, j] = x``), an augmented one
-    (``u[i, j] += x``) or a ``del``, on the field's own name or on a name bound to it or a
-    view of it (``w = u``; ``w = u[1:]``).  Returns field -> the source of that store, for
-    the fields stored into only.
+    A store is a subscript assignment (``u[i, j] = x``), an augmented assignment of a
+    subscript or of the whole array (``u[i] += x``, ``u *= 0.5``), a ``del``, a writing
+    method (``u.fill(0)``, ``u.sort()``), a NumPy function writing its first argument
+    (``np.copyto(u, x)``) or an ``out=`` argument, on the field's own name or on a name
+    bound to it or a view of it (see :func:`_aliases`).  Returns field -> the source of
+    that store, for the fields stored into only.
     """
     try:
         source = textwrap.dedent(inspect.getsource(func))
@@ -222,24 +266,39 @@ def field_stores(func: Callable[..., Any], fields: Sequence[str]) -> dict[str, s
         return None
     alias = _aliases(tree, fields)
     found: dict[str, str] = {}
+
+    def note(value: ast.AST, node: ast.AST) -> None:
+        origin = _root(value, alias)
+        if origin is not None:
+            found.setdefault(origin, ast.unparse(node).splitlines()[0])
+
     for node in ast.walk(tree):
         targets: list[ast.AST] = []
         if isinstance(node, ast.Assign):
             targets = list(node.targets)
-        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+        elif isinstance(node, ast.AnnAssign):
             targets = [node.target]
+        elif isinstance(node, ast.AugAssign):
+            note(node.target, node)  # u[i] += x, u *= 0.5, w += 1 (w a view of u)
         elif isinstance(node, ast.Delete):
             targets = list(node.targets)
+        elif isinstance(node, ast.Call):
+            func_ = node.func
+            if isinstance(func_, ast.Attribute) and func_.attr in _WRITERS:
+                note(func_.value, node)
+            if isinstance(func_, ast.Attribute | ast.Name) and node.args:
+                fname = func_.attr if isinstance(func_, ast.Attribute) else func_.id
+                if fname in _WRITE_FIRST:
+                    note(node.args[0], node)
+            for kw in node.keywords:
+                if kw.arg == "out":
+                    for value in kw.value.elts if isinstance(kw.value, ast.Tuple) else [kw.value]:
+                        note(value, node)
         while targets:
             target = targets.pop()
             if isinstance(target, ast.Tuple | ast.List):
                 targets.extend(target.elts)
                 continue
-            if not isinstance(target, ast.Subscript):
-                continue
-            base = target.value
-            while isinstance(base, ast.Subscript | ast.Attribute):
-                base = base.value
-            if isinstance(base, ast.Name) and base.id in alias:
-                found.setdefault(alias[base.id], ast.unparse(node).splitlines()[0])
+            if isinstance(target, ast.Subscript | ast.Attribute):
+                note(target, node)
     return found

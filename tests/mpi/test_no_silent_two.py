@@ -48,15 +48,62 @@ def _store_through_chain(u, out, a):
             w[j, i] = out[i, j]
 
 
+def _whole_augmented(u, out):
+    for i in range(1, u.shape[0] - 1):
+        out[i] = u[i - 1] + u[i + 1]
+    u *= 0.5
+
+
+def _through_reshape(u, out):
+    w = u.reshape(-1)
+    for i in range(1, u.shape[0] - 1):
+        out[i] = u[i - 1] + u[i + 1]
+        w[i] = out[i]
+
+
+def _through_rows(u, out):
+    for i in range(1, u.shape[0] - 1):
+        out[i] = u[i - 1, 0] + u[i + 1, 0]
+    for row in u:
+        row[0] = 0.0
+
+
+def _fill_and_copyto(u, out):
+    for i in range(1, u.shape[0] - 1):
+        out[i] = u[i - 1] + u[i + 1]
+    np.copyto(u, out)
+
+
+def _walrus(u, out):
+    for i in range(1, u.shape[0] - 1):
+        out[i] = u[i - 1] + u[i + 1]
+        (w := u)[i] = 0.0  # noqa: F841 - the bypass tried
+
+
 @pytest.mark.parametrize(
     "kernel, where",
     [
         (_store_into_read, r"u\[i, j\] = 0.5"),
+        (_whole_augmented, r"u \*= 0.5"),
+        (_through_reshape, r"w\[i\] = out"),
+        (_through_rows, r"row\[0\] = 0.0"),
+        (_fill_and_copyto, r"np.copyto\(u, out\)"),
+        (_walrus, r"w := u"),
         (_augmented_store, r"u\[i\] \*= 0.5"),
         (_store_through_alias, r"w\[i - 1\] = 0.0"),
         (_store_through_chain, r"w\[j, i\] = out"),
     ],
-    ids=["plain", "augmented", "alias", "alias-chain"],
+    ids=[
+        "plain",
+        "whole-augmented",
+        "reshape",
+        "rows",
+        "copyto",
+        "walrus",
+        "augmented",
+        "alias",
+        "alias-chain",
+    ],
 )
 def test_store_into_a_read_field_is_refused_at_declaration(kernel, where):
     # was: ran, 93.075 on 1 rank, 94.511 on 2, 95.856 on 3 (also overlap=True and steps=2)
@@ -64,6 +111,18 @@ def test_store_into_a_read_field_is_refused_at_declaration(kernel, where):
         parcomp.stencil(radius=1)(kernel)
     with pytest.raises(KernelSignatureError, match="stores into it"):
         parcomp.stencil(radius=1, corners=True)(kernel)
+    parallel_assert(True)
+
+
+def test_an_element_copied_into_a_local_is_not_a_store():
+    @parcomp.stencil(radius=1)
+    def accumulate(u, out):
+        for i in range(1, u.shape[0] - 1):
+            c = u[i]
+            c += u[i - 1] + u[i + 1]
+            out[i] = c
+
+    assert accumulate.spec.reads == ("u",)
     parallel_assert(True)
 
 
