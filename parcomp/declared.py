@@ -858,7 +858,8 @@ def kind_of(value: Any) -> str:
     if isinstance(value, bool | np.bool_):
         return "bool"
     if isinstance(value, int | np.integer):
-        return np.dtype(value.dtype).str if isinstance(value, np.integer) else "int64"
+        # a Python int is what Numba types as int64: the same kind as np.int64
+        return np.dtype(value.dtype).str if isinstance(value, np.integer) else "<i8"
     if isinstance(value, float | np.floating):
         return np.dtype(value.dtype).str if isinstance(value, np.floating) else "<f8"
     if isinstance(value, complex | np.complexfloating):

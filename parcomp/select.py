@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parcomp.comm import raise_if_any, raise_if_differ
-from parcomp.errors import ParcompError, ShapeError
+from parcomp.comm import mark_everywhere, raise_if_any, raise_if_differ
+from parcomp.errors import ParcompError, RankCountError, ShapeError
 from parcomp.partition import Partition
 from parcomp.watchdog import collective
 
@@ -127,7 +127,17 @@ def select(a: DistArray, axis: int, index: int, dims: Any = None) -> DistArray:
     periods = tuple(p for k, p in enumerate(a.partition.periods) if k != ax)
     if dims is None and a.partition.dims[ax] == 1:
         dims = tuple(d for k, d in enumerate(a.partition.dims) if k != ax)
-    out = DistArray(shape, a.dtype, periods=periods, dims=dims, comm=a.comm)
+    try:
+        out = DistArray(shape, a.dtype, periods=periods, dims=dims, comm=a.comm)
+    except RankCountError as exc:  # raised on every rank alike (agreed metadata)
+        raise mark_everywhere(
+            RankCountError(
+                f"select: the plane {index} of axis {ax} is a {shape} array, too small to "
+                f"decompose over {a.comm.Get_size()} ranks ({exc}); for a small probe use "
+                "a.get((slice, ...)), which gives the block on every rank"
+            ),
+            a.comm,
+        ) from None
     sends, receives = plane_plan(a.partition, ax, ix, out.partition, a.rank)
     start = [lo for lo, _ in a.local_range]
     dst_start = [lo for lo, _ in out.local_range]

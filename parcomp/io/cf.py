@@ -139,6 +139,14 @@ def _float_dtype(stored: np.dtype, scale: Any, offset: Any) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def _promote(dtype: np.dtype) -> np.dtype:
+    """The type that holds NaN for ``dtype`` (NumPy/xarray ``maybe_promote``): floats stay,
+    integers of up to 16 bits go to float32, wider ones to float64."""
+    if dtype.kind == "f":
+        return dtype
+    return np.dtype(np.float32) if dtype.itemsize <= 2 else np.dtype(np.float64)
+
+
 def cf_plan(stored: np.dtype, attrs: Mapping[str, Any], where: str = "") -> CFPlan:
     """Read a variable's CF attributes into a :class:`CFPlan` (PURE).
 
@@ -176,17 +184,21 @@ def cf_plan(stored: np.dtype, attrs: Mapping[str, Any], where: str = "") -> CFPl
         return value
 
     scale, offset = number("scale_factor"), number("add_offset")
+    # fill values as numpy scalars of the attribute's own type, compared as xarray does
+    # (float32 data against a float64 1e20 compares in float64); _Unsigned converts
+    # _FillValue only, as xarray does (a signed missing_value then matches nothing)
     fills: list[Any] = []
+    raw_fill = False
     for key in ("_FillValue", "missing_value"):
         if key in attrs:
+            raw_fill = True
             values = np.atleast_1d(np.asarray(attrs[key]))
             if values.dtype.kind not in "biuf":
                 raise DTypeError(f"load_hdf5: {where}: attribute {key} is not numeric")
-            if unsigned is not None:
+            if unsigned is not None and key == "_FillValue":
                 values = values.astype(stored).view(unsigned)
-            for v in values.tolist():
-                # NaN cells of float data stay NaN without being compared
-                if not (isinstance(v, float) and np.isnan(v)) and v not in fills:
+            for v in values:
+                if not (v.dtype.kind == "f" and np.isnan(v)) and not any(v == f for f in fills):
                     fills.append(v)
     lo = hi = None
     if "valid_range" in attrs:
@@ -199,10 +211,15 @@ def cf_plan(stored: np.dtype, attrs: Mapping[str, Any], where: str = "") -> CFPl
         hi = float(np.asarray(number("valid_max")))
     if scale is None and offset is None and not fills and lo is None and hi is None:
         return CFPlan(stored, data_type, unsigned, attrs=keep)
-    if scale is not None or offset is not None:
-        dtype = _float_dtype(data_type, scale, offset)
-    elif data_type.kind == "f":
-        dtype = data_type if data_type.itemsize >= 4 else np.dtype(np.float32)
-    else:
-        dtype = _float_dtype(data_type, None, None)
+    # xarray's order: masking first (to a float type when there are fill values: the
+    # packing's type, else NumPy's promotion for NaN), then scaling, which picks its own
+    # type only when the variable has no _FillValue/missing_value at all
+    dtype = data_type
+    packed = scale is not None or offset is not None
+    if fills:
+        dtype = _float_dtype(data_type, scale, offset) if packed else _promote(data_type)
+    if packed and not raw_fill:
+        dtype = _float_dtype(dtype, scale, offset)
+    if (lo is not None or hi is not None) and dtype.kind != "f":
+        dtype = _promote(dtype)  # NaN for values outside valid_range needs a float
     return CFPlan(stored, np.dtype(dtype), unsigned, tuple(fills), scale, offset, (lo, hi), keep)

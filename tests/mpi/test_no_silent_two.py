@@ -367,8 +367,10 @@ def _temperature(shape=(13, 10)):
             "add_offset": np.float32(0.0),
             "_FillValue": np.uint8(255),
         },
+        {"dtype": "float32", "scale_factor": 2.0, "add_offset": 1.0},
+        {"dtype": "float16", "_FillValue": np.float16(-1)},
     ],
-    ids=["int16-f32", "int16-f64", "int32-scale", "float32-fill", "uint8"],
+    ids=["int16-f32", "int16-f64", "int32-scale", "float32-fill", "uint8", "f32-packed", "f16"],
 )
 def test_cf_packed_variable_decodes_as_xarray(shared, encoding):
     # was: the stored integers came back (mean 312.03 instead of 3.12)
@@ -647,3 +649,27 @@ def test_arrays_of_different_shapes_per_rank_are_named_not_truncated():
     with pytest.raises(parcomp.errors.CollectiveError, match="reduce different things"):
         parcomp.allreduce(values, "sum")
     parallel_assert(parcomp.allreduce(np.ones(4), "sum").tolist() == [float(SIZE)] * 4)
+
+
+def test_cf_fill_values_compare_as_xarray_compares_them(shared):
+    # float32 data with a float64 missing_value 1e20 (float32(1e20) != 1e20: xarray keeps
+    # the cell), and _Unsigned with a signed missing_value (xarray converts _FillValue only)
+    import h5py
+    import xarray as xr
+
+    path = shared / "fills.nc"
+    d = np.arange(12, dtype=np.float32).reshape(3, 4)
+    d[1, 1] = np.float32(1e20)
+    if RANK == 0:
+        xr.Dataset({"v": (("y", "x"), d)}).to_netcdf(
+            path, engine="h5netcdf", encoding={"v": {"dtype": "float32"}}
+        )
+        with h5py.File(path, "r+") as fh:
+            del fh["v"].attrs["_FillValue"]
+            fh["v"].attrs["missing_value"] = np.float64(1e20)
+    MPI.COMM_WORLD.Barrier()
+    expected = xr.open_dataset(path, engine="h5netcdf")["v"].values
+    got = parcomp.load_hdf5(path, "v").gather()
+    parallel_assert(
+        RANK != 0 or (got.dtype == expected.dtype and np.array_equal(got, expected, equal_nan=True))
+    )
