@@ -214,8 +214,15 @@ def reduce_checked(comm: Any, values: np.ndarray, op: Any, out: np.ndarray | Non
 def _payload_code(size: int, char: str, op: Any) -> int:
     """A number for a payload's size, type and operator, the same in every process."""
     MPI = _MPI[0] or _mpi()
-    code = next((k for k, o in enumerate(_BUILTIN_OPS(MPI), 1) if op == o), 0)
+    code = _OPCODES.get(op.handle)
+    if code is None:  # numbered alike in every process (handles may differ between them)
+        code = _OPCODES[op.handle] = next(
+            (k for k, o in enumerate(_BUILTIN_OPS(MPI), 1) if op == o), 0
+        )
     return (size * 1_009 + ord(char) * 31 + code) % 100_003
+
+
+_OPCODES: dict[int, int] = {}
 
 
 def _slot(comm: Any, name: str, value: float, kind: int) -> float:
