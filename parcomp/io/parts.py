@@ -234,27 +234,27 @@ def read_region(
                     sl.start == 0 and sl.stop == n
                     for sl, n in zip(local[1:], src.shape[1:], strict=True)
                 )
-                for i, (a, b) in enumerate(bounds):
-                    if b <= local[0].start or a >= local[0].stop:
-                        continue
-                    if whole_rows and local[0].start <= a and b <= local[0].stop:
-                        # the slab lands whole in the result: read it there, check it there
-                        d0 = dest[0].start + (a - local[0].start)
-                        view = out[(slice(d0, d0 + (b - a)), *dest[1:])]
-                        if b > a:  # HDF5 writes into a C-contiguous buffer: out's base
-                            into, shift = (out, None) if base is None else (base, offset)
-                            sel = (slice(d0, d0 + (b - a)), *dest[1:])
-                            if shift is not None:
-                                sel = tuple(
-                                    slice(x.start + o, x.stop + o)
-                                    for x, o in zip(sel, shift, strict=True)
-                                )
-                            dset.read_direct(into, np.s_[a:b], sel)
-                        if checksum(view) != bytes(sums[i]).decode():
+                if whole_rows and local[0] == slice(0, src.shape[0]):
+                    # the whole part lands in the result (the same decomposition): one read
+                    # into it, as through the virtual dataset, then every slab checked there
+                    into, shift = (out, None) if base is None else (base, offset)
+                    sel = dest
+                    if shift is not None:
+                        sel = tuple(
+                            slice(x.start + o, x.stop + o) for x, o in zip(sel, shift, strict=True)
+                        )
+                    if out[dest].size:
+                        dset.read_direct(into, None, sel)
+                    view = out[dest]
+                    for i, (a, b) in enumerate(bounds):
+                        if checksum(view[a:b]) != bytes(sums[i]).decode():
                             raise HDF5Error(
                                 f"{where}: slab {i} of part rank-{src.rank:05d}.h5 fails its "
                                 "checksum (corrupted)"
                             )
+                    continue
+                for i, (a, b) in enumerate(bounds):
+                    if b <= local[0].start or a >= local[0].stop:
                         continue
                     slab = dset[a:b]
                     if checksum(slab) != bytes(sums[i]).decode():
