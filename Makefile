@@ -92,6 +92,7 @@ bench: $(STAMP)
 	$(MAKE) ompi-venv mpio-venv
 	$(PY) bench/node_local.py
 	$(PY) bench/mpio.py
+	$(PY) bench/io_versions.py
 	$(PY) bench/redistribute.py
 	$(PY) bench/migrate.py
 	bash bench/install_fft_peer.sh $(abspath $(VENV))
