@@ -88,3 +88,16 @@ def collective_medians(
         fn()
     samples = medians({name: timed(fn) for name, fn in cases.items()}, repeats)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def worktree(rev: str, folder: Path) -> Path:
+    """A detached git worktree of ``rev`` in ``folder / "before"``, importable with
+    ``PYTHONPATH`` (``parcomp.kernels`` mirrored, as the install's package-dir does)."""
+    tree = folder / "before"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+        check=True,
+        capture_output=True,
+    )
+    (tree / "parcomp" / "kernels").symlink_to(tree / "kernels")
+    return tree

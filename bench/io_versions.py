@@ -23,21 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import MPIEXEC, ROOT, machine
+from _common import MPIEXEC, ROOT, machine, worktree
 
 BASE = "689dc86"  # main before issue 31's output integrity and confinement
-
-
-def worktree(rev: str, folder: Path) -> Path:
-    tree = folder / "before"
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
-        check=True,
-        capture_output=True,
-    )
-    # parcomp.kernels is installed from kernels/ (package-dir); mirror that for PYTHONPATH use
-    (tree / "parcomp" / "kernels").symlink_to(tree / "kernels")
-    return tree
 
 
 def run_io(tree: Path, ranks: int, out: Path) -> tuple[float, float]:

@@ -28,21 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import MPIEXEC, ROOT, machine
+from _common import MPIEXEC, ROOT, machine, worktree
 
 BASE = "eb70a00"  # main before the no-silent-failures work (issue 12)
-
-
-def worktree(rev: str, folder: Path) -> Path:
-    tree = folder / "before"
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
-        check=True,
-        capture_output=True,
-    )
-    # parcomp.kernels is installed from kernels/ (package-dir); mirror that for PYTHONPATH use
-    (tree / "parcomp" / "kernels").symlink_to(tree / "kernels")
-    return tree
 
 
 def run_case(tree: Path, env_extra: dict[str, str], args: argparse.Namespace) -> dict:

@@ -517,10 +517,8 @@ def check_call(
     Returns the arrays read with ghost cells (each once), the spec, whether corners are
     exchanged and the kernel's arguments for one call on the whole block.
     """
-    import numpy as np
 
     from parcomp.array import DistArray
-    from parcomp.comm import raise_if_differ
 
     key = fast_key(kernel, args, corners, DistArray)
     spec: StencilSpec | None = getattr(kernel, "spec", None)
@@ -620,17 +618,7 @@ def check_call(
     # The values of plain number parameters ride in the same agreement (no extra
     # message): a value computed from a rank's own block (alpha = 0.1 / u.interior.max())
     # differs between ranks, and each rank would step with its own, silently.
-    kinds = [
-        [n, kind_of(a), _value_of(a)]
-        for n, a, r in zip(names, args, roles, strict=True)
-        if r == "param" and not isinstance(a, np.ndarray)
-    ]
-    raise_if_differ(
-        kinds,
-        comm,
-        lambda ranks, first, other: _differ_message(name, ranks, first, other),
-        KernelSignatureError,
-    )
+    agree_params(kernel, args)
     call_args = buffers(args, window(spec, args), DistArray)
     if isinstance(kernel, Kernel) and not _jit_disabled():
         _agree_compiled(kernel, call_args, comm)
