@@ -343,7 +343,25 @@ class Series:
             if count > 0:
                 segments.append({**seg, "count": count})
             left -= count
-        self._check_parts(segments)
+        good = self._check_parts(segments)
+        if good < keep:  # a damaged record: it and the later ones are dropped, not carried
+            from parcomp.comm import get_logger
+
+            get_logger("parcomp.io.series").warning(
+                "Series: record %d of %s fails its checksum; it and the %d record(s) after "
+                "it up to step %d are dropped (not carried forward)",
+                good,
+                self.path,
+                keep - good - 1,
+                resume_at,
+            )
+            keep = good
+            segments, left = [], keep
+            for seg in meta["segments"]:
+                count = min(seg["count"], left)
+                if count > 0:
+                    segments.append({**seg, "count": count})
+                left -= count
         used = {seg["parts"] for seg in segments}
         return {
             "segments": segments,
@@ -353,7 +371,7 @@ class Series:
             "stale": [p for p in self._part_folders() if p not in used],
         }
 
-    def _check_parts(self, segments: list[dict[str, Any]]) -> None:
+    def _check_parts(self, segments: list[dict[str, Any]]) -> int:
         """Rank 0, on resume: every part file the kept records live in opens and holds
         them.  A virtual dataset reads fill values where a source cannot be opened, so a
         part damaged by a kill would otherwise turn committed records into zeros."""
@@ -361,6 +379,7 @@ class Series:
 
         from parcomp.io.parts import check_parts_folder, open_part
 
+        good = sum(seg["count"] for seg in segments)
         for seg in segments:
             # confined as load_hdf5's parts: the folder and each part are opened without
             # following a link, and must be a folder and regular files of this user
@@ -378,6 +397,7 @@ class Series:
                             if not isinstance(fh.get(n), h5py.Dataset)
                             or fh[n].shape[0] < seg["count"]
                         ]
+                        intact = seg["count"] if short else _intact(fh, self.fields, seg)
                 except OSError as exc:
                     raise HDF5Error(
                         f"Series: {part} (records {seg['first']}..{seg['first'] + seg['count'] - 1}"
@@ -388,6 +408,8 @@ class Series:
                         f"Series: {part} lacks committed records of {short}; the series is "
                         "damaged (a part file replaced or truncated?)"
                     )
+                good = min(good, seg["first"] + intact)
+        return good
 
     def _part_folders(self) -> list[str]:
         prefix = f"{self.path.name}{_PARTS}"
@@ -656,6 +678,8 @@ class Series:
         may run in a background thread: h5py releases the GIL while HDF5 writes)."""
         import h5py
 
+        from parcomp.checkpoint.format import checksum
+
         rank = self.comm.Get_rank()
         path = self.path.parent / seg["parts"] / f"rank-{rank:05d}.h5"
         shape = self._template.local_shape
@@ -678,6 +702,17 @@ class Series:
                         dset.write_direct(buf, None, dest)
                     else:
                         dset.write_direct(buf, sel, dest)
+                # the record's checksum, checked on resume (a flipped bit, another rank's
+                # part: the damaged records are dropped, never carried forward)
+                sums = fh.get(f"{_SUMS}/{name}")
+                if sums is None:
+                    sums = fh.create_dataset(
+                        f"{_SUMS}/{name}", shape=(0,), maxshape=(None,), dtype="S64", chunks=(64,)
+                    )
+                    fh.attrs["rank"] = rank
+                sums.resize(index + 1, axis=0)
+                block = buf if sel is ... else buf[sel]
+                sums[index] = checksum(np.asarray(block)).encode()
         _fsync(path)
 
     # ------------------------------------------------------------------ the commit
@@ -811,6 +846,29 @@ class Series:
         tmp = self.xdmf.with_name(f".{self.xdmf.name}.tmp-{os.getpid()}")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.xdmf)
+
+
+#: Where a part file keeps each field's record checksums (one per record, in order).
+_SUMS = "_parcomp_sums"
+
+
+def _intact(fh: Any, fields: Any, seg: dict[str, Any]) -> int:
+    """How many leading records of ``seg`` in part ``fh`` pass their checksums (records of a
+    part written before checksums were recorded count as intact)."""
+    from parcomp.checkpoint.format import checksum
+
+    count = seg["count"]
+    for name in fields:
+        sums = fh.get(f"{_SUMS}/{name}")
+        if sums is None:
+            continue
+        known = min(count, sums.shape[0])
+        dset = fh[name]
+        for k in range(known):
+            if checksum(dset[k]) != bytes(sums[k]).decode(errors="replace"):
+                count = k
+                break
+    return count
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

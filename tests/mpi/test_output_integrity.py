@@ -225,3 +225,41 @@ def test_series_resume_refuses_symlinked_parts(tmp_path_factory, how):
     with pytest.raises(HDF5Error, match=r"symbolic link|no link followed"):
         Series(folder / "run.h5", {"u": u}, resume_at=1)
     parallel_assert(True)
+
+
+@pytest.mark.parametrize("damage", ["bit", "other-rank"])
+def test_series_resume_drops_damaged_records(tmp_path_factory, damage):
+    # was: a flipped bit or another rank's part was carried forward by a resumed run
+    from parcomp.io import Series
+
+    if damage == "other-rank" and SIZE < 2:
+        parallel_assert(True)
+        return
+    folder = Path(COMM.bcast(str(tmp_path_factory.mktemp("serd")) if RANK == 0 else None))
+    u = DistArray.fromfunction(lambda i, j: 100.0 * i + j, SHAPE)
+    s = Series(folder / "run.h5", {"u": u}, overwrite=True)
+    for step in range(6):
+        u.interior[...] += 1.0
+        s.append(step, float(step), fields={"u": u})
+    s.close()
+    COMM.Barrier()
+
+    def edit():
+        parts = next(p for p in folder.iterdir() if ".parts-" in p.name)
+        if damage == "bit":  # one bit of record 2 of rank 0's part
+            part = parts / "rank-00000.h5"
+            with h5py.File(part, "a") as fh:
+                record = fh["u"][2]
+                record.reshape(-1).view(np.uint64)[3] ^= np.uint64(1 << 20)
+                fh["u"][2] = record
+        else:  # rank 1's records in rank 0's part (same block shape)
+            with h5py.File(parts / "rank-00001.h5", "r") as fh:
+                theirs = fh["u"][...]
+            with h5py.File(parts / "rank-00000.h5", "a") as fh:
+                fh["u"][...] = theirs
+
+    on_rank0(edit)
+    resumed = Series(folder / "run.h5", {"u": u}, resume_at=4)
+    dropped_from = 2 if damage == "bit" else 0
+    parallel_assert(resumed.steps == list(range(dropped_from)), resumed.steps)
+    resumed.close()
