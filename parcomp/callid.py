@@ -15,7 +15,8 @@ loop):
   sets :data:`current` to its name: one assignment, nothing else on the way in;
 * every checked reduction is numbered on its own communicator (every rank of it makes
   the same reductions on it, so the numbers agree), and its identity is a 20-bit digest
-  ``d`` of the call's name, that number, the operator, the type and the size;
+  ``d`` of the call's name, that number and the slot's kind (a value summed, a flag, or
+  the identity alone before a payload, with the payload's size, type and operator);
 * every checked reduction starts with one reduction of a single complex128 word with
   ``SUM`` (the slot): its real part carries the value when the reduction is a float64
   sum of one number (a dot product, ``sum()``, an agreement's flag: the hot cases, so
@@ -64,7 +65,6 @@ __all__ = [
     "user_line",
 ]
 
-#: Buffer types that carry the identity words (complex128 travels as float64 pairs).
 _PARCOMP_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 #: The first reduction of every checked call: ONE complex128 word reduced with SUM, its
 #: real part a value (or 0), its imaginary part the identity digest.  One element: MPICH
@@ -216,9 +216,8 @@ def _payload_code(size: int, char: str, op: Any) -> int:
     MPI = _MPI[0] or _mpi()
     code = _OPCODES.get(op.handle)
     if code is None:  # numbered alike in every process (handles may differ between them)
-        code = _OPCODES[op.handle] = next(
-            (k for k, o in enumerate(_BUILTIN_OPS(MPI), 1) if op == o), 0
-        )
+        builtin = (MPI.SUM, MPI.MAX, MPI.MIN, MPI.PROD, MPI.LAND, MPI.LOR, MPI.BAND, MPI.BOR)
+        code = _OPCODES[op.handle] = next((k for k, o in enumerate(builtin, 1) if op == o), 0)
     return (size * 1_009 + ord(char) * 31 + code) % 100_003
 
 
@@ -331,10 +330,6 @@ def _plain(comm: Any, values: np.ndarray, out: np.ndarray, op: Any) -> None:
 _SUM_OP: list[Any] = [None]
 
 
-def _BUILTIN_OPS(MPI: Any) -> tuple[Any, ...]:
-    return (MPI.SUM, MPI.MAX, MPI.MIN, MPI.PROD, MPI.LAND, MPI.LOR, MPI.BAND, MPI.BOR)
-
-
 _IN_PLACE: list[Any] = [None]
 
 
@@ -373,11 +368,11 @@ MEET_WITHIN = 3.0
 def _mismatch(comm: Any, ident: tuple[str, int, int]) -> None:
     """This rank saw the words differ: name who is where, then raise.
 
-    With the same operator and type on every rank, every rank sees the mismatch and they
-    compare notes (one ``Iallgather`` of fixed-size records); the error is then raised on
-    every rank and printed once.  When the ranks reduced with different operators, each
-    computed its own result and some may have seen nothing: after :data:`MEET_WITHIN`
-    seconds this rank raises with what it knows (the job then ends through fail-fast).
+    Every slot is the same sum on every rank, so every rank normally sees the mismatch and
+    they compare notes (one ``Iallgather`` of fixed-size records); the error is then
+    raised on every rank and printed once.  When the digests happen to sum to ``p`` times
+    some rank's own, that rank saw nothing: after :data:`MEET_WITHIN` seconds this rank
+    raises with what it knows (the job then ends through fail-fast).
     """
     import time
 

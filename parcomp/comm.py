@@ -277,12 +277,11 @@ def raise_if_differ(
     comm = resolve_comm(comm)
     MPI = _mpi()
     text = json.dumps(value, sort_keys=True, default=repr)
-    # 51 bits and its negation: max(d) == -max(-d) iff every rank has the same d; below
-    # 2**52 so that it rides in the checked first slot exactly (parcomp.callid)
-    digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True) >> 13
+    # 63 bits, so that its negation fits: max(d) == -max(-d) iff every rank has the same d
+    digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True) >> 1
     from parcomp.callid import reduce_checked
 
-    # O(log p); nothing is pickled; the call's identity words ride along (parcomp.callid)
+    # O(log p); nothing is pickled; the call's identity is checked first (parcomp.callid)
     both = reduce_checked(comm, np.array([digest, -digest], np.int64), MPI.MAX)
     if both[0] == -both[1]:
         return

@@ -207,7 +207,7 @@ def allreduce(
     """
     from mpi4py import MPI
 
-    if out is None and type(value) is np.float64 and op in _SCALAR_OPS:
+    if out is None and type(value) is np.float64 and isinstance(op, str) and op in _SCALAR_OPS:
         # the common case (a float sum, min or max of a whole array): one checked word
         return allreduce_scalar(resolve_comm(comm), value, getattr(MPI, _SCALAR_OPS[op]))
     spec = resolve_op(op)

@@ -9,7 +9,8 @@ the communicator (a balanced grid of its own).  Each rank that holds part of the
 sends, to every rank of the new grid, the part of its block that the new block covers:
 the plan is a pure function of the two decompositions and is the same on every rank.
 When the selected axis is whole on every rank (``dims[axis] == 1``) and the remaining
-axes keep their grid, nothing travels: each rank copies its own slice.
+axes keep their grid, nothing travels: each rank copies its own slice (decided from
+agreed metadata, so that no rank skips the exchange the others enter).
 """
 
 from __future__ import annotations
@@ -138,14 +139,17 @@ def select(a: DistArray, axis: int, index: int, dims: Any = None) -> DistArray:
             ),
             a.comm,
         ) from None
-    sends, receives = plane_plan(a.partition, ax, ix, out.partition, a.rank)
     start = [lo for lo, _ in a.local_range]
     dst_start = [lo for lo, _ in out.local_range]
     plane = [slice(None)] * a.ndim
     plane[ax] = ix - start[ax]
-    if len(sends) == 1 and len(receives) == 1 and sends[0][0] == receives[0][0] == a.rank:
-        out.interior[...] = a.interior[tuple(plane)]  # nothing to move
+    rest = tuple(d for k, d in enumerate(a.partition.dims) if k != ax)
+    if a.partition.dims[ax] == 1 and out.partition.dims == rest:
+        # decided from agreed metadata alone, so every rank takes this branch or none
+        # (a per-rank test of the plan could send one rank past the Alltoallv: a hang)
+        out.interior[...] = a.interior[tuple(plane)]  # each rank's own slice: nothing moves
         return out
+    sends, receives = plane_plan(a.partition, ax, ix, out.partition, a.rank)
     others = [lo for k, lo in enumerate(start) if k != ax]
     mine_view = a.interior[tuple(plane)] if sends else None
     size = a.comm.Get_size()

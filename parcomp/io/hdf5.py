@@ -139,7 +139,7 @@ def save_hdf5(
     # rank 0's pid and a random id, the same on every rank (one collective file with mpio):
     # a later write sweeps the temporary if that process is gone
     pid, nonce = bcast_json(
-        comm, [os.getpid(), uuid.uuid4().hex[:12]] if comm.Get_rank() == 0 else None
+        comm, [temp_owner(), uuid.uuid4().hex[:12]] if comm.Get_rank() == 0 else None
     )
     tmp = target.with_name(f".{target.name}.tmp-{pid}-{nonce}")
     if comm.Get_rank() == 0:
@@ -316,16 +316,27 @@ def _commit(tmp: Path, target: Path) -> None:
     _fsync(target.parent)
 
 
+def temp_owner() -> str:
+    """``<pid>-<host>`` for a temporary's name: which process on which node writes it (the
+    host as 8 hex digits of its name's CRC-32, so the name stays short and plain)."""
+    import socket
+    import zlib
+
+    return f"{os.getpid()}-{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
 def sweep_temporaries(target: Path) -> int:
     """Remove the temporaries of earlier writes of ``target`` that a kill left behind
-    (``.<name>.tmp-<pid>[-...]`` in its folder); how many.  Local (rank 0).
+    (``.<name>.tmp-<pid>-<host>[-...]`` in its folder); how many.  Local (rank 0).
 
-    Only regular files (never a link) owned by this user, and only when the pid in the
-    name is no live process of this user here, or the file has not been touched for an
-    hour (a writer on another node): a live writer's temporary is its lease.  Names
-    without a pid (an older parcomp's) go when an hour old.
+    Only regular files (never a link) owned by this user, and only when the name's pid is
+    no live process on this same host, or the file has not been touched for an hour: a
+    live writer's temporary is its lease.  A pid of another host (a shared file system
+    seen from several nodes) proves nothing here, so its temporary waits for the hour, as
+    do names without an owner.
     """
     prefix = f".{target.name}.tmp-"
+    host = temp_owner().split("-")[1]
     removed = 0
     now = time.time()
     try:
@@ -341,10 +352,11 @@ def sweep_temporaries(target: Path) -> int:
             continue
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
             continue
-        head = entry.name[len(prefix) :].split("-", 1)[0]
-        pid = int(head) if head.isdigit() else None
+        fields = entry.name[len(prefix) :].split("-")
+        pid = int(fields[0]) if fields[0].isdigit() else None
+        here = len(fields) > 1 and fields[1] == host
         stale = now - info.st_mtime > 3600
-        if pid is not None and pid != os.getpid() and not _alive(pid):
+        if pid is not None and here and pid != os.getpid() and not _alive(pid):
             stale = True
         if stale:
             try:
@@ -572,15 +584,33 @@ def _inspect(
 
 
 def _check_sources(path: Path, name: str, dset: Any) -> None:
-    """A virtual dataset reads fill values where a source file is missing: refuse that."""
+    """The sources of another program's virtual dataset: files inside the file's own
+    folder (no absolute path, no ``..``, no link), present.  A missing source would read
+    as fill values; one outside the folder could be anything (a file stripped of parcomp's
+    ``creator`` attribute must not escape the confinement of parcomp's own outputs)."""
     missing = []
+    folder = os.path.realpath(path.parent)
     for vs in dset.virtual_sources():
         source = vs.file_name
         if source == ".":
             continue  # the same file
-        candidate = Path(source) if os.path.isabs(source) else path.parent / source
-        if not candidate.is_file():
+        parts = Path(source).parts
+        inside = os.path.realpath(path.parent / source)
+        if os.path.isabs(source) or ".." in parts or not inside.startswith(folder + os.sep):
+            raise HDF5Error(
+                f"load_hdf5: {name!r} in {path} is a virtual dataset with a source outside "
+                f"its folder ({source!r}): refused (copy the sources next to the file)"
+            )
+        try:
+            info = os.lstat(path.parent / source)
+        except OSError:
             missing.append(source)
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            raise HDF5Error(
+                f"load_hdf5: {name!r} in {path}: virtual source {source!r} is not a regular "
+                "file (a link?): refused"
+            )
     if missing:
         raise HDF5Error(
             f"load_hdf5: {name!r} in {path} is a virtual dataset whose source file(s) "

@@ -36,7 +36,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parcomp.errors import ConfigError, DTypeError, HDF5Error, ShapeError
-from parcomp.io.hdf5 import _NAME, _PARTS, _check_target, _fsync, _remove, sweep_temporaries
+from parcomp.io.hdf5 import (
+    _NAME,
+    _PARTS,
+    _check_target,
+    _fsync,
+    _remove,
+    sweep_temporaries,
+    temp_owner,
+)
 from parcomp.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -397,7 +405,11 @@ class Series:
                             if not isinstance(fh.get(n), h5py.Dataset)
                             or fh[n].shape[0] < seg["count"]
                         ]
-                        intact = seg["count"] if short else _intact(fh, self.fields, seg)
+                        owner = fh.attrs.get("rank")
+                        if owner is not None and int(owner) != r:
+                            intact = 0  # another rank's part, whole (checksums and all)
+                        else:
+                            intact = seg["count"] if short else _intact(fh, self.fields, seg)
                 except OSError as exc:
                     raise HDF5Error(
                         f"Series: {part} (records {seg['first']}..{seg['first'] + seg['count'] - 1}"
@@ -720,7 +732,7 @@ class Series:
         """Rank 0: rewrite the series file and the XDMF sidecar, each by temp + rename."""
         import h5py
 
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{temp_owner()}")
         if not self._swept:  # a killed earlier run's temporaries, once per series
             sweep_temporaries(self.path)
             sweep_temporaries(self.xdmf)
@@ -843,7 +855,7 @@ class Series:
             + "\n".join(grids)
             + "</Grid></Domain></Xdmf>\n"
         )
-        tmp = self.xdmf.with_name(f".{self.xdmf.name}.tmp-{os.getpid()}")
+        tmp = self.xdmf.with_name(f".{self.xdmf.name}.tmp-{temp_owner()}")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.xdmf)
 

@@ -6,8 +6,9 @@ still opens TCP listening sockets on every interface of the host (UCX's TCP tran
 Open MPI's ``btl/tcp``), reachable from the network while the job runs.
 :func:`keep_local` asks the MPI for shared-memory transports only (``UCX_TLS=self,sm``;
 ``OMPI_MCA_btl=self,sm``) when the job has no host list, unless the user set those
-variables.  Multi-node jobs (a hostfile or host list in ``PARCOMP_MPIEXEC_ARGS``, or a
-Slurm allocation of several nodes) are left to the site's settings.
+variables.  Multi-node jobs (a hostfile or host list in ``PARCOMP_MPIEXEC_ARGS`` or in
+the environment a launcher reads, :data:`HOST_LIST_ENV`, or a Slurm allocation of
+several nodes) are left to the site's settings.
 
 What cannot be restricted, and why: the launchers' own control ports.  Hydra's
 ``mpiexec`` binds its PMI/control port to all interfaces (no option binds it to one);
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
 
-__all__ = ["HOST_LIST_OPTIONS", "single_node", "keep_local", "listeners"]
+__all__ = ["HOST_LIST_ENV", "HOST_LIST_OPTIONS", "single_node", "keep_local", "listeners"]
 
 #: Launcher options that name other hosts (Hydra's and Open MPI's).
 HOST_LIST_OPTIONS = (
@@ -33,13 +34,28 @@ HOST_LIST_OPTIONS = (
     "-host",
     "--host",
     "-H",
-    "--map-by",
+)
+
+#: Environment variables through which a launcher finds other hosts by itself: Hydra's
+#: host file, and the resource managers Hydra and Open MPI detect (PBS, LSF, SGE), and
+#: Open MPI's default host files.
+HOST_LIST_ENV = (
+    "HYDRA_HOST_FILE",
+    "PBS_NODEFILE",
+    "LSB_HOSTS",
+    "LSB_MCPU_HOSTS",
+    "PE_HOSTFILE",
+    "OMPI_MCA_orte_default_hostfile",
+    "PRTE_MCA_prte_default_hostfile",
 )
 
 
 def single_node(env: MutableMapping[str, str], extra: Sequence[str]) -> bool:
-    """Whether the job runs on this machine only (no host list, one Slurm node)."""
+    """Whether the job runs on this machine only: no host list on the launcher's command
+    line or in the environment a launcher reads one from, at most one Slurm node."""
     if any(arg.split("=", 1)[0] in HOST_LIST_OPTIONS for arg in extra):
+        return False
+    if any(env.get(name) for name in HOST_LIST_ENV):
         return False
     nodes = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or "1"
     try:

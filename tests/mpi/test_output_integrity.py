@@ -263,3 +263,58 @@ def test_series_resume_drops_damaged_records(tmp_path_factory, damage):
     dropped_from = 2 if damage == "bit" else 0
     parallel_assert(resumed.steps == list(range(dropped_from)), resumed.steps)
     resumed.close()
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "link"])
+def test_a_file_without_parcomp_metadata_cannot_escape_either(tmp_path_factory, how):
+    # stripping parcomp's `creator` attribute must not turn the confinement off: another
+    # program's virtual dataset may only read sources inside its own folder, not links
+    folder = Path(COMM.bcast(str(tmp_path_factory.mktemp("foreign2")) if RANK == 0 else None))
+
+    def write():
+        outside = folder.parent / f"outside-{how}"
+        outside.mkdir(exist_ok=True)
+        with h5py.File(outside / "p.h5", "w") as fh:
+            fh["x"] = np.full((6, 4), -7.0)
+        if how == "absolute":
+            source = str(outside / "p.h5")
+        elif how == "dotdot":
+            source = f"../outside-{how}/p.h5"
+        else:
+            (folder / "p.h5").symlink_to(outside / "p.h5")
+            source = "p.h5"
+        with h5py.File(folder / "v.h5", "w") as fh:
+            layout = h5py.VirtualLayout(shape=(6, 4), dtype=np.float64)
+            layout[:] = h5py.VirtualSource(source, "x", shape=(6, 4))
+            fh.create_virtual_dataset("x", layout)
+
+    on_rank0(write)
+    with pytest.raises(HDF5Error, match=r"outside its folder|not a regular file"):
+        parcomp.load_hdf5(folder / "v.h5", "x")
+    parallel_assert(True)
+
+
+@pytest.mark.skipif(SIZE < 2, reason="needs two parts to swap")
+def test_series_resume_drops_records_of_swapped_part_files(tmp_path_factory):
+    # whole part files swapped (their checksums travel with them): the part's own rank
+    from parcomp.io import Series
+
+    folder = Path(COMM.bcast(str(tmp_path_factory.mktemp("sersw")) if RANK == 0 else None))
+    u = DistArray.fromfunction(lambda i, j: 100.0 * i + j, SHAPE)
+    s = Series(folder / "run.h5", {"u": u}, overwrite=True)
+    for step in range(4):
+        s.append(step, float(step), fields={"u": u})
+    s.close()
+    COMM.Barrier()
+
+    def edit():
+        parts = next(p for p in folder.iterdir() if ".parts-" in p.name)
+        a, b = parts / "rank-00000.h5", parts / "rank-00001.h5"
+        a.rename(parts / "swap")
+        b.rename(a)
+        (parts / "swap").rename(b)
+
+    on_rank0(edit)
+    resumed = Series(folder / "run.h5", {"u": u}, resume_at=3)
+    parallel_assert(resumed.steps == [], resumed.steps)
+    resumed.close()

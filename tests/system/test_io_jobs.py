@@ -207,18 +207,24 @@ def test_temporaries_of_killed_writes_are_swept_by_the_next_write(tmp_path):
             os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=60)
     # what earlier versions and other users may leave: only our own dead writers' files go
-    dead = folder / ".field.h5.tmp-999999-deadbeef"
+    from parcomp.io.hdf5 import temp_owner
+
+    host = temp_owner().split("-")[1]
+    dead = folder / f".field.h5.tmp-999999-{host}-deadbeef"  # a dead writer on this host
     dead.write_bytes(b"half a file")
-    live = folder / f".field.h5.tmp-{os.getpid()}-cafe"  # a live process's: its lease
+    live = folder / f".field.h5.tmp-{os.getpid()}-{host}-cafe"  # a live one's: its lease
     live.write_bytes(b"in progress")
-    link = folder / ".field.h5.tmp-999998-link"
+    # another node's writer (a shared file system): its pid means nothing here
+    remote = folder / ".field.h5.tmp-999997-0badc0de-beef"
+    remote.write_bytes(b"another node's")
+    link = folder / f".field.h5.tmp-999998-{host}-link"
     link.symlink_to(tmp_path / "elsewhere")
     (tmp_path / "elsewhere").write_text("not ours to delete")
     done = run([PARCOMP, "run", "-n", "2", "--timeout", "120", "tests/scripts/save_loop.py",
                 folder, "1"])  # fmt: skip
     assert done.returncode == 0, done.stderr
     left = sorted(p.name for p in folder.iterdir() if p.name.startswith(".field.h5.tmp-"))
-    assert left == sorted([live.name, link.name]), left
+    assert left == sorted([live.name, remote.name, link.name]), left
     assert (tmp_path / "elsewhere").read_text() == "not ours to delete"
     parts = [p for p in folder.iterdir() if ".parts-" in p.name]
     assert len(parts) == 1, parts  # the live file's part folder only
