@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from parcomp.errors import ConfigError, ParcompError
@@ -125,6 +126,7 @@ def _cmd_info(_args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from parcomp.launch.hosts import parse_hosts, read_hostfile
     from parcomp.launch.run import run_job
     from parcomp.resilient import ulfm_requested
 
@@ -137,6 +139,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 f"--emulate-nodes {args.emulate_nodes}: more emulated nodes than ranks (-n {args.n})"
             )
         env = dict(os.environ, PARCOMP_EMULATE_NODE_COUNT=str(args.emulate_nodes))
+    hosts = None
+    if args.hosts is not None and args.hostfile is not None:
+        raise ConfigError("give --hosts or --hostfile, not both")
+    if args.hosts is not None:
+        hosts = parse_hosts(args.hosts)
+    elif args.hostfile is not None:
+        hosts = read_hostfile(args.hostfile)
+    if hosts and args.emulate_nodes is not None:
+        raise ConfigError(
+            "--emulate-nodes pretends to be several nodes; with a host list the nodes are real"
+        )
     if args.module is not None:
         target, rest = args.module, args.args
     else:
@@ -153,6 +166,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         ulfm=args.ulfm or ulfm_requested(),
         hang_after=args.hang_after,
         env=env,
+        hosts=hosts,
+        shared_dir=args.shared_dir,
     )
 
 
@@ -292,6 +307,27 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel caches), as evenly as they go; for tests and demos on one machine",
     )
     run.add_argument(
+        "--hosts",
+        default=None,
+        metavar="H[:N],...",
+        help="run on these machines, N ranks each (default 1): a multi-node job. Checked "
+        "before anything runs; a relaunch (--restarts) uses the hosts still reachable",
+    )
+    run.add_argument(
+        "--hostfile",
+        default=None,
+        metavar="FILE",
+        help="like --hosts, one 'name[:N]' or 'name slots=N' per line",
+    )
+    run.add_argument(
+        "--shared-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder every host sees (the parallel file system), for the job's heartbeats "
+        "and hang reports in a multi-node job (default: the working directory)",
+    )
+    run.add_argument(
         "--ulfm",
         action="store_true",
         help="in-job recovery: with Open MPI 5, start with --with-ft ulfm so that "
@@ -363,7 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _VALUE_OPTIONS = {
-    "run": ("-n", "--np", "--timeout", "--hang-after", "--restarts", "--emulate-nodes"),
+    "run": (
+        "-n",
+        "--np",
+        "--timeout",
+        "--hang-after",
+        "--restarts",
+        "--emulate-nodes",
+        "--hosts",
+        "--hostfile",
+        "--shared-dir",
+    ),
     "slurm": (
         "--ntasks",
         "--nodes",

@@ -166,6 +166,11 @@ def install() -> bool:
         if not faulthandler.is_enabled():  # a segfault in a kernel prints where it happened
             faulthandler.enable(file=sys.stderr, all_threads=False)
         _beat = _Beat(base / f"rank-{rank}.beat")
+        if os.environ.get("PARCOMP_WATCHDOG_SHARED") == "1":
+            # a multi-node job: the supervisor cannot signal this rank if it runs on
+            # another node; it asks through the shared folder instead
+            (base / f"rank-{rank}.node").write_text(node_identity() + "\n", encoding="utf-8")
+            _watch_requests(base / "dump-request")
         # mpi4py finalizes MPI after the interpreter (and faulthandler) is gone: say that the
         # script is done, so the supervisor neither signals it nor counts it as hung.
         atexit.register(_beat.finished)
@@ -174,6 +179,44 @@ def install() -> bool:
         sys.stderr.write(f"[rank {rank}] parcomp: hang watchdog not available: {exc}\n")
         return False
     return True
+
+
+def node_identity() -> str:
+    """This machine as the watchdog knows it: hostname and network namespace (two nodes of
+    a test rig share a kernel, a real cluster's nodes share nothing)."""
+    import socket
+
+    try:
+        net = os.readlink("/proc/self/ns/net")
+    except OSError:
+        net = ""
+    return f"{socket.gethostname()} {net}"
+
+
+def _watch_requests(path: Path, every: float = 0.2) -> None:
+    """Write this rank's stacks each time ``path`` changes (a daemon thread; mpi4py
+    releases the GIL while it waits in MPI, so the thread runs while the rank is blocked)."""
+    import threading
+    import time
+
+    def stamp() -> tuple[int, int] | None:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return info.st_ino, info.st_mtime_ns
+
+    def watch() -> None:
+        last = stamp()
+        while True:
+            time.sleep(every)
+            now = stamp()
+            if now is not None and now != last and _stack_file is not None:
+                faulthandler.dump_traceback(file=_stack_file, all_threads=True)
+                _stack_file.flush()
+            last = now
+
+    threading.Thread(target=watch, name="parcomp-stack-requests", daemon=True).start()
 
 
 def _watch_interrupts(grace: float = 1.0) -> None:

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from parcomp.watchdog import STACK_SIGNAL, format_ranks, read_beat
+from parcomp.watchdog import STACK_SIGNAL, format_ranks, node_identity, read_beat
 
 __all__ = ["HangWatch", "parse_faulthandler", "descendants", "kill_pids"]
 
@@ -56,7 +56,9 @@ def parse_faulthandler(text: str) -> list[list[Frame]]:
     """Threads of a :mod:`faulthandler` dump, each as frames oldest first (PURE).
 
     The thread that handled the signal (``Current thread``, normally the main thread)
-    comes first.
+    comes first, then the others oldest first (the main thread before those it started).
+    parcomp's own watchdog threads are left out (on a multi-node job one of them writes
+    the dump, and would otherwise be the ``Current thread``).
     """
     threads: list[tuple[bool, list[Frame]]] = []
     for line in text.splitlines():
@@ -66,8 +68,17 @@ def parse_faulthandler(text: str) -> list[list[Frame]]:
         match = _FRAME.match(line)
         if match and threads:
             threads[-1][1].append(Frame(match["file"], int(match["line"]), match["func"]))
-    ordered = sorted(threads, key=lambda t: not t[0])
+    threads = [
+        t
+        for t in threads
+        if not any(f.file.endswith(_OWN_THREADS[0]) and f.func in _OWN_THREADS[1] for f in t[1])
+    ]
+    ordered = [t for t in threads if t[0]] + [t for t in reversed(threads) if not t[0]]
     return [list(reversed(frames)) for _, frames in ordered if frames]
+
+
+#: parcomp's watchdog threads (file, functions): never the stack a hang report shows.
+_OWN_THREADS = (os.path.join("parcomp", "watchdog.py"), ("watch", "wait"))
 
 
 def descendants(root: int) -> list[int]:
@@ -120,10 +131,21 @@ class HangWatch:
         Ranks in the job.
     hang_after : float, optional
         Seconds without progress on any rank that count as a hang (None: only on demand).
+    shared : pathlib.Path, optional
+        For a multi-node job: a folder every node sees, where the watchdog folder is made.
+        Ranks on other nodes cannot be signalled from here; they watch the folder's
+        ``dump-request`` file instead and write their stacks when it changes.
     """
 
-    def __init__(self, nprocs: int, hang_after: float | None = None) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="parcomp-watchdog-"))
+    def __init__(
+        self, nprocs: int, hang_after: float | None = None, shared: Path | None = None
+    ) -> None:
+        if shared is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="parcomp-watchdog-"))
+        else:
+            self.folder = Path(tempfile.mkdtemp(prefix=".parcomp-watchdog-", dir=shared))
+        self.shared = shared is not None
+        self._requests = 0
         self.nprocs = nprocs
         self.hang_after = hang_after
         self._last: list[tuple[int, int] | None] = []
@@ -284,15 +306,24 @@ class HangWatch:
         """
         mine = set(descendants(job_pid))
         sizes: dict[int, int] = {}
+        remote = False
         for r, beat in enumerate(self._beats()):
             path = self.folder / f"rank-{r}.stack"
-            if beat is None or beat[0] not in mine or beat[2] == -1:
-                continue  # not this job's, or past the point where it can dump stacks
+            if beat is None or beat[2] == -1:
+                continue  # not started, or past the point where it can dump stacks
+            here = self.local(r)
+            if here and beat[0] not in mine:
+                continue  # not this job's
             sizes[r] = path.stat().st_size if path.exists() else 0
+            if not here:
+                remote = True
+                continue
             try:
                 os.kill(beat[0], STACK_SIGNAL)
             except ProcessLookupError:
                 sizes.pop(r)
+        if remote:
+            self.request_stacks()
         deadline = time.monotonic() + wait
         stacks: dict[int, str] = {}
         seen: dict[int, int] = {}
@@ -306,6 +337,23 @@ class HangWatch:
                     sizes.pop(r)
                 seen[r] = size
         return self.format(stacks)
+
+    def local(self, rank: int) -> bool:
+        """Whether ``rank`` runs on this machine (its node file names this host)."""
+        if not self.shared:
+            return True
+        try:
+            where = (self.folder / f"rank-{rank}.node").read_text(encoding="utf-8").strip()
+        except OSError:
+            return True  # not started yet: nothing remote to ask
+        return where == node_identity()
+
+    def request_stacks(self) -> None:
+        """Ask the ranks on other nodes for their stacks (they watch ``dump-request``)."""
+        self._requests += 1
+        tmp = self.folder / "dump-request.tmp"
+        tmp.write_text(f"{self._requests} {time.time_ns()}\n", encoding="utf-8")
+        os.replace(tmp, self.folder / "dump-request")
 
     def format(self, stacks: dict[int, str]) -> str:
         """Group identical stacks and lay them out, most recent call last."""

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,14 @@ from parcomp.comm import INTERRUPTED_STATUS
 from parcomp.errors import ConfigError, LaunchError
 from parcomp.launch.cleanup import ShmJanitor, die_with_parent, sweep_orphans
 from parcomp.launch.hang import HangWatch
+from parcomp.launch.hosts import (
+    Host,
+    check_hosts,
+    fit_ranks,
+    launcher_host_args,
+    network_settings,
+    probe_hosts,
+)
 from parcomp.launch.listen import keep_local
 from parcomp.launch.mpiexec import find_mpiexec, mpiexec_argv, mpiexec_identity
 from parcomp.launch.supervise import TIMEOUT_STATUS, Signals, supervise
@@ -49,6 +58,8 @@ def run_job(
     ulfm: bool = False,
     hang_after: float | None = None,
     signals: Signals | None = None,
+    hosts: Sequence[Host] | None = None,
+    shared_dir: Path | None = None,
 ) -> int:
     """Run ``target`` on ``nprocs`` ranks and return the job's exit status.
 
@@ -86,6 +97,15 @@ def run_job(
         End the job (status 124) when no rank has entered or left a parcomp collective
         call for this many seconds.  On a hang or a timeout every rank's stack is printed
         first, grouped by rank; ``kill -QUIT`` on ``parcomp run`` prints them at any time.
+    hosts : sequence of Host, optional
+        The machines of a multi-node job and the ranks each takes
+        (:func:`~parcomp.launch.hosts.parse_hosts`); checked before anything runs
+        (duplicates, too few slots, names that do not resolve, two names for one machine).
+        A relaunch (``restarts``) probes them and runs on those still reachable, with as
+        many ranks as their slots hold.
+    shared_dir : pathlib.Path, optional
+        A folder every host sees at the same path, for the job's watchdog files (heartbeats,
+        stacks) in a multi-node job; default the working directory.
 
     Returns
     -------
@@ -120,6 +140,8 @@ def run_job(
             shrink,
             ulfm,
             hang_after,
+            list(hosts) if hosts else None,
+            shared_dir,
         )
     finally:
         if own:
@@ -140,6 +162,8 @@ def _run(
     shrink: bool,
     ulfm: bool,
     hang_after: float | None,
+    hosts: list[Host] | None,
+    shared_dir: Path | None,
 ) -> int:
     if timeout is not None and not timeout > 0:
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -151,6 +175,8 @@ def _run(
             raise LaunchError(f"script not found: {target!r} (no such file)")
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
         raise ConfigError(f"restarts must be a non-negative integer, got {restarts!r}")
+    if hosts:
+        check_hosts(hosts, nprocs)
     launcher = mpiexec if mpiexec is not None else find_mpiexec()
     vendor = mpiexec_identity(launcher).vendor
     log = supervisor_logger()
@@ -159,7 +185,10 @@ def _run(
     yield_when_oversubscribed(base_env, nprocs, vendor)
     # Site-specific launcher options (a hostfile, binding, a launcher hook), shell-quoted.
     extra: list[str] = shlex.split(base_env.get("PARCOMP_MPIEXEC_ARGS", ""))
-    keep_local(base_env, vendor, extra)  # one machine: the ranks open no network listener
+    if hosts:
+        # several machines: the transports and the launcher on the hosts' interface
+        extra += network_settings(base_env, hosts, vendor)
+    keep_local(base_env, vendor, extra + (["-hosts"] if hosts else []))
     failure_log = None
     if vendor == "Open MPI" and os.geteuid() == 0:
         # Open MPI refuses root unless told; containers and CI machines run as root.
@@ -187,9 +216,24 @@ def _run(
     program = [sys.executable, "-m", "parcomp.launch.runner"]
     program += (["-m", target] if module else [target]) + list(args)
     deadline = None if timeout is None else time.monotonic() + timeout
-    watch = HangWatch(nprocs, hang_after)
+    if hosts:
+        # the ranks on other machines write their heartbeats and stacks where this
+        # process reads them: a folder every host sees
+        watch = HangWatch(nprocs, hang_after, shared=shared_dir or Path.cwd())
+    else:
+        watch = HangWatch(nprocs, hang_after)
     job = _Launch(
-        launcher, vendor, program, base_env, extra, deadline, timeout, kill_grace, restarts, shrink
+        launcher,
+        vendor,
+        program,
+        base_env,
+        extra,
+        deadline,
+        timeout,
+        kill_grace,
+        restarts,
+        shrink,
+        hosts,
     )
     try:
         return _attempts(job, watch, signals, failure_log, log)
@@ -211,6 +255,7 @@ class _Launch:
     kill_grace: float
     restarts: int
     shrink: bool
+    hosts: list[Host] | None = None
 
 
 def _attempts(
@@ -219,6 +264,7 @@ def _attempts(
     """Launch, supervise, and relaunch after a failure while restarts remain."""
     launcher, vendor, base_env, restarts = job.launcher, job.vendor, job.env, job.restarts
     attempt, ranks = 0, watch.nprocs
+    hosts = job.hosts
     janitor = ShmJanitor()
     swept = sweep_orphans()
     if swept:
@@ -232,8 +278,9 @@ def _attempts(
             )
             return PREEMPTED_STATUS
         watch.reset(ranks)
+        host_args = launcher_host_args(hosts, vendor) if hosts else []
         argv = mpiexec_argv(
-            ranks, job.program, mpiexec=launcher, vendor=vendor, extra=tuple(job.extra)
+            ranks, job.program, mpiexec=launcher, vendor=vendor, extra=(*job.extra, *host_args)
         )
         job_env = dict(base_env)
         earlier = int(base_env.get("PARCOMP_RESTART_COUNT", "0") or 0)
@@ -242,6 +289,8 @@ def _attempts(
             PARCOMP_RESTART_COUNT=str(earlier + attempt),
             PARCOMP_WATCHDOG_DIR=str(watch.folder),
         )
+        if watch.shared:
+            job_env["PARCOMP_WATCHDOG_SHARED"] = "1"
         started = time.monotonic()
         janitor.start()
         try:
@@ -300,6 +349,11 @@ def _attempts(
         attempt += 1
         if job.shrink and ranks > 1:
             ranks -= 1
+        if hosts:
+            hosts, ranks = _surviving_hosts(job, hosts, ranks, log)
+            if not hosts:
+                log.error("job failed with status %d; none of its hosts is reachable", status)
+                return status
         log.warning(
             "job failed with status %d after %.2f s; restart %d/%d on %d ranks from the last checkpoint",
             status,
@@ -308,6 +362,25 @@ def _attempts(
             restarts,
             ranks,
         )
+
+
+def _surviving_hosts(
+    job: _Launch, hosts: list[Host], ranks: int, log: logging.Logger
+) -> tuple[list[Host], int]:
+    """Before a relaunch of a multi-node job: the hosts still reachable, and the ranks
+    their slots hold (a lost node's ranks are not relaunched on the others)."""
+    alive = probe_hosts(hosts, job.launcher, job.vendor)
+    lost = [h.name for h in hosts if h not in alive]
+    if lost:
+        fitted = fit_ranks(alive, ranks)
+        log.warning(
+            "host(s) %s unreachable: relaunching on %s with %d rank(s)",
+            ", ".join(lost),
+            ", ".join(h.name for h in alive) or "no host",
+            fitted,
+        )
+        return alive, fitted
+    return hosts, ranks
 
 
 def supervisor_logger() -> logging.Logger:
