@@ -77,12 +77,16 @@ __all__ = [
 class LocalTier:
     """Where this rank's node-local checkpoints go, and who its partners are.
 
-    Construction is collective (node names gathered as JSON over ``comm``).
+    Construction is collective (node names gathered as JSON over ``comm``).  ``job`` is the
+    job's shared checkpoint directory: node-local checkpoints record it, and those of
+    another job left in the same node-local folder (another ``directory``) are never
+    restored, only replaced.
     """
 
-    def __init__(self, root: str | Path, comm: Any) -> None:
+    def __init__(self, root: str | Path, comm: Any, job: str | Path | None = None) -> None:
         self.root = Path(root)
         self.comm = comm
+        self.job = None if job is None else str(Path(job).absolute())
         # Partner copies travel on their own duplicate of comm (parcomp.subcomm), tags 1-2.
         self.p2p = subsystem_comm(comm, "partner")
         self.rank = comm.Get_rank()
@@ -180,6 +184,7 @@ class NodeLocalStore(Store):
             files,
             tier="node-local",
             checkpoint_id=self.nonce,
+            **({} if self.tier.job is None else {"shared_directory": self.tier.job}),
             nodes=self.tier.names,
             partners=self.tier.partner,
             **_common(snap, records, state),
@@ -194,15 +199,37 @@ class NodeLocalStore(Store):
 def local_steps(tier: LocalTier) -> list[int]:
     """Steps committed on any node's local storage, newest first (collective)."""
     mine: list[int] = []
+    foreign: list[str] = []
     if tier.leader and tier.folder.is_dir():
-        mine = [
-            s
-            for p in tier.folder.iterdir()
-            if (s := parse_step(p.name)) is not None and (p / MANIFEST).is_file()
-        ]
-    return sorted(
-        {int(s) for steps in allgather_json(tier.comm, mine) for s in steps}, reverse=True
-    )
+        for p in tier.folder.iterdir():
+            if (s := parse_step(p.name)) is None or not (p / MANIFEST).is_file():
+                continue
+            other = _owner(p / MANIFEST)
+            if tier.job is not None and other is not None and other != tier.job:
+                foreign.append(f"{p} (of the job checkpointing to {other})")
+                continue
+            mine.append(s)
+    gathered = allgather_json(tier.comm, [mine, foreign])
+    skipped = [f for _steps, others in gathered for f in others]
+    if skipped and tier.rank == 0:
+        get_logger("parcomp.checkpoint").warning(
+            "node-local checkpoint(s) of another job ignored (this job checkpoints to %s): %s",
+            tier.job,
+            "; ".join(skipped[:4]) + (f" and {len(skipped) - 4} more" if len(skipped) > 4 else ""),
+        )
+    return sorted({int(s) for steps, _others in gathered for s in steps}, reverse=True)
+
+
+def _owner(manifest: Path) -> str | None:
+    """The shared directory a node-local manifest records (None: not recorded, unreadable)."""
+    import json
+
+    try:
+        with open(manifest, encoding="utf-8") as fh:
+            value = json.load(fh).get("shared_directory")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _node_view(tier: LocalTier, step: int) -> tuple[dict[str, Any] | None, bytes]:

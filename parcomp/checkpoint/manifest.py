@@ -88,6 +88,7 @@ _OPTIONAL = {
     "nodes",
     "partners",
     "tier",
+    "shared_directory",
     "manifest_sha256",
     "local",
 }
@@ -410,6 +411,8 @@ class Manifest(Mapping[str, Any]):
             raise _bad(where, "nodes must list one node name per saving rank")
         if "checkpoint_id" in data and not isinstance(data["checkpoint_id"], str):
             raise _bad(where, "checkpoint_id must be a string")
+        if "shared_directory" in data and not isinstance(data["shared_directory"], str):
+            raise _bad(where, "shared_directory must be a string")
         if "tier" in data and data["tier"] != "node-local":
             raise _bad(where, f"tier {data['tier']!r:.40} is not 'node-local'")
         if "partners" in data:

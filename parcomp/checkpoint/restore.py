@@ -559,6 +559,7 @@ def load_latest(
 
         candidates += [(s, 0, None) for s in local_steps(local)]
     candidates.sort(key=lambda c: (-c[0], c[1]))
+    unrestorable: list[int] = []  # node-local steps that could not be restored
     for index, (step, tier, candidate) in enumerate(candidates):
         last = index == len(candidates) - 1
         if tier == 0:
@@ -567,6 +568,7 @@ def load_latest(
             restored, error = restore_local(local, step, overrides or {}, redeal)
             if restored is not None:
                 return restored
+            unrestorable.append(step)
             if rank == 0:
                 log.warning(
                     "node-local checkpoint of step %d cannot be restored, trying older or "
@@ -578,6 +580,14 @@ def load_latest(
         path = Path(str(candidate))
         restored, error = restore_shared(path, comm, overrides or {}, redeal)
         if restored is not None:
+            if unrestorable and rank == 0:
+                log.warning(
+                    "fell back to the shared tier: step %d restored from %s, the node-local "
+                    "tier could not give step(s) %s",
+                    step,
+                    path,
+                    ", ".join(map(str, unrestorable)),
+                )
             return restored
         if rank == 0:
             log.warning(

@@ -151,7 +151,7 @@ class Saving:
         if self._tier is None:
             from parcomp.checkpoint.local import LocalTier
 
-            self._tier = LocalTier(self.local_dir, self.comm)
+            self._tier = LocalTier(self.local_dir, self.comm, job=self.directory)
             if self._tier.rank == 0:
                 self.log.info("%s", self._tier.describe())
         return self._tier

@@ -240,32 +240,55 @@ def up(nodes: int = 4, rate: str = DEFAULT_RATE, name: str = DEFAULT_NAME) -> di
     _run("ip", "link", "add", bridge, "type", "bridge")
     _run("ip", "link", "set", bridge, "up")
     state = {"name": name, "size": nodes, "rate": rate, "bridge": bridge, "nodes": {},
-             "shared": str(shared), "agent": None}  # fmt: skip
+             "shared": str(shared), "agent": None, "keep": keep}  # fmt: skip
     for i in range(nodes):
-        node = node_name(i)
-        log = open(sdir / f"{node}.log", "w")
-        proc = subprocess.Popen(
-            ["unshare", "--net", "--uts", "--ipc", "--pid", "--mount", "--fork",
-             "--mount-proc", "--kill-child", "--propagation", "private",
-             sys.executable, str(Path(__file__).resolve()), "_init", name, node, *keep],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while not (sdir / f"{node}.ready").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RigError(f"{node} did not start: {(sdir / f'{node}.log').read_text()}")
-            time.sleep(0.02)
-        kids = _children(proc.pid)
-        if len(kids) != 1:
-            raise RigError(f"{node}: cannot find its first process")
-        pid = kids[0]
-        state["nodes"][node] = {"pid": pid, "unshare": proc.pid, "addr": address(name, i),
-                                "veth": _veth(name, i)}  # fmt: skip
-        _write_state(name, state)
-        _wire(name, i, pid, rate)
+        _start_node(name, i, state, keep)
     state["agent"] = _start_agent(name)
     _write_state(name, state)
     return state
+
+
+def _start_node(name: str, i: int, state: dict, keep: list[str]) -> None:
+    """Start node ``i`` (its namespaces, its first process, its link) and record it."""
+    sdir = state_dir(name)
+    node = node_name(i)
+    (sdir / f"{node}.ready").unlink(missing_ok=True)
+    log = open(sdir / f"{node}.log", "w")
+    proc = subprocess.Popen(
+        ["unshare", "--net", "--uts", "--ipc", "--pid", "--mount", "--fork",
+         "--mount-proc", "--kill-child", "--propagation", "private",
+         sys.executable, str(Path(__file__).resolve()), "_init", name, node, *keep],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not (sdir / f"{node}.ready").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RigError(f"{node} did not start: {(sdir / f'{node}.log').read_text()}")
+        time.sleep(0.02)
+    kids = _children(proc.pid)
+    if len(kids) != 1:
+        raise RigError(f"{node}: cannot find its first process")
+    state["nodes"][node] = {"pid": kids[0], "unshare": proc.pid, "addr": address(name, i),
+                            "veth": _veth(name, i)}  # fmt: skip
+    state.setdefault("keep", keep)
+    _write_state(name, state)
+    _wire(name, i, kids[0], state["rate"])
+
+
+def revive(node: str, name: str = DEFAULT_NAME) -> None:
+    """Bring a lost node back (a replacement machine: empty /tmp and /dev/shm)."""
+    state = read_state(name)
+    if state is None or node not in state["nodes"]:
+        raise RigError(f"no node {node!r} in cluster {name!r}")
+    info = state["nodes"][node]
+    if info["pid"] and _alive(info["pid"]) and not _zombie(info["pid"]):
+        return
+    for pid in (info.get("unshare"),):
+        if pid and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    _run("ip", "link", "del", info["veth"], check=False)
+    _start_node(name, int(node.removeprefix("node")), state, state.get("keep", []))
 
 
 def _wire(name: str, i: int, pid: int, rate: str) -> None:
@@ -514,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     p_exec.add_argument("command", nargs=argparse.REMAINDER)
     p_kill = sub.add_parser("kill", help="lose a node (every process killed, tmpfs gone)")
     p_kill.add_argument("node")
+    p_revive = sub.add_parser("revive", help="bring a lost node back, its storage empty")
+    p_revive.add_argument("node")
     p_link = sub.add_parser("link", help="cut or restore a node's link")
     p_link.add_argument("node")
     p_link.add_argument("state", choices=("up", "down"))
@@ -535,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
             os.execvpe(cmd[0], cmd, node_env(args.node, None, args.name))
         elif args.cmd == "kill":
             kill_node(args.node, args.name)
+        elif args.cmd == "revive":
+            revive(args.node, args.name)
         elif args.cmd == "link":
             set_link(args.node, args.state, args.name)
     except RigError as exc:

@@ -295,3 +295,16 @@ def test_per_rank_rows_of_zero_width_round_trip(dirs):
         back = ck.restore()
         ck.close()
         parallel_assert(back.local["p"].shape == rows.shape, str(back.local["p"].shape))
+
+
+def test_another_jobs_node_local_checkpoints_are_never_restored(dirs, tmp_path_factory):
+    """A new job (another shared directory) with the same node-local folder: the old job's
+    node-local checkpoints are ignored, with a warning, not resumed from (found on the
+    cluster rig: a second run restored the first run's final step and printed its answer)."""
+    shared, local = dirs
+    save_steps(shared, local, [10, 20], flush_every=None)
+    other = shared.parent / "other-job"
+    restored = Checkpointer(other, local_dir=local).restore()
+    parallel_assert(restored is None, "another job's node-local checkpoint was restored")
+    mine = Checkpointer(shared, local_dir=local).restore()
+    parallel_assert(mine is not None and mine.step == 20, f"own checkpoint: {mine}")
