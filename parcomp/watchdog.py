@@ -182,15 +182,20 @@ def install() -> bool:
 
 
 def node_identity() -> str:
-    """This machine as the watchdog knows it: hostname and network namespace (two nodes of
-    a test rig share a kernel, a real cluster's nodes share nothing)."""
+    """This machine: ``"<hostname> <boot id>/<network namespace>"`` (a real cluster's nodes
+    differ in their boot id; the nodes of a one-machine test rig, in their namespaces)."""
     import socket
 
     try:
         net = os.readlink("/proc/self/ns/net")
     except OSError:
         net = ""
-    return f"{socket.gethostname()} {net}"
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            boot = fh.read().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()} {boot}/{net}"
 
 
 def _watch_requests(path: Path, every: float = 0.2) -> None:

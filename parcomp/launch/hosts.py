@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ __all__ = [
     "interface_towards",
     "network_settings",
     "probe_hosts",
+    "reachable",
     "fit_ranks",
 ]
 
@@ -176,12 +179,17 @@ def network_settings(
 
 
 def probe_hosts(
-    hosts: Sequence[Host], launcher: Path, vendor: str | None, timeout: float = 15.0
+    hosts: Sequence[Host],
+    launcher: Path,
+    vendor: str | None,
+    timeout: float = 15.0,
+    why: dict[str, str] | None = None,
 ) -> list[Host]:
     """The hosts the launcher can still start a process on (a lost node is left out).
 
     Runs ``mpiexec -n 1 -hosts H hostname`` for every host at once; a host whose probe
-    fails or takes longer than ``timeout`` seconds is unreachable.
+    fails or takes longer than ``timeout`` seconds is unreachable (its launcher's last
+    words go into ``why[name]``).
     """
     procs = []
     for h in hosts:
@@ -189,23 +197,56 @@ def probe_hosts(
         argv += ["hostname"]
         procs.append(
             subprocess.Popen(
-                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
             )
         )
     alive = []
+    deadline = time.monotonic() + timeout
     for h, proc in zip(hosts, procs, strict=True):
         try:
-            ok = proc.wait(timeout=timeout) == 0
+            _, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            ok = proc.returncode == 0
+            reason = _last_words(err)
         except subprocess.TimeoutExpired:
             ok = False
+            reason = f"no answer within {timeout:g} s"
             try:
-                os.killpg(proc.pid, 9)
+                os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            proc.wait()
+            proc.communicate()
         if ok:
             alive.append(h)
+        elif why is not None:
+            why[h.name] = reason
     return alive
+
+
+def _last_words(err: str) -> str:
+    """The launcher's most telling error line (Hydra: the one naming the host)."""
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    for line in lines:
+        if "unable to connect" in line or "No route" in line or "not reachable" in line:
+            return re.sub(r"^\[[^\]]*\]\s*(\S+ \(\S+\): )?", "", line)
+    plain = [line for line in lines if not re.search(r"\(\S+\.c:\d+\)", line)]
+    return (plain or lines or ["the launcher failed"])[0]
+
+
+def reachable(hosts: Sequence[Host], launcher: Path, vendor: str | None) -> None:
+    """Refuse a host list with hosts the launcher cannot reach (ConfigError, before the job)."""
+    why: dict[str, str] = {}
+    probe_hosts(hosts, launcher, vendor, why=why)
+    if why:
+        raise ConfigError(
+            "host list: cannot reach "
+            + "; ".join(f"{name} ({reason})" for name, reason in why.items())
+            + ": nothing was started"
+        )
 
 
 def fit_ranks(hosts: Sequence[Host], nprocs: int) -> int:

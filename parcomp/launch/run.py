@@ -35,6 +35,7 @@ from parcomp.launch.hosts import (
     launcher_host_args,
     network_settings,
     probe_hosts,
+    reachable,
 )
 from parcomp.launch.listen import keep_local
 from parcomp.launch.mpiexec import find_mpiexec, mpiexec_argv, mpiexec_identity
@@ -179,6 +180,8 @@ def _run(
         check_hosts(hosts, nprocs)
     launcher = mpiexec if mpiexec is not None else find_mpiexec()
     vendor = mpiexec_identity(launcher).vendor
+    if hosts:
+        reachable(hosts, launcher, vendor)
     log = supervisor_logger()
     base_env = dict(os.environ if env is None else env)
     threads_per_rank(base_env, nprocs)

@@ -29,6 +29,44 @@ from parcomp.comm import (
 SIZE_MISMATCH_STATUS = 3
 
 
+#: Exit status when two machines of the job share a hostname.
+HOSTNAME_CLASH_STATUS = 2
+
+
+def _refuse_shared_hostnames(rank: int, size: int) -> None:
+    """End the job on every rank when two machines of it have the same hostname.
+
+    parcomp tells nodes apart by hostname (node-local checkpoints and their partner
+    copies, one kernel cache per node, one work counter per node): two machines with one
+    name would be taken for one node, and losing either would lose data silently.  One
+    ``allgather`` of a few bytes at start-up (collective over the world).
+    """
+    from mpi4py import MPI
+
+    from parcomp.watchdog import node_identity
+
+    mine = node_identity()
+    every = MPI.COMM_WORLD.allgather(mine)
+    machines: dict[str, dict[str, list[int]]] = {}
+    for r, ident in enumerate(every):
+        host, _, where = ident.partition(" ")
+        machines.setdefault(host, {}).setdefault(where, []).append(r)
+    clashes = {h: m for h, m in machines.items() if len(m) > 1}
+    if not clashes:
+        return
+    if rank == 0:
+        for host, places in clashes.items():
+            groups = "; ".join(f"ranks {ranks}" for ranks in places.values())
+            sys.stderr.write(
+                f"[rank 0/{size}] parcomp: {len(places)} different machines have the hostname "
+                f"{host!r} ({groups}): parcomp tells nodes apart by hostname (node-local "
+                "checkpoints, partner copies, kernel caches), so give each machine its own "
+                "name. Nothing was run.\n"
+            )
+        sys.stderr.flush()
+    raise SystemExit(HOSTNAME_CLASH_STATUS)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the target named in ``argv`` (default ``sys.argv[1:]``) as ``__main__``."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -57,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             sys.stderr.flush()
             raise SystemExit(SIZE_MISMATCH_STATUS)
+        if size > 1:
+            _refuse_shared_hostnames(rank, size)
     sys.argv = [target, *rest]
     try:
         if module:

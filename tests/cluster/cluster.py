@@ -143,6 +143,7 @@ def node_pid(node: str, name: str = DEFAULT_NAME) -> int:
     if state is None:
         raise RigError(f"cluster {name!r} is not up (run `cluster.py up`)")
     nodes = state["nodes"]
+    node = next((n for n, v in nodes.items() if v["addr"] == node), node)  # by address too
     if node not in nodes:
         raise RigError(f"cluster {name!r} has no node {node!r} (nodes: {', '.join(nodes)})")
     pid = nodes[node]["pid"]
