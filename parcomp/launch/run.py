@@ -326,6 +326,8 @@ def _attempts(
                 quiet,
             )
             status = 1
+        if hosts and status not in (0, PREEMPTED_STATUS):
+            _name_unreachable(job, hosts, log)
         stopped_itself = status == PREEMPTED_STATUS
         if signals.preempt and status != 0:
             # Preemption is final: whatever happened after the signal (a second signal,
@@ -365,6 +367,15 @@ def _attempts(
             restarts,
             ranks,
         )
+
+
+def _name_unreachable(job: _Launch, hosts: list[Host], log: logging.Logger) -> None:
+    """After a multi-node job failed: say which of its hosts cannot be reached (a lost node,
+    a cut link), within a few seconds."""
+    why: dict[str, str] = {}
+    probe_hosts(hosts, job.launcher, job.vendor, timeout=5.0, why=why)
+    for name, reason in why.items():
+        log.error("host %s cannot be reached: %s", name, reason)
 
 
 def _surviving_hosts(

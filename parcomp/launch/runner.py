@@ -67,6 +67,25 @@ def _refuse_shared_hostnames(rank: int, size: int) -> None:
     raise SystemExit(HOSTNAME_CLASH_STATUS)
 
 
+def _die_with_proxy() -> None:
+    """Be killed with the Hydra proxy that started this rank (``PR_SET_PDEATHSIG``).
+
+    A node cut off from the job (its link down) keeps its ranks blocked in MPI for as long
+    as TCP waits; when the launcher ends the proxy there, its ranks must go too, not stay
+    as orphans.  Only under Hydra's single-threaded proxy: a launcher daemon that forks
+    from a helper thread (PRRTE's ``prted``) would kill its ranks when that thread ends.
+    """
+    try:
+        with open(f"/proc/{os.getppid()}/comm", encoding="utf-8") as fh:
+            parent = fh.read().strip()
+    except OSError:
+        return
+    if parent == "hydra_pmi_proxy":
+        from parcomp.launch.cleanup import die_with_parent
+
+        die_with_parent()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the target named in ``argv`` (default ``sys.argv[1:]``) as ``__main__``."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -78,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     if _failfast_enabled():
         install_excepthook()
+    _die_with_proxy()
     target, rest = args[0], args[1:]
     expected = os.environ.get("PARCOMP_NPROCS") or os.environ.get("PARCOMP_EXPECT_NTASKS")
     if expected:
