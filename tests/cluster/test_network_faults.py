@@ -54,8 +54,9 @@ def wait_for(lines, text, within=60):
 
 
 @pytest.mark.parametrize("op", ["halo", "checkpoint", "shuffle", "redistribute"])
-def test_a_cut_link_ends_the_job_naming_the_node_and_a_restart_resumes(cluster, shared,
-                                                                       answers, op):
+def test_a_cut_link_ends_the_job_naming_the_node_and_a_restart_resumes(
+    cluster, shared, answers, op
+):
     proc, lines = launch(op, shared)
     wait_for(lines, "round 100")
     rig.set_link("node2", "down")

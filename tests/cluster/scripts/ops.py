@@ -60,7 +60,7 @@ def main() -> None:
             u, v = v, u
         if args.op == "shuffle":
             counts = parcomp.map_reduce_keyed(
-                lambda k: [(f"k{(k * 7919 + r) % 97}", k) for _ in range(3)], range(600),
+                lambda k, r=r: [(f"k{(k * 7919 + r) % 97}", k) for _ in range(3)], range(600),
                 root=None,
             )  # fmt: skip
             total += int(parcomp.allreduce(sum(counts.values()), "sum"))
