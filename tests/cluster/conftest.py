@@ -99,3 +99,19 @@ def wait_clean(nodes, within: float = 15.0) -> dict[str, list[str]]:
 
 def cluster_env() -> dict:
     return dict(os.environ)
+
+
+def supervisor_pid(proc: subprocess.Popen, within: float = 20.0) -> int:
+    """The host PID of the ``parcomp run`` that ``start`` launched on a node."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        for pid in rig.descendants(proc.pid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    argv = fh.read().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(b"parcomp") for a in argv[:2]) and b"run" in argv[1:3]:
+                return pid
+        time.sleep(0.05)
+    raise AssertionError("parcomp run did not start")
