@@ -85,7 +85,7 @@ def test_ctrl_c_and_sigterm_reach_every_node(cluster, shared, signum, status):
 
 
 def test_sigkill_of_the_supervisor_leaves_no_process_on_any_node(cluster, shared):
-    proc, out, err = hang_job(shared, "--timeout", "60")
+    proc, out, _err = hang_job(shared, "--timeout", "60")
     wait_for(out, "first reduction done")
     os.kill(supervisor_pid(proc), signal.SIGKILL)
     proc.wait(timeout=30)
