@@ -21,7 +21,7 @@ MPIO_VENV  ?= .venv-mpio
 MPIO_STAMP := $(MPIO_VENV)/.parcomp-installed
 MPIO_MPIEXEC ?= /usr/bin/mpiexec.mpich
 
-.PHONY: demo test lint format unit mpi-tests mpio-tests bench clean venv ompi-venv mpio-venv
+.PHONY: demo test lint format unit mpi-tests mpio-tests cluster-tests bench clean venv ompi-venv mpio-venv
 
 venv: $(STAMP)
 
@@ -74,7 +74,12 @@ mpio-tests: $(MPIO_STAMP)
 	    -m pytest -q --with-mpi tests/mpio || exit 1; \
 	done
 
-test: lint unit mpi-tests mpio-tests
+# A 4-node cluster on this machine (network, mount and PID namespaces; tests/cluster/cluster.py):
+# multi-node jobs, node loss, cut links, hang reports across nodes. Needs root, else skipped.
+cluster-tests: $(STAMP)
+	$(PY) -m pytest -q tests/cluster
+
+test: lint unit mpi-tests mpio-tests cluster-tests
 
 bench: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS),bench]"
