@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import PARCOMP, ROOT, found, on, rig, start
+from conftest import PARCOMP, ROOT, on, rig, start
 
 HOSTS = "node0:2,node1:2,node2:1"
 NODES = ["node0", "node1", "node2"]
