@@ -76,8 +76,8 @@ mpio-tests: $(MPIO_STAMP)
 
 # A 4-node cluster on this machine (network, mount and PID namespaces; tests/cluster/cluster.py):
 # multi-node jobs, node loss, cut links, hang reports across nodes. Needs root, else skipped.
-cluster-tests: $(STAMP)
-	$(PY) -m pytest -q tests/cluster
+cluster-tests: $(STAMP) $(OMPI_STAMP)
+	PARCOMP_OMPI_VENV=$(abspath $(OMPI_VENV)) $(PY) -m pytest -q tests/cluster
 
 test: lint unit mpi-tests mpio-tests cluster-tests
 

@@ -33,6 +33,7 @@ unrestorable from this tier (the caller falls back to the shared directory).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ from parcomp.comm import get_logger
 from parcomp.errors import CheckpointError, CheckpointSchemaError, ParcompError
 from parcomp.nodes import node_groups, node_name, partner_ranks, safe_node_dirname
 from parcomp.subcomm import subsystem_comm
-from parcomp.wire import agree_errors, allgather_ints, allgather_json, bcast_bytes
+from parcomp.wire import agree_errors, allgather_ints, allgather_json, bcast_bytes, bcast_json
 
 __all__ = [
     "LocalTier",
@@ -86,7 +87,7 @@ class LocalTier:
     def __init__(self, root: str | Path, comm: Any, job: str | Path | None = None) -> None:
         self.root = Path(root)
         self.comm = comm
-        self.job = None if job is None else str(Path(job).absolute())
+        self.job = None if job is None else _job_identity(Path(job), comm)
         # Partner copies travel on their own duplicate of comm (parcomp.subcomm), tags 1-2.
         self.p2p = subsystem_comm(comm, "partner")
         self.rank = comm.Get_rank()
@@ -194,6 +195,35 @@ class NodeLocalStore(Store):
         final = publish(self.tier.folder, tmp, step, manifest)
         prune(self.tier.folder, keep, final).join()
         return final
+
+
+#: A file in the shared checkpoint directory naming this job's checkpoints (random, made
+#: once): a job started again with the same path after the folder was deleted is another job.
+JOB_ID_FILE = ".parcomp-job-id"
+
+
+def _job_identity(directory: Path, comm: Any) -> str:
+    """``"<shared directory>#<its job id>"`` (collective: rank 0 reads or makes the id)."""
+    import secrets
+
+    ident = None
+    if comm.Get_rank() == 0:
+        path = directory / JOB_ID_FILE
+        try:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w", encoding="ascii") as fh:
+                    fh.write(secrets.token_hex(8) + "\n")
+            with open(path, encoding="ascii") as fh:
+                ident = fh.read(64).strip() or None
+        except OSError:
+            ident = None  # unwritable: the path alone identifies the job
+    ident = bcast_json(comm, ident)
+    where = str(directory.absolute())
+    return where if ident is None else f"{where}#{ident}"
 
 
 def local_steps(tier: LocalTier) -> list[int]:

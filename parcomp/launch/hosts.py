@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +184,7 @@ def probe_hosts(
     vendor: str | None,
     timeout: float = 15.0,
     why: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> list[Host]:
     """The hosts the launcher can still start a process on (a lost node is left out).
 
@@ -203,6 +204,7 @@ def probe_hosts(
                 stderr=subprocess.PIPE,
                 text=True,
                 start_new_session=True,
+                env=None if env is None else dict(env),
             )
         )
     alive = []
@@ -233,14 +235,20 @@ def _last_words(err: str) -> str:
     for line in lines:
         if "unable to connect" in line or "No route" in line or "not reachable" in line:
             return re.sub(r"^\[[^\]]*\]\s*(\S+ \(\S+\): )?", "", line)
-    plain = [line for line in lines if not re.search(r"\(\S+\.c:\d+\)", line)]
+    plain = [
+        line
+        for line in lines
+        if not re.search(r"\(\S+\.c:\d+\)|Warning|^-+$", line)  # Hydra's traces, PRRTE's noise
+    ]
     return (plain or lines or ["the launcher failed"])[0]
 
 
-def reachable(hosts: Sequence[Host], launcher: Path, vendor: str | None) -> None:
+def reachable(
+    hosts: Sequence[Host], launcher: Path, vendor: str | None, env: Mapping[str, str] | None = None
+) -> None:
     """Refuse a host list with hosts the launcher cannot reach (ConfigError, before the job)."""
     why: dict[str, str] = {}
-    probe_hosts(hosts, launcher, vendor, why=why)
+    probe_hosts(hosts, launcher, vendor, why=why, env=env)
     if why:
         raise ConfigError(
             "host list: cannot reach "

@@ -212,7 +212,7 @@ def mpiexec_argv(
         Launcher (default: :func:`find_mpiexec`).
     vendor : str, optional
         Launcher family; Open MPI gets ``--oversubscribe`` so that more ranks than cores
-        start, as MPICH's Hydra allows by default.
+        start, as MPICH's Hydra allows by default (not with a host list in ``extra``).
     extra : tuple of str
         Extra launcher options, placed before the program.
     """
@@ -222,6 +222,8 @@ def mpiexec_argv(
         raise ConfigError("program to launch is empty")
     launcher = mpiexec if mpiexec is not None else find_mpiexec()
     argv = [str(launcher), "-n", str(nprocs)]
-    if vendor == "Open MPI":
+    if vendor == "Open MPI" and not any(a in ("--host", "-H", "--hostfile") for a in extra):
+        # one machine: more ranks than cores start, as with Hydra.  Not with a host list:
+        # PRRTE then maps every rank onto the first host (measured on the cluster rig)
         argv.append("--oversubscribe")
     return argv + list(extra) + list(program)

@@ -180,8 +180,6 @@ def _run(
         check_hosts(hosts, nprocs)
     launcher = mpiexec if mpiexec is not None else find_mpiexec()
     vendor = mpiexec_identity(launcher).vendor
-    if hosts:
-        reachable(hosts, launcher, vendor)
     log = supervisor_logger()
     base_env = dict(os.environ if env is None else env)
     threads_per_rank(base_env, nprocs)
@@ -197,6 +195,8 @@ def _run(
         # Open MPI refuses root unless told; containers and CI machines run as root.
         base_env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         base_env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    if hosts:
+        reachable(hosts, launcher, vendor, base_env)
     if ulfm:
         if vendor == "Open MPI":
             extra += ["--with-ft", "ulfm"]
@@ -373,7 +373,7 @@ def _name_unreachable(job: _Launch, hosts: list[Host], log: logging.Logger) -> N
     """After a multi-node job failed: say which of its hosts cannot be reached (a lost node,
     a cut link), within a few seconds."""
     why: dict[str, str] = {}
-    probe_hosts(hosts, job.launcher, job.vendor, timeout=5.0, why=why)
+    probe_hosts(hosts, job.launcher, job.vendor, timeout=5.0, why=why, env=job.env)
     for name, reason in why.items():
         log.error("host %s cannot be reached: %s", name, reason)
 
@@ -383,7 +383,7 @@ def _surviving_hosts(
 ) -> tuple[list[Host], int]:
     """Before a relaunch of a multi-node job: the hosts still reachable, and the ranks
     their slots hold (a lost node's ranks are not relaunched on the others)."""
-    alive = probe_hosts(hosts, job.launcher, job.vendor)
+    alive = probe_hosts(hosts, job.launcher, job.vendor, env=job.env)
     lost = [h.name for h in hosts if h not in alive]
     if lost:
         fitted = fit_ranks(alive, ranks)

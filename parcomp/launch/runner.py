@@ -67,20 +67,26 @@ def _refuse_shared_hostnames(rank: int, size: int) -> None:
     raise SystemExit(HOSTNAME_CLASH_STATUS)
 
 
+#: The processes that start ranks: Hydra's proxy, PRRTE's daemons and its launcher.
+LAUNCHER_DAEMONS = ("hydra_pmi_proxy", "prted", "prterun", "mpirun")
+
+
 def _die_with_proxy() -> None:
     """Be killed with the Hydra proxy that started this rank (``PR_SET_PDEATHSIG``).
 
     A node cut off from the job (its link down) keeps its ranks blocked in MPI for as long
     as TCP waits; when the launcher ends the proxy there, its ranks must go too, not stay
-    as orphans.  Only under Hydra's single-threaded proxy: a launcher daemon that forks
-    from a helper thread (PRRTE's ``prted``) would kill its ranks when that thread ends.
+    as orphans; so must the ranks of a job whose ``prterun`` gave up after losing a
+    node's daemon (seen on the rig: they went on recovering in-job beside the relaunch).
+    Only under the launcher daemons parcomp knows (:data:`LAUNCHER_DAEMONS`), which fork
+    their ranks from a thread that lives as long as they do.
     """
     try:
         with open(f"/proc/{os.getppid()}/comm", encoding="utf-8") as fh:
             parent = fh.read().strip()
     except OSError:
         return
-    if parent == "hydra_pmi_proxy":
+    if parent in LAUNCHER_DAEMONS:
         from parcomp.launch.cleanup import die_with_parent
 
         die_with_parent()

@@ -380,6 +380,8 @@ def node_env(node: str, env: dict | None = None, name: str = DEFAULT_NAME) -> di
     out["PARCOMP_CLUSTER_NAME"] = name
     out["HYDRA_LAUNCHER"] = "ssh"
     out["HYDRA_LAUNCHER_EXEC"] = str(HERE / "launch")
+    out["PRTE_MCA_plm_ssh_agent"] = str(HERE / "launch")  # Open MPI 5's PRRTE
+    out["OMPI_MCA_plm_rsh_agent"] = str(HERE / "launch")
     return out
 
 

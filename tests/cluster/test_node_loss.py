@@ -7,13 +7,15 @@ with a message saying so.  The many-trial campaign is ``bench/cluster_campaign.p
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from conftest import PARCOMP, ROOT, found, rig, start, wait_clean
+from conftest import PARCOMP, ROOT, found, on, rig, start, wait_clean
 
 HOSTS = "node0,node1,node2,node3"
 ARGS = ("--n", "256", "--steps", "1200", "--step-delay", "0.004")
@@ -122,3 +124,48 @@ def test_a_node_lost_at_a_random_moment_gives_the_answer_or_a_clear_error(
         assert "sha256" not in out
         assert "parcomp run:" in err, err[-3000:]
     assert not wait_clean(["node0"] + [n for n in ("node1", "node2", "node3") if n != node])
+
+
+def ompi_parcomp():
+    venv = Path(os.environ.get("PARCOMP_OMPI_VENV", ROOT / ".venv-ompi"))
+    if not (venv / "bin" / "parcomp").exists():
+        pytest.skip("no Open MPI venv (make ompi-venv)")
+    return venv / "bin" / "parcomp"
+
+
+def test_ulfm_recovers_in_job_from_a_rank_lost_on_another_node(shared, reference):
+    """A rank on node2 killed and node2's node-local folder wiped: the survivors on the
+    other nodes shrink, rebuild its shard from the copy on node3 and finish in-job."""
+    proc = on("node0", [ompi_parcomp(), "run", "--ulfm", "-n", 4, "--hosts", HOSTS,
+                        "--timeout", 150, ROOT / "jobs/heat2d.py", *heat_args(shared),
+                        "--die-at-step", 300, "--die-rank", 2, "--die-wipe", "/dev/shm/job"],
+              timeout=170, cwd=shared)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert found(r"sha256 = (\w+)", proc.stdout) == reference
+    assert "the job lost world rank(s) [2] and recovered in-job on 3 ranks (ULFM)" in proc.stderr
+    assert "(from the partner copy on node3)" in proc.stderr
+
+
+def test_ulfm_cannot_survive_a_lost_node_and_a_relaunch_does(shared, reference, nodes_back):
+    """Open MPI 5.0's runtime ends the job when it loses a node's daemon ("PRTE has lost
+    communication with a remote daemon ... We cannot recover"): --restarts then relaunches
+    on the survivors, whose ranks from the first attempt died with their daemons."""
+    job_argv = [ompi_parcomp(), "run", "--ulfm", "--restarts", 2, "-n", 4, "--hosts", HOSTS,
+                "--timeout", 150, ROOT / "jobs/heat2d.py", *heat_args(shared)]  # fmt: skip
+    proc = start("node0", job_argv, cwd=shared)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 90
+    while not any("checkpoint of step 240 committed" in line for line in err):
+        assert time.monotonic() < deadline, "".join(err)[-3000:]
+        time.sleep(0.01)
+    rig.kill_node("node2")
+    out = proc.stdout.read()
+    proc.wait(timeout=170)
+    reader.join(5)
+    text = "".join(err)
+    assert proc.returncode == 0, text[-3000:]
+    assert found(r"sha256 = (\w+)", out) == reference
+    assert "host(s) node2 unreachable: relaunching on node0, node1, node3 with 3 rank(s)" in text
+    assert not wait_clean(["node0", "node1", "node3"], within=10)

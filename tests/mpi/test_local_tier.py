@@ -308,3 +308,17 @@ def test_another_jobs_node_local_checkpoints_are_never_restored(dirs, tmp_path_f
     parallel_assert(restored is None, "another job's node-local checkpoint was restored")
     mine = Checkpointer(shared, local_dir=local).restore()
     parallel_assert(mine is not None and mine.step == 20, f"own checkpoint: {mine}")
+
+
+def test_a_job_started_again_in_a_deleted_directory_is_another_job(dirs):
+    """The shared directory deleted and the job run again with the same paths: the
+    node-local steps left on the nodes belong to the old job (found on the cluster rig:
+    the new run restored the old run's final step)."""
+    shared, local = dirs
+    save_steps(shared, local, [10, 20], flush_every=None)
+    COMM.Barrier()
+    if RANK == 0:
+        shutil.rmtree(shared)
+    COMM.Barrier()
+    restored = Checkpointer(shared, local_dir=local).restore()
+    parallel_assert(restored is None, "the old job's node-local checkpoint was restored")
