@@ -33,6 +33,7 @@ unrestorable from this tier (the caller falls back to the shared directory).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -168,6 +169,7 @@ class NodeLocalStore(Store):
             raise
         except Exception as exc:  # noqa: BLE001 - the partner exchange below must still run
             error = f"on {self.tier.node}: writing its node-local shard failed: {exc!r}"
+        log.debug("exchanging the partner copies of step %d", step)
         error = exchange_partner_copies(self.tier, tmp, shard) or error
         if error is not None or shard is None:
             raise CheckpointError(error or "no shard written")
@@ -200,6 +202,7 @@ class NodeLocalStore(Store):
 #: A file in the shared checkpoint directory naming this job's checkpoints (random, made
 #: once): a job started again with the same path after the folder was deleted is another job.
 JOB_ID_FILE = ".parcomp-job-id"
+log = logging.getLogger("parcomp.checkpoint")
 
 
 def _job_identity(directory: Path, comm: Any) -> str:

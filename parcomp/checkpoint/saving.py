@@ -161,6 +161,7 @@ class Saving:
         from parcomp.checkpoint.local import NodeLocalStore
 
         tx = Transaction(NodeLocalStore(self._local_tier()), step, snap, state, self.keep)
+        self.log.debug("writing the node-local checkpoint of step %d", step)
         tx.begin()
         tx.write()
         final = self._committed(tx, tx.commit())
@@ -171,6 +172,7 @@ class Saving:
             source = None if record is None else final / record["file"]
             store = SharedStore(self.directory, self.comm, self._pruner, source, record)
             flushing = Transaction(store, step, snap, state, self.keep)
+            self.log.debug("flushing step %d to %s", step, self.directory)
             try:
                 flushing.begin()
             except CheckpointError as exc:  # on every rank alike

@@ -294,6 +294,8 @@ def _attempts(
         )
         if watch.shared:
             job_env["PARCOMP_WATCHDOG_SHARED"] = "1"
+        if vendor == "Open MPI" and hosts:
+            argv[1:1] = forward_env_args(job_env)
         started = time.monotonic()
         janitor.start()
         try:
@@ -446,6 +448,28 @@ MPICH_OVERSUBSCRIBED = {
     "MPIR_CVAR_CH4_PROGRESS_THROTTLE": "true",
     "MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT": "1",
 }
+
+
+# What the ranks read from the environment: parcomp's settings, the compiler's, the
+# transports', the thread pools', HDF5's and Python's.
+FORWARDED_PREFIXES = ("PARCOMP_", "NUMBA_", "UCX_", "OMP_", "MKL_", "OPENBLAS_", "HDF5_",
+                      "PYTHON", "TMPDIR")  # fmt: skip
+
+
+def forward_env_args(env: dict[str, str]) -> list[str]:
+    """``-x NAME`` for each variable of ``env`` the ranks read (Open MPI with a host list).
+
+    Hydra hands the launcher's whole environment to every rank; Open MPI's PRRTE gives the
+    ranks on other machines only what ``-x`` names (its daemon starts there through ssh,
+    with a login environment): without these, a remote rank would run without its
+    watchdog folder, restart count or thread settings (found on the cluster rig, whose
+    launcher passes a login environment only, as ssh does).
+    """
+    out: list[str] = []
+    for name in sorted(env):
+        if name.startswith(FORWARDED_PREFIXES):
+            out += ["-x", name]
+    return out
 
 
 def yield_when_oversubscribed(env: dict[str, str], nprocs: int, vendor: str | None) -> None:

@@ -398,9 +398,14 @@ def _recv_fds(sock: socket.socket, size: int, maxfds: int) -> tuple[bytes, list[
     return msg, list(fds)
 
 
-def launch(node: str, argv: list[str], name: str | None = None) -> int:
+LOGIN_VARS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "SHELL")
+
+
+def launch(node: str, argv: list[str], name: str | None = None, ssh: bool = False) -> int:
     """Run ``argv`` on ``node`` through the agent, with this process's stdio; return its
-    exit status (usable from inside any node)."""
+    exit status (usable from inside any node).  ``ssh``: as an ssh session would, with a
+    login environment only (none of the caller's other variables: what a launcher does
+    not forward explicitly does not arrive) in the home folder."""
     name = name or os.environ.get("PARCOMP_CLUSTER_NAME", DEFAULT_NAME)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -409,7 +414,11 @@ def launch(node: str, argv: list[str], name: str | None = None) -> int:
         print(f"cluster launch: the rig's agent is not reachable: {exc}", file=sys.stderr)
         return 255
     env = dict(os.environ)
-    request = json.dumps({"node": node, "argv": argv, "cwd": os.getcwd(), "env": env}).encode()
+    cwd = os.getcwd()
+    if ssh:
+        env = {k: v for k, v in env.items() if k in LOGIN_VARS}
+        cwd = env.get("HOME", "/")
+    request = json.dumps({"node": node, "argv": argv, "cwd": cwd, "env": env}).encode()
     sock.sendall(struct.pack("!I", len(request)))
     _send_fds(sock, request, [0, 1, 2])
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):

@@ -56,3 +56,14 @@ def test_launcher_options_and_fitting():
     assert launcher_host_args(hosts, "MPICH") == ["-hosts", "a:2,b:1"]
     assert launcher_host_args(hosts, "Open MPI") == ["--host", "a:2,b:1"]
     assert fit_ranks(hosts, 4) == 3 and fit_ranks(hosts, 2) == 2
+
+
+def test_open_mpi_forwards_what_the_ranks_read_and_nothing_else():
+    from parcomp.launch.run import forward_env_args
+
+    env = {"PARCOMP_WATCHDOG_DIR": "/w", "NUMBA_NUM_THREADS": "1", "PYTHONPATH": "/p",
+           "UCX_NET_DEVICES": "eth0", "SSH_AUTH_SOCK": "/s", "DISPLAY": ":0", "HOME": "/root"}  # fmt: skip
+    args = forward_env_args(env)
+    assert args[::2] == ["-x"] * 4
+    assert sorted(args[1::2]) == ["NUMBA_NUM_THREADS", "PARCOMP_WATCHDOG_DIR", "PYTHONPATH",
+                                  "UCX_NET_DEVICES"]  # fmt: skip
