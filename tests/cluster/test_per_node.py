@@ -1,9 +1,10 @@
 """Per-node state and security on real nodes: one kernel cache per node, node-local
 checkpoints in each node's own /dev/shm (0700), one dynamic-schedule counter per node,
-and what listens on which interface during a job."""
+what listens on which interface during a job, and the folder checks on every node."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -78,3 +79,40 @@ def test_what_listens_where_during_a_multinode_job(cluster, shared):
     finally:
         proc.kill()
         proc.wait()
+
+
+def heat(shared, *extra):
+    return [PARCOMP, "run", "-n", 3, "--hosts", "node0,node1,node2", "--timeout", 60,
+            ROOT / "jobs/heat2d.py", "--n", "64", "--steps", "20", "--checkpoint-dir",
+            shared / "ck", "--checkpoint-every", "10", "--out", shared / "out", "--no-png",
+            *extra]  # fmt: skip
+
+
+def test_a_world_writable_node_local_folder_on_one_node_is_refused(cluster, shared):
+    """The check runs on every node: only node2's /dev/shm/sec is writable by others."""
+    for node in NODES:
+        on(node, ["rm", "-rf", "/dev/shm/sec"])
+    on("node2", ["sh", "-c", "mkdir -m 777 /dev/shm/sec && chmod 777 /dev/shm/sec"])
+    proc = on("node0", heat(shared, "--local-dir", "/dev/shm/sec"), cwd=shared)
+    assert proc.returncode != 0
+    assert "/dev/shm/sec is writable by others (mode 0777)" in proc.stderr, proc.stderr[-3000:]
+    assert "sha256" not in proc.stdout
+    assert not list((shared / "ck").glob("step-*"))  # no checkpoint taken
+    for node in ("node0", "node1"):  # the others made nothing that holds a checkpoint
+        listing = on(node, ["sh", "-c", "find /dev/shm/sec -name 'shard-*' 2>/dev/null"])
+        assert listing.stdout.strip() == "", (node, listing.stdout)
+
+
+def test_a_shared_folder_of_another_owner_is_refused_from_every_node(cluster, shared):
+    (shared / "ck").mkdir(mode=0o700)
+    os.chown(shared / "ck", 4242, 4242)
+    for first in ("node0", "node2"):  # rank 0 on another node: the same refusal
+        hosts = "node0,node1,node2" if first == "node0" else "node2,node0,node1"
+        argv = heat(shared)
+        argv[argv.index("--hosts") + 1] = hosts
+        proc = on(first, argv, cwd=shared)
+        assert proc.returncode != 0
+        assert f"checkpoint directory {shared / 'ck'} belongs to uid 4242" in proc.stderr, (
+            proc.stderr[-3000:]
+        )
+        assert list((shared / "ck").iterdir()) == []  # nothing written into it
