@@ -125,7 +125,7 @@ def trial(variant: str, moment: str, rnd: random.Random, folder: Path, ref: str,
     lines: list[str] = []
     arrived = threading.Event()
     target = None
-    if moment != "any":
+    if moment not in ("any", "none"):
         steps = [s for s in range(EVERY, STEPS, EVERY)
                  if moment != "flush" or (s // EVERY) % FLUSH == 0]  # fmt: skip
         step = rnd.choice(steps)
@@ -158,14 +158,22 @@ def trial(variant: str, moment: str, rnd: random.Random, folder: Path, ref: str,
             on(victim, ["sh", "-c", "pkill -KILL -f 'jobs/heat2d[.]py'; rm -rf /dev/shm/job"])
         else:
             rig.kill_node(victim, NAME)
+    chunks: list[str] = []
+    stdout = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    stdout.start()  # (communicate() would read stderr too, racing the reader above)
     try:
-        out = proc.communicate(timeout=170)[0]
-        status = proc.returncode
+        status = proc.wait(timeout=170)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
-        out, status = proc.communicate()[0], None
-    reader.join(5)
+        proc.wait()
+        status = None
+    stdout.join(10)
+    reader.join(10)
+    out = "".join(chunks)
     err = "".join(lines)
+    logs = Path(os.environ.get("PARCOMP_CAMPAIGN_LOGS", "/tmp/parcomp-campaign"))
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / f"{folder.name}.log").write_text(out + "\n" + err)
     record["seconds"] = round(time.monotonic() - t0, 1)
     record["status"] = status
     sha = SHA.search(out)
@@ -181,6 +189,13 @@ def trial(variant: str, moment: str, rnd: random.Random, folder: Path, ref: str,
     else:
         record["outcome"] = "unclear"
         record["tail"] = err[-1500:]
+    record["log"] = [
+        ln
+        for ln in err.splitlines()
+        if re.search(
+            r"recover|relaunch|partner copy|restored|resumed|fell back|lost|unreachable", ln
+        )
+    ][-12:]
     record["path"] = (
         "shared tier" if "fell back to the shared tier" in err
         else "in-job (ULFM)" if "recovered in-job" in err

@@ -382,6 +382,9 @@ def node_env(node: str, env: dict | None = None, name: str = DEFAULT_NAME) -> di
     out["HYDRA_LAUNCHER_EXEC"] = str(HERE / "launch")
     out["PRTE_MCA_plm_ssh_agent"] = str(HERE / "launch")  # Open MPI 5's PRRTE
     out["OMPI_MCA_plm_rsh_agent"] = str(HERE / "launch")
+    # the nodes share this machine's cores: Open MPI's waiting ranks must yield them (it
+    # spins otherwise, believing each node's one slot is a core of its own: 16 ms barriers)
+    out.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
     return out
 
 
