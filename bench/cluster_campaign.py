@@ -200,6 +200,7 @@ def trial(variant: str, moment: str, rnd: random.Random, folder: Path, ref: str,
         "shared tier" if "fell back to the shared tier" in err
         else "in-job (ULFM)" if "recovered in-job" in err
         else "relaunch, partner copy" if "from the partner copy" in err
+        else "relaunch, from the start" if "relaunching on" in err and "resumed at" not in err
         else "relaunch" if "relaunching on" in err
         else "none"
     )  # fmt: skip

@@ -250,7 +250,8 @@ def main() -> None:
     args = parser.parse_args()
     r = args.repeats
     out: dict[str, object] = {"ranks": COMM.size, "host": MPI.Get_processor_name()}
-    blocks = [(256, 256, 200), (1024, 1024, 40), (256, 8192, 40), (64, 65536, 40)]
+    blocks = [(256, 256, 200), (1024, 1024, 40), (256, 8192, 40), (64, 65536, 40),
+              (16, 524288, 20)]  # fmt: skip
     if args.quick:
         blocks = blocks[:1]
     out["halo"] = [halo_cases(rows, cols, steps, [4, 8], r) for rows, cols, steps in blocks]
