@@ -247,6 +247,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--halo-only", action="store_true")
     args = parser.parse_args()
     r = args.repeats
     out: dict[str, object] = {"ranks": COMM.size, "host": MPI.Get_processor_name()}
@@ -255,6 +256,11 @@ def main() -> None:
     if args.quick:
         blocks = blocks[:1]
     out["halo"] = [halo_cases(rows, cols, steps, [4, 8], r) for rows, cols, steps in blocks]
+    if args.halo_only:
+        out["hosts"] = COMM.gather(MPI.Get_processor_name())
+        if COMM.rank == 0:
+            print(json.dumps(out))
+        return
     out["redistribute"] = redistribute_case(1024 if args.quick else 4096, r)
     out["fft"] = fft_case(32 if args.quick else 128, r)
     out["shuffle"] = shuffle_case(200_000 if args.quick else 2_000_000, 4_000_000, r)

@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from parcomp import config
+
 __all__ = [
     "enabled",
     "set_enabled",
@@ -75,12 +77,7 @@ _PAYLOAD = np.zeros(1, np.float64)
 
 
 def _env_enabled() -> bool:
-    return os.environ.get("PARCOMP_CHECK_COLLECTIVES", "1").strip().lower() not in (
-        "0",
-        "false",
-        "no",
-        "off",
-    )
+    return bool(config.get("PARCOMP_CHECK_COLLECTIVES"))
 
 
 _enabled = [_env_enabled()]

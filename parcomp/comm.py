@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
+from parcomp import config, status
 from parcomp.errors import CollectiveError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -382,8 +383,8 @@ def _tag() -> str:
     return f"[rank {r}/{n}]"
 
 
-#: Exit status after Ctrl-C (SIGINT), as a shell reports it.
-INTERRUPTED_STATUS = 130
+#: Exit status after Ctrl-C (SIGINT), as a shell reports it (:mod:`parcomp.status`).
+INTERRUPTED_STATUS = status.INTERRUPTED
 
 
 def report_and_abort(
@@ -441,7 +442,7 @@ def format_error(
     """
     from parcomp.errors import ParcompError
 
-    if not isinstance(exc, ParcompError) or os.environ.get("PARCOMP_FULL_TRACEBACK"):
+    if not isinstance(exc, ParcompError) or _safe_setting("PARCOMP_FULL_TRACEBACK"):
         return "".join(traceback.format_exception(exc_type, exc, tb))
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     frames = traceback.extract_tb(tb)
@@ -458,7 +459,7 @@ def format_error(
 
 def _interrupted(r: int, n: int) -> None:
     """Ctrl-C: one line (rank 0, and only when no ``parcomp run`` reports it), status 130."""
-    if r == 0 and not os.environ.get("PARCOMP_WATCHDOG_DIR"):
+    if r == 0 and not _safe_setting("PARCOMP_WATCHDOG_DIR"):
         try:
             sys.stderr.write(f"[rank {r}/{n}] parcomp: interrupted (SIGINT)\n")
             sys.stderr.flush()
@@ -468,10 +469,19 @@ def _interrupted(r: int, n: int) -> None:
 
 
 def _abort_grace() -> float:
+    return float(_safe_setting("PARCOMP_ABORT_GRACE"))
+
+
+def _safe_setting(name: str) -> Any:
+    """A setting read on the way out of a failing job: an invalid value (refused at
+    ``import parcomp``, see :func:`install_failfast`) gives the default, never a second
+    error inside the exception hook."""
+    from parcomp import config
+
     try:
-        return max(0.0, float(os.environ.get("PARCOMP_ABORT_GRACE", "0.1")))
-    except ValueError:
-        return 0.1
+        return config.get(name)
+    except ConfigError:
+        return config.SETTINGS[name].default
 
 
 def _failfast_excepthook(
@@ -579,14 +589,11 @@ def uninstall_excepthook() -> None:
 
 
 def _failfast_enabled() -> bool:
-    value = os.environ.get("PARCOMP_FAILFAST", "1").strip().lower()
-    if value in ("1", "true", "yes", "on", ""):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(
-        f"PARCOMP_FAILFAST={value!r}: expected one of 1/0, true/false, yes/no, on/off"
-    )
+    from parcomp import config
+
+    for name in ("PARCOMP_ABORT_GRACE", "PARCOMP_FULL_TRACEBACK"):  # used by the hook
+        config.get(name)  # an invalid value is refused here, not inside the hook
+    return bool(config.get("PARCOMP_FAILFAST"))
 
 
 # --------------------------------------------------------------------------- logging
@@ -647,14 +654,14 @@ def configure_logging(
     global _handler
     logger = logging.getLogger("parcomp")
     rank0 = _parse_level(
-        level if level is not None else os.environ.get("PARCOMP_LOG_LEVEL"),
+        level if level is not None else config.get("PARCOMP_LOG_LEVEL"),
         logging.INFO,
         "PARCOMP_LOG_LEVEL",
     )
     others = _parse_level(
         other_ranks_level
         if other_ranks_level is not None
-        else os.environ.get("PARCOMP_LOG_LEVEL_OTHERS"),
+        else config.get("PARCOMP_LOG_LEVEL_OTHERS"),
         logging.WARNING,
         "PARCOMP_LOG_LEVEL_OTHERS",
     )

@@ -45,10 +45,10 @@ import functools
 import itertools
 import math
 import numbers
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from parcomp import config
 from parcomp.errors import KernelSignatureError, ShapeError
 from parcomp.watchdog import collective, debug_collectives
 
@@ -305,14 +305,9 @@ def rotated(args: tuple[Any, ...], perm: tuple[int, ...], times: int) -> tuple[A
 def cache_bytes() -> int:
     """The per-core cache the tiles aim at: L2, from sysfs (1 MiB if unknown);
     ``PARCOMP_TILE_CACHE_BYTES`` overrides."""
-    env = os.environ.get("PARCOMP_TILE_CACHE_BYTES")
-    if env:
-        try:
-            value = int(env)
-        except ValueError:
-            value = 0
-        if value > 0:
-            return value
+    explicit = config.get("PARCOMP_TILE_CACHE_BYTES")
+    if explicit is not None:
+        return int(explicit)
     try:
         text = open("/sys/devices/system/cpu/cpu0/cache/index2/size").read().strip()
         unit = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)

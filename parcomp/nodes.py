@@ -25,11 +25,11 @@ different nodes, and losing one node loses no data; losing a node *and* the next
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from collections.abc import Sequence
 
+from parcomp import config
 from parcomp.errors import ConfigError
 
 __all__ = ["node_name", "node_groups", "partner_ranks", "safe_node_dirname"]
@@ -50,35 +50,27 @@ def node_name() -> str:
 
 
 def _compute_node_name() -> str:
-    explicit = os.environ.get("PARCOMP_NODE_NAME", "").strip()
+    explicit = (config.get("PARCOMP_NODE_NAME") or "").strip()
     if explicit:
         return explicit
     host = socket.gethostname() or "localhost"
-    count = os.environ.get("PARCOMP_EMULATE_NODE_COUNT", "").strip()
-    if count:
+    count = config.get("PARCOMP_EMULATE_NODE_COUNT")
+    if count is not None:
         from parcomp.comm import world_rank_size
 
         world_rank, world_size = world_rank_size()
-        if not count.isdigit() or int(count) < 1:
-            raise ConfigError(
-                f"PARCOMP_EMULATE_NODE_COUNT must be a positive number of nodes, got {count!r}"
-            )
-        if int(count) > world_size:
+        if count > world_size:
             raise ConfigError(
                 f"PARCOMP_EMULATE_NODE_COUNT={count}: more emulated nodes than the "
                 f"{world_size} rank(s) of the job"
             )
-        return f"{host}-node{world_rank * int(count) // world_size}"
-    emulate = os.environ.get("PARCOMP_EMULATE_NODES", "").strip()
-    if emulate:
-        if not emulate.isdigit() or int(emulate) < 1:
-            raise ConfigError(
-                f"PARCOMP_EMULATE_NODES must be a positive number of ranks per node, got {emulate!r}"
-            )
+        return f"{host}-node{world_rank * count // world_size}"
+    emulate = config.get("PARCOMP_EMULATE_NODES")
+    if emulate is not None:
         from parcomp.comm import world_rank_size
 
         world_rank, _ = world_rank_size()
-        return f"{host}-node{world_rank // int(emulate)}"
+        return f"{host}-node{world_rank // emulate}"
     return host
 
 

@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from parcomp import config
 from parcomp.errors import ConfigError, KernelSignatureError
 
 __all__ = ["cache_dir", "compile_for_job", "jit", "Kernel", "shared_cache"]
@@ -64,12 +65,12 @@ __all__ = ["cache_dir", "compile_for_job", "jit", "Kernel", "shared_cache"]
 def shared_cache() -> bool:
     """Whether the user opted in to a persistent cache shared by every rank
     (``$PARCOMP_CACHE_DIR`` or ``$NUMBA_CACHE_DIR``) instead of the node-local default."""
-    return bool(os.environ.get("NUMBA_CACHE_DIR") or os.environ.get("PARCOMP_CACHE_DIR"))
+    return bool(os.environ.get("NUMBA_CACHE_DIR") or config.get("PARCOMP_CACHE_DIR"))
 
 
 def node_cache_base() -> Path:
     """The node-local directory the default cache lives in (see the module notes)."""
-    explicit = os.environ.get("PARCOMP_NODE_CACHE_DIR")
+    explicit = config.get("PARCOMP_NODE_CACHE_DIR")
     if explicit:
         return Path(os.path.abspath(explicit))
     tmp = os.environ.get("TMPDIR")
@@ -87,7 +88,7 @@ def cache_dir() -> Path:
     explicit = os.environ.get("NUMBA_CACHE_DIR")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("PARCOMP_CACHE_DIR")
+    base = config.get("PARCOMP_CACHE_DIR")
     if base:
         return Path(base) / "numba"
     from parcomp.nodes import node_name, safe_node_dirname

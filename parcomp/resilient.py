@@ -45,8 +45,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from parcomp import config
 from parcomp.comm import get_logger, resolve_comm, world_rank_size
-from parcomp.errors import ConfigError
 
 __all__ = ["run_resilient", "ulfm_available", "ulfm_requested", "recoveries", "note_exit_status"]
 
@@ -131,12 +131,9 @@ def _revoke_derived(comm: Any) -> None:
 
 def ulfm_requested() -> bool:
     """Whether ``$PARCOMP_ULFM`` asks for in-job recovery (``parcomp run --ulfm`` sets it)."""
-    value = os.environ.get("PARCOMP_ULFM", "").strip().lower()
-    if value in ("", "0", "no", "false", "off"):
-        return False
-    if value in ("1", "yes", "true", "on"):
-        return True
-    raise ConfigError(f"PARCOMP_ULFM must be 0 or 1, got {value!r}")
+    from parcomp import config
+
+    return bool(config.get("PARCOMP_ULFM"))
 
 
 def ulfm_available() -> tuple[bool, str]:
@@ -164,7 +161,7 @@ def ulfm_available() -> tuple[bool, str]:
 
 
 def _record(event: dict[str, Any]) -> None:
-    path = os.environ.get("PARCOMP_FAILURE_LOG")
+    path = config.get("PARCOMP_FAILURE_LOG")
     if not path:
         return
     with open(path, "a", encoding="utf-8") as fh:

@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from parcomp import config
 from parcomp.comm import resolve_comm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,13 +80,13 @@ def inject_failure(
     from parcomp.comm import world_rank_size
 
     del comm  # the world rank decides; kept for callers passing it
-    if int(os.environ.get("PARCOMP_RESTART_COUNT", "0") or 0) != 0:
+    if config.get("PARCOMP_RESTART_COUNT") != 0:
         return
     if world_rank_size()[0] != (die_rank or 0):
         return
     for folder in wipe:
         shutil.rmtree(folder, ignore_errors=True)
-    stamp = os.environ.get("PARCOMP_FAULT_STAMP")
+    stamp = config.get("PARCOMP_FAULT_STAMP")
     if stamp:
         with open(stamp, "w") as fh:
             fh.write(repr(time.time()))

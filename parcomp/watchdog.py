@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from parcomp import config
 from parcomp.callid import current, user_line
 
 __all__ = [
@@ -135,7 +136,9 @@ def read_beat(path: Path) -> tuple[int, int, int, str, int] | None:
 
 
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    from parcomp import config
+
+    return bool(config.get(name))
 
 
 def debug_collectives() -> bool:
@@ -151,7 +154,7 @@ def install() -> bool:
     """
     global _beat, _stack_file, _debug
     _debug = _flag("PARCOMP_DEBUG_COLLECTIVES")
-    folder = os.environ.get("PARCOMP_WATCHDOG_DIR")
+    folder = config.get("PARCOMP_WATCHDOG_DIR")
     if not folder or _beat is not None:
         return _beat is not None
     from parcomp.comm import world_rank_size
@@ -166,7 +169,7 @@ def install() -> bool:
         if not faulthandler.is_enabled():  # a segfault in a kernel prints where it happened
             faulthandler.enable(file=sys.stderr, all_threads=False)
         _beat = _Beat(base / f"rank-{rank}.beat")
-        if os.environ.get("PARCOMP_WATCHDOG_SHARED") == "1":
+        if config.get("PARCOMP_WATCHDOG_SHARED"):
             # a multi-node job: the supervisor cannot signal this rank if it runs on
             # another node; it asks through the shared folder instead
             (base / f"rank-{rank}.node").write_text(node_identity() + "\n", encoding="utf-8")

@@ -14,10 +14,12 @@ from __future__ import annotations
 import signal
 import threading
 
+from parcomp import status
+
 __all__ = ["PREEMPTED_STATUS", "Preempted", "install_handlers", "requested", "clear", "SIGNALS"]
 
-#: Exit status of a job that checkpointed because it was asked to stop.
-PREEMPTED_STATUS = 75
+#: Exit status of a job that checkpointed because it was asked to stop (:mod:`parcomp.status`).
+PREEMPTED_STATUS = status.PREEMPTED
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 _received: list[int] = []

@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from parcomp import config
 from parcomp.errors import ConfigError, MPIExecNotFoundError
 
 __all__ = [
@@ -59,7 +60,7 @@ def find_mpiexec() -> Path:
     MPIExecNotFoundError
         If ``$PARCOMP_MPIEXEC`` names a missing file, or no ``mpiexec`` exists at all.
     """
-    explicit = os.environ.get("PARCOMP_MPIEXEC")
+    explicit = config.get("PARCOMP_MPIEXEC")
     if explicit:
         path = Path(explicit)
         if not (path.is_file() and os.access(path, os.X_OK)):

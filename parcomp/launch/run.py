@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from parcomp.checkpoint.preempt import PREEMPTED_STATUS
+from parcomp import config
 from parcomp.comm import INTERRUPTED_STATUS
 from parcomp.errors import ConfigError, LaunchError
 from parcomp.launch.cleanup import ShmJanitor, die_with_parent, sweep_orphans
@@ -40,6 +40,7 @@ from parcomp.launch.hosts import (
 from parcomp.launch.listen import keep_local
 from parcomp.launch.mpiexec import find_mpiexec, mpiexec_argv, mpiexec_identity
 from parcomp.launch.supervise import TIMEOUT_STATUS, Signals, supervise
+from parcomp.status import PREEMPTED as PREEMPTED_STATUS
 
 __all__ = ["run_job", "TIMEOUT_STATUS"]
 
@@ -182,10 +183,11 @@ def _run(
     vendor = mpiexec_identity(launcher).vendor
     log = supervisor_logger()
     base_env = dict(os.environ if env is None else env)
+    config.check_all(base_env)  # a bad PARCOMP_* value stops here, before anything starts
     threads_per_rank(base_env, nprocs)
     yield_when_oversubscribed(base_env, nprocs, vendor)
     # Site-specific launcher options (a hostfile, binding, a launcher hook), shell-quoted.
-    extra: list[str] = shlex.split(base_env.get("PARCOMP_MPIEXEC_ARGS", ""))
+    extra: list[str] = shlex.split(config.get("PARCOMP_MPIEXEC_ARGS", base_env))
     if hosts:
         # several machines: the transports and the launcher on the hosts' interface
         extra += network_settings(base_env, hosts, vendor)
@@ -286,7 +288,7 @@ def _attempts(
             ranks, job.program, mpiexec=launcher, vendor=vendor, extra=(*job.extra, *host_args)
         )
         job_env = dict(base_env)
-        earlier = int(base_env.get("PARCOMP_RESTART_COUNT", "0") or 0)
+        earlier = int(config.get("PARCOMP_RESTART_COUNT", base_env))
         job_env.update(
             PARCOMP_NPROCS=str(ranks),
             PARCOMP_RESTART_COUNT=str(earlier + attempt),

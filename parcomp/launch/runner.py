@@ -14,7 +14,7 @@ import os
 import runpy
 import sys
 
-from parcomp.checkpoint.preempt import PREEMPTED_STATUS
+from parcomp import config
 from parcomp.comm import (
     JobExit,
     _failfast_enabled,
@@ -24,13 +24,15 @@ from parcomp.comm import (
     report_and_abort,
     world_rank_size,
 )
+from parcomp.status import BAD_INPUT, SIZE_MISMATCH
+from parcomp.status import PREEMPTED as PREEMPTED_STATUS
 
 #: Exit status when the world size differs from the number of ranks asked for.
-SIZE_MISMATCH_STATUS = 3
+SIZE_MISMATCH_STATUS = SIZE_MISMATCH
 
 
 #: Exit status when two machines of the job share a hostname.
-HOSTNAME_CLASH_STATUS = 2
+HOSTNAME_CLASH_STATUS = BAD_INPUT
 
 
 def _refuse_shared_hostnames(rank: int, size: int) -> None:
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         install_excepthook()
     _die_with_proxy()
     target, rest = args[0], args[1:]
-    expected = os.environ.get("PARCOMP_NPROCS") or os.environ.get("PARCOMP_EXPECT_NTASKS")
+    expected = config.get("PARCOMP_NPROCS") or config.get("PARCOMP_EXPECT_NTASKS")
     if expected:
         from mpi4py import MPI  # noqa: F401 - initialise MPI to learn the real world size
 

@@ -36,8 +36,8 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parcomp.checkpoint.preempt import PREEMPTED_STATUS
 from parcomp.errors import ConfigError
+from parcomp.status import PREEMPTED as PREEMPTED_STATUS
 
 __all__ = ["SlurmOptions", "render_sbatch", "walltime_seconds", "lead_warning"]
 

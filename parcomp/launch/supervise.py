@@ -27,14 +27,16 @@ import time
 from types import FrameType
 from typing import Any
 
+from parcomp import config
 from parcomp.comm import INTERRUPTED_STATUS
 from parcomp.launch.hang import HangWatch, descendants, kill_pids, rank_processes
+from parcomp.status import TIMEOUT
 from parcomp.watchdog import format_ranks
 
 __all__ = ["POLL", "PREEMPT", "TIMEOUT_STATUS", "Signals", "supervise", "kill_job", "say"]
 
 #: Exit status when the job exceeded its timeout or hung (as coreutils ``timeout``).
-TIMEOUT_STATUS = 124
+TIMEOUT_STATUS = TIMEOUT
 #: Seconds between the supervisor's checks of the job (exit, timeout, signals, heartbeats).
 POLL = 0.1
 PREEMPT = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -244,12 +246,7 @@ def supervise(
 def stranded_after() -> float:
     """Seconds a job may wait in a collective after one of its ranks finished its script
     before it is ended with a report (``PARCOMP_STRANDED_AFTER``, default 30)."""
-    raw = os.environ.get("PARCOMP_STRANDED_AFTER", "").strip()
-    try:
-        value = float(raw) if raw else STRANDED_AFTER
-    except ValueError:
-        value = STRANDED_AFTER
-    return value if value > 0 else STRANDED_AFTER
+    return float(config.get("PARCOMP_STRANDED_AFTER"))
 
 
 #: Default of :func:`stranded_after`.
