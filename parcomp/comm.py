@@ -476,8 +476,6 @@ def _safe_setting(name: str) -> Any:
     """A setting read on the way out of a failing job: an invalid value (refused at
     ``import parcomp``, see :func:`install_failfast`) gives the default, never a second
     error inside the exception hook."""
-    from parcomp import config
-
     try:
         return config.get(name)
     except ConfigError:
@@ -589,8 +587,6 @@ def uninstall_excepthook() -> None:
 
 
 def _failfast_enabled() -> bool:
-    from parcomp import config
-
     for name in ("PARCOMP_ABORT_GRACE", "PARCOMP_FULL_TRACEBACK"):  # used by the hook
         config.get(name)  # an invalid value is refused here, not inside the hook
     return bool(config.get("PARCOMP_FAILFAST"))

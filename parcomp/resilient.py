@@ -131,8 +131,6 @@ def _revoke_derived(comm: Any) -> None:
 
 def ulfm_requested() -> bool:
     """Whether ``$PARCOMP_ULFM`` asks for in-job recovery (``parcomp run --ulfm`` sets it)."""
-    from parcomp import config
-
     return bool(config.get("PARCOMP_ULFM"))
 
 

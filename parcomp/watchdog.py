@@ -136,8 +136,6 @@ def read_beat(path: Path) -> tuple[int, int, int, str, int] | None:
 
 
 def _flag(name: str) -> bool:
-    from parcomp import config
-
     return bool(config.get(name))
 
 

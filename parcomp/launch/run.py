@@ -209,7 +209,7 @@ def _run(
             # ranks lost in-job); a PARCOMP_FAILURE_LOG of the user's gets a copy.
             fd, failure_log = tempfile.mkstemp(prefix="parcomp-failures-", suffix=".jsonl")
             os.close(fd)
-            base_env["PARCOMP_FAILURE_LOG_COPY"] = base_env.get("PARCOMP_FAILURE_LOG", "")
+            base_env["PARCOMP_FAILURE_LOG_COPY"] = config.get("PARCOMP_FAILURE_LOG", base_env) or ""
             base_env["PARCOMP_FAILURE_LOG"] = failure_log
         else:
             log.warning(
@@ -317,7 +317,7 @@ def _attempts(
         if removed:
             log.debug("removed %d shared-memory segment(s) the job left in /dev/shm", removed)
         lost = (
-            _report_recoveries(failure_log, log, job.env.get("PARCOMP_FAILURE_LOG_COPY"))
+            _report_recoveries(failure_log, log, config.get("PARCOMP_FAILURE_LOG_COPY", job.env))
             if failure_log is not None
             else set()
         )

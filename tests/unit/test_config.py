@@ -125,3 +125,13 @@ def test_exit_statuses_live_in_one_module_and_launch_needs_no_checkpoint_package
 
     assert (PREEMPTED_STATUS, INTERRUPTED_STATUS, TIMEOUT_STATUS) == (75, 130, 124)
     assert (status.PREEMPTED, status.INTERRUPTED, status.TIMEOUT) == (75, 130, 124)
+
+
+def test_the_library_reads_its_settings_only_through_config():
+    pattern = re.compile(r"(environ|env)\.get\(\s*\"PARCOMP_|getenv\(\"PARCOMP_")  # reads
+    readers = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "parcomp").rglob("*.py")
+        if p.name != "config.py" and pattern.search(p.read_text())
+    ]
+    assert readers == []
