@@ -205,7 +205,8 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from parcomp.checkpoint.reader import inspect_checkpoint, list_checkpoints
+    from parcomp.checkpoint.inspect import inspect_checkpoint
+    from parcomp.checkpoint.reader import list_checkpoints
 
     directory = Path(args.directory)
     if not directory.is_dir():
@@ -232,7 +233,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _inspect_local(root: Any, quick: bool) -> int:
-    from parcomp.checkpoint.reader import inspect_local
+    from parcomp.checkpoint.inspect import inspect_local
 
     nodes = sorted(p.name for p in root.iterdir() if p.name.startswith("node-"))
     print(f"node-local tier {root}: {len(nodes)} node folder(s) visible: {', '.join(nodes)}")

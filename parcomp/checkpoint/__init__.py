@@ -17,8 +17,9 @@ The ``Checkpointer`` is the policy over them (:mod:`~parcomp.checkpoint.checkpoi
 """
 
 from parcomp.checkpoint.checkpointer import Checkpointer
+from parcomp.checkpoint.inspect import inspect_checkpoint
 from parcomp.checkpoint.preempt import PREEMPTED_STATUS, Preempted
-from parcomp.checkpoint.reader import Restored, inspect_checkpoint, list_checkpoints
+from parcomp.checkpoint.reader import Restored, list_checkpoints
 
 __all__ = [
     "Checkpointer",

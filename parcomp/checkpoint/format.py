@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.checkpoint.manifest import Manifest, read_bounded
 from parcomp.errors import CheckpointError, CheckpointSchemaError
 
 __all__ = [
@@ -54,8 +53,6 @@ __all__ = [
     "slab_checksums",
     "overlap",
     "write_json_atomic",
-    "read_manifest",
-    "parse_manifest",
     "check_regular",
     "check_step_dir",
     "check_owned_dir",
@@ -192,23 +189,6 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     fsync_path(path.parent)
 
 
-def read_manifest(folder: Path) -> Manifest:
-    """Parse ``folder/manifest.json`` and check the files it names (regular, right size).
-
-    Raises
-    ------
-    CheckpointSchemaError
-        Any structural problem (see :class:`~parcomp.checkpoint.manifest.Manifest`), a
-        file that is a link, a FIFO or a device.
-    CheckpointError
-        A file is missing or has the wrong size (truncated or padded).
-    """
-    manifest = parse_manifest(folder)
-    for name, nbytes in manifest.files.items():
-        check_regular(folder / name, nbytes)
-    return manifest
-
-
 def check_regular(path: Path, nbytes: int | None = None) -> None:
     """Raise unless ``path`` is a regular file (not a link) of ours, of ``nbytes`` if given."""
     try:
@@ -285,22 +265,3 @@ def check_step_dir(folder: Path) -> None:
         raise CheckpointError(f"{folder}: missing") from None
     if not stat.S_ISDIR(info.st_mode):
         raise CheckpointSchemaError(f"{folder}: not a directory (symlinks are refused)")
-
-
-def parse_manifest(folder: Path) -> Manifest:
-    """Read and validate ``folder/manifest.json``, not the files it names.
-
-    (A node-local checkpoint directory holds only some of the files its manifest names.)
-    The manifest's step must match the directory name when that is ``step-N``.
-    """
-    check_step_dir(folder)
-    path = folder / MANIFEST
-    try:
-        raw = read_bounded(path)
-    except CheckpointSchemaError:
-        raise
-    except CheckpointError:
-        raise CheckpointError(
-            f"{folder}: no {MANIFEST}: the checkpoint was never committed"
-        ) from None
-    return Manifest.parse(raw, str(path), parse_step(folder.name))

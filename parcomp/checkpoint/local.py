@@ -42,14 +42,12 @@ from typing import Any
 from parcomp.checkpoint.format import (
     MANIFEST,
     make_private_dir,
-    parse_manifest,
     parse_step,
     step_dir_name,
 )
 from parcomp.checkpoint.lease import Lease
-from parcomp.checkpoint.manifest import Manifest
+from parcomp.checkpoint.manifest import Manifest, parse_manifest
 from parcomp.checkpoint.partner import exchange_partner_copies
-from parcomp.checkpoint.reader import Restored
 from parcomp.checkpoint.transaction import Store, _common
 from parcomp.checkpoint.writer import (
     Snapshot,
@@ -61,16 +59,15 @@ from parcomp.checkpoint.writer import (
     write_shard,
 )
 from parcomp.comm import get_logger
-from parcomp.errors import CheckpointError, CheckpointSchemaError, ParcompError
+from parcomp.errors import CheckpointError, ParcompError
 from parcomp.nodes import node_groups, node_name, partner_ranks, safe_node_dirname
 from parcomp.subcomm import subsystem_comm
-from parcomp.wire import agree_errors, allgather_ints, allgather_json, bcast_bytes, bcast_json
+from parcomp.wire import agree_errors, allgather_ints, allgather_json, bcast_json
 
 __all__ = [
     "LocalTier",
     "NodeLocalStore",
     "local_steps",
-    "restore_local",
     "choose_manifest",
     "choose_readers",
 ]
@@ -369,62 +366,3 @@ def choose_readers(
             + (f" (saved on nodes {sorted(set(saved_nodes))})" if saved_nodes else "")
         )
     return readers
-
-
-def restore_local(
-    tier: LocalTier, step: int, overrides: dict[str, Any], redeal: Any = None
-) -> tuple[Restored | None, str | None]:
-    """Restore ``step`` from the node-local tier (collective): ``(restored, error)``."""
-    from parcomp.checkpoint.restore import restore_into
-
-    comm, log = tier.comm, get_logger("parcomp.checkpoint")
-    view, raw = _node_view(tier, step)
-    views = allgather_json(comm, view)
-    choice = choose_manifest(views)
-    if isinstance(choice, str):
-        return None, choice
-    digest, root = choice
-    raw = bcast_bytes(comm, raw if tier.rank == root else None, root=root)
-    folder = tier.folder / step_dir_name(step)
-    try:
-        manifest = Manifest.parse(raw, str(folder / MANIFEST), step)
-    except CheckpointSchemaError as exc:  # rank ``root`` parsed it already: cannot happen
-        return None, str(exc)
-    if manifest.digest != digest:
-        return None, "the chosen manifest changed in transit"
-    loaded = restore_into(
-        folder,
-        manifest,
-        comm,
-        overrides,
-        redeal,
-        readers=lambda excluded: choose_readers(tier.names, views, manifest, excluded),
-    )
-    if loaded.error is not None:
-        return None, loaded.error
-    # from the readers that succeeded: a damaged own copy read from the partner counts too
-    saved_nodes = list(manifest.get("nodes") or [])
-    rebuilt = sorted(
-        f"{name} (from the partner copy on {tier.names[r]})"
-        for name, r in (loaded.readers or {}).items()
-        if (i := int(name.split("-")[1])) < len(saved_nodes) and tier.names[r] != saved_nodes[i]
-    )
-    if tier.rank == 0:
-        log.info(
-            "restored step %d from the node-local tier %s (saved on %d ranks)",
-            step,
-            tier.root,
-            manifest.nprocs,
-        )
-        if rebuilt:
-            log.warning(
-                "node-local step %d: %d shard(s) rebuilt from partner copies: %s",
-                step,
-                len(rebuilt),
-                ", ".join(rebuilt),
-            )
-    restored = Restored(folder, manifest, loaded.arrays)
-    restored.local = loaded.local
-    restored.local_whole = loaded.local_whole
-    restored.rebuilt = rebuilt
-    return restored, None

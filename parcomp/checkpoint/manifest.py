@@ -40,6 +40,15 @@ from typing import Any
 
 import numpy as np
 
+from parcomp.checkpoint.format import (
+    MANIFEST,
+    MASTER,
+    check_regular,
+    check_step_dir,
+    parse_step,
+    slab_bounds,
+    slab_rows,
+)
 from parcomp.errors import CheckpointError, CheckpointSchemaError
 
 __all__ = [
@@ -51,6 +60,8 @@ __all__ = [
     "ShardSpec",
     "manifest_digest",
     "read_bounded",
+    "read_manifest",
+    "parse_manifest",
 ]
 
 FORMAT = "parcomp-checkpoint"
@@ -443,7 +454,6 @@ class Manifest(Mapping[str, Any]):
 def _array(
     name: str, spec: Any, where: str, nprocs: int, files: set[str], single: bool
 ) -> ArraySpec:
-    from parcomp.checkpoint.format import MASTER, slab_bounds, slab_rows
     from parcomp.errors import ParcompError
     from parcomp.halo import check_halo
     from parcomp.partition import Partition
@@ -519,7 +529,6 @@ def _local(
     value: Any, where: str, nprocs: int, files: set[str], single: str
 ) -> tuple[dict[str, Any], int]:
     """Validate the per-rank data section; return it and the bytes it describes."""
-    from parcomp.checkpoint.format import slab_bounds, slab_rows
 
     section = _dict(value, f"{where}: local")
     if section and single == "single-file":
@@ -570,3 +579,39 @@ def _check_rng(state: Any, where: str) -> None:
         getattr(np.random, kind)().state = state
     except (ValueError, TypeError, KeyError, OverflowError) as exc:
         raise _bad(where, f"not a valid {kind} state ({type(exc).__name__}: {exc})") from None
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Parse ``folder/manifest.json`` and check the files it names (regular, right size).
+
+    Raises
+    ------
+    CheckpointSchemaError
+        Any structural problem (see :class:`~parcomp.checkpoint.manifest.Manifest`), a
+        file that is a link, a FIFO or a device.
+    CheckpointError
+        A file is missing or has the wrong size (truncated or padded).
+    """
+    manifest = parse_manifest(folder)
+    for name, nbytes in manifest.files.items():
+        check_regular(folder / name, nbytes)
+    return manifest
+
+
+def parse_manifest(folder: Path) -> Manifest:
+    """Read and validate ``folder/manifest.json``, not the files it names.
+
+    (A node-local checkpoint directory holds only some of the files its manifest names.)
+    The manifest's step must match the directory name when that is ``step-N``.
+    """
+    check_step_dir(folder)
+    path = folder / MANIFEST
+    try:
+        raw = read_bounded(path)
+    except CheckpointSchemaError:
+        raise
+    except CheckpointError:
+        raise CheckpointError(
+            f"{folder}: no {MANIFEST}: the checkpoint was never committed"
+        ) from None
+    return Manifest.parse(raw, str(path), parse_step(folder.name))

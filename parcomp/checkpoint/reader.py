@@ -1,8 +1,8 @@
 """Reading checkpoints back, on any rank count, verifying every byte.
 
-Local: ``list_checkpoints``, ``inspect_checkpoint``, ``inspect_local``, ``verify_files``,
-``open_block``.
-The collective restore is :mod:`parcomp.checkpoint.restore`.
+Local: ``list_checkpoints``, ``open_block``, and :class:`Restored`, what a restore gives.
+The collective restore is :mod:`parcomp.checkpoint.restore`; ``parcomp inspect``'s checks
+are :mod:`parcomp.checkpoint.inspect`.
 
 The checks every read goes through: a checkpoint directory is listed without following
 links; a dataset is used only after :func:`open_block` matched it against the manifest.
@@ -11,21 +11,22 @@ Nothing is unpickled: manifests are JSON, data are typed HDF5 datasets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from parcomp.checkpoint.format import parse_step, read_manifest
-from parcomp.checkpoint.manifest import ALLOWED_BIT_GENERATORS, ArraySpec, Manifest, ShardSpec
-from parcomp.errors import CheckpointError, CheckpointSchemaError, ParcompError
+from parcomp.checkpoint.format import parse_step
+from parcomp.checkpoint.manifest import (
+    ALLOWED_BIT_GENERATORS,
+    ArraySpec,
+    Manifest,
+    ShardSpec,
+)
+from parcomp.errors import CheckpointError, CheckpointSchemaError
 
 __all__ = [
     "list_checkpoints",
-    "inspect_checkpoint",
-    "inspect_local",
-    "verify_files",
     "open_block",
     "Restored",
 ]
@@ -41,85 +42,6 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
         if (s := parse_step(p.name)) is not None and p.is_dir() and not p.is_symlink()
     ]
     return sorted(found, reverse=True)
-
-
-def inspect_checkpoint(folder: Path, verify_data: bool = True) -> tuple[bool, str]:
-    """Validate one checkpoint in this process alone: ``(valid, one-line description)``.
-
-    The same checks as a restore (:func:`read_manifest`, then the restore engine's own
-    reader over every saved block: :func:`verify_files`), so ``parcomp inspect`` and a
-    restore always agree on which checkpoint is valid.
-    """
-    try:
-        manifest = read_manifest(folder)
-        error = verify_files(folder, manifest) if verify_data else None
-        if error:
-            return False, f"INVALID: {error}"
-        arrays = ", ".join(f"{n}{s.global_shape}:{s.dtype}" for n, s in manifest.arrays.items())
-        text = (
-            f"step {manifest.step}, {manifest.nprocs} ranks, arrays [{arrays}], scalars "
-            f"{sorted(manifest.scalars)}"
-        )
-        if manifest.local:
-            text += (
-                ", per-rank data ["
-                + ", ".join(_describe_local(n, s) for n, s in manifest.local.items())
-                + "]"
-            )
-        if manifest.rng:
-            text += (
-                ", RNG states ["
-                + ", ".join(
-                    f"{n}:{state.get('bit_generator', '?')}" for n, state in manifest.rng.items()
-                )
-                + "]"
-            )
-        return True, text
-    except (ParcompError, OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-        return False, f"INVALID: {exc}"
-
-
-def _describe_local(name: str, spec: Mapping[str, Any]) -> str:
-    """``particles.x:<f8 (2) 1000 rows from 3 ranks (400, 300, 300)`` (a validated spec)."""
-    lengths = [int(p["length"]) for p in spec["pieces"]]
-    tail = f" {tuple(spec['tail'])}" if spec["tail"] else ""
-    return (
-        f"{name}:{spec['dtype']}{tail} {sum(lengths)} rows from {len(lengths)} rank(s) "
-        f"({', '.join(map(str, lengths))})"
-    )
-
-
-def verify_files(folder: Path, manifest: Manifest, names: set[str] | None = None) -> str | None:
-    """Read and verify every saved block (of the files ``names``, default all) exactly as a
-    restore onto one rank would, one block at a time; the first problem, or None (local)."""
-    from parcomp.checkpoint.plan import restore_plan
-    from parcomp.checkpoint.restore import READ_ERRORS, BlockFiles
-    from parcomp.partition import Partition
-
-    plan = restore_plan(
-        {name: spec.shards for name, spec in manifest.arrays.items()},
-        {
-            name: Partition(spec.global_shape, (1,) * len(spec.global_shape), spec.periods)
-            for name, spec in manifest.arrays.items()
-        },
-        None,
-        manifest.local,
-        {
-            name: [(0, sum(p["length"] for p in spec["pieces"]))]
-            for name, spec in manifest.local.items()
-        },
-    )
-    files = BlockFiles(folder, manifest)
-    try:
-        for piece in plan.pieces:
-            if names is None or piece.file in names:
-                files.read(piece)
-                files.forget()
-    except READ_ERRORS as exc:
-        return str(exc)
-    finally:
-        files.close()
-    return None
 
 
 def open_block(fh: Any, folder: Path, manifest: Manifest, spec: ArraySpec, shard: ShardSpec) -> Any:
@@ -248,74 +170,3 @@ class Restored:
 
     def __repr__(self) -> str:
         return f"Restored(step={self.step}, path={self.path}, arrays={sorted(self.arrays)}, scalars={sorted(self.scalars)})"
-
-
-def inspect_local(root: Path, verify_data: bool = True) -> list[tuple[int, bool, str]]:
-    """Describe the node-local checkpoints visible under ``root`` (local; no MPI).
-
-    For every step: whether each saved shard has at least one good copy among the node
-    folders this process can see (all of them when nodes are emulated on one machine, only
-    its own on a real cluster), and how many.  Returns ``(step, restorable, text)`` newest
-    first.  Copies are verified by the restore engine's own reader.
-    """
-    from collections import Counter
-
-    from parcomp.checkpoint.format import parse_manifest, step_dir_name
-    from parcomp.checkpoint.local import choose_manifest
-
-    node_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("node-"))
-    steps = sorted(
-        {s for d in node_dirs for p in d.iterdir() if (s := parse_step(p.name)) is not None},
-        reverse=True,
-    )
-    out = []
-    for step in steps:
-        copies: Counter[str] = Counter()
-        problems: list[str] = []
-        holders, views = [], []
-        for node_dir in node_dirs:
-            folder = node_dir / step_dir_name(step)
-            if not folder.is_dir():
-                continue
-            view: dict[str, Any] = {"node": node_dir.name, "digest": None, "error": None}
-            try:
-                mine = parse_manifest(folder)
-                holders.append((node_dir, folder, mine))
-                view["digest"] = mine.digest
-            except (ParcompError, OSError) as exc:
-                problems.append(f"{node_dir.name}: {exc}")
-                view["error"] = str(exc)
-            views.append(view)
-        choice = choose_manifest(views)  # the restore's own vote between the nodes' copies
-        if isinstance(choice, str):
-            out.append(
-                (step, False, f"{choice}" + (f" ({'; '.join(problems)})" if problems else ""))
-            )
-            continue
-        manifest = next(m for _, _, m in holders if m.digest == choice[0])
-        for node_dir, folder, mine in holders:
-            if mine.digest != manifest.digest:
-                problems.append(f"{node_dir.name}: its manifest is outvoted by the other nodes'")
-                continue
-            for name, nbytes in manifest.files.items():
-                path = folder / name
-                if not path.is_file() or path.stat().st_size != nbytes:
-                    continue
-                if verify_data:
-                    error = verify_files(folder, manifest, {name})
-                    if error:
-                        problems.append(f"{node_dir.name}/{name}: {error}")
-                        continue
-                copies[name] += 1
-        missing = sorted(n for n in manifest.files if not copies[n])
-        counts = sorted({copies[n] for n in manifest.files})
-        text = (
-            f"{len(manifest.files)} shards saved on {manifest.nprocs} ranks, in {len(holders)} "
-            f"node folder(s); good copies per shard: {'/'.join(map(str, counts))}"
-        )
-        if missing:
-            text += f"; NO good copy of {', '.join(missing)}"
-        if problems:
-            text += f" ({'; '.join(problems)})"
-        out.append((step, not missing, text))
-    return out

@@ -619,7 +619,8 @@ def test_series_takes_coordinates_and_units_from_a_variable(shared):
 
 def test_inspect_lists_per_rank_data_and_rng_states(shared):
     from parcomp.checkpoint import Checkpointer
-    from parcomp.checkpoint.reader import inspect_checkpoint, list_checkpoints
+    from parcomp.checkpoint.inspect import inspect_checkpoint
+    from parcomp.checkpoint.reader import list_checkpoints
 
     folder = shared / "ck"
     ck = Checkpointer(folder, handle_signals=False)
