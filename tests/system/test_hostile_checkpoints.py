@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.checkpoint.manifest import manifest_digest
 from parcomp.checkpoint.inspect import inspect_checkpoint
+from parcomp.checkpoint.manifest import manifest_digest
 from parcomp.checkpoint.restore import load_latest
 from tests.conftest import BIN, SCRIPTS, run
 
