@@ -1,6 +1,7 @@
 """The one declaration of parcomp's environment variables (parcomp.config)."""
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -82,32 +83,24 @@ def test_defaults_and_kinds():
         config.get("PARCOMP_NOPE", {})
 
 
-def test_an_invalid_setting_fails_the_job_clearly(tmp_path):
-    """Before: ``PARCOMP_STRANDED_AFTER=soon`` and ``PARCOMP_TILE_CACHE_BYTES=1M`` were
-    silently replaced by their defaults."""
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("PARCOMP_STRANDED_AFTER", "soon", "PARCOMP_STRANDED_AFTER='soon': expected a number"),
+        # read only on some code paths (the stencil tiles): refused at once too
+        ("PARCOMP_TILE_CACHE_BYTES", "1M", "PARCOMP_TILE_CACHE_BYTES='1M': expected an integer"),
+    ],
+)
+def test_parcomp_run_refuses_an_invalid_setting_before_starting(tmp_path, name, raw, message):
+    """Before: both values were silently replaced by their defaults."""
     script = tmp_path / "x.py"
     script.write_text("print('ran')\n")
     proc = subprocess.run(
         [sys.executable, "-m", "parcomp", "run", "-n", "1", "--timeout", "60", str(script)],
-        capture_output=True, text=True, timeout=90,
-        env={**__import__("os").environ, "PARCOMP_STRANDED_AFTER": "soon"},
+        capture_output=True, text=True, timeout=90, env={**os.environ, name: raw},
     )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr
-    assert "PARCOMP_STRANDED_AFTER='soon': expected a number" in proc.stderr
-    assert "ran" not in proc.stdout
-
-
-def test_parcomp_run_checks_every_setting_before_starting(tmp_path):
-    """A setting only some code path reads (the stencil tiles) is refused at once too."""
-    script = tmp_path / "x.py"
-    script.write_text("print('ran')\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "parcomp", "run", "-n", "1", "--timeout", "60", str(script)],
-        capture_output=True, text=True, timeout=90,
-        env={**__import__("os").environ, "PARCOMP_TILE_CACHE_BYTES": "1M"},
-    )  # fmt: skip
-    assert proc.returncode == 2 and "ran" not in proc.stdout
-    assert "PARCOMP_TILE_CACHE_BYTES='1M': expected an integer" in proc.stderr
+    assert proc.returncode == 2 and "ran" not in proc.stdout, proc.stderr
+    assert message in proc.stderr
 
 
 def test_exit_statuses_live_in_one_module_and_launch_needs_no_checkpoint_package():
