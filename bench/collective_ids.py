@@ -1,9 +1,9 @@
-"""Cost of the collective identity check (parcomp.callid) on heat2d, CG and map/reduce.
+"""Cost of the collective identity check (parcomp.runtime.callid) on heat2d, CG and map/reduce.
 
 Run:  .venv/bin/parcomp run -n 2 bench/collective_ids.py [--repeats 9]
 
 The same workload, in the same process, with the check on and off
-(``parcomp.callid.set_enabled``), alternating on/off in every repeat (on first in odd
+(``parcomp.runtime.callid.set_enabled``), alternating on/off in every repeat (on first in odd
 repeats, off first in even ones) so that drift and the other core's noise fall on both
 alike.  Off is the code path of a parcomp without the
 check (the collective decorator returns at once, reductions carry no words).  Medians;
@@ -34,9 +34,9 @@ from _common import machine
 from mpi4py import MPI
 
 import parcomp
-from parcomp import callid
-from parcomp.array import DistArray
-from parcomp.declared import run_stencil
+from parcomp.grid.array import DistArray
+from parcomp.runtime import callid
+from parcomp.stencils.declared import run_stencil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
 

@@ -15,7 +15,7 @@ import numpy as np
 from mpi4py import MPI
 
 import parcomp
-from parcomp.partition import block_range
+from parcomp.grid.partition import block_range
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

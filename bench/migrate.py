@@ -37,8 +37,8 @@ def worker(n: int, moving: float, repeats: int) -> None:
     from _common import machine
     from mpi4py import MPI
 
-    from parcomp.array import DistArray
-    from parcomp.particles import DistParticles
+    from parcomp.grid.array import DistArray
+    from parcomp.particles.dist import DistParticles
 
     comm = MPI.COMM_WORLD
     p, rank = comm.size, comm.rank

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp.array import DistArray
+from parcomp.grid.array import DistArray
 
 
 def words(i: int) -> list[tuple[str, int]]:

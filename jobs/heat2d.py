@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp.array import DistArray
-from parcomp.declared import run_stencil
+from parcomp.grid.array import DistArray
 from parcomp.kernels import heat_step_2d
+from parcomp.stencils.declared import run_stencil
 from parcomp.testing import inject_failure
 
 
@@ -105,8 +105,8 @@ def simulate(
     v = u.zeros_like()
     series = None
     if series_every:
-        from parcomp.comm import raise_if_any
         from parcomp.io import Series
+        from parcomp.runtime.comm import raise_if_any
 
         made = None
         if u.rank == 0:
@@ -177,7 +177,7 @@ def simulate(
 def write_outputs(u: DistArray, out: Path, attrs: dict, png: bool) -> list[Path]:
     """Write ``heat2d.h5`` (in parallel, atomically: no gather) and, from a subsample read
     back on rank 0, ``heat2d.png`` into ``out``; return the paths (collective)."""
-    from parcomp.comm import raise_if_any
+    from parcomp.runtime.comm import raise_if_any
 
     error = None
     if u.rank == 0:
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def job(comm):
         # Called again on the survivors after an in-job recovery (parcomp run --ulfm).
-        from parcomp.resilient import recoveries
+        from parcomp.runtime.resilient import recoveries
 
         if args.die_in_recovery is not None and recoveries() == 1:
             inject_failure(0, 0, args.die_in_recovery, comm)  # the others are restoring

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp.array import DistArray
-from parcomp.exactsum import exact_allsum
+from parcomp.grid.array import DistArray
 from parcomp.kernels import lj_forces, lj_forces_numpy
-from parcomp.particles import DistParticles
+from parcomp.particles.dist import DistParticles
+from parcomp.runtime.exactsum import exact_allsum
 from parcomp.testing import inject_failure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other jobs' helpers

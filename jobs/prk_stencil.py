@@ -11,7 +11,7 @@ over those cells equals ``(iterations + 1) * 2`` to 1e-8, and the job prints the
 in MFlop/s as PRK counts it (19 flops per updated cell).
 
 ``--steps-per-exchange k`` does ``k`` iterations per halo exchange (deep halo of ``2k``
-ghost cells) and cache-blocks them (see :mod:`parcomp.multistep`); 1 is the plain
+ghost cells) and cache-blocks them (see :mod:`parcomp.stencils.multistep`); 1 is the plain
 scheme, one exchange and one sweep per iteration.  The result is bitwise the same for
 any ``k``, ``--tile`` and rank count.
 """
@@ -24,9 +24,9 @@ import time
 import numpy as np
 
 import parcomp
-from parcomp.array import DistArray
-from parcomp.declared import run_stencil
+from parcomp.grid.array import DistArray
 from parcomp.kernels import PRK_RADIUS, prk_star2
+from parcomp.stencils.declared import run_stencil
 
 #: flops per updated cell, as PRK counts them: 2 per stencil point (9) plus one
 FLOPS_PER_CELL = 2 * (4 * PRK_RADIUS + 1) + 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parcomp.numba_jit import jit
+from parcomp.runtime.numba_jit import jit
 
 __all__ = ["mandelbrot_row", "mandelbrot_numpy"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parcomp.declared import stencil
+from parcomp.stencils.declared import stencil
 
 __all__ = [
     "heat_step_2d",

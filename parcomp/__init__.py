@@ -5,7 +5,7 @@ exchanges halos, reduces with MPI collectives and checkpoints to HDF5.
 
 Importing parcomp never talks to MPI (no collective at import: importing on a subset of
 ranks, or in a notebook, cannot hang).  It installs the fail-fast exception hook
-(:func:`parcomp.comm.install_excepthook`) unless ``PARCOMP_FAILFAST=0``.  Modules that pull
+(:func:`parcomp.runtime.comm.install_excepthook`) unless ``PARCOMP_FAILFAST=0``.  Modules that pull
 in heavy dependencies (numba) are imported on first use of their names.
 """
 
@@ -14,9 +14,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from parcomp import errors
-from parcomp.comm import _failfast_enabled as _failfast_enabled
-from parcomp.comm import (
+from parcomp import _renamed
+from parcomp.runtime import errors
+from parcomp.runtime.comm import _failfast_enabled as _failfast_enabled
+from parcomp.runtime.comm import (
     agree,
     configure_logging,
     default_comm,
@@ -29,7 +30,7 @@ from parcomp.comm import (
     size,
     uninstall_excepthook,
 )
-from parcomp.errors import (
+from parcomp.runtime.errors import (
     CheckpointError,
     CheckpointSchemaError,
     CollectiveError,
@@ -44,34 +45,35 @@ from parcomp.errors import (
     ShapeError,
     TaskError,
 )
-from parcomp.numba_jit import Kernel, compile_for_job, jit
+from parcomp.runtime.numba_jit import Kernel, compile_for_job, jit
+from parcomp.runtime.watchdog import install as _install_watchdog
 from parcomp.testing import parallel_assert
-from parcomp.watchdog import install as _install_watchdog
 
 __version__ = "0.1.0"
 
 # Names whose modules are imported on first access (explicit table, no star imports).
-_LAZY: dict[str, tuple[str, str]] = {
-    "DistArray": ("parcomp.array", "DistArray"),
-    "run_stencil": ("parcomp.declared", "run_stencil"),
-    "exchange_halos": ("parcomp.exchange", "exchange_halos"),
-    "start_exchange": ("parcomp.exchange", "start_exchange"),
-    "finish_exchange": ("parcomp.exchange", "finish_exchange"),
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "fft": ("parcomp.grid.fft", None),  # the module: parcomp.fft.fftn(a)
+    "DistArray": ("parcomp.grid.array", "DistArray"),
+    "run_stencil": ("parcomp.stencils.declared", "run_stencil"),
+    "exchange_halos": ("parcomp.grid.exchange", "exchange_halos"),
+    "start_exchange": ("parcomp.grid.exchange", "start_exchange"),
+    "finish_exchange": ("parcomp.grid.exchange", "finish_exchange"),
     "save_hdf5": ("parcomp.io.hdf5", "save_hdf5"),
     "load_hdf5": ("parcomp.io.hdf5", "load_hdf5"),
-    "stencil": ("parcomp.declared", "stencil"),
-    "StencilKernel": ("parcomp.declared", "StencilKernel"),
-    "Partition": ("parcomp.partition", "Partition"),
-    "DistParticles": ("parcomp.particles", "DistParticles"),
-    "allreduce": ("parcomp.reduce", "allreduce"),
-    "map": ("parcomp.mapreduce", "map"),
-    "map_reduce": ("parcomp.mapreduce", "map_reduce"),
-    "map_reduce_keyed": ("parcomp.keyed", "map_reduce_keyed"),
+    "stencil": ("parcomp.stencils.declared", "stencil"),
+    "StencilKernel": ("parcomp.stencils.declared", "StencilKernel"),
+    "Partition": ("parcomp.grid.partition", "Partition"),
+    "DistParticles": ("parcomp.particles.dist", "DistParticles"),
+    "allreduce": ("parcomp.runtime.reduce", "allreduce"),
+    "map": ("parcomp.mapreduce.items", "map"),
+    "map_reduce": ("parcomp.mapreduce.items", "map_reduce"),
+    "map_reduce_keyed": ("parcomp.mapreduce.keyed", "map_reduce_keyed"),
     "Checkpointer": ("parcomp.checkpoint", "Checkpointer"),
-    "Workers": ("parcomp.workers", "Workers"),
-    "WorkerError": ("parcomp.workers", "WorkerError"),
-    "run_job": ("parcomp.notebook", "run_job"),
-    "run_resilient": ("parcomp.resilient", "run_resilient"),
+    "Workers": ("parcomp.front.workers", "Workers"),
+    "WorkerError": ("parcomp.front.workers", "WorkerError"),
+    "run_job": ("parcomp.front.notebook", "run_job"),
+    "run_resilient": ("parcomp.runtime.resilient", "run_resilient"),
 }
 
 __all__ = [
@@ -114,7 +116,8 @@ def __getattr__(name: str) -> Any:
         module_name, attr = _LAZY[name]
     except KeyError:
         raise AttributeError(f"module 'parcomp' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module_name), attr)
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
     globals()[name] = value
     return value
 
@@ -123,6 +126,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
+_renamed.install()  # 0.2's module paths (parcomp.array ...) keep working, with a warning
 if _failfast_enabled():
     install_excepthook()
 _install_watchdog()  # only under `parcomp run` (PARCOMP_WATCHDOG_DIR); never touches MPI

@@ -2,7 +2,7 @@
 
 import sys
 
-from parcomp.cli import main
+from parcomp.front.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,7 +22,7 @@ from parcomp.checkpoint.format import (
 from parcomp.checkpoint.manifest import Manifest
 from parcomp.checkpoint.plan import Piece
 from parcomp.checkpoint.reader import _attrs, _same, open_block
-from parcomp.errors import CheckpointError, CheckpointSchemaError, ParcompError
+from parcomp.runtime.errors import CheckpointError, CheckpointSchemaError, ParcompError
 
 __all__ = ["READ_ERRORS", "BlockFiles", "is_mpi_error"]
 

@@ -25,9 +25,9 @@ from parcomp.checkpoint.reader import Restored
 from parcomp.checkpoint.saving import Saving
 from parcomp.checkpoint.transaction import MpioStore, Pruner, SharedStore, Store, Transaction
 from parcomp.checkpoint.values import check_options, check_required
-from parcomp.comm import get_logger, resolve_comm
-from parcomp.errors import CheckpointError, ConfigError
-from parcomp.watchdog import collective
+from parcomp.runtime.comm import get_logger, resolve_comm
+from parcomp.runtime.errors import CheckpointError, ConfigError
+from parcomp.runtime.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -59,7 +59,7 @@ class Checkpointer(Saving):
         there first, in ``local_dir/node-<name>/``, each shard also copied to a partner rank
         on another node (:mod:`parcomp.checkpoint.local`); ``directory`` then receives
         flushed copies, written in the background.  Node names come from the hostname,
-        or ``PARCOMP_NODE_NAME`` / ``PARCOMP_EMULATE_NODES`` (:mod:`parcomp.nodes`).
+        or ``PARCOMP_NODE_NAME`` / ``PARCOMP_EMULATE_NODES`` (:mod:`parcomp.runtime.nodes`).
     mpio : bool, default False
         Write each checkpoint as one file, ``master.h5``, collectively through parallel
         HDF5 (the ``mpio`` driver) instead of a shard per rank; needs an h5py built with

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.errors import CheckpointError, CheckpointSchemaError
+from parcomp.runtime.errors import CheckpointError, CheckpointSchemaError
 
 __all__ = [
     "FORMAT",
@@ -108,7 +108,7 @@ def _fletcher() -> Any:
     rows anywhere: a block between a DistArray's halo columns is summed in place)."""
     global _fletcher_kernel
     if _fletcher_kernel is None:
-        from parcomp.numba_jit import jit
+        from parcomp.runtime.numba_jit import jit
 
         def fletcher64_rows(words):
             s1 = np.uint64(0)

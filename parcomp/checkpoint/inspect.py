@@ -20,8 +20,8 @@ from parcomp.checkpoint.format import parse_step, step_dir_name
 from parcomp.checkpoint.local import choose_manifest
 from parcomp.checkpoint.manifest import Manifest, parse_manifest, read_manifest
 from parcomp.checkpoint.plan import restore_plan
-from parcomp.errors import ParcompError
-from parcomp.partition import Partition
+from parcomp.grid.partition import Partition
+from parcomp.runtime.errors import ParcompError
 
 __all__ = ["inspect_checkpoint", "inspect_local", "verify_files"]
 

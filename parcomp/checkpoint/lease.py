@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from parcomp.errors import CheckpointError
+from parcomp.runtime.errors import CheckpointError
 
 __all__ = ["Lease", "LEASE_NAME", "claim"]
 
@@ -86,7 +86,7 @@ def claim(folders: list[Path], comm: Any, shared_ok: bool) -> Lease | None:
     0's lease (None elsewhere).
     """
     from parcomp.checkpoint.format import check_owned_dir, make_private_dir
-    from parcomp.comm import raise_if_any, raise_if_differ
+    from parcomp.runtime.comm import raise_if_any, raise_if_differ
 
     raise_if_differ(
         [str(f.absolute()) for f in folders],

@@ -17,7 +17,7 @@ on a real cluster, and one machine emulating several nodes simply has several)::
 
 Saving: a rank reserves room for its shard and the partner copies it keeps, writes its
 shard into the reservation and sends the bytes to its partner rank on the next node
-(:func:`parcomp.nodes.partner_ranks`), which writes the copy under the same name.  Rank 0
+(:func:`parcomp.runtime.nodes.partner_ranks`), which writes the copy under the same name.  Rank 0
 builds the manifest; every node's lowest rank publishes it in its folder (each node's
 commit).  Each manifest carries the same ``checkpoint_id``.
 
@@ -58,11 +58,11 @@ from parcomp.checkpoint.writer import (
     publish,
     write_shard,
 )
-from parcomp.comm import get_logger
-from parcomp.errors import CheckpointError, ParcompError
-from parcomp.nodes import node_groups, node_name, partner_ranks, safe_node_dirname
-from parcomp.subcomm import subsystem_comm
-from parcomp.wire import agree_errors, allgather_ints, allgather_json, bcast_json
+from parcomp.runtime.comm import get_logger
+from parcomp.runtime.errors import CheckpointError, ParcompError
+from parcomp.runtime.nodes import node_groups, node_name, partner_ranks, safe_node_dirname
+from parcomp.runtime.subcomm import subsystem_comm
+from parcomp.runtime.wire import agree_errors, allgather_ints, allgather_json, bcast_json
 
 __all__ = [
     "LocalTier",
@@ -86,7 +86,7 @@ class LocalTier:
         self.root = Path(root)
         self.comm = comm
         self.job = None if job is None else _job_identity(Path(job), comm)
-        # Partner copies travel on their own duplicate of comm (parcomp.subcomm), tags 1-2.
+        # Partner copies travel on their own duplicate of comm (parcomp.runtime.subcomm), tags 1-2.
         self.p2p = subsystem_comm(comm, "partner")
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()

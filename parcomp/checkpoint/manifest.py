@@ -13,7 +13,7 @@ fuzzes it):
   file or dataset names; RNG bit generators come from an allow-list;
 * every shard's placement is cross-checked against the decomposition it claims: with
   ``global_shape``, ``nprocs``, ``dims`` and ``periods`` the blocks are fully determined
-  (:class:`parcomp.partition.Partition`), so a swapped, shifted, removed or resized shard,
+  (:class:`parcomp.grid.partition.Partition`), so a swapped, shifted, removed or resized shard,
   a wrong ``slab_rows`` or a wrong count of slab checksums is refused, as is a halo
   wider than the blocks;
 * the data it describes must fit in the bytes its files hold (a shape cannot ask for
@@ -49,7 +49,7 @@ from parcomp.checkpoint.format import (
     slab_bounds,
     slab_rows,
 )
-from parcomp.errors import CheckpointError, CheckpointSchemaError
+from parcomp.runtime.errors import CheckpointError, CheckpointSchemaError
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -454,9 +454,9 @@ class Manifest(Mapping[str, Any]):
 def _array(
     name: str, spec: Any, where: str, nprocs: int, files: set[str], single: bool
 ) -> ArraySpec:
-    from parcomp.errors import ParcompError
-    from parcomp.halo import check_halo
-    from parcomp.partition import Partition
+    from parcomp.grid.halo import check_halo
+    from parcomp.grid.partition import Partition
+    from parcomp.runtime.errors import ParcompError
 
     spec = _dict(spec, where, _ARRAY, _ARRAY)
     shape_raw = spec["global_shape"]

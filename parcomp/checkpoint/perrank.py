@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.errors import ConfigError
+from parcomp.runtime.errors import ConfigError
 
 __all__ = [
     "check_local",
@@ -47,7 +47,7 @@ def check_local(
     """Validate ``local=`` on every rank and agree that names, dtypes and trailing shapes
     match between ranks (only the lengths may differ).  Collective over ``comm``."""
     from parcomp.checkpoint.manifest import ALLOWED_DTYPES, MAX_NDIM
-    from parcomp.comm import raise_if_any, raise_if_differ
+    from parcomp.runtime.comm import raise_if_any, raise_if_differ
 
     out: dict[str, np.ndarray] = {}
     error: BaseException | None = None
@@ -127,7 +127,7 @@ def local_section(
 
 def default_range(lengths: Sequence[int], rank: int, size: int) -> tuple[int, int]:
     """Own piece on the saved rank count, else a balanced contiguous block (PURE)."""
-    from parcomp.partition import block_range
+    from parcomp.grid.partition import block_range
 
     if size == len(lengths):
         start = sum(lengths[:rank])
@@ -141,8 +141,8 @@ def local_ranges(
     """Every rank's range of every per-rank array's concatenation, from ``redeal`` (or
     :func:`~parcomp.checkpoint.perrank.default_range`), checked on the rank that computed
     it and agreed (collective: a bad callback raises on every rank)."""
-    from parcomp.comm import raise_if_any
-    from parcomp.wire import allgather_ints
+    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.wire import allgather_ints
 
     rank, size = comm.Get_rank(), comm.Get_size()
     mine: list[int] = []

@@ -1,7 +1,7 @@
 """The restore plan: which rank reads which part of which saved block, and for whom.
 
 PURE: no MPI, no I/O, no numpy.  A function of the saved layout (the manifest's blocks),
-the new decomposition (a :class:`~parcomp.partition.Partition` per array, each rank's
+the new decomposition (a :class:`~parcomp.grid.partition.Partition` per array, each rank's
 range of every per-rank array) and, optionally, who reads each file.  Every rank computes
 the same plan from the same agreed inputs, so no rank has to tell another what it sends:
 both ends derive it.
@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from parcomp.errors import CheckpointError
+from parcomp.runtime.errors import CheckpointError
 
 __all__ = ["Piece", "RestorePlan", "restore_plan", "coord_span"]
 
@@ -108,7 +108,7 @@ class RestorePlan:
 
 
 def coord_span(n: int, parts: int, lo: int, hi: int) -> range:
-    """Block numbers (of :func:`~parcomp.partition.block_range`'s split of ``n`` into
+    """Block numbers (of :func:`~parcomp.grid.partition.block_range`'s split of ``n`` into
     ``parts``) that the index range ``[lo, hi)`` meets."""
     if hi <= lo:
         return range(0)

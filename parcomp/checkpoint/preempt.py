@@ -14,11 +14,11 @@ from __future__ import annotations
 import signal
 import threading
 
-from parcomp import status
+from parcomp.runtime import status
 
 __all__ = ["PREEMPTED_STATUS", "Preempted", "install_handlers", "requested", "clear", "SIGNALS"]
 
-#: Exit status of a job that checkpointed because it was asked to stop (:mod:`parcomp.status`).
+#: Exit status of a job that checkpointed because it was asked to stop (:mod:`parcomp.runtime.status`).
 PREEMPTED_STATUS = status.PREEMPTED
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 

@@ -23,7 +23,7 @@ from parcomp.checkpoint.manifest import (
     Manifest,
     ShardSpec,
 )
-from parcomp.errors import CheckpointError, CheckpointSchemaError
+from parcomp.runtime.errors import CheckpointError, CheckpointSchemaError
 
 __all__ = [
     "list_checkpoints",

@@ -5,7 +5,7 @@ collective; :class:`~parcomp.checkpoint.blocks.BlockFiles` is local (it reads fi
 
 The steps, the same for the shared directory and for the node-local tier:
 
-1. agree on one manifest (its bytes travel, every rank parses them: :mod:`parcomp.wire`);
+1. agree on one manifest (its bytes travel, every rank parses them: :mod:`parcomp.runtime.wire`);
 2. make the target DistArrays (collective), every rank's range of the per-rank data;
 3. :func:`~parcomp.checkpoint.plan.restore_plan` (pure): which rank reads which region of
    which saved block, for whom;
@@ -45,9 +45,9 @@ from parcomp.checkpoint.manifest import Manifest, read_manifest
 from parcomp.checkpoint.perrank import Redeal, local_ranges
 from parcomp.checkpoint.plan import Piece, RestorePlan, restore_plan
 from parcomp.checkpoint.reader import Restored, list_checkpoints
-from parcomp.comm import get_logger
-from parcomp.errors import CheckpointSchemaError, ParcompError
-from parcomp.wire import allgather_json, bcast_bytes, bcast_json
+from parcomp.runtime.comm import get_logger
+from parcomp.runtime.errors import CheckpointSchemaError, ParcompError
+from parcomp.runtime.wire import allgather_json, bcast_bytes, bcast_json
 
 __all__ = ["execute", "plan_for", "make_targets", "restore_shared", "load_latest"]
 
@@ -174,7 +174,7 @@ def spare_core(comm: Any) -> bool:
     """
     from mpi4py import MPI
 
-    from parcomp.subcomm import comm_cache
+    from parcomp.runtime.subcomm import comm_cache
 
     cache = comm_cache(comm)
     if "ranks_here" not in cache:
@@ -192,7 +192,7 @@ def make_targets(
     manifest: Manifest, comm: Any, overrides: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
     """Create every restored array (collective), before any rank reads."""
-    from parcomp.array import DistArray
+    from parcomp.grid.array import DistArray
 
     arrays: dict[str, Any] = {}
     size = comm.Get_size()
@@ -292,7 +292,7 @@ def restore_into(
 def agree_manifest(path: Path, comm: Any) -> tuple[Manifest | None, str | None]:
     """Rank 0 reads and checks ``path``'s manifest; every rank parses the same bytes.
 
-    Only bytes travel (:func:`~parcomp.wire.bcast_bytes`), with the verdict as text:
+    Only bytes travel (:func:`~parcomp.runtime.wire.bcast_bytes`), with the verdict as text:
     nothing read from disk is unpickled, and parsing is deterministic, so every rank holds
     the same :class:`Manifest` or the same error.  Collective over ``comm``.
     """

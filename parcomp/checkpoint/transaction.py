@@ -13,10 +13,10 @@ Every checkpoint, whichever tier or writer, is one transaction::
     commit  agree on the writes -> gather the records (JSON) -> rank 0 builds the manifest
             -> the committing ranks publish it (manifest last, rename) -> agree -> prune
 
-A failure at any stage raises the same :class:`~parcomp.errors.CheckpointError` on every
+A failure at any stage raises the same :class:`~parcomp.runtime.errors.CheckpointError` on every
 rank, after the temp folders are removed; committed checkpoints are never touched until
 a newer one is committed.  Only typed buffers and JSON travel between ranks
-(:mod:`parcomp.wire`).
+(:mod:`parcomp.runtime.wire`).
 
 A :class:`Store` says where and how: the shared directory with a shard per rank
 (:class:`SharedStore`, also used to flush a node-local checkpoint by copying its
@@ -52,8 +52,8 @@ from parcomp.checkpoint.writer import (
     write_shard,
     write_single_file,
 )
-from parcomp.errors import CheckpointError
-from parcomp.wire import agree_errors, bcast_json, gather_json
+from parcomp.runtime.errors import CheckpointError
+from parcomp.runtime.wire import agree_errors, bcast_json, gather_json
 
 __all__ = ["Pruner", "Store", "SharedStore", "MpioStore", "Transaction"]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.comm import mark_everywhere
-from parcomp.errors import ConfigError
+from parcomp.runtime.comm import mark_everywhere
+from parcomp.runtime.errors import ConfigError
 
 __all__ = [
     "check_same",
@@ -40,7 +40,7 @@ def check_same(values: dict[str, Any], comm: Any) -> None:
         hashlib.sha256(json.dumps(v, sort_keys=True, allow_nan=True).encode()).hexdigest()
         for v in values.values()
     ]
-    from parcomp.wire import allgather_ints
+    from parcomp.runtime.wire import allgather_ints
 
     # the first 8 bytes of each digest, as int64: one Allgather of a typed buffer
     everyone = allgather_ints(
@@ -135,9 +135,9 @@ def save_state(
     for a bad argument on any rank, or a step, scalar or generator state that differs
     between ranks.
     """
-    from parcomp.array import DistArray
     from parcomp.checkpoint.manifest import MAX_STEP
-    from parcomp.comm import raise_if_any
+    from parcomp.grid.array import DistArray
+    from parcomp.runtime.comm import raise_if_any
 
     arrays = dict(arrays or {})
     error, state = None, {}

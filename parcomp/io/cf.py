@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.errors import DTypeError
+from parcomp.runtime.errors import DTypeError
 
 __all__ = ["CFPlan", "cf_plan", "DESCRIPTIVE"]
 

@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parcomp.errors import ConfigError, DTypeError, HDF5Error, ShapeError
 from parcomp.io.cf import CFPlan, cf_plan
 from parcomp.io.parts import PartSource, check_output_sources, read_region, write_part_dataset
-from parcomp.watchdog import collective
+from parcomp.runtime.errors import ConfigError, DTypeError, HDF5Error, ShapeError
+from parcomp.runtime.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
-    from parcomp.array import DistArray
+    from parcomp.grid.array import DistArray
 
 __all__ = ["save_hdf5", "load_hdf5", "mpio_available", "dataset_sha256", "MAX_ELEMENTS"]
 
@@ -114,8 +114,8 @@ def save_hdf5(
     -----
     Collective over the arrays' communicator.
     """
-    from parcomp.comm import raise_if_any
-    from parcomp.wire import bcast_json
+    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.wire import bcast_json
 
     items = _check_arrays(arrays)
     first = items[0][1]
@@ -175,7 +175,7 @@ def save_hdf5(
 
 
 def _check_arrays(arrays: Any) -> list[tuple[str, DistArray]]:
-    from parcomp.array import DistArray
+    from parcomp.grid.array import DistArray
 
     if not isinstance(arrays, Mapping) or not arrays:
         raise ShapeError("save_hdf5 needs a non-empty mapping of names to DistArrays")
@@ -236,7 +236,7 @@ def _write_mpio(tmp: Path, items: list[tuple[str, DistArray]], attrs: dict, comm
     """One file, written collectively; errors agreed (HDF5 raises on every rank)."""
     import h5py
 
-    from parcomp.comm import raise_if_any
+    from parcomp.runtime.comm import raise_if_any
 
     error: BaseException | None = None
     try:
@@ -265,7 +265,7 @@ def _write_parts(
     """Part files and a virtual-dataset file; errors agreed at each stage."""
     import h5py
 
-    from parcomp.comm import raise_if_any
+    from parcomp.runtime.comm import raise_if_any
 
     rank, size = comm.Get_rank(), comm.Get_size()
     error: BaseException | None = None
@@ -421,7 +421,7 @@ def _umask() -> int:
 
 # ------------------------------------------------------------------------------ reading
 def _load_comm(path: Any, name: Any, *, comm: Any = None, **_k: Any) -> Any:
-    from parcomp.comm import resolve_comm
+    from parcomp.runtime.comm import resolve_comm
 
     return resolve_comm(comm)
 
@@ -482,8 +482,8 @@ def load_hdf5(
     saw are compared, so a rank that sees another file (node-local paths) raises
     everywhere instead of reading a different array.
     """
-    from parcomp.array import DistArray
-    from parcomp.comm import raise_if_any, raise_if_differ, resolve_comm
+    from parcomp.grid.array import DistArray
+    from parcomp.runtime.comm import raise_if_any, raise_if_differ, resolve_comm
 
     comm = resolve_comm(comm)
     meta: tuple[tuple[int, ...], str, CFPlan, Any] | None = None

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.errors import HDF5Error
+from parcomp.runtime.errors import HDF5Error
 
 __all__ = [
     "PartSource",

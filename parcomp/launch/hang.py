@@ -4,7 +4,7 @@ Local to the ``parcomp run`` process: it reads files and sends signals to the jo
 processes on this machine; it never talks MPI.
 
 Each rank of a job started by ``parcomp run`` writes a heartbeat and, on ``SIGQUIT``, its
-stacks into the job's watchdog folder (:mod:`parcomp.watchdog`).  :class:`HangWatch`
+stacks into the job's watchdog folder (:mod:`parcomp.runtime.watchdog`).  :class:`HangWatch`
 
 * tells whether any rank has entered or left a parcomp collective call in the last
   ``hang_after`` seconds (:meth:`HangWatch.stalled`);
@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from parcomp.watchdog import STACK_SIGNAL, format_ranks, node_identity, read_beat
+from parcomp.runtime.watchdog import STACK_SIGNAL, format_ranks, node_identity, read_beat
 
 __all__ = ["HangWatch", "parse_faulthandler", "descendants", "kill_pids"]
 

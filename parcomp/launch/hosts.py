@@ -24,7 +24,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from parcomp.errors import ConfigError
+from parcomp.runtime.errors import ConfigError
 
 __all__ = [
     "Host",

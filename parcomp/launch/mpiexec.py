@@ -23,8 +23,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from parcomp import config
-from parcomp.errors import ConfigError, MPIExecNotFoundError
+from parcomp.runtime import config
+from parcomp.runtime.errors import ConfigError, MPIExecNotFoundError
 
 __all__ = [
     "MPIIdentity",

@@ -23,9 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from parcomp import config
-from parcomp.comm import INTERRUPTED_STATUS
-from parcomp.errors import ConfigError, LaunchError
 from parcomp.launch.cleanup import ShmJanitor, die_with_parent, sweep_orphans
 from parcomp.launch.hang import HangWatch
 from parcomp.launch.hosts import (
@@ -40,7 +37,10 @@ from parcomp.launch.hosts import (
 from parcomp.launch.listen import keep_local
 from parcomp.launch.mpiexec import find_mpiexec, mpiexec_argv, mpiexec_identity
 from parcomp.launch.supervise import TIMEOUT_STATUS, Signals, supervise
-from parcomp.status import PREEMPTED as PREEMPTED_STATUS
+from parcomp.runtime import config
+from parcomp.runtime.comm import INTERRUPTED_STATUS
+from parcomp.runtime.errors import ConfigError, LaunchError
+from parcomp.runtime.status import PREEMPTED as PREEMPTED_STATUS
 
 __all__ = ["run_job", "TIMEOUT_STATUS"]
 

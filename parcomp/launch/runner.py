@@ -14,8 +14,8 @@ import os
 import runpy
 import sys
 
-from parcomp import config
-from parcomp.comm import (
+from parcomp.runtime import config
+from parcomp.runtime.comm import (
     JobExit,
     _failfast_enabled,
     _failfast_excepthook,
@@ -24,8 +24,8 @@ from parcomp.comm import (
     report_and_abort,
     world_rank_size,
 )
-from parcomp.status import BAD_INPUT, SIZE_MISMATCH
-from parcomp.status import PREEMPTED as PREEMPTED_STATUS
+from parcomp.runtime.status import BAD_INPUT, SIZE_MISMATCH
+from parcomp.runtime.status import PREEMPTED as PREEMPTED_STATUS
 
 #: Exit status when the world size differs from the number of ranks asked for.
 SIZE_MISMATCH_STATUS = SIZE_MISMATCH
@@ -45,7 +45,7 @@ def _refuse_shared_hostnames(rank: int, size: int) -> None:
     """
     from mpi4py import MPI
 
-    from parcomp.watchdog import node_identity
+    from parcomp.runtime.watchdog import node_identity
 
     mine = node_identity()
     every = MPI.COMM_WORLD.allgather(mine)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     if expected:
         from mpi4py import MPI  # noqa: F401 - initialise MPI to learn the real world size
 
-        from parcomp.watchdog import mark_initialized
+        from parcomp.runtime.watchdog import mark_initialized
 
         mark_initialized()  # the supervisor tells a start-up failure from a later one
         rank, size = world_rank_size()
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, JobExit):
             raise  # every rank called exit_all together: no abort
         if code == PREEMPTED_STATUS:
-            from parcomp.resilient import note_exit_status
+            from parcomp.runtime.resilient import note_exit_status
 
             note_exit_status(code)
             raise  # every rank checkpointed together and exits the same way: no abort

@@ -24,7 +24,7 @@ The rendered script
 * on any other failure (a rank died) restarts inside the allocation, up to a budget;
 * leaves compiled kernels in each node's local cache (``$TMPDIR``, else ``/dev/shm``):
   one rank compiles each kernel for the job and MPI carries it to the other nodes, with
-  no lock on the shared file system (:mod:`parcomp.numba_jit`).  A persistent cache
+  no lock on the shared file system (:mod:`parcomp.runtime.numba_jit`).  A persistent cache
   shared by jobs is an opt-in: ``numba_cache`` (``parcomp slurm --numba-cache DIR``)
   exports ``PARCOMP_CACHE_DIR``.
 """
@@ -36,8 +36,8 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parcomp.errors import ConfigError
-from parcomp.status import PREEMPTED as PREEMPTED_STATUS
+from parcomp.runtime.errors import ConfigError
+from parcomp.runtime.status import PREEMPTED as PREEMPTED_STATUS
 
 __all__ = ["SlurmOptions", "render_sbatch", "walltime_seconds", "lead_warning"]
 

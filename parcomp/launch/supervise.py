@@ -27,11 +27,11 @@ import time
 from types import FrameType
 from typing import Any
 
-from parcomp import config
-from parcomp.comm import INTERRUPTED_STATUS
 from parcomp.launch.hang import HangWatch, descendants, kill_pids, rank_processes
-from parcomp.status import TIMEOUT
-from parcomp.watchdog import format_ranks
+from parcomp.runtime import config
+from parcomp.runtime.comm import INTERRUPTED_STATUS
+from parcomp.runtime.status import TIMEOUT
+from parcomp.runtime.watchdog import format_ranks
 
 __all__ = ["POLL", "PREEMPT", "TIMEOUT_STATUS", "Signals", "supervise", "kill_job", "say"]
 

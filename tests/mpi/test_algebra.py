@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.array import DistArray
-from parcomp.errors import ShapeError
-from parcomp.exactsum import exact_sum
+from parcomp.grid.array import DistArray
+from parcomp.runtime.errors import ShapeError
+from parcomp.runtime.exactsum import exact_sum
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD

@@ -9,9 +9,9 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.array import DistArray
 from parcomp.checkpoint import Checkpointer
-from parcomp.errors import CheckpointError, ConfigError
+from parcomp.grid.array import DistArray
+from parcomp.runtime.errors import CheckpointError, ConfigError
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD

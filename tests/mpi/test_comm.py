@@ -7,8 +7,8 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.comm import configure_logging, world_rank_size
-from parcomp.errors import CollectiveError, ShapeError
+from parcomp.runtime.comm import configure_logging, world_rank_size
+from parcomp.runtime.errors import CollectiveError, ShapeError
 from parcomp.testing import parallel_assert
 
 
@@ -97,10 +97,10 @@ def test_pi_job_same_answer_on_any_rank_count(job):
 
 def test_log_tag_follows_the_default_communicator_after_a_shrink():
     # was: logs kept saying [rank 0/3] after an in-job shrink to 2 ranks.  A shrink makes
-    # the shrunk communicator parcomp's default (parcomp.resilient); emulate it with a split.
+    # the shrunk communicator parcomp's default (parcomp.runtime.resilient); emulate it with a split.
     import io
 
-    import parcomp.comm as pcomm
+    import parcomp.runtime.comm as pcomm
 
     world = MPI.COMM_WORLD
     keep = world.size - 1 if world.size > 1 else 1

@@ -16,9 +16,9 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-import parcomp.nodes
-from parcomp.array import DistArray
-from parcomp.errors import ConfigError, KernelSignatureError
+import parcomp.runtime.nodes
+from parcomp.grid.array import DistArray
+from parcomp.runtime.errors import ConfigError, KernelSignatureError
 from parcomp.testing import parallel_assert
 from tests.mpi.test_jit import KERNEL
 
@@ -56,7 +56,7 @@ def module(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PARCOMP_NODE_CACHE_DIR", os.path.join(folder, "local"))
     monkeypatch.setenv("HOME", os.path.join(folder, "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", os.path.join(folder, "home", ".cache"))
-    monkeypatch.setattr(parcomp.nodes, "_cached", f"testnode{RANK // 2}")
+    monkeypatch.setattr(parcomp.runtime.nodes, "_cached", f"testnode{RANK // 2}")
     spec = importlib.util.spec_from_file_location(name, os.path.join(folder, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod  # Numba's cache refers to the kernel's module by name

@@ -5,9 +5,15 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.array import DistArray
-from parcomp.declared import run_stencil
-from parcomp.errors import ConfigError, DTypeError, KernelSignatureError, RankCountError, ShapeError
+from parcomp.grid.array import DistArray
+from parcomp.runtime.errors import (
+    ConfigError,
+    DTypeError,
+    KernelSignatureError,
+    RankCountError,
+    ShapeError,
+)
+from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 from tests.helpers import expected_buffer as _expected
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.array import DistArray
-from parcomp.errors import ConfigError, DTypeError, HDF5Error, ShapeError
+from parcomp.grid.array import DistArray
 from parcomp.io import load_hdf5, save_hdf5
+from parcomp.runtime.errors import ConfigError, DTypeError, HDF5Error, ShapeError
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD

@@ -5,9 +5,7 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.array import DistArray
-from parcomp.declared import run_stencil
-from parcomp.errors import KernelSignatureError
+from parcomp.grid.array import DistArray
 from parcomp.kernels import (
     heat_step_2d,
     heat_step_2d_numpy,
@@ -16,6 +14,8 @@ from parcomp.kernels import (
     life_step,
     life_step_numpy,
 )
+from parcomp.runtime.errors import KernelSignatureError
+from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 RANK = MPI.COMM_WORLD.rank

@@ -10,8 +10,8 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.array import DistArray
-from parcomp.errors import ConfigError, TaskError
+from parcomp.grid.array import DistArray
+from parcomp.runtime.errors import ConfigError, TaskError
 from parcomp.testing import parallel_assert
 from tests.helpers import reference_tree_sum
 

@@ -7,10 +7,8 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.array import DistArray
-from parcomp.declared import run_stencil
-from parcomp.errors import KernelSignatureError, ShapeError
-from parcomp.halo import STATS
+from parcomp.grid.array import DistArray
+from parcomp.grid.halo import STATS
 from parcomp.kernels import (
     gray_scott_step,
     heat_step_2d,
@@ -19,6 +17,8 @@ from parcomp.kernels import (
     life_step,
     wave_step,
 )
+from parcomp.runtime.errors import KernelSignatureError, ShapeError
+from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD
@@ -291,7 +291,7 @@ def positional(u, out, a):
 
 @pytest.mark.parametrize("kernel", [sloppy, positional], ids=lambda k: k.__name__)
 def test_debug_mode_catches_a_kernel_that_is_not_translation_invariant(kernel, monkeypatch):
-    from parcomp import watchdog
+    from parcomp.runtime import watchdog
 
     monkeypatch.setattr(watchdog, "_debug", True)  # what PARCOMP_DEBUG_COLLECTIVES=1 sets
     u = make((24, 20), 3, False, np.float64, 30)
@@ -301,7 +301,7 @@ def test_debug_mode_catches_a_kernel_that_is_not_translation_invariant(kernel, m
 
 
 def test_debug_mode_accepts_the_library_kernels(monkeypatch):
-    from parcomp import watchdog
+    from parcomp.runtime import watchdog
 
     monkeypatch.setattr(watchdog, "_debug", True)
     for case in sorted(CASES):

@@ -11,9 +11,9 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.array import DistArray
-from parcomp.declared import run_stencil
-from parcomp.errors import KernelSignatureError, ShapeError
+from parcomp.grid.array import DistArray
+from parcomp.runtime.errors import KernelSignatureError, ShapeError
+from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 RANK = MPI.COMM_WORLD.rank
@@ -132,7 +132,7 @@ def test_distarray_as_plain_parameter_raises():
 
 
 def test_distarray_passed_to_kernel_directly_names_it():
-    # was: "Cannot determine Numba type of <class 'parcomp.array.DistArray'>"
+    # was: "Cannot determine Numba type of <class 'parcomp.grid.array.DistArray'>"
     u = DistArray.zeros((8, 8), halo=1)
     with pytest.raises(KernelSignatureError, match=r"argument 1 \(u\) is a DistArray.*\.local"):
         undeclared(u, u.local, 0.1)
@@ -221,7 +221,7 @@ def test_four_dimensional_arrays_exchange():
 
 def test_differing_checkpoint_scalars_raise(tmp_path_factory):
     from parcomp.checkpoint import Checkpointer
-    from parcomp.errors import ConfigError
+    from parcomp.runtime.errors import ConfigError
 
     folder = MPI.COMM_WORLD.bcast(str(tmp_path_factory.mktemp("ck")) if RANK == 0 else None)
     ck = Checkpointer(folder)
@@ -241,7 +241,7 @@ def test_differing_checkpoint_scalars_raise(tmp_path_factory):
 
 def test_checkpointer_refuses_unwritable_directory(tmp_path_factory):
     from parcomp.checkpoint import Checkpointer
-    from parcomp.errors import CheckpointError
+    from parcomp.runtime.errors import CheckpointError
 
     base = MPI.COMM_WORLD.bcast(str(tmp_path_factory.mktemp("ro")) if RANK == 0 else None)
     if RANK == 0:
@@ -258,7 +258,7 @@ def test_checkpointer_refuses_unwritable_directory(tmp_path_factory):
 @pytest.mark.skipif(SIZE < 2, reason="needs ranks that can disagree")
 def test_differing_checkpoint_step_rng_and_directory_raise(tmp_path_factory):
     from parcomp.checkpoint import Checkpointer
-    from parcomp.errors import ConfigError
+    from parcomp.runtime.errors import ConfigError
 
     folder = MPI.COMM_WORLD.bcast(str(tmp_path_factory.mktemp("ck")) if RANK == 0 else None)
     # was: per-rank directories were accepted and the first save failed, once per rank
@@ -278,7 +278,7 @@ def test_differing_checkpoint_step_rng_and_directory_raise(tmp_path_factory):
 
 
 def test_map_over_a_set_or_differing_items_raises():
-    from parcomp.errors import ConfigError
+    from parcomp.runtime.errors import ConfigError
 
     words = {f"w{i}" for i in range(200)}
     # was: 20514 on 2 ranks, 19949 on 3 (right: 19900): each rank iterates a set in its
@@ -300,7 +300,7 @@ def test_map_over_a_set_or_differing_items_raises():
 
 @pytest.mark.skipif(SIZE < 2, reason="needs ranks that can disagree")
 def test_debug_mode_catches_parameters_that_differ_between_ranks(monkeypatch):
-    import parcomp.watchdog as wd
+    import parcomp.runtime.watchdog as wd
 
     monkeypatch.setattr(wd, "_debug", True)
     u = DistArray.fromfunction(initial, (16, 16), halo=1)
@@ -316,7 +316,7 @@ def test_foreign_or_shared_directories_refused(tmp_path_factory):
     import stat
 
     from parcomp.checkpoint import Checkpointer
-    from parcomp.errors import CheckpointError
+    from parcomp.runtime.errors import CheckpointError
 
     base = MPI.COMM_WORLD.bcast(str(tmp_path_factory.mktemp("own")) if RANK == 0 else None)
     shared, foreign = f"{base}/shared", f"{base}/foreign"

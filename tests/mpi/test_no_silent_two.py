@@ -9,9 +9,9 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.array import DistArray
-from parcomp.declared import run_stencil
-from parcomp.errors import KernelSignatureError
+from parcomp.grid.array import DistArray
+from parcomp.runtime.errors import KernelSignatureError
+from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 RANK = MPI.COMM_WORLD.rank
@@ -155,7 +155,7 @@ def test_radius_zero_and_pointwise_keep_in_place_updates():
 def test_rfftn_result_knows_its_frequencies():
     # was: frequencies(F) of an rfftn result gave fftfreq values (negatives too) on the
     # halved axis, silently
-    from parcomp import fft
+    from parcomp.grid import fft
 
     shape = (6, 8, 9)  # an odd halved axis
     g = np.random.default_rng(3).standard_normal(shape)
@@ -179,9 +179,9 @@ def test_rfftn_result_knows_its_frequencies():
     back = fft.irfftn(F, out_dims=a.partition.dims).gather()
     parallel_assert(RANK != 0 or (back.shape == shape and np.allclose(back, g, atol=1e-12)))
     # a shape contradicting the transform, or no metadata at all, is refused
-    with pytest.raises(parcomp.errors.ShapeError, match="transform of a"):
+    with pytest.raises(parcomp.runtime.errors.ShapeError, match="transform of a"):
         fft.frequencies(F, shape=(6, 8, 10))
-    with pytest.raises(parcomp.errors.ShapeError, match="pass shape="):
+    with pytest.raises(parcomp.runtime.errors.ShapeError, match="pass shape="):
         fft.frequencies(DistArray.zeros((6, 8, 5), dtype=np.complex128))
     parallel_assert(True)
 
@@ -196,7 +196,7 @@ def _lone(mine, theirs):
     names both calls (on one rank there is nothing to mismatch: ``mine`` just runs)."""
     if SIZE == 1:
         return mine()
-    with pytest.raises(parcomp.errors.CollectiveError) as info:
+    with pytest.raises(parcomp.runtime.errors.CollectiveError) as info:
         mine() if RANK == 0 else theirs()
     return str(info.value)
 
@@ -217,7 +217,7 @@ def test_lone_collective_raises_on_every_rank_naming_both(rank0, others, names):
     # was: rank 0's max met the others' sum: it printed 3075.07 for a field below 3, then
     # the job hung (2 ranks) or died in a 24-line "Message truncated" (3 ranks); a lone
     # count() was an MPICH fatal error with no Python traceback (status 142)
-    from parcomp.particles import DistParticles
+    from parcomp.particles.dist import DistParticles
 
     u = _field()
     big = DistArray.zeros((400, 30), halo=1)  # a row of 30 sums: more than one slot
@@ -290,8 +290,8 @@ def test_parameter_from_the_local_block_is_refused_on_the_first_call():
 
 @pytest.mark.parametrize("steps", [None, 2])
 def test_parameter_that_starts_to_differ_later_is_caught_within_a_sample(steps):
-    from parcomp.multistep import SAMPLE_STEPS
-    from parcomp.stencil_run import SAMPLE
+    from parcomp.stencils.multistep import SAMPLE_STEPS
+    from parcomp.stencils.stencil_run import SAMPLE
 
     u = DistArray.fromfunction(lambda i, j: 1.0 + i + 0.1 * j, (24, 12), halo=2)
     v = u.zeros_like()
@@ -422,7 +422,7 @@ def test_cf_valid_range_unsigned_and_missing_value(shared):
     ref[(unsigned == 250) | (unsigned > 200)] = np.nan  # missing, and beyond valid_range
     ok = RANK != 0 or (u.dtype == np.float32 and np.array_equal(u, ref, equal_nan=True))
     parallel_assert(ok, f"{u} vs {ref}")
-    with pytest.raises(parcomp.errors.DTypeError, match="CF-decoded"):
+    with pytest.raises(parcomp.runtime.errors.DTypeError, match="CF-decoded"):
         parcomp.load_hdf5(path, "u", dtype=np.int8)
     parallel_assert(parcomp.load_hdf5(path, "u", dtype=np.int8, decode=False).dtype == np.int8)
 
@@ -433,10 +433,12 @@ def test_periodic_and_plain_arrays_name_what_differs():
     a = DistArray.zeros((24, 24), periods=True)
     b = DistArray.zeros((24, 24))
     with pytest.raises(
-        parcomp.errors.ShapeError, match=r"periods \(True, True\) and \(False, False\)"
+        parcomp.runtime.errors.ShapeError, match=r"periods \(True, True\) and \(False, False\)"
     ):
         a + b
-    with pytest.raises(parcomp.errors.ShapeError, match=r"shapes \(24, 24\) and \(24, 23\)"):
+    with pytest.raises(
+        parcomp.runtime.errors.ShapeError, match=r"shapes \(24, 24\) and \(24, 23\)"
+    ):
         a += DistArray.zeros((24, 23), periods=True)
     parallel_assert(True)
 
@@ -447,11 +449,13 @@ def test_series_errors_show_both_shapes_and_dtype_errors(shared):
     u = DistArray.zeros((12, 8), halo=1)
     s = Series(shared / "msg.h5", {"u": u}, overwrite=True)
     with pytest.raises(
-        parcomp.errors.ShapeError, match=r"shape \(12, 9\).*series holds shape \(12, 8\)"
+        parcomp.runtime.errors.ShapeError, match=r"shape \(12, 9\).*series holds shape \(12, 8\)"
     ):
         s.append(1, 0.1, fields={"u": DistArray.zeros((12, 9))})
     # was: ShapeError for a dtype
-    with pytest.raises(parcomp.errors.DTypeError, match="float32, the series holds float64"):
+    with pytest.raises(
+        parcomp.runtime.errors.DTypeError, match="float32, the series holds float64"
+    ):
         s.append(1, 0.1, fields={"u": DistArray.zeros((12, 8), dtype=np.float32)})
     s.append(1, 0.1, fields={"u": u})
     s.close()
@@ -460,7 +464,7 @@ def test_series_errors_show_both_shapes_and_dtype_errors(shared):
 
 def test_nan_positions_are_refused_on_every_rank_together():
     # already agreed before this issue (raise_if_any in migrate): kept as a test
-    from parcomp.particles import DistParticles
+    from parcomp.particles.dist import DistParticles
 
     u = DistArray.zeros((8, 8))
     x = np.full((3, 2), 1.0 + RANK)
@@ -468,7 +472,7 @@ def test_nan_positions_are_refused_on_every_rank_together():
         x[1, 0] = np.nan
     p = DistParticles(u, {"x": np.full((0, 2), 1.0)}, box=[(0, 8), (0, 8)])
     p.fields = {"x": x}
-    with pytest.raises(parcomp.errors.ShapeError, match="NaN or infinite"):
+    with pytest.raises(parcomp.runtime.errors.ShapeError, match="NaN or infinite"):
         p.migrate()
     parallel_assert(True)
 
@@ -502,7 +506,7 @@ def _serial_cic(field, x, box_hi, periodic):
 
 @pytest.mark.parametrize("periodic", [True, False])
 def test_interpolate_mirrors_deposit_bitwise_on_any_rank_count(periodic):
-    from parcomp.particles import DistParticles
+    from parcomp.particles.dist import DistParticles
 
     i, j = np.meshgrid(np.arange(8), np.arange(6), indexing="ij")
     G = np.sin(0.7 * i) + np.cos(0.4 * j) * 0.5 + 0.01 * i * j
@@ -528,13 +532,13 @@ def test_interpolate_mirrors_deposit_bitwise_on_any_rank_count(periodic):
     lhs = MPI.COMM_WORLD.allreduce(float(np.sum(w * got)))
     rhs = float((rho * f).sum())
     parallel_assert(abs(lhs - rhs) <= 1e-12 * abs(lhs), f"adjoint {lhs} vs {rhs}")
-    with pytest.raises(parcomp.errors.ShapeError, match="halo >= 1"):
+    with pytest.raises(parcomp.runtime.errors.ShapeError, match="halo >= 1"):
         p.interpolate(DistArray.zeros((8, 6), periods=periodic))
 
 
 def test_numpy_block_of_this_rank_combines_with_a_distarray():
     # was: 1j * kx * W needed a zeros_like() and .interior[...] wrapper each time
-    from parcomp import fft
+    from parcomp.grid import fft
 
     n = 16
     i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
@@ -647,7 +651,7 @@ def test_arrays_of_different_shapes_per_rank_are_named_not_truncated():
     if SIZE == 1:
         parallel_assert(parcomp.allreduce(values, "sum").tolist() == [1.0] * 3)
         return
-    with pytest.raises(parcomp.errors.CollectiveError, match="reduce different things"):
+    with pytest.raises(parcomp.runtime.errors.CollectiveError, match="reduce different things"):
         parcomp.allreduce(values, "sum")
     parallel_assert(parcomp.allreduce(np.ones(4), "sum").tolist() == [float(SIZE)] * 4)
 

@@ -13,8 +13,8 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.array import DistArray
-from parcomp.errors import HDF5Error
+from parcomp.grid.array import DistArray
+from parcomp.runtime.errors import HDF5Error
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD

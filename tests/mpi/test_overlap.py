@@ -6,10 +6,10 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.array import DistArray
-from parcomp.declared import run_stencil
-from parcomp.errors import KernelSignatureError
+from parcomp.grid.array import DistArray
 from parcomp.kernels import heat_step_2d, heat_step_3d, life_step
+from parcomp.runtime.errors import KernelSignatureError
+from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD
@@ -78,7 +78,7 @@ def test_checked_calls_are_remembered_only_for_the_same_live_arrays():
     address) is checked again."""
     import gc
 
-    from parcomp.errors import ShapeError
+    from parcomp.runtime.errors import ShapeError
 
     for _ in range(5):
         u = DistArray.zeros((16, 12), halo=1)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp import particle_plan as plan
-from parcomp.array import DistArray
-from parcomp.errors import ConfigError, ShapeError
-from parcomp.particles import DistParticles
-from parcomp.partition import Partition
+from parcomp.grid.array import DistArray
+from parcomp.grid.partition import Partition
+from parcomp.particles import plan as plan
+from parcomp.particles.dist import DistParticles
+from parcomp.runtime.errors import ConfigError, ShapeError
 from parcomp.testing import parallel_assert
 
 SIZE = MPI.COMM_WORLD.size

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.array import DistArray
 from parcomp.checkpoint import Checkpointer
-from parcomp.errors import ConfigError
+from parcomp.grid.array import DistArray
+from parcomp.runtime.errors import ConfigError
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD

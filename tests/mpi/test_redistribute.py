@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.array import DistArray
-from parcomp.errors import ConfigError, RankCountError, ShapeError
+from parcomp.grid.array import DistArray
+from parcomp.runtime.errors import ConfigError, RankCountError, ShapeError
 from parcomp.testing import parallel_assert
 
 SIZE = MPI.COMM_WORLD.size

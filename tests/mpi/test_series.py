@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.array import DistArray
-from parcomp.errors import ConfigError, HDF5Error, ShapeError
+from parcomp.grid.array import DistArray
 from parcomp.io import Series
+from parcomp.runtime.errors import ConfigError, HDF5Error, ShapeError
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD

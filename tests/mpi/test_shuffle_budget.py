@@ -13,9 +13,9 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.errors import ConfigError
-from parcomp.keyed import _shuffle
-from parcomp.reduce import resolve_op
+from parcomp.mapreduce.keyed import _shuffle
+from parcomp.runtime.errors import ConfigError
+from parcomp.runtime.reduce import resolve_op
 from parcomp.testing import parallel_assert
 
 SIZE, RANK = MPI.COMM_WORLD.size, MPI.COMM_WORLD.rank

@@ -1,10 +1,9 @@
-"""Pickle-free collectives (parcomp.wire) on 1..4 ranks, against what each rank sent."""
+"""Pickle-free collectives (parcomp.runtime.wire) on 1..4 ranks, against what each rank sent."""
 
 import numpy as np
 from mpi4py import MPI
 
-from parcomp.testing import parallel_assert
-from parcomp.wire import (
+from parcomp.runtime.wire import (
     agree_errors,
     allgather_bytes,
     allgather_ints,
@@ -14,6 +13,7 @@ from parcomp.wire import (
     gather_bytes,
     gather_json,
 )
+from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD
 RANK, SIZE = COMM.rank, COMM.size

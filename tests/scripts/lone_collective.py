@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 import parcomp
-from parcomp.array import DistArray
+from parcomp.grid.array import DistArray
 
 case = sys.argv[1]
 u = DistArray.fromfunction(lambda i, j: np.sin(0.1 * i) + np.cos(0.2 * j), (24, 20), halo=1)
@@ -25,7 +25,7 @@ if case == "max":
         total = u.sum()
     print("done", total)
 elif case == "count":
-    from parcomp.particles import DistParticles
+    from parcomp.particles.dist import DistParticles
 
     p = DistParticles(u, {"x": np.full((2, 2), 1.0)}, box=[(0, 24), (0, 20)])
     if u.rank == 0:

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from parcomp.errors import ConfigError
 from parcomp.launch.slurm import SlurmOptions, render_sbatch
+from parcomp.runtime.errors import ConfigError
 from tests.conftest import BIN, ROOT, run
 from tests.slurm.cluster import Cluster, ensure_installed
 

@@ -17,7 +17,7 @@ def test_workers_compute_report_errors_and_survive_timeouts():
         import time
         import numpy as np
         import parcomp
-        from parcomp.workers import WorkerError, Workers
+        from parcomp.front.workers import WorkerError, Workers
 
         with Workers(3) as w:
             assert w.map(lambda x: x * x, range(20)) == [x * x for x in range(20)]
@@ -55,7 +55,7 @@ def test_foreign_mpiexec_is_refused_quickly(tmp_path):
     fake.chmod(0o755)
     out = run(
         script("""
-        from parcomp.workers import Workers
+        from parcomp.front.workers import Workers
         Workers(2, start_timeout=10)
     """),
         timeout=60,
@@ -70,7 +70,7 @@ def test_foreign_mpiexec_is_refused_quickly(tmp_path):
 def test_forgotten_workers_do_not_hang_exit():
     out = run(
         script("""
-        from parcomp.workers import Workers
+        from parcomp.front.workers import Workers
         w = Workers(2)
         print(w.run(lambda: 7))
     """),

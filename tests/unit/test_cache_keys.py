@@ -12,9 +12,9 @@ import sys
 SCRIPT = r"""
 import json
 import numpy as np
-import parcomp.counter as counter
-import parcomp.exactsum as es
-from parcomp.algebra import _axpy_kernel
+import parcomp.mapreduce.counter as counter
+import parcomp.runtime.exactsum as es
+from parcomp.grid.algebra import _axpy_kernel
 from parcomp.checkpoint.format import _fletcher
 from parcomp.kernels import heat_step_2d
 

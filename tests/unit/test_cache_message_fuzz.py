@@ -1,4 +1,4 @@
-"""The kernel-cache message that rank 0 broadcasts (parcomp.numba_jit._pack/_unpack):
+"""The kernel-cache message that rank 0 broadcasts (parcomp.runtime.numba_jit._pack/_unpack):
 round trips, and hostile or damaged buffers give a ConfigError, never a crash or a file
 outside the cache."""
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parcomp.errors import ConfigError
-from parcomp.numba_jit import _CACHE_NAME, _pack, _unpack
+from parcomp.runtime.errors import ConfigError
+from parcomp.runtime.numba_jit import _CACHE_NAME, _pack, _unpack
 
 names = st.from_regex(r"[a-z_]{1,12}-[0-9]{1,3}\.py311(\.nbi|\.[0-9]{1,3}\.nbc)", fullmatch=True)
 files = st.lists(st.tuples(names, st.binary(max_size=200)), max_size=5)

@@ -1,4 +1,4 @@
-"""The one declaration of parcomp's environment variables (parcomp.config)."""
+"""The one declaration of parcomp's environment variables (parcomp.runtime.config)."""
 
 import logging
 import os
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from parcomp import config
-from parcomp.errors import ConfigError
+from parcomp.runtime import config
+from parcomp.runtime.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,7 +104,7 @@ def test_parcomp_run_refuses_an_invalid_setting_before_starting(tmp_path, name, 
 
 
 def test_exit_statuses_live_in_one_module_and_launch_needs_no_checkpoint_package():
-    from parcomp import status
+    from parcomp.runtime import status
 
     code = (
         "import sys, parcomp.launch.run, parcomp.launch.runner, parcomp.launch.slurm;"
@@ -113,8 +113,8 @@ def test_exit_statuses_live_in_one_module_and_launch_needs_no_checkpoint_package
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
     from parcomp.checkpoint.preempt import PREEMPTED_STATUS
-    from parcomp.comm import INTERRUPTED_STATUS
     from parcomp.launch.supervise import TIMEOUT_STATUS
+    from parcomp.runtime.comm import INTERRUPTED_STATUS
 
     assert (PREEMPTED_STATUS, INTERRUPTED_STATUS, TIMEOUT_STATUS) == (75, 130, 124)
     assert (status.PREEMPTED, status.INTERRUPTED, status.TIMEOUT) == (75, 130, 124)

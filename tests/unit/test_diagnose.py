@@ -6,13 +6,13 @@ import tempfile
 
 import pytest
 
-from parcomp.declared import make_spec
-from parcomp.errors import ConfigError, KernelSignatureError
 from parcomp.launch.hang import Frame, HangWatch, parse_faulthandler
 from parcomp.launch.slurm import SlurmOptions, lead_warning, walltime_seconds
-from parcomp.numba_jit import check_arity, kernel_error_message
-from parcomp.subcomm import check_tags, tag_upper_bound
-from parcomp.watchdog import format_ranks
+from parcomp.runtime.errors import ConfigError, KernelSignatureError
+from parcomp.runtime.numba_jit import check_arity, kernel_error_message
+from parcomp.runtime.subcomm import check_tags, tag_upper_bound
+from parcomp.runtime.watchdog import format_ranks
+from parcomp.stencils.declared import make_spec
 
 
 def kernel(u, out, alpha):
@@ -162,7 +162,7 @@ def test_tag_bound_checked():
 
 def test_reach_inference():
     from parcomp.kernels import heat_step_2d, heat_step_3d, life_step
-    from parcomp.reach import infer_reach
+    from parcomp.stencils.reach import infer_reach
 
     heat = infer_reach(heat_step_2d.py_func, ["u"])["u"]
     assert heat.offsets == {0: 1, 1: 1} and heat.diagonal is None

@@ -1,7 +1,7 @@
 import pytest
 
 import parcomp
-from parcomp import errors
+from parcomp.runtime import errors
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,11 @@
-"""Exact sums (parcomp.exactsum) against Python's exact rational arithmetic."""
+"""Exact sums (parcomp.runtime.exactsum) against Python's exact rational arithmetic."""
 
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from parcomp.exactsum import exact_sum
+from parcomp.runtime.exactsum import exact_sum
 
 RNG = np.random.default_rng(0)
 

@@ -5,9 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from parcomp.errors import ShapeError
-from parcomp.halo import check_halo, direction_index, halo_plan
-from parcomp.partition import Partition
+from parcomp.grid.halo import check_halo, direction_index, halo_plan
+from parcomp.grid.partition import Partition
+from parcomp.runtime.errors import ShapeError
 from tests.helpers import expected_buffer
 
 UNTOUCHED = -1.0

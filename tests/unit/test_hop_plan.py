@@ -1,4 +1,4 @@
-"""The two-hop shuffle's routing (parcomp.keyed.hop_plan), for every p up to 130: every
+"""The two-hop shuffle's routing (parcomp.mapreduce.keyed.hop_plan), for every p up to 130: every
 (source, destination) pair has exactly one path, source -> relay in the source's group
 -> destination, and both ends of hop 2 agree on it."""
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from parcomp.keyed import hop_plan
+from parcomp.mapreduce.keyed import hop_plan
 
 
 @pytest.mark.parametrize("p", [*range(1, 71), 99, 100, 101, 128, 130])

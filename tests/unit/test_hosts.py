@@ -2,7 +2,6 @@
 
 import pytest
 
-from parcomp.errors import ConfigError
 from parcomp.launch.hosts import (
     Host,
     check_hosts,
@@ -11,6 +10,7 @@ from parcomp.launch.hosts import (
     parse_hosts,
     read_hostfile,
 )
+from parcomp.runtime.errors import ConfigError
 
 
 def test_parse_hosts_with_and_without_slots():

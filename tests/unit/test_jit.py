@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import parcomp
-from parcomp.errors import ConfigError, KernelSignatureError
-from parcomp.numba_jit import Kernel, ensure_safe_dir
+from parcomp.runtime.errors import ConfigError, KernelSignatureError
+from parcomp.runtime.numba_jit import Kernel, ensure_safe_dir
 
 
 @parcomp.jit(boundscheck=True, cache=False)

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from parcomp.comm import configure_logging, get_logger
-from parcomp.errors import ConfigError
+from parcomp.runtime.comm import configure_logging, get_logger
+from parcomp.runtime.errors import ConfigError
 
 SNIPPET = """
 import parcomp

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from parcomp.errors import ConfigError, MPIExecNotFoundError
 from parcomp.launch.mpiexec import (
     MPIIdentity,
     find_mpiexec,
@@ -17,6 +16,7 @@ from parcomp.launch.mpiexec import (
     parse_library_version,
     parse_mpiexec_version,
 )
+from parcomp.runtime.errors import ConfigError, MPIExecNotFoundError
 from tests.conftest import MPIEXEC
 
 

@@ -1,4 +1,4 @@
-"""The pure plan of several steps per exchange (parcomp.multistep): regions, the skewed
+"""The pure plan of several steps per exchange (parcomp.stencils.multistep): regions, the skewed
 tile schedule and the walls option of halo_plan, checked exhaustively on small cases
 without MPI, against a plain sequential simulation."""
 
@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from parcomp.halo import halo_plan
-from parcomp.multistep import default_tile, rotation, schedule, step_regions
-from parcomp.partition import Partition
+from parcomp.grid.halo import halo_plan
+from parcomp.grid.partition import Partition
+from parcomp.stencils.multistep import default_tile, rotation, schedule, step_regions
 
 
 def star(u, out, r):
@@ -147,7 +147,7 @@ def test_overlap_plan_reads_no_ghost_and_writes_nothing_being_sent(ndim):
     """Phase 1 runs with every ghost cell beside a neighbour still NaN (not received)
     and must leave the slabs being sent alone; phase 2 after the ghost cells arrive.
     Together they equal the sequential steps."""
-    from parcomp.multistep import overlap_plan
+    from parcomp.stencils.multistep import overlap_plan
 
     checked = 0
     for n, r, k, h, walls, lower, upper, regions, start, other, ref in cases(

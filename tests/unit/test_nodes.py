@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-import parcomp.comm as pcomm
-from parcomp import nodes
-from parcomp.errors import ConfigError
+import parcomp.runtime.comm as pcomm
+from parcomp.runtime import nodes
+from parcomp.runtime.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

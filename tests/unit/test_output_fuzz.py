@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parcomp.checkpoint.format import checksum, slab_bounds
-from parcomp.errors import HDF5Error
 from parcomp.io.parts import check_output_sources, read_region
+from parcomp.runtime.errors import HDF5Error
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 SHAPE = (6, 5)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parcomp import particle_plan as plan
-from parcomp.errors import ShapeError
-from parcomp.partition import Partition
+from parcomp.grid.partition import Partition
+from parcomp.particles import plan as plan
+from parcomp.runtime.errors import ShapeError
 
 
 def grids(shape, size):
@@ -181,7 +181,7 @@ def test_cic_weights_sum_to_one_and_match_a_serial_deposit(periodic):
 )
 def test_compiled_locate_equals_the_numpy_plan(dims, periods):
     """The one-pass Numba kernel migrate uses: the same wrap, owners and counts as the plan."""
-    from parcomp._particle_kernels import locate
+    from parcomp.particles._kernels import locate
 
     p = Partition((13, 7, 9), dims, periods)
     box = plan.Box.create([(-1.0, 2.5), (0, 7.0), (3, 4)], p.global_shape)

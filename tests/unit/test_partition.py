@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from parcomp.errors import RankCountError, ShapeError
-from parcomp.partition import Partition, block_range, dims_create
+from parcomp.grid.partition import Partition, block_range, dims_create
+from parcomp.runtime.errors import RankCountError, ShapeError
 
 SHAPES = [(1,), (7,), (16,), (5, 5), (16, 3), (3, 16), (9, 11), (4, 4, 4), (6, 5, 7), (2, 17, 3)]
 

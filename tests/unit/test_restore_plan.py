@@ -10,8 +10,8 @@ import pytest
 from parcomp.checkpoint.format import shard_name, slab_bounds
 from parcomp.checkpoint.perrank import default_range
 from parcomp.checkpoint.plan import coord_span, restore_plan
-from parcomp.errors import CheckpointError, RankCountError
-from parcomp.partition import Partition, block_range
+from parcomp.grid.partition import Partition, block_range
+from parcomp.runtime.errors import CheckpointError, RankCountError
 
 
 @dataclass(frozen=True)

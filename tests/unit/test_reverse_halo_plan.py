@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from parcomp.halo import halo_plan
-from parcomp.partition import Partition
+from parcomp.grid.halo import halo_plan
+from parcomp.grid.partition import Partition
 
 
 def grids(shape, size):
@@ -18,7 +18,7 @@ def grids(shape, size):
 
 
 def reverse_deliver(partition, buffers):
-    """What parcomp.particle_deposit.reverse_halo_add does, for all ranks at once."""
+    """What parcomp.particles.deposit.reverse_halo_add does, for all ranks at once."""
     halo = (1,) * partition.ndim
     plans = [halo_plan(partition, r, halo, corners=True) for r in range(partition.size)]
     sent = {}

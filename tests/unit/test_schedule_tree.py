@@ -6,10 +6,16 @@ import math
 import numpy as np
 import pytest
 
-from parcomp.errors import ConfigError
-from parcomp.keyed import owner_of_keys
-from parcomp.reduce import OPS, resolve_op, tree_cover, tree_evaluate, tree_subtree
-from parcomp.schedule import as_items, chunk_size, leaf_size, node_chunk_range, static_chunks
+from parcomp.mapreduce.keyed import owner_of_keys
+from parcomp.mapreduce.schedule import (
+    as_items,
+    chunk_size,
+    leaf_size,
+    node_chunk_range,
+    static_chunks,
+)
+from parcomp.runtime.errors import ConfigError
+from parcomp.runtime.reduce import OPS, resolve_op, tree_cover, tree_evaluate, tree_subtree
 from tests.helpers import reference_tree_sum
 
 

@@ -1,13 +1,13 @@
-"""The plane-selection plan (parcomp.select.plane_plan), delivered in NumPy: for every
+"""The plane-selection plan (parcomp.grid.select.plane_plan), delivered in NumPy: for every
 rank count 1-8, shape, axis and index, every cell of the plane arrives once and what a
 rank sends is what its peer expects."""
 
 import numpy as np
 import pytest
 
-from parcomp.errors import RankCountError
-from parcomp.partition import Partition
-from parcomp.select import plane_plan
+from parcomp.grid.partition import Partition
+from parcomp.grid.select import plane_plan
+from parcomp.runtime.errors import RankCountError
 
 
 @pytest.mark.parametrize("shape", [(6, 5, 4), (3, 8, 7), (9, 2, 3)])

@@ -8,7 +8,7 @@ node), and the map's result against the serial one."""
 import socket
 
 import parcomp
-from parcomp.counter import NodeCounter
+from parcomp.mapreduce.counter import NodeCounter
 
 
 def main() -> None:

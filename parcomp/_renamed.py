@@ -1,0 +1,135 @@
+"""Old spellings that keep working for one release, each with a ``DeprecationWarning``.
+
+Version 0.3 moved the modules of ``parcomp/`` into packages (``parcomp.array`` is now
+``parcomp.grid.array``) and gave each concept one keyword.  A program written for 0.2 keeps
+running: importing an old module path gives the new module, and an old keyword is passed on
+under its new name; both warn, naming the new spelling.  The README's "Renamed" table is
+this module's tables (a test holds them together).  PURE but for :func:`install`, which adds
+one finder to ``sys.meta_path``; nothing here imports the rest of parcomp at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+#: 0.2 module path -> 0.3 module path.
+MODULES: dict[str, str] = {
+    "parcomp.config": "parcomp.runtime.config",
+    "parcomp.status": "parcomp.runtime.status",
+    "parcomp.errors": "parcomp.runtime.errors",
+    "parcomp.callid": "parcomp.runtime.callid",
+    "parcomp.wire": "parcomp.runtime.wire",
+    "parcomp.comm": "parcomp.runtime.comm",
+    "parcomp.watchdog": "parcomp.runtime.watchdog",
+    "parcomp.subcomm": "parcomp.runtime.subcomm",
+    "parcomp.nodes": "parcomp.runtime.nodes",
+    "parcomp.numba_jit": "parcomp.runtime.numba_jit",
+    "parcomp.progress": "parcomp.runtime.progress",
+    "parcomp.exactsum": "parcomp.runtime.exactsum",
+    "parcomp.reduce": "parcomp.runtime.reduce",
+    "parcomp.resilient": "parcomp.runtime.resilient",
+    "parcomp.partition": "parcomp.grid.partition",
+    "parcomp.halo": "parcomp.grid.halo",
+    "parcomp.exchange": "parcomp.grid.exchange",
+    "parcomp.algebra": "parcomp.grid.algebra",
+    "parcomp.select": "parcomp.grid.select",
+    "parcomp.redistribute": "parcomp.grid.redistribute",
+    "parcomp.array": "parcomp.grid.array",
+    "parcomp.fft": "parcomp.grid.fft",
+    "parcomp.declared": "parcomp.stencils.declared",
+    "parcomp.multistep": "parcomp.stencils.multistep",
+    "parcomp.stencil_run": "parcomp.stencils.stencil_run",
+    "parcomp.reach": "parcomp.stencils.reach",
+    "parcomp.particle_plan": "parcomp.particles.plan",
+    "parcomp.particle_deposit": "parcomp.particles.deposit",
+    "parcomp.particle_exchange": "parcomp.particles.exchange",
+    "parcomp.particle_order": "parcomp.particles.order",
+    "parcomp.keyed": "parcomp.mapreduce.keyed",
+    "parcomp.schedule": "parcomp.mapreduce.schedule",
+    "parcomp.counter": "parcomp.mapreduce.counter",
+    "parcomp.cli": "parcomp.front.cli",
+    "parcomp.notebook": "parcomp.front.notebook",
+    "parcomp.workers": "parcomp.front.workers",
+}
+
+
+def _caller_level() -> int:
+    """``stacklevel`` of the user's import: past this module's frames (warnings itself
+    steps over importlib's frames, so they are not counted)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (
+        frame.f_code.co_filename == __file__ or "importlib" in frame.f_code.co_filename
+    ):
+        if frame.f_code.co_filename == __file__:
+            level += 1
+        frame = frame.f_back
+    return level
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds a 0.2 module path and hands back the module it became (after a warning)."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in MODULES:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec: Any) -> None:
+        return None  # a placeholder; exec_module puts the real module in its place
+
+    def exec_module(self, module: Any) -> None:
+        new = MODULES[module.__name__]
+        warnings.warn(
+            f"{module.__name__} is now {new} (or import its public names from parcomp); "
+            "the old path goes in parcomp 0.4",
+            DeprecationWarning,
+            stacklevel=_caller_level(),
+        )
+        # importlib returns what sys.modules holds after exec_module: the real module,
+        # whose own __spec__ is left untouched
+        sys.modules[module.__name__] = importlib.import_module(new)
+
+
+def install() -> None:
+    """Add the finder once, after the normal ones (it answers only for old paths)."""
+    if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+        sys.meta_path.append(_MovedModules())
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def renamed_keywords(where: str, **old_to_new: str) -> Callable[[F], F]:
+    """Accept old keyword spellings of ``where`` for one release, with a DeprecationWarning.
+
+    ``@renamed_keywords("Checkpointer", async_write="asynchronous")`` passes
+    ``async_write=`` on as ``asynchronous=``; giving both is a ``TypeError``.
+    """
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            for old, new in old_to_new.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{where}: give {new}= only ({old}= is its old name)")
+                    warnings.warn(
+                        f"{where}({old}=...) is now {where}({new}=...); "
+                        "the old name goes in parcomp 0.4",
+                        DeprecationWarning,
+                        stacklevel=2,
+                    )
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        inner.__renamed__ = dict(old_to_new)  # type: ignore[attr-defined]  # read by the README test
+        return inner  # type: ignore[return-value]
+
+    return wrap

@@ -1,0 +1,862 @@
+"""Several time steps per halo exchange: deep halos and cache-blocked (skewed) time steps.
+
+The plan (:func:`step_regions`, :func:`schedule`, :func:`rotation`, :func:`default_tile`)
+is PURE; :func:`run_steps` COMMUNICATES (one halo exchange per call, collective over the
+fields' communicator, plus agreements the first time).
+
+``run_stencil(kernel, *args, steps=k)`` does what ``k`` calls of ``run_stencil`` with the
+fields rotated between them do (``u, v = v, u`` for a two-level scheme), bitwise, with
+one halo exchange instead of ``k``:
+
+* **Deep halo.**  Arrays with a halo at least ``k * r`` wide (``r`` the kernel's radius)
+  are exchanged once.  Step ``s`` (1..k) then computes the interior *and* the ``(k - s) * r``
+  ghost cells next to every neighbour: a region that shrinks by ``r`` per step, so that
+  step ``k`` computes exactly the interior from values that are all current.  The cells
+  next to a non-periodic domain boundary (a wall) are never computed: their ghost cells
+  keep the boundary condition, and the exchange also carries the neighbours' copies of
+  those wall ghost cells (``walls=True``: the corners beside a wall have no diagonal
+  neighbour to send them).  Every step after the first reads diagonal neighbours of the
+  first step's cells, so the exchange includes corners whenever ``k > 1``.
+* **Skewed tiles.**  Inside the rank the region is cut into tiles (``tile`` cells per
+  axis), and each tile is advanced all ``k`` steps before the next one, while it is in
+  cache.  Tile ``j`` computes at step ``s`` the cells ``[c_j - (s-1) r, c_{j+1} - (s-1) r)``
+  along each tiled axis (a parallelogram in space-time).  Taken in lexicographic order,
+  every value a tile reads was computed by an earlier tile or an earlier step of its own,
+  and no tile overwrites a value a later tile still needs (a level is overwritten ``2``
+  steps later, ``(s-1) r`` cells further back), so the arrays are updated in place with
+  no scratch copy and no cell computed twice.  The kernel is called on views, as with
+  ``overlap=True``: it computes every cell at least ``r`` away from its arrays' edges.
+
+* **Overlap** (``overlap=True``): the exchange is started, the cells that depend on no
+  ghost cell and are not being sent are computed meanwhile (:func:`overlap_plan`), and
+  the rest once it has finished.
+
+Assumption (the same as for ``overlap=True``): a kernel computes each cell from the cells
+within its radius only, the same way wherever the cell is (no use of the array's shape
+or of the loop index beyond indexing).  ``PARCOMP_DEBUG_COLLECTIVES=1`` checks it: the
+first multi-step call of a kernel also runs it on a small periodic grid held by the rank
+alone, ``k`` single steps against the tiled multi-step plan, and raises if they differ
+(a kernel writing outside its region, or depending on where its view starts).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from parcomp.runtime import config
+from parcomp.runtime.errors import KernelSignatureError, ShapeError
+from parcomp.runtime.watchdog import collective, debug_collectives
+
+__all__ = [
+    "step_regions",
+    "schedule",
+    "overlap_plan",
+    "rotation",
+    "default_tile",
+    "cache_bytes",
+    "run_steps",
+]
+
+Range = tuple[int, int]
+
+
+# ------------------------------------------------------------------------------ pure plan
+def step_regions(
+    shape: Sequence[int],
+    halo: Sequence[int],
+    radius: Sequence[int],
+    lower: Sequence[bool],
+    upper: Sequence[bool],
+    steps: int,
+) -> tuple[tuple[Range, ...], ...]:
+    """The cells step ``s`` computes, per axis ``[lo, hi)`` in buffer coordinates (PURE).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The rank's interior shape.
+    halo, radius : sequence of int
+        Ghost width and kernel radius per axis (``halo >= steps * radius``).
+    lower, upper : sequence of bool
+        Whether the rank has a neighbour (possibly itself) below / above on each axis;
+        False is a wall, whose ghost cells are never computed.
+    steps : int
+        ``k``.
+
+    Returns
+    -------
+    tuple
+        ``k`` entries, step 1 first; step ``k`` is the interior.
+    """
+    out = []
+    for s in range(1, steps + 1):
+        ext = steps - s
+        out.append(
+            tuple(
+                (h - ext * r if lo else h, h + n + ext * r if hi else h + n)
+                for n, h, r, lo, hi in zip(shape, halo, radius, lower, upper, strict=True)
+            )
+        )
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def schedule(
+    regions: tuple[tuple[Range, ...], ...],
+    radius: tuple[int, ...],
+    tile: tuple[int | None, ...],
+    whole: tuple[bool, ...] | None = None,
+) -> tuple[tuple[int, tuple[slice, ...]], ...]:
+    """Kernel calls in execution order: ``(step index from 0, view of the buffers)`` (PURE).
+
+    The view of a call is its computed range widened by ``radius`` on each axis (the
+    kernel computes every cell ``radius`` away from the view's edges).  Tiles are cut
+    from the interior (the last step's region) every ``tile[axis]`` cells (None: the
+    axis is not cut), skewed back by ``radius`` per step, and taken in lexicographic
+    order, every step of a tile before the next tile.
+
+    ``whole[axis]``: the view spans the whole buffer along that (uncut) axis, so that a
+    view cut only along axis 0 stays C-contiguous (Numba compiles a strided view as
+    layout 'A', measured 1.9-2.7x slower for a 5-point sweep).  The kernel then also
+    computes cells beyond the step's region along that axis: next to a neighbour those
+    are ghost cells no current cell reads (they lie beyond the region the next step
+    reads, and the overrun grows by ``r`` per step as the region shrinks by ``r``); next
+    to a wall they are the wall's ghost cells, which the caller restores after each call.
+    """
+    steps = len(regions)
+    ndim = len(radius)
+    cuts: list[list[float]] = []
+    for axis in range(ndim):
+        lo, hi = regions[-1][axis]
+        t = tile[axis]
+        inner = [] if t is None or t <= 0 else list(range(lo + t, hi, t))
+        cuts.append([-math.inf, *inner, math.inf])
+    calls = []
+    for index in itertools.product(*(range(len(c) - 1) for c in cuts)):
+        for s in range(steps):
+            view = []
+            for axis, j in enumerate(index):
+                r = radius[axis]
+                lo_s, hi_s = regions[s][axis]
+                a = max(lo_s, cuts[axis][j] - s * r)
+                b = min(hi_s, cuts[axis][j + 1] - s * r)
+                if a >= b:
+                    break
+                view.append(slice(None) if whole and whole[axis] else slice(int(a) - r, int(b) + r))
+            else:
+                calls.append((s, tuple(view)))
+    return tuple(calls)
+
+
+def overlap_plan(
+    regions: tuple[tuple[Range, ...], ...],
+    radius: tuple[int, ...],
+    lower: Sequence[bool],
+    upper: Sequence[bool],
+    tile: tuple[int | None, ...],
+    whole: tuple[bool, ...],
+    halo: Sequence[int],
+) -> tuple[tuple[tuple[int, tuple[slice, ...]], ...], tuple[tuple[int, tuple[slice, ...]], ...]]:
+    """The calls during the exchange and after it, for ``overlap=True`` (PURE).
+
+    During the exchange only cells that depend on no ghost cell, and that are not being
+    sent, are computed: at step ``s`` those at least ``h + s * r`` from every edge with a
+    neighbour (a wall's ghost cells are current already), tiled and skewed like
+    :func:`schedule`; along an axis with a
+    neighbour the views are cut (a whole view would overwrite values the second phase
+    still reads).  After it, step by step, the rest of each step's region, as strips
+    around that safe box.  A strip's level ``s - 1`` neighbours are intact: the first
+    phase overwrote levels only inside boxes ``r`` narrower per step, beyond their reach.
+    """
+    steps = len(regions)
+    ndim = len(radius)
+    inner = regions[-1]
+    # beside a neighbour also clear of the block's first ``h`` cells, the slab the
+    # exchange is sending meanwhile (a step writing there would change what is sent)
+    safe = tuple(
+        tuple(
+            (
+                inner[ax][0] + halo[ax] + (s + 1) * radius[ax] if lower[ax] else regions[s][ax][0],
+                inner[ax][1] - halo[ax] - (s + 1) * radius[ax] if upper[ax] else regions[s][ax][1],
+            )
+            for ax in range(ndim)
+        )
+        for s in range(steps)
+    )
+    whole_first = tuple(w and not (lower[ax] or upper[ax]) for ax, w in enumerate(whole))
+    first = schedule(safe, radius, tile, whole_first)
+    second = []
+    for s in range(steps):
+        region, box = regions[s], safe[s]
+        if any(lo >= hi for lo, hi in box):
+            boxes = [region]
+        else:
+            boxes = []
+            for ax in range(ndim):
+                for lo, hi in ((region[ax][0], box[ax][0]), (box[ax][1], region[ax][1])):
+                    if lo < hi:
+                        boxes.append((*box[:ax], (lo, hi), *region[ax + 1 :]))
+        for b in boxes:
+            if all(lo < hi for lo, hi in b):
+                view = tuple(slice(lo - r, hi + r) for (lo, hi), r in zip(b, radius, strict=True))
+                second.append((s, view))
+    return first, tuple(second)
+
+
+def rotation(spec: Any, rotate: Mapping[str, str] | None, kernel_name: str) -> tuple[int, ...]:
+    """Where each argument of the next step comes from: ``perm[i]`` is the position of
+    this step's argument that is passed at position ``i`` next step (PURE).
+
+    Default, for kernels without pointwise fields: each field read with ghost cells and
+    not written swaps with the output declared in the same place (``reads=("u", "v"),
+    writes=("u2", "v2")``: u <-> u2, v <-> v2), the two-level scheme of ``u, v = v, u``.
+    Other schemes (three time levels) name it: ``rotate={"u": "unew", "uold": "u",
+    "unew": "uold"}`` passes as ``u`` next step the array that was ``unew``.  Fields
+    ``rotate`` does not name stay where they are (a coefficient field).
+
+    Raises
+    ------
+    KernelSignatureError
+        No default exists and none is given, or ``rotate`` is not a permutation of the
+        kernel's fields.
+    """
+    params = list(spec.params)
+    fields = set(spec.reads) | set(spec.writes) | set(spec.pointwise)
+    if rotate is None:
+        reads = [p for p in spec.reads if p not in spec.writes]
+        writes = [p for p in spec.writes if p not in spec.reads and p not in spec.pointwise]
+        # Pointwise fields (an old time level, or a coefficient that stays) have no
+        # default: guessing "stays" for the old level of a leapfrog would be silently wrong.
+        if len(reads) != len(writes) or spec.pointwise:
+            raise KernelSignatureError(
+                f"run_stencil(steps=...): kernel {kernel_name!r} reads {tuple(reads)} and "
+                f"writes {tuple(writes)}"
+                + (f" with pointwise {spec.pointwise}" if spec.pointwise else "")
+                + ": parcomp cannot tell which array becomes which between steps. Pass "
+                'rotate={"next name": "this step\'s name", ...}'
+            )
+        mapping = {**dict(zip(reads, writes, strict=True)), **dict(zip(writes, reads, strict=True))}
+    else:
+        if not isinstance(rotate, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in rotate.items()
+        ):
+            raise KernelSignatureError(
+                f"run_stencil(steps=...): rotate must map parameter names to parameter names, "
+                f"got {rotate!r}"
+            )
+        mapping = dict(rotate)
+        unknown = sorted((set(mapping) | set(mapping.values())) - fields)
+        if unknown:
+            raise KernelSignatureError(
+                f"run_stencil(steps=...): rotate names {unknown}, which are not fields of "
+                f"kernel {kernel_name!r} (fields: {sorted(fields)})"
+            )
+        if sorted(mapping) != sorted(mapping.values()):
+            raise KernelSignatureError(
+                f"run_stencil(steps=...): rotate={mapping} is not a permutation: every "
+                "array must go somewhere and come from somewhere"
+            )
+        _refuse_partial(spec, mapping, kernel_name)
+    return tuple(params.index(mapping.get(p, p)) for p in params)
+
+
+def _refuse_partial(spec: Any, mapping: dict[str, str], kernel_name: str) -> None:
+    """Refuse a ``rotate`` that swaps some read/written twins and leaves others in place.
+
+    Twins are a field read with ghost cells and the output declared in the same place
+    (``reads=("h", "u"), writes=("h2", "u2")``: h/h2 and u/u2).  With ``{"h": "h2", "h2":
+    "h"}`` the kernel would read the first ``u`` at every step and overwrite ``u2``: a
+    wrong answer without a word.  A field that is only read (a coefficient) or only
+    written (a diagnostic) and has no twin may stay (PURE)."""
+    reads = [p for p in spec.reads if p not in spec.writes]
+    writes = [p for p in spec.writes if p not in spec.reads and p not in spec.pointwise]
+    if len(reads) != len(writes):
+        return
+    pairs = list(zip(reads, writes, strict=True))
+
+    def moves(name: str) -> bool:
+        return mapping.get(name, name) != name
+
+    rotating = [(r, w) for r, w in pairs if moves(r) or moves(w)]
+    still = [(r, w) for r, w in pairs if not moves(r) and not moves(w)]
+    if rotating and still:
+        r, w = still[0]
+        raise KernelSignatureError(
+            f"run_stencil(steps=...): rotate={mapping} rotates {rotating[0][0]}/"
+            f"{rotating[0][1]} but leaves {r} (read) and {w} (written in its place) where "
+            f"they are: every step would read the first {r} again and overwrite {w}. Name "
+            f'them too (rotate={{..., "{r}": "{w}", "{w}": "{r}"}}), or leave rotate unset '
+            "for the default (every read field swaps with its output)"
+        )
+
+
+def rotated(args: tuple[Any, ...], perm: tuple[int, ...], times: int) -> tuple[Any, ...]:
+    """``args`` after ``times`` rotations (PURE)."""
+    for _ in range(times):
+        args = tuple(args[i] for i in perm)
+    return args
+
+
+def cache_bytes() -> int:
+    """The per-core cache the tiles aim at: L2, from sysfs (1 MiB if unknown);
+    ``PARCOMP_TILE_CACHE_BYTES`` overrides."""
+    explicit = config.get("PARCOMP_TILE_CACHE_BYTES")
+    if explicit is not None:
+        return int(explicit)
+    try:
+        text = open("/sys/devices/system/cpu/cpu0/cache/index2/size").read().strip()
+        unit = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
+        return int(text.rstrip("KMG")) * unit
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+def default_tile(
+    buffer_shape: Sequence[int],
+    itemsize: int,
+    radius: Sequence[int],
+    steps: int,
+    budget: int,
+) -> tuple[int | None, ...]:
+    """Rows per tile (axis 0; the other axes whole) for a working set within ``budget``
+    bytes (PURE).
+
+    A tile advancing ``k`` steps keeps about ``T + (k + 2) r`` rows of every field in
+    cache (``itemsize``: the bytes of one cell of all fields together).  Only axis 0 is
+    cut: a view cut along another axis is strided, which Numba compiles as layout 'A'
+    (measured 1.9-2.7x slower per sweep, more than the cache saves).  At least 16 rows:
+    when not even a few
+    rows fit (3-D blocks: a 256^2 plane pair is 1 MiB), tiles of 16 rows still reuse the
+    next cache level (measured best at 16 planes for 256^3 and 16-32 rows for the PRK
+    stencil at 8192^2, where a row of its five fields is 270 KiB).
+    """
+    ndim = len(buffer_shape)
+    extra = (steps + 2) * radius[0]
+    row = itemsize * math.prod(buffer_shape[1:])
+    t0 = max(budget // max(row, 1) - extra, 16)
+    return (None if t0 >= buffer_shape[0] else t0, *([None] * (ndim - 1)))
+
+
+# -------------------------------------------------------------------------- communication
+def _comm_of_call(kernel: Any, args: tuple[Any, ...], *_rest: Any) -> Any:
+    from parcomp.grid.array import DistArray
+
+    return next((a.comm for a in args if isinstance(a, DistArray)), None)
+
+
+#: Every SAMPLE_STEPS-th call of a built plan agrees its plain parameters between ranks
+#: again (each call is ``steps`` steps, so this samples as often as single steps do).
+SAMPLE_STEPS = 32
+
+#: per (kernel, argument identities/kinds, steps, rotate, tile): the checked plan
+_PLANS: dict[Any, Any] = {}
+_PLANS_MAX = 64
+
+
+@collective("run_stencil", _comm_of_call)
+def run_steps(
+    kernel: Any,
+    args: tuple[Any, ...],
+    corners: bool | None,
+    steps: Any,
+    rotate: Mapping[str, str] | None,
+    tile: Any,
+    exchange: bool = True,
+    overlap: bool = False,
+) -> tuple[Any, ...]:
+    """``steps`` steps of a declared stencil kernel with one halo exchange (see the module).
+
+    Returns the arguments rotated ``steps`` times: pass them to the next call.
+    """
+    from parcomp.grid.array import DistArray
+
+    key = (kernel, steps, _freeze(rotate), _freeze(tile), corners, exchange, overlap) + tuple(
+        id(a) if isinstance(a, DistArray) else _kind_key(a) for a in args
+    )
+    try:
+        plan = _PLANS.get(key)
+    except TypeError:  # an unhashable tile or rotate: refused by the checks below
+        key, plan = None, None
+    if plan is not None and plan.alive(args) and not debug_collectives():
+        plan.fast_calls += 1
+        if plan.fast_calls % SAMPLE_STEPS == 0:  # a sample of calls re-agrees the parameters
+            from parcomp.stencils.declared import agree_params
+
+            agree_params(kernel, args)
+        return plan.run(args)
+    plan = _Plan.build(kernel, args, corners, steps, rotate, tile, exchange, overlap)
+    if key is None:
+        return plan.run(args)
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.pop(next(iter(_PLANS)))
+    _PLANS[key] = plan
+    return plan.run(args)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted(value.items()))
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _kind_key(a: Any) -> Any:
+    import numpy as np
+
+    if isinstance(a, np.ndarray):
+        return (id(a), a.dtype.str, a.shape)
+    return type(a)
+
+
+class _Plan:
+    """A checked multi-step call: the schedule, the arrays (weakly) and the exchange."""
+
+    def __init__(self) -> None:
+        self.refs: list[Any] = []
+        self.fast_calls = 0  # calls since it was built (see SAMPLE_STEPS)
+
+    def alive(self, args: tuple[Any, ...]) -> bool:
+        return all(r is None or r() is a for r, a in zip(self.refs, args, strict=True))
+
+    @classmethod
+    def build(
+        cls,
+        kernel: Any,
+        args: tuple[Any, ...],
+        corners: bool | None,
+        steps: Any,
+        rotate: Mapping[str, str] | None,
+        tile: Any,
+        exchange: bool,
+        overlap: bool = False,
+    ) -> _Plan:
+        import weakref
+
+        import numpy as np
+
+        from parcomp.grid.array import DistArray
+        from parcomp.runtime.comm import raise_if_differ
+        from parcomp.stencils.declared import _fail, check_call
+
+        name = getattr(kernel, "__name__", repr(kernel))
+        comm = _comm_of_call(kernel, args)
+        spec = getattr(kernel, "spec", None)
+        if spec is None:
+            _fail(
+                KernelSignatureError(
+                    f"run_stencil(steps=...): kernel {name!r} is not declared; several steps "
+                    "per exchange need to know how far it reads. Declare it with "
+                    "@parcomp.stencil(radius=...)"
+                ),
+                comm,
+            )
+        if (
+            isinstance(steps, bool | np.bool_)
+            or not isinstance(steps, numbers.Integral)
+            or steps < 1
+        ):
+            _fail(
+                KernelSignatureError(f"run_stencil: steps must be an int >= 1, got {steps!r}"), comm
+            )
+        steps = int(steps)
+        # Every rank must step alike: a rank doing fewer steps would leave the others in
+        # the next exchange (agreed here, when the call is planned; the plan is then
+        # remembered by the arrays' identities, the same on every rank)
+        raise_if_differ(
+            [steps, sorted(rotate.items()) if isinstance(rotate, Mapping) else repr(rotate)],
+            comm,
+            lambda ranks, first, other: (
+                f"run_stencil: steps/rotate differ between ranks: rank(s) {ranks} ask for "
+                f"{other}, rank 0 for {first}; every rank must do the same steps"
+            ),
+        )
+        if spec.reads_output is not False:
+            _fail(
+                KernelSignatureError(
+                    f"run_stencil(steps=...): kernel {name!r} "
+                    + (
+                        "reads a field it writes (an in-place update or out += ...)"
+                        if spec.reads_output
+                        else "has no source parcomp can read to prove it does not read its output"
+                    )
+                    + "; several steps per exchange compute cells of an output beyond the "
+                    "block before their neighbours are current. Use steps=None"
+                ),
+                comm,
+            )
+        perm = _raise_as(lambda: rotation(spec, rotate, name), comm)
+        # Every rotation of the arguments is a call k single steps would make: check each
+        # like one (fields, decomposition, kinds, compilation, agreed between ranks).
+        variants: list[tuple[Any, ...]] = []
+        for s in range(steps):
+            variant = rotated(args, perm, s)
+            # by identity: ``in`` would compare DistArrays element-wise (equal values made
+            # a copy look like the same array, and it was then never exchanged)
+            if any(all(x is y for x, y in zip(variant, v, strict=True)) for v in variants):
+                break
+            variants.append(variant)
+        read_sets = []
+        for variant in variants:
+            _, spec, want_corners, _ = check_call(kernel, variant, corners, False, True)
+            # read with ghosts, or at the cell only: beyond the block both are read
+            read_sets.append(
+                [
+                    a
+                    for p, a in zip(spec.params, variant, strict=True)
+                    if p in spec.reads or p in spec.pointwise
+                ]
+            )
+        first = next(a for a in args if isinstance(a, DistArray))
+        ndim = first.ndim
+        radius = spec.radius_for(ndim)
+        # deep along the axes with neighbours; an axis with walls at both ends of every
+        # block (one rank along it, not periodic) needs only the radius
+        part = first.partition
+        need = tuple(
+            steps * r if part.dims[ax] > 1 or part.periods[ax] else r for ax, r in enumerate(radius)
+        )
+        short = [ax for ax in range(ndim) if first.halo[ax] < need[ax]]
+        if short:
+            _fail(
+                ShapeError(
+                    f"run_stencil(steps={steps}): kernel {name!r} reads {radius} cells around "
+                    f"each cell, so {steps} steps per exchange need ghost cells {need} wide, "
+                    f"but the fields have halo {first.halo} (too narrow on axis {short}). "
+                    f"Make the arrays with halo={need if len(set(need)) > 1 else need[0]}"
+                ),
+                comm,
+            )
+        part, rank = first.partition, first.rank
+        lower = [part.neighbor(rank, _unit(ndim, ax, -1)) is not None for ax in range(ndim)]
+        upper = [part.neighbor(rank, _unit(ndim, ax, 1)) is not None for ax in range(ndim)]
+        regions = step_regions(first.local_shape, first.halo, radius, lower, upper, steps)
+        fields = [a for a in args if isinstance(a, DistArray)]
+        itemsize = sum(a.dtype.itemsize for a in fields)
+        tiles = _raise_as(lambda: _tiles(tile, first, itemsize, radius, steps), comm)
+        whole = tuple(ax > 0 and tiles[ax] is None for ax in range(ndim))
+        if overlap and exchange:
+            calls, after = overlap_plan(
+                regions, tuple(radius), lower, upper, tiles, whole, first.halo
+            )
+        else:
+            calls, after = schedule(regions, tuple(radius), tiles, whole), ()
+        # the wall ghost cells a whole-axis view lets the kernel overwrite: restored
+        bands = []
+        for ax in range(1, ndim):
+            h, n, r = first.halo[ax], first.local_shape[ax], radius[ax]
+            if not whole[ax] or h <= r:
+                continue
+            if not lower[ax]:
+                bands.append((ax, slice(r, h)))
+            if not upper[ax]:
+                bands.append((ax, slice(h + n, h + n + h - r)))
+        # Which arrays must be current beyond the block before the first step: those read
+        # at step 1 and, when a wall exists anywhere, every array read at a later step
+        # (the ghost cells beside a wall, in a neighbour's columns, come only from it).
+        has_walls = not all(part.periods)
+        exchanged: dict[int, Any] = {}
+        for reads in read_sets if has_walls else read_sets[:1]:
+            for a in reads:
+                exchanged.setdefault(id(a), a)
+        if any(radius) and steps > 1:
+            deep_corners = True
+        else:
+            deep_corners = bool(want_corners)
+        plan = cls()
+        plan.kernel = kernel
+        plan.dispatcher = getattr(kernel, "dispatcher", kernel)
+        plan.perm = perm
+        plan.period = _period(perm)
+        plan.steps = steps
+        plan.calls = calls
+        plan.after = after  # with overlap: the calls once the exchange has finished
+        plan.overlapped = bool(overlap and exchange)
+        plan.refs = [weakref.ref(a) if isinstance(a, DistArray) else None for a in args]
+        plan.is_field = tuple(isinstance(a, DistArray) for a in args)
+        plan.bands = [
+            (tuple(slice(None) if a != ax else sl for a in range(1, ndim)), ax) for ax, sl in bands
+        ]
+        plan.write_pos = tuple(spec.params.index(p) for p in spec.writes)
+        plan.exchange = exchange and bool(exchanged) and any(radius)
+        plan.group = (list(exchanged.values()), deep_corners) if plan.exchange else None
+        _agree_views(kernel, args, perm, steps, comm)
+        if debug_collectives():
+            _verify_locally(kernel, spec, args, perm, steps, radius, name, comm)
+        return plan
+
+    def run(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        from parcomp.grid.exchange import group_exchange
+
+        period = self.period
+        per_step = [
+            tuple(
+                a.local if f else a
+                for a, f in zip(rotated(args, self.perm, s), self.is_field, strict=True)
+            )
+            for s in range(min(period, self.steps))
+        ]
+        d = self.dispatcher
+        isf = self.is_field
+        # the wall ghost cells of every array written, as they are now (the boundary
+        # condition), put back after each call that may have overwritten them
+        # (taken once the exchange has filled them: beside a neighbour's block they hold
+        # its copy of its wall ghost cells)
+        saved: dict[int, list[Any]] = {}
+
+        def snapshot() -> None:
+            saved.clear()
+            if self.bands:
+                for bufs in per_step:
+                    for pos in self.write_pos:
+                        b = bufs[pos]
+                        if id(b) not in saved:
+                            saved[id(b)] = [
+                                (b[(slice(None), *rest)].copy(), rest, ax)
+                                for rest, ax in self.bands
+                            ]
+
+        def sweep(calls: Any) -> None:
+            if not saved:
+                for s, view in calls:
+                    bufs = per_step[s % period]
+                    d(*[b[view] if f else b for b, f in zip(bufs, isf, strict=True)])
+                return
+            for s, view in calls:
+                bufs = per_step[s % period]
+                d(*[b[view] if f else b for b, f in zip(bufs, isf, strict=True)])
+                for pos in self.write_pos:
+                    b = bufs[pos]
+                    for band, rest, ax in saved[id(b)]:
+                        # only within the call's view along the other axes: during an
+                        # overlapped exchange the ghost cells beyond it are being received
+                        # (a neighbour's copy of its wall band), not ours to put back
+                        dst = list(view)
+                        dst[ax] = rest[ax - 1]
+                        src = list(view)
+                        src[ax] = slice(None)
+                        b[tuple(dst)] = band[tuple(src)]
+
+        if self.group is None:
+            snapshot()
+            sweep(self.calls)
+            sweep(self.after)
+            return rotated(args, self.perm, self.steps)
+        arrays, corners = self.group
+        ex = group_exchange(arrays, corners, walls=True)
+        if not self.overlapped:
+            ex.exchange()
+            snapshot()
+            sweep(self.calls)
+            return rotated(args, self.perm, self.steps)
+        # During the exchange the first phase computes rows of the block only, so it
+        # restores wall ghost cells of the block's rows only: none the exchange writes.
+        snapshot()
+        ex.start()
+        try:
+            sweep(self.calls)  # the cells that need no ghost cell, during the exchange
+        finally:
+            ex.wait()
+        snapshot()
+        sweep(self.after)
+        return rotated(args, self.perm, self.steps)
+
+
+def _period(perm: tuple[int, ...]) -> int:
+    identity = tuple(range(len(perm)))
+    p, n = perm, 1
+    while p != identity:
+        p = tuple(p[i] for i in perm)
+        n += 1
+    return n
+
+
+def _unit(ndim: int, axis: int, step: int) -> tuple[int, ...]:
+    return tuple(step if a == axis else 0 for a in range(ndim))
+
+
+def _raise_as(action: Any, comm: Any) -> Any:
+    from parcomp.stencils.declared import _fail
+
+    try:
+        return action()
+    except (KernelSignatureError, ShapeError) as exc:
+        _fail(exc, comm)
+
+
+def _tiles(
+    tile: Any, first: Any, itemsize: int, radius: Sequence[int], steps: int
+) -> tuple[int | None, ...]:
+    ndim = first.ndim
+    if tile is None:
+        buffer = first.local.shape
+        return default_tile(buffer, itemsize, radius, steps, cache_bytes() // 2)
+    try:
+        values = (tile,) * ndim if isinstance(tile, numbers.Number) else tuple(tile)
+    except TypeError:
+        values = ()
+    if len(values) != ndim or any(
+        v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0)
+        for v in values
+    ):
+        raise ShapeError(
+            f"run_stencil: tile must be an int >= 0 or {ndim} of them (0 or None: that axis "
+            f"is not cut), got {tile!r}"
+        )
+    return tuple(None if v is None or v == 0 else int(v) for v in values)
+
+
+def _agree_views(
+    kernel: Any,
+    args: tuple[Any, ...],
+    perm: tuple[int, ...],
+    steps: int,
+    comm: Any,
+) -> None:
+    """Compile the kernel for the layouts of the views it will get, under an agreement.
+
+    A view cut on an axis other than the first is not C-contiguous (Numba's layout 'A'),
+    a type the whole-buffer call did not compile.  Which ranks cut their views that way
+    differs (walls, tiles), so every rank compiles the 'A' version here, together: a
+    compile error is raised on every rank, not on the ranks with walls.
+    """
+    import numpy as np
+
+    from parcomp.grid.array import DistArray
+    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.numba_jit import Kernel
+
+    if not isinstance(kernel, Kernel):
+        return
+    from parcomp.stencils.declared import _jit_disabled
+
+    if _jit_disabled():
+        return
+    error: BaseException | None = None
+    try:
+        seen = set()
+        for s in range(min(steps, _period(perm))):
+            variant = rotated(args, perm, s)
+            probe = []
+            for a in variant:
+                if isinstance(a, DistArray):
+                    b = a.local
+                    cut = (slice(None),) * (b.ndim - 1) + (slice(0, max(b.shape[-1] - 1, 0)),)
+                    view = b[cut] if b.ndim > 1 and b.shape[-1] > 1 else b
+                    probe.append(view)
+                else:
+                    probe.append(a)
+            key = tuple(
+                (p.dtype.str, p.ndim, p.flags.c_contiguous)
+                if isinstance(p, np.ndarray)
+                else type(p)
+                for p in probe
+            )
+            if key not in seen:
+                seen.add(key)
+                kernel.ensure_compiled(tuple(probe))
+    except KernelSignatureError as exc:
+        error = exc
+    raise_if_any(error, comm)
+
+
+def _verify_locally(
+    kernel: Any,
+    spec: Any,
+    args: tuple[Any, ...],
+    perm: tuple[int, ...],
+    steps: int,
+    radius: Sequence[int],
+    name: str,
+    comm: Any,
+) -> None:
+    """Debug mode: ``k`` single steps against the tiled multi-step plan on a small periodic
+    grid the rank holds alone (no communication but the agreement on the outcome)."""
+    import numpy as np
+
+    from parcomp.grid.array import DistArray
+    from parcomp.runtime.comm import raise_if_any
+
+    ndim = len(radius)
+    halo = tuple(steps * r for r in radius)
+    interior = tuple(2 * steps * r + 5 for r in radius)
+    shape = tuple(n + 2 * h for n, h in zip(interior, halo, strict=True))
+    rng = np.random.default_rng(20261130)
+
+    def field(dtype: Any) -> Any:
+        dt = np.dtype(dtype)
+        if dt.kind in "iub":
+            return rng.integers(0, 2, size=shape).astype(dt)
+        if dt.kind == "c":
+            return (rng.uniform(0.5, 1.5, shape) + 1j * rng.uniform(0.5, 1.5, shape)).astype(dt)
+        return rng.uniform(0.5, 1.5, shape).astype(dt)
+
+    start = [field(a.dtype) if isinstance(a, DistArray) else a for a in args]
+    isf = [isinstance(a, DistArray) for a in args]
+
+    def wrap(buf: Any) -> None:  # periodic ghost cells, axis by axis (corners included)
+        for ax, h in enumerate(halo):
+            if h == 0:
+                continue
+            n = interior[ax]
+            src_lo = [slice(None)] * ndim
+            dst_lo = [slice(None)] * ndim
+            src_lo[ax], dst_lo[ax] = slice(n, n + h), slice(0, h)
+            buf[tuple(dst_lo)] = buf[tuple(src_lo)]
+            src_hi = [slice(None)] * ndim
+            dst_hi = [slice(None)] * ndim
+            src_hi[ax], dst_hi[ax] = slice(h, 2 * h), slice(n + h, n + 2 * h)
+            buf[tuple(dst_hi)] = buf[tuple(src_hi)]
+
+    d = getattr(kernel, "dispatcher", kernel)
+    error: BaseException | None = None
+    try:
+        ref = [b.copy() if f else b for b, f in zip(start, isf, strict=True)]
+        win = tuple(slice(h - r, h + n + r) for h, n, r in zip(halo, interior, radius, strict=True))
+        cur = list(ref)
+        for _ in range(steps):
+            for b, f in zip(cur, isf, strict=True):
+                if f:
+                    wrap(b)
+            d(*[b[win] if f else b for b, f in zip(cur, isf, strict=True)])
+            cur = list(rotated(tuple(cur), perm, 1))
+        regions = step_regions(interior, halo, radius, [True] * ndim, [True] * ndim, steps)
+        inner = tuple(slice(h, h + n) for h, n in zip(halo, interior, strict=True))
+        plans = (  # tiles along axis 0 with whole other axes (the default), and every axis cut
+            ((radius[0] + 1,) + (None,) * (ndim - 1), (False,) + (True,) * (ndim - 1)),
+            (tuple(r + 1 for r in radius), None),
+        )
+        bad: list[str] = []
+        for tiles, whole in plans:
+            mine = [b.copy() if f else b for b, f in zip(start, isf, strict=True)]
+            for b, f in zip(mine, isf, strict=True):
+                if f:
+                    wrap(b)
+            per_step = [rotated(tuple(mine), perm, s) for s in range(steps)]
+            for s, view in schedule(regions, tuple(radius), tiles, whole):
+                d(*[b[view] if f else b for b, f in zip(per_step[s], isf, strict=True)])
+            final = rotated(tuple(mine), perm, steps)
+            bad += [
+                spec.params[i]
+                for i, (x, y, f) in enumerate(zip(final, cur, isf, strict=True))
+                if f
+                and spec.params[i] not in bad
+                and not np.array_equal(x[inner], y[inner], equal_nan=x.dtype.kind in "fc")
+            ]
+        if bad:
+            error = KernelSignatureError(
+                f"run_stencil(steps={steps}): kernel {name!r} gives other values in {bad} "
+                f"when its {steps} steps are tiled than in {steps} single steps (checked on a "
+                "small periodic grid, PARCOMP_DEBUG_COLLECTIVES=1). It writes outside the "
+                f"cells {tuple(radius)} away from its arrays' edges, or its result depends on "
+                "where its view starts (the array's shape or the loop index). Fix the kernel, "
+                "or use steps=None"
+            )
+    except Exception as exc:  # noqa: BLE001 - reported on every rank below
+        error = exc
+    raise_if_any(error, comm)
