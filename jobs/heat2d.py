@@ -106,7 +106,7 @@ def simulate(
     series = None
     if series_every:
         from parcomp.io import Series
-        from parcomp.runtime.comm import raise_if_any
+        from parcomp.runtime.agree import raise_if_any
 
         made = None
         if u.rank == 0:
@@ -177,7 +177,7 @@ def simulate(
 def write_outputs(u: DistArray, out: Path, attrs: dict, png: bool) -> list[Path]:
     """Write ``heat2d.h5`` (in parallel, atomically: no gather) and, from a subsample read
     back on rank 0, ``heat2d.png`` into ``out``; return the paths (collective)."""
-    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.agree import raise_if_any
 
     error = None
     if u.rank == 0:

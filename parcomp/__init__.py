@@ -5,7 +5,7 @@ exchanges halos, reduces with MPI collectives and checkpoints to HDF5.
 
 Importing parcomp never talks to MPI (no collective at import: importing on a subset of
 ranks, or in a notebook, cannot hang).  It installs the fail-fast exception hook
-(:func:`parcomp.runtime.comm.install_excepthook`) unless ``PARCOMP_FAILFAST=0``.  Modules that pull
+(:func:`parcomp.runtime.failfast.install_excepthook`) unless ``PARCOMP_FAILFAST=0``.  Modules that pull
 in heavy dependencies (numba) are imported on first use of their names.
 """
 
@@ -16,20 +16,7 @@ from typing import Any
 
 from parcomp import _renamed
 from parcomp.runtime import errors
-from parcomp.runtime.comm import _failfast_enabled as _failfast_enabled
-from parcomp.runtime.comm import (
-    agree,
-    configure_logging,
-    default_comm,
-    exit_all,
-    get_logger,
-    install_excepthook,
-    raise_if_any,
-    rank,
-    resolve_comm,
-    size,
-    uninstall_excepthook,
-)
+from parcomp.runtime.agree import agree, agreed, alike, raise_if_any
 from parcomp.runtime.errors import (
     CheckpointError,
     CheckpointSchemaError,
@@ -45,7 +32,11 @@ from parcomp.runtime.errors import (
     ShapeError,
     TaskError,
 )
+from parcomp.runtime.failfast import _failfast_enabled as _failfast_enabled
+from parcomp.runtime.failfast import exit_all, install_excepthook, uninstall_excepthook
+from parcomp.runtime.log import configure_logging, get_logger
 from parcomp.runtime.numba_jit import Kernel, compile_for_job, jit
+from parcomp.runtime.ranks import default_comm, rank, resolve_comm, size
 from parcomp.runtime.watchdog import install as _install_watchdog
 from parcomp.testing import parallel_assert
 
@@ -80,6 +71,8 @@ __all__ = [
     "__version__",
     "errors",
     "agree",
+    "agreed",
+    "alike",
     "configure_logging",
     "default_comm",
     "exit_all",

@@ -26,7 +26,7 @@ MODULES: dict[str, str] = {
     "parcomp.errors": "parcomp.runtime.errors",
     "parcomp.callid": "parcomp.runtime.callid",
     "parcomp.wire": "parcomp.runtime.wire",
-    "parcomp.comm": "parcomp.runtime.comm",
+    "parcomp.comm": "parcomp",  # its public names are parcomp's own
     "parcomp.watchdog": "parcomp.runtime.watchdog",
     "parcomp.subcomm": "parcomp.runtime.subcomm",
     "parcomp.nodes": "parcomp.runtime.nodes",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from parcomp.runtime import config
-from parcomp.runtime.comm import resolve_comm
+from parcomp.runtime.ranks import resolve_comm
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -77,7 +77,7 @@ def inject_failure(
     import signal
     import time
 
-    from parcomp.runtime.comm import world_rank_size
+    from parcomp.runtime.ranks import world_rank_size
 
     del comm  # the world rank decides; kept for callers passing it
     if config.get("PARCOMP_RESTART_COUNT") != 0:

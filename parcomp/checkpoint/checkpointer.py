@@ -25,8 +25,9 @@ from parcomp.checkpoint.reader import Restored
 from parcomp.checkpoint.saving import Saving
 from parcomp.checkpoint.transaction import MpioStore, Pruner, SharedStore, Store, Transaction
 from parcomp.checkpoint.values import check_options, check_required
-from parcomp.runtime.comm import get_logger, resolve_comm
 from parcomp.runtime.errors import CheckpointError, ConfigError
+from parcomp.runtime.log import get_logger
+from parcomp.runtime.ranks import resolve_comm
 from parcomp.runtime.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -86,7 +86,7 @@ def claim(folders: list[Path], comm: Any, shared_ok: bool) -> Lease | None:
     0's lease (None elsewhere).
     """
     from parcomp.checkpoint.format import check_owned_dir, make_private_dir
-    from parcomp.runtime.comm import raise_if_any, raise_if_differ
+    from parcomp.runtime.agree import raise_if_any, raise_if_differ
 
     raise_if_differ(
         [str(f.absolute()) for f in folders],

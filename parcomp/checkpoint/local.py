@@ -58,8 +58,8 @@ from parcomp.checkpoint.writer import (
     publish,
     write_shard,
 )
-from parcomp.runtime.comm import get_logger
 from parcomp.runtime.errors import CheckpointError, ParcompError
+from parcomp.runtime.log import get_logger
 from parcomp.runtime.nodes import node_groups, node_name, partner_ranks, safe_node_dirname
 from parcomp.runtime.subcomm import subsystem_comm
 from parcomp.runtime.wire import agree_errors, allgather_ints, allgather_json, bcast_json

@@ -47,7 +47,7 @@ def check_local(
     """Validate ``local=`` on every rank and agree that names, dtypes and trailing shapes
     match between ranks (only the lengths may differ).  Collective over ``comm``."""
     from parcomp.checkpoint.manifest import ALLOWED_DTYPES, MAX_NDIM
-    from parcomp.runtime.comm import raise_if_any, raise_if_differ
+    from parcomp.runtime.agree import raise_if_any, raise_if_differ
 
     out: dict[str, np.ndarray] = {}
     error: BaseException | None = None
@@ -141,7 +141,7 @@ def local_ranges(
     """Every rank's range of every per-rank array's concatenation, from ``redeal`` (or
     :func:`~parcomp.checkpoint.perrank.default_range`), checked on the rank that computed
     it and agreed (collective: a bad callback raises on every rank)."""
-    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.agree import raise_if_any
     from parcomp.runtime.wire import allgather_ints
 
     rank, size = comm.Get_rank(), comm.Get_size()

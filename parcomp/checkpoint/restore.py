@@ -45,8 +45,8 @@ from parcomp.checkpoint.manifest import Manifest, read_manifest
 from parcomp.checkpoint.perrank import Redeal, local_ranges
 from parcomp.checkpoint.plan import Piece, RestorePlan, restore_plan
 from parcomp.checkpoint.reader import Restored, list_checkpoints
-from parcomp.runtime.comm import get_logger
 from parcomp.runtime.errors import CheckpointSchemaError, ParcompError
+from parcomp.runtime.log import get_logger
 from parcomp.runtime.wire import allgather_json, bcast_bytes, bcast_json
 
 __all__ = ["execute", "plan_for", "make_targets", "restore_shared", "load_latest"]

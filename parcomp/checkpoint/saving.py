@@ -23,8 +23,8 @@ from parcomp.checkpoint.perrank import check_local
 from parcomp.checkpoint.transaction import SharedStore, Store, Transaction
 from parcomp.checkpoint.values import check_name, save_state
 from parcomp.checkpoint.writer import Snapshot
-from parcomp.runtime.comm import mark_everywhere
 from parcomp.runtime.errors import CheckpointError, ConfigError
+from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.watchdog import collective
 
 __all__ = ["Saving"]

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.runtime.comm import mark_everywhere
 from parcomp.runtime.errors import ConfigError
+from parcomp.runtime.ranks import mark_everywhere
 
 __all__ = [
     "check_same",
@@ -137,7 +137,7 @@ def save_state(
     """
     from parcomp.checkpoint.manifest import MAX_STEP
     from parcomp.grid.array import DistArray
-    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.agree import raise_if_any
 
     arrays = dict(arrays or {})
     error, state = None, {}

@@ -28,8 +28,8 @@ import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from parcomp.runtime.callid import allsum_scalar, reduce_checked
-from parcomp.runtime.comm import mark_everywhere
 from parcomp.runtime.errors import DTypeError, ShapeError
+from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.reduce import allreduce
 from parcomp.runtime.watchdog import collective
 

@@ -27,8 +27,9 @@ import numpy as np
 from parcomp.grid.algebra import VectorAlgebra
 from parcomp.grid.halo import HaloExchange, check_halo, halo_plan, largest_tag
 from parcomp.grid.partition import Partition
-from parcomp.runtime.comm import raise_if_any, raise_if_differ, resolve_comm
+from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.errors import DTypeError, ParcompError, ShapeError
+from parcomp.runtime.ranks import resolve_comm
 from parcomp.runtime.subcomm import check_tags, subsystem_comm
 from parcomp.runtime.watchdog import collective
 
@@ -388,7 +389,7 @@ class DistArray(VectorAlgebra):
     def _block_type(self, rank: int) -> Any:
         from mpi4py import MPI
 
-        from parcomp.runtime.comm import mpi_datatype
+        from parcomp.runtime.ranks import mpi_datatype
 
         (starts, sizes) = zip(
             *((a, b - a) for a, b in self.partition.local_range(rank)), strict=True
@@ -402,7 +403,7 @@ class DistArray(VectorAlgebra):
     def _interior_type(self) -> Any:
         from mpi4py import MPI
 
-        from parcomp.runtime.comm import mpi_datatype
+        from parcomp.runtime.ranks import mpi_datatype
 
         t = mpi_datatype(self.dtype).Create_subarray(
             list(self.local.shape), list(self.local_shape), list(self.halo), order=MPI.ORDER_C

@@ -142,8 +142,8 @@ def finish_exchange(*arrays: DistArray, corners: bool = False) -> None:
 def _raise_everywhere(action: Any, arrays: Sequence[DistArray]) -> None:
     """Run ``action``; a state error (started twice, finished unstarted) comes from the
     same calls on every rank, so it is marked as raised by all of them."""
-    from parcomp.runtime.comm import mark_everywhere
     from parcomp.runtime.errors import CollectiveError
+    from parcomp.runtime.ranks import mark_everywhere
 
     try:
         action()
@@ -156,7 +156,7 @@ def _checked(arrays: Sequence[Any], what: str = "exchange_halos") -> list[DistAr
     try:
         return check_group(arrays)
     except ShapeError as exc:
-        from parcomp.runtime.comm import mark_everywhere
+        from parcomp.runtime.ranks import mark_everywhere
 
         first = next((a for a in arrays if hasattr(a, "comm")), None)
         if first is not None:

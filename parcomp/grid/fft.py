@@ -28,7 +28,7 @@ import numpy as np
 
 from parcomp.grid.array import DistArray, Spectrum
 from parcomp.grid.partition import Partition
-from parcomp.runtime.comm import raise_if_any, raise_if_differ
+from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.errors import ConfigError, DTypeError, ParcompError, RankCountError, ShapeError
 from parcomp.runtime.watchdog import collective
 

@@ -315,7 +315,7 @@ class HaloExchange:
         """(buffer, committed datatype) of one message: the region of every buffer."""
         from mpi4py import MPI
 
-        from parcomp.runtime.comm import mpi_datatype
+        from parcomp.runtime.ranks import mpi_datatype
 
         if len(buffers) == 1:
             t = _subarray(mpi_datatype(buffers[0].dtype), buffers[0].shape, region)

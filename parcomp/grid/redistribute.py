@@ -265,7 +265,7 @@ class Redistribution:
     # -- alltoallw: one subarray datatype per peer and direction
     def _build_w(self) -> None:
 
-        from parcomp.runtime.comm import mpi_datatype
+        from parcomp.runtime.ranks import mpi_datatype
 
         base = mpi_datatype(self.dtype)
         p = self.size
@@ -383,7 +383,7 @@ class Redistribution:
                 [dest, self._rcounts, self._displs, self._rtypes],
             )
             return
-        from parcomp.runtime.comm import mpi_datatype
+        from parcomp.runtime.ranks import mpi_datatype
 
         if self._self_copy is not None:
             dest[self._self_copy[1]] = source[self._self_copy[0]]
@@ -455,7 +455,7 @@ def redistribute_array(
     """:meth:`parcomp.grid.array.DistArray.redistribute` (see there; collective)."""
     from parcomp.grid.array import DistArray, _per_axis
     from parcomp.grid.halo import check_halo
-    from parcomp.runtime.comm import raise_if_any, raise_if_differ
+    from parcomp.runtime.agree import raise_if_any, raise_if_differ
     from parcomp.runtime.errors import ParcompError
 
     error: BaseException | None = None

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parcomp.grid.partition import Partition
-from parcomp.runtime.comm import mark_everywhere, raise_if_any, raise_if_differ
+from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.errors import ParcompError, RankCountError, ShapeError
+from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -114,7 +114,7 @@ def save_hdf5(
     -----
     Collective over the arrays' communicator.
     """
-    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.agree import raise_if_any
     from parcomp.runtime.wire import bcast_json
 
     items = _check_arrays(arrays)
@@ -236,7 +236,7 @@ def _write_mpio(tmp: Path, items: list[tuple[str, DistArray]], attrs: dict, comm
     """One file, written collectively; errors agreed (HDF5 raises on every rank)."""
     import h5py
 
-    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.agree import raise_if_any
 
     error: BaseException | None = None
     try:
@@ -265,7 +265,7 @@ def _write_parts(
     """Part files and a virtual-dataset file; errors agreed at each stage."""
     import h5py
 
-    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.agree import raise_if_any
 
     rank, size = comm.Get_rank(), comm.Get_size()
     error: BaseException | None = None
@@ -421,7 +421,7 @@ def _umask() -> int:
 
 # ------------------------------------------------------------------------------ reading
 def _load_comm(path: Any, name: Any, *, comm: Any = None, **_k: Any) -> Any:
-    from parcomp.runtime.comm import resolve_comm
+    from parcomp.runtime.ranks import resolve_comm
 
     return resolve_comm(comm)
 
@@ -483,7 +483,8 @@ def load_hdf5(
     everywhere instead of reading a different array.
     """
     from parcomp.grid.array import DistArray
-    from parcomp.runtime.comm import raise_if_any, raise_if_differ, resolve_comm
+    from parcomp.runtime.agree import raise_if_any, raise_if_differ
+    from parcomp.runtime.ranks import resolve_comm
 
     comm = resolve_comm(comm)
     meta: tuple[tuple[int, ...], str, CFPlan, Any] | None = None

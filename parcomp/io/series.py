@@ -207,7 +207,7 @@ class Series:
         asynchronous: bool = False,
         like: Any = None,
     ) -> None:
-        from parcomp.runtime.comm import raise_if_any
+        from parcomp.runtime.agree import raise_if_any
         from parcomp.runtime.wire import bcast_json
 
         self.path = Path(os.path.abspath(os.fspath(path)))
@@ -353,7 +353,7 @@ class Series:
             left -= count
         good = self._check_parts(segments)
         if good < keep:  # a damaged record: it and the later ones are dropped, not carried
-            from parcomp.runtime.comm import get_logger
+            from parcomp.runtime.log import get_logger
 
             get_logger("parcomp.io.series").warning(
                 "Series: record %d of %s fails its checksum; it and the %d record(s) after "
@@ -461,7 +461,7 @@ class Series:
         and the record is committed by the next :meth:`append` or by :meth:`close`.  A
         failure raises :class:`HDF5Error` on every rank and leaves the series as it was.
         """
-        from parcomp.runtime.comm import raise_if_any
+        from parcomp.runtime.agree import raise_if_any
 
         error: BaseException | None = None
         arrays: dict[str, Any] = {}
@@ -471,7 +471,7 @@ class Series:
         except (ShapeError, ConfigError, DTypeError, TypeError, ValueError) as exc:
             error = exc
         raise_if_any(error, self.comm)
-        from parcomp.runtime.comm import raise_if_differ
+        from parcomp.runtime.agree import raise_if_differ
 
         # a step or time computed per rank would leave the ranks' bookkeeping different,
         # and a later missing()/append decision different: refused on every rank now
@@ -501,7 +501,7 @@ class Series:
     @collective("Series.close", lambda self, *a, **k: self.comm)
     def close(self) -> None:
         """Commit the record still being written (asynchronous mode).  Collective."""
-        from parcomp.runtime.comm import raise_if_any
+        from parcomp.runtime.agree import raise_if_any
 
         self._finish_pending()
         raise_if_any(self._join_commit() if self.comm.Get_rank() == 0 else None, self.comm)
@@ -562,7 +562,7 @@ class Series:
 
     def _finish_pending(self) -> None:
         """Wait for the pending write, agree on it, and commit its record (collective)."""
-        from parcomp.runtime.comm import raise_if_any
+        from parcomp.runtime.agree import raise_if_any
 
         pending, self._pending = self._pending, None
         if pending is None:
@@ -658,7 +658,7 @@ class Series:
 
     def _start_segment(self) -> None:
         """This run's part folder (after a resume: a new one, whatever the rank count)."""
-        from parcomp.runtime.comm import raise_if_any
+        from parcomp.runtime.agree import raise_if_any
         from parcomp.runtime.wire import bcast_json
 
         comm = self.comm

@@ -30,7 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from parcomp.runtime.watchdog import STACK_SIGNAL, format_ranks, node_identity, read_beat
+from parcomp.runtime.ranks import format_ranks
+from parcomp.runtime.watchdog import STACK_SIGNAL, node_identity, read_beat
 
 __all__ = ["HangWatch", "parse_faulthandler", "descendants", "kill_pids"]
 

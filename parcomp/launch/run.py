@@ -38,8 +38,8 @@ from parcomp.launch.listen import keep_local
 from parcomp.launch.mpiexec import find_mpiexec, mpiexec_argv, mpiexec_identity
 from parcomp.launch.supervise import TIMEOUT_STATUS, Signals, supervise
 from parcomp.runtime import config
-from parcomp.runtime.comm import INTERRUPTED_STATUS
 from parcomp.runtime.errors import ConfigError, LaunchError
+from parcomp.runtime.failfast import INTERRUPTED_STATUS
 from parcomp.runtime.status import PREEMPTED as PREEMPTED_STATUS
 
 __all__ = ["run_job", "TIMEOUT_STATUS"]

@@ -15,15 +15,15 @@ import runpy
 import sys
 
 from parcomp.runtime import config
-from parcomp.runtime.comm import (
+from parcomp.runtime.failfast import (
     JobExit,
     _failfast_enabled,
     _failfast_excepthook,
     abort,
     install_excepthook,
     report_and_abort,
-    world_rank_size,
 )
+from parcomp.runtime.ranks import world_rank_size
 from parcomp.runtime.status import BAD_INPUT, SIZE_MISMATCH
 from parcomp.runtime.status import PREEMPTED as PREEMPTED_STATUS
 

@@ -29,9 +29,9 @@ from typing import Any
 
 from parcomp.launch.hang import HangWatch, descendants, kill_pids, rank_processes
 from parcomp.runtime import config
-from parcomp.runtime.comm import INTERRUPTED_STATUS
+from parcomp.runtime.failfast import INTERRUPTED_STATUS
+from parcomp.runtime.ranks import format_ranks
 from parcomp.runtime.status import TIMEOUT
-from parcomp.runtime.watchdog import format_ranks
 
 __all__ = ["POLL", "PREEMPT", "TIMEOUT_STATUS", "Signals", "supervise", "kill_job", "say"]
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parcomp.runtime.comm import resolve_comm
+from parcomp.runtime.ranks import resolve_comm
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI

@@ -27,10 +27,11 @@ from parcomp.mapreduce.schedule import (
     node_chunk_range,
     static_chunks,
 )
+from parcomp.runtime.agree import agreed, raise_if_differ
 from parcomp.runtime.callid import any_flag
-from parcomp.runtime.comm import agreed, mark_everywhere, raise_if_differ, resolve_comm
 from parcomp.runtime.errors import ConfigError, TaskError
 from parcomp.runtime.progress import Progress
+from parcomp.runtime.ranks import mark_everywhere, resolve_comm
 from parcomp.runtime.reduce import (
     ReduceOp,
     combine_partials,
@@ -276,7 +277,9 @@ def map(
         items = _block_items(items)
         schedule, chunksize = "block", 1
     comm = resolve_comm(comm)
-    plan = _Plan(agreed(lambda: as_items(items), comm), comm, schedule, chunksize, False, progress)
+    with agreed(comm):
+        work = as_items(items)
+    plan = _Plan(work, comm, schedule, chunksize, False, progress)
     results: dict[int, list[Any]] = {}
 
     def collect(k: int, values: list[Any]) -> None:
@@ -382,9 +385,9 @@ def map_reduce(
         items = _block_items(items)
         schedule, chunksize = "block", 1
     comm = resolve_comm(comm)
-    plan = _Plan(
-        agreed(lambda: as_items(items), comm), comm, schedule, chunksize, deterministic, progress
-    )
+    with agreed(comm):
+        work = as_items(items)
+    plan = _Plan(work, comm, schedule, chunksize, deterministic, progress)
     if deterministic:
         value, any_value = _reduce_deterministic(mapper, plan, op, root)
     else:

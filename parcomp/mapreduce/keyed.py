@@ -29,8 +29,9 @@ import numpy as np
 
 from parcomp.mapreduce.items import _agree_failures, _Plan, _run_items
 from parcomp.mapreduce.schedule import as_items
-from parcomp.runtime.comm import agreed, mark_everywhere, resolve_comm
+from parcomp.runtime.agree import agreed
 from parcomp.runtime.errors import ConfigError
+from parcomp.runtime.ranks import mark_everywhere, resolve_comm
 from parcomp.runtime.reduce import ReduceOp, resolve_op
 from parcomp.runtime.watchdog import collective
 
@@ -618,7 +619,7 @@ def _check_budget(budget: Any, comm: Any) -> int | None:
     everywhere (one ``Allreduce`` of two integers), big enough for a numeric record."""
     from mpi4py import MPI
 
-    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.agree import raise_if_any
 
     error: Exception | None = None
     value = 0
@@ -706,7 +707,9 @@ def map_reduce_keyed(
     comm = resolve_comm(comm)
     budget = _check_budget(max_shuffle_bytes, comm)
     op = resolve_op(reduce)
-    plan = _Plan(agreed(lambda: as_items(items), comm), comm, schedule, chunksize, False, progress)
+    with agreed(comm):
+        work = as_items(items)
+    plan = _Plan(work, comm, schedule, chunksize, False, progress)
     table: dict[Any, Any] = {}
 
     def combine(_k: int, outputs: list[Any]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from parcomp.grid.halo import halo_plan, largest_tag
 from parcomp.particles import plan as plan
-from parcomp.runtime.comm import raise_if_any, raise_if_differ
+from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.errors import ParcompError, ShapeError
 from parcomp.runtime.subcomm import check_tags
 

@@ -33,9 +33,10 @@ import numpy as np
 from parcomp.grid.partition import Partition
 from parcomp.particles import exchange as _px
 from parcomp.particles import plan as plan
+from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.callid import reduce_checked
-from parcomp.runtime.comm import raise_if_any, raise_if_differ, resolve_comm
 from parcomp.runtime.errors import ConfigError, DTypeError, ParcompError, ShapeError
+from parcomp.runtime.ranks import resolve_comm
 from parcomp.runtime.subcomm import subsystem_comm
 from parcomp.runtime.watchdog import collective
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from parcomp.particles.exchange import displs
-from parcomp.runtime.comm import raise_if_any
+from parcomp.runtime.agree import raise_if_any
 from parcomp.runtime.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover

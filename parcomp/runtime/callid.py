@@ -373,9 +373,8 @@ def _mismatch(comm: Any, ident: tuple[str, int, int]) -> None:
     """
     import time
 
-    from parcomp.runtime.comm import mark_everywhere
     from parcomp.runtime.errors import CollectiveError
-    from parcomp.runtime.watchdog import format_ranks
+    from parcomp.runtime.ranks import format_ranks, mark_everywhere
 
     line = user_line()
     mine = np.zeros(1, _RECORD)

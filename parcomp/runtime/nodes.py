@@ -56,7 +56,7 @@ def _compute_node_name() -> str:
     host = socket.gethostname() or "localhost"
     count = config.get("PARCOMP_EMULATE_NODE_COUNT")
     if count is not None:
-        from parcomp.runtime.comm import world_rank_size
+        from parcomp.runtime.ranks import world_rank_size
 
         world_rank, world_size = world_rank_size()
         if count > world_size:
@@ -67,7 +67,7 @@ def _compute_node_name() -> str:
         return f"{host}-node{world_rank * count // world_size}"
     emulate = config.get("PARCOMP_EMULATE_NODES")
     if emulate is not None:
-        from parcomp.runtime.comm import world_rank_size
+        from parcomp.runtime.ranks import world_rank_size
 
         world_rank, _ = world_rank_size()
         return f"{host}-node{world_rank // emulate}"

@@ -256,7 +256,7 @@ class Kernel:
             removed = self._remove_cache_files()
             if not removed:
                 raise
-            from parcomp.runtime.comm import get_logger
+            from parcomp.runtime.log import get_logger
 
             get_logger("parcomp.jit").warning(
                 "kernel %r: its cache entry could not be loaded (%s: %s); removed %d "
@@ -391,7 +391,8 @@ class Kernel:
         -----
         Collective over `comm`: call on all ranks, with arguments of the same types.
         """
-        from parcomp.runtime.comm import raise_if_any, resolve_comm
+        from parcomp.runtime.agree import raise_if_any
+        from parcomp.runtime.ranks import resolve_comm
 
         comm = resolve_comm(comm)
         error: BaseException | None = None

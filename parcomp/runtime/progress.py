@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from parcomp.runtime.comm import get_logger
+from parcomp.runtime.log import get_logger
 
 __all__ = ["Progress"]
 

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parcomp.runtime.callid import allreduce_scalar, reduce_checked
-from parcomp.runtime.comm import resolve_comm
 from parcomp.runtime.errors import ConfigError, DTypeError, ShapeError
+from parcomp.runtime.ranks import resolve_comm
 from parcomp.runtime.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -46,7 +46,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from parcomp.runtime import config
-from parcomp.runtime.comm import get_logger, resolve_comm, world_rank_size
+from parcomp.runtime.log import configure_logging, get_logger
+from parcomp.runtime.ranks import replace_default_comm, resolve_comm, world_rank_size
 
 __all__ = ["run_resilient", "ulfm_available", "ulfm_requested", "recoveries", "note_exit_status"]
 
@@ -203,7 +204,6 @@ def run_resilient(
     global _recoveries, _exit_comm
     from mpi4py import MPI
 
-    import parcomp.runtime.comm as pcomm
     from parcomp.runtime.wire import allgather_ints
 
     log = get_logger("parcomp.runtime.resilient")
@@ -252,7 +252,7 @@ def run_resilient(
                 comm = new
         shrunk = time.time()
         if survivors[0] != members[0]:  # the logging rank died: the new rank 0 takes over
-            pcomm.configure_logging(lead=new.Get_rank() == 0)
+            configure_logging(lead=new.Get_rank() == 0)
         lost = sorted(set(members) - set(survivors))
         _recoveries += 1
         if new.Get_rank() == 0:
@@ -276,8 +276,7 @@ def run_resilient(
                     "ranks_after": len(survivors),
                 }
             )
-        if pcomm._default_comm is comm:
-            pcomm._default_comm = new
+        replace_default_comm(comm, new)
         if _exit_comm is None:
             import atexit
 

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from parcomp.runtime import config
 from parcomp.runtime.callid import current, user_line
+from parcomp.runtime.ranks import format_ranks
 
 __all__ = [
     "BEAT_FORMAT",
@@ -155,7 +156,7 @@ def install() -> bool:
     folder = config.get("PARCOMP_WATCHDOG_DIR")
     if not folder or _beat is not None:
         return _beat is not None
-    from parcomp.runtime.comm import world_rank_size
+    from parcomp.runtime.ranks import world_rank_size
 
     rank, _size = world_rank_size()
     base = Path(folder)
@@ -323,10 +324,10 @@ def collective(name: str, comm_of: Callable[..., Any] | None = None) -> Callable
 
 
 def _resolve(comm: Any) -> Any:
-    """``parcomp.runtime.comm.resolve_comm`` (imported on first use: comm imports this module)."""
+    """:func:`parcomp.runtime.ranks.resolve_comm`, looked up once."""
     global _resolve_comm
     if _resolve_comm is None:
-        from parcomp.runtime.comm import resolve_comm
+        from parcomp.runtime.ranks import resolve_comm
 
         _resolve_comm = resolve_comm
     return _resolve_comm(comm)
@@ -339,8 +340,8 @@ def _check_same_call(comm: Any, name: str) -> None:
     """Debug mode: raise on every rank unless all ranks of ``comm`` enter the same call."""
     import numpy as np
 
-    from parcomp.runtime.comm import resolve_comm
     from parcomp.runtime.errors import CollectiveError
+    from parcomp.runtime.ranks import resolve_comm
     from parcomp.runtime.subcomm import comm_cache, subsystem_comm
 
     comm = resolve_comm(comm)
@@ -362,7 +363,7 @@ def _check_same_call(comm: Any, name: str) -> None:
         f"(#{n_name[0]} on this communicator, called at {n_name[2]})"
         for n_name, ranks in groups.items()
     ]
-    from parcomp.runtime.comm import mark_everywhere
+    from parcomp.runtime.ranks import mark_everywhere
 
     raise mark_everywhere(
         CollectiveError(
@@ -374,18 +375,3 @@ def _check_same_call(comm: Any, name: str) -> None:
         ),
         comm,
     )
-
-
-def format_ranks(ranks: list[int] | tuple[int, ...]) -> str:
-    """``[0, 1, 2, 5]`` -> ``"ranks 0-2, 5"``; one rank -> ``"rank 3"``."""
-    ranks = sorted(ranks)
-    spans: list[str] = []
-    start = prev = ranks[0]
-    for r in [*ranks[1:], None]:
-        if r is not None and r == prev + 1:
-            prev = r
-            continue
-        spans.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if r is not None:
-            start = prev = r
-    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(spans)

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from parcomp.runtime import watchdog
-from parcomp.runtime.comm import mark_world
 from parcomp.runtime.errors import KernelSignatureError, ShapeError
 from parcomp.runtime.numba_jit import Kernel, parameter_names
+from parcomp.runtime.ranks import mark_world
 from parcomp.runtime.watchdog import collective, debug_collectives
 from parcomp.stencils.reach import field_stores, field_uses, infer_reach
 from parcomp.stencils.stencil_run import (
@@ -348,7 +348,7 @@ def stencil(
 
 def _fail(exc: Exception, comm: Any) -> None:
     """Raise ``exc``, marked as raised by every rank of ``comm`` (it came from agreed data)."""
-    from parcomp.runtime.comm import mark_everywhere
+    from parcomp.runtime.ranks import mark_everywhere
 
     mark_everywhere(exc, comm)
     raise exc
@@ -674,7 +674,7 @@ def agree_params(kernel: Any, args: tuple[Any, ...]) -> None:
     import numpy as np
 
     from parcomp.grid.array import DistArray
-    from parcomp.runtime.comm import raise_if_differ
+    from parcomp.runtime.agree import raise_if_differ
 
     names, roles = _roles(kernel, len(args))
     comm = next((a.comm for a in args if isinstance(a, DistArray)), None)

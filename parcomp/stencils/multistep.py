@@ -441,7 +441,7 @@ class _Plan:
         import numpy as np
 
         from parcomp.grid.array import DistArray
-        from parcomp.runtime.comm import raise_if_differ
+        from parcomp.runtime.agree import raise_if_differ
         from parcomp.stencils.declared import _fail, check_call
 
         name = getattr(kernel, "__name__", repr(kernel))
@@ -728,7 +728,7 @@ def _agree_views(
     import numpy as np
 
     from parcomp.grid.array import DistArray
-    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.agree import raise_if_any
     from parcomp.runtime.numba_jit import Kernel
 
     if not isinstance(kernel, Kernel):
@@ -780,7 +780,7 @@ def _verify_locally(
     import numpy as np
 
     from parcomp.grid.array import DistArray
-    from parcomp.runtime.comm import raise_if_any
+    from parcomp.runtime.agree import raise_if_any
 
     ndim = len(radius)
     halo = tuple(steps * r for r in radius)

@@ -7,8 +7,9 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.runtime.comm import configure_logging, world_rank_size
 from parcomp.runtime.errors import CollectiveError, ShapeError
+from parcomp.runtime.log import configure_logging
+from parcomp.runtime.ranks import world_rank_size
 from parcomp.testing import parallel_assert
 
 
@@ -100,21 +101,21 @@ def test_log_tag_follows_the_default_communicator_after_a_shrink():
     # the shrunk communicator parcomp's default (parcomp.runtime.resilient); emulate it with a split.
     import io
 
-    import parcomp.runtime.comm as pcomm
+    from parcomp.runtime import ranks
 
     world = MPI.COMM_WORLD
     keep = world.size - 1 if world.size > 1 else 1
     sub = world.Split(0 if world.rank < keep else MPI.UNDEFINED, world.rank)
-    saved = pcomm._default_comm
+    saved = ranks.default_comm()
     stream = io.StringIO()
     try:
         if sub != MPI.COMM_NULL:
-            pcomm._default_comm = sub
-            log = pcomm.configure_logging(level="INFO", other_ranks_level="INFO", stream=stream)
+            ranks.replace_default_comm(saved, sub)
+            log = configure_logging(level="INFO", other_ranks_level="INFO", stream=stream)
             log.info("hello")
     finally:
-        pcomm._default_comm = saved
-        pcomm.configure_logging()
+        ranks.replace_default_comm(ranks.default_comm(), saved)
+        configure_logging()
     if sub != MPI.COMM_NULL:
         want = f"[rank {sub.rank}/{sub.size}] INFO parcomp: hello"
         parallel_assert(stream.getvalue().strip() == want, stream.getvalue())

@@ -180,7 +180,7 @@ def test_a_rank_killed_while_the_job_starts_ends_it_or_is_relaunched(ompi_venv, 
 
     script = tmp_path / "job.py"
     script.write_text(
-        "from parcomp.runtime.comm import world_rank_size\nprint('ran on', world_rank_size())\n"
+        "from parcomp.runtime.ranks import world_rank_size\nprint('ran on', world_rank_size())\n"
     )
     proc = subprocess.Popen(
         [
@@ -229,7 +229,7 @@ def test_each_rank_gets_its_share_of_the_cores_for_thread_pools(tmp_path):
     script = tmp_path / "env.py"
     script.write_text(
         "import os\n"
-        "from parcomp.runtime.comm import world_rank_size\n"
+        "from parcomp.runtime.ranks import world_rank_size\n"
         "if world_rank_size()[0] == 0:\n"
         "    print(os.environ['OPENBLAS_NUM_THREADS'], os.environ['OMP_NUM_THREADS'])\n"
     )

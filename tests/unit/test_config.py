@@ -114,7 +114,7 @@ def test_exit_statuses_live_in_one_module_and_launch_needs_no_checkpoint_package
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
     from parcomp.checkpoint.preempt import PREEMPTED_STATUS
     from parcomp.launch.supervise import TIMEOUT_STATUS
-    from parcomp.runtime.comm import INTERRUPTED_STATUS
+    from parcomp.runtime.failfast import INTERRUPTED_STATUS
 
     assert (PREEMPTED_STATUS, INTERRUPTED_STATUS, TIMEOUT_STATUS) == (75, 130, 124)
     assert (status.PREEMPTED, status.INTERRUPTED, status.TIMEOUT) == (75, 130, 124)

@@ -10,8 +10,8 @@ from parcomp.launch.hang import Frame, HangWatch, parse_faulthandler
 from parcomp.launch.slurm import SlurmOptions, lead_warning, walltime_seconds
 from parcomp.runtime.errors import ConfigError, KernelSignatureError
 from parcomp.runtime.numba_jit import check_arity, kernel_error_message
+from parcomp.runtime.ranks import format_ranks
 from parcomp.runtime.subcomm import check_tags, tag_upper_bound
-from parcomp.runtime.watchdog import format_ranks
 from parcomp.stencils.declared import make_spec
 
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from parcomp.runtime.comm import configure_logging, get_logger
 from parcomp.runtime.errors import ConfigError
+from parcomp.runtime.log import configure_logging, get_logger
 
 SNIPPET = """
 import parcomp
