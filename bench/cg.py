@@ -32,7 +32,7 @@ import numpy as np
 from _common import machine
 from mpi4py import MPI
 
-from parcomp.grid.algebra import axpy_loops
+from parcomp.arrays.algebra import axpy_loops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
 

@@ -11,7 +11,7 @@ cases of one group interleaved (so drift hits them alike):
   rows per k steps), against the hand-written one-row-per-step code;
 * ``redistribute``: an S x S float64 array from rows to columns: ``DistArray.redistribute``
   against a hand-written ``Alltoall`` of contiguous blocks (pack, exchange, unpack);
-* ``fft``: a complex N^3 forward FFT: ``parcomp.grid.fft.fftn`` against a hand-written slab FFT
+* ``fft``: a complex N^3 forward FFT: ``parcomp.arrays.fft.fftn`` against a hand-written slab FFT
   (``numpy.fft.fftn`` over the two local axes, ``Alltoall`` transpose, ``numpy.fft.fft``
   over the first);
 * ``shuffle``: a keyed count, M int64 keys per rank drawn from K: ``map_reduce_keyed``
@@ -34,12 +34,12 @@ import numpy as np
 from heat2d_worker import bare_step  # the hand-written sweep of bench/heat2d.py
 from mpi4py import MPI
 
-from parcomp.grid.array import DistArray
-from parcomp.grid.fft import fftn
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
+from parcomp.arrays.fft import fftn
 from parcomp.grid.halo import STATS
 from parcomp.kernels import heat_step_2d
 from parcomp.mapreduce.keyed import map_reduce_keyed
-from parcomp.stencils.declared import run_stencil
 
 COMM = MPI.COMM_WORLD
 ALPHA = 0.1

@@ -34,9 +34,9 @@ from _common import machine
 from mpi4py import MPI
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.runtime import callid
-from parcomp.stencils.declared import run_stencil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
 

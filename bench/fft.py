@@ -1,4 +1,4 @@
-"""parcomp.grid.fft against mpi4py-fft (FFTW underneath), 3-D transforms, same run.
+"""parcomp.arrays.fft against mpi4py-fft (FFTW underneath), 3-D transforms, same run.
 
 Run:  bash bench/install_fft_peer.sh && .venv/bin/python bench/fft.py [--sizes 128 256]
 
@@ -7,11 +7,11 @@ mpi4py-fft is an optional peer (built against Debian's FFTW by
 (1 and 2: this machine has 2 cores), one MPI job times, interleaved, barrier to barrier
 (the slowest rank), medians of ``--repeats``:
 
-* complex-to-complex forward: ``parcomp.grid.fft.fftn(a)`` and mpi4py-fft's
+* complex-to-complex forward: ``parcomp.arrays.fft.fftn(a)`` and mpi4py-fft's
   ``PFFT(comm, N, dtype=complex128, grid=(-1,)).forward(u, u_hat, normalize=False)``,
   both with its default ``collapse=False`` and with ``collapse=True`` (axes 1 and 2 in one
   2-D FFTW plan: faster here); the ratio is to the faster of the two;
-* real-to-complex forward: ``parcomp.grid.fft.rfftn(a)`` and ``PFFT(..., dtype=float64)``.
+* real-to-complex forward: ``parcomp.arrays.fft.rfftn(a)`` and ``PFFT(..., dtype=float64)``.
 
 Both start from the same slab decomposition (axis 0 split) and leave the result in
 their last pencil (no transpose back: mpi4py-fft's default and parcomp's).  mpi4py-fft
@@ -38,8 +38,8 @@ def worker(n: int, repeats: int) -> None:
     from mpi4py import MPI
     from mpi4py_fft import PFFT, newDistArray
 
-    from parcomp.grid import fft
-    from parcomp.grid.array import DistArray
+    from parcomp.arrays import fft
+    from parcomp.arrays.array import DistArray
 
     comm = MPI.COMM_WORLD
     p = comm.size

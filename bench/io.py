@@ -32,10 +32,10 @@ import numpy as np
 from _common import ROOT, machine
 from mpi4py import MPI
 
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.io import Series
 from parcomp.kernels import heat_step_2d
-from parcomp.stencils.declared import run_stencil
 
 
 def timed(comm, fn) -> float:

@@ -37,7 +37,7 @@ def worker(n: int, moving: float, repeats: int) -> None:
     from _common import machine
     from mpi4py import MPI
 
-    from parcomp.grid.array import DistArray
+    from parcomp.arrays.array import DistArray
     from parcomp.particles.dist import DistParticles
 
     comm = MPI.COMM_WORLD

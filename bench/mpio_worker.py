@@ -14,8 +14,8 @@ import numpy as np
 from _common import collective_medians
 from mpi4py import MPI
 
+from parcomp.arrays.array import DistArray
 from parcomp.checkpoint import Checkpointer
-from parcomp.grid.array import DistArray
 
 comm = MPI.COMM_WORLD
 folder, repeats, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

@@ -17,8 +17,8 @@ import numpy as np
 from _common import collective_medians
 from mpi4py import MPI
 
+from parcomp.arrays.array import DistArray
 from parcomp.checkpoint import Checkpointer
-from parcomp.grid.array import DistArray
 
 comm = MPI.COMM_WORLD
 shared, local = Path(sys.argv[1]), Path(sys.argv[2])

@@ -36,8 +36,8 @@ def worker(size: int, repeats: int) -> None:
     from _common import collective_medians, machine
     from mpi4py import MPI
 
-    from parcomp.grid.array import DistArray
-    from parcomp.grid.redistribute import redistribute_plan
+    from parcomp.arrays.array import DistArray
+    from parcomp.arrays.redistribute import redistribute_plan
 
     comm = MPI.COMM_WORLD
     p, rank = comm.size, comm.rank

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 
 
 def words(i: int) -> list[tuple[str, int]]:

@@ -13,7 +13,7 @@ import numba  # noqa: E402, F401
 import numpy as np  # noqa: E402
 
 import parcomp  # noqa: E402
-from parcomp.grid.array import DistArray  # noqa: E402
+from parcomp.arrays.array import DistArray  # noqa: E402
 from parcomp.kernels import heat_step_2d  # noqa: E402
 
 imported = time.perf_counter() - t0

@@ -68,10 +68,10 @@ def run_bare(n: int, ndim: int, steps: int, alpha: float) -> dict:
 def run_steps(
     n: int, ndim: int, steps: int, alpha: float, k: int, tile, overlap: bool = False
 ) -> dict:
-    from parcomp.grid.array import DistArray
+    from parcomp import run_stencil
+    from parcomp.arrays.array import DistArray
     from parcomp.grid.halo import STATS
     from parcomp.kernels import heat_step_2d, heat_step_3d
-    from parcomp.stencils.declared import run_stencil
 
     kernel = heat_step_2d if ndim == 2 else heat_step_3d
     full = start(n, ndim)

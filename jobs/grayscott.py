@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.io import dataset_sha256, save_hdf5
 from parcomp.kernels import gray_scott_numpy, gray_scott_step
-from parcomp.stencils.declared import run_stencil
 
 #: The pattern parameters (Pearson's "mitosis"-like regime) and the species' diffusivities.
 DEFAULTS = {"du": 0.16, "dv": 0.08, "f": 0.035, "k": 0.065, "dt": 1.0}

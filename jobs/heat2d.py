@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.kernels import heat_step_2d
-from parcomp.stencils.declared import run_stencil
 from parcomp.testing import inject_failure
 
 

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 from parcomp.kernels import kmeans_stats
 from parcomp.testing import inject_failure
 

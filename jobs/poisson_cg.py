@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil, stencil
+from parcomp.arrays.array import DistArray
 from parcomp.io import dataset_sha256, save_hdf5
-from parcomp.stencils.declared import run_stencil, stencil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other jobs' helpers
 

@@ -7,7 +7,7 @@ exact solution is ``u = sin(x) sin(2 y) cos(3 z) + 0.5 cos(x + y)``, so
 ``f = -14 sin(x) sin(2 y) cos(3 z) - cos(x + y)`` (both have zero mean, which a periodic
 Poisson problem needs).  In Fourier space ``u_k = -f_k / |k|^2`` (and ``u_0 = 0``):
 ``rfftn`` of ``f``, a division by ``-|k|^2`` on each rank's block of wavenumbers
-(:func:`parcomp.grid.fft.frequencies`), and ``irfftn`` back to ``f``'s layout.  A spectral
+(:func:`parcomp.arrays.fft.frequencies`), and ``irfftn`` back to ``f``'s layout.  A spectral
 method is exact on these trigonometric modes, so the printed error is at rounding level
 (below ``1e-12`` for any ``n >= 8``) on any rank count; it is checked and the job exits
 1 if it is not.  ``u`` is written to ``<out>/poisson_fft.h5`` (no gather).
@@ -24,7 +24,7 @@ import numpy as np
 
 import parcomp
 from parcomp import fft
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 from parcomp.io import save_hdf5
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other jobs' helpers

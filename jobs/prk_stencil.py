@@ -24,9 +24,9 @@ import time
 import numpy as np
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.kernels import PRK_RADIUS, prk_star2
-from parcomp.stencils.declared import run_stencil
 
 #: flops per updated cell, as PRK counts them: 2 per stencil point (9) plus one
 FLOPS_PER_CELL = 2 * (4 * PRK_RADIUS + 1) + 1

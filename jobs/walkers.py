@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 from parcomp.particles.dist import DistParticles
 from parcomp.runtime.exactsum import exact_allsum
 from parcomp.testing import inject_failure

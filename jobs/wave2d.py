@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.io import dataset_sha256, save_hdf5
 from parcomp.kernels import wave_step
-from parcomp.stencils.declared import run_stencil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other jobs' helpers
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parcomp.stencils.declared import stencil
+from parcomp import stencil
 
 __all__ = ["gray_scott_step", "gray_scott_numpy", "wave_step", "wave_step_numpy"]
 

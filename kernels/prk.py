@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parcomp.stencils.declared import stencil
+from parcomp import stencil
 
 __all__ = ["prk_star2", "prk_star2_numpy", "PRK_RADIUS", "PRK_WEIGHTS"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parcomp.stencils.declared import stencil
+from parcomp import stencil
 
 __all__ = [
     "heat_step_2d",

@@ -15,6 +15,7 @@ import importlib
 from typing import Any
 
 from parcomp import _renamed
+from parcomp._version import __version__
 from parcomp.runtime import errors
 from parcomp.runtime.agree import agree, agreed, alike, raise_if_any
 from parcomp.runtime.errors import (
@@ -40,20 +41,18 @@ from parcomp.runtime.ranks import default_comm, rank, resolve_comm, size
 from parcomp.runtime.watchdog import install as _install_watchdog
 from parcomp.testing import parallel_assert
 
-__version__ = "0.1.0"
-
 # Names whose modules are imported on first access (explicit table, no star imports).
 _LAZY: dict[str, tuple[str, str | None]] = {
-    "fft": ("parcomp.grid.fft", None),  # the module: parcomp.fft.fftn(a)
-    "DistArray": ("parcomp.grid.array", "DistArray"),
-    "run_stencil": ("parcomp.stencils.declared", "run_stencil"),
-    "exchange_halos": ("parcomp.grid.exchange", "exchange_halos"),
-    "start_exchange": ("parcomp.grid.exchange", "start_exchange"),
-    "finish_exchange": ("parcomp.grid.exchange", "finish_exchange"),
+    "fft": ("parcomp.arrays.fft", None),  # the module: parcomp.fft.fftn(a)
+    "DistArray": ("parcomp.arrays.array", "DistArray"),
+    "run_stencil": ("parcomp.stencils.run", "run_stencil"),
+    "exchange_halos": ("parcomp.arrays.exchange", "exchange_halos"),
+    "start_exchange": ("parcomp.arrays.exchange", "start_exchange"),
+    "finish_exchange": ("parcomp.arrays.exchange", "finish_exchange"),
     "save_hdf5": ("parcomp.io.hdf5", "save_hdf5"),
-    "load_hdf5": ("parcomp.io.hdf5", "load_hdf5"),
-    "stencil": ("parcomp.stencils.declared", "stencil"),
-    "StencilKernel": ("parcomp.stencils.declared", "StencilKernel"),
+    "load_hdf5": ("parcomp.arrays.array", "load_hdf5"),
+    "stencil": ("parcomp.stencils.spec", "stencil"),
+    "StencilKernel": ("parcomp.stencils.spec", "StencilKernel"),
     "Partition": ("parcomp.grid.partition", "Partition"),
     "DistParticles": ("parcomp.particles.dist", "DistParticles"),
     "allreduce": ("parcomp.runtime.reduce", "allreduce"),

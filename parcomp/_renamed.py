@@ -1,7 +1,7 @@
 """Old spellings that keep working for one release, each with a ``DeprecationWarning``.
 
 Version 0.3 moved the modules of ``parcomp/`` into packages (``parcomp.array`` is now
-``parcomp.grid.array``) and gave each concept one keyword.  A program written for 0.2 keeps
+``parcomp.arrays.array``) and gave each concept one keyword.  A program written for 0.2 keeps
 running: importing an old module path gives the new module, and an old keyword is passed on
 under its new name; both warn, naming the new spelling.  The README's "Renamed" table is
 this module's tables (a test holds them together).  PURE but for :func:`install`, which adds
@@ -37,13 +37,13 @@ MODULES: dict[str, str] = {
     "parcomp.resilient": "parcomp.runtime.resilient",
     "parcomp.partition": "parcomp.grid.partition",
     "parcomp.halo": "parcomp.grid.halo",
-    "parcomp.exchange": "parcomp.grid.exchange",
-    "parcomp.algebra": "parcomp.grid.algebra",
-    "parcomp.select": "parcomp.grid.select",
-    "parcomp.redistribute": "parcomp.grid.redistribute",
-    "parcomp.array": "parcomp.grid.array",
-    "parcomp.fft": "parcomp.grid.fft",
-    "parcomp.declared": "parcomp.stencils.declared",
+    "parcomp.exchange": "parcomp.arrays.exchange",
+    "parcomp.algebra": "parcomp.arrays.algebra",
+    "parcomp.select": "parcomp.arrays.select",
+    "parcomp.redistribute": "parcomp.arrays.redistribute",
+    "parcomp.array": "parcomp.arrays.array",
+    "parcomp.fft": "parcomp.arrays.fft",
+    "parcomp.declared": "parcomp",  # run_stencil, stencil, StencilKernel
     "parcomp.multistep": "parcomp.stencils.multistep",
     "parcomp.stencil_run": "parcomp.stencils.stencil_run",
     "parcomp.reach": "parcomp.stencils.reach",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from parcomp.runtime import config
-from parcomp.runtime.ranks import resolve_comm
+from parcomp.runtime.ranks import resolve_comm, world_rank_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
@@ -76,8 +76,6 @@ def inject_failure(
     import shutil
     import signal
     import time
-
-    from parcomp.runtime.ranks import world_rank_size
 
     del comm  # the world rank decides; kept for callers passing it
     if config.get("PARCOMP_RESTART_COUNT") != 0:

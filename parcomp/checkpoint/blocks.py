@@ -14,14 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.checkpoint.format import (
-    check_regular,
-    checksum,
-    slab_bounds,
-)
+from parcomp.checkpoint.format import check_regular
 from parcomp.checkpoint.manifest import Manifest
 from parcomp.checkpoint.plan import Piece
 from parcomp.checkpoint.reader import _attrs, _same, open_block
+from parcomp.io.slabs import checksum, slab_bounds
 from parcomp.runtime.errors import CheckpointError, CheckpointSchemaError, ParcompError
 
 __all__ = ["READ_ERRORS", "BlockFiles", "is_mpi_error"]

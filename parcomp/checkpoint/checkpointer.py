@@ -22,6 +22,7 @@ import numpy as np
 from parcomp.checkpoint import preempt
 from parcomp.checkpoint.lease import Lease, claim
 from parcomp.checkpoint.reader import Restored
+from parcomp.checkpoint.restore import load_latest
 from parcomp.checkpoint.saving import Saving
 from parcomp.checkpoint.transaction import MpioStore, Pruner, SharedStore, Store, Transaction
 from parcomp.checkpoint.values import check_options, check_required
@@ -220,7 +221,6 @@ class Checkpointer(Saving):
         ConfigError
             If ``require`` does not match the checkpoint restored.
         """
-        from parcomp.checkpoint.restore import load_latest
 
         self.wait()
         restored = load_latest(

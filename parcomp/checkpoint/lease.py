@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from parcomp.checkpoint.format import check_owned_dir, make_private_dir
+from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.errors import CheckpointError
 
 __all__ = ["Lease", "LEASE_NAME", "claim"]
@@ -85,8 +87,6 @@ def claim(folders: list[Path], comm: Any, shared_ok: bool) -> Lease | None:
     construction, on every rank, instead of at the first save hours later.  Returns rank
     0's lease (None elsewhere).
     """
-    from parcomp.checkpoint.format import check_owned_dir, make_private_dir
-    from parcomp.runtime.agree import raise_if_any, raise_if_differ
 
     raise_if_differ(
         [str(f.absolute()) for f in folders],

@@ -40,16 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.checkpoint.format import (
-    MANIFEST,
-    MASTER,
-    check_regular,
-    check_step_dir,
-    parse_step,
-    slab_bounds,
-    slab_rows,
-)
-from parcomp.runtime.errors import CheckpointError, CheckpointSchemaError
+from parcomp.checkpoint.format import MANIFEST, MASTER, check_regular, check_step_dir, parse_step
+from parcomp.grid.halo import check_halo
+from parcomp.grid.partition import Partition
+from parcomp.io.slabs import slab_bounds, slab_rows
+from parcomp.runtime.errors import CheckpointError, CheckpointSchemaError, ParcompError
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -454,9 +449,6 @@ class Manifest(Mapping[str, Any]):
 def _array(
     name: str, spec: Any, where: str, nprocs: int, files: set[str], single: bool
 ) -> ArraySpec:
-    from parcomp.grid.halo import check_halo
-    from parcomp.grid.partition import Partition
-    from parcomp.runtime.errors import ParcompError
 
     spec = _dict(spec, where, _ARRAY, _ARRAY)
     shape_raw = spec["global_shape"]

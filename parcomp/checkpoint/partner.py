@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.checkpoint.format import fsync_path, shard_name
+from parcomp.checkpoint.format import shard_name
+from parcomp.io.slabs import fsync_path
 
 __all__ = ["exchange_partner_copies"]
 

@@ -27,7 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from parcomp.checkpoint.manifest import ALLOWED_DTYPES, MAX_NDIM
+from parcomp.grid.partition import block_range
+from parcomp.io.slabs import checksum, slab_bounds, slab_rows
+from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.errors import ConfigError
+from parcomp.runtime.wire import allgather_ints
 
 __all__ = [
     "check_local",
@@ -46,8 +51,6 @@ def check_local(
 ) -> dict:
     """Validate ``local=`` on every rank and agree that names, dtypes and trailing shapes
     match between ranks (only the lengths may differ).  Collective over ``comm``."""
-    from parcomp.checkpoint.manifest import ALLOWED_DTYPES, MAX_NDIM
-    from parcomp.runtime.agree import raise_if_any, raise_if_differ
 
     out: dict[str, np.ndarray] = {}
     error: BaseException | None = None
@@ -87,7 +90,6 @@ def write_local(
     manifest on every read, as array shards record their placement: pieces swapped between
     ranks in a consistently forged manifest are refused, not restored to the wrong rank.
     """
-    from parcomp.checkpoint.format import checksum, slab_bounds, slab_rows
 
     records = {}
     for name, piece in pieces.items():
@@ -127,7 +129,6 @@ def local_section(
 
 def default_range(lengths: Sequence[int], rank: int, size: int) -> tuple[int, int]:
     """Own piece on the saved rank count, else a balanced contiguous block (PURE)."""
-    from parcomp.grid.partition import block_range
 
     if size == len(lengths):
         start = sum(lengths[:rank])
@@ -141,8 +142,6 @@ def local_ranges(
     """Every rank's range of every per-rank array's concatenation, from ``redeal`` (or
     :func:`~parcomp.checkpoint.perrank.default_range`), checked on the rank that computed
     it and agreed (collective: a bad callback raises on every rank)."""
-    from parcomp.runtime.agree import raise_if_any
-    from parcomp.runtime.wire import allgather_ints
 
     rank, size = comm.Get_rank(), comm.Get_size()
     mine: list[int] = []

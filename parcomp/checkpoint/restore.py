@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from parcomp.arrays.array import DistArray
 from parcomp.checkpoint.blocks import READ_ERRORS, BlockFiles, is_mpi_error
 from parcomp.checkpoint.format import (
     MANIFEST,
@@ -47,6 +48,7 @@ from parcomp.checkpoint.plan import Piece, RestorePlan, restore_plan
 from parcomp.checkpoint.reader import Restored, list_checkpoints
 from parcomp.runtime.errors import CheckpointSchemaError, ParcompError
 from parcomp.runtime.log import get_logger
+from parcomp.runtime.subcomm import comm_cache
 from parcomp.runtime.wire import allgather_json, bcast_bytes, bcast_json
 
 __all__ = ["execute", "plan_for", "make_targets", "restore_shared", "load_latest"]
@@ -174,8 +176,6 @@ def spare_core(comm: Any) -> bool:
     """
     from mpi4py import MPI
 
-    from parcomp.runtime.subcomm import comm_cache
-
     cache = comm_cache(comm)
     if "ranks_here" not in cache:
         here = comm.Split_type(MPI.COMM_TYPE_SHARED)
@@ -192,7 +192,6 @@ def make_targets(
     manifest: Manifest, comm: Any, overrides: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
     """Create every restored array (collective), before any rank reads."""
-    from parcomp.grid.array import DistArray
 
     arrays: dict[str, Any] = {}
     size = comm.Get_size()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from parcomp.checkpoint.local import LocalTier, NodeLocalStore
 from parcomp.checkpoint.perrank import check_local
 from parcomp.checkpoint.transaction import SharedStore, Store, Transaction
 from parcomp.checkpoint.values import check_name, save_state
@@ -149,8 +150,6 @@ class Saving:
     def _local_tier(self) -> Any:
         """The node-local tier, set up on first use (collective: gathers node names)."""
         if self._tier is None:
-            from parcomp.checkpoint.local import LocalTier
-
             self._tier = LocalTier(self.local_dir, self.comm, job=self.directory)
             if self._tier.rank == 0:
                 self.log.info("%s", self._tier.describe())
@@ -158,7 +157,6 @@ class Saving:
 
     def _save_local(self, step: int, snap: Snapshot, state: dict, flush: bool | None) -> Path:
         """Node-local checkpoint with partner copies, then maybe a background flush."""
-        from parcomp.checkpoint.local import NodeLocalStore
 
         tx = Transaction(NodeLocalStore(self._local_tier()), step, snap, state, self.keep)
         self.log.debug("writing the node-local checkpoint of step %d", step)

@@ -32,13 +32,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from parcomp.checkpoint.format import (
-    MASTER,
-    fsync_path,
-    make_private_dir,
-    private_file,
-    step_dir_name,
-)
+from parcomp.checkpoint.format import MASTER, make_private_dir, private_file, step_dir_name
+from parcomp.checkpoint.perrank import local_section
 from parcomp.checkpoint.writer import (
     Snapshot,
     add_scalars,
@@ -52,6 +47,7 @@ from parcomp.checkpoint.writer import (
     write_shard,
     write_single_file,
 )
+from parcomp.io.slabs import fsync_path
 from parcomp.runtime.errors import CheckpointError
 from parcomp.runtime.wire import agree_errors, bcast_json, gather_json
 
@@ -147,8 +143,6 @@ def _common(snap: Snapshot, records: list[dict[str, Any]], state: dict) -> dict[
         "meta": state["meta"],
     }
     if snap.per_rank:
-        from parcomp.checkpoint.perrank import local_section
-
         extra["local"] = local_section(snap.per_rank, records)
     return extra
 

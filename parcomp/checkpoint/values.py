@@ -13,8 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from parcomp.arrays.array import DistArray
+from parcomp.checkpoint.manifest import MAX_DEPTH, MAX_STEP
+from parcomp.checkpoint.writer import mpio_available
+from parcomp.runtime.agree import raise_if_any
 from parcomp.runtime.errors import ConfigError
 from parcomp.runtime.ranks import mark_everywhere
+from parcomp.runtime.wire import allgather_ints
 
 __all__ = [
     "check_same",
@@ -40,7 +45,6 @@ def check_same(values: dict[str, Any], comm: Any) -> None:
         hashlib.sha256(json.dumps(v, sort_keys=True, allow_nan=True).encode()).hexdigest()
         for v in values.values()
     ]
-    from parcomp.runtime.wire import allgather_ints
 
     # the first 8 bytes of each digest, as int64: one Allgather of a typed buffer
     everyone = allgather_ints(
@@ -86,7 +90,6 @@ def jsonable(value: Any, where: str, level: int = 0, wide: bool = False) -> Any:
     encoded as ``{"__float__": "nan"}`` and decoded back on restore.  ``wide`` allows
     integers of any size (generator states: PCG64's is 128 bits; not stored as attributes).
     """
-    from parcomp.checkpoint.manifest import MAX_DEPTH
 
     if level > MAX_DEPTH - 2:
         raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH - 2} levels")
@@ -135,9 +138,6 @@ def save_state(
     for a bad argument on any rank, or a step, scalar or generator state that differs
     between ranks.
     """
-    from parcomp.checkpoint.manifest import MAX_STEP
-    from parcomp.grid.array import DistArray
-    from parcomp.runtime.agree import raise_if_any
 
     arrays = dict(arrays or {})
     error, state = None, {}
@@ -199,8 +199,6 @@ def check_options(
             "the shared directory is always asynchronous"
         )
     if mpio:
-        from parcomp.checkpoint.writer import mpio_available
-
         if local_dir is not None or async_write:
             raise ConfigError(
                 "mpio writes one shared file collectively: it cannot be combined with "

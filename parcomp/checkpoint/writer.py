@@ -32,16 +32,15 @@ from parcomp.checkpoint.format import (
     MANIFEST,
     MASTER,
     SCHEMA_VERSION,
-    checksum,
-    fsync_path,
     parse_step,
     private_file,
     shard_name,
-    slab_bounds,
-    slab_rows,
     step_dir_name,
     write_json_atomic,
 )
+from parcomp.checkpoint.manifest import manifest_digest
+from parcomp.checkpoint.perrank import write_local
+from parcomp.io.slabs import checksum, fsync_path, slab_bounds, slab_rows
 
 __all__ = [
     "write_shard",
@@ -320,8 +319,6 @@ def _write_slabs(dset: Any, block: np.ndarray, rows: int) -> list[str]:
 
 def _write_per_rank(fh: Any, snap: Snapshot, record: dict[str, Any], rank: int) -> None:
     if snap.per_rank:
-        from parcomp.checkpoint.perrank import write_local
-
         record["local"] = write_local(fh.create_group("local"), snap.per_rank, rank)
 
 
@@ -397,7 +394,6 @@ def build_manifest(
     **extra: Any,
 ) -> dict[str, Any]:
     """The manifest of a checkpoint (see :mod:`parcomp.checkpoint.format`), with its checksum."""
-    from parcomp.checkpoint.manifest import manifest_digest
 
     manifest = {
         "format": FORMAT,

@@ -38,6 +38,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from parcomp.launch.mpiexec import (
+    find_mpiexec,
+    loaded_mpi_identity,
+    mpiexec_identity,
+    mpiexec_mismatch,
+)
+from parcomp.mapreduce.items import map as parallel_map
+from parcomp.mapreduce.items import map_reduce
 from parcomp.runtime.errors import LaunchError, ParcompError
 
 __all__ = ["Workers", "WorkerError", "worker_main"]
@@ -89,12 +97,6 @@ class Workers:
     def __init__(self, n: int = 2, start_timeout: float = 60.0) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise LaunchError(f"number of workers must be a positive integer, got {n!r}")
-        from parcomp.launch.mpiexec import (
-            find_mpiexec,
-            loaded_mpi_identity,
-            mpiexec_identity,
-            mpiexec_mismatch,
-        )
 
         launcher = find_mpiexec()  # the venv's, or $PARCOMP_MPIEXEC
         _put_first_on_path(str(launcher.parent))  # MPICH's singleton spawn runs PATH's mpiexec
@@ -184,9 +186,7 @@ class Workers:
         self, fn: Callable[[Any], Any], items: Any, timeout: float | None = None, **options: Any
     ) -> list[Any]:
         """``parcomp.map`` on the workers; the list comes back here."""
-        import parcomp
-
-        return self.run(lambda: parcomp.map(fn, items, root=0, **options), timeout=timeout)[0]
+        return self.run(lambda: parallel_map(fn, items, root=0, **options), timeout=timeout)[0]
 
     def map_reduce(
         self,
@@ -197,10 +197,8 @@ class Workers:
         **options: Any,
     ) -> Any:
         """``parcomp.map_reduce`` on the workers; the value comes back here."""
-        import parcomp
-
         return self.run(
-            lambda: parcomp.map_reduce(mapper, items, reduce, root=0, **options), timeout=timeout
+            lambda: map_reduce(mapper, items, reduce, root=0, **options), timeout=timeout
         )[0]
 
     # ------------------------------------------------------------------ shutdown

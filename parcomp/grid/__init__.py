@@ -1,5 +1,5 @@
-"""Decomposed arrays: partitions, halos and their exchange, ``DistArray`` and its algebra,
-planes, redistribution between process grids, distributed FFTs.
+"""The decomposition: partitions of a global index space over a process grid, halo plans
+and their transport, and the frozen ``Layout`` that says where an array's data lives.
 
-May import: :mod:`parcomp.runtime`, :mod:`parcomp.io`.
+May import: :mod:`parcomp.runtime`.
 """

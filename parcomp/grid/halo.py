@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from parcomp.grid.partition import Partition
 from parcomp.runtime.errors import CollectiveError, ShapeError
+from parcomp.runtime.ranks import mpi_datatype
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -314,8 +315,6 @@ class HaloExchange:
     def _message_type(self, buffers: list[np.ndarray], region: tuple[slice, ...]) -> Any:
         """(buffer, committed datatype) of one message: the region of every buffer."""
         from mpi4py import MPI
-
-        from parcomp.runtime.ranks import mpi_datatype
 
         if len(buffers) == 1:
             t = _subarray(mpi_datatype(buffers[0].dtype), buffers[0].shape, region)

@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from parcomp.runtime.errors import RankCountError, ShapeError
 
 __all__ = ["block_range", "dims_create", "Partition"]
@@ -384,3 +386,13 @@ class Partition:
             for step in (-1, 1):
                 out.append(tuple(step if a == axis else 0 for a in range(self.ndim)))
         return out
+
+
+def per_axis(value: int | Sequence[int] | bool | Sequence[bool], ndim: int, name: str) -> tuple:
+    """``value`` for every one of ``ndim`` axes (a scalar repeated, or one per axis)."""
+    if isinstance(value, bool | int | np.integer | np.bool_):
+        return (value,) * ndim
+    out = tuple(value)
+    if len(out) != ndim:
+        raise ShapeError(f"{name} {out} has {len(out)} entries, expected one per axis ({ndim})")
+    return out

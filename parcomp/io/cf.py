@@ -19,7 +19,7 @@ so that the result is bitwise what ``xarray.open_dataset(...)[name].values`` giv
 * ``units``, ``long_name``, ``standard_name`` and the other descriptive attributes are
   kept (:attr:`CFPlan.attrs`); the packing attributes are consumed.
 
-``decode=False`` in :func:`parcomp.io.load_hdf5` gives the stored values.
+``decode=False`` in :func:`parcomp.load_hdf5` gives the stored values.
 """
 
 from __future__ import annotations

@@ -35,19 +35,29 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from parcomp.grid.layout import Decomposed
 from parcomp.io.cf import CFPlan, cf_plan
 from parcomp.io.parts import PartSource, check_output_sources, read_region, write_part_dataset
+from parcomp.io.slabs import fsync_path
+from parcomp.runtime.agree import agreed, raise_if_any, raise_if_differ
 from parcomp.runtime.errors import ConfigError, DTypeError, HDF5Error, ShapeError
+from parcomp.runtime.ranks import resolve_comm
 from parcomp.runtime.watchdog import collective
+from parcomp.runtime.wire import bcast_json
 
-if TYPE_CHECKING:  # pragma: no cover
-    from parcomp.grid.array import DistArray
-
-__all__ = ["save_hdf5", "load_hdf5", "mpio_available", "dataset_sha256", "MAX_ELEMENTS"]
+__all__ = [
+    "save_hdf5",
+    "open_dataset",
+    "read_into",
+    "Dataset",
+    "mpio_available",
+    "dataset_sha256",
+    "MAX_ELEMENTS",
+]
 
 #: Largest dataset (elements) :func:`load_hdf5` accepts: 2**48, far beyond any machine.
 MAX_ELEMENTS = 2**48
@@ -77,7 +87,7 @@ def _comm_of(arrays: Any, *_a: Any, **_k: Any) -> Any:
 @collective("save_hdf5", lambda path, arrays, **_k: _comm_of(arrays))
 def save_hdf5(
     path: str | os.PathLike[str],
-    arrays: Mapping[str, DistArray],
+    arrays: Mapping[str, Decomposed],
     *,
     attrs: Mapping[str, Any] | None = None,
     mpio: bool | None = None,
@@ -114,8 +124,6 @@ def save_hdf5(
     -----
     Collective over the arrays' communicator.
     """
-    from parcomp.runtime.agree import raise_if_any
-    from parcomp.runtime.wire import bcast_json
 
     items = _check_arrays(arrays)
     first = items[0][1]
@@ -174,9 +182,7 @@ def save_hdf5(
     return target
 
 
-def _check_arrays(arrays: Any) -> list[tuple[str, DistArray]]:
-    from parcomp.grid.array import DistArray
-
+def _check_arrays(arrays: Any) -> list[tuple[str, Decomposed]]:
     if not isinstance(arrays, Mapping) or not arrays:
         raise ShapeError("save_hdf5 needs a non-empty mapping of names to DistArrays")
     items = list(arrays.items())
@@ -187,9 +193,9 @@ def _check_arrays(arrays: Any) -> list[tuple[str, DistArray]]:
                 f"save_hdf5: dataset name {name!r} must be letters, digits, '_', '.', '-' "
                 "(not starting with a digit or '.'), at most 128 characters"
             )
-        if not isinstance(a, DistArray):
+        if not isinstance(a, Decomposed):  # a DistArray (it has a layout)
             raise ShapeError(f"save_hdf5: {name!r} is a {type(a).__name__}, not a DistArray")
-        if a.comm is not first.comm and a._halo_comm is not first._halo_comm:
+        if a.comm is not first.comm and a.layout.halo_comm is not first.layout.halo_comm:
             raise ShapeError(f"save_hdf5: {name!r} is on another communicator than the others")
     return items
 
@@ -228,15 +234,13 @@ def _check_target(target: Path) -> BaseException | None:
     return None
 
 
-def _region(a: DistArray) -> tuple[slice, ...]:
+def _region(a: Decomposed) -> tuple[slice, ...]:
     return tuple(slice(lo, hi) for lo, hi in a.local_range)
 
 
-def _write_mpio(tmp: Path, items: list[tuple[str, DistArray]], attrs: dict, comm: Any) -> None:
+def _write_mpio(tmp: Path, items: list[tuple[str, Decomposed]], attrs: dict, comm: Any) -> None:
     """One file, written collectively; errors agreed (HDF5 raises on every rank)."""
     import h5py
-
-    from parcomp.runtime.agree import raise_if_any
 
     error: BaseException | None = None
     try:
@@ -245,7 +249,7 @@ def _write_mpio(tmp: Path, items: list[tuple[str, DistArray]], attrs: dict, comm
             for name, a in items:
                 dset = fh.create_dataset(name, shape=a.global_shape, dtype=a.dtype)
                 with dset.collective:
-                    dset.write_direct(a.local, a._interior, _region(a))
+                    dset.write_direct(a.local, a.layout.interior, _region(a))
     except (OSError, ValueError, RuntimeError) as exc:
         error = HDF5Error(f"save_hdf5: writing {tmp.name} failed: {exc}")
     raise_if_any(error, comm)
@@ -258,14 +262,12 @@ def _write_parts(
     tmp: Path,
     parts: Path,
     target: Path,
-    items: list[tuple[str, DistArray]],
+    items: list[tuple[str, Decomposed]],
     attrs: dict,
     comm: Any,
 ) -> None:
     """Part files and a virtual-dataset file; errors agreed at each stage."""
     import h5py
-
-    from parcomp.runtime.agree import raise_if_any
 
     rank, size = comm.Get_rank(), comm.Get_size()
     error: BaseException | None = None
@@ -306,7 +308,7 @@ def _write_parts(
     raise_if_any(error, comm)
 
 
-def _all_ranges(a: DistArray) -> list[list[tuple[int, int]]]:
+def _all_ranges(a: Decomposed) -> list[list[tuple[int, int]]]:
     """Every rank's global index range (from the partition: the same on every rank)."""
     return [list(a.partition.local_range(r)) for r in range(a.partition.size)]
 
@@ -408,7 +410,6 @@ def _remove(path: Path) -> None:
 
 
 def _fsync(path: Path) -> None:
-    from parcomp.checkpoint.format import fsync_path
 
     fsync_path(path)
 
@@ -421,60 +422,33 @@ def _umask() -> int:
 
 # ------------------------------------------------------------------------------ reading
 def _load_comm(path: Any, name: Any, *, comm: Any = None, **_k: Any) -> Any:
-    from parcomp.runtime.ranks import resolve_comm
 
     return resolve_comm(comm)
 
 
+class Dataset(NamedTuple):
+    """A dataset every rank opened and agreed on (:func:`open_dataset`)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    plan: CFPlan
+    parts: Any
+
+
 @collective("load_hdf5", _load_comm)
-def load_hdf5(
+def open_dataset(
     path: str | os.PathLike[str],
     name: str,
     *,
-    halo: int | Sequence[int] = 0,
-    periods: bool | Sequence[bool] = False,
-    dims: Sequence[int | None] | None = None,
     comm: Any = None,
     dtype: Any = None,
     global_shape: Sequence[int] | None = None,
     decode: bool = True,
-) -> DistArray:
-    """Read an N-d dataset of any HDF5 file into a new DistArray; each rank reads its block.
+) -> Dataset:
+    """Check dataset ``name`` of ``path`` on every rank; its shape, dtype and decoding.
 
-    Parameters
-    ----------
-    path : path-like
-        An HDF5 file (written by parcomp or not).
-    name : str
-        The dataset's path in the file (``"u"``, ``"/results/u"``).
-    halo, periods, dims, comm
-        The new array's layout, as for :class:`~parcomp.DistArray`: any rank count and
-        process grid, whatever wrote the file.
-    dtype : numpy dtype, optional
-        The dtype expected (of the decoded values); another dtype raises (no silent
-        conversion).
-    global_shape : sequence of int, optional
-        The shape expected; a dataset of another shape raises.
-    decode : bool, default True
-        Decode CF-packed and masked variables as xarray does (:mod:`parcomp.io.cf`):
-        ``scale_factor``/``add_offset`` applied, ``_FillValue``/``missing_value`` and
-        values outside ``valid_range`` become NaN (a float result), ``_Unsigned``
-        honoured.  False: the stored values.  A dataset without those attributes is read
-        as it is either way.
-
-    Returns
-    -------
-    DistArray
-        Interior filled from the file; ghost cells zero.  ``attrs`` holds the dataset's
-        descriptive CF attributes (``units``, ``long_name``, ``standard_name`` ...).
-
-    Raises
-    ------
-    HDF5Error
-        Missing or unreadable file, not a regular file, no such dataset, a virtual
-        dataset with missing source files, a failed read.
-    ShapeError, DTypeError
-        A shape or dtype that is not numeric, too large, or not the one expected.
+    The first half of :meth:`parcomp.DistArray.from_hdf5` (see there for the arguments
+    and errors); :func:`read_into` is the second.
 
     Notes
     -----
@@ -482,19 +456,9 @@ def load_hdf5(
     saw are compared, so a rank that sees another file (node-local paths) raises
     everywhere instead of reading a different array.
     """
-    from parcomp.grid.array import DistArray
-    from parcomp.runtime.agree import raise_if_any, raise_if_differ
-    from parcomp.runtime.ranks import resolve_comm
-
     comm = resolve_comm(comm)
-    meta: tuple[tuple[int, ...], str, CFPlan, Any] | None = None
-    error: BaseException | None = None
-    try:
+    with agreed(comm, catch=(HDF5Error, ShapeError, DTypeError)):
         meta = _inspect(Path(os.fspath(path)), name, dtype, global_shape, bool(decode))
-    except (HDF5Error, ShapeError, DTypeError) as exc:
-        error = exc
-    raise_if_any(error, comm)
-    assert meta is not None
     raise_if_differ(
         [list(meta[0]), meta[1], meta[2].describe()],
         comm,
@@ -504,14 +468,14 @@ def load_hdf5(
         ),
     )
     shape, dt, plan, parts = meta
-    arr = DistArray(shape, np.dtype(dt), halo=halo, periods=periods, dims=dims, comm=comm)
-    arr.attrs = dict(plan.attrs)
-    try:
-        _read_block(Path(os.fspath(path)), name, arr, plan, parts)
-    except HDF5Error as exc:
-        error = exc
-    raise_if_any(error, comm)
-    return arr
+    return Dataset(tuple(shape), np.dtype(dt), plan, parts)
+
+
+def read_into(path: str | os.PathLike[str], name: str, arr: Decomposed, found: Dataset) -> None:
+    """Read each rank's block of an opened dataset into ``arr`` (collective, agreed)."""
+    arr.attrs = dict(found.plan.attrs)
+    with agreed(arr.layout.comm, catch=HDF5Error):
+        _read_block(Path(os.fspath(path)), name, arr, found.plan, found.parts)
 
 
 def _inspect(
@@ -621,7 +585,7 @@ def _check_sources(path: Path, name: str, dset: Any) -> None:
 
 
 def _read_block(
-    path: Path, name: str, arr: DistArray, plan: CFPlan | None = None, parts: Any = None
+    path: Path, name: str, arr: Decomposed, plan: CFPlan | None = None, parts: Any = None
 ) -> None:
     import h5py
 
@@ -641,7 +605,7 @@ def _read_block(
     try:
         with h5py.File(path, "r") as fh:
             if plan is None or plan.identity:
-                fh[name].read_direct(arr.local, _region(arr), arr._interior)
+                fh[name].read_direct(arr.local, _region(arr), arr.layout.interior)
             else:  # stored values into a scratch block, then decoded into the array
                 raw = np.empty(arr.interior.shape, plan.stored)
                 fh[name].read_direct(raw, _region(arr))

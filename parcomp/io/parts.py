@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from parcomp.io.slabs import checksum, slab_bounds, slab_rows
 from parcomp.runtime.errors import HDF5Error
 
 __all__ = [
@@ -63,12 +64,11 @@ class PartSource:
 def write_part_dataset(fh: Any, name: str, a: Any, rank: int, size: int) -> None:
     """Write ``a``'s block as dataset ``name`` of part file ``fh``, with its placement and
     a checksum per slab of rows (the checkpoint shards' format)."""
-    from parcomp.checkpoint.format import checksum, slab_bounds, slab_rows
 
     block = a.interior
     dset = fh.create_dataset(name, shape=a.local_shape, dtype=a.dtype)
     if block.size:
-        dset.write_direct(a.local, a._interior)
+        dset.write_direct(a.local, a.layout.interior)
     rows = slab_rows(a.local_shape, a.dtype.itemsize)
     sums = [checksum(block[lo:hi]) for lo, hi in slab_bounds(a.local_shape[0], rows)]
     dset.attrs["global_start"] = [lo for lo, _ in a.local_range]
@@ -189,8 +189,6 @@ def read_region(
     When ``out`` is not C-contiguous (a DistArray's interior), ``base`` is the contiguous
     array holding it at ``offset`` (its buffer, at the halo): HDF5 reads into that."""
     import h5py
-
-    from parcomp.checkpoint.format import checksum, slab_bounds
 
     where = f"load_hdf5: {name!r} in {path}"
     folder = path.parent / (parts.decode() if isinstance(parts, bytes) else str(parts))

@@ -31,10 +31,11 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from parcomp.grid.layout import Decomposed
 from parcomp.io.hdf5 import (
     _NAME,
     _PARTS,
@@ -44,11 +45,13 @@ from parcomp.io.hdf5 import (
     sweep_temporaries,
     temp_owner,
 )
+from parcomp.io.parts import check_parts_folder, open_part
+from parcomp.io.slabs import checksum
+from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.errors import ConfigError, DTypeError, HDF5Error, ShapeError
+from parcomp.runtime.log import get_logger
 from parcomp.runtime.watchdog import collective
-
-if TYPE_CHECKING:  # pragma: no cover
-    from parcomp.grid.array import DistArray
+from parcomp.runtime.wire import bcast_json
 
 __all__ = ["Series", "FORMAT"]
 
@@ -154,7 +157,7 @@ class Series:
         Axis name to a 1-D array of coordinate values (default: the cell index).
     units, long_names : mapping, optional
         CF ``units`` and ``long_name`` of fields, scalars and axes (and ``time``).  A
-        field's default is its own ``attrs`` (what :func:`parcomp.io.load_hdf5` read).
+        field's default is its own ``attrs`` (what :func:`parcomp.load_hdf5` read).
     like : xarray.DataArray or h5py.Dataset, optional
         A variable to take the axis names, coordinate values and the axes' ``units`` /
         ``long_name`` from (an xarray variable's dims and coords, or an HDF5/netCDF
@@ -193,7 +196,7 @@ class Series:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        fields: Mapping[str, DistArray],
+        fields: Mapping[str, Decomposed],
         *,
         every: int = 1,
         dims: Sequence[str] | None = None,
@@ -207,8 +210,6 @@ class Series:
         asynchronous: bool = False,
         like: Any = None,
     ) -> None:
-        from parcomp.runtime.agree import raise_if_any
-        from parcomp.runtime.wire import bcast_json
 
         self.path = Path(os.path.abspath(os.fspath(path)))
         self.xdmf = self.path.with_suffix(".xmf")
@@ -261,13 +262,12 @@ class Series:
         scalars: Sequence[str],
         title: str,
     ) -> None:
-        from parcomp.grid.array import DistArray
 
         if not isinstance(fields, Mapping) or not fields:
             raise ShapeError("Series needs a non-empty mapping of names to DistArrays")
         first = next(iter(fields.values()))
         for name, a in fields.items():
-            if not isinstance(a, DistArray):
+            if not isinstance(a, Decomposed):
                 raise ShapeError(f"Series: field {name!r} is a {type(a).__name__}")
             if (a.partition, a.comm) != (first.partition, first.comm):
                 raise ShapeError(f"Series: field {name!r} is decomposed unlike the others")
@@ -353,8 +353,6 @@ class Series:
             left -= count
         good = self._check_parts(segments)
         if good < keep:  # a damaged record: it and the later ones are dropped, not carried
-            from parcomp.runtime.log import get_logger
-
             get_logger("parcomp.io.series").warning(
                 "Series: record %d of %s fails its checksum; it and the %d record(s) after "
                 "it up to step %d are dropped (not carried forward)",
@@ -384,8 +382,6 @@ class Series:
         them.  A virtual dataset reads fill values where a source cannot be opened, so a
         part damaged by a kill would otherwise turn committed records into zeros."""
         import h5py
-
-        from parcomp.io.parts import check_parts_folder, open_part
 
         good = sum(seg["count"] for seg in segments)
         for seg in segments:
@@ -450,7 +446,7 @@ class Series:
         self,
         step: int,
         time: float,
-        fields: Mapping[str, DistArray] | None = None,
+        fields: Mapping[str, Decomposed] | None = None,
         scalars: Mapping[str, float] | None = None,
     ) -> None:
         """Record ``fields`` and ``scalars`` at ``step`` and ``time``.
@@ -461,7 +457,6 @@ class Series:
         and the record is committed by the next :meth:`append` or by :meth:`close`.  A
         failure raises :class:`HDF5Error` on every rank and leaves the series as it was.
         """
-        from parcomp.runtime.agree import raise_if_any
 
         error: BaseException | None = None
         arrays: dict[str, Any] = {}
@@ -471,7 +466,6 @@ class Series:
         except (ShapeError, ConfigError, DTypeError, TypeError, ValueError) as exc:
             error = exc
         raise_if_any(error, self.comm)
-        from parcomp.runtime.agree import raise_if_differ
 
         # a step or time computed per rank would leave the ranks' bookkeeping different,
         # and a later missing()/append decision different: refused on every rank now
@@ -501,7 +495,6 @@ class Series:
     @collective("Series.close", lambda self, *a, **k: self.comm)
     def close(self) -> None:
         """Commit the record still being written (asynchronous mode).  Collective."""
-        from parcomp.runtime.agree import raise_if_any
 
         self._finish_pending()
         raise_if_any(self._join_commit() if self.comm.Get_rank() == 0 else None, self.comm)
@@ -550,7 +543,7 @@ class Series:
         copy of its block when the write runs in the background (the solver goes on
         changing the array)."""
         if not self.asynchronous:
-            return {n: (a.local, a._interior) for n, a in arrays.items()}
+            return {n: (a.local, a.layout.interior) for n, a in arrays.items()}
         staged = {}
         for name, a in arrays.items():
             buf = self._staging.get(name)
@@ -562,7 +555,6 @@ class Series:
 
     def _finish_pending(self) -> None:
         """Wait for the pending write, agree on it, and commit its record (collective)."""
-        from parcomp.runtime.agree import raise_if_any
 
         pending, self._pending = self._pending, None
         if pending is None:
@@ -610,7 +602,6 @@ class Series:
     def _check_append(
         self, step: Any, time: Any, fields: Mapping[str, Any] | None, scalars: Any
     ) -> tuple[dict[str, Any], dict[str, float]]:
-        from parcomp.grid.array import DistArray
 
         if isinstance(step, bool) or not isinstance(step, int | np.integer):
             raise ConfigError(f"Series.append: step must be an integer, got {step!r}")
@@ -632,7 +623,7 @@ class Series:
             )
         for name, a in arrays.items():
             want = self._template.partition
-            if not isinstance(a, DistArray):
+            if not isinstance(a, Decomposed):
                 raise ShapeError(
                     f"Series.append: field {name!r} is a {type(a).__name__}, the series holds "
                     f"a DistArray of shape {want.global_shape}"
@@ -658,8 +649,6 @@ class Series:
 
     def _start_segment(self) -> None:
         """This run's part folder (after a resume: a new one, whatever the rank count)."""
-        from parcomp.runtime.agree import raise_if_any
-        from parcomp.runtime.wire import bcast_json
 
         comm = self.comm
         nonce = bcast_json(comm, uuid.uuid4().hex[:12] if comm.Get_rank() == 0 else None)
@@ -689,8 +678,6 @@ class Series:
         """This rank's blocks as record ``index`` of its part file, then fsync (local;
         may run in a background thread: h5py releases the GIL while HDF5 writes)."""
         import h5py
-
-        from parcomp.checkpoint.format import checksum
 
         rank = self.comm.Get_rank()
         path = self.path.parent / seg["parts"] / f"rank-{rank:05d}.h5"
@@ -867,7 +854,6 @@ _SUMS = "_parcomp_sums"
 def _intact(fh: Any, fields: Any, seg: dict[str, Any]) -> int:
     """How many leading records of ``seg`` in part ``fh`` pass their checksums (records of a
     part written before checksums were recorded count as intact)."""
-    from parcomp.checkpoint.format import checksum
 
     count = seg["count"]
     for name in fields:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from parcomp.runtime import config
 from parcomp.runtime.errors import ConfigError, MPIExecNotFoundError
+from parcomp.runtime.library import parse_library_version
 
 __all__ = [
     "MPIIdentity",
@@ -33,7 +34,6 @@ __all__ = [
     "loaded_mpi_identity",
     "mpiexec_mismatch",
     "mpiexec_argv",
-    "parse_library_version",
     "parse_mpiexec_version",
 ]
 
@@ -81,25 +81,6 @@ def find_mpiexec() -> Path:
         "Install the embedded MPI with `pip install 'parcomp[mpich]'`, or set PARCOMP_MPIEXEC "
         "to your site MPI's mpiexec"
     )
-
-
-def parse_library_version(text: str) -> tuple[str | None, str | None]:
-    """Vendor and version from ``MPI.Get_library_version()`` text."""
-    patterns = (
-        ("MPICH", r"MPICH Version:\s*(\S+)"),
-        ("Open MPI", r"Open MPI v(\S+?),"),
-        ("Intel MPI", r"Intel\(R\) MPI Library (\S+)"),
-        ("MVAPICH", r"MVAPICH2? Version\s*:?\s*(\S+)"),
-    )
-    for vendor, pattern in patterns:
-        match = re.search(pattern, text)
-        if match:
-            return vendor, match.group(1)
-    if "Open MPI" in text:
-        return "Open MPI", None
-    if "MPICH" in text:
-        return "MPICH", None
-    return None, None
 
 
 def parse_mpiexec_version(text: str) -> tuple[str | None, str | None]:

@@ -14,6 +14,7 @@ import os
 import runpy
 import sys
 
+from parcomp.launch.cleanup import die_with_parent
 from parcomp.runtime import config
 from parcomp.runtime.failfast import (
     JobExit,
@@ -26,6 +27,7 @@ from parcomp.runtime.failfast import (
 from parcomp.runtime.ranks import world_rank_size
 from parcomp.runtime.status import BAD_INPUT, SIZE_MISMATCH
 from parcomp.runtime.status import PREEMPTED as PREEMPTED_STATUS
+from parcomp.runtime.watchdog import mark_initialized, node_identity
 
 #: Exit status when the world size differs from the number of ranks asked for.
 SIZE_MISMATCH_STATUS = SIZE_MISMATCH
@@ -44,8 +46,6 @@ def _refuse_shared_hostnames(rank: int, size: int) -> None:
     ``allgather`` of a few bytes at start-up (collective over the world).
     """
     from mpi4py import MPI
-
-    from parcomp.runtime.watchdog import node_identity
 
     mine = node_identity()
     every = MPI.COMM_WORLD.allgather(mine)
@@ -89,8 +89,6 @@ def _die_with_proxy() -> None:
     except OSError:
         return
     if parent in LAUNCHER_DAEMONS:
-        from parcomp.launch.cleanup import die_with_parent
-
         die_with_parent()
 
 
@@ -110,8 +108,6 @@ def main(argv: list[str] | None = None) -> None:
     expected = config.get("PARCOMP_NPROCS") or config.get("PARCOMP_EXPECT_NTASKS")
     if expected:
         from mpi4py import MPI  # noqa: F401 - initialise MPI to learn the real world size
-
-        from parcomp.runtime.watchdog import mark_initialized
 
         mark_initialized()  # the supervisor tells a start-up failure from a later one
         rank, size = world_rank_size()

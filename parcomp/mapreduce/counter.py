@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parcomp.mapreduce._atomic import fetch_add
+from parcomp.runtime.numba_jit import jit
 from parcomp.runtime.ranks import resolve_comm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,8 +37,6 @@ def _build_fetch_add() -> Any:
     """The compiled :func:`parcomp.mapreduce._atomic.fetch_add`: a module-level function, so that
     Numba's cache key is the same in every process (a closure over the intrinsic was a
     cache miss in every process: each rank compiled it anew)."""
-    from parcomp.mapreduce._atomic import fetch_add
-    from parcomp.runtime.numba_jit import jit
 
     return jit(fetch_add)
 

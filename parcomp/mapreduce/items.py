@@ -19,6 +19,8 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from parcomp.arrays.array import DistArray
+from parcomp.mapreduce.counter import NodeCounter
 from parcomp.mapreduce.schedule import (
     Items,
     as_items,
@@ -42,6 +44,7 @@ from parcomp.runtime.reduce import (
     tree_evaluate,
     tree_subtree,
 )
+from parcomp.runtime.subcomm import comm_cache
 from parcomp.runtime.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,7 +56,6 @@ _NEXT, _ABORT, _DONE = 0, 1, 2  # counter slots
 
 
 def _is_distarray(items: Any) -> bool:
-    from parcomp.grid.array import DistArray
 
     return isinstance(items, DistArray)
 
@@ -87,8 +89,6 @@ class _Plan:
         self.nchunks = -(-items.n // self.chunk) if items.n else 0
         self.counter = None
         if schedule == "dynamic" or progress:
-            from parcomp.mapreduce.counter import NodeCounter
-
             node, self.node_sizes, self.node = _node_layout(comm)
             self.counter = NodeCounter(comm, slots=3, node_comm=node)
             self.node_scale = self.size / node.Get_size()
@@ -136,8 +136,6 @@ def _node_layout(comm: Any) -> tuple[Any, list[int], int]:
     cost only the node's shared window.
     """
     from mpi4py import MPI
-
-    from parcomp.runtime.subcomm import comm_cache
 
     cache = comm_cache(comm)
     layout = cache.get("map.node_layout")

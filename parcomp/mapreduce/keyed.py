@@ -29,10 +29,11 @@ import numpy as np
 
 from parcomp.mapreduce.items import _agree_failures, _Plan, _run_items
 from parcomp.mapreduce.schedule import as_items
-from parcomp.runtime.agree import agreed
+from parcomp.runtime.agree import agreed, raise_if_any
 from parcomp.runtime.errors import ConfigError
 from parcomp.runtime.ranks import mark_everywhere, resolve_comm
 from parcomp.runtime.reduce import ReduceOp, resolve_op
+from parcomp.runtime.subcomm import comm_cache
 from parcomp.runtime.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -466,7 +467,6 @@ class _Hops:
 
 
 def _hops(comm: Any) -> _Hops:
-    from parcomp.runtime.subcomm import comm_cache
 
     cache = comm_cache(comm)
     hops = cache.get("keyed.hops")
@@ -618,8 +618,6 @@ def _check_budget(budget: Any, comm: Any) -> int | None:
     """``max_shuffle_bytes`` checked on every rank together: a positive int, the same
     everywhere (one ``Allreduce`` of two integers), big enough for a numeric record."""
     from mpi4py import MPI
-
-    from parcomp.runtime.agree import raise_if_any
 
     error: Exception | None = None
     value = 0

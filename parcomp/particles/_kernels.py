@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from parcomp.runtime.numba_jit import jit
+
 __all__ = ["locate"]
 
 _kernel: Any = None
@@ -95,8 +97,6 @@ def locate(x: np.ndarray, box: Any, partition: Any) -> tuple[np.ndarray, int, in
     """
     global _kernel
     if _kernel is None:
-        from parcomp.runtime.numba_jit import jit
-
         _kernel = jit(nogil=True)(_locate).dispatcher
     owner = np.empty(x.shape[0], np.int64)
     bad, outside = _kernel(

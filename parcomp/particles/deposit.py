@@ -10,18 +10,18 @@ The deterministic variant routes each (cell, key, weight) contribution to the ce
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from parcomp.arrays.array import DistArray
 from parcomp.grid.halo import halo_plan, largest_tag
 from parcomp.particles import plan as plan
+from parcomp.particles.exchange import route
+from parcomp.particles.plan import Particles
 from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.errors import ParcompError, ShapeError
 from parcomp.runtime.subcomm import check_tags
-
-if TYPE_CHECKING:  # pragma: no cover
-    from parcomp.particles.dist import DistParticles
 
 __all__ = ["deposit", "interpolate", "reverse_halo_add"]
 
@@ -37,7 +37,7 @@ def _sums(index: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(index, weights=weights, minlength=n).astype(np.float64, copy=False)
 
 
-def _weights(p: DistParticles, weight: Any) -> np.ndarray:
+def _weights(p: Particles, weight: Any) -> np.ndarray:
     if weight is None:
         return np.ones(p.n_local)
     if isinstance(weight, str):
@@ -81,8 +81,7 @@ def reverse_halo_add(buffer: np.ndarray, partition: Any, rank: int, comm: Any) -
         buffer[region] += data
 
 
-def _check_target(p: DistParticles, target: Any, scheme: str) -> str | None:
-    from parcomp.grid.array import DistArray
+def _check_target(p: Particles, target: Any, scheme: str) -> str | None:
 
     if scheme not in SCHEMES:
         return f"deposit scheme must be one of {SCHEMES}, got {scheme!r}"
@@ -108,7 +107,7 @@ def _check_target(p: DistParticles, target: Any, scheme: str) -> str | None:
     return None
 
 
-def deposit(p: DistParticles, target: Any, weight: Any, scheme: str) -> None:
+def deposit(p: Particles, target: Any, weight: Any, scheme: str) -> None:
     """See :meth:`parcomp.particles.dist.DistParticles.deposit` (collective)."""
     error: BaseException | None = None
     w = np.zeros(0)
@@ -170,7 +169,7 @@ def deposit(p: DistParticles, target: Any, weight: Any, scheme: str) -> None:
 
 
 def _deterministic(
-    p: DistParticles, target: Any, glob: np.ndarray, values: np.ndarray, start: np.ndarray
+    p: Particles, target: Any, glob: np.ndarray, values: np.ndarray, start: np.ndarray
 ) -> None:
     """Route every contribution to its cell's owner; sum each cell's in (key, corner) order.
 
@@ -178,7 +177,6 @@ def _deterministic(
     past the block), so the records go to the neighbours only
     (:func:`parcomp.particles.exchange.route`) and this rank's own stay here.
     """
-    from parcomp.particles.exchange import route
 
     ndim = p.partition.ndim
     m, corners = values.shape
@@ -207,7 +205,7 @@ def _deterministic(
     interior += add.reshape(interior.shape)
 
 
-def interpolate(p: DistParticles, field: Any, scheme: str) -> np.ndarray:
+def interpolate(p: Particles, field: Any, scheme: str) -> np.ndarray:
     """See :meth:`parcomp.particles.dist.DistParticles.interpolate` (collective)."""
     error: BaseException | None = None
     try:

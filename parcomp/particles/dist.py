@@ -31,8 +31,11 @@ from typing import Any
 import numpy as np
 
 from parcomp.grid.partition import Partition
+from parcomp.particles import deposit as _deposit
 from parcomp.particles import exchange as _px
 from parcomp.particles import plan as plan
+from parcomp.particles._kernels import locate
+from parcomp.particles.order import check_unique_everywhere, check_unique_here
 from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.callid import reduce_checked
 from parcomp.runtime.errors import ConfigError, DTypeError, ParcompError, ShapeError
@@ -393,12 +396,10 @@ class DistParticles:
         return dropped
 
     def _check_unique_here(self) -> None:
-        from parcomp.particles.order import check_unique_here
 
         check_unique_here(self)
 
     def _check_unique_everywhere(self) -> None:
-        from parcomp.particles.order import check_unique_everywhere
 
         check_unique_everywhere(self)
 
@@ -411,8 +412,6 @@ class DistParticles:
         if problem is not None:
             raise ShapeError(f"{where}: field {self.position!r}: {problem}")
         if pos.dtype == np.float64 and pos.flags.c_contiguous:
-            from parcomp.particles._kernels import locate
-
             return locate(pos if wrap else pos.copy(), self.box, self.partition)
         x = pos if wrap else pos.copy()  # other float dtypes: the NumPy plan, several passes
         finite = np.isfinite(x).all(axis=1)
@@ -557,9 +556,7 @@ class DistParticles:
         so the result is bitwise the same on any rank count.  Cells beyond a non-periodic
         wall fold onto the wall cell.
         """
-        from parcomp.particles.deposit import deposit
-
-        deposit(self, target, weight, scheme)
+        _deposit.deposit(self, target, weight, scheme)
 
     @collective("DistParticles.interpolate")
     def interpolate(self, field: Any, *, scheme: str = "cic") -> np.ndarray:
@@ -575,9 +572,7 @@ class DistParticles:
         bitwise the same on any rank count (compare by ``order_by``).  Collective: the
         field's halos are exchanged (corners too) for ``"cic"``, which needs ``halo >= 1``.
         """
-        from parcomp.particles.deposit import interpolate
-
-        return interpolate(self, field, scheme)
+        return _deposit.interpolate(self, field, scheme)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self, prefix: str = "particles") -> dict[str, np.ndarray]:

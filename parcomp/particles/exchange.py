@@ -11,14 +11,12 @@ NumPy structured dtype, sent as bytes); counts travel first.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from parcomp.grid.halo import largest_tag
+from parcomp.particles.plan import Particles
 from parcomp.runtime.errors import ShapeError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from parcomp.particles.dist import DistParticles
+from parcomp.runtime.subcomm import check_tags
 
 __all__ = ["displs", "exchange", "exchange_neighbors", "neighbors", "route"]
 
@@ -31,7 +29,7 @@ def displs(counts: np.ndarray) -> np.ndarray:
 
 
 def exchange(
-    p: DistParticles,
+    p: Particles,
     rows: dict[str, np.ndarray],
     dest: np.ndarray,
     record: np.dtype | None = None,
@@ -60,7 +58,7 @@ def exchange(
     return {name: np.ascontiguousarray(recv[name]) for name in record.names}
 
 
-def neighbors(p: DistParticles) -> list[int]:
+def neighbors(p: Particles) -> list[int]:
     """The ranks next to this one (faces, edges, corners; itself across a periodic axis
     with one rank along it), sorted.  The relation is symmetric."""
     found = {p.partition.neighbor(p.rank, o) for o in p.partition.offsets(corners=True)}
@@ -68,7 +66,7 @@ def neighbors(p: DistParticles) -> list[int]:
 
 
 def exchange_neighbors(
-    p: DistParticles,
+    p: Particles,
     rows: dict[str, np.ndarray],
     dest: np.ndarray,
     record: np.dtype | None = None,
@@ -77,9 +75,6 @@ def exchange_neighbors(
     then packed records, by non-blocking point-to-point messages, so that the cost per
     rank does not grow with the rank count.  Collective over the neighbours."""
     from mpi4py import MPI
-
-    from parcomp.grid.halo import largest_tag
-    from parcomp.runtime.subcomm import check_tags
 
     record = p._record if record is None else record
     peers = neighbors(p)
@@ -112,7 +107,7 @@ def exchange_neighbors(
 
 
 def route(
-    p: DistParticles,
+    p: Particles,
     rows: dict[str, np.ndarray],
     dest: np.ndarray,
     record: np.dtype | None = None,

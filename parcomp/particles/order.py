@@ -7,21 +7,17 @@ order, and so the sums, depend on where they are.  Both checks raise on every ra
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from parcomp.particles.exchange import displs
+from parcomp.particles.plan import Particles
 from parcomp.runtime.agree import raise_if_any
 from parcomp.runtime.errors import ConfigError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from parcomp.particles.dist import DistParticles
 
 __all__ = ["check_unique_here", "check_unique_everywhere"]
 
 
-def check_unique_here(p: DistParticles) -> None:
+def check_unique_here(p: Particles) -> None:
     """Raise on every rank if two particles on one rank share an ``order_by`` key (they
     are sorted by it).  Collective."""
     keys = p.fields[p.order_by]
@@ -38,7 +34,7 @@ def check_unique_here(p: DistParticles) -> None:
     )
 
 
-def check_unique_everywhere(p: DistParticles) -> None:
+def check_unique_everywhere(p: Particles) -> None:
     """Raise on every rank if any two particles share an ``order_by`` key, wherever they
     are: keys travel to rank ``key mod size`` (one Alltoall of counts, one Alltoallv)
     and each rank checks its share.  Collective; done at construction."""

@@ -23,6 +23,10 @@ import numpy as np
 from parcomp.grid.partition import Partition
 from parcomp.runtime.errors import ShapeError
 
+#: A :class:`~parcomp.particles.dist.DistParticles` (that module imports the ones that take
+#: one: exchange, order, deposit).
+Particles = Any
+
 __all__ = [
     "Box",
     "check_position_array",

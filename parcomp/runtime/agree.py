@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parcomp.runtime import errors
 from parcomp.runtime.callid import any_flag, reduce_checked
 from parcomp.runtime.errors import CollectiveError, ConfigError, ParcompError
 from parcomp.runtime.ranks import mark_everywhere, mark_ranks, resolve_comm
@@ -204,8 +205,6 @@ def _agreed(exc: BaseException) -> None:
 
 def _find_error_type(name: str) -> type[BaseException] | None:
     import builtins
-
-    from parcomp.runtime import errors
 
     candidate = getattr(errors, name, None) or getattr(builtins, name, None)
     if isinstance(candidate, type) and issubclass(candidate, Exception):

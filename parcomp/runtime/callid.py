@@ -53,6 +53,8 @@ from typing import Any
 import numpy as np
 
 from parcomp.runtime import config
+from parcomp.runtime.errors import CollectiveError
+from parcomp.runtime.ranks import format_ranks, mark_everywhere
 
 __all__ = [
     "enabled",
@@ -344,7 +346,6 @@ def _translate(comm: Any, exc: Any, ident: Any) -> None:
     MPI = _mpi()
     if exc.Get_error_class() not in (MPI.ERR_TRUNCATE, MPI.ERR_COUNT, MPI.ERR_TYPE):
         raise exc  # a lost process (ULFM recovers from it), a revoked communicator ...
-    from parcomp.runtime.errors import CollectiveError
 
     where = f"{ident[0]} (reduction #{ident[1]} on this communicator)" if ident else "a reduction"
     rank = comm.Get_rank()
@@ -372,9 +373,6 @@ def _mismatch(comm: Any, ident: tuple[str, int, int]) -> None:
     raises with what it knows (the job then ends through fail-fast).
     """
     import time
-
-    from parcomp.runtime.errors import CollectiveError
-    from parcomp.runtime.ranks import format_ranks, mark_everywhere
 
     line = user_line()
     mine = np.zeros(1, _RECORD)

@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from parcomp.runtime.callid import reduce_checked
+from parcomp.runtime.numba_jit import jit
+
 __all__ = ["LIMBS", "accumulate", "to_float", "exact_sum", "exact_allsum"]
 
 _BITS = 32
@@ -85,8 +88,6 @@ def _accumulate_kernel() -> Any:
     """
     global _kernel, _normalise_kernel
     if _kernel is None:
-        from parcomp.runtime.numba_jit import jit
-
         _normalise_kernel = jit(nogil=True)(_normalise_limbs).dispatcher
         _kernel = jit(nogil=True)(_accumulate_words).dispatcher
     return _kernel
@@ -134,8 +135,6 @@ def exact_allsum(values: np.ndarray, comm: Any) -> float:
     Every rank gets the same float, whatever the split of the values over ranks.
     """
     from mpi4py import MPI
-
-    from parcomp.runtime.callid import reduce_checked
 
     acc, special = accumulate(values)
     # the flags first: their checked slot carries the call's identity (parcomp.runtime.callid), so

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 from parcomp.runtime import config
 from parcomp.runtime.errors import ConfigError
+from parcomp.runtime.ranks import world_rank_size
 
 __all__ = ["node_name", "node_groups", "partner_ranks", "safe_node_dirname"]
 
@@ -56,8 +57,6 @@ def _compute_node_name() -> str:
     host = socket.gethostname() or "localhost"
     count = config.get("PARCOMP_EMULATE_NODE_COUNT")
     if count is not None:
-        from parcomp.runtime.ranks import world_rank_size
-
         world_rank, world_size = world_rank_size()
         if count > world_size:
             raise ConfigError(
@@ -67,8 +66,6 @@ def _compute_node_name() -> str:
         return f"{host}-node{world_rank * count // world_size}"
     emulate = config.get("PARCOMP_EMULATE_NODES")
     if emulate is not None:
-        from parcomp.runtime.ranks import world_rank_size
-
         world_rank, _ = world_rank_size()
         return f"{host}-node{world_rank // emulate}"
     return host

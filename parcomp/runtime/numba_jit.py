@@ -57,7 +57,10 @@ from typing import Any
 import numpy as np
 
 from parcomp.runtime import config
+from parcomp.runtime.agree import raise_if_any
 from parcomp.runtime.errors import ConfigError, KernelSignatureError
+from parcomp.runtime.ranks import resolve_comm
+from parcomp.runtime.wire import bcast_json
 
 __all__ = ["cache_dir", "compile_for_job", "jit", "Kernel", "shared_cache"]
 
@@ -391,8 +394,6 @@ class Kernel:
         -----
         Collective over `comm`: call on all ranks, with arguments of the same types.
         """
-        from parcomp.runtime.agree import raise_if_any
-        from parcomp.runtime.ranks import resolve_comm
 
         comm = resolve_comm(comm)
         error: BaseException | None = None
@@ -420,7 +421,6 @@ class Kernel:
         # Rank 0's outcome, as JSON (nothing pickled).  A compile error belongs to the
         # kernel and the types, not to rank 0: every rank raises the same error, which is
         # then reported once for all of them.
-        from parcomp.runtime.wire import bcast_json
 
         outcome = bcast_json(
             comm, None if error is None else [type(error).__name__, str(error)], root=0

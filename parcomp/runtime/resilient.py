@@ -46,8 +46,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from parcomp.runtime import config
+from parcomp.runtime.library import parse_library_version
 from parcomp.runtime.log import configure_logging, get_logger
 from parcomp.runtime.ranks import replace_default_comm, resolve_comm, world_rank_size
+from parcomp.runtime.subcomm import comm_cache
+from parcomp.runtime.watchdog import mark_finished
+from parcomp.runtime.wire import allgather_ints
 
 __all__ = ["run_resilient", "ulfm_available", "ulfm_requested", "recoveries", "note_exit_status"]
 
@@ -91,7 +95,6 @@ def _exit_without_finalize() -> None:
         except (OSError, ValueError):
             pass
     logging.shutdown()
-    from parcomp.runtime.watchdog import mark_finished
 
     mark_finished()  # os._exit skips atexit: tell parcomp run this rank finished its script
     os._exit(_exit_status)
@@ -110,7 +113,6 @@ def _has_failed_peers(comm: Any) -> bool:
 
 
 def _derived(comm: Any) -> list[Any]:
-    from parcomp.runtime.subcomm import comm_cache
 
     try:
         return [c for c in comm_cache(comm).values() if hasattr(c, "Revoke")]
@@ -143,8 +145,6 @@ def ulfm_available() -> tuple[bool, str]:
     ``OMPI_MCA_mpi_ft_enable=1`` for the ranks).
     """
     from mpi4py import MPI
-
-    from parcomp.launch.mpiexec import parse_library_version
 
     vendor, version = parse_library_version(MPI.Get_library_version())
     if not all(hasattr(MPI.Comm, name) for name in ("Revoke", "Shrink", "Agree")):
@@ -203,8 +203,6 @@ def run_resilient(
     """
     global _recoveries, _exit_comm
     from mpi4py import MPI
-
-    from parcomp.runtime.wire import allgather_ints
 
     log = get_logger("parcomp.runtime.resilient")
     comm = resolve_comm(comm)

@@ -42,7 +42,8 @@ from typing import Any, TypeVar
 
 from parcomp.runtime import config
 from parcomp.runtime.callid import current, user_line
-from parcomp.runtime.ranks import format_ranks
+from parcomp.runtime.errors import CollectiveError
+from parcomp.runtime.ranks import format_ranks, mark_everywhere, resolve_comm, world_rank_size
 
 __all__ = [
     "BEAT_FORMAT",
@@ -156,7 +157,6 @@ def install() -> bool:
     folder = config.get("PARCOMP_WATCHDOG_DIR")
     if not folder or _beat is not None:
         return _beat is not None
-    from parcomp.runtime.ranks import world_rank_size
 
     rank, _size = world_rank_size()
     base = Path(folder)
@@ -327,8 +327,6 @@ def _resolve(comm: Any) -> Any:
     """:func:`parcomp.runtime.ranks.resolve_comm`, looked up once."""
     global _resolve_comm
     if _resolve_comm is None:
-        from parcomp.runtime.ranks import resolve_comm
-
         _resolve_comm = resolve_comm
     return _resolve_comm(comm)
 
@@ -340,8 +338,6 @@ def _check_same_call(comm: Any, name: str) -> None:
     """Debug mode: raise on every rank unless all ranks of ``comm`` enter the same call."""
     import numpy as np
 
-    from parcomp.runtime.errors import CollectiveError
-    from parcomp.runtime.ranks import resolve_comm
     from parcomp.runtime.subcomm import comm_cache, subsystem_comm
 
     comm = resolve_comm(comm)
@@ -363,7 +359,6 @@ def _check_same_call(comm: Any, name: str) -> None:
         f"(#{n_name[0]} on this communicator, called at {n_name[2]})"
         for n_name, ranks in groups.items()
     ]
-    from parcomp.runtime.ranks import mark_everywhere
 
     raise mark_everywhere(
         CollectiveError(

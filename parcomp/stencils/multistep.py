@@ -48,9 +48,15 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from parcomp.arrays.array import DistArray
+from parcomp.arrays.exchange import group_exchange
 from parcomp.runtime import config
+from parcomp.runtime.agree import agreed, alike, raise_if_differ
 from parcomp.runtime.errors import KernelSignatureError, ShapeError
+from parcomp.runtime.numba_jit import Kernel
+from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.watchdog import collective, debug_collectives
+from parcomp.stencils.check import _jit_disabled, agree_params, check_call
 
 __all__ = [
     "step_regions",
@@ -344,7 +350,6 @@ def default_tile(
 
 # -------------------------------------------------------------------------- communication
 def _comm_of_call(kernel: Any, args: tuple[Any, ...], *_rest: Any) -> Any:
-    from parcomp.grid.array import DistArray
 
     return next((a.comm for a in args if isinstance(a, DistArray)), None)
 
@@ -373,7 +378,6 @@ def run_steps(
 
     Returns the arguments rotated ``steps`` times: pass them to the next call.
     """
-    from parcomp.grid.array import DistArray
 
     key = (kernel, steps, _freeze(rotate), _freeze(tile), corners, exchange, overlap) + tuple(
         id(a) if isinstance(a, DistArray) else _kind_key(a) for a in args
@@ -385,8 +389,6 @@ def run_steps(
     if plan is not None and plan.alive(args) and not debug_collectives():
         plan.fast_calls += 1
         if plan.fast_calls % SAMPLE_STEPS == 0:  # a sample of calls re-agrees the parameters
-            from parcomp.stencils.declared import agree_params
-
             agree_params(kernel, args)
         return plan.run(args)
     plan = _Plan.build(kernel, args, corners, steps, rotate, tile, exchange, overlap)
@@ -440,15 +442,11 @@ class _Plan:
 
         import numpy as np
 
-        from parcomp.grid.array import DistArray
-        from parcomp.runtime.agree import raise_if_differ
-        from parcomp.stencils.declared import _fail, check_call
-
         name = getattr(kernel, "__name__", repr(kernel))
         comm = _comm_of_call(kernel, args)
         spec = getattr(kernel, "spec", None)
         if spec is None:
-            _fail(
+            raise mark_everywhere(
                 KernelSignatureError(
                     f"run_stencil(steps=...): kernel {name!r} is not declared; several steps "
                     "per exchange need to know how far it reads. Declare it with "
@@ -461,7 +459,7 @@ class _Plan:
             or not isinstance(steps, numbers.Integral)
             or steps < 1
         ):
-            _fail(
+            raise mark_everywhere(
                 KernelSignatureError(f"run_stencil: steps must be an int >= 1, got {steps!r}"), comm
             )
         steps = int(steps)
@@ -477,7 +475,7 @@ class _Plan:
             ),
         )
         if spec.reads_output is not False:
-            _fail(
+            raise mark_everywhere(
                 KernelSignatureError(
                     f"run_stencil(steps=...): kernel {name!r} "
                     + (
@@ -490,7 +488,8 @@ class _Plan:
                 ),
                 comm,
             )
-        perm = _raise_as(lambda: rotation(spec, rotate, name), comm)
+        with alike(comm, catch=(KernelSignatureError, ShapeError)):
+            perm = rotation(spec, rotate, name)
         # Every rotation of the arguments is a call k single steps would make: check each
         # like one (fields, decomposition, kinds, compilation, agreed between ranks).
         variants: list[tuple[Any, ...]] = []
@@ -523,7 +522,7 @@ class _Plan:
         )
         short = [ax for ax in range(ndim) if first.halo[ax] < need[ax]]
         if short:
-            _fail(
+            raise mark_everywhere(
                 ShapeError(
                     f"run_stencil(steps={steps}): kernel {name!r} reads {radius} cells around "
                     f"each cell, so {steps} steps per exchange need ghost cells {need} wide, "
@@ -538,7 +537,8 @@ class _Plan:
         regions = step_regions(first.local_shape, first.halo, radius, lower, upper, steps)
         fields = [a for a in args if isinstance(a, DistArray)]
         itemsize = sum(a.dtype.itemsize for a in fields)
-        tiles = _raise_as(lambda: _tiles(tile, first, itemsize, radius, steps), comm)
+        with alike(comm, catch=(KernelSignatureError, ShapeError)):
+            tiles = _tiles(tile, first, itemsize, radius, steps)
         whole = tuple(ax > 0 and tiles[ax] is None for ax in range(ndim))
         if overlap and exchange:
             calls, after = overlap_plan(
@@ -591,7 +591,6 @@ class _Plan:
         return plan
 
     def run(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        from parcomp.grid.exchange import group_exchange
 
         period = self.period
         per_step = [
@@ -680,15 +679,6 @@ def _unit(ndim: int, axis: int, step: int) -> tuple[int, ...]:
     return tuple(step if a == axis else 0 for a in range(ndim))
 
 
-def _raise_as(action: Any, comm: Any) -> Any:
-    from parcomp.stencils.declared import _fail
-
-    try:
-        return action()
-    except (KernelSignatureError, ShapeError) as exc:
-        _fail(exc, comm)
-
-
 def _tiles(
     tile: Any, first: Any, itemsize: int, radius: Sequence[int], steps: int
 ) -> tuple[int | None, ...]:
@@ -727,18 +717,11 @@ def _agree_views(
     """
     import numpy as np
 
-    from parcomp.grid.array import DistArray
-    from parcomp.runtime.agree import raise_if_any
-    from parcomp.runtime.numba_jit import Kernel
-
     if not isinstance(kernel, Kernel):
         return
-    from parcomp.stencils.declared import _jit_disabled
-
     if _jit_disabled():
         return
-    error: BaseException | None = None
-    try:
+    with agreed(comm, catch=KernelSignatureError):
         seen = set()
         for s in range(min(steps, _period(perm))):
             variant = rotated(args, perm, s)
@@ -760,9 +743,6 @@ def _agree_views(
             if key not in seen:
                 seen.add(key)
                 kernel.ensure_compiled(tuple(probe))
-    except KernelSignatureError as exc:
-        error = exc
-    raise_if_any(error, comm)
 
 
 def _verify_locally(
@@ -778,9 +758,6 @@ def _verify_locally(
     """Debug mode: ``k`` single steps against the tiled multi-step plan on a small periodic
     grid the rank holds alone (no communication but the agreement on the outcome)."""
     import numpy as np
-
-    from parcomp.grid.array import DistArray
-    from parcomp.runtime.agree import raise_if_any
 
     ndim = len(radius)
     halo = tuple(steps * r for r in radius)
@@ -814,8 +791,7 @@ def _verify_locally(
             buf[tuple(dst_hi)] = buf[tuple(src_hi)]
 
     d = getattr(kernel, "dispatcher", kernel)
-    error: BaseException | None = None
-    try:
+    with agreed(comm, catch=Exception):  # a crash of the check too: raised on every rank
         ref = [b.copy() if f else b for b, f in zip(start, isf, strict=True)]
         win = tuple(slice(h - r, h + n + r) for h, n, r in zip(halo, interior, radius, strict=True))
         cur = list(ref)
@@ -849,7 +825,7 @@ def _verify_locally(
                 and not np.array_equal(x[inner], y[inner], equal_nan=x.dtype.kind in "fc")
             ]
         if bad:
-            error = KernelSignatureError(
+            raise KernelSignatureError(
                 f"run_stencil(steps={steps}): kernel {name!r} gives other values in {bad} "
                 f"when its {steps} steps are tiled than in {steps} single steps (checked on a "
                 "small periodic grid, PARCOMP_DEBUG_COLLECTIVES=1). It writes outside the "
@@ -857,6 +833,3 @@ def _verify_locally(
                 "where its view starts (the array's shape or the loop index). Fix the kernel, "
                 "or use steps=None"
             )
-    except Exception as exc:  # noqa: BLE001 - reported on every rank below
-        error = exc
-    raise_if_any(error, comm)

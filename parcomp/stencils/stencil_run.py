@@ -3,7 +3,7 @@
 Local bookkeeping (:data:`CHECKED`, :func:`fast_key`, :func:`remember`); :func:`execute`
 COMMUNICATES (the halo exchange: collective over the fields' communicator).
 
-:func:`parcomp.stencils.declared.run_stencil` checks a call (fields, halos, corners, reach,
+:func:`parcomp.stencils.run.run_stencil` checks a call (fields, halos, corners, reach,
 compilation agreed) and then hands it here.  A call it has checked is remembered, keyed
 by the kernel, ``corners`` and, per argument, the DistArray's identity or the argument's
 kind; the arrays are held by weak reference, so a new array at a dead one's address is
@@ -15,7 +15,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from parcomp.grid.exchange import group_exchange
+from parcomp.arrays.array import DistArray
+from parcomp.arrays.exchange import group_exchange
 
 __all__ = ["CHECKED", "CHECKED_MAX", "find", "fast_key", "remember", "execute", "window", "buffers"]
 
@@ -183,7 +184,6 @@ def execute(
     call_args: tuple[Any, ...] | None,
 ) -> None:
     """Exchange (or overlap) and call: after every check passed."""
-    from parcomp.grid.array import DistArray
 
     reads = [r() if isinstance(r, weakref.ref) else r for r in reads]
     if overlap and exchange and not reads:
@@ -206,7 +206,6 @@ def window(spec: Any, args: tuple[Any, ...]) -> tuple[slice, ...] | None:
     ``radius`` away from its arrays' edges; on the whole buffer it would also compute the
     outer ghost cells of its output, which on a wall hold the boundary condition.  None
     when the halo equals the radius (the whole buffer is that window) or undeclared."""
-    from parcomp.grid.array import DistArray
 
     if spec is None:
         return None
@@ -246,7 +245,6 @@ def _overlapped(
     Each cell's final value comes from current ghost cells: bitwise what one call after a
     blocking exchange gives.
     """
-    from parcomp.grid.array import DistArray
 
     ndim = first.ndim
     r = spec.radius_for(ndim)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 from parcomp.runtime.errors import ShapeError
 from parcomp.runtime.exactsum import exact_sum
 from parcomp.testing import parallel_assert

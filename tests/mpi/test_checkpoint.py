@@ -9,8 +9,8 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
+from parcomp.arrays.array import DistArray
 from parcomp.checkpoint import Checkpointer
-from parcomp.grid.array import DistArray
 from parcomp.runtime.errors import CheckpointError, ConfigError
 from parcomp.testing import parallel_assert
 

@@ -17,7 +17,7 @@ from mpi4py import MPI
 
 import parcomp
 import parcomp.runtime.nodes
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 from parcomp.runtime.errors import ConfigError, KernelSignatureError
 from parcomp.testing import parallel_assert
 from tests.mpi.test_jit import KERNEL

@@ -5,7 +5,8 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.runtime.errors import (
     ConfigError,
     DTypeError,
@@ -13,7 +14,6 @@ from parcomp.runtime.errors import (
     RankCountError,
     ShapeError,
 )
-from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 from tests.helpers import expected_buffer as _expected
 

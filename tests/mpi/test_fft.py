@@ -1,11 +1,11 @@
-"""parcomp.grid.fft on 1..4 ranks against numpy.fft of the gathered array (1e-12 relative)."""
+"""parcomp.arrays.fft on 1..4 ranks against numpy.fft of the gathered array (1e-12 relative)."""
 
 import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.grid import fft
-from parcomp.grid.array import DistArray
+from parcomp.arrays import fft
+from parcomp.arrays.array import DistArray
 from parcomp.runtime.errors import ConfigError, DTypeError, RankCountError, ShapeError
 from parcomp.testing import parallel_assert
 

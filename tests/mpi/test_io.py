@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.grid.array import DistArray
-from parcomp.io import load_hdf5, save_hdf5
+from parcomp import load_hdf5, save_hdf5
+from parcomp.arrays.array import DistArray
 from parcomp.runtime.errors import ConfigError, DTypeError, HDF5Error, ShapeError
 from parcomp.testing import parallel_assert
 

@@ -5,7 +5,8 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.kernels import (
     heat_step_2d,
     heat_step_2d_numpy,
@@ -15,7 +16,6 @@ from parcomp.kernels import (
     life_step_numpy,
 )
 from parcomp.runtime.errors import KernelSignatureError
-from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 RANK = MPI.COMM_WORLD.rank

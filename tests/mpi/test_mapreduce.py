@@ -10,7 +10,7 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 from parcomp.runtime.errors import ConfigError, TaskError
 from parcomp.testing import parallel_assert
 from tests.helpers import reference_tree_sum

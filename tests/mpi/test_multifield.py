@@ -6,13 +6,13 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.grid.array import DistArray
-from parcomp.grid.exchange import exchange_halos
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
+from parcomp.arrays.exchange import exchange_halos
 from parcomp.grid.halo import STATS, halo_plan
 from parcomp.kernels import gray_scott_numpy
 from parcomp.kernels import gray_scott_step as gray_scott
 from parcomp.runtime.errors import KernelSignatureError, ShapeError
-from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD

@@ -7,7 +7,8 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.grid.halo import STATS
 from parcomp.kernels import (
     gray_scott_step,
@@ -18,7 +19,6 @@ from parcomp.kernels import (
     wave_step,
 )
 from parcomp.runtime.errors import KernelSignatureError, ShapeError
-from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD

@@ -11,9 +11,9 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.runtime.errors import KernelSignatureError, ShapeError
-from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 RANK = MPI.COMM_WORLD.rank
@@ -132,7 +132,7 @@ def test_distarray_as_plain_parameter_raises():
 
 
 def test_distarray_passed_to_kernel_directly_names_it():
-    # was: "Cannot determine Numba type of <class 'parcomp.grid.array.DistArray'>"
+    # was: "Cannot determine Numba type of <class 'parcomp.arrays.array.DistArray'>"
     u = DistArray.zeros((8, 8), halo=1)
     with pytest.raises(KernelSignatureError, match=r"argument 1 \(u\) is a DistArray.*\.local"):
         undeclared(u, u.local, 0.1)

@@ -9,9 +9,9 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.runtime.errors import KernelSignatureError
-from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 RANK = MPI.COMM_WORLD.rank
@@ -155,7 +155,7 @@ def test_radius_zero_and_pointwise_keep_in_place_updates():
 def test_rfftn_result_knows_its_frequencies():
     # was: frequencies(F) of an rfftn result gave fftfreq values (negatives too) on the
     # halved axis, silently
-    from parcomp.grid import fft
+    from parcomp.arrays import fft
 
     shape = (6, 8, 9)  # an odd halved axis
     g = np.random.default_rng(3).standard_normal(shape)
@@ -538,7 +538,7 @@ def test_interpolate_mirrors_deposit_bitwise_on_any_rank_count(periodic):
 
 def test_numpy_block_of_this_rank_combines_with_a_distarray():
     # was: 1j * kx * W needed a zeros_like() and .interior[...] wrapper each time
-    from parcomp.grid import fft
+    from parcomp.arrays import fft
 
     n = 16
     i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")

@@ -13,7 +13,7 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 from parcomp.runtime.errors import HDF5Error
 from parcomp.testing import parallel_assert
 

@@ -6,10 +6,10 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.kernels import heat_step_2d, heat_step_3d, life_step
 from parcomp.runtime.errors import KernelSignatureError
-from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 from parcomp.grid.partition import Partition
 from parcomp.particles import plan as plan
 from parcomp.particles.dist import DistParticles

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 from parcomp.runtime.errors import ConfigError, RankCountError, ShapeError
 from parcomp.testing import parallel_assert
 

@@ -8,10 +8,10 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.kernels import heat_step_2d, heat_step_2d_numpy, wave_step, wave_step_numpy
 from parcomp.runtime.errors import KernelSignatureError
-from parcomp.stencils.declared import run_stencil
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD
@@ -141,7 +141,7 @@ def test_plain_parameters_of_other_kinds_on_other_ranks_raise_instead_of_hanging
 
 
 def test_exchange_misuse_is_a_parcomp_error_on_every_rank():
-    from parcomp.grid.exchange import exchange_halos, finish_exchange, start_exchange
+    from parcomp.arrays.exchange import exchange_halos, finish_exchange, start_exchange
     from parcomp.runtime.errors import CollectiveError
 
     u = DistArray.zeros((12, 8), halo=1, periods=True)

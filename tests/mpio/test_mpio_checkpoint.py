@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from parcomp.arrays.array import DistArray
 from parcomp.checkpoint import Checkpointer
-from parcomp.grid.array import DistArray
 from parcomp.runtime.errors import ConfigError
 from parcomp.testing import parallel_assert
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 from parcomp.io import save_hdf5
 from parcomp.testing import parallel_assert
 

@@ -1,7 +1,7 @@
 """Rank 0 waits in a reduction the others never join; the others wait in a halo exchange."""
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 
 u = DistArray.zeros((24,), halo=1)
 if parcomp.rank() == 0:

@@ -1,7 +1,7 @@
 """A user's mistake: a collective (u.sum()) inside `if rank == 0:` hangs the job."""
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 
 u = DistArray.fromfunction(lambda i: i * 1.0, (24,), halo=1)
 u.exchange_halos()

@@ -12,8 +12,8 @@ import numpy as np
 
 import parcomp
 import parcomp.checkpoint.checkpointer as ckmod
+from parcomp.arrays.array import DistArray
 from parcomp.checkpoint import Checkpointer
-from parcomp.grid.array import DistArray
 
 ck = Checkpointer(sys.argv[1], keep=2, handle_signals=False)
 small = DistArray.fromfunction(lambda i: i * 1.0, (4000,))

@@ -1,7 +1,7 @@
 """A typo inside a user's kernel: reported once, in a few lines, for all ranks."""
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 
 
 @parcomp.stencil(radius=1)

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 
 case = sys.argv[1]
 u = DistArray.fromfunction(lambda i, j: np.sin(0.1 * i) + np.cos(0.2 * j), (24, 20), halo=1)

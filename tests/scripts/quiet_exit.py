@@ -3,7 +3,7 @@
 import os
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 
 u = DistArray.full((16,), 1.0)
 if parcomp.rank() == 1:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 
 folder, count = Path(sys.argv[1]), int(sys.argv[2])
 u = DistArray.fromfunction(lambda i, j: 100.0 * i + j, (40, 30))

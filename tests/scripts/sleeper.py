@@ -3,7 +3,7 @@
 import time
 
 import parcomp
-from parcomp.grid.array import DistArray
+from parcomp.arrays.array import DistArray
 
 u = DistArray.zeros((64,), halo=1)
 print("started", flush=True) if parcomp.rank() == 0 else None

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 
 import parcomp
+from parcomp.arrays.array import DistArray
 from parcomp.checkpoint import Checkpointer
-from parcomp.grid.array import DistArray
 
 ck = Checkpointer(sys.argv[1], keep=5, handle_signals=False)
 u = DistArray.fromfunction(lambda i, j: 100.0 * i + j, (13, 11), halo=1, periods=(True, False))

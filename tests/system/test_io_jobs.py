@@ -114,7 +114,7 @@ def test_to_hdf5_on_a_full_disk_keeps_the_old_file(small_disk):
     script = small_disk.parent / "fill.py"
     script.write_text(
         "import sys, numpy as np\n"
-        "from parcomp.grid.array import DistArray\n"
+        "from parcomp.arrays.array import DistArray\n"
         "from parcomp.runtime.errors import HDF5Error\n"
         "n = int(sys.argv[2])\n"
         "u = DistArray.fromfunction(lambda i, j: i + j * 0.5, (n, n))\n"
@@ -143,7 +143,7 @@ def test_a_read_only_target_is_a_clear_error_on_every_rank(read_only_dir):
     script = read_only_dir.parent / "ro.py"
     script.write_text(
         "import sys\n"
-        "from parcomp.grid.array import DistArray\n"
+        "from parcomp.arrays.array import DistArray\n"
         "from parcomp.runtime.errors import HDF5Error\n"
         "from parcomp.io import Series\n"
         "u = DistArray.zeros((8, 8))\n"

@@ -14,8 +14,8 @@ import json
 import numpy as np
 import parcomp.mapreduce.counter as counter
 import parcomp.runtime.exactsum as es
-from parcomp.grid.algebra import _axpy_kernel
-from parcomp.checkpoint.format import _fletcher
+from parcomp.arrays.algebra import _axpy_kernel
+from parcomp.io.slabs import _fletcher
 from parcomp.kernels import heat_step_2d
 
 es.exact_sum(np.arange(4.0))

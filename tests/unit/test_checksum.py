@@ -4,7 +4,7 @@ layout (a block between halo columns is summed in place, without a copy)."""
 import numpy as np
 import pytest
 
-from parcomp.checkpoint.format import checksum
+from parcomp.io.slabs import checksum
 
 
 def reference(a):

@@ -12,7 +12,7 @@ from parcomp.runtime.errors import ConfigError, KernelSignatureError
 from parcomp.runtime.numba_jit import check_arity, kernel_error_message
 from parcomp.runtime.ranks import format_ranks
 from parcomp.runtime.subcomm import check_tags, tag_upper_bound
-from parcomp.stencils.declared import make_spec
+from parcomp.stencils.spec import make_spec
 
 
 def kernel(u, out, alpha):

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from parcomp.checkpoint.format import slab_bounds, slab_rows
 from parcomp.checkpoint.manifest import Manifest, manifest_digest
 from parcomp.checkpoint.writer import build_manifest
 from parcomp.grid.partition import Partition
+from parcomp.io.slabs import slab_bounds, slab_rows
 from parcomp.runtime.errors import CheckpointSchemaError
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

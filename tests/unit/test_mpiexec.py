@@ -13,10 +13,10 @@ from parcomp.launch.mpiexec import (
     mpiexec_argv,
     mpiexec_identity,
     mpiexec_mismatch,
-    parse_library_version,
     parse_mpiexec_version,
 )
 from parcomp.runtime.errors import ConfigError, MPIExecNotFoundError
+from parcomp.runtime.library import parse_library_version
 from tests.conftest import MPIEXEC
 
 

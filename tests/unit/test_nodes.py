@@ -5,7 +5,6 @@ import random
 
 import pytest
 
-import parcomp.runtime.ranks as ranks
 from parcomp.runtime import nodes
 from parcomp.runtime.errors import ConfigError
 
@@ -70,7 +69,7 @@ def test_node_name_override_and_emulation(monkeypatch):
     names = []
     for world_rank in range(5):
         monkeypatch.setattr(nodes, "_cached", None)
-        monkeypatch.setattr(ranks, "world_rank_size", lambda r=world_rank: (r, 5))
+        monkeypatch.setattr(nodes, "world_rank_size", lambda r=world_rank: (r, 5))
         names.append(nodes.node_name())
     assert names == ["box-node0", "box-node0", "box-node1", "box-node1", "box-node2"]
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parcomp.checkpoint.format import checksum, slab_bounds
 from parcomp.io.parts import check_output_sources, read_region
+from parcomp.io.slabs import checksum, slab_bounds
 from parcomp.runtime.errors import HDF5Error
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

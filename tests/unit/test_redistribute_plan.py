@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from parcomp.arrays.redistribute import _axis_blocks, pencil_dims, redistribute_plan
 from parcomp.grid.partition import Partition
-from parcomp.grid.redistribute import _axis_blocks, pencil_dims, redistribute_plan
 from parcomp.runtime.errors import RankCountError, ShapeError
 
 SHAPES = [(11,), (8, 9), (5, 6, 8)]
@@ -131,7 +131,7 @@ def test_pencil_dims_errors():
 
 
 def test_contiguity_test_matches_numpy():
-    from parcomp.grid.redistribute import _contiguous
+    from parcomp.arrays.redistribute import _contiguous
 
     rng = np.random.default_rng(0)
     for _ in range(2000):

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from parcomp.checkpoint.format import shard_name, slab_bounds
+from parcomp.checkpoint.format import shard_name
 from parcomp.checkpoint.perrank import default_range
 from parcomp.checkpoint.plan import coord_span, restore_plan
 from parcomp.grid.partition import Partition, block_range
+from parcomp.io.slabs import slab_bounds
 from parcomp.runtime.errors import CheckpointError, RankCountError
 
 

@@ -1,12 +1,12 @@
-"""The plane-selection plan (parcomp.grid.select.plane_plan), delivered in NumPy: for every
+"""The plane-selection plan (parcomp.arrays.select.plane_plan), delivered in NumPy: for every
 rank count 1-8, shape, axis and index, every cell of the plane arrives once and what a
 rank sends is what its peer expects."""
 
 import numpy as np
 import pytest
 
+from parcomp.arrays.select import plane_plan
 from parcomp.grid.partition import Partition
-from parcomp.grid.select import plane_plan
 from parcomp.runtime.errors import RankCountError
 
 

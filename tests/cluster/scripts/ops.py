@@ -19,10 +19,10 @@ import time
 import numpy as np
 
 import parcomp
+from parcomp import run_stencil
+from parcomp.arrays.array import DistArray
 from parcomp.checkpoint import Checkpointer
-from parcomp.grid.array import DistArray
 from parcomp.kernels import heat_step_2d
-from parcomp.stencils.declared import run_stencil
 
 N = 192
 

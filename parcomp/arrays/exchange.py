@@ -19,12 +19,14 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from parcomp.arrays.array import DistArray
 from parcomp.grid.halo import HaloExchange, halo_plan
-from parcomp.runtime.errors import ShapeError
+from parcomp.runtime.errors import CollectiveError, ShapeError
+from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
-    from parcomp.grid.array import DistArray
+    from parcomp.arrays.array import DistArray
 
 __all__ = ["exchange_halos", "start_exchange", "finish_exchange", "group_exchange", "check_group"]
 
@@ -41,7 +43,6 @@ def check_group(arrays: Sequence[Any]) -> list[DistArray]:
         No arrays, something that is not a DistArray, the same array twice, or arrays
         decomposed differently (global shape, process grid, halo or communicator).
     """
-    from parcomp.grid.array import DistArray
 
     arrays = list(arrays)
     if not arrays:
@@ -54,14 +55,14 @@ def check_group(arrays: Sequence[Any]) -> list[DistArray]:
     first = arrays[0]
     for i, a in enumerate(arrays[1:], 1):
         if (a.partition, a.halo) != (first.partition, first.halo) or (
-            a._halo_comm is not first._halo_comm
+            a.layout.halo_comm is not first.layout.halo_comm
         ):
             raise ShapeError(
                 f"exchange_halos: arrays 0 and {i} are decomposed differently: "
                 f"{first.global_shape} grid {first.partition.dims} halo {first.halo} "
                 f"periods {first.partition.periods} vs {a.global_shape} grid "
                 f"{a.partition.dims} halo {a.halo} periods {a.partition.periods}"
-                + ("" if a._halo_comm is first._halo_comm else " (other communicators)")
+                + ("" if a.layout.halo_comm is first.layout.halo_comm else " (other communicators)")
             )
     return arrays
 
@@ -73,7 +74,7 @@ def group_exchange(arrays: Sequence[DistArray], corners: bool, walls: bool = Fal
     message does not cross (see :func:`parcomp.grid.halo.halo_plan`)."""
     walls = walls or corners  # as DistArray._exchange: corners beside walls too
     if len(arrays) == 1 and walls == corners:
-        return arrays[0]._exchange(corners)
+        return arrays[0].exchanger(corners)
     key = (tuple(id(a) for a in arrays), corners, walls)
     hit = _GROUPS.get(key)
     if hit is not None:
@@ -84,7 +85,7 @@ def group_exchange(arrays: Sequence[DistArray], corners: bool, walls: bool = Fal
             return ex
     first = arrays[0]
     plan = halo_plan(first.partition, first.rank, first.halo, corners, walls)
-    ex = HaloExchange([a.local for a in arrays], plan, first._halo_comm)
+    ex = HaloExchange([a.local for a in arrays], plan, first.layout.halo_comm)
 
     def forget(_: Any, key: Any = key) -> None:
         _GROUPS.pop(key, None)
@@ -142,8 +143,6 @@ def finish_exchange(*arrays: DistArray, corners: bool = False) -> None:
 def _raise_everywhere(action: Any, arrays: Sequence[DistArray]) -> None:
     """Run ``action``; a state error (started twice, finished unstarted) comes from the
     same calls on every rank, so it is marked as raised by all of them."""
-    from parcomp.runtime.errors import CollectiveError
-    from parcomp.runtime.ranks import mark_everywhere
 
     try:
         action()

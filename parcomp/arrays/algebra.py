@@ -27,8 +27,11 @@ from typing import Any
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+from parcomp.arrays.select import select
 from parcomp.runtime.callid import allsum_scalar, reduce_checked
 from parcomp.runtime.errors import DTypeError, ShapeError
+from parcomp.runtime.exactsum import exact_allsum
+from parcomp.runtime.numba_jit import jit
 from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.reduce import allreduce
 from parcomp.runtime.watchdog import collective
@@ -37,7 +40,7 @@ __all__ = ["VectorAlgebra"]
 
 
 class VectorAlgebra(NDArrayOperatorsMixin):
-    """Mixin for :class:`~parcomp.grid.array.DistArray` (see the module docstring)."""
+    """Mixin for :class:`~parcomp.arrays.array.DistArray` (see the module docstring)."""
 
     __array_priority__ = 1000
     __hash__ = object.__hash__  # comparison operators are element-wise; identity hashing stays
@@ -74,7 +77,7 @@ class VectorAlgebra(NDArrayOperatorsMixin):
             *[a[(0,) * a.ndim][None] if isinstance(a, np.ndarray) else a for a in args], **probe_kw
         )
         probes = probe if isinstance(probe, tuple) else (probe,)
-        results = tuple(type(first)._like(first, np.asarray(p).dtype) for p in probes)
+        results = tuple(first.zeros_like(np.asarray(p).dtype) for p in probes)
         ufunc(*args, out=tuple(r.interior for r in results), **kwargs)
         return results[0] if len(results) == 1 else results
 
@@ -127,7 +130,7 @@ class VectorAlgebra(NDArrayOperatorsMixin):
             raise ShapeError(
                 f"{ufunc.__name__}: a NumPy array of shape {x.shape} with a DistArray: "
                 f"it must hold this rank's block, of shape {block} (or broadcast to it with "
-                "ones, as parcomp.grid.fft.frequencies gives), and this rank "
+                "ones, as parcomp.arrays.fft.frequencies gives), and this rank "
                 f"({first.rank}) has block {first.local_range}. For a global array, "
                 "DistArray.from_global makes it a DistArray"
             )
@@ -173,8 +176,6 @@ class VectorAlgebra(NDArrayOperatorsMixin):
         self._operand(other, self, np.multiply)
         a, b = self.interior, other.interior  # type: ignore[attr-defined]
         if deterministic:
-            from parcomp.runtime.exactsum import exact_allsum
-
             self._float_check("dot")
             return exact_allsum(np.multiply(a, b), self.comm)
         if a.flags.c_contiguous and b.flags.c_contiguous:
@@ -215,7 +216,6 @@ class VectorAlgebra(NDArrayOperatorsMixin):
         if deterministic:
             if axis is not None:
                 raise ValueError("sum(deterministic=True) reduces the whole array (axis=None)")
-            from parcomp.runtime.exactsum import exact_allsum
 
             self._float_check("sum")
             return exact_allsum(self.interior, self.comm)  # type: ignore[attr-defined]
@@ -281,8 +281,7 @@ class VectorAlgebra(NDArrayOperatorsMixin):
 
     def select(self, axis: int, index: int, *, dims: Any = None) -> Any:
         """The plane ``index`` of ``axis`` as a DistArray of one axis fewer (collective;
-        see :func:`parcomp.grid.select.select`): ``u.select(0, t)`` is ``u[t]``."""
-        from parcomp.grid.select import select
+        see :func:`parcomp.arrays.select.select`): ``u.select(0, t)`` is ``u[t]``."""
 
         return select(self, axis, index, dims)
 
@@ -371,8 +370,6 @@ def axpy_loops(y: Any, alpha: float, x: Any) -> None:  # pragma: no cover - comp
 def _axpy_kernel() -> Any:
     """The compiled :func:`axpy_loops` (parcomp's jit: compiled once per machine, cached)."""
     if not _AXPY:
-        from parcomp.runtime.numba_jit import jit
-
         _AXPY.append(jit(nogil=True)(axpy_loops).dispatcher)
     return _AXPY[0]
 

@@ -5,7 +5,7 @@ COMMUNICATES: every function here is collective over the array's communicator.
 
 A transform over several axes runs them one at a time, last axis first (as
 ``numpy.fft.fftn`` does).  Before each, the array is transposed, if needed, into a pencil
-with that axis whole on every rank (:meth:`parcomp.grid.array.DistArray.transpose_to`, one
+with that axis whole on every rank (:meth:`parcomp.arrays.array.DistArray.transpose_to`, one
 ``MPI_Alltoallw`` of subarray datatypes), and ``scipy.fft`` transforms the local block
 along it, in place on parcomp's own temporaries (``numpy.fft`` without SciPy, or after
 :func:`set_backend` ``("numpy")``).  A slab decomposition of a 3-D array therefore costs one transpose, a pencil
@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.grid.array import DistArray, Spectrum
+from parcomp.arrays.array import DistArray, Spectrum
+from parcomp.arrays.redistribute import pencil_dims
 from parcomp.grid.partition import Partition
 from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.errors import ConfigError, DTypeError, ParcompError, RankCountError, ShapeError
@@ -42,7 +43,7 @@ def _check(
 ) -> tuple[int, ...]:
     """Validate on this rank (the caller agrees): axes as a tuple of distinct non-negative ints."""
     if not isinstance(a, DistArray):
-        raise DTypeError(f"parcomp.grid.fft needs a DistArray, got {type(a).__name__}")
+        raise DTypeError(f"parcomp.arrays.fft needs a DistArray, got {type(a).__name__}")
     if norm not in _NORMS:
         raise ShapeError(f"norm must be one of {_NORMS}, got {norm!r}")
     if real is True and a.dtype.kind not in "biuf":
@@ -123,7 +124,7 @@ def _apply(
         if n_out == a.global_shape[axis]
         else Partition(tuple(shape), a.partition.dims, a.partition.periods)
     )
-    out = DistArray._make(partition, data.dtype, (0,) * a.ndim, a.comm)
+    out = DistArray.from_layout(a.layout.with_partition(partition, (0,) * a.ndim), data.dtype)
     out.local = data
     return out
 
@@ -175,7 +176,6 @@ def _steps(
 
 def _check_pencils(a: DistArray, steps: list[tuple[int, int]], name: str) -> None:
     """Raise a clear RankCountError now if some axis cannot be made whole in turn (PURE)."""
-    from parcomp.grid.redistribute import pencil_dims
 
     part = a.partition
     for axis, n_after in steps:
@@ -225,7 +225,7 @@ def _agree(
         [list(chosen), norm, None if out_dims is None else list(out_dims), steps],
         comm,
         lambda differ, mine, theirs: (
-            f"parcomp.grid.fft.{name} arguments differ between ranks (axes, norm, out_dims, "
+            f"parcomp.arrays.fft.{name} arguments differ between ranks (axes, norm, out_dims, "
             f"lengths): rank 0 has {mine}, rank {differ[0]} has {theirs}"
         ),
     )
@@ -256,7 +256,7 @@ def _complex(
     return _finish(cur, out_dims, Spectrum(a.global_shape, None) if kind == "fft" else None)
 
 
-@collective("parcomp.grid.fft.fftn", lambda a, *args, **kw: getattr(a, "comm", None))
+@collective("parcomp.arrays.fft.fftn", lambda a, *args, **kw: getattr(a, "comm", None))
 def fftn(
     a: DistArray,
     axes: Sequence[int] | None = None,
@@ -296,7 +296,7 @@ def fftn(
     return _complex(a, axes, norm, out_dims, "fft")
 
 
-@collective("parcomp.grid.fft.ifftn", lambda a, *args, **kw: getattr(a, "comm", None))
+@collective("parcomp.arrays.fft.ifftn", lambda a, *args, **kw: getattr(a, "comm", None))
 def ifftn(
     a: DistArray,
     axes: Sequence[int] | None = None,
@@ -312,7 +312,7 @@ def ifftn(
     return _complex(a, axes, norm, out_dims, "ifft")
 
 
-@collective("parcomp.grid.fft.rfftn", lambda a, *args, **kw: getattr(a, "comm", None))
+@collective("parcomp.arrays.fft.rfftn", lambda a, *args, **kw: getattr(a, "comm", None))
 def rfftn(
     a: DistArray,
     axes: Sequence[int] | None = None,
@@ -336,7 +336,7 @@ def rfftn(
     return _finish(cur, out_dims, Spectrum(a.global_shape, last))
 
 
-@collective("parcomp.grid.fft.irfftn", lambda a, *args, **kw: getattr(a, "comm", None))
+@collective("parcomp.arrays.fft.irfftn", lambda a, *args, **kw: getattr(a, "comm", None))
 def irfftn(
     a: DistArray,
     s: Sequence[int] | None = None,
@@ -422,7 +422,7 @@ def frequencies(
         if spectrum is None:
             raise ShapeError(
                 f"frequencies: this {a.global_shape} array is not the result of a "
-                "parcomp.grid.fft transform (no spectrum metadata), so whether an axis was halved "
+                "parcomp.arrays.fft transform (no spectrum metadata), so whether an axis was halved "
                 "by rfftn is unknown; pass shape= the real-space shape"
             )
         real = spectrum.shape

@@ -8,7 +8,7 @@ for scatter and gather, so no two subsystems' messages can ever match.  Collecti
 report to the hang watchdog (:mod:`parcomp.runtime.watchdog`).
 
 Arithmetic, ufuncs, ``dot``/``norm``/``sum(axis=)`` and global indexing come from
-:class:`parcomp.grid.algebra.VectorAlgebra` (its docstring says which are local, which collective).
+:class:`parcomp.arrays.algebra.VectorAlgebra` (its docstring says which are local, which collective).
 
 Each rank holds one C-contiguous buffer: its block of the global array (the *interior*)
 surrounded by ``halo[i]`` ghost cells on both sides of each axis.  On a periodic axis the
@@ -24,12 +24,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from parcomp.grid.algebra import VectorAlgebra
+from parcomp.arrays.algebra import VectorAlgebra
+from parcomp.arrays.redistribute import pencil_dims, redistribute_array
 from parcomp.grid.halo import HaloExchange, check_halo, halo_plan, largest_tag
-from parcomp.grid.partition import Partition
+from parcomp.grid.layout import Layout
+from parcomp.grid.partition import Partition, per_axis
+from parcomp.io.hdf5 import open_dataset, read_into, save_hdf5
 from parcomp.runtime.agree import raise_if_any, raise_if_differ
+from parcomp.runtime.callid import check_in
 from parcomp.runtime.errors import DTypeError, ParcompError, ShapeError
-from parcomp.runtime.ranks import resolve_comm
+from parcomp.runtime.ranks import mpi_datatype, resolve_comm
 from parcomp.runtime.subcomm import check_tags, subsystem_comm
 from parcomp.runtime.watchdog import collective
 
@@ -40,7 +44,7 @@ __all__ = ["DistArray", "Spectrum"]
 
 
 class Spectrum(NamedTuple):
-    """Where a Fourier transform's values sit (set by :mod:`parcomp.grid.fft` on its results).
+    """Where a Fourier transform's values sit (set by :mod:`parcomp.arrays.fft` on its results).
 
     Attributes
     ----------
@@ -65,15 +69,6 @@ def _check_dtype(dtype: Any) -> np.dtype:
     if dt.kind not in _NUMERIC:
         raise DTypeError(f"DistArray needs a numeric or bool dtype, got {dt}")
     return dt
-
-
-def _per_axis(value: int | Sequence[int] | bool | Sequence[bool], ndim: int, name: str) -> tuple:
-    if isinstance(value, bool | int | np.integer | np.bool_):
-        return (value,) * ndim
-    out = tuple(value)
-    if len(out) != ndim:
-        raise ShapeError(f"{name} {out} has {len(out)} entries, expected one per axis ({ndim})")
-    return out
 
 
 class DistArray(VectorAlgebra):
@@ -126,10 +121,10 @@ class DistArray(VectorAlgebra):
             partition = Partition.create(
                 shape,
                 comm.Get_size(),
-                periods=_per_axis(periods, len(shape), "periods"),
+                periods=per_axis(periods, len(shape), "periods"),
                 dims=dims,
             )
-            widths = check_halo(partition, _per_axis(halo, partition.ndim, "halo"))
+            widths = check_halo(partition, per_axis(halo, partition.ndim, "halo"))
             check_tags(largest_tag(partition.ndim), f"a {partition.ndim}-d halo exchange")
             key = (partition.global_shape, dt.str, widths, partition.periods, partition.dims)
         except (ParcompError, TypeError, ValueError) as exc:
@@ -145,44 +140,41 @@ class DistArray(VectorAlgebra):
         )
         # Private communicators for halo exchange and scatter/gather (collective the first
         # time per communicator; later arrays on it reuse them, see parcomp.runtime.subcomm).
-        self._setup(
-            partition, dt, widths, comm, subsystem_comm(comm, "halo"), subsystem_comm(comm, "array")
+        layout = Layout(
+            partition,
+            widths,
+            comm,
+            subsystem_comm(comm, "halo"),
+            subsystem_comm(comm, "array"),
+            int(comm.Get_rank()),
         )
+        self._setup(layout, dt)
 
-    def _setup(
-        self,
-        partition: Partition,
-        dtype: np.dtype,
-        halo: tuple[int, ...],
-        comm: Any,
-        halo_comm: Any,
-        array_comm: Any,
-    ) -> None:
-        self.partition = partition
+    def _setup(self, layout: Layout, dtype: np.dtype) -> None:
+        #: Where the data lives (partition, halo, communicators): frozen, shared by the
+        #: arrays made alike; what every module that moves the data reads.
+        self.layout = layout
+        self.partition = layout.partition
         self.dtype = dtype
-        self.halo = halo
-        self.comm = comm
-        self._halo_comm = halo_comm
-        self._array_comm = array_comm
-        self.rank = int(comm.Get_rank())
-        local_shape = partition.local_shape(self.rank)
-        self.local = np.zeros(
-            tuple(n + 2 * h for n, h in zip(local_shape, halo, strict=True)), dtype
-        )
-        self._interior = tuple(slice(h, h + n) for h, n in zip(halo, local_shape, strict=True))
-        self._interior_view = self.local[self._interior]
+        self.halo = layout.halo
+        self.comm = layout.comm
+        self.rank = layout.rank
+        self.local = np.zeros(layout.buffer_shape, dtype)
+        self._interior_view = self.local[layout.interior]
         self._exchanges: dict[bool, HaloExchange] = {}
         #: Descriptive attributes (``units``, ``long_name`` ...): set by ``load_hdf5``
         #: from the file's variable; local, never communicated, not kept by arithmetic.
         self.attrs: dict[str, Any] = {}
 
     @classmethod
-    def _like(cls, other: DistArray, dtype: Any = None) -> DistArray:
-        """Same decomposition and halo as ``other``; no communication (metadata already agreed)."""
+    def from_layout(cls, layout: Layout, dtype: Any = np.float64) -> DistArray:
+        """A zero array of ``layout`` (local: its ranks agreed on it when it was made).
+
+        For code that makes arrays of a layout it computed on every rank alike (a new
+        process grid in ``redistribute``, a spectrum in ``fft``): no communication.
+        """
         new = cls.__new__(cls)
-        dt = other.dtype if dtype is None else _check_dtype(dtype)
-        new._setup(other.partition, dt, other.halo, other.comm, other._halo_comm, other._array_comm)
-        new.spectrum = other.spectrum
+        new._setup(layout, _check_dtype(dtype))
         return new
 
     # ---------------------------------------------------------------- constructors
@@ -289,9 +281,9 @@ class DistArray(VectorAlgebra):
         arr._scatter(array if is_root else None, root)
         return arr
 
-    #: Set on the results of :mod:`parcomp.grid.fft` transforms (and kept by ``copy``,
+    #: Set on the results of :mod:`parcomp.arrays.fft` transforms (and kept by ``copy``,
     #: ``zeros_like``, arithmetic and ``redistribute``): the real-space shape and the axis an
-    #: ``rfftn`` halved, so :func:`parcomp.grid.fft.frequencies` places the values by itself.
+    #: ``rfftn`` halved, so :func:`parcomp.arrays.fft.frequencies` places the values by itself.
     spectrum: Spectrum | None = None
 
     # ---------------------------------------------------------------- properties and views
@@ -320,7 +312,7 @@ class DistArray(VectorAlgebra):
         """View of this rank's block, without ghost cells (writes go to the buffer)."""
         view = self._interior_view  # made once: vector algebra asks for it on every call
         if view.base is not self.local:  # the buffer was replaced: view the new one
-            view = self._interior_view = self.local[self._interior]
+            view = self._interior_view = self.local[self.layout.interior]
         return view
 
     def __repr__(self) -> str:
@@ -332,13 +324,15 @@ class DistArray(VectorAlgebra):
 
     def copy(self) -> DistArray:
         """A copy with the same decomposition (local; no communication)."""
-        new = DistArray._like(self)
+        new = self.zeros_like()
         new.local[...] = self.local
         return new
 
     def zeros_like(self, dtype: Any = None) -> DistArray:
         """A zero array with the same decomposition and halo (local; no communication)."""
-        return DistArray._like(self, dtype)
+        new = type(self).from_layout(self.layout, self.dtype if dtype is None else dtype)
+        new.spectrum = self.spectrum
+        return new
 
     def fill_boundary(self, value: Any) -> None:
         """Set the ghost cells outside the global domain (non-periodic sides) to ``value``."""
@@ -355,13 +349,14 @@ class DistArray(VectorAlgebra):
                 self.local[tuple(index)] = value
 
     # ---------------------------------------------------------------- communication
-    def _exchange(self, corners: bool) -> HaloExchange:
+    def exchanger(self, corners: bool) -> HaloExchange:
+        """This array's halo exchange (made once per ``corners``; local until run)."""
         ex = self._exchanges.get(corners)
         if ex is None:
             # with corners, also the wall ghost cells beside a neighbour's block (its copy
             # of its own wall ghosts: no diagonal neighbour exists to send them)
             plan = halo_plan(self.partition, self.rank, self.halo, corners, walls=corners)
-            ex = HaloExchange(self.local, plan, self._halo_comm)
+            ex = HaloExchange(self.local, plan, self.layout.halo_comm)
             self._exchanges[corners] = ex
         return ex
 
@@ -374,22 +369,20 @@ class DistArray(VectorAlgebra):
         Collective over the array's communicator.  Non-blocking to all neighbours at once
         with persistent requests and subarray datatypes built on the first call and reused.
         """
-        self._exchange(corners).exchange()
+        self.exchanger(corners).exchange()
 
     @collective("DistArray.start_exchange")
     def start_exchange(self, corners: bool = False) -> None:
         """Start a halo exchange and return at once (compute the interior meanwhile)."""
-        self._exchange(corners).start()
+        self.exchanger(corners).start()
 
     @collective("DistArray.finish_exchange")
     def finish_exchange(self, corners: bool = False) -> None:
         """Wait for the exchange started by :meth:`start_exchange`."""
-        self._exchange(corners).wait()
+        self.exchanger(corners).wait()
 
     def _block_type(self, rank: int) -> Any:
         from mpi4py import MPI
-
-        from parcomp.runtime.ranks import mpi_datatype
 
         (starts, sizes) = zip(
             *((a, b - a) for a, b in self.partition.local_range(rank)), strict=True
@@ -402,8 +395,6 @@ class DistArray(VectorAlgebra):
 
     def _interior_type(self) -> Any:
         from mpi4py import MPI
-
-        from parcomp.runtime.ranks import mpi_datatype
 
         t = mpi_datatype(self.dtype).Create_subarray(
             list(self.local.shape), list(self.local_shape), list(self.halo), order=MPI.ORDER_C
@@ -420,34 +411,20 @@ class DistArray(VectorAlgebra):
                 data = np.ascontiguousarray(array)
                 types = [self._block_type(r) for r in range(self.partition.size)]
                 reqs = [
-                    self._array_comm.Isend([data, 1, types[r]], r, tag=1)
+                    self.layout.array_comm.Isend([data, 1, types[r]], r, tag=1)
                     for r in range(self.partition.size)
                     if r != root
                 ]
-                self._array_comm.Sendrecv(
+                self.layout.array_comm.Sendrecv(
                     [data, 1, types[root]], root, 1, [self.local, 1, mine], root, 1
                 )
                 MPI.Request.Waitall(reqs)
                 for t in types:
                     t.Free()
             else:
-                self._array_comm.Recv([self.local, 1, mine], root, tag=1)
+                self.layout.array_comm.Recv([self.local, 1, mine], root, tag=1)
         finally:
             mine.Free()
-
-    @classmethod
-    def _make(cls, partition: Partition, dtype: Any, halo: Sequence[int], comm: Any) -> DistArray:
-        """A zero array of an agreed layout on ``comm`` (local: the caller agreed on it)."""
-        new = cls.__new__(cls)
-        new._setup(
-            partition,
-            np.dtype(dtype),
-            tuple(halo),
-            comm,
-            subsystem_comm(comm, "halo"),
-            subsystem_comm(comm, "array"),
-        )
-        return new
 
     @collective("DistArray.redistribute")
     def redistribute(
@@ -469,7 +446,7 @@ class DistArray(VectorAlgebra):
             Ghost-cell width of the result (default: this array's, if it fits the new
             blocks, else 0).  Ghost cells are not filled: call :meth:`exchange_halos`.
         method : {"alltoallw", "alltoallv"}, optional
-            Transport (default :data:`parcomp.grid.redistribute.DEFAULT_METHOD`, chosen by
+            Transport (default :data:`parcomp.arrays.redistribute.DEFAULT_METHOD`, chosen by
             measurement).
         out : DistArray, optional
             Write into this array (same global shape, dtype and communicator; its grid
@@ -492,21 +469,19 @@ class DistArray(VectorAlgebra):
         -----
         Collective over the array's communicator.  One ``MPI_Alltoallw`` over subarray
         datatypes (or ``MPI_Alltoallv`` of packed blocks); nothing is pickled.  The plan
-        is :func:`parcomp.grid.redistribute.redistribute_plan`.
+        is :func:`parcomp.arrays.redistribute.redistribute_plan`.
         """
-        from parcomp.grid.redistribute import redistribute_array
 
         return redistribute_array(self, dims, halo, method, out)
 
     def transpose_to(self, axis: int, *, halo: int | Sequence[int] = 0) -> DistArray:
         """The same global array as a pencil: ``axis`` whole on every rank (a new DistArray).
 
-        The grid is :func:`parcomp.grid.redistribute.pencil_dims` of this one: the ranks along
+        The grid is :func:`parcomp.arrays.redistribute.pencil_dims` of this one: the ranks along
         ``axis`` move to an axis that is whole now, so that a sequence of transposes (a
         distributed FFT) only exchanges within rows of the grid.  Collective; see
         :meth:`redistribute` for the errors.
         """
-        from parcomp.grid.redistribute import pencil_dims
 
         error: BaseException | None = None
         dims: tuple[int, ...] | None = None
@@ -530,21 +505,33 @@ class DistArray(VectorAlgebra):
         Collective; replaces the file atomically.  See :func:`parcomp.io.save_hdf5` (which
         writes several arrays into one file) for the two back ends and the errors.
         """
-        from parcomp.io.hdf5 import save_hdf5
-
         return save_hdf5(path, {name: self}, attrs=attrs, mpio=mpio)
 
     @classmethod
-    def from_hdf5(cls, path: Any, name: str = "data", **layout: Any) -> DistArray:
+    def from_hdf5(
+        cls,
+        path: Any,
+        name: str = "data",
+        *,
+        halo: int | Sequence[int] = 0,
+        periods: bool | Sequence[bool] = False,
+        dims: Sequence[int | None] | None = None,
+        comm: MPI.Comm | None = None,
+        dtype: Any = None,
+        global_shape: Sequence[int] | None = None,
+        decode: bool = True,
+    ) -> DistArray:
         """Read dataset ``name`` of any HDF5 file into a new DistArray, each rank its block.
 
-        Collective.  ``layout``: ``halo``, ``periods``, ``dims``, ``comm``, the expected
-        ``dtype`` / ``global_shape``, and ``decode`` (CF packing and fill values,
-        default True).  See :func:`parcomp.io.load_hdf5`.
+        Collective; the arguments, result and errors are :func:`parcomp.load_hdf5`'s.
         """
-        from parcomp.io.hdf5 import load_hdf5
-
-        return load_hdf5(path, name, **layout)
+        comm = resolve_comm(comm)
+        found = open_dataset(
+            path, name, comm=comm, dtype=dtype, global_shape=global_shape, decode=decode
+        )
+        arr = cls(found.shape, found.dtype, halo=halo, periods=periods, dims=dims, comm=comm)
+        read_into(path, name, arr, found)
+        return arr
 
     @collective("DistArray.gather")
     def gather(self, root: int = 0) -> np.ndarray | None:
@@ -557,8 +544,6 @@ class DistArray(VectorAlgebra):
         """
         from mpi4py import MPI
 
-        from parcomp.runtime.callid import check_in
-
         # point-to-point messages carry no identity: check in first (one word), so a gather
         # on some ranks only meets the others' collective there and raises, instead of
         # matching a later gather's messages (stale blocks) or hanging
@@ -569,7 +554,7 @@ class DistArray(VectorAlgebra):
                 out = np.empty(self.global_shape, self.dtype)
                 types = [self._block_type(r) for r in range(self.partition.size)]
                 reqs = [
-                    self._array_comm.Irecv([out, 1, types[r]], r, tag=2)
+                    self.layout.array_comm.Irecv([out, 1, types[r]], r, tag=2)
                     for r in range(self.partition.size)
                     if r != root
                 ]
@@ -578,7 +563,75 @@ class DistArray(VectorAlgebra):
                 for t in types:
                     t.Free()
                 return out
-            self._array_comm.Send([self.local, 1, mine], root, tag=2)
+            self.layout.array_comm.Send([self.local, 1, mine], root, tag=2)
             return None
         finally:
             mine.Free()
+
+
+def load_hdf5(
+    path: Any,
+    name: str,
+    *,
+    halo: int | Sequence[int] = 0,
+    periods: bool | Sequence[bool] = False,
+    dims: Sequence[int | None] | None = None,
+    comm: MPI.Comm | None = None,
+    dtype: Any = None,
+    global_shape: Sequence[int] | None = None,
+    decode: bool = True,
+) -> DistArray:
+    """Read an N-d dataset of any HDF5 file into a new DistArray; each rank reads its block.
+
+    Parameters
+    ----------
+    path : path-like
+        An HDF5 file (written by parcomp or not).
+    name : str
+        The dataset's path in the file (``"u"``, ``"/results/u"``).
+    halo, periods, dims, comm
+        The new array's layout, as for :class:`~parcomp.DistArray`: any rank count and
+        process grid, whatever wrote the file.
+    dtype : numpy dtype, optional
+        The dtype expected (of the decoded values); another dtype raises (no silent
+        conversion).
+    global_shape : sequence of int, optional
+        The shape expected; a dataset of another shape raises.
+    decode : bool, default True
+        Decode CF-packed and masked variables as xarray does (:mod:`parcomp.io.cf`):
+        ``scale_factor``/``add_offset`` applied, ``_FillValue``/``missing_value`` and
+        values outside ``valid_range`` become NaN (a float result), ``_Unsigned``
+        honoured.  False: the stored values.  A dataset without those attributes is read
+        as it is either way.
+
+    Returns
+    -------
+    DistArray
+        Interior filled from the file; ghost cells zero.  ``attrs`` holds the dataset's
+        descriptive CF attributes (``units``, ``long_name``, ``standard_name`` ...).
+
+    Raises
+    ------
+    HDF5Error
+        Missing or unreadable file, not a regular file, no such dataset, a virtual
+        dataset with missing source files, a failed read.
+    ShapeError, DTypeError
+        A shape or dtype that is not numeric, too large, or not the one expected.
+
+    Notes
+    -----
+    Collective over ``comm``.  Every rank checks the file; the shape and dtype every rank
+    saw are compared, so a rank that sees another file (node-local paths) raises
+    everywhere instead of reading a different array.
+    """
+    return DistArray.from_hdf5(
+        path,
+        name,
+        halo=halo,
+        periods=periods,
+        dims=dims,
+        comm=comm,
+        dtype=dtype,
+        global_shape=global_shape,
+        decode=decode,
+    )

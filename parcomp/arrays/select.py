@@ -15,22 +15,22 @@ agreed metadata, so that no rank skips the exchange the others enter).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from parcomp.grid.layout import Decomposed
 from parcomp.grid.partition import Partition
 from parcomp.runtime.agree import raise_if_any, raise_if_differ
 from parcomp.runtime.errors import ParcompError, RankCountError, ShapeError
 from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.watchdog import collective
 
-if TYPE_CHECKING:  # pragma: no cover
-    from parcomp.grid.array import DistArray
-
 __all__ = ["plane_plan", "select"]
 
 Block = tuple[tuple[int, int], ...]
+#: A DistArray (this module is below it: DistArray.select and a[t] call it).
+A = TypeVar("A", bound=Decomposed)
 
 
 def _intersect(a: Block, b: Block) -> Block | None:
@@ -74,7 +74,7 @@ def plane_plan(
 
 
 @collective("DistArray.select")
-def select(a: DistArray, axis: int, index: int, dims: Any = None) -> DistArray:
+def select(a: A, axis: int, index: int, dims: Any = None) -> A:
     """The plane ``index`` of ``axis`` as a DistArray of one axis fewer (collective).
 
     Parameters
@@ -95,8 +95,6 @@ def select(a: DistArray, axis: int, index: int, dims: Any = None) -> DistArray:
         Same dtype and communicator, no ghost cells, the periods of the other axes.
     """
     from mpi4py import MPI
-
-    from parcomp.grid.array import DistArray
 
     error: BaseException | None = None
     ax = ix = 0
@@ -130,7 +128,7 @@ def select(a: DistArray, axis: int, index: int, dims: Any = None) -> DistArray:
     if dims is None and a.partition.dims[ax] == 1:
         dims = tuple(d for k, d in enumerate(a.partition.dims) if k != ax)
     try:
-        out = DistArray(shape, a.dtype, periods=periods, dims=dims, comm=a.comm)
+        out = type(a)(shape, a.dtype, periods=periods, dims=dims, comm=a.comm)
     except RankCountError as exc:  # raised on every rank alike (agreed metadata)
         raise mark_everywhere(
             RankCountError(
@@ -170,7 +168,7 @@ def select(a: DistArray, axis: int, index: int, dims: Any = None) -> DistArray:
     recv = np.empty(int(recv_counts.sum()), a.dtype)
     item = a.dtype.itemsize
     displs = lambda c: np.concatenate(([0], np.cumsum(c)[:-1])) * item  # noqa: E731
-    a._array_comm.Alltoallv(
+    a.layout.array_comm.Alltoallv(
         [send.view(np.uint8), send_counts * item, displs(send_counts), MPI.BYTE],
         [recv.view(np.uint8), recv_counts * item, displs(recv_counts), MPI.BYTE],
     )

@@ -8,7 +8,7 @@ buffers (ghost cells skipped) and moves the data in one ``MPI_Alltoallw``: nothi
 pickled, nothing is packed in Python.
 
 A redistribution between two *pencils* (one axis whole on every rank) is the transpose
-of a distributed FFT (:mod:`parcomp.grid.fft`), as in mpi4py-fft and P3DFFT.  The same engine
+of a distributed FFT (:mod:`parcomp.arrays.fft`), as in mpi4py-fft and P3DFFT.  The same engine
 moves an array between any two grids, e.g. from a 2x2 block grid to 4 slabs.
 
 Transport choice, measured (``bench/redistribute.py``, BENCHMARKS.md): ``alltoallw``
@@ -26,8 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from parcomp.grid.partition import Partition, dims_create
-from parcomp.runtime.errors import ConfigError, RankCountError, ShapeError
+from parcomp.grid.halo import check_halo
+from parcomp.grid.partition import Partition, dims_create, per_axis
+from parcomp.runtime.agree import raise_if_any, raise_if_differ
+from parcomp.runtime.errors import ConfigError, ParcompError, RankCountError, ShapeError
+from parcomp.runtime.ranks import mpi_datatype
 
 __all__ = [
     "Transfer",
@@ -265,8 +268,6 @@ class Redistribution:
     # -- alltoallw: one subarray datatype per peer and direction
     def _build_w(self) -> None:
 
-        from parcomp.runtime.ranks import mpi_datatype
-
         base = mpi_datatype(self.dtype)
         p = self.size
         self._scounts = [0] * p
@@ -383,7 +384,6 @@ class Redistribution:
                 [dest, self._rcounts, self._displs, self._rtypes],
             )
             return
-        from parcomp.runtime.ranks import mpi_datatype
 
         if self._self_copy is not None:
             dest[self._self_copy[1]] = source[self._self_copy[0]]
@@ -452,11 +452,7 @@ def redistribute_array(
     method: str | None,
     out: Any,
 ) -> Any:
-    """:meth:`parcomp.grid.array.DistArray.redistribute` (see there; collective)."""
-    from parcomp.grid.array import DistArray, _per_axis
-    from parcomp.grid.halo import check_halo
-    from parcomp.runtime.agree import raise_if_any, raise_if_differ
-    from parcomp.runtime.errors import ParcompError
+    """:meth:`parcomp.arrays.array.DistArray.redistribute` (see there; collective)."""
 
     error: BaseException | None = None
     key: tuple = ()
@@ -471,7 +467,7 @@ def redistribute_array(
         if out is not None:
             if out is arr:
                 raise ShapeError("out= must be another array than the one redistributed")
-            if not isinstance(out, DistArray):
+            if not isinstance(out, type(arr)):
                 raise ShapeError(f"out= must be a DistArray, got {type(out).__name__}")
             if out.global_shape != arr.global_shape or out.dtype != arr.dtype:
                 raise ShapeError(
@@ -508,7 +504,7 @@ def redistribute_array(
             except ShapeError:
                 widths = (0,) * arr.ndim
         else:
-            widths = check_halo(target, _per_axis(halo, arr.ndim, "halo"))
+            widths = check_halo(target, per_axis(halo, arr.ndim, "halo"))
         key = (target.dims, widths, chosen)
     except (ParcompError, TypeError, ValueError) as exc:
         error = exc if isinstance(exc, ParcompError) else ShapeError(str(exc))
@@ -523,9 +519,9 @@ def redistribute_array(
     )
     assert target is not None
     if out is None:
-        out = DistArray._make(target, arr.dtype, widths, arr.comm)
+        out = type(arr).from_layout(arr.layout.with_partition(target, widths), arr.dtype)
     engine = get(arr.partition, target, arr.halo, widths, arr.dtype, arr.rank, key[2])
-    engine.run(arr._array_comm, arr.local, out.local)
+    engine.run(arr.layout.array_comm, arr.local, out.local)
     out.spectrum = arr.spectrum
     return out
 
