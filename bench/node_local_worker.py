@@ -29,9 +29,9 @@ def main() -> None:
     u = DistArray.fromfunction(lambda i, j: np.sin(i * 0.001) * np.cos(j * 0.002), (n, n))
     only_shared = Checkpointer(shared / "a", keep=1, handle_signals=False)
     no_flush = Checkpointer(
-        shared / "b", local_dir=local / "b", flush_every=None, keep=1, handle_signals=False
+        shared / "b", local_directory=local / "b", flush_every=None, keep=1, handle_signals=False
     )
-    flushing = Checkpointer(shared / "c", local_dir=local / "c", keep=1, handle_signals=False)
+    flushing = Checkpointer(shared / "c", local_directory=local / "c", keep=1, handle_signals=False)
     step = [0]
 
     def save(ck):

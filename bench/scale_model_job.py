@@ -48,7 +48,7 @@ def main() -> None:
     from parcomp.checkpoint import Checkpointer
 
     shared = Checkpointer(folder / "ck", keep=2, comm=u.comm)
-    tiered = Checkpointer(folder / "ck2", keep=2, local_dir=folder / "local", comm=u.comm)
+    tiered = Checkpointer(folder / "ck2", keep=2, local_directory=folder / "local", comm=u.comm)
     shared.save(0, arrays={"u": u})
     tiered.save(0, arrays={"u": u})
     for path in PATHS:

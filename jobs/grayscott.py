@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp import run_stencil
-from parcomp.arrays.array import DistArray
+from parcomp import DistArray, run_stencil
 from parcomp.io import dataset_sha256, save_hdf5
 from parcomp.kernels import gray_scott_numpy, gray_scott_step
 
@@ -94,7 +93,7 @@ def simulate(
     args = tuple(params[name] for name in ("du", "dv", "f", "k", "dt"))
     record = None
     if series is not None and series_every:
-        from parcomp.io import Series
+        from parcomp import Series
 
         record = Series(
             series,
@@ -183,9 +182,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     ckpt = None
     if args.checkpoint_dir is not None:
-        from parcomp.checkpoint import Checkpointer
+        from parcomp import Checkpointer
 
-        ckpt = Checkpointer(args.checkpoint_dir, every_steps=args.checkpoint_every)
+        ckpt = Checkpointer(args.checkpoint_dir, every=args.checkpoint_every)
     if args.series_every < 0:
         raise parcomp.ConfigError(f"--series-every must be >= 0, got {args.series_every}")
     series = make_folder(args.out, parcomp.default_comm()) / "series.h5"

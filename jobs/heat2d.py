@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp import run_stencil
-from parcomp.arrays.array import DistArray
+from parcomp import DistArray, run_stencil
 from parcomp.kernels import heat_step_2d
 from parcomp.testing import inject_failure
 
@@ -105,8 +104,7 @@ def simulate(
     v = u.zeros_like()
     series = None
     if series_every:
-        from parcomp.io import Series
-        from parcomp.runtime.agree import raise_if_any
+        from parcomp import Series, raise_if_any
 
         made = None
         if u.rank == 0:
@@ -177,7 +175,7 @@ def simulate(
 def write_outputs(u: DistArray, out: Path, attrs: dict, png: bool) -> list[Path]:
     """Write ``heat2d.h5`` (in parallel, atomically: no gather) and, from a subsample read
     back on rank 0, ``heat2d.png`` into ``out``; return the paths (collective)."""
-    from parcomp.runtime.agree import raise_if_any
+    from parcomp import raise_if_any
 
     error = None
     if u.rank == 0:
@@ -326,21 +324,21 @@ def main(argv: list[str] | None = None) -> None:
 
     def job(comm):
         # Called again on the survivors after an in-job recovery (parcomp run --ulfm).
-        from parcomp.runtime.resilient import recoveries
+        from parcomp import recoveries
 
         if args.die_in_recovery is not None and recoveries() == 1:
             inject_failure(0, 0, args.die_in_recovery, comm)  # the others are restoring
         ckpt = None
         if args.checkpoint_dir is not None:
-            from parcomp.checkpoint import Checkpointer
+            from parcomp import Checkpointer
 
             ckpt = Checkpointer(
                 args.checkpoint_dir,
-                every_steps=args.checkpoint_every,
+                every=args.checkpoint_every,
                 every_seconds=args.checkpoint_seconds,
                 keep=args.keep,
-                async_write=args.async_checkpoint,
-                local_dir=args.local_dir,
+                asynchronous=args.async_checkpoint,
+                local_directory=args.local_dir,
                 flush_every=args.flush_every,
                 mpio=args.mpio,
                 comm=comm,

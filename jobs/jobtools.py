@@ -30,6 +30,6 @@ def checkpointer(args: argparse.Namespace) -> Any:
         raise parcomp.ConfigError("--checkpoint-every needs --checkpoint-dir")
     if args.checkpoint_dir is None:
         return None
-    from parcomp.checkpoint import Checkpointer
+    from parcomp import Checkpointer
 
-    return Checkpointer(args.checkpoint_dir, every_steps=args.checkpoint_every)
+    return Checkpointer(args.checkpoint_dir, every=args.checkpoint_every)

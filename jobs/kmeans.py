@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 import parcomp
-from parcomp.arrays.array import DistArray
+from parcomp import DistArray
 from parcomp.kernels import kmeans_stats
 from parcomp.testing import inject_failure
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     points, truth = make_points(args.points, args.k, args.dim, args.seed)
     ckpt = None
     if args.checkpoint_dir:
-        from parcomp.checkpoint import Checkpointer
+        from parcomp import Checkpointer
 
         ckpt = Checkpointer(args.checkpoint_dir)
     centroids, inertia, done = kmeans(

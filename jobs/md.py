@@ -32,10 +32,8 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp.arrays.array import DistArray
+from parcomp import DistArray, DistParticles, exact_allsum
 from parcomp.kernels import lj_forces, lj_forces_numpy
-from parcomp.particles.dist import DistParticles
-from parcomp.runtime.exactsum import exact_allsum
 from parcomp.testing import inject_failure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other jobs' helpers

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     ckpt = None
     if args.checkpoint_dir:
-        from parcomp.checkpoint import Checkpointer
+        from parcomp import Checkpointer
 
         ckpt = Checkpointer(args.checkpoint_dir)
     pi = estimate_pi(

@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp import run_stencil, stencil
-from parcomp.arrays.array import DistArray
+from parcomp import DistArray, run_stencil, stencil
 from parcomp.io import dataset_sha256, save_hdf5
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other jobs' helpers
@@ -144,9 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         raise parcomp.ConfigError(f"--n must be >= 2 and 0 < --tol < 1, got {args.n}, {args.tol}")
     ckpt = None
     if args.checkpoint_dir is not None:
-        from parcomp.checkpoint import Checkpointer
+        from parcomp import Checkpointer
 
-        ckpt = Checkpointer(args.checkpoint_dir, every_steps=args.checkpoint_every)
+        ckpt = Checkpointer(args.checkpoint_dir, every=args.checkpoint_every)
     x, iterations, residual, seconds = solve(
         args.n,
         args.tol,

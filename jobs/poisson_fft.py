@@ -23,9 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp import fft
-from parcomp.arrays.array import DistArray
-from parcomp.io import save_hdf5
+from parcomp import DistArray, fft, save_hdf5
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other jobs' helpers
 
@@ -64,7 +62,7 @@ def solve(f: DistArray) -> DistArray:
     k2 = kx * kx + ky * ky + kz * kz
     with np.errstate(divide="ignore", invalid="ignore"):
         fk.interior[...] = np.where(k2 > 0, -fk.interior / k2, 0.0)
-    return fft.irfftn(fk, s=shape, out_dims=f.partition.dims)
+    return fft.irfftn(fk, s=shape, dims=f.partition.dims)
 
 
 def main(argv: list[str] | None = None) -> None:

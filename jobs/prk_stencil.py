@@ -24,8 +24,7 @@ import time
 import numpy as np
 
 import parcomp
-from parcomp import run_stencil
-from parcomp.arrays.array import DistArray
+from parcomp import DistArray, run_stencil
 from parcomp.kernels import PRK_RADIUS, prk_star2
 
 #: flops per updated cell, as PRK counts them: 2 per stencil point (9) plus one

@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import parcomp
-from parcomp import run_stencil
-from parcomp.arrays.array import DistArray
+from parcomp import DistArray, run_stencil
 from parcomp.io import dataset_sha256, save_hdf5
 from parcomp.kernels import wave_step
 
@@ -185,9 +184,9 @@ def main(argv: list[str] | None = None) -> None:
         raise parcomp.ConfigError("--stop-at-step needs --checkpoint-dir (to resume from)")
     ckpt = None
     if args.checkpoint_dir is not None:
-        from parcomp.checkpoint import Checkpointer
+        from parcomp import Checkpointer
 
-        ckpt = Checkpointer(args.checkpoint_dir, every_steps=args.checkpoint_every)
+        ckpt = Checkpointer(args.checkpoint_dir, every=args.checkpoint_every)
     common = dict(c=args.c, cfl=args.cfl, final_time=args.time, p=args.p, q=args.q)
     u, errors, steps, seconds = simulate(
         args.n, checkpointer=ckpt, progress=True, stop_at=args.stop_at_step, **common

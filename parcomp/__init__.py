@@ -64,6 +64,13 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "WorkerError": ("parcomp.front.workers", "WorkerError"),
     "run_job": ("parcomp.front.notebook", "run_job"),
     "run_resilient": ("parcomp.runtime.resilient", "run_resilient"),
+    "read_h5": ("parcomp.front.notebook", "read_h5"),
+    "Series": ("parcomp.io.series", "Series"),
+    "Layout": ("parcomp.grid.layout", "Layout"),
+    "block_range": ("parcomp.grid.partition", "block_range"),
+    "exact_allsum": ("parcomp.runtime.exactsum", "exact_allsum"),
+    "recoveries": ("parcomp.runtime.resilient", "recoveries"),
+    "plot_rates": ("parcomp.front.notebook", "plot_rates"),
 }
 
 __all__ = [
@@ -99,7 +106,8 @@ __all__ = [
     "CheckpointSchemaError",
     "HDF5Error",
     "TaskError",
-    *_LAZY,
+    *[name for name in _LAZY if name != "map"],  # parcomp.map: not on import *, it
+    # would shadow the built-in map
 ]
 
 

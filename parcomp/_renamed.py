@@ -59,6 +59,12 @@ MODULES: dict[str, str] = {
     "parcomp.workers": "parcomp.front.workers",
 }
 
+#: 0.2 names in a package that stays: the package's ``__getattr__`` warns and hands on.
+NAMES: dict[str, str] = {
+    "parcomp.io.load_hdf5": "parcomp.load_hdf5",
+    "parcomp.launch.run_job": "parcomp.launch.launch_job",
+}
+
 
 def _caller_level() -> int:
     """``stacklevel`` of the user's import: past this module's frames (warnings itself
@@ -105,6 +111,10 @@ def install() -> None:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: ``"Checkpointer" -> {"async_write": "asynchronous", ...}``: filled by
+#: :func:`renamed_keywords` as the modules that use it are imported.
+KEYWORDS: dict[str, dict[str, str]] = {}
+
 
 def renamed_keywords(where: str, **old_to_new: str) -> Callable[[F], F]:
     """Accept old keyword spellings of ``where`` for one release, with a DeprecationWarning.
@@ -112,6 +122,8 @@ def renamed_keywords(where: str, **old_to_new: str) -> Callable[[F], F]:
     ``@renamed_keywords("Checkpointer", async_write="asynchronous")`` passes
     ``async_write=`` on as ``asynchronous=``; giving both is a ``TypeError``.
     """
+
+    KEYWORDS.setdefault(where, {}).update(old_to_new)
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
@@ -129,7 +141,6 @@ def renamed_keywords(where: str, **old_to_new: str) -> Callable[[F], F]:
                     kwargs[new] = kwargs.pop(old)
             return fn(*args, **kwargs)
 
-        inner.__renamed__ = dict(old_to_new)  # type: ignore[attr-defined]  # read by the README test
         return inner  # type: ignore[return-value]
 
     return wrap

@@ -13,8 +13,8 @@ decomposition two, as in mpi4py-fft and P3DFFT.
 
 The result is left in the layout of the last transform (each rank a pencil with the
 first transformed axis whole): no transpose back, as FFTW's ``TRANSPOSED_OUT`` and
-mpi4py-fft's default.  Pass ``out_dims`` to get another grid (e.g. the input's, with
-``out_dims=a.partition.dims``).  Ghost cells of the input are ignored; results have none.
+mpi4py-fft's default.  Pass ``dims`` to get another grid (e.g. the input's, with
+``dims=a.partition.dims``).  Ghost cells of the input are ignored; results have none.
 :func:`frequencies` gives the wavenumbers of a rank's block of a transform, whatever its
 layout.
 """
@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from parcomp._renamed import renamed_keywords
 from parcomp.arrays.array import DistArray, Spectrum
 from parcomp.arrays.redistribute import pencil_dims
 from parcomp.grid.partition import Partition
@@ -43,7 +44,7 @@ def _check(
 ) -> tuple[int, ...]:
     """Validate on this rank (the caller agrees): axes as a tuple of distinct non-negative ints."""
     if not isinstance(a, DistArray):
-        raise DTypeError(f"parcomp.arrays.fft needs a DistArray, got {type(a).__name__}")
+        raise DTypeError(f"parcomp.fft needs a DistArray, got {type(a).__name__}")
     if norm not in _NORMS:
         raise ShapeError(f"norm must be one of {_NORMS}, got {norm!r}")
     if real is True and a.dtype.kind not in "biuf":
@@ -204,7 +205,7 @@ def _agree(
     axes: Sequence[int] | None,
     norm: str | None,
     real: bool | None,
-    out_dims: Sequence[int | None] | None,
+    dims: Sequence[int | None] | None,
     s: Sequence[int] | None = None,
 ) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
     """Check the arguments on every rank and agree on them (collective): (axes, steps)."""
@@ -222,10 +223,10 @@ def _agree(
     comm = a.comm if isinstance(a, DistArray) else None
     raise_if_any(error, comm)
     raise_if_differ(
-        [list(chosen), norm, None if out_dims is None else list(out_dims), steps],
+        [list(chosen), norm, None if dims is None else list(dims), steps],
         comm,
         lambda differ, mine, theirs: (
-            f"parcomp.arrays.fft.{name} arguments differ between ranks (axes, norm, out_dims, "
+            f"parcomp.fft.{name} arguments differ between ranks (axes, norm, dims, "
             f"lengths): rank 0 has {mine}, rank {differ[0]} has {theirs}"
         ),
     )
@@ -233,36 +234,37 @@ def _agree(
 
 
 def _finish(
-    a: DistArray, out_dims: Sequence[int | None] | None, spectrum: Spectrum | None
+    a: DistArray, dims: Sequence[int | None] | None, spectrum: Spectrum | None
 ) -> DistArray:
     a.spectrum = spectrum
-    return a if out_dims is None else a.redistribute(out_dims, halo=0)
+    return a if dims is None else a.redistribute(dims, halo=0)
 
 
 def _complex(
     a: DistArray,
     axes: Sequence[int] | None,
     norm: str | None,
-    out_dims: Sequence[int | None] | None,
+    dims: Sequence[int | None] | None,
     kind: str,
 ) -> DistArray:
     """The 1-d ``kind`` (fft or ifft) along each axis, last first, on pencils."""
-    chosen, _ = _agree(a, axes, norm, None, out_dims)
+    chosen, _ = _agree(a, axes, norm, None, dims)
     cur = a
     for axis in reversed(chosen):
         cur = _pencil(cur, axis)
         cur = _apply(cur, axis, kind, cur.global_shape[axis], norm, a)
     # a forward transform is a spectrum of the input's shape; an inverse one is not
-    return _finish(cur, out_dims, Spectrum(a.global_shape, None) if kind == "fft" else None)
+    return _finish(cur, dims, Spectrum(a.global_shape, None) if kind == "fft" else None)
 
 
-@collective("parcomp.arrays.fft.fftn", lambda a, *args, **kw: getattr(a, "comm", None))
+@renamed_keywords("parcomp.fft.fftn", out_dims="dims")
+@collective("parcomp.fft.fftn", lambda a, *args, **kw: getattr(a, "comm", None))
 def fftn(
     a: DistArray,
     axes: Sequence[int] | None = None,
     *,
     norm: str | None = None,
-    out_dims: Sequence[int | None] | None = None,
+    dims: Sequence[int | None] | None = None,
 ) -> DistArray:
     """N-d discrete Fourier transform of a DistArray, as ``numpy.fft.fftn`` of the whole array.
 
@@ -274,7 +276,7 @@ def fftn(
         Axes to transform (default: all).
     norm : {None, "backward", "ortho", "forward"}
         As in ``numpy.fft``.
-    out_dims : sequence of int, optional
+    dims : sequence of int, optional
         Process grid of the result (default: the layout of the last transform, a pencil
         with ``axes[0]`` whole, with no transpose back).
 
@@ -293,39 +295,41 @@ def fftn(
     -----
     Collective over the array's communicator.
     """
-    return _complex(a, axes, norm, out_dims, "fft")
+    return _complex(a, axes, norm, dims, "fft")
 
 
-@collective("parcomp.arrays.fft.ifftn", lambda a, *args, **kw: getattr(a, "comm", None))
+@renamed_keywords("parcomp.fft.ifftn", out_dims="dims")
+@collective("parcomp.fft.ifftn", lambda a, *args, **kw: getattr(a, "comm", None))
 def ifftn(
     a: DistArray,
     axes: Sequence[int] | None = None,
     *,
     norm: str | None = None,
-    out_dims: Sequence[int | None] | None = None,
+    dims: Sequence[int | None] | None = None,
 ) -> DistArray:
     """Inverse of :func:`fftn`, as ``numpy.fft.ifftn`` of the whole array (collective).
 
-    Parameters and errors as :func:`fftn`.  ``ifftn(fftn(a), out_dims=a.partition.dims)``
+    Parameters and errors as :func:`fftn`.  ``ifftn(fftn(a), dims=a.partition.dims)``
     is ``a`` (as complex) in ``a``'s layout.
     """
-    return _complex(a, axes, norm, out_dims, "ifft")
+    return _complex(a, axes, norm, dims, "ifft")
 
 
-@collective("parcomp.arrays.fft.rfftn", lambda a, *args, **kw: getattr(a, "comm", None))
+@renamed_keywords("parcomp.fft.rfftn", out_dims="dims")
+@collective("parcomp.fft.rfftn", lambda a, *args, **kw: getattr(a, "comm", None))
 def rfftn(
     a: DistArray,
     axes: Sequence[int] | None = None,
     *,
     norm: str | None = None,
-    out_dims: Sequence[int | None] | None = None,
+    dims: Sequence[int | None] | None = None,
 ) -> DistArray:
     """Real-input N-d transform, as ``numpy.fft.rfftn`` of the whole array (collective).
 
     The last of ``axes`` is halved: ``n // 2 + 1`` complex values.  Parameters as
     :func:`fftn`; a complex input raises :class:`~parcomp.runtime.errors.DTypeError` on every rank.
     """
-    chosen, _ = _agree(a, axes, norm, True, out_dims)
+    chosen, _ = _agree(a, axes, norm, True, dims)
     last = chosen[-1]
     cur = _pencil(a, last)
     n = cur.global_shape[last]
@@ -333,17 +337,18 @@ def rfftn(
     for axis in reversed(chosen[:-1]):
         cur = _pencil(cur, axis)
         cur = _apply(cur, axis, "fft", cur.global_shape[axis], norm, a)
-    return _finish(cur, out_dims, Spectrum(a.global_shape, last))
+    return _finish(cur, dims, Spectrum(a.global_shape, last))
 
 
-@collective("parcomp.arrays.fft.irfftn", lambda a, *args, **kw: getattr(a, "comm", None))
+@renamed_keywords("parcomp.fft.irfftn", out_dims="dims")
+@collective("parcomp.fft.irfftn", lambda a, *args, **kw: getattr(a, "comm", None))
 def irfftn(
     a: DistArray,
     s: Sequence[int] | None = None,
     axes: Sequence[int] | None = None,
     *,
     norm: str | None = None,
-    out_dims: Sequence[int | None] | None = None,
+    dims: Sequence[int | None] | None = None,
 ) -> DistArray:
     """Inverse of :func:`rfftn`, as ``numpy.fft.irfftn`` of the whole array (collective).
 
@@ -355,7 +360,7 @@ def irfftn(
         Length of each transformed axis in the output (default: the input's, with the
         last one the length :func:`rfftn` halved when ``a`` is its result, odd lengths
         included; else ``2 * (m - 1)``).
-    axes, norm, out_dims
+    axes, norm, dims
         As :func:`fftn`.
 
     Returns
@@ -363,7 +368,7 @@ def irfftn(
     DistArray
         float64 (float32 for complex64 input).
     """
-    chosen, steps = _agree(a, axes, norm, False, out_dims, s)
+    chosen, steps = _agree(a, axes, norm, False, dims, s)
     last = chosen[-1]
     n_last = steps[-1][1]
     cur = a
@@ -372,7 +377,7 @@ def irfftn(
         cur = _apply(cur, axis, "ifft", cur.global_shape[axis], norm, a)
     cur = _pencil(cur, last)
     cur = _apply(cur, last, "irfft", n_last, norm, a)
-    return _finish(cur, out_dims, None)
+    return _finish(cur, dims, None)
 
 
 def frequencies(
@@ -422,7 +427,7 @@ def frequencies(
         if spectrum is None:
             raise ShapeError(
                 f"frequencies: this {a.global_shape} array is not the result of a "
-                "parcomp.arrays.fft transform (no spectrum metadata), so whether an axis was halved "
+                "parcomp.fft transform (no spectrum metadata), so whether an axis was halved "
                 "by rfftn is unknown; pass shape= the real-space shape"
             )
         real = spectrum.shape

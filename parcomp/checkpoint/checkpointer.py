@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parcomp._renamed import renamed_keywords
 from parcomp.checkpoint import preempt
 from parcomp.checkpoint.lease import Lease, claim
 from parcomp.checkpoint.reader import Restored
@@ -44,21 +45,21 @@ class Checkpointer(Saving):
     ----------
     directory : str or Path
         Where the ``step-NNNNNNNN`` checkpoint directories go (created if needed).
-    every_steps : int, optional
+    every : int, optional
         :meth:`checkpoint_if_due` saves when ``step`` is a multiple of this.
     every_seconds : float, optional
         ... or when this much time passed since the last save (rank 0's clock decides).
     keep : int, default 2
         Committed checkpoints to keep; older ones are pruned after a newer one commits.
-    async_write : bool, default False
+    asynchronous : bool, default False
         ``save`` snapshots the arrays to memory and writes the shards in a background
         thread while compute continues; the commit (master, manifest, rename) happens at
         the next ``save``, ``checkpoint_if_due`` boundary that saves, ``wait`` or ``close``.
     handle_signals : bool, default True
         Install the SIGTERM/SIGUSR1/SIGUSR2 flag handlers (main thread only).
-    local_dir : str or Path, optional
+    local_directory : str or Path, optional
         Fast node-local storage (``/dev/shm/<job>``, a local SSD): checkpoints are written
-        there first, in ``local_dir/node-<name>/``, each shard also copied to a partner rank
+        there first, in ``local_directory/node-<name>/``, each shard also copied to a partner rank
         on another node (:mod:`parcomp.checkpoint.local`); ``directory`` then receives
         flushed copies, written in the background.  Node names come from the hostname,
         or ``PARCOMP_NODE_NAME`` / ``PARCOMP_EMULATE_NODES`` (:mod:`parcomp.runtime.nodes`).
@@ -66,14 +67,14 @@ class Checkpointer(Saving):
         Write each checkpoint as one file, ``master.h5``, collectively through parallel
         HDF5 (the ``mpio`` driver) instead of a shard per rank; needs an h5py built with
         MPI (the pip h5py is serial).  The manifest, checksums and restore on any rank
-        count work the same.  Not with ``local_dir`` or ``async_write``.
+        count work the same.  Not with ``local_directory`` or ``asynchronous``.
     shared_ok : bool, default False
-        Accept a directory (or ``local_dir``) that group or others may write into.  By
+        Accept a directory (or ``local_directory``) that group or others may write into.  By
         default such a directory, or one owned by another user, is refused at
         construction: whoever can write there can plant a checkpoint that a restore would
         load.  Folders and files parcomp creates are 0700/0600 whatever the umask.
     flush_every : int or None, default 1
-        With ``local_dir``: flush every this many node-local checkpoints to ``directory``
+        With ``local_directory``: flush every this many node-local checkpoints to ``directory``
         (asynchronously; committed at the next save, ``wait`` or ``close``).  None: never
         (a node lost together with its partner node then loses the checkpoint).
     comm : mpi4py.MPI.Comm, optional
@@ -86,35 +87,38 @@ class Checkpointer(Saving):
     collective too.
     """
 
+    @renamed_keywords(
+        "Checkpointer", async_write="asynchronous", every_steps="every", local_dir="local_directory"
+    )
     def __init__(
         self,
         directory: str | Path,
         *,
-        every_steps: int | None = None,
+        every: int | None = None,
         every_seconds: float | None = None,
         keep: int = 2,
-        async_write: bool = False,
+        asynchronous: bool = False,
         handle_signals: bool = True,
         comm: MPI.Comm | None = None,
-        local_dir: str | Path | None = None,
+        local_directory: str | Path | None = None,
         flush_every: int | None = 1,
         mpio: bool = False,
         shared_ok: bool = False,
     ) -> None:
-        check_options(every_steps, every_seconds, keep, flush_every, local_dir, async_write, mpio)
+        check_options(every, every_seconds, keep, flush_every, local_directory, asynchronous, mpio)
         self.mpio = bool(mpio)
         self.shared_ok = bool(shared_ok)
         self.directory = Path(directory)
-        self.local_dir = None if local_dir is None else Path(local_dir)
+        self.local_directory = None if local_directory is None else Path(local_directory)
         self.flush_every = flush_every
         self._tier: Any = None
         self._local_saves = 0
         self.flushes = 0
         self.flush_failures = 0
-        self.every_steps = every_steps
+        self.every = every
         self.every_seconds = every_seconds
         self.keep = keep
-        self.async_write = async_write
+        self.asynchronous = asynchronous
         self.comm = resolve_comm(comm)
         self.log = get_logger("parcomp.checkpoint")
         self._last_save = time.monotonic()
@@ -128,7 +132,9 @@ class Checkpointer(Saving):
         self.seconds_blocked = 0.0
         if handle_signals:
             preempt.install_handlers()
-        folders = [self.directory] + ([self.local_dir] if self.local_dir is not None else [])
+        folders = [self.directory] + (
+            [self.local_directory] if self.local_directory is not None else []
+        )
         self._lease: Lease | None = claim(folders, self.comm, self.shared_ok)
 
     def _release_lease(self) -> None:
@@ -148,7 +154,7 @@ class Checkpointer(Saving):
         """
         from mpi4py import MPI
 
-        by_step = self.every_steps is not None and step % self.every_steps == 0
+        by_step = self.every is not None and step % self.every == 0
         by_time = (
             self.every_seconds is not None
             and self.comm.Get_rank() == 0
@@ -191,9 +197,10 @@ class Checkpointer(Saving):
         return True
 
     @collective("Checkpointer.restore")
+    @renamed_keywords("Checkpointer.restore", arrays="layouts")
     def restore(
         self,
-        arrays: Mapping[str, Mapping[str, Any]] | None = None,
+        layouts: Mapping[str, Mapping[str, Any]] | None = None,
         redeal: Callable[[list[int], int, int], tuple[int, int]] | None = None,
         require: Mapping[str, Any] | None = None,
     ) -> Restored | None:
@@ -201,7 +208,7 @@ class Checkpointer(Saving):
 
         Parameters
         ----------
-        arrays : dict, optional
+        layouts : dict, optional
             Per array, DistArray options to change on restore (``halo``, ``periods``,
             ``dims``); by default the saved halo and periods, and a new process grid when
             the rank count changed.
@@ -226,8 +233,8 @@ class Checkpointer(Saving):
         restored = load_latest(
             self.directory,
             self.comm,
-            {k: dict(v) for k, v in (arrays or {}).items()},
-            local=self._local_tier() if self.local_dir is not None else None,
+            {k: dict(v) for k, v in (layouts or {}).items()},
+            local=self._local_tier() if self.local_directory is not None else None,
             redeal=redeal,
         )
         self._last_save = time.monotonic()

@@ -6,7 +6,7 @@ collective over ``tier.comm``; :class:`NodeLocalStore` plugs into the one commit
 are PURE.  The partner copies travel in :mod:`parcomp.checkpoint.partner`;
 ``parcomp inspect --local`` is :func:`parcomp.checkpoint.reader.inspect_local`.
 
-Layout (``LOCAL`` is the checkpointer's ``local_dir``; each node sees only its own folder
+Layout (``LOCAL`` is the checkpointer's ``local_directory``; each node sees only its own folder
 on a real cluster, and one machine emulating several nodes simply has several)::
 
     LOCAL/node-<name>/step-00000100/

@@ -38,10 +38,10 @@ class Saving:
     comm: Any
     log: Any
     directory: Path
-    local_dir: Path | None
+    local_directory: Path | None
     keep: int
     mpio: bool
-    async_write: bool
+    asynchronous: bool
     flush_every: int | None
     saves: int
     flushes: int
@@ -91,21 +91,21 @@ class Saving:
             out again: each rank its own piece on the same rank count, balanced blocks on
             another, or as ``redeal`` says.  Both tiers; not with ``mpio`` (one file).
         flush : bool
-            With ``local_dir``: flush this checkpoint to ``directory`` whatever
+            With ``local_directory``: flush this checkpoint to ``directory`` whatever
             ``flush_every`` says.
 
         Returns
         -------
         Path or None
-            The committed checkpoint directory (None when ``async_write``: see ``wait``);
-            with ``local_dir``, this node's node-local directory.
+            The committed checkpoint directory (None when ``asynchronous``: see ``wait``);
+            with ``local_directory``, this node's node-local directory.
 
         Raises
         ------
         CheckpointError
             On every rank, if writing failed anywhere; older checkpoints stay intact.
         """
-        return self._save(step, arrays, scalars, rng, meta, local, self.async_write, flush)
+        return self._save(step, arrays, scalars, rng, meta, local, self.asynchronous, flush)
 
     def _save(
         self,
@@ -133,7 +133,7 @@ class Saving:
                 self.comm,
             )
         snap = Snapshot(arrays, copy=asynchronous, per_rank=per_rank)
-        if self.local_dir is not None:
+        if self.local_directory is not None:
             path: Path | None = self._save_local(step, snap, state, flush)
         else:
             tx = Transaction(self._store, step, snap, state, self.keep)
@@ -150,7 +150,7 @@ class Saving:
     def _local_tier(self) -> Any:
         """The node-local tier, set up on first use (collective: gathers node names)."""
         if self._tier is None:
-            self._tier = LocalTier(self.local_dir, self.comm, job=self.directory)
+            self._tier = LocalTier(self.local_directory, self.comm, job=self.directory)
             if self._tier.rank == 0:
                 self.log.info("%s", self._tier.describe())
         return self._tier
@@ -200,7 +200,7 @@ class Saving:
         self._last_save = time.monotonic()
         self.last_path = path
         self.saves += 1
-        tier = "node-local checkpoint" if self.local_dir is not None else "checkpoint"
+        tier = "node-local checkpoint" if self.local_directory is not None else "checkpoint"
         self.log.info("%s of step %d committed: %s", tier, tx.step, path)
         return path
 

@@ -170,20 +170,18 @@ def save_state(
 
 
 def check_options(
-    every_steps: Any,
+    every: Any,
     every_seconds: Any,
     keep: Any,
     flush_every: Any,
-    local_dir: Any,
-    async_write: bool,
+    local_directory: Any,
+    asynchronous: bool,
     mpio: bool,
 ) -> None:
     """Raise :class:`ConfigError` for a bad :class:`~parcomp.Checkpointer` option (PURE,
     but for asking h5py whether it has MPI)."""
-    if every_steps is not None and (
-        isinstance(every_steps, bool) or not isinstance(every_steps, int) or every_steps < 1
-    ):
-        raise ConfigError(f"every_steps must be a positive integer, got {every_steps!r}")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ConfigError(f"every must be a positive integer, got {every!r}")
     if every_seconds is not None and not every_seconds > 0:
         raise ConfigError(f"every_seconds must be positive, got {every_seconds!r}")
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
@@ -192,17 +190,17 @@ def check_options(
         isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1
     ):
         raise ConfigError(f"flush_every must be a positive integer or None, got {flush_every!r}")
-    if local_dir is not None and async_write:
+    if local_directory is not None and asynchronous:
         raise ConfigError(
-            "async_write applies to the shared directory alone; with local_dir the "
+            "asynchronous applies to the shared directory alone; with local_directory the "
             "node-local write is synchronous (it goes to fast storage) and the flush to "
             "the shared directory is always asynchronous"
         )
     if mpio:
-        if local_dir is not None or async_write:
+        if local_directory is not None or asynchronous:
             raise ConfigError(
                 "mpio writes one shared file collectively: it cannot be combined with "
-                "local_dir (per-node shards) or async_write (a collective write in a "
+                "local_directory (per-node shards) or asynchronous (a collective write in a "
                 "background thread)"
             )
         if not mpio_available():

@@ -26,7 +26,7 @@ from parcomp.launch.mpiexec import (
     mpiexec_identity,
     mpiexec_mismatch,
 )
-from parcomp.launch.run import run_job
+from parcomp.launch.run import launch_job
 from parcomp.launch.slurm import SlurmOptions, lead_warning, render_sbatch
 from parcomp.launch.supervise import Signals
 from parcomp.runtime.errors import ConfigError, ParcompError
@@ -157,9 +157,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         target, rest = args.module, args.args
     else:
         target, rest = args.script, args.args
-    return run_job(
+    return launch_job(
         signals=getattr(args, "signals", None),
-        nprocs=args.n,
+        n=args.n,
         target=target,
         args=rest,
         module=args.module is not None,

@@ -17,7 +17,7 @@ _LAZY = {
     "mpiexec_argv": "parcomp.launch.mpiexec",
     "mpiexec_identity": "parcomp.launch.mpiexec",
     "mpiexec_mismatch": "parcomp.launch.mpiexec",
-    "run_job": "parcomp.launch.run",
+    "launch_job": "parcomp.launch.run",
 }
 
 __all__ = [
@@ -27,11 +27,21 @@ __all__ = [
     "mpiexec_argv",
     "mpiexec_identity",
     "mpiexec_mismatch",
-    "run_job",
+    "launch_job",
 ]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "run_job":  # 0.2's name; parcomp.run_job is the notebook's
+        import warnings
+
+        warnings.warn(
+            "parcomp.launch.run_job is now parcomp.launch.launch_job (its rank count is n=); "
+            "the old name goes in parcomp 0.4",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        name = "launch_job"
     if name not in _LAZY:
         raise AttributeError(f"module 'parcomp.launch' has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name]), name)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from parcomp._renamed import renamed_keywords
 from parcomp.launch.cleanup import ShmJanitor, die_with_parent, sweep_orphans
 from parcomp.launch.hang import HangWatch
 from parcomp.launch.hosts import (
@@ -42,11 +43,12 @@ from parcomp.runtime.errors import ConfigError, LaunchError
 from parcomp.runtime.failfast import INTERRUPTED_STATUS
 from parcomp.runtime.status import PREEMPTED as PREEMPTED_STATUS
 
-__all__ = ["run_job", "TIMEOUT_STATUS"]
+__all__ = ["launch_job", "TIMEOUT_STATUS"]
 
 
-def run_job(
-    nprocs: int,
+@renamed_keywords("parcomp.launch.launch_job", nprocs="n")
+def launch_job(
+    n: int,
     target: str,
     args: list[str] | tuple[str, ...] = (),
     *,
@@ -63,11 +65,11 @@ def run_job(
     hosts: Sequence[Host] | None = None,
     shared_dir: Path | None = None,
 ) -> int:
-    """Run ``target`` on ``nprocs`` ranks and return the job's exit status.
+    """Run ``target`` on ``n`` ranks and return the job's exit status.
 
     Parameters
     ----------
-    nprocs : int
+    n : int
         Number of MPI ranks, at least 1.
     target : str
         Path of a Python script, or a module name when ``module`` is true.
@@ -119,10 +121,10 @@ def run_job(
     LaunchError
         If the script does not exist or ``mpiexec`` cannot be started.
     ConfigError
-        If ``nprocs`` or ``timeout`` is invalid.
+        If ``n`` or ``timeout`` is invalid.
     """
-    if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
-        raise ConfigError(f"-n must be a positive integer number of ranks, got {nprocs!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"-n must be a positive integer number of ranks, got {n!r}")
     own = signals is None  # the CLI passes its own and keeps them until the process ends,
     if own:  # so that a signal just after the job ended cannot kill parcomp run
         signals = Signals()
@@ -130,7 +132,7 @@ def run_job(
     try:
         return _run(
             signals,
-            nprocs,
+            n,
             target,
             args,
             module,
@@ -248,7 +250,7 @@ def _run(
 
 @dataclass(frozen=True)
 class _Launch:
-    """What every attempt of one ``run_job`` launches, and its limits."""
+    """What every attempt of one ``launch_job`` launches, and its limits."""
 
     launcher: Path
     vendor: str | None

@@ -10,7 +10,7 @@ Signal handlers only record (:class:`Signals`); the supervision loop acts on the
 * The first preemption signal (``SIGTERM``, ``SIGUSR1``, ``SIGUSR2``) goes to every rank
   once (to ``mpiexec`` while the ranks are still starting); more of them are recorded and
   not passed on, because a second ``SIGTERM`` to Hydra ends the ranks in the middle of
-  their checkpoint.  Whatever follows, :func:`parcomp.launch.run.run_job` then stops with
+  their checkpoint.  Whatever follows, :func:`parcomp.launch.run.launch_job` then stops with
   status 75 and never restarts.  A signal that arrives while ``parcomp run`` itself is
   starting is kept (the handlers are installed first) and no job is launched.
 * ``SIGQUIT`` prints every rank's stack (:mod:`parcomp.launch.hang`); the job goes on.

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from parcomp._renamed import renamed_keywords
 from parcomp.grid.partition import Partition
 from parcomp.particles import deposit as _deposit
 from parcomp.particles import exchange as _px
@@ -60,7 +61,7 @@ class DistParticles:
 
     Parameters
     ----------
-    grid : DistArray or Partition
+    blocks : DistArray or Partition
         The decomposition: a particle belongs to the rank whose block holds the cell of
         its position.  With a Partition, pass ``comm`` too.
     fields : dict of str to numpy.ndarray, optional
@@ -94,13 +95,14 @@ class DistParticles:
     Collective over `comm`.
     """
 
+    @renamed_keywords("DistParticles", grid="blocks")
     @collective(
         "DistParticles()",
-        lambda self, grid, *a, comm=None, **k: comm or getattr(grid, "comm", None),
+        lambda self, blocks, *a, comm=None, **k: comm or getattr(blocks, "comm", None),
     )
     def __init__(
         self,
-        grid: Any,
+        blocks: Any,
         fields: Mapping[str, np.ndarray] | None = None,
         *,
         box: Sequence[Sequence[float]] | None = None,
@@ -109,15 +111,15 @@ class DistParticles:
         order_by: str | None = None,
         comm: Any = None,
     ) -> None:
-        partition = getattr(grid, "partition", grid)
-        comm = resolve_comm(comm if comm is not None else getattr(grid, "comm", None))
+        partition = getattr(blocks, "partition", blocks)
+        comm = resolve_comm(comm if comm is not None else getattr(blocks, "comm", None))
         error: BaseException | None = None
         key: Any = None
         checked: dict[str, np.ndarray] = {}
         try:
             if not isinstance(partition, Partition):
                 raise ConfigError(
-                    f"DistParticles needs a DistArray or a Partition, got {type(grid).__name__}"
+                    f"DistParticles needs a DistArray or a Partition, got {type(blocks).__name__}"
                 )
             if partition.size != comm.Get_size():
                 raise ConfigError(
@@ -590,7 +592,7 @@ class DistParticles:
 
         Parameters
         ----------
-        grid : DistArray or Partition
+        blocks : DistArray or Partition
             The decomposition now (it may differ from the saved one).
         restored : parcomp.checkpoint.Restored
             The restored checkpoint; its ``local`` data hold ``prefix.<field>`` arrays

@@ -8,7 +8,7 @@ ranks without a relaunch when the MPI library implements ULFM (Open MPI 5 starte
 ``mpirun --with-ft ulfm``; ``parcomp run --ulfm`` does that)::
 
     def main(comm):
-        ckpt = Checkpointer("ckpt", local_dir="/dev/shm/job", every_steps=50, comm=comm)
+        ckpt = Checkpointer("ckpt", local_directory="/dev/shm/job", every=50, comm=comm)
         restored = ckpt.restore()
         ...
 

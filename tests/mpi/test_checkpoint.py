@@ -84,14 +84,14 @@ def test_keep_prunes_only_after_commit(folder):
 
 def test_policy_every_steps_and_checkpoint_if_due(folder):
     u = DistArray.zeros((8, 8))
-    ck = Checkpointer(folder, every_steps=3, keep=10)
+    ck = Checkpointer(folder, every=3, keep=10)
     saved = [step for step in range(1, 10) if ck.checkpoint_if_due(step, arrays={"u": u})]
     parallel_assert(saved == [3, 6, 9], f"{saved}")
 
 
 def test_async_write_commits_at_wait(folder):
     u = DistArray.fromfunction(field((30, 30)), (30, 30))
-    ck = Checkpointer(folder, async_write=True)
+    ck = Checkpointer(folder, asynchronous=True)
     parallel_assert(ck.save(5, arrays={"u": u}) is None)
     before = u.gather(0)
     u.interior[...] = -1.0  # compute continues: the snapshot must not see this
@@ -244,7 +244,7 @@ def test_files_follow_umask_and_are_not_world_writable(folder, umask):
 def test_restore_with_overrides(folder):
     u = DistArray.fromfunction(field((16, 12)), (16, 12), halo=1)
     Checkpointer(folder).save(1, arrays={"u": u})
-    back = Checkpointer(folder).restore(arrays={"u": {"halo": 2, "dims": (SIZE, 1)}})
+    back = Checkpointer(folder).restore(layouts={"u": {"halo": 2, "dims": (SIZE, 1)}})
     arr = back.arrays["u"]
     parallel_assert(arr.halo == (2, 2) and arr.partition.dims == (SIZE, 1))
     a, b = u.gather(0), arr.gather(0)

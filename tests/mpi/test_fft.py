@@ -67,7 +67,7 @@ def test_fftn_and_ifftn_equal_numpy(shape, complex_):
         a = DistArray.from_global(G if RANK == 0 else None, dims=dims, halo=1)
         F = fft.fftn(a)
         check_block(F, np.fft.fftn(G))
-        back = fft.ifftn(F, out_dims=a.partition.dims)
+        back = fft.ifftn(F, dims=a.partition.dims)
         parallel_assert(back.partition.dims == a.partition.dims)
         check_block(back, G.astype(complex))
 
@@ -79,7 +79,7 @@ def test_rfftn_and_irfftn_equal_numpy(shape):
         a = DistArray.from_global(G if RANK == 0 else None, dims=dims)
         F = fft.rfftn(a)
         check_block(F, np.fft.rfftn(G))
-        back = fft.irfftn(F, s=shape, out_dims=a.partition.dims)
+        back = fft.irfftn(F, s=shape, dims=a.partition.dims)
         parallel_assert(back.dtype == np.float64)
         check_block(back, G)
 

@@ -54,7 +54,7 @@ def node_dir(local, world_rank):
 
 
 def save_steps(shared, local, steps, flush_every=1):
-    ck = Checkpointer(shared, local_dir=local, flush_every=flush_every, keep=2)
+    ck = Checkpointer(shared, local_directory=local, flush_every=flush_every, keep=2)
     for step in steps:
         ck.save(step, arrays={"u": state(step)}, scalars={"step": step})
     ck.close()
@@ -88,7 +88,7 @@ def test_lost_node_is_rebuilt_from_its_partner(dirs):
     if RANK == 0:
         shutil.rmtree(node_dir(local, SIZE - 1))  # the last node's storage is gone
     COMM.Barrier()
-    restored = Checkpointer(shared, local_dir=local).restore()
+    restored = Checkpointer(shared, local_directory=local).restore()
     if SIZE == 1:  # one node: no partner, so nothing is left at all
         parallel_assert(restored is None)
         return
@@ -109,7 +109,7 @@ def test_lost_node_and_partner_fall_back_to_the_flushed_checkpoint(dirs):
         if SIZE > 1:
             shutil.rmtree(node_dir(local, 1))  # node 0's shard copy lived here
     COMM.Barrier()
-    restored = Checkpointer(shared, local_dir=local).restore()
+    restored = Checkpointer(shared, local_directory=local).restore()
     parallel_assert(restored is not None and restored.path.parent == shared)
     parallel_assert(restored_equals(restored, 6))
 
@@ -128,7 +128,7 @@ def test_a_damaged_local_copy_is_never_loaded(dirs):
         raw[offset + 8] ^= 0x01  # one bit of the data; the file stays valid HDF5
         victim.write_bytes(bytes(raw))
     COMM.Barrier()
-    restored = Checkpointer(shared, local_dir=local).restore()
+    restored = Checkpointer(shared, local_directory=local).restore()
     # the partner's copy where there is one (next test), else the flushed copy
     parallel_assert(restored is not None)
     parallel_assert((restored.path.parent == shared) == (SIZE == 1))
@@ -147,7 +147,7 @@ def test_restore_onto_fewer_ranks(dirs):
     COMM.Barrier()
     sub = COMM.Split(0 if RANK != 1 else MPI.UNDEFINED, RANK)  # rank 1 is gone
     if sub != MPI.COMM_NULL:
-        restored = Checkpointer(shared, local_dir=local, comm=sub).restore()
+        restored = Checkpointer(shared, local_directory=local, comm=sub).restore()
         ok = restored is not None and restored.saved_nprocs == SIZE
         ok = ok and restored.arrays["u"].partition.size == SIZE - 1
         ok = ok and restored_equals(restored, 9)
@@ -159,10 +159,10 @@ def test_restore_onto_fewer_ranks(dirs):
 
 def test_local_tier_refuses_async_write(dirs):
     shared, local = dirs
-    with pytest.raises(ConfigError, match="async_write"):
-        Checkpointer(shared, local_dir=local, async_write=True)
+    with pytest.raises(ConfigError, match="asynchronous"):
+        Checkpointer(shared, local_directory=local, asynchronous=True)
     with pytest.raises(ConfigError, match="flush_every"):
-        Checkpointer(shared, local_dir=local, flush_every=0)
+        Checkpointer(shared, local_directory=local, flush_every=0)
 
 
 def test_a_damaged_home_copy_is_replaced_by_the_partner_copy(dirs):
@@ -179,7 +179,7 @@ def test_a_damaged_home_copy_is_replaced_by_the_partner_copy(dirs):
         raw[offset + 16] ^= 0x04
         victim.write_bytes(bytes(raw))
     COMM.Barrier()
-    restored = Checkpointer(shared, local_dir=local).restore()
+    restored = Checkpointer(shared, local_directory=local).restore()
     if SIZE == 1:  # no partner copy anywhere
         parallel_assert(restored is None)
         return
@@ -208,7 +208,7 @@ def test_one_nodes_edited_manifest_is_outvoted(dirs, sign):
             m["manifest_sha256"] = manifest_digest(m)
         path.write_text(json.dumps(m))
     COMM.Barrier()
-    restored = Checkpointer(shared, local_dir=local).restore()
+    restored = Checkpointer(shared, local_directory=local).restore()
     parallel_assert(restored is not None and restored.scalars["step"] in (3, 4), str(restored))
     if SIZE >= 3:  # two unedited copies outvote the edited one: step 4 from the tier
         parallel_assert(restored.step == 4 and restored.path.parent != shared)
@@ -224,7 +224,7 @@ def particles(rank):
 def save_particles_then_lose_the_last_node(shared, local):
     """Step 3 with per-rank rows, node-local only; then the last node's storage is lost
     (with more than one rank: its pieces live on as partner copies)."""
-    ck = Checkpointer(shared, local_dir=local, flush_every=None)
+    ck = Checkpointer(shared, local_directory=local, flush_every=None)
     ck.save(3, arrays={"u": state(3)}, scalars={"step": 3}, local={"p": particles(RANK)})
     ck.close()
     COMM.Barrier()
@@ -238,7 +238,7 @@ def test_per_rank_data_in_the_node_local_tier_survive_a_lost_node(dirs):
     back from the partner copies, each rank its own on the same rank count."""
     shared, local = dirs
     save_particles_then_lose_the_last_node(shared, local)
-    back = Checkpointer(shared, local_dir=local, flush_every=None).restore()
+    back = Checkpointer(shared, local_directory=local, flush_every=None).restore()
     parallel_assert(back is not None and back.path.parent.parent == local)
     parallel_assert(np.array_equal(back.local["p"], particles(RANK)))
     parallel_assert(restored_equals(back, 3))
@@ -276,11 +276,11 @@ def test_a_redeal_never_rewrites_the_checkpoint(dirs):
     that dropped the per-rank rows: the checkpoint keeps what was saved."""
     shared, local = dirs
     save_particles_then_lose_the_last_node(shared, local)
-    nothing = Checkpointer(shared, local_dir=local, flush_every=None).restore(
+    nothing = Checkpointer(shared, local_directory=local, flush_every=None).restore(
         redeal=lambda lengths, rank, size: (0, 0)
     )
     parallel_assert(nothing is not None and len(nothing.local["p"]) == 0)
-    back = Checkpointer(shared, local_dir=local, flush_every=None).restore()
+    back = Checkpointer(shared, local_directory=local, flush_every=None).restore()
     parallel_assert(np.array_equal(back.local["p"], particles(RANK)))
     parallel_assert(restored_equals(back, 3))
 
@@ -289,8 +289,8 @@ def test_per_rank_rows_of_zero_width_round_trip(dirs):
     """A trailing extent of 0 (and ranks without rows) is data too: saved, restored."""
     shared, local = dirs
     rows = np.zeros((2 * RANK, 0))
-    for local_dir in (None, local):
-        ck = Checkpointer(shared, local_dir=local_dir)
+    for local_directory in (None, local):
+        ck = Checkpointer(shared, local_directory=local_directory)
         ck.save(1, arrays={"u": state(1)}, scalars={"step": 1}, local={"p": rows})
         back = ck.restore()
         ck.close()
@@ -304,9 +304,9 @@ def test_another_jobs_node_local_checkpoints_are_never_restored(dirs, tmp_path_f
     shared, local = dirs
     save_steps(shared, local, [10, 20], flush_every=None)
     other = shared.parent / "other-job"
-    restored = Checkpointer(other, local_dir=local).restore()
+    restored = Checkpointer(other, local_directory=local).restore()
     parallel_assert(restored is None, "another job's node-local checkpoint was restored")
-    mine = Checkpointer(shared, local_dir=local).restore()
+    mine = Checkpointer(shared, local_directory=local).restore()
     parallel_assert(mine is not None and mine.step == 20, f"own checkpoint: {mine}")
 
 
@@ -320,5 +320,5 @@ def test_a_job_started_again_in_a_deleted_directory_is_another_job(dirs):
     if RANK == 0:
         shutil.rmtree(shared)
     COMM.Barrier()
-    restored = Checkpointer(shared, local_dir=local).restore()
+    restored = Checkpointer(shared, local_directory=local).restore()
     parallel_assert(restored is None, "the old job's node-local checkpoint was restored")

@@ -176,7 +176,7 @@ def test_rfftn_result_knows_its_frequencies():
     kz0 = fft.frequencies(F.zeros_like(), angular=True)[2]
     parallel_assert(np.allclose(kz0, 2 * np.pi * np.fft.rfftfreq(9)[lz:hz].reshape(1, 1, -1)))
     # irfftn round-trips the odd length without s=
-    back = fft.irfftn(F, out_dims=a.partition.dims).gather()
+    back = fft.irfftn(F, dims=a.partition.dims).gather()
     parallel_assert(RANK != 0 or (back.shape == shape and np.allclose(back, g, atol=1e-12)))
     # a shape contradicting the transform, or no metadata at all, is refused
     with pytest.raises(parcomp.runtime.errors.ShapeError, match="transform of a"):
@@ -546,7 +546,7 @@ def test_numpy_block_of_this_rank_combines_with_a_distarray():
     u = DistArray.from_global(G if RANK == 0 else None)
     W = fft.rfftn(u)
     kx, _ky = fft.frequencies(W, spacing=1.0 / n, angular=True)
-    dudx = fft.irfftn(1j * kx * W, out_dims=u.partition.dims).gather()
+    dudx = fft.irfftn(1j * kx * W, dims=u.partition.dims).gather()
     ref = 2 * np.pi * 3 * np.cos(2 * np.pi * 3 * i / n) * np.cos(2 * np.pi * j / n)
     parallel_assert(RANK != 0 or np.allclose(dudx, ref, atol=1e-10))
     block = np.full(u.interior.shape, 2.0)

@@ -95,7 +95,7 @@ def test_a_flipped_bit_falls_back_to_the_previous_checkpoint(folder):
 
 
 def test_mpio_refuses_what_it_cannot_do(folder):
-    with pytest.raises(ConfigError, match="local_dir"):
-        Checkpointer(folder, mpio=True, local_dir=folder / "local")
-    with pytest.raises(ConfigError, match="async_write"):
-        Checkpointer(folder, mpio=True, async_write=True)
+    with pytest.raises(ConfigError, match="local_directory"):
+        Checkpointer(folder, mpio=True, local_directory=folder / "local")
+    with pytest.raises(ConfigError, match="asynchronous"):
+        Checkpointer(folder, mpio=True, asynchronous=True)
