@@ -69,7 +69,7 @@ NAMES: dict[str, str] = {
 def _caller_level() -> int:
     """``stacklevel`` of the user's import: past this module's frames (warnings itself
     steps over importlib's frames, so they are not counted)."""
-    frame, level = sys._getframe(1), 1
+    frame, level = sys._getframe(1), 1  # noqa: SLF001 - the stdlib's frame access
     while frame is not None and (
         frame.f_code.co_filename == __file__ or "importlib" in frame.f_code.co_filename
     ):

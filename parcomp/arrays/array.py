@@ -174,7 +174,7 @@ class DistArray(VectorAlgebra):
         process grid in ``redistribute``, a spectrum in ``fft``): no communication.
         """
         new = cls.__new__(cls)
-        new._setup(layout, _check_dtype(dtype))
+        new._setup(layout, _check_dtype(dtype))  # noqa: SLF001 - a new instance of this class
         return new
 
     # ---------------------------------------------------------------- constructors

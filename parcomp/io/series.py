@@ -507,13 +507,13 @@ class Series:
 
         snap = copy.copy(self)
         snap.steps, snap.times = list(self.steps), list(self.times)
-        snap._scalar_values = {k: list(v) for k, v in self._scalar_values.items()}
-        snap._segments = copy.deepcopy(self._segments)
+        snap._scalar_values = {k: list(v) for k, v in self._scalar_values.items()}  # noqa: SLF001 - a snapshot copy of this Series
+        snap._segments = copy.deepcopy(self._segments)  # noqa: SLF001 - a snapshot copy of this Series
         box: list[BaseException] = []
 
         def run() -> None:
             try:
-                snap._commit()
+                snap._commit()  # noqa: SLF001 - a snapshot copy of this Series
             except (OSError, ValueError, RuntimeError) as exc:
                 box.append(exc)
 

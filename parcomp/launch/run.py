@@ -409,7 +409,7 @@ def supervisor_logger() -> logging.Logger:
     if not any(getattr(h, "_parcomp_supervisor", False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("parcomp run: %(levelname)s: %(message)s"))
-        handler._parcomp_supervisor = True  # type: ignore[attr-defined]
+        handler._parcomp_supervisor = True  # noqa: SLF001 - our mark on our handler; type: ignore[attr-defined]
         log.addHandler(handler)
         log.propagate = False
         log.setLevel(logging.INFO)

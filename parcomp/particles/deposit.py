@@ -136,7 +136,7 @@ def deposit(p: Particles, target: Any, weight: Any, scheme: str) -> None:
             f"rank {differ[0]} has {theirs}"
         ),
     )
-    p._agree_inside("deposit")
+    p.check_inside("deposit")
     pos = p.fields[p.position]
     partition = p.partition
     interior = target.interior
@@ -162,7 +162,7 @@ def deposit(p: Particles, target: Any, weight: Any, scheme: str) -> None:
         padded = _sums(flat, values.ravel(), int(np.prod(padded_shape)))
         padded = padded.reshape(padded_shape)
         check_tags(largest_tag(partition.ndim), "a reverse halo exchange")
-        reverse_halo_add(padded, partition, p.rank, p._comm)
+        reverse_halo_add(padded, partition, p.rank, p.message_comm)
         interior += padded[tuple(slice(1, n + 1) for n in interior.shape)]
         return
     _deterministic(p, target, glob, values, start)
@@ -229,7 +229,7 @@ def interpolate(p: Particles, field: Any, scheme: str) -> np.ndarray:
             f"{differ[0]} has {theirs}"
         ),
     )
-    p._agree_inside("interpolate")
+    p.check_inside("interpolate")
     pos = p.fields[p.position]
     partition = p.partition
     halo = np.asarray(field.halo, dtype=np.int64)

@@ -158,12 +158,14 @@ class DistParticles:
         self.position = position
         self.out_of_domain = out_of_domain
         self.order_by = order_by
-        self._comm = subsystem_comm(comm, "particles")
+        #: The particles' own communicator on ``comm`` (records move on it; parcomp.runtime.subcomm).
+        self.message_comm = subsystem_comm(comm, "particles")
         self.fields: dict[str, np.ndarray] = checked
         self.ghost_fields: dict[str, np.ndarray] = {
             n: np.empty((0, *a.shape[1:]), a.dtype) for n, a in checked.items()
         }
-        self._record = _record_dtype(checked)
+        #: One particle as a structured record (its fields): what moves between ranks.
+        self.record_dtype = _record_dtype(checked)
         #: Particles dropped at a non-periodic wall so far (all ranks; ``out_of_domain="drop"``).
         self.dropped = 0
         #: How the last :meth:`migrate` moved particles: "neighbors" or "alltoall".
@@ -274,23 +276,23 @@ class DistParticles:
                 f"{theirs}"
             ),
         )
-        mine = np.empty(self.n_local, self._record)
+        mine = np.empty(self.n_local, self.record_dtype)
         for name, values in self.fields.items():
             mine[name] = values
         counts = np.empty(size, np.int64) if self.rank == root else None
-        self._comm.Gather(np.array([self.n_local], np.int64), counts, root=root)
+        self.message_comm.Gather(np.array([self.n_local], np.int64), counts, root=root)
         if self.rank != root:
-            self._comm.Gatherv(mine.view(np.uint8), None, root=root)
+            self.message_comm.Gatherv(mine.view(np.uint8), None, root=root)
             return None
         assert counts is not None
-        whole = np.empty(int(counts.sum()), self._record)
-        item = self._record.itemsize
-        self._comm.Gatherv(
+        whole = np.empty(int(counts.sum()), self.record_dtype)
+        item = self.record_dtype.itemsize
+        self.message_comm.Gatherv(
             mine.view(np.uint8),
             [whole.view(np.uint8), counts * item, _px.displs(counts) * item, MPI.BYTE],
             root=root,
         )
-        out = {name: np.ascontiguousarray(whole[name]) for name in self._record.names}
+        out = {name: np.ascontiguousarray(whole[name]) for name in self.record_dtype.names}
         if self.order_by is not None:
             order = np.argsort(out[self.order_by], kind="stable")
             out = {n: a[order] for n, a in out.items()}
@@ -428,14 +430,14 @@ class DistParticles:
         """Raise ShapeError (local) unless the fields still have the names, dtypes and
         trailing shapes they were made with, and one length (they are plain arrays in a
         dict: code may have replaced one)."""
-        names = self._record.names or ()
+        names = self.record_dtype.names or ()
         if tuple(self.fields) != names:
             raise ShapeError(
                 f"{where}: fields on rank {self.rank} are {sorted(self.fields)}, expected "
                 f"{sorted(names)}"
             )
         for name in names:
-            a, (dtype, _) = self.fields[name], self._record.fields[name]
+            a, (dtype, _) = self.fields[name], self.record_dtype.fields[name]
             want = (dtype.base, dtype.shape)
             if not isinstance(a, np.ndarray) or (a.dtype, a.shape[1:]) != want:
                 raise ShapeError(
@@ -449,7 +451,7 @@ class DistParticles:
                 f"{where}: fields have different lengths on rank {self.rank}: {lengths}"
             )
 
-    def _agree_inside(self, where: str) -> None:
+    def check_inside(self, where: str) -> None:
         """Raise on every rank unless the fields are intact and every particle is finite
         and inside this rank's block."""
         error: BaseException | None = None
@@ -505,7 +507,7 @@ class DistParticles:
                 f"{differ[0]} has {theirs}"
             ),
         )
-        self._agree_inside("ghosts")
+        self.check_inside("ghosts")
         pos = self.fields[self.position]
         gp = plan.ghost_plan(pos, self.box, self.partition, self.rank, float(cutoff))
         rows = {n: a[gp.index] for n, a in self.fields.items()}

@@ -39,19 +39,19 @@ def exchange(
     ``record`` is the packed dtype of a row (default: the particles' fields).  One
     ``Alltoall`` of counts and one ``Alltoallv`` of packed records (collective).
     """
-    record = p._record if record is None else record
+    record = p.record_dtype if record is None else record
     from mpi4py import MPI
 
     size = p.partition.size
     counts = np.bincount(dest, minlength=size).astype(np.int64)
     recv_counts = np.empty(size, np.int64)
-    p._comm.Alltoall(counts, recv_counts)
+    p.message_comm.Alltoall(counts, recv_counts)
     send = np.empty(dest.size, record)
     for name, values in rows.items():
         send[name] = values
     recv = np.empty(int(recv_counts.sum()), record)
     item = record.itemsize
-    p._comm.Alltoallv(
+    p.message_comm.Alltoallv(
         [send.view(np.uint8), counts * item, displs(counts) * item, MPI.BYTE],
         [recv.view(np.uint8), recv_counts * item, displs(recv_counts) * item, MPI.BYTE],
     )
@@ -76,7 +76,7 @@ def exchange_neighbors(
     rank does not grow with the rank count.  Collective over the neighbours."""
     from mpi4py import MPI
 
-    record = p._record if record is None else record
+    record = p.record_dtype if record is None else record
     peers = neighbors(p)
     tag = largest_tag(p.partition.ndim) + 1  # above the reverse halo's direction tags
     check_tags(tag + 1, "a particle ghost exchange")
@@ -84,8 +84,8 @@ def exchange_neighbors(
     if int(counts.sum()) != dest.size:
         raise ShapeError("particles addressed to a rank that is not a neighbour")
     rcounts = np.empty(len(peers), np.int64)
-    reqs = [p._comm.Irecv(rcounts[i : i + 1], q, tag) for i, q in enumerate(peers)]
-    reqs += [p._comm.Isend(counts[i : i + 1], q, tag) for i, q in enumerate(peers)]
+    reqs = [p.message_comm.Irecv(rcounts[i : i + 1], q, tag) for i, q in enumerate(peers)]
+    reqs += [p.message_comm.Isend(counts[i : i + 1], q, tag) for i, q in enumerate(peers)]
     MPI.Request.Waitall(reqs)
     send = np.empty(dest.size, record)
     for name, values in rows.items():
@@ -95,11 +95,11 @@ def exchange_neighbors(
     item = record.itemsize
     soff, roff = displs(counts) * item, displs(rcounts) * item
     reqs = [
-        p._comm.Irecv(rview[roff[i] : roff[i] + rcounts[i] * item], q, tag + 1)
+        p.message_comm.Irecv(rview[roff[i] : roff[i] + rcounts[i] * item], q, tag + 1)
         for i, q in enumerate(peers)
     ]
     reqs += [
-        p._comm.Isend(sview[soff[i] : soff[i] + counts[i] * item], q, tag + 1)
+        p.message_comm.Isend(sview[soff[i] : soff[i] + counts[i] * item], q, tag + 1)
         for i, q in enumerate(peers)
     ]
     MPI.Request.Waitall(reqs)

@@ -46,9 +46,9 @@ def check_unique_everywhere(p: Particles) -> None:
     order = np.argsort(dest, kind="stable")
     counts = np.bincount(dest, minlength=size).astype(np.int64)
     rcounts = np.empty(size, np.int64)
-    p._comm.Alltoall(counts, rcounts)
+    p.message_comm.Alltoall(counts, rcounts)
     got = np.empty(int(rcounts.sum()), np.int64)
-    p._comm.Alltoallv(
+    p.message_comm.Alltoallv(
         [keys[order], counts, displs(counts), MPI.INT64_T],
         [got, rcounts, displs(rcounts), MPI.INT64_T],
     )

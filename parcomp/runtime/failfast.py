@@ -148,7 +148,7 @@ def _failfast_excepthook(
     aborts; the former is printed, tagged, and the program goes on.
     """
     try:
-        sys._getframe(1)
+        sys._getframe(1)  # noqa: SLF001 - the stdlib's frame access
     except ValueError:  # no caller frame: the interpreter is ending on this exception
         report_and_abort(exc_type, exc, tb)
         return

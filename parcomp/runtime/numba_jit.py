@@ -200,13 +200,13 @@ class Kernel:
         """
         d = self._dispatcher
         if self._numba_compile_for_args is None and hasattr(d, "_compile_for_args"):
-            self._numba_compile_for_args = d._compile_for_args
-            d._compile_for_args = self._compile_hook
+            self._numba_compile_for_args = d._compile_for_args  # noqa: SLF001 - numba's compile-for-these-arguments entry
+            d._compile_for_args = self._compile_hook  # noqa: SLF001 - numba's compile-for-these-arguments entry
 
     def _compile_hook(self, *args: Any, **kws: Any) -> Any:
         """Numba found no compiled version for ``args``: compile (or load) it our way."""
         if kws or any(type(a).__name__ == "OmittedArg" for a in args):
-            return self._numba_compile_for_args(*args, **kws)  # defaults: Numba's own path
+            return self._numba_compile_for_args(*args, **kws)
         types = self.ensure_compiled(args)
         return self._dispatcher.compile(types)
 

@@ -73,7 +73,7 @@ def mpi_datatype(dtype: Any) -> Any:
 
     dt = np.dtype(dtype)
     if dt.isnative:
-        predefined = _mpi()._typedict.get(dt.char)
+        predefined = _mpi()._typedict.get(dt.char)  # noqa: SLF001 - mpi4py's predefined types (see above)
         if predefined is not None:
             return predefined
     return from_numpy_dtype(dt)

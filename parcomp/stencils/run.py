@@ -101,7 +101,7 @@ def run_stencil(
     if steps is not None or rotate is not None or tile is not None:
         return _run_steps(kernel, args, corners, exchange, overlap, steps, rotate, tile)
     hits = CHECKED.get((kernel, corners))
-    if hits is not None and not overlap and not watchdog._debug:
+    if hits is not None and not overlap and not watchdog._debug:  # noqa: SLF001 - the fast path reads the watchdog's state: a call costs more than the check
         # The same kernel on the same arrays (alive, the same objects) and argument kinds
         # as a call already checked and agreed: every check would pass again, so the
         # exchange and the kernel run at once.  This path is kept short on purpose: after
@@ -113,8 +113,8 @@ def run_stencil(
                 hit.calls += 1
                 if hit.calls % SAMPLE == 0 and hit.same(*args):
                     _agree_params_again(kernel, args)  # a sample of calls: see SAMPLE
-                beat = watchdog._beat
-                if beat is None or watchdog._nesting[0]:
+                beat = watchdog._beat  # noqa: SLF001 - as above
+                if beat is None or watchdog._nesting[0]:  # noqa: SLF001 - as above
                     if (hit.fire if exchange else hit.bare)(*args):
                         return
                     continue

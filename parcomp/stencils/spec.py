@@ -244,7 +244,7 @@ def _undeclared_reach(kernel: Any) -> dict[str, Any]:
             first = []
         cached = infer_reach(func, first) if first else {}
         try:
-            kernel._parcomp_reach = cached
+            kernel._parcomp_reach = cached  # noqa: SLF001 - our cache on the kernel object
         except AttributeError:
             pass
     return cached
