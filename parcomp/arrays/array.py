@@ -30,7 +30,7 @@ from parcomp.grid.halo import HaloExchange, check_halo, halo_plan, largest_tag
 from parcomp.grid.layout import Layout
 from parcomp.grid.partition import Partition, per_axis
 from parcomp.io.hdf5 import open_dataset, read_into, save_hdf5
-from parcomp.runtime.agree import raise_if_any, raise_if_differ
+from parcomp.runtime.agree import agreed, raise_if_any, raise_if_differ
 from parcomp.runtime.callid import check_in
 from parcomp.runtime.errors import DTypeError, ParcompError, ShapeError
 from parcomp.runtime.ranks import mpi_datatype, resolve_comm
@@ -113,9 +113,12 @@ class DistArray(VectorAlgebra):
         comm: MPI.Comm | None = None,
     ) -> None:
         comm = resolve_comm(comm)
-        error: BaseException | None = None
         key: tuple = ()
-        try:
+        with agreed(
+            comm,
+            catch=(ParcompError, TypeError, ValueError),
+            wrap=lambda exc: ShapeError(str(exc)),
+        ):
             dt = _check_dtype(dtype)
             shape = tuple(global_shape) if not isinstance(global_shape, int) else (global_shape,)
             partition = Partition.create(
@@ -127,9 +130,6 @@ class DistArray(VectorAlgebra):
             widths = check_halo(partition, per_axis(halo, partition.ndim, "halo"))
             check_tags(largest_tag(partition.ndim), f"a {partition.ndim}-d halo exchange")
             key = (partition.global_shape, dt.str, widths, partition.periods, partition.dims)
-        except (ParcompError, TypeError, ValueError) as exc:
-            error = exc if isinstance(exc, ParcompError) else ShapeError(str(exc))
-        raise_if_any(error, comm)
         raise_if_differ(
             key,
             comm,
@@ -483,13 +483,9 @@ class DistArray(VectorAlgebra):
         :meth:`redistribute` for the errors.
         """
 
-        error: BaseException | None = None
         dims: tuple[int, ...] | None = None
-        try:
+        with agreed(self.comm, catch=ParcompError):
             dims = pencil_dims(self.partition, axis)
-        except ParcompError as exc:
-            error = exc
-        raise_if_any(error, self.comm)
         return self.redistribute(dims, halo=halo)
 
     def to_hdf5(

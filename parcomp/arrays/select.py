@@ -21,7 +21,7 @@ import numpy as np
 
 from parcomp.grid.layout import Decomposed
 from parcomp.grid.partition import Partition
-from parcomp.runtime.agree import raise_if_any, raise_if_differ
+from parcomp.runtime.agree import agreed, raise_if_differ
 from parcomp.runtime.errors import ParcompError, RankCountError, ShapeError
 from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.watchdog import collective
@@ -96,9 +96,8 @@ def select(a: A, axis: int, index: int, dims: Any = None) -> A:
     """
     from mpi4py import MPI
 
-    error: BaseException | None = None
     ax = ix = 0
-    try:
+    with agreed(a.comm, catch=(ParcompError, IndexError)):
         if a.ndim < 2:
             raise ShapeError(f"select: a {a.ndim}-d DistArray has no lower-dimensional plane")
         if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
@@ -112,9 +111,6 @@ def select(a: A, axis: int, index: int, dims: Any = None) -> A:
         if not -n <= index < n:
             raise IndexError(f"index {index} is out of bounds for axis {ax} with size {n}")
         ix = int(index) % n
-    except (ParcompError, IndexError) as exc:
-        error = exc
-    raise_if_any(error, a.comm)
     raise_if_differ(
         [ax, ix, None if dims is None else list(dims)],
         a.comm,

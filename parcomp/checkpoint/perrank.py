@@ -30,7 +30,7 @@ import numpy as np
 from parcomp.checkpoint.manifest import ALLOWED_DTYPES, MAX_NDIM
 from parcomp.grid.partition import block_range
 from parcomp.io.slabs import checksum, slab_bounds, slab_rows
-from parcomp.runtime.agree import raise_if_any, raise_if_differ
+from parcomp.runtime.agree import agreed, raise_if_differ
 from parcomp.runtime.errors import ConfigError
 from parcomp.runtime.wire import allgather_ints
 
@@ -53,8 +53,7 @@ def check_local(
     match between ranks (only the lengths may differ).  Collective over ``comm``."""
 
     out: dict[str, np.ndarray] = {}
-    error: BaseException | None = None
-    try:
+    with agreed(comm, catch=ConfigError):
         for name, value in (local or {}).items():
             check_name("local array", name)
             if not isinstance(value, np.ndarray) or not 1 <= value.ndim <= MAX_NDIM:
@@ -65,9 +64,6 @@ def check_local(
             if value.dtype.str not in ALLOWED_DTYPES:
                 raise ConfigError(f"local array {name!r}: dtype {value.dtype} is not plain numeric")
             out[name] = value
-    except ConfigError as exc:
-        error = exc
-    raise_if_any(error, comm)
     raise_if_differ(
         sorted((n, a.dtype.str, a.shape[1:]) for n, a in out.items()),
         comm,
@@ -145,8 +141,7 @@ def local_ranges(
 
     rank, size = comm.Get_rank(), comm.Get_size()
     mine: list[int] = []
-    error: BaseException | None = None
-    try:
+    with agreed(comm, catch=Exception):
         for name, spec in manifest.local.items():
             lengths = [p["length"] for p in spec["pieces"]]
             got = (redeal or default_range)(list(lengths), rank, size)
@@ -162,9 +157,6 @@ def local_ranges(
                     f"(start, stop) integers with 0 <= start <= stop <= {total}"
                 )
             mine += [int(got[0]), int(got[1])]
-    except Exception as exc:  # noqa: BLE001 - the user's callback: raised on every rank below
-        error = exc
-    raise_if_any(error, comm)
     every = allgather_ints(comm, mine)
     return {
         name: [(int(row[2 * i]), int(row[2 * i + 1])) for row in every]

@@ -242,17 +242,17 @@ def _write_mpio(tmp: Path, items: list[tuple[str, Decomposed]], attrs: dict, com
     """One file, written collectively; errors agreed (HDF5 raises on every rank)."""
     import h5py
 
-    error: BaseException | None = None
-    try:
+    with agreed(
+        comm,
+        catch=(OSError, ValueError, RuntimeError),
+        wrap=lambda exc: HDF5Error(f"save_hdf5: writing {tmp.name} failed: {exc}"),
+    ):
         with h5py.File(tmp, "w", driver="mpio", comm=comm) as fh:
             fh.attrs.update({"creator": "parcomp", **attrs})
             for name, a in items:
                 dset = fh.create_dataset(name, shape=a.global_shape, dtype=a.dtype)
                 with dset.collective:
                     dset.write_direct(a.local, a.layout.interior, _region(a))
-    except (OSError, ValueError, RuntimeError) as exc:
-        error = HDF5Error(f"save_hdf5: writing {tmp.name} failed: {exc}")
-    raise_if_any(error, comm)
     if comm.Get_rank() == 0:
         os.chmod(tmp, 0o644 & ~_umask())
         _fsync(tmp)

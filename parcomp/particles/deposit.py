@@ -19,7 +19,7 @@ from parcomp.grid.halo import halo_plan, largest_tag
 from parcomp.particles import plan as plan
 from parcomp.particles.exchange import route
 from parcomp.particles.plan import Particles
-from parcomp.runtime.agree import raise_if_any, raise_if_differ
+from parcomp.runtime.agree import agreed, raise_if_differ
 from parcomp.runtime.errors import ParcompError, ShapeError
 from parcomp.runtime.subcomm import check_tags
 
@@ -109,16 +109,12 @@ def _check_target(p: Particles, target: Any, scheme: str) -> str | None:
 
 def deposit(p: Particles, target: Any, weight: Any, scheme: str) -> None:
     """See :meth:`parcomp.particles.dist.DistParticles.deposit` (collective)."""
-    error: BaseException | None = None
     w = np.zeros(0)
-    try:
+    with agreed(p.comm, catch=ParcompError):
         problem = _check_target(p, target, scheme)
         if problem is not None:
             raise ShapeError(problem)
         w = _weights(p, weight)
-    except ParcompError as exc:
-        error = exc
-    raise_if_any(error, p.comm)
     kind = (
         "none"
         if weight is None
@@ -207,8 +203,7 @@ def _deterministic(
 
 def interpolate(p: Particles, field: Any, scheme: str) -> np.ndarray:
     """See :meth:`parcomp.particles.dist.DistParticles.interpolate` (collective)."""
-    error: BaseException | None = None
-    try:
+    with agreed(p.comm, catch=ParcompError):
         problem = _check_target(p, field, scheme)
         if problem is not None:
             raise ShapeError(problem.replace("deposit", "interpolate"))
@@ -218,9 +213,6 @@ def interpolate(p: Particles, field: Any, scheme: str) -> np.ndarray:
                 f"neighbour's too: the field needs ghost cells (halo >= 1), it has halo "
                 f"{field.halo}"
             )
-    except ParcompError as exc:
-        error = exc
-    raise_if_any(error, p.comm)
     raise_if_differ(
         scheme,
         p.comm,

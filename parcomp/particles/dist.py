@@ -37,7 +37,7 @@ from parcomp.particles import exchange as _px
 from parcomp.particles import plan as plan
 from parcomp.particles._kernels import locate
 from parcomp.particles.order import check_unique_everywhere, check_unique_here
-from parcomp.runtime.agree import raise_if_any, raise_if_differ
+from parcomp.runtime.agree import agreed, raise_if_any, raise_if_differ
 from parcomp.runtime.callid import reduce_checked
 from parcomp.runtime.errors import ConfigError, DTypeError, ParcompError, ShapeError
 from parcomp.runtime.ranks import resolve_comm
@@ -454,8 +454,7 @@ class DistParticles:
     def check_inside(self, where: str) -> None:
         """Raise on every rank unless the fields are intact and every particle is finite
         and inside this rank's block."""
-        error: BaseException | None = None
-        try:
+        with agreed(self.comm, catch=ParcompError):
             self._check_layout(where)
             owner, bad, _ = self._locate(self.fields[self.position], where, wrap=False)
             if bad:
@@ -466,9 +465,6 @@ class DistParticles:
                     f"{where}: {stray} particle(s) on rank {self.rank} are outside its block; "
                     "call migrate() after moving particles"
                 )
-        except ParcompError as exc:
-            error = exc
-        raise_if_any(error, self.comm)
 
     @collective("DistParticles.ghosts")
     def ghosts(self, cutoff: float) -> int:
