@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from parcomp.arrays.array import DistArray
 from parcomp.grid.halo import HaloExchange, halo_plan
+from parcomp.runtime.agree import alike
 from parcomp.runtime.errors import CollectiveError, ShapeError
 from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.watchdog import collective
@@ -122,14 +123,16 @@ def exchange_halos(*arrays: DistArray, corners: bool = False) -> None:
     every array's slab, so two fields cost one latency, not two.
     """
     checked = _checked(arrays)
-    _raise_everywhere(lambda: group_exchange(checked, corners).exchange(), checked)
+    with alike(checked[0].comm, catch=CollectiveError):  # started twice, finished unstarted
+        group_exchange(checked, corners).exchange()
 
 
 @collective("start_exchange", _comm_of)
 def start_exchange(*arrays: DistArray, corners: bool = False) -> None:
     """Start the exchange of :func:`exchange_halos` and return at once."""
     checked = _checked(arrays)
-    _raise_everywhere(lambda: group_exchange(checked, corners).start(), checked)
+    with alike(checked[0].comm, catch=CollectiveError):  # started twice, finished unstarted
+        group_exchange(checked, corners).start()
 
 
 @collective("finish_exchange", _comm_of)
@@ -137,26 +140,14 @@ def finish_exchange(*arrays: DistArray, corners: bool = False) -> None:
     """Wait for the exchange :func:`start_exchange` started on the same arrays (the same
     order and corners; otherwise :class:`~parcomp.runtime.errors.CollectiveError` on every rank)."""
     checked = _checked(arrays)
-    _raise_everywhere(lambda: group_exchange(checked, corners).wait(), checked)
-
-
-def _raise_everywhere(action: Any, arrays: Sequence[DistArray]) -> None:
-    """Run ``action``; a state error (started twice, finished unstarted) comes from the
-    same calls on every rank, so it is marked as raised by all of them."""
-
-    try:
-        action()
-    except CollectiveError as exc:
-        mark_everywhere(exc, arrays[0].comm)
-        raise
+    with alike(checked[0].comm, catch=CollectiveError):  # started twice, finished unstarted
+        group_exchange(checked, corners).wait()
 
 
 def _checked(arrays: Sequence[Any], what: str = "exchange_halos") -> list[DistArray]:
     try:
         return check_group(arrays)
     except ShapeError as exc:
-        from parcomp.runtime.ranks import mark_everywhere
-
         first = next((a for a in arrays if hasattr(a, "comm")), None)
         if first is not None:
             mark_everywhere(exc, first.comm)

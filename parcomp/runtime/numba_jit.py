@@ -59,7 +59,10 @@ import numpy as np
 from parcomp.runtime import config
 from parcomp.runtime.agree import raise_if_any
 from parcomp.runtime.errors import ConfigError, KernelSignatureError
+from parcomp.runtime.log import get_logger
+from parcomp.runtime.nodes import node_name, safe_node_dirname
 from parcomp.runtime.ranks import resolve_comm
+from parcomp.runtime.subcomm import comm_cache
 from parcomp.runtime.wire import bcast_json
 
 __all__ = ["cache_dir", "compile_for_job", "jit", "Kernel", "shared_cache"]
@@ -94,8 +97,6 @@ def cache_dir() -> Path:
     base = config.get("PARCOMP_CACHE_DIR")
     if base:
         return Path(base) / "numba"
-    from parcomp.runtime.nodes import node_name, safe_node_dirname
-
     return node_cache_base() / f"parcomp-{os.getuid()}" / safe_node_dirname(node_name()) / "numba"
 
 
@@ -259,8 +260,6 @@ class Kernel:
             removed = self._remove_cache_files()
             if not removed:
                 raise
-            from parcomp.runtime.log import get_logger
-
             get_logger("parcomp.jit").warning(
                 "kernel %r: its cache entry could not be loaded (%s: %s); removed %d "
                 "cache file(s) and compiling it again",
@@ -544,9 +543,6 @@ def _node_leaders(comm: Any) -> Any:
     node-local lock).  O(log p): no rank gathers all the names.
     """
     from mpi4py import MPI
-
-    from parcomp.runtime.nodes import node_name
-    from parcomp.runtime.subcomm import comm_cache
 
     cache = comm_cache(comm)
     if "jit.grouped" in cache:

@@ -44,6 +44,7 @@ from parcomp.runtime import config
 from parcomp.runtime.callid import current, user_line
 from parcomp.runtime.errors import CollectiveError
 from parcomp.runtime.ranks import format_ranks, mark_everywhere, resolve_comm, world_rank_size
+from parcomp.runtime.subcomm import comm_cache, subsystem_comm
 
 __all__ = [
     "BEAT_FORMAT",
@@ -337,8 +338,6 @@ _resolve_comm: Any = None
 def _check_same_call(comm: Any, name: str) -> None:
     """Debug mode: raise on every rank unless all ranks of ``comm`` enter the same call."""
     import numpy as np
-
-    from parcomp.runtime.subcomm import comm_cache, subsystem_comm
 
     comm = resolve_comm(comm)
     debug = subsystem_comm(comm, "debug")

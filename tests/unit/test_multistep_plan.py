@@ -9,7 +9,7 @@ import pytest
 
 from parcomp.grid.halo import halo_plan
 from parcomp.grid.partition import Partition
-from parcomp.stencils.multistep import default_tile, rotation, schedule, step_regions
+from parcomp.stencils.plan import default_tile, rotation, schedule, step_regions
 
 
 def star(u, out, r):
@@ -147,7 +147,7 @@ def test_overlap_plan_reads_no_ghost_and_writes_nothing_being_sent(ndim):
     """Phase 1 runs with every ghost cell beside a neighbour still NaN (not received)
     and must leave the slabs being sent alone; phase 2 after the ghost cells arrive.
     Together they equal the sequential steps."""
-    from parcomp.stencils.multistep import overlap_plan
+    from parcomp.stencils.plan import overlap_plan
 
     checked = 0
     for n, r, k, h, walls, lower, upper, regions, start, other, ref in cases(
