@@ -14,6 +14,7 @@ import functools
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import warnings
 from collections.abc import Callable
@@ -26,7 +27,7 @@ MODULES: dict[str, str] = {
     "parcomp.errors": "parcomp.runtime.errors",
     "parcomp.callid": "parcomp.runtime.callid",
     "parcomp.wire": "parcomp.runtime.wire",
-    "parcomp.comm": "parcomp",  # its public names are parcomp's own
+    "parcomp.comm": "parcomp.runtime.ranks",  # and agree, failfast, log: see MERGED
     "parcomp.watchdog": "parcomp.runtime.watchdog",
     "parcomp.subcomm": "parcomp.runtime.subcomm",
     "parcomp.nodes": "parcomp.runtime.nodes",
@@ -43,7 +44,7 @@ MODULES: dict[str, str] = {
     "parcomp.redistribute": "parcomp.arrays.redistribute",
     "parcomp.array": "parcomp.arrays.array",
     "parcomp.fft": "parcomp.arrays.fft",
-    "parcomp.declared": "parcomp",  # run_stencil, stencil, StencilKernel
+    "parcomp.declared": "parcomp.stencils.spec",  # and check, run: see MERGED
     "parcomp.multistep": "parcomp.stencils.multistep",
     "parcomp.stencil_run": "parcomp.stencils.stencil_run",
     "parcomp.reach": "parcomp.stencils.reach",
@@ -57,6 +58,19 @@ MODULES: dict[str, str] = {
     "parcomp.cli": "parcomp.front.cli",
     "parcomp.notebook": "parcomp.front.notebook",
     "parcomp.workers": "parcomp.front.workers",
+}
+
+#: Old modules split in several: the old path gives a module holding the public names of
+#: them all (0.2's ``__all__`` keeps working).
+MERGED: dict[str, tuple[str, ...]] = {
+    "parcomp.comm": (
+        "parcomp.runtime.ranks",
+        "parcomp.runtime.agree",
+        "parcomp.runtime.failfast",
+        "parcomp.runtime.log",
+    ),
+    "parcomp.declared": ("parcomp.stencils.spec", "parcomp.stencils.run"),
+    "parcomp.multistep": ("parcomp.stencils.multistep", "parcomp.stencils.plan"),
 }
 
 #: 0.2 names in a package that stays: the package's ``__getattr__`` warns and hands on.
@@ -91,16 +105,43 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None  # a placeholder; exec_module puts the real module in its place
 
     def exec_module(self, module: Any) -> None:
-        new = MODULES[module.__name__]
+        name = module.__name__
+        new = MODULES[name]
         warnings.warn(
-            f"{module.__name__} is now {new} (or import its public names from parcomp); "
-            "the old path goes in parcomp 0.4",
+            f"{name} is now {' + '.join(MERGED.get(name, (new,)))} (or import its public "
+            "names from parcomp); the old path goes in parcomp 0.4",
             DeprecationWarning,
             stacklevel=_caller_level(),
         )
+        if name in MERGED:  # the placeholder becomes the union of the new modules
+            for part in MERGED[name]:
+                source = importlib.import_module(part)
+                for attr in getattr(source, "__all__", ()):
+                    setattr(module, attr, getattr(source, attr))
+            if name == "parcomp.comm":
+                module.agreed = _agreed_call  # 0.2's agreed(fn, comm) was a function
+            return
         # importlib returns what sys.modules holds after exec_module: the real module,
         # whose own __spec__ is left untouched
-        sys.modules[module.__name__] = importlib.import_module(new)
+        sys.modules[name] = importlib.import_module(new)
+
+    def get_code(self, fullname: str) -> Any:
+        """``python -m parcomp.cli``: run the new module's code (runpy asks for it)."""
+        new = MODULES[fullname]
+        warnings.warn(
+            f"python -m {fullname} is now python -m {new}; the old path goes in parcomp 0.4",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.util.find_spec(new).loader.get_code(new)
+
+
+def _agreed_call(fn: Callable[[], Any], comm: Any = None) -> Any:
+    """0.2's ``parcomp.comm.agreed(fn, comm)``: ``fn()`` with a ParcompError it raises on
+    any rank raised on every rank (now ``with parcomp.agreed(comm): ...``)."""
+    agreed = importlib.import_module("parcomp.runtime.agree").agreed
+    with agreed(comm):
+        return fn()
 
 
 def install() -> None:

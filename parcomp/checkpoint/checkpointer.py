@@ -13,6 +13,7 @@ engine of :mod:`parcomp.checkpoint.restore`.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,6 +171,22 @@ class Checkpointer(Saving):
             self.wait()
         return bool(flags[0] or flags[1]), int(flags[1])
 
+    # 0.2's attribute names, until 0.4
+    @property
+    def every_steps(self) -> int | None:
+        """Deprecated: :attr:`every`."""
+        return _old_attribute(self, "every_steps", "every")
+
+    @property
+    def async_write(self) -> bool:
+        """Deprecated: :attr:`asynchronous`."""
+        return _old_attribute(self, "async_write", "asynchronous")
+
+    @property
+    def local_dir(self) -> Path | None:
+        """Deprecated: :attr:`local_directory`."""
+        return _old_attribute(self, "local_dir", "local_directory")
+
     @collective("Checkpointer.checkpoint_if_due")
     def checkpoint_if_due(self, step: int, **state: Any) -> bool:
         """At a step boundary: save if the policy says so or a preemption signal arrived.
@@ -196,8 +213,8 @@ class Checkpointer(Saving):
         self.save(step, **state)
         return True
 
-    @collective("Checkpointer.restore")
     @renamed_keywords("Checkpointer.restore", arrays="layouts")
+    @collective("Checkpointer.restore")
     def restore(
         self,
         layouts: Mapping[str, Mapping[str, Any]] | None = None,
@@ -297,3 +314,12 @@ def _parts(state: Mapping[str, Any]) -> tuple[Any, ...]:
     if unknown:
         raise ConfigError(f"checkpoint_if_due got unknown state {sorted(unknown)}")
     return tuple(state.get(k) for k in ("arrays", "scalars", "rng", "meta", "local"))
+
+
+def _old_attribute(ck: Checkpointer, old: str, new: str) -> Any:
+    warnings.warn(
+        f"Checkpointer.{old} is now Checkpointer.{new}; the old name goes in parcomp 0.4",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return getattr(ck, new)

@@ -15,23 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from parcomp._version import __version__
-from parcomp.checkpoint.inspect import inspect_checkpoint, inspect_local
-from parcomp.checkpoint.reader import list_checkpoints
-from parcomp.launch.hosts import parse_hosts, read_hostfile
-from parcomp.launch.listen import listeners
-from parcomp.launch.mpiexec import (
-    find_mpiexec,
-    loaded_mpi_identity,
-    mpiexec_identity,
-    mpiexec_mismatch,
-)
-from parcomp.launch.run import launch_job
-from parcomp.launch.slurm import SlurmOptions, lead_warning, render_sbatch
-from parcomp.launch.supervise import Signals
+# The rest of parcomp is imported in the commands that use it: `parcomp run` installs its
+# signal handlers (main) before those modules load, so a preemption during start-up is
+# kept, not lost.
 from parcomp.runtime.errors import ConfigError, ParcompError
-from parcomp.runtime.numba_jit import cache_dir
-from parcomp.runtime.resilient import ulfm_requested
 
 __all__ = ["main"]
 
@@ -72,6 +59,15 @@ def _version(module: str) -> str:
 
 def info_lines() -> tuple[list[str], list[str]]:
     """Lines of ``parcomp info`` and warnings about the setup."""
+    from parcomp._version import __version__
+    from parcomp.launch.mpiexec import (
+        find_mpiexec,
+        loaded_mpi_identity,
+        mpiexec_identity,
+        mpiexec_mismatch,
+    )
+    from parcomp.runtime.numba_jit import cache_dir
+
     lines = [
         f"python:        {platform.python_version()} ({sys.executable})",
         f"parcomp:       {__version__}",
@@ -97,6 +93,7 @@ def info_lines() -> tuple[list[str], list[str]]:
         lines.append(f"parallel HDF5: unknown ({exc})")
     lines.append(f"numba cache:   {cache_dir()}")
     lines.append(f"ULFM:          {_ulfm_line(library.vendor)}")
+    from parcomp.launch.listen import listeners
 
     lines += listeners(library.vendor)
     try:
@@ -132,6 +129,9 @@ def _cmd_info(_args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from parcomp.launch.hosts import parse_hosts, read_hostfile
+    from parcomp.launch.run import launch_job
+    from parcomp.runtime.resilient import ulfm_requested
 
     if args.module is None and args.script is None:
         raise ParcompError("parcomp run needs a script (or -m MODULE) to run")
@@ -177,6 +177,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_slurm(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from parcomp.launch.slurm import SlurmOptions, lead_warning, render_sbatch
+
     if args.script is None:
         raise ParcompError("parcomp slurm needs the job script to run")
     opts = SlurmOptions(
@@ -206,6 +208,9 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from parcomp.checkpoint.inspect import inspect_checkpoint
+    from parcomp.checkpoint.reader import list_checkpoints
+
     directory = Path(args.directory)
     if not directory.is_dir():
         raise ParcompError(f"{directory} is not a directory")
@@ -231,6 +236,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _inspect_local(root: Any, quick: bool) -> int:
+    from parcomp.checkpoint.inspect import inspect_local
 
     nodes = sorted(p.name for p in root.iterdir() if p.name.startswith("node-"))
     print(f"node-local tier {root}: {len(nodes)} node folder(s) visible: {', '.join(nodes)}")
@@ -252,6 +258,7 @@ def _inspect_local(root: Any, quick: bool) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``parcomp`` argument parser."""
+    from parcomp._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="parcomp",
@@ -454,6 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signals = None
     if tokens[:1] == ["run"]:
         # Before anything else: a preemption signal during start-up is kept, not lost.
+        from parcomp.launch.supervise import Signals
 
         signals = Signals()
         signals.install()

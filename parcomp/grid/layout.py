@@ -21,7 +21,7 @@ import numpy as np
 
 from parcomp.grid.partition import Partition
 
-__all__ = ["Layout", "Decomposed"]
+__all__ = ["Layout", "Decomposed", "is_decomposed"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,3 +117,12 @@ class Decomposed(Protocol):
     layout: Layout
     local: np.ndarray
     dtype: np.dtype
+
+
+def is_decomposed(value: Any) -> bool:
+    """``value`` has a real :class:`Layout` and buffer (not just attributes of those names)."""
+    return (
+        isinstance(value, Decomposed)
+        and isinstance(value.layout, Layout)
+        and isinstance(value.local, np.ndarray)
+    )

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from parcomp.grid.layout import Decomposed
+from parcomp.grid.layout import Decomposed, is_decomposed
 from parcomp.io.cf import CFPlan, cf_plan
 from parcomp.io.parts import PartSource, check_output_sources, read_region, write_part_dataset
 from parcomp.io.slabs import fsync_path
@@ -193,7 +193,7 @@ def _check_arrays(arrays: Any) -> list[tuple[str, Decomposed]]:
                 f"save_hdf5: dataset name {name!r} must be letters, digits, '_', '.', '-' "
                 "(not starting with a digit or '.'), at most 128 characters"
             )
-        if not isinstance(a, Decomposed):  # a DistArray (it has a layout)
+        if not is_decomposed(a):  # a DistArray (it has a layout)
             raise ShapeError(f"save_hdf5: {name!r} is a {type(a).__name__}, not a DistArray")
         if a.comm is not first.comm and a.layout.halo_comm is not first.layout.halo_comm:
             raise ShapeError(f"save_hdf5: {name!r} is on another communicator than the others")
@@ -471,6 +471,7 @@ def open_dataset(
     return Dataset(tuple(shape), np.dtype(dt), plan, parts)
 
 
+@collective("load_hdf5", lambda path, name, arr, found: arr.layout.comm)
 def read_into(path: str | os.PathLike[str], name: str, arr: Decomposed, found: Dataset) -> None:
     """Read each rank's block of an opened dataset into ``arr`` (collective, agreed)."""
     arr.attrs = dict(found.plan.attrs)
@@ -634,3 +635,23 @@ def dataset_sha256(path: str | os.PathLike[str], *names: str, rows: int = 256) -
             for a in range(0, dset.shape[0], rows):
                 digest.update(np.ascontiguousarray(dset[a : a + rows], dtype=little).tobytes())
     return digest.hexdigest()
+
+
+#: 0.2 names: load_hdf5 makes a DistArray, so it lives with DistArray now.
+_MOVED = {"load_hdf5": ("parcomp", "load_hdf5")}
+
+
+def __getattr__(name: str) -> Any:
+    """0.2 names that moved from here, for one release, with a DeprecationWarning."""
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        module, new = _MOVED[name]
+        warnings.warn(
+            f"{__name__}.{name} is now {module}.{new}; the old name goes in parcomp 0.4",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), new)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

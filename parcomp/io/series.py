@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from parcomp.grid.layout import Decomposed
+from parcomp.grid.layout import Decomposed, is_decomposed
 from parcomp.io.hdf5 import (
     _NAME,
     _check_target,
@@ -186,7 +186,7 @@ class Series(SeriesFile):
             raise ShapeError("Series needs a non-empty mapping of names to DistArrays")
         first = next(iter(fields.values()))
         for name, a in fields.items():
-            if not isinstance(a, Decomposed):
+            if not is_decomposed(a):
                 raise ShapeError(f"Series: field {name!r} is a {type(a).__name__}")
             if (a.partition, a.comm) != (first.partition, first.comm):
                 raise ShapeError(f"Series: field {name!r} is decomposed unlike the others")
@@ -496,7 +496,7 @@ class Series(SeriesFile):
             )
         for name, a in arrays.items():
             want = self._template.partition
-            if not isinstance(a, Decomposed):
+            if not is_decomposed(a):
                 raise ShapeError(
                     f"Series.append: field {name!r} is a {type(a).__name__}, the series holds "
                     f"a DistArray of shape {want.global_shape}"

@@ -524,3 +524,22 @@ def _report_recoveries(path: str, log: Any, copy: str | None = None) -> set[int]
         if isinstance(ranks, list):
             lost.update(r for r in ranks if isinstance(r, int) and not isinstance(r, bool))
     return lost
+
+
+_MOVED = {"run_job": ("parcomp.launch.run", "launch_job")}
+
+
+def __getattr__(name: str) -> Any:
+    """0.2 names that moved from here, for one release, with a DeprecationWarning."""
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        module, new = _MOVED[name]
+        warnings.warn(
+            f"{__name__}.{name} is now {module}.{new}; the old name goes in parcomp 0.4",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), new)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,6 @@ deposit and interpolation.
 May import: :mod:`parcomp.runtime`, :mod:`parcomp.grid`.
 """
 
-from parcomp.particles.dist import DistParticles
+from parcomp.particles.dist import OUT_OF_DOMAIN, DistParticles
 
-__all__ = ["DistParticles"]
+__all__ = ["DistParticles", "OUT_OF_DOMAIN"]

@@ -583,8 +583,9 @@ class DistParticles:
         return {f"{prefix}.{n}": a for n, a in self.fields.items()}
 
     @classmethod
+    @renamed_keywords("DistParticles.restore", grid="blocks")
     def restore(
-        cls, grid: Any, restored: Any, prefix: str = "particles", **options: Any
+        cls, blocks: Any, restored: Any, prefix: str = "particles", **options: Any
     ) -> DistParticles:
         """Particles from a checkpoint restored by ``Checkpointer.restore`` (any rank count).
 
@@ -612,4 +613,4 @@ class DistParticles:
             for name, value in getattr(restored, "local", {}).items()
             if name.startswith(head)
         }
-        return cls(grid, fields, **options)
+        return cls(blocks, fields, **options)

@@ -61,8 +61,8 @@ class agreed:  # noqa: N801 - used as a statement: ``with agreed(comm):``
     -----
     Collective over `comm`: every rank must reach the end of the block (one checked
     ``Allreduce`` of a flag, which also carries the call's identity; the messages travel
-    only when a rank failed; nothing is pickled).  A block left by ``return`` or ``break``
-    skips the agreement: do not leave one early.
+    only when a rank failed; nothing is pickled).  A block left early (``return``,
+    ``break``) still agrees on leaving, so every rank must leave it alike.
     """
 
     __slots__ = ("catch", "comm", "wrap")

@@ -39,7 +39,7 @@ class Progress:
 
             self._bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True)
         except ImportError:  # tqdm is optional: fall back to log lines every ~2 s
-            self._log = get_logger("parcomp.runtime.progress")
+            self._log = get_logger("parcomp.progress")
             self._desc = desc
 
     def update_to(self, done: int) -> None:

@@ -204,7 +204,7 @@ def run_resilient(
     global _recoveries, _exit_comm
     from mpi4py import MPI
 
-    log = get_logger("parcomp.runtime.resilient")
+    log = get_logger("parcomp.resilient")
     comm = resolve_comm(comm)
     wanted = ulfm_requested() if ulfm is None else ulfm
     if not wanted:
