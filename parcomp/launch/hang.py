@@ -40,7 +40,7 @@ _HIDDEN = (
     "<frozen runpy>",
     os.sep + "runpy.py",
     os.path.join("parcomp", "launch", "runner.py"),
-    os.path.join("parcomp", "watchdog.py"),
+    os.path.join("parcomp", "runtime", "watchdog.py"),
 )
 
 
@@ -79,7 +79,7 @@ def parse_faulthandler(text: str) -> list[list[Frame]]:
 
 
 #: parcomp's watchdog threads (file, functions): never the stack a hang report shows.
-_OWN_THREADS = (os.path.join("parcomp", "watchdog.py"), ("watch", "wait"))
+_OWN_THREADS = (os.path.join("parcomp", "runtime", "watchdog.py"), ("watch", "wait"))
 
 
 def descendants(root: int) -> list[int]:

@@ -179,3 +179,22 @@ def test_reach_inference():
     assert reach["u"].offsets == {0: 2} and reach["u"].widest[0] == "u[i + 2]"
     assert reach["v"].offsets == {0: 1}
     assert infer_reach(eval("lambda u, out: None"), ["u"]) == {}  # no source: nothing proven
+
+
+def test_the_watchdog_thread_of_the_real_module_is_left_out():
+    # on another node the watchdog thread writes the dump: its frames, at the module's real
+    # path, must never be the stack a hang report shows (it was, after the module moved)
+    import parcomp.runtime.watchdog as watchdog
+    from parcomp.launch.hang import parse_faulthandler
+
+    dump = (
+        "Current thread 0x00007f0000000001 (most recent call first):\n"
+        f'  File "{watchdog.__file__}", line 223 in watch\n'
+        '  File "/usr/lib/python3.11/threading.py", line 982 in run\n'
+        "\n"
+        "Thread 0x00007f0000000002 (most recent call first):\n"
+        '  File "/job/hang.py", line 12 in stuck_here\n'
+        '  File "/job/hang.py", line 24 in main\n'
+    )
+    threads = parse_faulthandler(dump)
+    assert [[f.func for f in t] for t in threads] == [["main", "stuck_here"]]
