@@ -144,6 +144,28 @@ def _agreed_call(fn: Callable[[], Any], comm: Any = None) -> Any:
         return fn()
 
 
+def moved_names(module: str, moved: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for 0.2 names that left ``module``: ``{old: "pkg.mod.new"}``.
+
+    The old name warns (naming the new one) and hands on the new object; any other
+    missing name is an ``AttributeError`` as usual.  The new object is looked up by name
+    on first use, so the module does not import where its old names went.
+    """
+
+    def module_getattr(name: str) -> Any:
+        if name not in moved:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        owner, _, attr = moved[name].rpartition(".")
+        warnings.warn(
+            f"{module}.{name} is now {moved[name]}; the old name goes in parcomp 0.4",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(owner), attr)
+
+    return module_getattr
+
+
 def install() -> None:
     """Add the finder once, after the normal ones (it answers only for old paths)."""
     if not any(isinstance(f, _MovedModules) for f in sys.meta_path):

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from parcomp._renamed import moved_names
 from parcomp.io.slabs import fsync_path
 from parcomp.runtime.errors import CheckpointError, CheckpointSchemaError
 
@@ -173,23 +174,17 @@ def check_step_dir(folder: Path) -> None:
 
 
 #: 0.2 names: slabs and checksums are io's now (output files use them too).
-_MOVED = {
-    n: ("parcomp.io.slabs", n)
-    for n in ("checksum", "slab_rows", "slab_bounds", "slab_checksums", "fsync_path", "SLAB_BYTES")
-}
-
-
-def __getattr__(name: str) -> Any:
-    """0.2 names that moved from here, for one release, with a DeprecationWarning."""
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        module, new = _MOVED[name]
-        warnings.warn(
-            f"{__name__}.{name} is now {module}.{new}; the old name goes in parcomp 0.4",
-            DeprecationWarning,
-            stacklevel=2,
+__getattr__ = moved_names(
+    __name__,
+    {
+        n: f"parcomp.io.slabs.{n}"
+        for n in (
+            "checksum",
+            "slab_rows",
+            "slab_bounds",
+            "slab_checksums",
+            "fsync_path",
+            "SLAB_BYTES",
         )
-        return getattr(importlib.import_module(module), new)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    },
+)

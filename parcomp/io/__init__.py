@@ -8,26 +8,13 @@ COMMUNICATES: every function here is collective over the arrays' communicator.
 May import: :mod:`parcomp.runtime`, :mod:`parcomp.grid`.
 """
 
-from typing import Any
-
+from parcomp._renamed import moved_names
 from parcomp.io.hdf5 import dataset_sha256, mpio_available, save_hdf5
 from parcomp.io.series import Series
 
 __all__ = ["save_hdf5", "mpio_available", "dataset_sha256", "Series"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "load_hdf5":  # 0.2's spelling; it makes a DistArray, so it is parcomp's now
-        import importlib
-        import warnings
-
-        warnings.warn(
-            "parcomp.io.load_hdf5 is now parcomp.load_hdf5 (or DistArray.from_hdf5); "
-            "the old name goes in parcomp 0.4",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        # The one arrow from io up to arrays, on purpose: a deprecated name that makes a
-        # DistArray (io is below arrays); it goes with the alias in parcomp 0.4.
-        return importlib.import_module("parcomp.arrays.array").load_hdf5
-    raise AttributeError(f"module 'parcomp.io' has no attribute {name!r}")
+# 0.2's spelling: load_hdf5 makes a DistArray, so it is parcomp's now (looked up by name
+# on first use: io is below arrays)
+__getattr__ = moved_names(__name__, {"load_hdf5": "parcomp.load_hdf5"})

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from parcomp._renamed import moved_names
 from parcomp.grid.layout import Decomposed, is_decomposed
 from parcomp.io.cf import CFPlan, cf_plan
 from parcomp.io.parts import PartSource, check_output_sources, read_region, write_part_dataset
@@ -638,20 +639,4 @@ def dataset_sha256(path: str | os.PathLike[str], *names: str, rows: int = 256) -
 
 
 #: 0.2 names: load_hdf5 makes a DistArray, so it lives with DistArray now.
-_MOVED = {"load_hdf5": ("parcomp", "load_hdf5")}
-
-
-def __getattr__(name: str) -> Any:
-    """0.2 names that moved from here, for one release, with a DeprecationWarning."""
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        module, new = _MOVED[name]
-        warnings.warn(
-            f"{__name__}.{name} is now {module}.{new}; the old name goes in parcomp 0.4",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module(module), new)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {"load_hdf5": "parcomp.load_hdf5"})

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from parcomp._renamed import renamed_keywords
+from parcomp._renamed import moved_names, renamed_keywords
 from parcomp.launch.cleanup import ShmJanitor, die_with_parent, sweep_orphans
 from parcomp.launch.hang import HangWatch
 from parcomp.launch.hosts import (
@@ -526,20 +526,5 @@ def _report_recoveries(path: str, log: Any, copy: str | None = None) -> set[int]
     return lost
 
 
-_MOVED = {"run_job": ("parcomp.launch.run", "launch_job")}
-
-
-def __getattr__(name: str) -> Any:
-    """0.2 names that moved from here, for one release, with a DeprecationWarning."""
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        module, new = _MOVED[name]
-        warnings.warn(
-            f"{__name__}.{name} is now {module}.{new}; the old name goes in parcomp 0.4",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module(module), new)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: 0.2 names, until 0.4.
+__getattr__ = moved_names(__name__, {"run_job": "parcomp.launch.run.launch_job"})
