@@ -7,9 +7,8 @@ and for scatter/gather/redistribution.  Every module that moves an array's data 
 exchange, redistribution, FFTs, HDF5 files, the stencil engine, particles) reads it from
 ``DistArray.layout``; none reaches into an array's private state.
 
-Arrays made alike share one layout (``a.zeros_like()``, arithmetic), so "decomposed
-alike" is ``a.layout.same_decomposition(b.layout)`` and "on the same communicators" is
-``a.layout.halo_comm is b.layout.halo_comm``.
+Arrays made alike share one layout (``a.zeros_like()``, arithmetic); "on the same
+communicators" is ``a.layout.halo_comm is b.layout.halo_comm``.
 """
 
 from __future__ import annotations
@@ -98,14 +97,6 @@ class Layout:
     def with_partition(self, partition: Partition, halo: tuple[int, ...]) -> Layout:
         """Another partition and halo on the same communicators (local: the caller agreed)."""
         return Layout(partition, tuple(halo), self.comm, self.halo_comm, self.array_comm, self.rank)
-
-    def same_decomposition(self, other: Layout) -> bool:
-        """Same blocks, halo and communicators as ``other`` (local: agreed metadata)."""
-        return (
-            self.partition == other.partition
-            and self.halo == other.halo
-            and self.halo_comm is other.halo_comm
-        )
 
 
 @runtime_checkable
