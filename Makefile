@@ -98,6 +98,7 @@ bench: $(STAMP)
 	$(PY) bench/node_local.py
 	$(PY) bench/mpio.py
 	$(PY) bench/io_versions.py
+	$(PY) bench/io_reread.py
 	$(PY) bench/redistribute.py
 	$(PY) bench/migrate.py
 	bash bench/install_fft_peer.sh $(abspath $(VENV))

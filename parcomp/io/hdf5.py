@@ -596,9 +596,7 @@ def _read_block(
     if parts is not None:  # parcomp's own parts: confined, placement and checksums checked
         stored = plan.stored if plan is not None else arr.dtype
         if plan is None or plan.identity:
-            read_region(
-                path, name, parts[0], parts[1], arr.local_range, arr.interior, arr.local, arr.halo
-            )
+            read_region(path, name, parts[0], parts[1], arr.local_range, arr.interior)
         else:
             raw = np.empty(arr.interior.shape, stored)
             read_region(path, name, parts[0], parts[1], arr.local_range, raw)

@@ -24,7 +24,15 @@ import numpy as np
 
 from parcomp.runtime.numba_jit import jit
 
-__all__ = ["SLAB_BYTES", "slab_rows", "slab_bounds", "checksum", "slab_checksums", "fsync_path"]
+__all__ = [
+    "SLAB_BYTES",
+    "slab_rows",
+    "slab_bounds",
+    "checksum",
+    "copy_checksum",
+    "slab_checksums",
+    "fsync_path",
+]
 
 #: About this many bytes per slab.
 SLAB_BYTES = 4 * 2**20
@@ -68,6 +76,41 @@ def _fletcher() -> Any:
         kernel(np.zeros((2, 4), np.uint64)[:, :2])  # ... and strided
         _fletcher_kernel = kernel.dispatcher
     return _fletcher_kernel
+
+
+_copy_kernel: Any = None
+
+
+def _fletcher_copy() -> Any:
+    """Copy 2-d uint64 rows ``src`` to ``dst`` (same shape, rows contiguous, anywhere) and
+    return their Fletcher-64 sums: a read and its check in one pass over memory."""
+    global _copy_kernel
+    if _copy_kernel is None:
+
+        def fletcher64_copy(src, dst):
+            s1 = np.uint64(0)
+            s2 = np.uint64(0)
+            for i in range(src.shape[0]):
+                for j in range(src.shape[1]):
+                    w = src[i, j]
+                    dst[i, j] = w
+                    s1 += w
+                    s2 += s1
+            return s1, s2
+
+        kernel = jit(nogil=True)(fletcher64_copy)
+        kernel(np.zeros((1, 1), np.uint64), np.zeros((1, 1), np.uint64))
+        kernel(np.zeros((1, 1), np.uint64), np.zeros((2, 4), np.uint64)[:, :2])
+        _copy_kernel = kernel.dispatcher
+    return _copy_kernel
+
+
+def copy_checksum(src: np.ndarray, dst: np.ndarray) -> str:
+    """``dst[...] = src`` and :func:`checksum` of ``src``, in one pass, for 2-d arrays of
+    8-byte items whose rows are contiguous (the data of a part file mapped in memory,
+    and a block of a DistArray between its halo columns)."""
+    s1, s2 = _fletcher_copy()(src.view(np.uint64), dst.view(np.uint64))
+    return f"fletcher64:{int(s1):016x}{int(s2):016x}"
 
 
 def checksum(data: np.ndarray) -> str:
