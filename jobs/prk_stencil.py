@@ -11,7 +11,7 @@ over those cells equals ``(iterations + 1) * 2`` to 1e-8, and the job prints the
 in MFlop/s as PRK counts it (19 flops per updated cell).
 
 ``--steps-per-exchange k`` does ``k`` iterations per halo exchange (deep halo of ``2k``
-ghost cells) and cache-blocks them (see :mod:`parcomp.stencils.multistep`); 1 is the plain
+ghost cells) and cache-blocks them (see :mod:`parcomp.stencils.check_steps`); 1 is the plain
 scheme, one exchange and one sweep per iteration.  The result is bitwise the same for
 any ``k``, ``--tile`` and rank count.
 """

@@ -45,8 +45,8 @@ MODULES: dict[str, str] = {
     "parcomp.array": "parcomp.arrays.array",
     "parcomp.fft": "parcomp.arrays.fft",
     "parcomp.declared": "parcomp.stencils.spec",  # and check, run: see MERGED
-    "parcomp.multistep": "parcomp.stencils.multistep",
-    "parcomp.stencil_run": "parcomp.stencils.stencil_run",
+    "parcomp.multistep": "parcomp.stencils.check_steps",  # and plan, run: see MERGED
+    "parcomp.stencil_run": "parcomp.stencils.run",
     "parcomp.reach": "parcomp.stencils.reach",
     "parcomp.particle_plan": "parcomp.particles.plan",
     "parcomp.particle_deposit": "parcomp.particles.deposit",
@@ -70,7 +70,11 @@ MERGED: dict[str, tuple[str, ...]] = {
         "parcomp.runtime.log",
     ),
     "parcomp.declared": ("parcomp.stencils.spec", "parcomp.stencils.run"),
-    "parcomp.multistep": ("parcomp.stencils.multistep", "parcomp.stencils.plan"),
+    "parcomp.multistep": (
+        "parcomp.stencils.check_steps",
+        "parcomp.stencils.plan",
+        "parcomp.stencils.run",
+    ),
 }
 
 #: 0.2 names in a package that stays: the package's ``__getattr__`` warns and hands on.

@@ -21,13 +21,8 @@ from parcomp.runtime.numba_jit import Kernel
 from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.subcomm import comm_cache
 from parcomp.runtime.watchdog import collective
+from parcomp.stencils.plan import StencilPlan, single_plan
 from parcomp.stencils.spec import StencilSpec, _undeclared_reach
-from parcomp.stencils.stencil_run import (
-    buffers,
-    fast_key,
-    remember,
-    window,
-)
 
 
 def _comm_of(kernel: Any, *args: Any, **_kw: Any) -> Any:
@@ -42,16 +37,12 @@ def _comm_of_call(kernel: Any, args: tuple[Any, ...], *_rest: Any) -> Any:
     return _comm_of(kernel, *args)
 
 
-def check_call(
-    kernel: Any, args: tuple[Any, ...], corners: bool | None, overlap: bool, exchange: bool
-) -> tuple[list[Any], StencilSpec | None, bool, tuple[Any, ...]]:
-    """Every check of a ``run_stencil`` call, then remember it (COMMUNICATES: agreements).
-
-    Returns the arrays read with ghost cells (each once), the spec, whether corners are
-    exchanged and the kernel's arguments for one call on the whole block.
+def check_call(kernel: Any, args: tuple[Any, ...], corners: bool | None) -> StencilPlan:
+    """Every check of a ``run_stencil`` call (COMMUNICATES: agreements); its plan of one
+    step.  Overlap and several steps are checked on top of this by
+    :func:`parcomp.stencils.check_steps.check_steps`.
     """
 
-    key = fast_key(kernel, args, corners, DistArray)
     spec: StencilSpec | None = getattr(kernel, "spec", None)
     name = getattr(kernel, "__name__", repr(kernel))
     # The communicator the errors below are agreed over (they come from the same code and
@@ -150,34 +141,40 @@ def check_call(
     # message): a value computed from a rank's own block (alpha = 0.1 / u.interior.max())
     # differs between ranks, and each rank would step with its own, silently.
     agree_params(kernel, args)
-    call_args = buffers(args, window(spec, args), DistArray)
+    win = window(spec, args)
     if isinstance(kernel, Kernel) and not _jit_disabled():
-        _agree_compiled(kernel, call_args, comm)
-    if overlap and exchange and spec is None:
-        raise mark_everywhere(
-            KernelSignatureError(
-                f"run_stencil(overlap=True) needs a declared kernel (@parcomp.stencil): "
-                f"{name!r} does not say how far it reads"
-            ),
-            comm,
-        )
-    if overlap and exchange and spec is not None and spec.reads_output is not False:
-        raise mark_everywhere(
-            KernelSignatureError(
-                f"run_stencil(overlap=True): kernel {name!r} "
-                + (
-                    "reads a field it writes (an in-place update or out += ...)"
-                    if spec.reads_output
-                    else "has no source parcomp can read to prove it does not read its output"
-                )
-                + "; overlap computes the cells next to the block's edges twice, so the "
-                "result would be wrong. Use overlap=False"
-            ),
-            comm,
-        )
-    read_arrays = list({id(r): r for _, r in reads}.values())  # each array once
-    remember(key, args, read_arrays, spec, want_corners, DistArray)
-    return read_arrays, spec, want_corners, call_args
+        _agree_compiled(kernel, buffers(args, win), comm)
+    positions = {id(a): i for i, a in reversed(list(enumerate(args)))}
+    exchanged = sorted({positions[id(r)] for _, r in reads})  # each array once
+    write_pos = [i for i, r in enumerate(roles) if "write" in r]
+    is_field = [isinstance(a, DistArray) for a in args]
+    return single_plan(name, is_field, win, write_pos, exchanged, want_corners)
+
+
+def window(spec: Any, args: tuple[Any, ...]) -> tuple[slice, ...] | None:
+    """The part of the buffers a declared kernel gets when the halo is wider than its
+    radius: the interior plus ``radius`` ghost cells (PURE).  A kernel computes every cell
+    ``radius`` away from its arrays' edges; on the whole buffer it would also compute the
+    outer ghost cells of its output, which on a wall hold the boundary condition.  None
+    when the halo equals the radius (the whole buffer is that window) or undeclared."""
+
+    if spec is None:
+        return None
+    first = next((a for a in args if isinstance(a, DistArray)), None)
+    if first is None:
+        return None
+    r = spec.radius_for(first.ndim)
+    if all(h == rd for h, rd in zip(first.halo, r, strict=True)):
+        return None
+    n = first.local_shape
+    return tuple(slice(h - rd, h + nd + rd) for h, nd, rd in zip(first.halo, n, r, strict=True))
+
+
+def buffers(args: tuple[Any, ...], win: tuple[slice, ...] | None) -> tuple[Any, ...]:
+    """The kernel's arguments: each DistArray's buffer (or its window), others as given."""
+    if win is None:
+        return tuple(a.local if isinstance(a, DistArray) else a for a in args)
+    return tuple(a.local[win] if isinstance(a, DistArray) else a for a in args)
 
 
 def _roles(kernel: Any, n: int) -> tuple[list[str], list[str]]:

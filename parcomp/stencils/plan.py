@@ -1,8 +1,11 @@
-"""The plan of several time steps per halo exchange (PURE): which cells each step computes,
-in which tiles and order, what overlaps the exchange, how the fields rotate.
+"""The plan of a stencil call (PURE): :class:`StencilPlan`, the one value the checks produce
+and the runner executes, for one step (k = 1) or several per exchange; and the pieces of
+the multi-step plan: which cells each step computes, in which tiles and order, what
+overlaps the exchange, how the fields rotate.
 
-Checked by hand in NumPy (``tests/unit/test_multistep_plan.py``); run by
-:mod:`parcomp.stencils.multistep`, whose docstring explains the method.
+Checked by hand in NumPy (``tests/unit/test_multistep_plan.py``); built by
+:mod:`parcomp.stencils.check` and :mod:`parcomp.stencils.check_steps` (whose docstring
+explains the multi-step method), run by :mod:`parcomp.stencils.run`.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from parcomp.runtime import config
 from parcomp.runtime.errors import KernelSignatureError
 
 __all__ = [
+    "StencilPlan",
+    "single_plan",
     "step_regions",
     "schedule",
     "overlap_plan",
@@ -27,6 +33,104 @@ __all__ = [
 ]
 
 Range = tuple[int, int]
+#: One kernel call of a plan: the step (0-based: which rotation of the arguments) and the
+#: view of every field's buffer it gets (None: the whole buffer).
+Call = tuple[int, "tuple[slice, ...] | None"]
+
+#: Calls between two re-agreements of a remembered call's plain parameters, in steps: a
+#: value computed from a rank's own block that changes later (a time step from a local
+#: CFL bound) is caught within this many steps (one 80-byte Allreduce each time).
+SAMPLE = 256
+
+
+@dataclass(frozen=True, eq=False)
+class StencilPlan:
+    """What a checked ``run_stencil`` call does on this rank (PURE data, built once by the
+    checks, executed by :mod:`parcomp.stencils.run` as often as the call repeats).
+
+    One step is the case ``steps == 1``: ``calls`` is then one call on the whole block
+    (or, for a halo wider than the radius, on the interior and ``radius`` ghost cells).
+    """
+
+    #: the kernel's name, for messages
+    name: str
+    #: time steps per call (1 for a single step)
+    steps: int
+    #: ``steps=None`` was asked: nothing is returned
+    single: bool
+    #: rotation between steps: ``perm[i]`` is the position of this step's argument passed
+    #: at position ``i`` next step (identity for a single step)
+    perm: tuple[int, ...]
+    #: which arguments are DistArrays (the kernel gets their buffers, or views of them)
+    is_field: tuple[bool, ...]
+    #: the kernel calls, in order (with overlap: those during the exchange)
+    calls: tuple[Call, ...]
+    #: with overlap: the calls once the exchange has finished
+    after: tuple[Call, ...]
+    #: the exchange is started, ``calls`` run, then it is finished and ``after`` run
+    overlapped: bool
+    #: wall ghost bands a whole-axis view lets the kernel overwrite, restored after each
+    #: call: ``(index over the axes after the first, axis)``
+    bands: tuple[tuple[tuple[slice, ...], int], ...]
+    #: positions of the arguments the kernel writes
+    write_pos: tuple[int, ...]
+    #: positions of the arguments exchanged before the first step (each array once)
+    exchanged: tuple[int, ...]
+    #: the exchange includes edges and corners
+    corners: bool
+    #: the exchange also carries the neighbours' copies of their wall ghost cells
+    walls: bool
+
+    @property
+    def period(self) -> int:
+        """Steps after which the rotation is back where it started."""
+        return _period(self.perm)
+
+    @property
+    def plain(self) -> bool:
+        """A plan of :func:`single_plan`: one call on the buffers after a blocking exchange
+        (the generated fast path)."""
+        return (
+            self.single
+            and not self.walls
+            and len(self.calls) == 1
+            and not self.after
+            and not self.overlapped
+            and not self.bands
+        )
+
+    @property
+    def sample(self) -> int:
+        """Fast calls between two re-agreements of the plain parameters (see SAMPLE)."""
+        return max(1, SAMPLE // self.steps)
+
+
+def single_plan(
+    name: str,
+    is_field: Sequence[bool],
+    window: tuple[slice, ...] | None,
+    write_pos: Sequence[int],
+    exchanged: Sequence[int],
+    corners: bool,
+) -> StencilPlan:
+    """The plan of one step: one call on the buffers (or ``window`` of them) after one
+    blocking exchange of the fields read with ghost cells (PURE)."""
+    n = len(is_field)
+    return StencilPlan(
+        name=name,
+        steps=1,
+        single=True,
+        perm=tuple(range(n)),
+        is_field=tuple(is_field),
+        calls=((0, window),),
+        after=(),
+        overlapped=False,
+        bands=(),
+        write_pos=tuple(write_pos),
+        exchanged=tuple(exchanged),
+        corners=corners,
+        walls=False,
+    )
 
 
 # ------------------------------------------------------------------------------ pure plan

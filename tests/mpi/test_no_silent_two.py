@@ -290,12 +290,11 @@ def test_parameter_from_the_local_block_is_refused_on_the_first_call():
 
 @pytest.mark.parametrize("steps", [None, 2])
 def test_parameter_that_starts_to_differ_later_is_caught_within_a_sample(steps):
-    from parcomp.stencils.multistep import SAMPLE_STEPS
-    from parcomp.stencils.stencil_run import SAMPLE
+    from parcomp.stencils.plan import SAMPLE  # steps between re-agreements
 
     u = DistArray.fromfunction(lambda i, j: 1.0 + i + 0.1 * j, (24, 12), halo=2)
     v = u.zeros_like()
-    limit = 2 * SAMPLE + 20 if steps is None else SAMPLE_STEPS + 20
+    limit = 2 * SAMPLE + 20 if steps is None else SAMPLE // steps + 20
     caught = None
     for call in range(limit):
         a = 0.01 if call < 10 else 0.01 + 1e-3 * RANK  # differs from call 10 on

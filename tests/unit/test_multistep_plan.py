@@ -1,4 +1,4 @@
-"""The pure plan of several steps per exchange (parcomp.stencils.multistep): regions, the skewed
+"""The pure plan of several steps per exchange (parcomp.stencils.plan): regions, the skewed
 tile schedule and the walls option of halo_plan, checked exhaustively on small cases
 without MPI, against a plain sequential simulation."""
 
