@@ -108,11 +108,7 @@ def check_steps(
         )
     if single:
         steps = 1
-    if (
-        isinstance(steps, bool | np.bool_)
-        or not isinstance(steps, numbers.Integral)
-        or steps < 1
-    ):
+    if isinstance(steps, bool | np.bool_) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise mark_everywhere(
             KernelSignatureError(f"run_stencil: steps must be an int >= 1, got {steps!r}"), comm
         )
@@ -202,9 +198,7 @@ def check_steps(
         tiles = _tiles(tile, first, itemsize, radius, steps)
     whole = tuple(ax > 0 and tiles[ax] is None for ax in range(ndim))
     if overlap and exchange:
-        calls, after = overlap_plan(
-            regions, tuple(radius), lower, upper, tiles, whole, first.halo
-        )
+        calls, after = overlap_plan(regions, tuple(radius), lower, upper, tiles, whole, first.halo)
     else:
         calls, after = schedule(regions, tuple(radius), tiles, whole), ()
     # the wall ghost cells a whole-axis view lets the kernel overwrite: restored
@@ -252,6 +246,7 @@ def check_steps(
         corners=deep_corners,
         walls=True,
     )
+
 
 def _tiles(
     tile: Any, first: Any, itemsize: int, radius: Sequence[int], steps: int
