@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from parcomp.arrays.array import DistArray
 from parcomp.grid.halo import HaloExchange, halo_plan
 from parcomp.runtime.agree import alike
+from parcomp.runtime.cache import cache_on
 from parcomp.runtime.errors import CollectiveError, ShapeError
 from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.watchdog import collective
@@ -31,8 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["exchange_halos", "start_exchange", "finish_exchange", "group_exchange", "check_group"]
 
-#: (array ids, corners) -> (weak references to the arrays, their buffers' ids, exchange)
-_GROUPS: dict[Any, tuple[tuple[Any, ...], tuple[int, ...], HaloExchange]] = {}
+#: Exchanges of several arrays together kept per halo communicator (a
+#: :class:`~parcomp.runtime.cache.BoundedCache` on it): (array ids, corners, walls) ->
+#: (weak references to the arrays, their buffers' ids, exchange)
+GROUPS_MAX = 64
 
 
 def check_group(arrays: Sequence[Any]) -> list[DistArray]:
@@ -76,23 +79,24 @@ def group_exchange(arrays: Sequence[DistArray], corners: bool, walls: bool = Fal
     walls = walls or corners  # as DistArray._exchange: corners beside walls too
     if len(arrays) == 1 and walls == corners:
         return arrays[0].exchanger(corners)
+    first = arrays[0]
+    groups = cache_on(first.layout.halo_comm, "exchange groups", GROUPS_MAX)
     key = (tuple(id(a) for a in arrays), corners, walls)
-    hit = _GROUPS.get(key)
+    hit = groups.get(key)
     if hit is not None:
         refs, buffers, ex = hit
         if all(
             r() is a and id(a.local) == b for r, a, b in zip(refs, arrays, buffers, strict=True)
         ):
             return ex
-    first = arrays[0]
     plan = halo_plan(first.partition, first.rank, first.halo, corners, walls)
     ex = HaloExchange([a.local for a in arrays], plan, first.layout.halo_comm)
 
     def forget(_: Any, key: Any = key) -> None:
-        _GROUPS.pop(key, None)
+        groups.pop(key)
 
     refs = tuple(weakref.ref(a, forget) for a in arrays)
-    _GROUPS[key] = (refs, tuple(id(a.local) for a in arrays), ex)
+    groups.put(key, (refs, tuple(id(a.local) for a in arrays), ex))
     return ex
 
 

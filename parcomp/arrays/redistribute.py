@@ -19,9 +19,7 @@ the benchmark found faster here.
 
 from __future__ import annotations
 
-import atexit
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 from parcomp.grid.halo import check_halo
 from parcomp.grid.partition import Partition, dims_create, per_axis
 from parcomp.runtime.agree import raise_if_any, raise_if_differ
+from parcomp.runtime.cache import cache_on
 from parcomp.runtime.errors import ConfigError, ParcompError, RankCountError, ShapeError
 from parcomp.runtime.ranks import mpi_datatype
 
@@ -520,17 +519,20 @@ def redistribute_array(
     assert target is not None
     if out is None:
         out = type(arr).from_layout(arr.layout.with_partition(target, widths), arr.dtype)
-    engine = get(arr.partition, target, arr.halo, widths, arr.dtype, arr.rank, key[2])
-    engine.run(arr.layout.array_comm, arr.local, out.local)
+    comm = arr.layout.array_comm
+    engine = get(comm, arr.partition, target, arr.halo, widths, arr.dtype, arr.rank, key[2])
+    engine.run(comm, arr.local, out.local)
     out.spectrum = arr.spectrum
     return out
 
 
-_CACHE: OrderedDict[tuple, Redistribution] = OrderedDict()
-_CACHE_SIZE = 32
+#: Redistributions kept per communicator (a :class:`~parcomp.runtime.cache.BoundedCache`
+#: on it: their datatypes are freed when dropped, with the communicator, or at exit).
+CACHE_SIZE = 32
 
 
 def get(
+    comm: Any,
     src: Partition,
     dst: Partition,
     src_halo: Sequence[int],
@@ -539,29 +541,13 @@ def get(
     rank: int,
     method: str = DEFAULT_METHOD,
 ) -> Redistribution:
-    """A cached :class:`Redistribution` (datatypes are built once per layout pair; local)."""
+    """A cached :class:`Redistribution` for ``comm`` (datatypes are built once per layout
+    pair; local)."""
     import numpy as np
 
+    cache = cache_on(comm, "redistributions", CACHE_SIZE, Redistribution.free)
     key = (src, dst, tuple(src_halo), tuple(dst_halo), np.dtype(dtype).str, rank, method)
-    found = _CACHE.get(key)
+    found = cache.get(key)
     if found is not None:
-        _CACHE.move_to_end(key)
         return found
-    made = Redistribution(src, dst, src_halo, dst_halo, dtype, rank, method)
-    _CACHE[key] = made
-    while len(_CACHE) > _CACHE_SIZE:
-        _, old = _CACHE.popitem(last=False)
-        old.free()
-    return made
-
-
-@atexit.register
-def _free_cache() -> None:  # before MPI_Finalize (mpi4py finalizes after atexit handlers)
-    try:
-        from mpi4py import MPI
-    except ImportError:  # pragma: no cover
-        return
-    if MPI.Is_initialized() and not MPI.Is_finalized():
-        for r in _CACHE.values():
-            r.free()
-    _CACHE.clear()
+    return cache.put(key, Redistribution(src, dst, src_halo, dst_halo, dtype, rank, method))

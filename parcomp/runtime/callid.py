@@ -55,6 +55,7 @@ import numpy as np
 from parcomp.runtime import config
 from parcomp.runtime.errors import CollectiveError
 from parcomp.runtime.ranks import format_ranks, mark_everywhere
+from parcomp.runtime.subcomm import comm_cache
 
 __all__ = [
     "enabled",
@@ -111,9 +112,11 @@ def set_enabled(flag: bool) -> bool:
 #: :func:`parcomp.runtime.watchdog.collective`: a list, so that the decorator sets it in one step.
 current: list[str | None] = [None]
 
-#: Checked reductions per communicator (by the Python object, held so its id stays its):
-#: every rank of a communicator makes the same reductions on it, so the counts agree.
-_SEQ: dict[int, list[Any]] = {}
+#: Checked reductions per communicator, counted on the communicator itself (``[count,
+#: size]`` in its attribute dict, :func:`parcomp.runtime.subcomm.comm_cache`: every rank
+#: of a communicator makes the same reductions on it, so the counts agree, and the count
+#: dies with it); the last communicator used and its entry, for the next call.
+_LAST: list[Any] = [None, None]
 _NAMES: dict[tuple[str, int], int] = {}
 
 
@@ -226,11 +229,17 @@ _OPCODES: dict[int, int] = {}
 def _slot(comm: Any, name: str, value: float, kind: int) -> float:
     """Reduce ``(value, digest)`` as one complex128 word with SUM; check the digests;
     return the sum of the values.  Written flat: it runs in every dot product."""
-    entry = _SEQ.get(id(comm))
-    if entry is None or entry[0] is not comm:
+    last = _LAST
+    if last[0] is comm:
+        entry = last[1]
+    else:
         _mpi()
-        entry = _SEQ[id(comm)] = [comm, 0, comm.Get_size()]
-    seq = entry[1] = entry[1] + 1
+        store = comm_cache(comm)
+        entry = store.get("checked reductions")
+        if entry is None:
+            entry = store["checked reductions"] = [0, comm.Get_size()]
+        last[0], last[1] = comm, entry
+    seq = entry[0] = entry[0] + 1
     base = _NAMES.get((name, kind))
     if base is None:
         base = _NAMES[(name, kind)] = _base(name, kind)
@@ -250,7 +259,7 @@ def _slot(comm: Any, name: str, value: float, kind: int) -> float:
     total, digests = words.tolist()
     # the same digest on every rank iff the sum of digests is p times this rank's (on
     # every rank: the sum is the same everywhere); exact below 2**53
-    if digests != entry[2] * d:
+    if digests != entry[1] * d:
         _mismatch(comm, (name, seq, d))
     return total
 

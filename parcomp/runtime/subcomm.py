@@ -45,6 +45,8 @@ def _delete(_comm: Any, _keyval: int, value: dict[str, Any]) -> None:
     for sub in value.values():
         if isinstance(sub, MPI.Comm) and sub != MPI.COMM_NULL:
             sub.Free()
+        elif hasattr(sub, "evict"):  # a runtime.cache.BoundedCache: its entries freed
+            sub.clear()
     value.clear()
 
 

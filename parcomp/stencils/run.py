@@ -25,6 +25,7 @@ from typing import Any
 from parcomp.arrays.array import DistArray
 from parcomp.arrays.exchange import group_exchange
 from parcomp.runtime import watchdog
+from parcomp.runtime.cache import BoundedCache
 from parcomp.runtime.errors import KernelSignatureError
 from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.watchdog import collective, debug_collectives
@@ -113,7 +114,7 @@ def run_stencil(
     """
     if steps is not None or rotate is not None or tile is not None or (overlap and exchange):
         return _run_planned(kernel, args, corners, exchange, overlap, steps, rotate, tile)
-    hits = RUNNERS.get((kernel, corners))
+    hits = RUNNERS.peek((kernel, corners))
     if hits is not None and not watchdog._debug:  # noqa: SLF001 - the fast path reads the watchdog's state: a call costs more than the check
         # The same kernel on the same arrays (alive, the same objects) and argument kinds
         # as a call already checked and agreed: every check would pass again, so the
@@ -201,11 +202,11 @@ def _freeze(value: Any) -> Any:
 # ------------------------------------------------------------------------ the one cache
 #: Checked calls, per key (the kernel and the call's options: ``(kernel, corners)`` for
 #: one step), most recent first (a loop that swaps two arrays each step has two).
-#: Bounded: at most ``_PER_KEY`` per key and :data:`RUNNERS_MAX` in all, the oldest key
-#: dropped first (a loop making new arrays every call adds entries).
-RUNNERS: dict[Any, list[Runner]] = {}
-RUNNERS_MAX = 256
+#: Bounded: at most ``_PER_KEY`` per key and :data:`RUNNERS_MAX` keys, the least recently
+#: used key dropped first (a loop making new arrays every call adds entries).
+RUNNERS_MAX = 64
 _PER_KEY = 8
+RUNNERS: BoundedCache[Any, list[Runner]] = BoundedCache(RUNNERS_MAX)
 
 
 def _find(key: Any, args: tuple[Any, ...]) -> Runner | None:
@@ -220,11 +221,9 @@ def _find(key: Any, args: tuple[Any, ...]) -> Runner | None:
 
 
 def _remember(key: Any, runner: Runner) -> Runner:
-    hits = RUNNERS.setdefault(key, [])
+    hits = RUNNERS.get(key) or RUNNERS.put(key, [])
     hits.insert(0, runner)
     del hits[_PER_KEY:]
-    if sum(len(h) for h in RUNNERS.values()) > RUNNERS_MAX:
-        RUNNERS.pop(next(iter(RUNNERS)))
     return runner
 
 
