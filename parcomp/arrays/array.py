@@ -30,7 +30,7 @@ from parcomp.grid.halo import HaloExchange, check_halo, halo_plan, largest_tag
 from parcomp.grid.layout import Layout
 from parcomp.grid.partition import Partition, per_axis
 from parcomp.io.hdf5 import open_dataset, read_into, save_hdf5
-from parcomp.runtime.agree import agreed, raise_if_any, raise_if_differ
+from parcomp.runtime.agree import agreed, raise_if_differ
 from parcomp.runtime.callid import check_in
 from parcomp.runtime.errors import DTypeError, ParcompError, ShapeError
 from parcomp.runtime.ranks import mpi_datatype, resolve_comm
@@ -208,20 +208,15 @@ class DistArray(VectorAlgebra):
         """
         arr = cls(global_shape, dtype, **kw)
         grids = np.meshgrid(*(np.arange(a, b) for a, b in arr.local_range), indexing="ij")
-        error: BaseException | None = None
-        try:
+        with agreed(arr.comm, catch=Exception):  # the user's function: anything, everywhere
             values = np.asarray(function(*grids))
-        except Exception as exc:  # noqa: BLE001 - re-raised on every rank just below
-            error = exc
-        else:
             try:
                 arr.interior[...] = np.broadcast_to(values, arr.local_shape)
             except ValueError:
-                error = ShapeError(
+                raise ShapeError(
                     f"fromfunction: function returned shape {values.shape}, expected the "
                     f"block's shape {arr.local_shape} or one broadcastable to it"
-                )
-        raise_if_any(error, arr.comm)
+                ) from None
         return arr
 
     @classmethod
@@ -256,9 +251,8 @@ class DistArray(VectorAlgebra):
         comm = resolve_comm(kw.pop("comm", None))
         is_root = comm.Get_rank() == root
         meta: tuple | None = None
-        error = None
-        if is_root:
-            try:
+        with agreed(comm):
+            if is_root:
                 if not isinstance(array, np.ndarray):
                     raise DTypeError(
                         f"from_global: root {root} needs a numpy array, got {type(array).__name__}"
@@ -273,9 +267,6 @@ class DistArray(VectorAlgebra):
                         f"from_global: array has dtype {array.dtype}, expected {np.dtype(dtype)}"
                     )
                 meta = (array.shape, array.dtype.str)
-            except ParcompError as exc:
-                error = exc
-        raise_if_any(error, comm)
         shape, dtstr = comm.bcast(meta, root=root)
         arr = cls(shape, np.dtype(dtstr), comm=comm, **kw)
         arr._scatter(array if is_root else None, root)

@@ -30,8 +30,8 @@ from parcomp._renamed import renamed_keywords
 from parcomp.arrays.array import DistArray, Spectrum
 from parcomp.arrays.redistribute import pencil_dims
 from parcomp.grid.partition import Partition
-from parcomp.runtime.agree import raise_if_any, raise_if_differ
-from parcomp.runtime.errors import ConfigError, DTypeError, ParcompError, RankCountError, ShapeError
+from parcomp.runtime.agree import agreed, raise_if_differ
+from parcomp.runtime.errors import ConfigError, DTypeError, RankCountError, ShapeError
 from parcomp.runtime.watchdog import collective
 
 __all__ = ["fftn", "ifftn", "rfftn", "irfftn", "frequencies", "set_backend"]
@@ -210,18 +210,12 @@ def _agree(
 ) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
     """Check the arguments on every rank and agree on them (collective): (axes, steps)."""
     name = {None: "fftn/ifftn", True: "rfftn", False: "irfftn"}[real]
-    error: BaseException | None = None
-    chosen: tuple[int, ...] = ()
-    steps: list[tuple[int, int]] = []
-    try:
+    comm = a.comm if isinstance(a, DistArray) else None
+    with agreed(comm):
         chosen = _check(a, axes, norm, real)
         n_last = _irfft_length(a, chosen, s) if real is False else 0
         steps = _steps(a, chosen, real, n_last)
         _check_pencils(a, steps, name)
-    except ParcompError as exc:
-        error = exc
-    comm = a.comm if isinstance(a, DistArray) else None
-    raise_if_any(error, comm)
     raise_if_differ(
         [list(chosen), norm, None if dims is None else list(dims), steps],
         comm,

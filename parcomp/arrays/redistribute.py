@@ -26,7 +26,7 @@ from typing import Any
 
 from parcomp.grid.halo import check_halo
 from parcomp.grid.partition import Partition, dims_create, per_axis
-from parcomp.runtime.agree import raise_if_any, raise_if_differ
+from parcomp.runtime.agree import agreed, raise_if_differ
 from parcomp.runtime.cache import cache_on
 from parcomp.runtime.errors import ConfigError, ParcompError, RankCountError, ShapeError
 from parcomp.runtime.ranks import mpi_datatype
@@ -453,11 +453,12 @@ def redistribute_array(
 ) -> Any:
     """:meth:`parcomp.arrays.array.DistArray.redistribute` (see there; collective)."""
 
-    error: BaseException | None = None
     key: tuple = ()
     target: Partition | None = None
     widths: tuple[int, ...] = ()
-    try:
+    with agreed(
+        arr.comm, catch=(ParcompError, TypeError, ValueError), wrap=lambda e: ShapeError(str(e))
+    ):
         chosen = method or DEFAULT_METHOD
         if chosen not in METHODS:
             raise ConfigError(
@@ -505,9 +506,6 @@ def redistribute_array(
         else:
             widths = check_halo(target, per_axis(halo, arr.ndim, "halo"))
         key = (target.dims, widths, chosen)
-    except (ParcompError, TypeError, ValueError) as exc:
-        error = exc if isinstance(exc, ParcompError) else ShapeError(str(exc))
-    raise_if_any(error, arr.comm)
     raise_if_differ(
         key,
         arr.comm,

@@ -16,7 +16,7 @@ import numpy as np
 from parcomp.arrays.array import DistArray
 from parcomp.checkpoint.manifest import MAX_DEPTH, MAX_STEP
 from parcomp.checkpoint.writer import mpio_available
-from parcomp.runtime.agree import raise_if_any
+from parcomp.runtime.agree import agreed
 from parcomp.runtime.errors import ConfigError
 from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.wire import allgather_ints
@@ -140,8 +140,7 @@ def save_state(
     """
 
     arrays = dict(arrays or {})
-    error, state = None, {}
-    try:
+    with agreed(comm, catch=(ConfigError, AttributeError), wrap=lambda e: ConfigError(f"rng: {e}")):
         if (
             isinstance(step, bool)
             or not isinstance(step, int | np.integer)
@@ -162,9 +161,6 @@ def save_state(
                 for k, g in (rng or {}).items()
             },
         }
-    except (ConfigError, AttributeError) as exc:
-        error = exc if isinstance(exc, ConfigError) else ConfigError(f"rng: {exc}")
-    raise_if_any(error, comm)
     check_same({"step": int(step), "scalars": state["scalars"], "rng": state["rng"]}, comm)
     return int(step), arrays, state
 

@@ -169,17 +169,15 @@ def save_hdf5(
             # leaves the new parts folder behind (seen in CI on a full disk)
             comm.Barrier()
         raise
-    error = None
-    if comm.Get_rank() == 0:
-        try:
-            _commit(tmp, target)
-        except OSError as exc:
-            _remove(tmp)
-            _remove(parts)
-            error = HDF5Error(f"save_hdf5: could not publish {target}: {exc}")
-        else:
+    with agreed(comm, catch=HDF5Error):
+        if comm.Get_rank() == 0:
+            try:
+                _commit(tmp, target)
+            except OSError as exc:
+                _remove(tmp)
+                _remove(parts)
+                raise HDF5Error(f"save_hdf5: could not publish {target}: {exc}") from None
             _remove_old_parts(target, keep=parts.name)
-    raise_if_any(error, comm)
     return target
 
 
@@ -271,26 +269,28 @@ def _write_parts(
     import h5py
 
     rank, size = comm.Get_rank(), comm.Get_size()
-    error: BaseException | None = None
-    if rank == 0:
-        try:
+    with agreed(
+        comm, catch=OSError, wrap=lambda e: HDF5Error(f"save_hdf5: cannot create {parts}: {e}")
+    ):
+        if rank == 0:
             parts.mkdir(mode=0o755)
-        except OSError as exc:
-            error = HDF5Error(f"save_hdf5: cannot create {parts}: {exc}")
-    raise_if_any(error, comm)
     part = parts / f"rank-{rank:05d}.h5"
-    try:
+    failed = (OSError, ValueError, RuntimeError)
+    with agreed(
+        comm, catch=failed, wrap=lambda e: HDF5Error(f"save_hdf5: writing {part} failed: {e}")
+    ):
         with h5py.File(part, "w") as fh:
             fh.attrs.update({"creator": "parcomp", "rank": rank, "nprocs": size})
             for name, a in items:  # placement and slab checksums with the block
                 write_part_dataset(fh, name, a, rank, size)
         _fsync(part)
-    except (OSError, ValueError, RuntimeError) as exc:
-        error = HDF5Error(f"save_hdf5: writing {part} failed: {exc}")
-    raise_if_any(error, comm)
     ranges = _all_ranges(items[0][1])
-    if rank == 0:
-        try:
+    with agreed(
+        comm,
+        catch=failed,
+        wrap=lambda e: HDF5Error(f"save_hdf5: writing {target.name} failed: {e}"),
+    ):
+        if rank == 0:
             _fsync(parts)
             with h5py.File(tmp, "w") as fh:
                 fh.attrs.update({"creator": "parcomp", "parts": parts.name, **attrs})
@@ -304,9 +304,6 @@ def _write_parts(
                         layout[tuple(slice(lo, hi) for lo, hi in bounds)] = source
                     fh.create_virtual_dataset(name, layout)
             _fsync(tmp)
-        except (OSError, ValueError, RuntimeError) as exc:
-            error = HDF5Error(f"save_hdf5: writing {target.name} failed: {exc}")
-    raise_if_any(error, comm)
 
 
 def _all_ranges(a: Decomposed) -> list[list[tuple[int, int]]]:

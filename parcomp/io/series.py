@@ -45,7 +45,7 @@ from parcomp.io.series_meta import (
     _from_variable,
     _read_meta,
 )
-from parcomp.runtime.agree import raise_if_any, raise_if_differ
+from parcomp.runtime.agree import agreed, raise_if_any, raise_if_differ
 from parcomp.runtime.errors import ConfigError, DTypeError, HDF5Error, ShapeError
 from parcomp.runtime.log import get_logger
 from parcomp.runtime.watchdog import collective
@@ -150,12 +150,9 @@ class Series(SeriesFile):
         raise_if_any(error, comm)
         self.comm = comm
         state: dict[str, Any] = {}
-        if comm.Get_rank() == 0:
-            try:
+        with agreed(comm, catch=HDF5Error):
+            if comm.Get_rank() == 0:
                 state = self._open_state(resume_at, overwrite)
-            except HDF5Error as exc:
-                error = exc
-        raise_if_any(error, comm)
         state = bcast_json(comm, state if comm.Get_rank() == 0 else None)
         self._segments: list[dict[str, Any]] = state["segments"]
         self.steps: list[int] = state["steps"]
@@ -331,14 +328,8 @@ class Series(SeriesFile):
         failure raises :class:`HDF5Error` on every rank and leaves the series as it was.
         """
 
-        error: BaseException | None = None
-        arrays: dict[str, Any] = {}
-        values: dict[str, float] = {}
-        try:
+        with agreed(self.comm, catch=(ShapeError, ConfigError, DTypeError, TypeError, ValueError)):
             arrays, values = self._check_append(step, time, fields, scalars)
-        except (ShapeError, ConfigError, DTypeError, TypeError, ValueError) as exc:
-            error = exc
-        raise_if_any(error, self.comm)
 
         # a step or time computed per rank would leave the ranks' bookkeeping different,
         # and a later missing()/append decision different: refused on every rank now

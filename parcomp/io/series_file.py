@@ -22,7 +22,7 @@ from parcomp.io.hdf5 import (
 from parcomp.io.parts import check_parts_folder, open_part
 from parcomp.io.series_meta import _SUMS, FORMAT, _intact, _tile
 from parcomp.io.slabs import checksum
-from parcomp.runtime.agree import raise_if_any
+from parcomp.runtime.agree import agreed
 from parcomp.runtime.errors import HDF5Error
 from parcomp.runtime.wire import bcast_json
 
@@ -215,13 +215,11 @@ class SeriesFile:
         comm = self.comm
         nonce = bcast_json(comm, uuid.uuid4().hex[:12] if comm.Get_rank() == 0 else None)
         parts = f"{self.path.name}{_PARTS}{nonce}"
-        error: BaseException | None = None
-        if comm.Get_rank() == 0:
-            try:
+        with agreed(
+            comm, catch=OSError, wrap=lambda e: HDF5Error(f"Series: cannot create {parts}: {e}")
+        ):
+            if comm.Get_rank() == 0:
                 (self.path.parent / parts).mkdir(mode=0o755)
-            except OSError as exc:
-                error = HDF5Error(f"Series: cannot create {parts}: {exc}")
-        raise_if_any(error, comm)
         t = self._template
         ranges = [[list(b) for b in t.partition.local_range(r)] for r in range(t.partition.size)]
         seg = {

@@ -113,10 +113,9 @@ class DistParticles:
     ) -> None:
         partition = getattr(blocks, "partition", blocks)
         comm = resolve_comm(comm if comm is not None else getattr(blocks, "comm", None))
-        error: BaseException | None = None
         key: Any = None
         checked: dict[str, np.ndarray] = {}
-        try:
+        with agreed(comm):
             if not isinstance(partition, Partition):
                 raise ConfigError(
                     f"DistParticles needs a DistArray or a Partition, got {type(blocks).__name__}"
@@ -141,9 +140,6 @@ class DistParticles:
                 partition.global_shape,
                 partition.dims,
             )
-        except ParcompError as exc:
-            error = exc
-        raise_if_any(error, comm)
         raise_if_differ(
             key,
             comm,
@@ -341,10 +337,9 @@ class DistParticles:
         from mpi4py import MPI
 
         self.clear_ghosts()
-        error: BaseException | None = None
         owner = np.zeros(0, np.int64)
         n_out = 0
-        try:
+        with agreed(self.comm, catch=ParcompError):
             self._check_layout("migrate")
             pos = self.fields[self.position]
             owner, bad, n_out = self._locate(pos, "migrate")
@@ -361,9 +356,6 @@ class DistParticles:
                     f"{list(zip(self.box.lo, self.box.hi, strict=True))} across a non-periodic wall "
                     f"(first: {pos[first].tolist()}); pass out_of_domain='drop' to drop them"
                 )
-        except ParcompError as exc:
-            error = exc
-        raise_if_any(error, self.comm)  # one agreement for every check
         dropped = 0
         if self.out_of_domain == "drop":
             dropped = int(reduce_checked(self.comm, np.array([n_out], np.int64), MPI.SUM)[0])

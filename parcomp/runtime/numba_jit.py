@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from parcomp.runtime import config
-from parcomp.runtime.agree import raise_if_any
+from parcomp.runtime.agree import agreed, raise_if_any
 from parcomp.runtime.errors import ConfigError, KernelSignatureError
 from parcomp.runtime.log import get_logger
 from parcomp.runtime.nodes import node_name, safe_node_dirname
@@ -395,14 +395,10 @@ class Kernel:
         """
 
         comm = resolve_comm(comm)
-        error: BaseException | None = None
         types: tuple[Any, ...] = ()
-        try:
+        with agreed(comm, catch=(KernelSignatureError, ConfigError)):
             types = self.argument_types(args)
             self.dispatcher  # noqa: B018 - creates the cache directory
-        except (KernelSignatureError, ConfigError) as exc:
-            error = exc
-        raise_if_any(error, comm)
         from mpi4py import MPI
 
         need = np.array([types not in self._ready], np.int64)
@@ -410,6 +406,7 @@ class Kernel:
         if not need[0]:
             return types
         payload = b""
+        error: BaseException | None = None
         if comm.Get_rank() == 0:
             try:
                 self.ensure_compiled(args)
@@ -448,12 +445,9 @@ class Kernel:
                         "PARCOMP_NODE_CACHE_DIR to a writable node-local directory"
                     )
         raise_if_any(error, comm)  # the files are in place on every node after this
-        if comm.Get_rank() != 0:
-            try:
+        with agreed(comm, catch=Exception):  # a compile error: raised on every rank
+            if comm.Get_rank() != 0:
                 self.ensure_compiled(args)
-            except Exception as exc:  # noqa: BLE001 - raised on every rank below
-                error = exc
-        raise_if_any(error, comm)
         return types
 
     def __call__(self, *args: Any) -> Any:
