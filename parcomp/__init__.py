@@ -50,7 +50,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "start_exchange": ("parcomp.arrays.exchange", "start_exchange"),
     "finish_exchange": ("parcomp.arrays.exchange", "finish_exchange"),
     "save_hdf5": ("parcomp.io.hdf5", "save_hdf5"),
-    "load_hdf5": ("parcomp.arrays.array", "load_hdf5"),
+    "load_hdf5": ("parcomp.arrays.files", "load_hdf5"),
     "stencil": ("parcomp.stencils.spec", "stencil"),
     "StencilKernel": ("parcomp.stencils.spec", "StencilKernel"),
     "Partition": ("parcomp.grid.partition", "Partition"),

@@ -18,7 +18,8 @@ from typing import Any
 from parcomp.checkpoint.blocks import READ_ERRORS, BlockFiles
 from parcomp.checkpoint.format import parse_step, step_dir_name
 from parcomp.checkpoint.local import choose_manifest
-from parcomp.checkpoint.manifest import Manifest, parse_manifest, read_manifest
+from parcomp.checkpoint.manifest import Manifest
+from parcomp.checkpoint.manifest_read import parse_manifest, read_manifest
 from parcomp.checkpoint.plan import restore_plan
 from parcomp.grid.partition import Partition
 from parcomp.runtime.errors import ParcompError

@@ -46,7 +46,8 @@ from parcomp.checkpoint.format import (
     step_dir_name,
 )
 from parcomp.checkpoint.lease import Lease
-from parcomp.checkpoint.manifest import Manifest, parse_manifest
+from parcomp.checkpoint.manifest import Manifest
+from parcomp.checkpoint.manifest_read import parse_manifest
 from parcomp.checkpoint.partner import exchange_partner_copies
 from parcomp.checkpoint.transaction import Store, _common
 from parcomp.checkpoint.writer import (

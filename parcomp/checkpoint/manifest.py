@@ -1,6 +1,6 @@
 """The checkpoint manifest as one typed value, parsed once from hostile bytes.
 
-PURE, apart from :func:`read_bounded`, which reads one file defensively; no MPI.
+PURE; no MPI (reading the file from disk is :mod:`parcomp.checkpoint.manifest_read`).
 
 Everything on disk is hostile until validated.  :meth:`Manifest.parse` turns the bytes of
 ``manifest.json`` into a :class:`Manifest` or raises :class:`CheckpointSchemaError`, and
@@ -30,21 +30,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from parcomp.checkpoint.format import MANIFEST, MASTER, check_regular, check_step_dir, parse_step
+from parcomp.checkpoint.format import MASTER
 from parcomp.grid.halo import check_halo
 from parcomp.grid.partition import Partition
 from parcomp.io.slabs import slab_bounds, slab_rows
-from parcomp.runtime.errors import CheckpointError, CheckpointSchemaError, ParcompError
+from parcomp.runtime.errors import CheckpointSchemaError, ParcompError
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -54,9 +51,6 @@ __all__ = [
     "ArraySpec",
     "ShardSpec",
     "manifest_digest",
-    "read_bounded",
-    "read_manifest",
-    "parse_manifest",
 ]
 
 FORMAT = "parcomp-checkpoint"
@@ -105,53 +99,6 @@ _SHARD = {"rank", "file", "start", "shape", "slab_rows", "slab_checksums", "file
 
 def _bad(where: str, what: str) -> CheckpointSchemaError:
     return CheckpointSchemaError(f"{where}: {what}")
-
-
-def read_bounded(path: Path, limit: int = MAX_MANIFEST_BYTES, *, owner: bool = True) -> bytes:
-    """Read a small file that must be a regular file, not a link, and (``owner``) ours.
-
-    Opened with ``O_NOFOLLOW | O_NONBLOCK`` and checked with ``fstat`` before reading, so a
-    FIFO, a device, a symlink (to ``/dev/zero`` or elsewhere) or an oversized file is refused
-    without blocking or reading it.
-
-    Raises
-    ------
-    CheckpointError
-        Missing file (a plain :class:`CheckpointError`: the checkpoint was not committed).
-    CheckpointSchemaError
-        Not a regular file, a link, too large, or owned by another user.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except OSError as exc:
-        raise CheckpointSchemaError(
-            f"{path}: cannot be opened as a plain file ({exc.strerror or exc}; symlinks are "
-            "refused)"
-        ) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CheckpointSchemaError(f"{path}: not a regular file (a FIFO, device or folder)")
-        if owner and info.st_uid != os.getuid():
-            raise CheckpointSchemaError(
-                f"{path}: owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
-            )
-        if info.st_size > limit:
-            raise CheckpointSchemaError(f"{path}: {info.st_size} bytes, more than {limit}")
-        chunks, total = [], 0
-        while True:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise CheckpointSchemaError(f"{path}: grew past {limit} bytes while read")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def manifest_digest(payload: Mapping[str, Any]) -> str:
@@ -571,39 +518,3 @@ def _check_rng(state: Any, where: str) -> None:
         getattr(np.random, kind)().state = state
     except (ValueError, TypeError, KeyError, OverflowError) as exc:
         raise _bad(where, f"not a valid {kind} state ({type(exc).__name__}: {exc})") from None
-
-
-def read_manifest(folder: Path) -> Manifest:
-    """Parse ``folder/manifest.json`` and check the files it names (regular, right size).
-
-    Raises
-    ------
-    CheckpointSchemaError
-        Any structural problem (see :class:`~parcomp.checkpoint.manifest.Manifest`), a
-        file that is a link, a FIFO or a device.
-    CheckpointError
-        A file is missing or has the wrong size (truncated or padded).
-    """
-    manifest = parse_manifest(folder)
-    for name, nbytes in manifest.files.items():
-        check_regular(folder / name, nbytes)
-    return manifest
-
-
-def parse_manifest(folder: Path) -> Manifest:
-    """Read and validate ``folder/manifest.json``, not the files it names.
-
-    (A node-local checkpoint directory holds only some of the files its manifest names.)
-    The manifest's step must match the directory name when that is ``step-N``.
-    """
-    check_step_dir(folder)
-    path = folder / MANIFEST
-    try:
-        raw = read_bounded(path)
-    except CheckpointSchemaError:
-        raise
-    except CheckpointError:
-        raise CheckpointError(
-            f"{folder}: no {MANIFEST}: the checkpoint was never committed"
-        ) from None
-    return Manifest.parse(raw, str(path), parse_step(folder.name))

@@ -42,7 +42,8 @@ from parcomp.checkpoint.local import (
     choose_readers,
     local_steps,
 )
-from parcomp.checkpoint.manifest import Manifest, read_manifest
+from parcomp.checkpoint.manifest import Manifest
+from parcomp.checkpoint.manifest_read import read_manifest
 from parcomp.checkpoint.perrank import Redeal, local_ranges
 from parcomp.checkpoint.plan import Piece, RestorePlan, restore_plan
 from parcomp.checkpoint.reader import Restored, list_checkpoints

@@ -66,7 +66,7 @@ def info_lines() -> tuple[list[str], list[str]]:
         mpiexec_identity,
         mpiexec_mismatch,
     )
-    from parcomp.runtime.numba_jit import cache_dir
+    from parcomp.runtime.kernel_cache import cache_dir
 
     lines = [
         f"python:        {platform.python_version()} ({sys.executable})",

@@ -39,7 +39,7 @@ from parcomp.particles._kernels import locate
 from parcomp.particles.order import check_unique_everywhere, check_unique_here
 from parcomp.runtime.agree import agreed, raise_if_any, raise_if_differ
 from parcomp.runtime.callid import reduce_checked
-from parcomp.runtime.errors import ConfigError, DTypeError, ParcompError, ShapeError
+from parcomp.runtime.errors import ConfigError, ParcompError, ShapeError
 from parcomp.runtime.ranks import resolve_comm
 from parcomp.runtime.subcomm import subsystem_comm
 from parcomp.runtime.watchdog import collective
@@ -48,8 +48,6 @@ __all__ = ["DistParticles", "OUT_OF_DOMAIN"]
 
 #: What :meth:`DistParticles.migrate` does with particles outside a non-periodic axis.
 OUT_OF_DOMAIN = ("raise", "drop")
-
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
 def _record_dtype(fields: Mapping[str, np.ndarray]) -> np.dtype:
@@ -129,7 +127,7 @@ class DistParticles:
                     f"out_of_domain must be one of {OUT_OF_DOMAIN}, got {out_of_domain!r}"
                 )
             self.box = plan.Box.create(box, partition.global_shape)
-            checked = self._check_fields(fields, position, partition.ndim, order_by)
+            checked = plan.check_fields(fields, position, partition.ndim, order_by)
             key = (
                 [(n, a.dtype.str, a.shape[1:]) for n, a in checked.items()],
                 self.box.lo,
@@ -169,48 +167,6 @@ class DistParticles:
         if order_by is not None:
             self._check_unique_everywhere()
         self.migrate()
-
-    # ------------------------------------------------------------------ validation
-    @staticmethod
-    def _check_fields(
-        fields: Mapping[str, np.ndarray] | None, position: str, ndim: int, order_by: str | None
-    ) -> dict[str, np.ndarray]:
-        if fields is None:
-            raise ShapeError(
-                f"DistParticles needs fields, at least {position!r} (shape (m, {ndim})); "
-                "give empty arrays on ranks without particles"
-            )
-        out: dict[str, np.ndarray] = {}
-        for name, value in fields.items():
-            if not isinstance(name, str) or not name or not set(name) <= _NAME_CHARS:
-                raise ConfigError(f"field name {name!r}: use letters, digits and '_'")
-            if not isinstance(value, np.ndarray) or value.ndim < 1:
-                raise ShapeError(
-                    f"field {name!r} must be a numpy array with a particle axis, got "
-                    f"{type(value).__name__}{getattr(value, 'shape', '')}"
-                )
-            if value.dtype.kind not in "biuf" and value.dtype.kind != "c":
-                raise DTypeError(f"field {name!r}: dtype {value.dtype} is not numeric")
-            out[name] = np.ascontiguousarray(value)
-        if position not in out:
-            raise ShapeError(f"fields have no position field {position!r}; they have {sorted(out)}")
-        problem = plan.check_position_array(out[position], ndim)
-        if problem is not None:
-            raise ShapeError(f"field {position!r}: {problem}")
-        lengths = {n: a.shape[0] for n, a in out.items()}
-        if len(set(lengths.values())) > 1:
-            raise ShapeError(f"fields have different lengths on this rank: {lengths}")
-        if order_by is not None:
-            if (
-                order_by not in out
-                or out[order_by].dtype.kind not in "iu"
-                or out[order_by].ndim != 1
-            ):
-                raise ConfigError(
-                    f"order_by={order_by!r} must name a 1-d integer field; fields: "
-                    f"{ {n: str(a.dtype) for n, a in out.items()} }"
-                )
-        return out
 
     # ------------------------------------------------------------------ access
     def __getitem__(self, name: str) -> np.ndarray:

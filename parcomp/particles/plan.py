@@ -14,20 +14,21 @@ Positions are continuous coordinates in a :class:`Box`: axis ``a`` spans
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from parcomp.grid.partition import Partition
-from parcomp.runtime.errors import ShapeError
+from parcomp.runtime.errors import ConfigError, DTypeError, ShapeError
 
 #: A :class:`~parcomp.particles.dist.DistParticles` (that module imports the ones that take
 #: one: exchange, order, deposit).
 Particles = Any
 
 __all__ = [
+    "check_fields",
     "Box",
     "check_position_array",
     "check_positions",
@@ -275,3 +276,45 @@ def cic_stencil(
         if periodic:
             glob[..., axis] %= n[axis]
     return local, glob, weight
+
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def check_fields(
+    fields: Mapping[str, np.ndarray] | None, position: str, ndim: int, order_by: str | None
+) -> dict[str, np.ndarray]:
+    """The particle fields checked (PURE): named plainly, numeric arrays of one length with
+    a particle axis, a position field of shape ``(m, ndim)``, an integer ``order_by``."""
+    if fields is None:
+        raise ShapeError(
+            f"DistParticles needs fields, at least {position!r} (shape (m, {ndim})); "
+            "give empty arrays on ranks without particles"
+        )
+    out: dict[str, np.ndarray] = {}
+    for name, value in fields.items():
+        if not isinstance(name, str) or not name or not set(name) <= _NAME_CHARS:
+            raise ConfigError(f"field name {name!r}: use letters, digits and '_'")
+        if not isinstance(value, np.ndarray) or value.ndim < 1:
+            raise ShapeError(
+                f"field {name!r} must be a numpy array with a particle axis, got "
+                f"{type(value).__name__}{getattr(value, 'shape', '')}"
+            )
+        if value.dtype.kind not in "biuf" and value.dtype.kind != "c":
+            raise DTypeError(f"field {name!r}: dtype {value.dtype} is not numeric")
+        out[name] = np.ascontiguousarray(value)
+    if position not in out:
+        raise ShapeError(f"fields have no position field {position!r}; they have {sorted(out)}")
+    problem = check_position_array(out[position], ndim)
+    if problem is not None:
+        raise ShapeError(f"field {position!r}: {problem}")
+    lengths = {n: a.shape[0] for n, a in out.items()}
+    if len(set(lengths.values())) > 1:
+        raise ShapeError(f"fields have different lengths on this rank: {lengths}")
+    if order_by is not None:
+        if order_by not in out or out[order_by].dtype.kind not in "iu" or out[order_by].ndim != 1:
+            raise ConfigError(
+                f"order_by={order_by!r} must name a 1-d integer field; fields: "
+                f"{ {n: str(a.dtype) for n, a in out.items()} }"
+            )
+    return out

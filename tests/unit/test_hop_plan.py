@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from parcomp.mapreduce.keyed import hop_plan
+from parcomp.mapreduce.transport import hop_plan
 
 
 @pytest.mark.parametrize("p", [*range(1, 71), 99, 100, 101, 128, 130])
@@ -21,7 +21,7 @@ def test_every_pair_is_routed_once_and_the_two_ends_agree(p):
     for s in range(p):
         A = group_of[s]
         for d in range(p):
-            relay = members[A][group_of[d] % len(members[A])]  # what _Hops.relay picks
+            relay = members[A][group_of[d] % len(members[A])]  # what Hops.relay picks
             assert group_of[relay] == A  # hop 1 stays in the group
             assert d in plans[relay][1]  # the relay sends to d in hop 2
             assert relay in plans[d][2]  # and d expects it

@@ -9,7 +9,8 @@ import pytest
 
 import parcomp
 from parcomp.runtime.errors import ConfigError, KernelSignatureError
-from parcomp.runtime.numba_jit import Kernel, ensure_safe_dir
+from parcomp.runtime.kernel_cache import ensure_safe_dir
+from parcomp.runtime.numba_jit import Kernel
 
 
 @parcomp.jit(boundscheck=True, cache=False)
