@@ -16,10 +16,10 @@ import numpy as np
 
 from parcomp.arrays.array import DistArray
 from parcomp.runtime.agree import raise_if_differ
+from parcomp.runtime.cache import cache_on
 from parcomp.runtime.errors import KernelSignatureError, ShapeError
 from parcomp.runtime.numba_jit import Kernel
 from parcomp.runtime.ranks import mark_everywhere
-from parcomp.runtime.subcomm import comm_cache
 from parcomp.runtime.watchdog import collective
 from parcomp.stencils.plan import StencilPlan, single_plan
 from parcomp.stencils.spec import StencilSpec, _undeclared_reach
@@ -335,14 +335,16 @@ def _check_reach(
 def _agree_compiled(kernel: Kernel, call_args: tuple[Any, ...], comm: Any) -> None:
     """Compile ``kernel`` for these types once per communicator, under an agreement."""
 
-    seen = comm_cache(comm).setdefault("stencil.compiled", set())
+    # a BoundedCache on the communicator: every rank sees the same keys in the same order,
+    # so every rank keeps and drops the same ones (a dropped key costs one more agreement)
+    seen = cache_on(comm, "stencil.compiled", 256)
     # Whether to enter the agreement below must be the same decision on every rank, so it
     # is keyed on what every rank shares (dtype and dimensions), not on layout flags: a
     # plain array parameter can be C- and F-contiguous on a rank whose block is one cell
     # thick and not on the others, and a key with flags would send some ranks into the
     # allgather and not the rest.
     key = (kernel, _agreed_kinds(call_args))
-    if key in seen:
+    if seen.get(key):
         return
     try:
         kernel.argument_types(call_args)
@@ -350,7 +352,7 @@ def _agree_compiled(kernel: Kernel, call_args: tuple[Any, ...], comm: Any) -> No
         mark_everywhere(exc, comm)
         raise
     kernel.compile_for_job(call_args, comm)  # one rank compiles; the others load it
-    seen.add(key)
+    seen.put(key, True)
 
 
 def _agreed_kinds(args: tuple[Any, ...]) -> tuple[Any, ...]:
