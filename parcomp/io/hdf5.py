@@ -260,7 +260,7 @@ def _write_parts(
         if rank == 0:
             parts.mkdir(mode=0o755)
     part = parts / f"rank-{rank:05d}.h5"
-    failed = (OSError, ValueError, RuntimeError)
+    failed = (OSError, ValueError, RuntimeError, TypeError)
     with agreed(
         comm, catch=failed, wrap=lambda e: HDF5Error(f"save_hdf5: writing {part} failed: {e}")
     ):

@@ -77,8 +77,13 @@ def open_dataset(
     everywhere instead of reading a different array.
     """
     comm = resolve_comm(comm)
-    with agreed(comm, catch=(HDF5Error, ShapeError, DTypeError)):
-        meta = _inspect(Path(os.fspath(path)), name, dtype, global_shape, bool(decode))
+    where = Path(os.fspath(path))
+    with agreed(
+        comm,  # h5py raises RuntimeError or OSError for some damaged metadata
+        catch=(HDF5Error, ShapeError, DTypeError, RuntimeError, OSError, KeyError, ValueError),
+        wrap=lambda e: HDF5Error(f"load_hdf5: {name!r} in {where} is damaged: {e}"),
+    ):
+        meta = _inspect(where, name, dtype, global_shape, bool(decode))
     raise_if_differ(
         [list(meta[0]), meta[1], meta[2].describe()],
         comm,
@@ -229,5 +234,5 @@ def _read_block(
                 raw = np.empty(arr.interior.shape, plan.stored)
                 fh[name].read_direct(raw, block_region(arr))
                 plan.decode(raw, arr.interior)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise HDF5Error(f"load_hdf5: reading {name!r} from {path} failed: {exc}") from None

@@ -85,7 +85,10 @@ def write_part_dataset(fh: Any, name: str, a: Any, rank: int, size: int) -> None
             dset.write_direct(staging, np.s_[: hi - lo], np.s_[lo:hi])
     else:
         if block.size:
-            dset.write_direct(a.local, a.layout.interior)
+            if a.local.flags.c_contiguous:
+                dset.write_direct(a.local, a.layout.interior)
+            else:  # a buffer HDF5 cannot read in place (a user's strided or F-order one)
+                dset.write_direct(np.ascontiguousarray(block))
         sums = [checksum(block[lo:hi]) for lo, hi in bounds]
     dset.attrs["global_start"] = [lo for lo, _ in a.local_range]
     dset.attrs["global_shape"] = list(a.global_shape)
@@ -238,6 +241,10 @@ def read_region(
                     out[dest] = dset[local]
                     continue
                 rows = int(dset.attrs["slab_rows"])
+                if rows < 1:  # slab_bounds of a negative count covers no row: nothing checked
+                    raise HDF5Error(
+                        f"{where}: part rank-{src.rank:05d}.h5 says slab_rows={rows} (damaged)"
+                    )
                 bounds = slab_bounds(src.shape[0], rows)
                 if len(sums) != len(bounds):
                     raise HDF5Error(f"{where}: part rank-{src.rank:05d}.h5 lists bad checksums")
@@ -259,7 +266,8 @@ def read_region(
                         )
         except HDF5Error:
             raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            # (h5py raises RuntimeError for some damaged metadata: a link it cannot check)
             raise HDF5Error(f"{where}: reading part rank-{src.rank:05d}.h5 failed: {exc}") from None
         finally:
             fobj.close()
@@ -349,11 +357,15 @@ def _read_slabs_mapped(
                 and target.shape == slab.shape
                 and target.strides[1] == 8
             )
-            if fused:
+            if fused:  # each word read once from the shared pages: copied and summed
                 digests.append((i, copy_checksum(slab, target)))
             else:
-                digests.append((i, checksum(slab)))
-                target[...] = slab[part]
+                # into private memory first, then summed and placed from that copy: summing
+                # the shared pages and copying them again would let a byte changed in
+                # between (another process writing the part) through under the old sum
+                private = np.array(slab)
+                digests.append((i, checksum(private)))
+                target[...] = private[part]
         del rows, slab, target
     finally:
         try:

@@ -351,3 +351,54 @@ def test_written_slab_checksums_are_those_of_the_stored_bytes(tmp_path_factory, 
     parallel_assert(got == want and np.array_equal(stored, u.interior))
     back = parcomp.load_hdf5(path, "u")
     parallel_assert(np.array_equal(back.interior, u.interior))
+
+
+def test_damaged_part_metadata_is_an_hdf5error_on_every_rank(tmp_path_factory):
+    """Bytes of a part's metadata flipped one at a time (superblock, root group, heap):
+    each read gives the data written or HDF5Error on every rank (h5py's RuntimeError
+    for some of them once escaped on the damaged rank alone, and the others waited)."""
+    folder = Path(COMM.bcast(str(tmp_path_factory.mktemp("meta")) if RANK == 0 else None))
+    u = DistArray.fromfunction(lambda i, j: 100.0 * i + j, SHAPE)
+    path = parcomp.save_hdf5(folder / "field.h5", {"u": u})
+    COMM.Barrier()
+    parts = next(p for p in folder.iterdir() if ".parts-" in p.name)
+    victim = parts / f"rank-{SIZE - 1:05d}.h5"
+    pristine = victim.read_bytes() if RANK == 0 else None
+    outcomes = set()
+    for pos in range(96, 400, 8):
+        if RANK == 0:
+            damaged = bytearray(pristine)
+            damaged[pos] ^= 0xFF
+            victim.write_bytes(bytes(damaged))
+        COMM.Barrier()
+        try:
+            back = parcomp.load_hdf5(path, "u")
+            ok = bool(np.array_equal(back.interior, u.interior))
+            outcomes.add("data" if ok else "WRONG")
+        except HDF5Error:
+            outcomes.add("HDF5Error")
+    parallel_assert("WRONG" not in outcomes and "HDF5Error" in outcomes, outcomes)
+
+
+def test_a_negative_slab_rows_is_refused(written):
+    # was: slab_bounds of a negative count covered no row: zeros came back with success
+    path, parts = written
+
+    def damage():
+        for part in parts.iterdir():
+            with h5py.File(part, "r+") as fh:
+                fh["u"].attrs["slab_rows"] = np.int64(-5)
+
+    on_rank0(damage)
+    refused(path, "slab_rows=-5")
+
+
+def test_a_fortran_order_buffer_is_written_as_its_values(tmp_path_factory):
+    # was: HDF5 refused the buffer with a TypeError on each rank apart, and rank 0's
+    # cleanup removed the parts folder under a slower rank (a hang)
+    folder = Path(COMM.bcast(str(tmp_path_factory.mktemp("fortran")) if RANK == 0 else None))
+    u = DistArray.fromfunction(lambda i, j: 100.0 * i + j, SHAPE, dtype=np.float32, halo=1)
+    u.local = np.asfortranarray(u.local)
+    path = parcomp.save_hdf5(folder / "field.h5", {"u": u})
+    whole = parcomp.load_hdf5(path, "u").gather()
+    parallel_assert(RANK != 0 or np.array_equal(whole, expected().astype(np.float32)))

@@ -128,3 +128,40 @@ def test_copy_checksum_is_a_copy_and_the_checksum(halo):
     dst = buffer[halo : halo + 37, halo : halo + 101]
     assert copy_checksum(src, dst) == checksum(src)
     np.testing.assert_array_equal(dst, src)
+
+
+@pytest.mark.parametrize("dtype", ["<f4", "<i2"])
+def test_a_part_written_during_the_read_is_never_returned_under_the_old_sum(
+    tmp_path, monkeypatch, dtype
+):
+    """Slabs the fused loop does not take are copied to private memory and summed there:
+    a write to the part after the sum (another process editing it in place) cannot slip
+    in under the checksum taken before it (it did: sum the shared pages, copy them again)."""
+    import parcomp.io.parts as parts
+
+    data = (np.arange(24 * 8) % 97).astype(dtype).reshape(24, 8)
+    sources = write_parts(tmp_path, data, [], 4)
+    part = tmp_path / PARTS / "rank-00000.h5"
+    with h5py.File(part, "r") as fh:
+        offset = fh["u"].id.get_offset()
+    real = parts.checksum
+
+    def racing(slab):
+        digest = real(slab)
+        fd = os.open(part, os.O_WRONLY)
+        try:
+            os.pwrite(fd, np.array([-7], dtype).tobytes(), offset)  # "another process"
+        finally:
+            os.close(fd)
+        return digest
+
+    monkeypatch.setattr(parts, "checksum", racing)
+    out = np.zeros(data.shape, dtype)
+    try:
+        read_region(tmp_path / "out.h5", "u", PARTS, sources, ((0, 24), (0, 8)), out)
+    except HDF5Error:
+        return_value = "refused"
+    else:
+        return_value = "read"
+    assert return_value == "refused" or np.array_equal(out, data)
+    assert out[0, 0] != -7
