@@ -82,6 +82,14 @@ def _fft(out: str) -> Figures:
     return got
 
 
+def _overlap(out: str) -> Figures:
+    got = {}
+    for n, plain, over in re.findall(r"^\s*(\d+)\^2\s+([\d.]+) ms\s+([\d.]+) ms", out, re.M):
+        got[f"plain step {n}^2/rank (ms)"] = (float(plain), False)
+        got[f"overlapped step {n}^2/rank (ms)"] = (float(over), False)
+    return got
+
+
 #: name -> (argv after the interpreter, relative to the tree; under mpiexec -n?; parser)
 BENCHES: dict[str, tuple[list[str], int, Callable[[str], Figures]]] = {
     "dispatch": (["bench/dispatch.py", "--repeats", "9"], 0, _dispatch),
@@ -99,6 +107,7 @@ BENCHES: dict[str, tuple[list[str], int, Callable[[str], Figures]]] = {
     "cg": (["bench/cg.py", "--repeats", "5"], 2, _cg),
     "redistribute": (["bench/redistribute.py", "--repeats", "9"], 0, _redistribute),
     "fft": (["bench/fft.py", "--repeats", "5", "--sizes", "128"], 0, _fft),
+    "overlap": (["bench/overlap.py", "--repeats", "7"], 2, _overlap),
 }
 
 
