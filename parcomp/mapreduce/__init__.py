@@ -1,7 +1,9 @@
 """Map/reduce over work items: ``parcomp.map``, ``parcomp.map_reduce``, keyed map/reduce,
-schedules and the shared work counter.
+schedules, the shared work counter, and (work in progress) resumable maps whose progress
+is committed through the checkpoint engine.
 
-May import: :mod:`parcomp.runtime`, :mod:`parcomp.grid`.
+May import: every package below it (runtime, grid, io, arrays, stencils, particles,
+checkpoint).
 """
 
 from parcomp.mapreduce.items import map as map

@@ -27,8 +27,8 @@ LAYERS = [
     "arrays",
     "stencils",
     "particles",
-    "mapreduce",
     "checkpoint",
+    "mapreduce",
     "launch",
     "front",
 ]
