@@ -15,12 +15,14 @@ traceback.  Nothing hangs: the failing rank still enters the final collective.
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from parcomp.arrays.array import DistArray
 from parcomp.mapreduce.counter import NodeCounter
+from parcomp.mapreduce.resume import resumable_map
 from parcomp.mapreduce.schedule import (
     Items,
     as_items,
@@ -33,7 +35,7 @@ from parcomp.runtime.agree import agreed, raise_if_differ
 from parcomp.runtime.callid import any_flag
 from parcomp.runtime.errors import ConfigError, TaskError
 from parcomp.runtime.progress import Progress
-from parcomp.runtime.ranks import mark_everywhere, resolve_comm
+from parcomp.runtime.ranks import resolve_comm
 from parcomp.runtime.reduce import (
     ReduceOp,
     combine_partials,
@@ -49,6 +51,7 @@ from parcomp.runtime.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
+from parcomp.mapreduce.failures import failure_record, raise_failures
 
 __all__ = ["map", "map_reduce"]
 
@@ -150,34 +153,6 @@ def _node_layout(comm: Any) -> tuple[Any, list[int], int]:
     return layout
 
 
-def _failure_record(rank: int, index: int, item: Any, exc: BaseException) -> tuple:
-    text = repr(item)
-    if len(text) > 200:
-        text = text[:197] + "..."
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return (rank, index, text, type(exc).__name__, str(exc), tb)
-
-
-def _raise_failures(failures: list[Any], comm: Any, local_exc: BaseException | None) -> None:
-    """Raise the first failure as a TaskError on every rank: every rank has the same
-    records (gathered), so it is marked as raised everywhere and printed once."""
-    size = comm.Get_size()
-    records = [f for f in failures if f is not None]
-    if not records:
-        return
-    rank, index, item, name, msg, tb = records[0]
-    others = f" (and on rank(s) {[r[0] for r in records[1:]]})" if len(records) > 1 else ""
-    message = (
-        f"task failed on rank {rank} of {size}, item {index} ({item}): {name}: {msg}{others}\n"
-        f"traceback on rank {rank}:\n{tb}"
-    )
-    err = TaskError(message, rank=rank, index=index, item=item, remote_traceback=tb)
-    mark_everywhere(err, comm)
-    if local_exc is not None:
-        raise err from local_exc
-    raise err
-
-
 def _describe(exc: BaseException) -> str:
     """The reducer's error as rank 0 saw it, for the TaskError every rank raises."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -189,7 +164,7 @@ def _agree_failures(failure: Any, comm: Any, local_exc: BaseException | None) ->
     ``Allreduce`` of a flag (O(log p)); the failure records travel only when one failed."""
 
     if any_flag(comm, failure is not None):
-        _raise_failures(comm.allgather(failure), comm, local_exc)
+        raise_failures(comm.allgather(failure), comm, local_exc)
 
 
 def _run_items(
@@ -208,12 +183,12 @@ def _run_items(
             except Exception as exc:  # noqa: BLE001 - reported on every rank below
                 plan.failed()
                 index = span.start + len(out)
-                return _failure_record(plan.rank, index, items.get(index), exc), exc
+                return failure_record(plan.rank, index, items.get(index), exc), exc
             try:
                 on_chunk(k, out)  # the local combine: a custom reducer may raise here
             except Exception as exc:  # noqa: BLE001 - reported on every rank below
                 plan.failed()
-                return _failure_record(
+                return failure_record(
                     plan.rank, span.start, f"reducing items {span.start}..{span.stop - 1}", exc
                 ), exc
             plan.finished(len(span))
@@ -232,6 +207,9 @@ def map(
     chunksize: int | None = None,
     root: int | None = None,
     progress: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    every_items: int = 1000,
+    resume: str = "yes",
     comm: MPI.Comm | None = None,
 ) -> list[Any] | None:
     """Apply ``fn`` to every item on all ranks; return the results in item order.
@@ -252,6 +230,16 @@ def map(
         Return the list on this rank only (``None`` elsewhere); default: on every rank.
     progress : bool
         Show a progress bar on rank 0 (``tqdm.auto``; a widget in notebooks).
+    checkpoint : path-like, optional
+        Commit finished results to this directory every ``every_items`` items, through the
+        checkpoint engine (:mod:`parcomp.mapreduce.resume`); the same call run again, on any
+        rank count, resumes from the last commit and runs only the items not committed.
+        A directory holding another call's progress is refused, naming what differs.
+        Not with ``schedule="dynamic"`` or DistArray items (yet).
+    every_items : int, default 1000
+        With ``checkpoint``: items between commits.
+    resume : {"yes", "ignore"}
+        With ``checkpoint``: ``"ignore"`` starts over whatever the directory holds.
     comm : mpi4py.MPI.Comm, optional
         Communicator (default: parcomp's default communicator).
 
@@ -270,6 +258,17 @@ def map(
     Collective over `comm`: call on all ranks.  Results travel pickled (they are arbitrary
     Python objects); use :func:`map_reduce` to combine numeric results without pickling.
     """
+    if checkpoint is not None:
+        comm = resolve_comm(comm)
+        with agreed(comm):
+            if _is_distarray(items) or schedule == "dynamic":
+                raise ConfigError(
+                    "map(checkpoint=...) does not take DistArray items or schedule='dynamic' yet"
+                )
+        out = resumable_map(
+            fn, items, checkpoint, every_items=every_items, resume=resume, comm=comm
+        )
+        return out if root is None or comm.Get_rank() == root else None
     if _is_distarray(items):
         comm = items.comm if comm is None else comm
         items = _block_items(items)
@@ -295,7 +294,7 @@ def map(
         )
     else:
         failed = [p[0] for p in gathered]
-    _raise_failures(failed, comm, exc)
+    raise_failures(failed, comm, exc)
     if gathered is None:
         return None
     merged: dict[int, list[Any]] = {}
@@ -406,7 +405,7 @@ def map_reduce(
         value, any_value, failures = combine_partials(
             state["acc"], state["has"], op, comm, root, failure, owned=state["owned"], out=out
         )
-        _raise_failures(failures, comm, exc)
+        raise_failures(failures, comm, exc)
     if root is not None and comm.Get_rank() != root:
         return None
     if not any_value:
@@ -438,7 +437,7 @@ def _reduce_deterministic(
                 nodes[(lo, hi)] = tree_subtree(leaves, lo, hi, op)
             except Exception as err:  # noqa: BLE001 - reported on every rank below
                 first, last = plan.bounds(lo).start, plan.bounds(hi - 1).stop - 1
-                failure = _failure_record(plan.rank, first, f"reducing items {first}..{last}", err)
+                failure = failure_record(plan.rank, first, f"reducing items {first}..{last}", err)
                 exc = err
                 break
     _agree_failures(failure, comm, exc)

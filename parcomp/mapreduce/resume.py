@@ -1,5 +1,5 @@
-"""A resumable ``map`` (issue 27, WORK IN PROGRESS on this branch: a first vertical slice,
-static schedule only, no preemption exit yet).
+"""``parcomp.map(..., checkpoint=directory)``: a resumable map (issue 27, a first slice:
+its own block schedule per round, no preemption exit yet, ``map`` only).
 
 COMMUNICATES: :func:`resumable_map` is a collective over ``comm``.
 
@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from parcomp.checkpoint.checkpointer import Checkpointer
+from parcomp.mapreduce.failures import failure_record, raise_failures
 from parcomp.mapreduce.identity import call_identity, differences, parse_identity
 from parcomp.mapreduce.schedule import as_items
 from parcomp.runtime.agree import agreed, alike
-from parcomp.runtime.errors import CheckpointSchemaError, ConfigError, TaskError
+from parcomp.runtime.callid import any_flag
+from parcomp.runtime.errors import CheckpointSchemaError, ConfigError
 from parcomp.runtime.ranks import resolve_comm
 
 __all__ = ["resumable_map"]
@@ -110,11 +112,15 @@ def resumable_map(
         batch = todo[start : start + every_items]
         lo = len(batch) * rank // size
         hi = len(batch) * (rank + 1) // size
-        with agreed(
-            comm, catch=Exception, wrap=lambda e: TaskError(f"map: {type(e).__name__}: {e}")
-        ):
-            for i in batch[lo:hi]:
+        failure, local = None, None
+        for i in batch[lo:hi]:
+            try:
                 mine[i] = fn(work.get(i))
+            except Exception as exc:  # noqa: BLE001 - raised on every rank just below
+                failure, local = failure_record(rank, i, work.get(i), exc), exc
+                break
+        if any_flag(comm, failure is not None):  # nothing is committed for this round
+            raise_failures(comm.allgather(failure), comm, local)
         ckpt.save(step, local={"results": frame(mine)}, meta={"parcomp.map": identity})
         step += 1
     everything: dict[int, Any] = {}

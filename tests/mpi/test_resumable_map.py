@@ -1,4 +1,4 @@
-"""Resumable maps (issue 27, work in progress): a map interrupted by a failing item and
+"""Resumable maps, parcomp.map(..., checkpoint=) (issue 27, a first slice): a map interrupted by a failing item and
 rerun resumes from its last commit on any rank count, computes every item once plus at
 most the round in flight, and a progress folder of another call is refused."""
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mpi4py import MPI
 
-from parcomp.mapreduce.resume import resumable_map
+import parcomp
 from parcomp.runtime.errors import ConfigError, TaskError
 from parcomp.testing import parallel_assert
 
@@ -48,12 +48,12 @@ def test_a_failed_map_resumes_where_it_stopped(tmp_path_factory):
     COMM.Barrier()
     mapper = Counted(where)
     with pytest.raises(TaskError, match="failing at 37"):
-        resumable_map(mapper, range(80), where / "progress", every_items=10)
+        parcomp.map(mapper, range(80), checkpoint=where / "progress", every_items=10)
     COMM.Barrier()
     if RANK == 0:
         (where / "fail-at").unlink()
     COMM.Barrier()
-    out = resumable_map(mapper, range(80), where / "progress", every_items=10)
+    out = parcomp.map(mapper, range(80), checkpoint=where / "progress", every_items=10)
     COMM.Barrier()
     ran = calls(where)
     twice = {x for x in ran if ran.count(x) > 1}
@@ -67,8 +67,8 @@ def test_a_failed_map_resumes_where_it_stopped(tmp_path_factory):
 
 def test_progress_of_another_call_is_refused(tmp_path_factory):
     where = folder(tmp_path_factory, "other")
-    resumable_map(abs, range(-5, 5), where, every_items=3)
+    parcomp.map(abs, range(-5, 5), checkpoint=where, every_items=3)
     with pytest.raises(ConfigError, match=r"another map call.*work items"):
-        resumable_map(abs, range(-5, 6), where, every_items=3)
-    again = resumable_map(abs, range(-5, 6), where, every_items=3, resume="ignore")
+        parcomp.map(abs, range(-5, 6), checkpoint=where, every_items=3)
+    again = parcomp.map(abs, range(-5, 6), checkpoint=where, every_items=3, resume="ignore")
     parallel_assert(again == [abs(x) for x in range(-5, 6)])
