@@ -6,9 +6,10 @@ object it belongs to (local, no communication).
   attribute dict (:func:`cache_on`, through :func:`parcomp.runtime.subcomm.comm_cache`):
   it lives and dies with the communicator (freeing it evicts every entry), never keyed by
   an ``id()`` that a new object may take.
-* The stencil engine's runners are one module-level :class:`BoundedCache` keyed by the
-  kernel (:data:`parcomp.stencils.run.RUNNERS`): the fast path cannot afford to look up a
-  communicator first (a call costs 0.3 us), and each runner holds its arrays weakly.
+* The stencil engine's runners are kept the same way, on their fields' communicator; the
+  fast path finds them through a plain dict keyed by the kernel
+  (:data:`parcomp.stencils.run.RUNNERS`), which the communicator's cache empties as it
+  drops them (a call costs 0.3 us: no communicator lookup on the way).
 * Pure functions are memoised with :func:`functools.lru_cache` (bounded too).
 
 Every cache has a bound; an entry dropped for it is handed to ``evict`` (freeing MPI
@@ -42,7 +43,7 @@ class BoundedCache(Generic[K, V]):
         Called with each value dropped: for the bound, by :meth:`pop` or :meth:`clear`.
     """
 
-    __slots__ = ("__weakref__", "_data", "evict", "peek", "size")
+    __slots__ = ("__weakref__", "_data", "evict", "size")
 
     def __init__(self, size: int, evict: Callable[[V], Any] | None = None) -> None:
         if size < 1:
@@ -50,9 +51,6 @@ class BoundedCache(Generic[K, V]):
         self.size = size
         self.evict = evict
         self._data: OrderedDict[K, V] = OrderedDict()
-        #: ``peek(key)``: the value or None without marking it used, for hot paths (a
-        #: bound ``dict.get``: as fast as a plain dict)
-        self.peek: Callable[[K], V | None] = self._data.get
 
     def get(self, key: K) -> V | None:
         """The value of ``key`` (now the most recently used), or None."""

@@ -7,9 +7,10 @@ touch a cache) -> :mod:`~parcomp.stencils.plan` (PURE) -> here.  One step is the
 ``steps == 1``; ``overlap=True`` and ``steps=k`` run the same executor
 (:meth:`Runner.run`).
 
-A checked call is kept as a :class:`Runner` in :data:`RUNNERS` (the one cache: bounded,
-keyed by the kernel and the call's options, each runner holding its arrays weakly, so a
-new array at a dead one's address is checked again).  A call that repeats one (the same
+A checked call is kept as a :class:`Runner`, found through :data:`RUNNERS` (keyed by the
+kernel and the call's options) and kept by a bounded cache on its communicator (each
+runner holding its arrays weakly, so a new array at a dead one's address is checked
+again).  A call that repeats one (the same
 arrays, the same kinds of parameters) skips the checks; a plan of one call runs through
 functions generated for exactly that call (:func:`_specialise`): the exchange and the
 compiled kernel, nothing else.  COMMUNICATES: halo exchanges; agreements the first time
@@ -25,7 +26,7 @@ from typing import Any
 from parcomp.arrays.array import DistArray
 from parcomp.arrays.exchange import group_exchange
 from parcomp.runtime import watchdog
-from parcomp.runtime.cache import BoundedCache
+from parcomp.runtime.cache import cache_on
 from parcomp.runtime.errors import KernelSignatureError
 from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.watchdog import collective, debug_collectives
@@ -114,7 +115,7 @@ def run_stencil(
     """
     if steps is not None or rotate is not None or tile is not None or (overlap and exchange):
         return _run_planned(kernel, args, corners, exchange, overlap, steps, rotate, tile)
-    hits = RUNNERS.peek((kernel, corners))
+    hits = RUNNERS.get((kernel, corners))
     if hits is not None and not watchdog._debug:  # noqa: SLF001 - the fast path reads the watchdog's state: a call costs more than the check
         # The same kernel on the same arrays (alive, the same objects) and argument kinds
         # as a call already checked and agreed: every check would pass again, so the
@@ -200,13 +201,18 @@ def _freeze(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------ the one cache
-#: Checked calls, per key (the kernel and the call's options: ``(kernel, corners)`` for
-#: one step), most recent first (a loop that swaps two arrays each step has two).
-#: Bounded: at most ``_PER_KEY`` per key and :data:`RUNNERS_MAX` keys, the least recently
-#: used key dropped first (a loop making new arrays every call adds entries).
-RUNNERS_MAX = 64
+#: Checked calls, for lookup: per key (the kernel and the call's options,
+#: ``(kernel, corners)`` for one step), most recent first (a loop that swaps two arrays
+#: each step has two).  *Which* calls are kept is decided per communicator, by a
+#: :class:`~parcomp.runtime.cache.BoundedCache` on the fields' communicator (at most
+#: ``_PER_KEY`` per key and :data:`RUNNERS_MAX` in all): every rank of a communicator makes
+#: the same calls on it, so every rank keeps and drops the same ones.  One process-wide
+#: bound dropped a world call's runner on the ranks that also ran calls on a
+#: sub-communicator only: those ranks went into the checks' agreement while the others
+#: took the fast path into the exchange (a hang).
+RUNNERS: dict[Any, list[Runner]] = {}
+RUNNERS_MAX = 256
 _PER_KEY = 8
-RUNNERS: BoundedCache[Any, list[Runner]] = BoundedCache(RUNNERS_MAX)
 
 
 def _find(key: Any, args: tuple[Any, ...]) -> Runner | None:
@@ -221,10 +227,23 @@ def _find(key: Any, args: tuple[Any, ...]) -> Runner | None:
 
 
 def _remember(key: Any, runner: Runner) -> Runner:
-    hits = RUNNERS.get(key) or RUNNERS.put(key, [])
+    kept = cache_on(runner.comm, "stencil runners", RUNNERS_MAX, _forget)
+    hits = RUNNERS.setdefault(key, [])
     hits.insert(0, runner)
-    del hits[_PER_KEY:]
+    runner.key = key
+    kept.put(id(runner), runner)
+    for old in [h for h in hits if h.comm is runner.comm][_PER_KEY:]:
+        kept.pop(id(old))  # -> _forget
     return runner
+
+
+def _forget(runner: Runner) -> None:
+    """Drop ``runner`` from the lookup (its communicator's cache let it go)."""
+    hits = RUNNERS.get(runner.key)
+    if hits is not None and runner in hits:
+        hits.remove(runner)
+        if not hits:
+            del RUNNERS[runner.key]
 
 
 # ---------------------------------------------------------------------------- the runner
@@ -242,9 +261,11 @@ class Runner:
         "arity",
         "bare",
         "calls",
+        "comm",
         "dispatcher",
         "fire",
         "kernel",
+        "key",
         "plan",
         "reads",
         "same",
@@ -254,6 +275,8 @@ class Runner:
     def __init__(self, kernel: Any, plan: StencilPlan, args: tuple[Any, ...]) -> None:
         self.plan = plan
         self.arity = len(args)
+        self.comm = next(a.comm for a in args if isinstance(a, DistArray))
+        self.key: Any = None
         self.calls = 0  # fast calls since it was checked: a sample of them is re-agreed
         self.sample = plan.sample
         self.kernel = kernel

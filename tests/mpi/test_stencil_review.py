@@ -167,3 +167,29 @@ def test_one_array_as_two_outputs_is_refused():
     with pytest.raises(KernelSignatureError, match="same memory"):
         run_stencil(gray_scott_step, u, v, out, out, 0.1, 0.1, 0.1, 0.1, 1.0)
     parallel_assert(True)
+
+
+def test_calls_on_a_sub_communicator_do_not_drop_a_world_call_on_some_ranks():
+    """Rank 0 alone runs the same kernel on many fresh arrays of its own communicator; the
+    world call that follows must still agree on every rank.  With one process-wide bound
+    per kernel, rank 0 dropped the world call's runner and went into the checks'
+    agreement while the other ranks took the fast path into the exchange: a hang."""
+    u = DistArray.fromfunction(f0, (12, 8), halo=1)
+    v = u.zeros_like()
+    run_stencil(heat_step_2d, u, v, 0.2)  # checked and remembered on every rank
+    u, v = v, u
+    if COMM.rank == 0:
+        for _ in range(12):  # more than a kernel's runners per communicator
+            a = DistArray.fromfunction(f0, (6, 6), halo=1, comm=MPI.COMM_SELF)
+            run_stencil(heat_step_2d, a, a.zeros_like(), 0.2)
+    for _ in range(3):
+        run_stencil(heat_step_2d, u, v, 0.2)
+        u, v = v, u
+    got = u.gather()
+    U = np.fromfunction(f0, (12, 8))
+    for _ in range(4):  # the serial reference: zero walls
+        P = np.pad(U, 1)
+        N = np.zeros_like(P)
+        heat_step_2d_numpy(P, N, 0.2)
+        U = N[1:-1, 1:-1]
+    parallel_assert(COMM.rank != 0 or np.array_equal(got, U))
