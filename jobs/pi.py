@@ -1,16 +1,20 @@
 """Monte Carlo estimate of pi, identical on any number of ranks.
 
 Run:  parcomp run -n 2 jobs/pi.py --samples 20000000
+      parcomp run -n 2 jobs/pi.py --samples 4000000000 --checkpoint-dir out/pi --every-seconds 30
 
 The samples are cut into fixed chunks, the work items of ``parcomp.map_reduce``; chunk
 ``i`` draws from its own random stream (``SeedSequence(seed, spawn_key=(i,))``), whichever
 rank computes it under whichever schedule.  Hit counts are integers, so the sum is exact
-and the estimate is bitwise identical on 1, 2, 3 or 4 ranks.
+and the estimate is bitwise identical on 1, 2, 3 or 4 ranks.  With ``--checkpoint-dir`` the
+map/reduce commits its progress (``parcomp.map_reduce(checkpoint=...)``): a job killed or
+preempted and run again, on any rank count, skips the chunks already counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 
@@ -33,6 +37,17 @@ def chunk_sizes(samples: int, chunk: int) -> list[int]:
     return [chunk] * full + ([rest] if rest else [])
 
 
+#: Fault injection (``--die-at-chunk``): the rank that runs this chunk is killed on the
+#: first attempt of the job.  A module setting, so that the mapper stays the same call.
+DIE_AT_CHUNK: int | None = None
+
+
+def hits_of_chunk(i: int, seed: int, chunk: int, samples: int) -> int:
+    """Hits of chunk ``i`` of the fixed chunks of ``samples`` points (the map's mapper)."""
+    inject_failure(i, DIE_AT_CHUNK, parcomp.rank())
+    return chunk_hits(seed, i, min(chunk, samples - i * chunk))
+
+
 def estimate_pi(
     samples: int,
     chunk: int = 1_000_000,
@@ -40,48 +55,34 @@ def estimate_pi(
     comm=None,
     schedule: str = "block",
     progress: bool = False,
-    checkpointer=None,
-    batch: int = 0,
-    die_at_batch: int | None = None,
+    checkpoint=None,
+    every_items: int | None = None,
+    every_seconds: float | None = None,
 ) -> float:
     """Estimate pi from ``samples`` points; the same value on any rank count and schedule.
 
-    With a ``checkpointer`` the chunks run in batches of ``batch``; after each batch the
-    map/reduce progress (next chunk, hits so far) is checkpointed, and a re-run resumes
-    after the last finished batch instead of redoing it.
+    With ``checkpoint`` (a folder or a :class:`parcomp.Checkpointer`) the map/reduce
+    commits the finished chunks' hits every ``every_items`` chunks or ``every_seconds``
+    seconds; a rerun of the same estimate (same samples, chunk and seed) skips them, on
+    any rank count, and a preemption signal commits and exits with status 75.
 
     Notes
     -----
     Collective over `comm`: call on all ranks.
     """
-    sizes = chunk_sizes(samples, chunk)
-    nchunks = len(sizes)
-    done, hits = 0, 0
-    if checkpointer is not None:
-        restored = checkpointer.restore(require={"samples": samples, "chunk": chunk})
-        if restored is not None:
-            done, hits = restored.scalars["next_chunk"], restored.scalars["hits"]
-    step = max(1, batch) if checkpointer is not None and batch else nchunks
-    number = done // step if step else 0
-    while done < nchunks:
-        stop = min(nchunks, done + step)
-        hits += parcomp.map_reduce(
-            lambda i: chunk_hits(seed, i, sizes[i]),
-            range(done, stop),
-            "sum",
-            schedule=schedule,
-            progress=progress,
-            comm=comm,
-        )
-        done, number = stop, number + 1
-        inject_failure(number, die_at_batch, 0, comm)
-        if checkpointer is not None:
-            checkpointer.save(
-                number,
-                scalars={"next_chunk": done, "hits": hits, "samples": samples, "chunk": chunk},
-            )
-    if checkpointer is not None:
-        checkpointer.close()
+    nchunks = len(chunk_sizes(samples, chunk))
+    mapper = functools.partial(hits_of_chunk, seed=seed, chunk=chunk, samples=samples)
+    hits = parcomp.map_reduce(
+        mapper,
+        range(nchunks),
+        "sum",
+        schedule=schedule,
+        progress=progress,
+        checkpoint=checkpoint,
+        every_items=every_items,
+        every_seconds=every_seconds,
+        comm=comm,
+    )
     return 4.0 * hits / samples
 
 
@@ -93,11 +94,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--schedule", default="block", choices=["block", "cyclic", "dynamic"])
     parser.add_argument("--progress", action="store_true", help="progress bar on rank 0")
     parser.add_argument(
-        "--checkpoint-dir", default=None, help="checkpoint the map/reduce progress here"
+        "--checkpoint-dir", default=None, help="commit the map/reduce progress to this folder"
     )
-    parser.add_argument("--batch", type=int, default=4, help="chunks per checkpointed batch")
+    parser.add_argument("--every-items", type=int, default=None, help="chunks per commit")
+    parser.add_argument("--every-seconds", type=float, default=None, help="seconds between commits")
     parser.add_argument(
-        "--die-at-batch", type=int, default=None, help="fault injection (first attempt only)"
+        "--die-at-chunk",
+        type=int,
+        default=None,
+        help="fault injection: kill the rank running this chunk (first attempt only)",
     )
     args = parser.parse_args(argv)
     if args.samples < 1 or args.chunk < 1:
@@ -106,20 +111,19 @@ def main(argv: list[str] | None = None) -> None:
         )
     log = parcomp.get_logger("parcomp.jobs.pi")
     t0 = time.perf_counter()
-    ckpt = None
-    if args.checkpoint_dir:
-        from parcomp import Checkpointer
-
-        ckpt = Checkpointer(args.checkpoint_dir)
+    global DIE_AT_CHUNK
+    DIE_AT_CHUNK = args.die_at_chunk
+    if args.checkpoint_dir is None and (args.every_items or args.every_seconds):
+        raise parcomp.ConfigError("--every-items/--every-seconds go with --checkpoint-dir")
     pi = estimate_pi(
         args.samples,
         args.chunk,
         args.seed,
         schedule=args.schedule,
         progress=args.progress,
-        checkpointer=ckpt,
-        batch=args.batch,
-        die_at_batch=args.die_at_batch,
+        checkpoint=args.checkpoint_dir,
+        every_items=args.every_items,
+        every_seconds=args.every_seconds,
     )
     elapsed = time.perf_counter() - t0
     if parcomp.rank() == 0:

@@ -138,6 +138,12 @@ class Checkpointer(Saving):
         )
         self._lease: Lease | None = claim(folders, self.comm, self.shared_ok)
 
+    def abandon(self) -> None:
+        """Give up the directory's lease without the collective :meth:`close` (local; after
+        an error that not every rank saw).  A checkpoint still being written in the
+        background is not committed; the last committed one stays the newest."""
+        self._release_lease()
+
     def _release_lease(self) -> None:
         if self._lease is not None:
             self._lease.release()

@@ -13,10 +13,20 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Any
 
 from parcomp.runtime import status
 
-__all__ = ["PREEMPTED_STATUS", "Preempted", "install_handlers", "requested", "clear", "SIGNALS"]
+__all__ = [
+    "PREEMPTED_STATUS",
+    "Preempted",
+    "SIGNALS",
+    "active",
+    "clear",
+    "install_handlers",
+    "requested",
+    "uninstall_handlers",
+]
 
 #: Exit status of a job that checkpointed because it was asked to stop (:mod:`parcomp.runtime.status`).
 PREEMPTED_STATUS = status.PREEMPTED
@@ -49,6 +59,22 @@ def install_handlers() -> bool:
         signal.signal(sig, _handler)
     _installed = True
     return True
+
+
+def active() -> bool:
+    """Whether the flag-setting handlers are installed."""
+    return _installed
+
+
+def uninstall_handlers(previous: dict[int, Any]) -> None:
+    """Put back the handlers ``previous`` (signal number to handler) that
+    :func:`install_handlers` replaced (main thread only); received signals stay recorded."""
+    global _installed
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    _installed = False
 
 
 def requested() -> int:

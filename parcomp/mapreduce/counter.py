@@ -1,6 +1,7 @@
 """A shared work counter for dynamic scheduling: lock-free atomics on node-shared memory.
 
-COMMUNICATES: creating and freeing a :class:`NodeCounter` are collectives; ``fetch_add``
+COMMUNICATES: creating and freeing a :class:`NodeCounter` and the first :func:`node_layout`
+of a communicator are collectives; ``fetch_add``
 and ``load`` are not (they are single CPU atomic instructions on memory shared by the ranks
 of one node, through ``MPI_Win_allocate_shared``).
 
@@ -24,11 +25,12 @@ import numpy as np
 from parcomp.mapreduce._atomic import fetch_add
 from parcomp.runtime.numba_jit import jit
 from parcomp.runtime.ranks import resolve_comm
+from parcomp.runtime.subcomm import comm_cache
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
 
-__all__ = ["NodeCounter", "atomic_fetch_add"]
+__all__ = ["NodeCounter", "atomic_fetch_add", "node_layout"]
 
 _fetch_add_kernel: Any = None
 
@@ -109,3 +111,26 @@ class NodeCounter:
 
     def __exit__(self, *exc: object) -> None:
         self.free()
+
+
+def node_layout(comm: Any) -> tuple[Any, list[int], int]:
+    """This rank's shared-memory node communicator, the ranks per node (nodes ordered by
+    their lowest rank) and this node's index; made once per communicator.
+
+    Collective the first time (``Comm_split_type`` and an ``allgather`` of the node
+    leaders, O(p)); cached on ``comm`` after that, so a dynamic schedule's later calls
+    cost only the node's shared window.
+    """
+    from mpi4py import MPI
+
+    cache = comm_cache(comm)
+    layout = cache.get("map.node_layout")
+    if layout is None:
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        leader = node.bcast(comm.Get_rank(), root=0)
+        leaders = comm.allgather(leader)
+        order = sorted(set(leaders))
+        layout = (node, [leaders.count(lead) for lead in order], order.index(leader))
+        cache["map.node_layout"] = layout
+        cache["map.node_comm"] = node  # communicators in the cache are freed with comm
+    return layout

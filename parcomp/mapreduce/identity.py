@@ -1,5 +1,5 @@
 """What a resumable map is: the fingerprint of a call, compared before its progress is
-resumed (PURE; issue 27, item 2 — work in progress on this branch).
+resumed (PURE).
 
 A progress record of ``map``/``map_reduce``/``map_reduce_keyed`` (committed through the
 checkpoint engine) carries :func:`call_identity` of the call that made it.  A rerun
@@ -9,27 +9,12 @@ so a progress folder of another call is refused with a message saying what chang
 Records read back are hostile until :func:`parse_identity` has checked them (types,
 bounds, known fields only), as manifests are.
 
-Plan for the rest of issue 27 (not built yet):
-
-* commits in *rounds*: every rank runs chunks until ``every_items`` items or
-  ``every_seconds`` have passed on rank 0's clock (agreed at the round's end with one
-  flag), then one collective ``Checkpointer.save(step=round, local={"results": framed
-  records}, scalars={"identity": ...})`` — the checkpoint engine's transaction, no second
-  protocol; a preemption flag ends the round early, commits, exits 75;
-* ``map``: framed ``(item index, pickled result)`` records per rank; on resume every rank
-  reads the whole concatenation (``restore(redeal=lambda lengths, r, p: (0, sum(lengths)))``)
-  and skips committed chunks (static and dynamic schedules filter the chunk stream);
-* ``map_reduce(deterministic=True)``: the committed chunk leaves of the fixed tree (chunks
-  do not depend on the rank count), so the resumed value is bitwise the uninterrupted one;
-  non-deterministic: the folded partials with the chunk ranges they cover;
-* ``map_reduce_keyed``: the combined per-rank tables before the shuffle;
-* ``ranks_per_task=k``: ``comm.Split`` into groups of k (the remainder ranks form a
-  smaller last group, said in the docs), group leaders take items from the node counter,
-  ``fn(item, comm=group)``.
+How progress is committed and resumed: :mod:`parcomp.mapreduce.resume`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,6 +33,7 @@ IDENTITY_FIELDS = (
     "mapper_code",
     "reducer",
     "deterministic",
+    "layout",
 )
 _KINDS = ("map", "map_reduce", "map_reduce_keyed")
 _MAX_TEXT = 512
@@ -86,23 +72,68 @@ def _plain(value: Any) -> bool:
     return False
 
 
-def function_identity(fn: Callable[..., Any] | None) -> tuple[str, str]:
-    """``(qualified name, code digest)`` of a mapper or reducer (PURE).  The digest covers
-    the bytecode and constants of the function and of the functions it defines (a Numba
-    dispatcher by its Python function); a callable without code (a builtin, a
-    ``functools.partial``) has the digest ``"-"``."""
+def function_identity(fn: Callable[..., Any] | None, _depth: int = 0) -> tuple[str, str]:
+    """``(qualified name, code digest)`` of a mapper or reducer (PURE).
+
+    The digest covers the bytecode and constants of the function and of the functions it
+    defines (a Numba dispatcher by its Python function), and the values bound to it: its
+    default arguments, the variables it closes over and a ``functools.partial``'s
+    arguments (plain values and arrays by content, functions by their own identity,
+    anything else by its type only).  Module globals the function reads are not covered.
+    A callable without code or bound values (a builtin) has the digest ``"-"``.
+    """
     if fn is None:
         return "-", "-"
     if isinstance(fn, str):
         return fn, "-"
+    bound: list[Any] = []
     func = getattr(fn, "py_func", fn)
-    func = getattr(func, "func", func)  # functools.partial
+    while isinstance(func, functools.partial):
+        bound += [func.args, sorted(func.keywords.items())]
+        func = func.func
+    func = getattr(func, "py_func", func)
     module = getattr(func, "__module__", None) or "?"
     name = f"{module}.{getattr(func, '__qualname__', type(func).__name__)}"
     code = getattr(func, "__code__", None)
-    if code is None:
+    if code is not None:
+        cells = [c.cell_contents for c in (getattr(func, "__closure__", None) or ()) if _filled(c)]
+        bound += [getattr(func, "__defaults__", None), getattr(func, "__kwdefaults__", None), cells]
+    if code is None and not bound:
         return name[:_MAX_TEXT], "-"
-    return name[:_MAX_TEXT], _digest(_code_bytes(code))
+    if _depth > 4:  # a function closing over itself, or a deep chain of them
+        return name[:_MAX_TEXT], "deep"
+    data = (_code_bytes(code) if code is not None else b"-") + b"\x01" + _value_bytes(bound, _depth)
+    return name[:_MAX_TEXT], _digest(data)
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
+def _value_bytes(value: Any, depth: int) -> bytes:
+    """Bytes that change when a bound value does (PURE; plain values, arrays, functions
+    and containers of them by content, anything else by type)."""
+    if depth > 8:
+        return b"deep"
+    if _plain(value):
+        return repr(value).encode()
+    if isinstance(value, np.ndarray):
+        return (
+            f"{value.dtype.str}{value.shape}".encode()
+            + _digest(np.ascontiguousarray(value).tobytes()).encode()
+        )
+    if isinstance(value, list | tuple):
+        return b"[" + b",".join(_value_bytes(v, depth + 1) for v in value) + b"]"
+    if isinstance(value, dict):
+        pairs = sorted(value.items(), key=lambda kv: repr(kv[0]))
+        return b"{" + b",".join(_value_bytes(list(kv), depth + 1) for kv in pairs) + b"}"
+    if callable(value) and (hasattr(value, "__code__") or hasattr(value, "py_func")):
+        return "|".join(function_identity(value, depth + 1)).encode()
+    return f"<{type(value).__module__}.{type(value).__qualname__}>".encode()
 
 
 def _code_bytes(code: Any) -> bytes:
@@ -122,8 +153,11 @@ def call_identity(
     mapper: Callable[..., Any],
     reducer: Any = None,
     deterministic: bool = False,
+    layout: str = "-",
 ) -> dict[str, str]:
-    """The identity of a map call (PURE): every field a short text (see the module)."""
+    """The identity of a map call (PURE): every field a short text (see the module).
+    ``layout`` is what else fixes the committed units (the leaf size of a deterministic
+    reduction, the group size of an ensemble)."""
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
     name, code = function_identity(mapper)
@@ -135,6 +169,7 @@ def call_identity(
         "mapper_code": code,
         "reducer": f"{reducer_name}:{reducer_code}",
         "deterministic": "yes" if deterministic else "no",
+        "layout": str(layout)[:_MAX_TEXT],
     }
 
 
@@ -147,6 +182,7 @@ def differences(saved: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
         "mapper_code": "the mapper's code",
         "reducer": "the reducer",
         "deterministic": "deterministic=",
+        "layout": "the layout of the work (leaves, groups)",
     }
     return [
         f"{words[f]}: {saved.get(f)!r} then, {now.get(f)!r} now"

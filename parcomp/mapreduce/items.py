@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from parcomp.arrays.array import DistArray
-from parcomp.mapreduce.counter import NodeCounter
-from parcomp.mapreduce.resume import resumable_map
+from parcomp.mapreduce.counter import NodeCounter, node_layout
+from parcomp.mapreduce.identity import call_identity
+from parcomp.mapreduce.resume import FoldWork, LeafWork, MapWork, check_cadence, run_rounds
 from parcomp.mapreduce.schedule import (
     Items,
     as_items,
@@ -46,11 +47,12 @@ from parcomp.runtime.reduce import (
     tree_evaluate,
     tree_subtree,
 )
-from parcomp.runtime.subcomm import comm_cache
 from parcomp.runtime.watchdog import collective
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py import MPI
+
+    from parcomp.checkpoint.checkpointer import Checkpointer
 from parcomp.mapreduce.failures import failure_record, raise_failures
 
 __all__ = ["map", "map_reduce"]
@@ -78,21 +80,13 @@ class _Plan:
         self.items = items
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        raise_if_differ(
-            items_fingerprint(items),
-            comm,
-            lambda differ, mine, theirs: (
-                f"ranks {differ} were given other work items than "
-                f"rank 0 (count or order: {theirs.split(':')[0]} items against "
-                f"{mine.split(':')[0]}); every rank must pass the same items in the same order"
-            ),
-        )
+        _same_items(items, comm)
         self.schedule = schedule
         self.chunk = chunk_size(items.n, self.size, schedule, chunksize, deterministic)
         self.nchunks = -(-items.n // self.chunk) if items.n else 0
         self.counter = None
         if schedule == "dynamic" or progress:
-            node, self.node_sizes, self.node = _node_layout(comm)
+            node, self.node_sizes, self.node = node_layout(comm)
             self.counter = NodeCounter(comm, slots=3, node_comm=node)
             self.node_scale = self.size / node.Get_size()
         self.progress = Progress(items.n, progress and self.rank == 0, desc="parcomp.map")
@@ -130,27 +124,65 @@ class _Plan:
             self.counter.free()
 
 
-def _node_layout(comm: Any) -> tuple[Any, list[int], int]:
-    """This rank's shared-memory node communicator, the ranks per node (nodes ordered by
-    their lowest rank) and this node's index; made once per communicator.
+def _same_items(items: Items, comm: Any) -> None:
+    """Every rank was given the same items in the same order (one agreed fingerprint)."""
+    raise_if_differ(
+        items_fingerprint(items),
+        comm,
+        lambda differ, mine, theirs: (
+            f"ranks {differ} were given other work items than "
+            f"rank 0 (count or order: {theirs.split(':')[0]} items against "
+            f"{mine.split(':')[0]}); every rank must pass the same items in the same order"
+        ),
+    )
 
-    Collective the first time (``Comm_split_type`` and an ``allgather`` of the node
-    leaders, O(p)); cached on ``comm`` after that, so a dynamic schedule's later calls
-    cost only the node's shared window.
-    """
-    from mpi4py import MPI
 
-    cache = comm_cache(comm)
-    layout = cache.get("map.node_layout")
-    if layout is None:
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        leader = node.bcast(comm.Get_rank(), root=0)
-        leaders = comm.allgather(leader)
-        order = sorted(set(leaders))
-        layout = (node, [leaders.count(lead) for lead in order], order.index(leader))
-        cache["map.node_layout"] = layout
-        cache["map.node_comm"] = node  # communicators in the cache are freed with comm
-    return layout
+class _Resume:
+    """``checkpoint=`` and its cadence, checked on every rank together (collective)."""
+
+    def __init__(
+        self,
+        checkpoint: Any,
+        every_items: Any,
+        every_seconds: Any,
+        resume: Any,
+        schedule: str,
+        items: Any,
+        comm: Any,
+    ) -> None:
+        self.checkpoint, self.schedule, self.resume = checkpoint, schedule, resume
+        with agreed(comm):
+            if checkpoint is None:
+                if every_items is not None or every_seconds is not None or resume != "yes":
+                    raise ConfigError(
+                        "every_items=, every_seconds= and resume= go with checkpoint= "
+                        "(the folder or Checkpointer the map commits its progress to)"
+                    )
+            elif _is_distarray(items):
+                raise ConfigError(
+                    "checkpoint= does not take DistArray items: their blocks depend on the "
+                    "rank count, so their progress could not be resumed on another"
+                )
+            else:
+                self.every_items, self.every_seconds = check_cadence(
+                    every_items, every_seconds, schedule, resume
+                )
+
+    def run(
+        self, work: Any, comm: Any, identity: dict[str, str], progress: bool, unit: int = 1
+    ) -> None:
+        run_rounds(
+            work,
+            comm,
+            self.checkpoint,
+            identity,
+            every_items=self.every_items,
+            every_seconds=self.every_seconds,
+            schedule=self.schedule,
+            resume=self.resume,
+            progress=progress,
+            items_per_unit=unit,
+        )
 
 
 def _describe(exc: BaseException) -> str:
@@ -207,8 +239,9 @@ def map(
     chunksize: int | None = None,
     root: int | None = None,
     progress: bool = False,
-    checkpoint: str | os.PathLike[str] | None = None,
-    every_items: int = 1000,
+    checkpoint: str | os.PathLike[str] | Checkpointer | None = None,
+    every_items: int | None = None,
+    every_seconds: float | None = None,
     resume: str = "yes",
     comm: MPI.Comm | None = None,
 ) -> list[Any] | None:
@@ -230,16 +263,22 @@ def map(
         Return the list on this rank only (``None`` elsewhere); default: on every rank.
     progress : bool
         Show a progress bar on rank 0 (``tqdm.auto``; a widget in notebooks).
-    checkpoint : path-like, optional
-        Commit finished results to this directory every ``every_items`` items, through the
-        checkpoint engine (:mod:`parcomp.mapreduce.resume`); the same call run again, on any
-        rank count, resumes from the last commit and runs only the items not committed.
-        A directory holding another call's progress is refused, naming what differs.
-        Not with ``schedule="dynamic"`` or DistArray items (yet).
-    every_items : int, default 1000
-        With ``checkpoint``: items between commits.
+    checkpoint : path-like or Checkpointer, optional
+        Commit finished results to this folder (or through this
+        :class:`~parcomp.Checkpointer`) in rounds, through the checkpoint engine
+        (:mod:`parcomp.mapreduce.resume`); the same call run again, on any rank count and
+        schedule, resumes from the last commit and runs only the items not committed.  A
+        folder holding another call's progress is refused, naming what differs.  A
+        preemption signal (SIGTERM, SIGUSR1, SIGUSR2) during the map commits what is
+        finished and exits with status 75.  Not with DistArray items.
+    every_items : int, optional
+        With ``checkpoint``: items per round (commit); default 1000 unless
+        ``every_seconds`` is given.
+    every_seconds : float, optional
+        With ``checkpoint``: size the rounds so that a commit comes about this often (from
+        the measured rate of the last round; ``every_items`` then caps a round).
     resume : {"yes", "ignore"}
-        With ``checkpoint``: ``"ignore"`` starts over whatever the directory holds.
+        With ``checkpoint``: ``"ignore"`` starts over whatever the folder holds.
     comm : mpi4py.MPI.Comm, optional
         Communicator (default: parcomp's default communicator).
 
@@ -258,17 +297,20 @@ def map(
     Collective over `comm`: call on all ranks.  Results travel pickled (they are arbitrary
     Python objects); use :func:`map_reduce` to combine numeric results without pickling.
     """
-    if checkpoint is not None:
+    if (
+        checkpoint is not None
+        or every_items is not None
+        or every_seconds is not None
+        or resume != "yes"
+    ):
         comm = resolve_comm(comm)
+        rounds = _Resume(checkpoint, every_items, every_seconds, resume, schedule, items, comm)
         with agreed(comm):
-            if _is_distarray(items) or schedule == "dynamic":
-                raise ConfigError(
-                    "map(checkpoint=...) does not take DistArray items or schedule='dynamic' yet"
-                )
-        out = resumable_map(
-            fn, items, checkpoint, every_items=every_items, resume=resume, comm=comm
-        )
-        return out if root is None or comm.Get_rank() == root else None
+            work = as_items(items)
+        _same_items(work, comm)
+        job = MapWork(fn, work)
+        rounds.run(job, comm, call_identity("map", items, fn), progress)
+        return job.result(comm, root)
     if _is_distarray(items):
         comm = items.comm if comm is None else comm
         items = _block_items(items)
@@ -322,6 +364,10 @@ def map_reduce(
     root: int | None = None,
     out: Any = None,
     progress: bool = False,
+    checkpoint: str | os.PathLike[str] | Checkpointer | None = None,
+    every_items: int | None = None,
+    every_seconds: float | None = None,
+    resume: str = "yes",
     comm: MPI.Comm | None = None,
 ) -> Any:
     """Map ``mapper`` over the items and reduce the results to one value.
@@ -353,6 +399,11 @@ def map_reduce(
     out : numpy.ndarray, optional
         For large numeric array results: the array to receive the reduced value (reuse it
         across calls to avoid allocating, as with a raw ``Allreduce``).
+    checkpoint, every_items, every_seconds, resume
+        As for :func:`map`.  What is committed: with ``deterministic=True`` the finished
+        leaves of the fixed tree (so a resumed result is bitwise the uninterrupted one, on
+        any rank count and schedule); otherwise each rank's folded partial with the item
+        ranges it covers.
 
     Returns
     -------
@@ -375,15 +426,37 @@ def map_reduce(
     op = resolve_op(reduce)
     if _is_distarray(items):
         comm = items.comm if comm is None else comm
+    comm = resolve_comm(comm)
+    rounds = _Resume(checkpoint, every_items, every_seconds, resume, schedule, items, comm)
+    if _is_distarray(items):
         if deterministic:
             raise ConfigError(
                 "deterministic=True is not available for DistArray items: their blocks depend on the rank count"
             )
         items = _block_items(items)
         schedule, chunksize = "block", 1
-    comm = resolve_comm(comm)
     with agreed(comm):
         work = as_items(items)
+        leaf = chunk_size(work.n, comm.Get_size(), schedule, chunksize, deterministic)
+    if checkpoint is not None:
+        _same_items(work, comm)
+        if deterministic:
+            tree = LeafWork(mapper, work, op, leaf)
+            identity = call_identity(
+                "map_reduce", items, mapper, _reducer(reduce), True, f"leaves of {leaf}"
+            )
+            rounds.run(tree, comm, identity, progress, unit=leaf)
+            value, any_value = _reduce_leaves(tree.leaves, tree.units, op, comm, root, tree.bounds)
+        else:
+            part = FoldWork(mapper, work, op, comm.Get_rank())
+            rounds.run(
+                part, comm, call_identity("map_reduce", items, mapper, _reducer(reduce)), progress
+            )
+            value, any_value, failures = combine_partials(
+                part.acc, part.has, op, comm, root, None, owned=part.owned, out=out
+            )
+            raise_failures(failures, comm, None)
+        return _finish(value, any_value, initial, op, root, comm)
     plan = _Plan(work, comm, schedule, chunksize, deterministic, progress)
     if deterministic:
         value, any_value = _reduce_deterministic(mapper, plan, op, root)
@@ -406,6 +479,18 @@ def map_reduce(
             state["acc"], state["has"], op, comm, root, failure, owned=state["owned"], out=out
         )
         raise_failures(failures, comm, exc)
+    return _finish(value, any_value, initial, op, root, comm)
+
+
+def _reducer(reduce: Any) -> Any:
+    """What names a reducer in a call's identity: its name, or its function."""
+    return reduce.name if isinstance(reduce, ReduceOp) else reduce
+
+
+def _finish(
+    value: Any, any_value: bool, initial: Any, op: ReduceOp, root: int | None, comm: Any
+) -> Any:
+    """``map_reduce``'s value on the ranks that return it, ``initial`` folded in."""
     if root is not None and comm.Get_rank() != root:
         return None
     if not any_value:
@@ -419,29 +504,45 @@ def _reduce_deterministic(
     mapper: Callable[[Any], Any], plan: _Plan, op: ReduceOp, root: int | None
 ) -> tuple[Any, bool]:
     leaves: dict[int, Any] = {}
-    owned: dict[int, bool] = {}
 
     def accumulate(k: int, values: list[Any]) -> None:
-        leaves[k], owned[k] = fold_many(op, values)
+        leaves[k], _ = fold_many(op, values)
 
     try:
         failure, exc = _run_items(mapper, plan, accumulate)
     finally:
         plan.close()
-    comm = plan.comm
+    return _reduce_leaves(leaves, plan.nchunks, op, plan.comm, root, plan.bounds, failure, exc)
+
+
+def _reduce_leaves(
+    leaves: dict[int, Any],
+    nleaves: int,
+    op: ReduceOp,
+    comm: Any,
+    root: int | None,
+    bounds: Callable[[int], range],
+    failure: Any = None,
+    exc: BaseException | None = None,
+) -> tuple[Any, bool]:
+    """The fixed tree's value from the leaves every rank holds (collective): each rank
+    folds its maximal whole subtrees, one rank evaluates the tree, the value is broadcast
+    (``root=None``).  The same leaves give the same bits whoever holds them."""
     nodes: dict[tuple[int, int], Any] = {}
     if failure is None:
-        flags = [k in leaves for k in range(plan.nchunks)]
+        flags = [k in leaves for k in range(nleaves)]
         for lo, hi in tree_cover(flags):
             try:  # a custom reducer may raise here too: on this rank only
                 nodes[(lo, hi)] = tree_subtree(leaves, lo, hi, op)
             except Exception as err:  # noqa: BLE001 - reported on every rank below
-                first, last = plan.bounds(lo).start, plan.bounds(hi - 1).stop - 1
-                failure = failure_record(plan.rank, first, f"reducing items {first}..{last}", err)
+                first, last = bounds(lo).start, bounds(hi - 1).stop - 1
+                failure = failure_record(
+                    comm.Get_rank(), first, f"reducing items {first}..{last}", err
+                )
                 exc = err
                 break
     _agree_failures(failure, comm, exc)
-    if plan.nchunks == 0:
+    if nleaves == 0:
         return None, False
     # The partial trees go to one rank, which evaluates the fixed tree; the others get
     # the value by a broadcast (root=None).  O(p) at that rank only, O(log p) elsewhere;
@@ -455,9 +556,9 @@ def _reduce_deterministic(
         for part in parts:
             merged.update(part)
         try:
-            value = tree_evaluate(merged, plan.nchunks, op)
-        except Exception as exc:  # noqa: BLE001 - the reducer's error, for every rank
-            error = exc
+            value = tree_evaluate(merged, nleaves, op)
+        except Exception as bad:  # noqa: BLE001 - the reducer's error, for every rank
+            error = bad
     if root is not None:
         if error is not None:
             raise error

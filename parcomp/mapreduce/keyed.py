@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parcomp.mapreduce.items import _agree_failures, _Plan, _run_items
+from parcomp.mapreduce.identity import call_identity
+from parcomp.mapreduce.items import _agree_failures, _Plan, _Resume, _run_items, _same_items
+from parcomp.mapreduce.resume import UnitError, apply, dumps, intervals, loads, mark
 from parcomp.mapreduce.schedule import as_items
 from parcomp.runtime.agree import agreed, raise_if_any
-from parcomp.runtime.errors import ConfigError
+from parcomp.runtime.errors import CheckpointSchemaError, ConfigError
 from parcomp.runtime.ranks import mark_everywhere, resolve_comm
 from parcomp.runtime.reduce import ReduceOp, resolve_op
 from parcomp.runtime.watchdog import collective
@@ -481,6 +483,48 @@ def _check_budget(budget: Any, comm: Any) -> int | None:
     return value or None
 
 
+class KeyedWork:
+    """``map_reduce_keyed`` with ``checkpoint=``: unit = item; one record per rank, its
+    combined table (before the shuffle) and the item ranges it covers.  A resumed rank
+    combines the restored tables dealt to it; the shuffle runs once every item is in."""
+
+    def __init__(self, fn: Callable[[Any], Any], work: Any, op: ReduceOp, rank: int) -> None:
+        self.fn, self.work, self.op, self.rank, self.units = fn, work, op, rank, work.n
+        self.table: dict[Any, Any] = {}
+        self.mine = np.zeros(self.units, bool)
+
+    def add(self, pairs: Any) -> None:
+        keys, values = _emit(pairs)
+        if isinstance(keys, np.ndarray):
+            _combine_arrays(self.table, self.op, keys, values)
+        else:
+            _combine_into(self.table, self.op, keys, values)
+
+    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
+        covered = np.zeros(self.units, bool)
+        for key, blob in blobs.items():
+            record = loads(blob, where, f"table {key}")
+            if not (isinstance(record, tuple) and len(record) == 2 and isinstance(record[1], dict)):
+                raise CheckpointSchemaError(f"{where}: progress table {key} is malformed")
+            ranges, table = record
+            mark(covered, ranges, where)
+            if key % size == rank:
+                mark(self.mine, ranges, where)
+                _combine_into(self.table, self.op, list(table), list(table.values()))
+        return covered
+
+    def run(self, unit: int) -> None:
+        pairs = apply(self.fn, self.work, unit)
+        try:
+            self.add(pairs)
+        except Exception as exc:
+            raise UnitError(unit, f"combining the pairs of item {unit}", exc) from exc
+        self.mine[unit] = True
+
+    def records(self) -> dict[int, bytes]:
+        return {self.rank: dumps((intervals(self.mine), self.table))}
+
+
 @collective("map_reduce_keyed", lambda *a, comm=None, **k: comm)
 def map_reduce_keyed(
     mapper: Callable[[Any], Any],
@@ -492,6 +536,10 @@ def map_reduce_keyed(
     root: int | None = 0,
     progress: bool = False,
     max_shuffle_bytes: int | None = None,
+    checkpoint: Any = None,
+    every_items: int | None = None,
+    every_seconds: float | None = None,
+    resume: str = "yes",
     comm: MPI.Comm | None = None,
 ) -> dict[Any, Any] | None:
     """Map items to (key, value) pairs and reduce the values of each key over all ranks.
@@ -517,6 +565,11 @@ def map_reduce_keyed(
         rank per round).  Default: everything in one round.  The same on every rank.
         The budget covers the shuffle; ``root`` then gathers the whole result on one
         rank, so keep ``root=None`` when the result is large too.
+    checkpoint, every_items, every_seconds, resume
+        As for :func:`parcomp.map`.  What is committed: each rank's combined table (before
+        the shuffle) with the item ranges it covers; a rerun skips the items committed and
+        runs the shuffle once they are all in (a kill during the shuffle redoes the shuffle,
+        not the map).
 
     Returns
     -------
@@ -542,8 +595,15 @@ def map_reduce_keyed(
     comm = resolve_comm(comm)
     budget = _check_budget(max_shuffle_bytes, comm)
     op = resolve_op(reduce)
+    rounds = _Resume(checkpoint, every_items, every_seconds, resume, schedule, items, comm)
     with agreed(comm):
         work = as_items(items)
+    if checkpoint is not None:
+        _same_items(work, comm)
+        job = KeyedWork(mapper, work, op, comm.Get_rank())
+        reducer = reduce.name if isinstance(reduce, ReduceOp) else reduce
+        rounds.run(job, comm, call_identity("map_reduce_keyed", items, mapper, reducer), progress)
+        return _gather(_shuffle(job.table, op, comm, budget), comm, root)
     plan = _Plan(work, comm, schedule, chunksize, False, progress)
     table: dict[Any, Any] = {}
 
@@ -560,7 +620,11 @@ def map_reduce_keyed(
     finally:
         plan.close()
     _agree_failures(failure, comm, exc)
-    owned = _shuffle(table, op, comm, budget)
+    return _gather(_shuffle(table, op, comm, budget), comm, root)
+
+
+def _gather(owned: dict[Any, Any], comm: Any, root: int | None) -> dict[Any, Any] | None:
+    """The owned tables as one dict on ``root``, or each rank's own (``root=None``)."""
     if root is None:
         return owned
     parts = comm.gather(owned, root=root)

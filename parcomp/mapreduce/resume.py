@@ -1,130 +1,568 @@
-"""``parcomp.map(..., checkpoint=directory)``: a resumable map (issue 27, a first slice:
-its own block schedule per round, no preemption exit yet, ``map`` only).
+"""Resumable maps: ``map``, ``map_reduce`` and ``map_reduce_keyed`` with ``checkpoint=``.
 
-COMMUNICATES: :func:`resumable_map` is a collective over ``comm``.
+COMMUNICATES: :func:`run_rounds` and the ``result`` methods are collectives over ``comm``.
 
-The items left to do are cut into *rounds* of ``every_items`` items; in a round each rank
-runs a block of them, then every rank commits through the checkpoint engine's
-transaction (``Checkpointer.save(step=round, local={"results": ...}, meta={"parcomp.map":
-identity})``): the committed results are framed records ``(item index, pickled result)``,
-each rank holding a share, so the union of the shares is every finished item.  A rerun of
-the same call (:func:`~parcomp.mapreduce.identity.call_identity`) reads the whole union on
-every rank and runs only the items not in it, on any rank count; a rerun of another call
-is refused on every rank, naming what differs.
+The work is a number of *units* (items; for ``map_reduce(deterministic=True)`` the leaves
+of the fixed reduction tree, whose size does not depend on the rank count).  The units
+not yet committed are run in *rounds*; each rank runs its share of a round (block, cyclic
+or dynamic from a node counter), then every rank commits through the checkpoint engine's
+one transaction: ``Checkpointer.save(step, local={"records": framed records}, meta=
+{"parcomp.map": identity})`` — atomic, checksummed, validated on read, pruned.  What a
+rank's records hold depends on the work (:class:`MapWork`, :class:`LeafWork`,
+:class:`FoldWork`, and ``KeyedWork`` in :mod:`parcomp.mapreduce.keyed`); the union of
+every rank's records is always everything committed, so a rerun of the same call
+(:func:`~parcomp.mapreduce.identity.call_identity`) reads that union on any rank count,
+deals it out, and runs only the units it does not cover.  A rerun of another call is
+refused on every rank, naming what differs.
+
+Cadence: a round is ``every_items`` items, or with ``every_seconds`` as many as the last
+round's rate says fit in that time (the slowest rank's clock; ``every_items`` then caps
+it).  Preemption: while a round runs, SIGTERM/SIGUSR1/SIGUSR2 only set a flag; a rank
+that sees it stops taking units, the ranks agree on it at the round's end, commit what is
+finished, and every rank raises :class:`~parcomp.checkpoint.preempt.Preempted` (exit
+status 75) so that the requeued job resumes.  A failing mapper commits nothing of its
+round: the committed progress is never overwritten by a failed round.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
 import struct
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from parcomp.checkpoint import preempt
 from parcomp.checkpoint.checkpointer import Checkpointer
+from parcomp.mapreduce.counter import NodeCounter, node_layout
 from parcomp.mapreduce.failures import failure_record, raise_failures
-from parcomp.mapreduce.identity import call_identity, differences, parse_identity
-from parcomp.mapreduce.schedule import as_items
+from parcomp.mapreduce.identity import differences, parse_identity
+from parcomp.mapreduce.schedule import SCHEDULES, Items, node_chunk_range
 from parcomp.runtime.agree import agreed, alike
-from parcomp.runtime.callid import any_flag
 from parcomp.runtime.errors import CheckpointSchemaError, ConfigError
-from parcomp.runtime.ranks import resolve_comm
+from parcomp.runtime.log import get_logger
+from parcomp.runtime.progress import Progress
+from parcomp.runtime.reduce import ReduceOp, fold, fold_many
 
-__all__ = ["resumable_map"]
+__all__ = [
+    "FoldWork",
+    "LeafWork",
+    "MapWork",
+    "UnitError",
+    "apply",
+    "check_cadence",
+    "dumps",
+    "loads",
+    "mark",
+    "frame",
+    "intervals",
+    "run_rounds",
+    "unframe",
+]
 
-_FRAME = struct.Struct("<qQ")  # item index, length of the pickled result
+META = "parcomp.map"
+_FRAME = struct.Struct("<qQ")  # record key, length of the pickled value
+_LOG = get_logger("parcomp.map")
 
 
-def frame(records: dict[int, Any]) -> np.ndarray:
-    """``(index, pickled value)`` records as one byte array (PURE)."""
+# ---------------------------------------------------------------------------- records
+def frame_blobs(blobs: dict[int, bytes]) -> np.ndarray:
+    """``(key, pickled value)`` records as one byte array, keys in order (PURE)."""
     out = bytearray()
-    for index in sorted(records):
-        blob = pickle.dumps(records[index], protocol=pickle.HIGHEST_PROTOCOL)
-        out += _FRAME.pack(index, len(blob)) + blob
+    for key in sorted(blobs):
+        blob = blobs[key]
+        out += _FRAME.pack(key, len(blob))
+        out += blob
     return np.frombuffer(bytes(out), np.uint8)
 
 
-def unframe(data: np.ndarray, n: int, where: str) -> dict[int, Any]:
-    """The records of :func:`frame` (PURE; a cut, overlong or out-of-range record is a
-    :class:`CheckpointSchemaError`).  The bytes come from a checksummed checkpoint of
-    this user's own, so unpickling them is as safe as the run that wrote them."""
-    raw = data.tobytes()
-    records: dict[int, Any] = {}
+def frame(records: dict[int, Any]) -> np.ndarray:
+    """``(key, value)`` records pickled and framed (PURE)."""
+    return frame_blobs({k: dumps(v) for k, v in records.items()})
+
+
+def dumps(value: Any) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def loads(blob: bytes, where: str, what: str) -> Any:
+    """Unpickle a committed record; a record that no longer loads (a class renamed or a
+    module gone since it was committed) is a :class:`CheckpointSchemaError`.  The bytes
+    come from a checksummed checkpoint in a folder only this user can write, so loading
+    them is as safe as the run that wrote them."""
+    try:
+        return pickle.loads(blob)
+    except Exception as exc:
+        raise CheckpointSchemaError(
+            f"{where}: committed {what} does not load any more ({type(exc).__name__}: {exc}); "
+            "resume='ignore' starts over"
+        ) from exc
+
+
+def unframe_blobs(data: np.ndarray, where: str, limit: int = 2**62) -> dict[int, bytes]:
+    """The records of :func:`frame_blobs`, still pickled (PURE; a cut or overlong record,
+    a key out of ``[0, limit)`` or repeated is a :class:`CheckpointSchemaError`)."""
+    raw = np.ascontiguousarray(data, np.uint8).tobytes()
+    records: dict[int, bytes] = {}
     pos = 0
     while pos < len(raw):
         if pos + _FRAME.size > len(raw):
             raise CheckpointSchemaError(f"{where}: a progress record is cut short")
-        index, length = _FRAME.unpack_from(raw, pos)
+        key, length = _FRAME.unpack_from(raw, pos)
         pos += _FRAME.size
-        if not 0 <= index < n or length > len(raw) - pos:
-            raise CheckpointSchemaError(f"{where}: progress record {index} out of range")
-        records[index] = pickle.loads(raw[pos : pos + length])
+        if not 0 <= key < limit or length > len(raw) - pos or key in records:
+            raise CheckpointSchemaError(f"{where}: progress record {key} out of range or repeated")
+        records[key] = raw[pos : pos + length]
         pos += length
     return records
 
 
-def resumable_map(
-    fn: Callable[[Any], Any],
-    items: Any,
-    directory: str | Path,
-    *,
-    every_items: int = 1000,
-    resume: str = "yes",
-    comm: Any = None,
-) -> list[Any]:
-    """``[fn(item) for item in items]`` on all ranks, committed every ``every_items``
-    items to ``directory`` and resumed from there by the same call (see the module).
+def unframe(data: np.ndarray, n: int, where: str) -> dict[int, Any]:
+    """The records of :func:`frame`, unpickled; keys must be below ``n`` (PURE)."""
+    return {
+        k: loads(b, where, f"record {k}") for k, b in unframe_blobs(data, where, limit=n).items()
+    }
 
-    ``resume="ignore"`` starts over, whatever ``directory`` holds.  Collective.
+
+def intervals(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The ``[lo, hi)`` runs of True in a boolean mask (PURE)."""
+    padded = np.concatenate(([False], np.asarray(mask, bool), [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def mark(mask: np.ndarray, ranges: Any, where: str) -> None:
+    """Set ``mask`` over committed ``[lo, hi)`` ranges, checked (a hostile list is refused)."""
+    if not isinstance(ranges, list):
+        raise CheckpointSchemaError(f"{where}: committed item ranges are not a list")
+    for pair in ranges:
+        if (
+            not isinstance(pair, tuple)
+            or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+            or not 0 <= pair[0] < pair[1] <= len(mask)
+        ):
+            raise CheckpointSchemaError(f"{where}: committed item range {pair!r} is out of range")
+        mask[pair[0] : pair[1]] = True
+
+
+# ---------------------------------------------------------------------------- units of work
+class UnitError(Exception):
+    """A unit's failure: the item index, the item, the error (turned into a TaskError)."""
+
+    def __init__(self, index: int, item: Any, exc: BaseException) -> None:
+        super().__init__(index, item, exc)
+        self.index, self.item, self.exc = index, item, exc
+
+
+def apply(fn: Callable[[Any], Any], work: Items, index: int) -> Any:
+    item = work.get(index)
+    try:
+        return fn(item)
+    except Exception as exc:
+        raise UnitError(index, item, exc) from exc
+
+
+class Work(Protocol):
+    """What :func:`run_rounds` runs: ``units`` of work, committed as records."""
+
+    units: int
+
+    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
+        """Take this rank's share of the committed records; return the mask of the units
+        they cover (all of them, on every rank)."""
+
+    def run(self, unit: int) -> None:
+        """Run one unit (raises :class:`UnitError`)."""
+
+    def records(self) -> dict[int, bytes]:
+        """This rank's records to commit: with the other ranks', everything finished."""
+
+
+class MapWork:
+    """``map``: unit = item; a record per finished item, its pickled result."""
+
+    def __init__(self, fn: Callable[[Any], Any], work: Items) -> None:
+        self.fn, self.work, self.units = fn, work, work.n
+        self.blobs: dict[int, bytes] = {}
+
+    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
+        covered = np.zeros(self.units, bool)
+        for key, blob in blobs.items():
+            if key >= self.units:
+                raise CheckpointSchemaError(f"{where}: progress record {key} out of range")
+            covered[key] = True
+            if key % size == rank:
+                loads(blob, where, f"result of item {key}")  # checked now, on its rank
+                self.blobs[key] = blob
+        return covered
+
+    def run(self, unit: int) -> None:
+        self.blobs[unit] = dumps(apply(self.fn, self.work, unit))
+
+    def records(self) -> dict[int, bytes]:
+        return self.blobs
+
+    def result(self, comm: Any, root: int | None) -> list[Any] | None:
+        parts = comm.allgather(self.blobs) if root is None else comm.gather(self.blobs, root=root)
+        if parts is None:
+            return None
+        merged: dict[int, bytes] = {}
+        for part in parts:
+            merged.update(part)
+        return [pickle.loads(merged[i]) for i in range(self.units)]
+
+
+class LeafWork:
+    """``map_reduce(deterministic=True)``: unit = a leaf of the fixed tree (``leaf`` items,
+    a size that depends on the item count only); a record per leaf, its folded value."""
+
+    def __init__(self, fn: Callable[[Any], Any], work: Items, op: ReduceOp, leaf: int) -> None:
+        self.fn, self.work, self.op, self.leaf = fn, work, op, leaf
+        self.units = -(-work.n // leaf) if work.n else 0
+        self.leaves: dict[int, Any] = {}
+        self.blobs: dict[int, bytes] = {}
+
+    def bounds(self, k: int) -> range:
+        return range(k * self.leaf, min(self.work.n, (k + 1) * self.leaf))
+
+    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
+        covered = np.zeros(self.units, bool)
+        for key, blob in blobs.items():
+            if key >= self.units:
+                raise CheckpointSchemaError(f"{where}: progress leaf {key} out of range")
+            covered[key] = True
+            if key % size == rank:
+                self.leaves[key] = loads(blob, where, f"partial of leaf {key}")
+                self.blobs[key] = blob
+        return covered
+
+    def run(self, unit: int) -> None:
+        span = self.bounds(unit)
+        values = [apply(self.fn, self.work, i) for i in span]
+        try:
+            value, _ = fold_many(self.op, values)
+        except Exception as exc:
+            raise UnitError(
+                span.start, f"reducing items {span.start}..{span.stop - 1}", exc
+            ) from exc
+        self.leaves[unit] = value
+        self.blobs[unit] = dumps(value)
+
+    def records(self) -> dict[int, bytes]:
+        return self.blobs
+
+
+class FoldWork:
+    """``map_reduce``: unit = item; one record per rank: its folded partial and the item
+    ranges it covers (a resumed rank folds the restored partials dealt to it)."""
+
+    def __init__(self, fn: Callable[[Any], Any], work: Items, op: ReduceOp, rank: int) -> None:
+        self.fn, self.work, self.op, self.rank, self.units = fn, work, op, rank, work.n
+        self.acc: Any = None
+        self.has = self.owned = False
+        self.mine = np.zeros(self.units, bool)
+
+    def add(self, value: Any, owned: bool) -> None:
+        if self.has:
+            self.acc, self.owned = fold(self.op, self.acc, value, self.owned)
+        else:
+            self.acc, self.owned, self.has = value, owned, True
+
+    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
+        covered = np.zeros(self.units, bool)
+        for key, blob in blobs.items():
+            record = loads(blob, where, f"partial {key}")
+            if not (isinstance(record, tuple) and len(record) == 3):
+                raise CheckpointSchemaError(f"{where}: progress partial {key} is malformed")
+            ranges, has, value = record
+            mark(covered, ranges, where)
+            if key % size == rank:
+                mark(self.mine, ranges, where)
+                if has:
+                    self.add(value, True)  # freshly unpickled: this rank owns it
+        return covered
+
+    def run(self, unit: int) -> None:
+        value = apply(self.fn, self.work, unit)
+        try:
+            self.add(value, False)
+        except Exception as exc:
+            raise UnitError(unit, f"reducing item {unit}", exc) from exc
+        self.mine[unit] = True
+
+    def records(self) -> dict[int, bytes]:
+        return {self.rank: dumps((intervals(self.mine), self.has, self.acc))}
+
+
+# ---------------------------------------------------------------------------- cadence
+def check_cadence(
+    every_items: Any, every_seconds: Any, schedule: str, resume: str
+) -> tuple[int | None, float | None]:
+    """The commit cadence checked (PURE): ``every_items`` defaults to 1000 when neither is
+    given; with ``every_seconds`` alone, rounds are sized from the measured rate."""
+    if every_items is not None and (
+        isinstance(every_items, bool) or not isinstance(every_items, int) or every_items < 1
+    ):
+        raise ConfigError(f"every_items must be a positive integer, got {every_items!r}")
+    if every_seconds is not None:
+        if isinstance(every_seconds, bool) or not isinstance(every_seconds, int | float):
+            raise ConfigError(f"every_seconds must be a positive number, got {every_seconds!r}")
+        if not 0 < float(every_seconds) < float("inf"):
+            raise ConfigError(f"every_seconds must be a positive number, got {every_seconds!r}")
+        every_seconds = float(every_seconds)
+    if every_items is None and every_seconds is None:
+        every_items = 1000
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+    if resume not in ("yes", "ignore"):
+        raise ConfigError(f"resume must be 'yes' or 'ignore', got {resume!r}")
+    return every_items, every_seconds
+
+
+class _Cadence:
+    """Units per round: ``every_items`` (in units), or sized from the last round's rate
+    so that a round takes about ``every_seconds`` (growing at most 8x a round)."""
+
+    def __init__(
+        self, items_per_unit: int, every_items: int | None, every_seconds: float | None, size: int
+    ) -> None:
+        self.cap = None if every_items is None else max(1, every_items // items_per_unit)
+        self.seconds = every_seconds
+        self.units = self.cap if every_seconds is None else min(self.cap or size, size)
+
+    def next(self, done: int, seconds: float) -> None:
+        if self.seconds is None:
+            return
+        if done and seconds > 0:
+            want = int(done / seconds * self.seconds)
+            self.units = max(1, min(want, 8 * self.units))
+        else:
+            self.units *= 8
+        if self.cap is not None:
+            self.units = min(self.units, self.cap)
+
+
+# ---------------------------------------------------------------------------- signals
+@contextmanager
+def catching_preemption() -> Iterator[None]:
+    """During the call: SIGTERM/SIGUSR1/SIGUSR2 only set parcomp's preemption flag.
+
+    When parcomp's handlers were installed already (``parcomp run``'s ranks with a
+    ``Checkpointer``, or an earlier one), nothing changes.  Otherwise they are installed
+    for the call and the previous ones put back after it; a signal that arrived after the
+    last round stays recorded (``preempt.requested()``) for the program's own checkpoints.
+    Outside the main thread (a notebook's worker thread) signals are left alone.
     """
-    comm = resolve_comm(comm)
-    rank, size = comm.Get_rank(), comm.Get_size()
-    with agreed(comm):
-        work = as_items(items)
-        if isinstance(every_items, bool) or not isinstance(every_items, int) or every_items < 1:
-            raise ConfigError(f"every_items must be a positive integer, got {every_items!r}")
-        if resume not in ("yes", "ignore"):
-            raise ConfigError(f"resume must be 'yes' or 'ignore', got {resume!r}")
-    identity = call_identity("map", items, fn)
-    ckpt = Checkpointer(directory, keep=2, handle_signals=False, comm=comm)
-    done: dict[int, Any] = {}
-    step = 0
-    restored = (
-        None if resume == "ignore" else ckpt.restore(redeal=lambda lengths, r, p: (0, sum(lengths)))
-    )
-    if restored is not None:
-        where = str(restored.path)
-        with alike(comm, catch=(CheckpointSchemaError, ConfigError)):  # the same bytes everywhere
-            saved = parse_identity(restored.meta.get("parcomp.map"), where)
-            changed = differences(saved, identity)
-            if changed:
+    if preempt.active() or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in preempt.SIGNALS}
+    preempt.install_handlers()
+    try:
+        yield
+    finally:
+        preempt.uninstall_handlers(previous)
+        if preempt.requested():
+            _LOG.warning(
+                "preemption signal %d arrived after the map's last commit; it is kept for "
+                "the program's own checkpoints",
+                preempt.requested(),
+            )
+
+
+# ---------------------------------------------------------------------------- the rounds
+def open_checkpointer(checkpoint: Any, comm: Any) -> tuple[Checkpointer, bool]:
+    """A user's :class:`Checkpointer` (its communicator must have ``comm``'s ranks), or
+    one made on the directory for this call (``keep=2``, synchronous, signals handled by
+    the call).  Returns it and whether this call owns it."""
+    if isinstance(checkpoint, Checkpointer):
+        from mpi4py import MPI
+
+        with agreed(comm):
+            if MPI.Comm.Compare(checkpoint.comm, comm) not in (MPI.IDENT, MPI.CONGRUENT):
                 raise ConfigError(
-                    f"{directory} holds the progress of another map call ({'; '.join(changed)}); "
-                    "use another directory, or resume='ignore' to start over"
+                    "checkpoint= is a Checkpointer on another communicator than the map's; "
+                    "make it with comm= the map's communicator"
                 )
-            done = unframe(restored.local.get("results", np.zeros(0, np.uint8)), work.n, where)
-        step = restored.step + 1
-    mine = {i: v for i, v in done.items() if i % size == rank}  # this rank's share to keep
-    todo = [i for i in range(work.n) if i not in done]
-    for start in range(0, len(todo), every_items):
-        batch = todo[start : start + every_items]
-        lo = len(batch) * rank // size
-        hi = len(batch) * (rank + 1) // size
-        failure, local = None, None
-        for i in batch[lo:hi]:
-            try:
-                mine[i] = fn(work.get(i))
-            except Exception as exc:  # noqa: BLE001 - raised on every rank just below
-                failure, local = failure_record(rank, i, work.get(i), exc), exc
-                break
-        if any_flag(comm, failure is not None):  # nothing is committed for this round
-            raise_failures(comm.allgather(failure), comm, local)
-        ckpt.save(step, local={"results": frame(mine)}, meta={"parcomp.map": identity})
-        step += 1
-    everything: dict[int, Any] = {}
-    for part in comm.allgather(mine):
-        everything.update(part)
-    ckpt.close()
-    return [everything[i] for i in range(work.n)]
+        return checkpoint, False
+    if not isinstance(checkpoint, str | os.PathLike):
+        with alike(comm):
+            raise ConfigError(
+                f"checkpoint= must be a directory or a parcomp.Checkpointer, got {type(checkpoint).__name__}"
+            )
+    return Checkpointer(Path(checkpoint), keep=2, handle_signals=False, comm=comm), True
+
+
+def _restore(
+    ckpt: Checkpointer, work: Work, identity: dict[str, str], comm: Any
+) -> tuple[np.ndarray, int]:
+    """The committed progress dealt to this rank: the covered units' mask, next step."""
+    restored = ckpt.restore(redeal=lambda lengths, r, p: (0, sum(lengths)))
+    if restored is None:
+        return np.zeros(work.units, bool), 0
+    where = str(restored.path)
+    with alike(comm, catch=(CheckpointSchemaError, ConfigError)):  # the same bytes everywhere
+        if META not in restored.meta:
+            raise ConfigError(
+                f"{ckpt.directory} holds checkpoints that are not a map's progress ({where}); "
+                "give the map a folder of its own"
+            )
+        saved = parse_identity(restored.meta.get(META), where)
+        changed = differences(saved, identity)
+        if changed:
+            raise ConfigError(
+                f"{ckpt.directory} holds the progress of another map call ({'; '.join(changed)}); "
+                "use another directory, or resume='ignore' to start over"
+            )
+        blobs = unframe_blobs(restored.local.get("records", np.zeros(0, np.uint8)), where)
+    with agreed(comm, catch=(CheckpointSchemaError,)):  # each rank loads its own share
+        covered = work.load(blobs, comm.Get_rank(), comm.Get_size(), where)
+    return covered, restored.step + 1
+
+
+class _Dealer:
+    """This rank's units of a round, by schedule (dynamic: a node counter, reset per round)."""
+
+    def __init__(self, comm: Any, schedule: str) -> None:
+        self.comm, self.schedule = comm, schedule
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.counter: NodeCounter | None = None
+        if schedule == "dynamic":
+            node, self.node_sizes, self.node = node_layout(comm)
+            self.counter = NodeCounter(comm, slots=1, node_comm=node)
+
+    def units(self, batch: np.ndarray) -> Iterator[int]:
+        if self.schedule == "block":
+            n = len(batch)
+            yield from batch[n * self.rank // self.size : n * (self.rank + 1) // self.size].tolist()
+            return
+        if self.schedule == "cyclic":
+            yield from batch[self.rank :: self.size].tolist()
+            return
+        counter = self.counter
+        if counter.node_comm.Get_rank() == 0:
+            counter.values[0] = 0  # every rank of the node finished the last round (a commit)
+        counter.node_comm.Barrier()
+        start, stop = node_chunk_range(len(batch), self.node_sizes, self.node)
+        while True:
+            k = start + counter.fetch_add(1, 0)
+            if k >= stop:
+                return
+            yield int(batch[k])
+
+    def free(self) -> None:
+        if self.counter is not None:
+            self.counter.free()
+
+
+def run_rounds(
+    work: Work,
+    comm: Any,
+    checkpoint: Any,
+    identity: dict[str, str],
+    *,
+    every_items: int | None,
+    every_seconds: float | None,
+    schedule: str = "block",
+    resume: str = "yes",
+    progress: bool = False,
+    items_per_unit: int = 1,
+    label: str = "parcomp.map",
+) -> None:
+    """Run every unit of ``work`` not committed in ``checkpoint``, committing each round.
+
+    Collective.  On return every unit has run (on some rank, in this run or a committed
+    earlier one) and the last round is committed; the caller then combines ``work``.
+
+    Raises
+    ------
+    TaskError
+        On every rank when a unit failed on any (its round is not committed).
+    ConfigError
+        On every rank when ``checkpoint`` holds another call's progress.
+    Preempted
+        On every rank after a preemption signal, once the finished units are committed.
+    """
+    from mpi4py import MPI
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    ckpt, own = open_checkpointer(checkpoint, comm)
+    done_ok = False
+    dealer: _Dealer | None = None
+    bar: Progress | None = None
+    try:
+        if resume == "ignore":
+            covered, step = np.zeros(work.units, bool), 0
+        else:
+            covered, step = _restore(ckpt, work, identity, comm)
+        todo = np.flatnonzero(~covered)
+        finished = work.units - len(todo)
+        if finished:
+            _LOG.info(
+                "resuming: %d of %d unit(s) committed, %d to run", finished, work.units, len(todo)
+            )
+        bar = Progress(work.units * items_per_unit, progress and rank == 0, desc=label)
+        bar.update_to(min(work.units * items_per_unit, finished * items_per_unit))
+        cadence = _Cadence(items_per_unit, every_items, every_seconds, size)
+        dealer = _Dealer(comm, schedule) if len(todo) else None
+        flags = np.zeros(3, np.int64)
+        pos = 0
+        with catching_preemption():
+            while pos < len(todo):
+                batch = todo[pos : pos + cadence.units]
+                start = time.monotonic()
+                failure, local = None, None
+                try:
+                    for unit in dealer.units(batch):
+                        if preempt.requested():
+                            break
+                        work.run(unit)
+                except UnitError as err:
+                    failure = failure_record(rank, err.index, err.item, err.exc)
+                    local = err.exc
+                flags[:] = (
+                    failure is not None,
+                    preempt.requested(),
+                    int((time.monotonic() - start) * 1e6),
+                )
+                comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+                if flags[0]:  # nothing of this round is committed
+                    raise_failures(comm.allgather(failure), comm, local)
+                ckpt.save(
+                    step, local={"records": frame_blobs(work.records())}, meta={META: identity}
+                )
+                step += 1
+                pos += len(batch)
+                bar.update_to(min(work.units, finished + pos) * items_per_unit)
+                if flags[1]:
+                    ckpt.wait()
+                    _LOG.warning(
+                        "preemption signal %d: finished work committed at step %d; exiting "
+                        "with status %d, a rerun resumes",
+                        int(flags[1]),
+                        step - 1,
+                        preempt.PREEMPTED_STATUS,
+                    )
+                    raise preempt.Preempted(int(flags[1]))
+                cadence.next(len(batch), flags[2] / 1e6)
+        done_ok = True
+    finally:
+        if bar is not None:
+            bar.close()
+        if done_ok:
+            if dealer is not None:
+                dealer.free()
+            if own:
+                ckpt.close()
+            else:
+                ckpt.wait()
+        elif own:  # an error on every rank, or one rank's interrupt: nothing collective
+            ckpt.abandon()

@@ -41,8 +41,8 @@ GOLDEN = {
         "4000000000",
         "--checkpoint-dir",
         "out/pi-ckpt",
-        "--batch",
-        "100",
+        "--every-seconds",
+        "30",
     ],
     "slurm/kmeans.sbatch": [
         "--ntasks",

@@ -114,3 +114,47 @@ def test_a_real_identity_parses_back():
         parse_identity({**ident, "extra": "x"}, "p")
     with pytest.raises(CheckpointSchemaError, match="kind"):
         parse_identity({**ident, "kind": "other"}, "p")
+
+
+def test_bound_values_are_part_of_the_mapper():
+    """A closure's variables, defaults and a partial's arguments change the identity: a
+    rerun with another seed must not resume the first seed's progress."""
+    import functools
+
+    import numpy as np
+
+    def make(seed):
+        def draw(i):
+            return seed + i
+
+        return draw
+
+    def scaled(i, factor=2):
+        return i * factor
+
+    def base(i, seed, table):
+        return table[i] + seed
+
+    same = call_identity("map", [1], make(1))["mapper_code"]
+    assert same == call_identity("map", [1], make(1))["mapper_code"]
+    assert same != call_identity("map", [1], make(2))["mapper_code"]
+    a = functools.partial(base, seed=1, table=np.arange(4))
+    b = functools.partial(base, seed=1, table=np.arange(4) * 2)
+    assert (
+        call_identity("map", [1], a)["mapper_code"] != call_identity("map", [1], b)["mapper_code"]
+    )
+    assert (
+        call_identity("map", [1], scaled)["mapper_code"]
+        != call_identity("map", [1], functools.partial(scaled, factor=3))["mapper_code"]
+    )
+
+
+def test_a_function_closing_over_itself_has_an_identity():
+    def outer():
+        def walk(n):
+            return 0 if n == 0 else walk(n - 1)
+
+        return walk
+
+    got = call_identity("map", [1], outer())
+    assert got["mapper"].endswith("outer.<locals>.walk") and got["mapper_code"]
