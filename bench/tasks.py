@@ -15,3 +15,11 @@ def medium(x):
     while time.perf_counter() < end:
         acc += 1
     return x
+
+
+def small(x):
+    """About 50 us of CPU (a spin on the clock): a small but not trivial task."""
+    end = time.perf_counter() + 0.000050
+    while time.perf_counter() < end:
+        pass
+    return x

@@ -15,9 +15,10 @@ every rank's records is always everything committed, so a rerun of the same call
 deals it out, and runs only the units it does not cover.  A rerun of another call is
 refused on every rank, naming what differs.
 
-Cadence: a round is ``every_items`` items, or with ``every_seconds`` as many as the last
-round's rate says fit in that time (the slowest rank's clock; ``every_items`` then caps
-it).  Preemption: while a round runs, SIGTERM/SIGUSR1/SIGUSR2 only set a flag; a rank
+Cadence (:class:`_Cadence`): a round is ``every_items`` items, each committed; or, with
+``every_seconds``, as many as the last round's rate says fit in that time (the slowest
+rank's clock), committed once that long has passed since the last commit.  The last
+round is always committed.  Preemption: while a round runs, SIGTERM/SIGUSR1/SIGUSR2 only set a flag; a rank
 that sees it stops taking units, the ranks agree on it at the round's end, commit what is
 finished, and every rank raises :class:`~parcomp.checkpoint.preempt.Preempted` (exit
 status 75) so that the requeued job resumes.  A failing mapper commits nothing of its
@@ -328,8 +329,13 @@ def check_cadence(
 
 
 class _Cadence:
-    """Units per round: ``every_items`` (in units), or sized from the last round's rate
-    so that a round takes about ``every_seconds`` (growing at most 8x a round)."""
+    """Rounds and commits.  With ``every_items``: a round is that many items, each one
+    committed.  With ``every_seconds`` alone: a first round of one unit per rank measures
+    the rate, later rounds are sized to take about ``every_seconds``, and a round is
+    committed when that long has passed since the last commit (a round's end is also
+    where the ranks agree on failures and signals).  Both: rounds of at most
+    ``every_items``, each committed.  The last round is always committed, so a finished
+    map costs a rerun only its resume."""
 
     def __init__(
         self, items_per_unit: int, every_items: int | None, every_seconds: float | None, size: int
@@ -338,12 +344,14 @@ class _Cadence:
         self.seconds = every_seconds
         self.units = self.cap if every_seconds is None else min(self.cap or size, size)
 
+    def due(self, since_commit: float, last: bool) -> bool:
+        return last or self.seconds is None or self.cap is not None or since_commit >= self.seconds
+
     def next(self, done: int, seconds: float) -> None:
         if self.seconds is None:
             return
         if done and seconds > 0:
-            want = int(done / seconds * self.seconds)
-            self.units = max(1, min(want, 8 * self.units))
+            self.units = max(1, int(done / seconds * self.seconds))
         else:
             self.units *= 8
         if self.cap is not None:
@@ -513,8 +521,9 @@ def run_rounds(
         bar.update_to(min(work.units * items_per_unit, finished * items_per_unit))
         cadence = _Cadence(items_per_unit, every_items, every_seconds, size)
         dealer = _Dealer(comm, schedule) if len(todo) else None
-        flags = np.zeros(3, np.int64)
+        flags = np.zeros(4, np.int64)
         pos = 0
+        committed_at = time.monotonic()
         with catching_preemption():
             while pos < len(todo):
                 batch = todo[pos : pos + cadence.units]
@@ -528,19 +537,23 @@ def run_rounds(
                 except UnitError as err:
                     failure = failure_record(rank, err.index, err.item, err.exc)
                     local = err.exc
+                now = time.monotonic()
                 flags[:] = (
                     failure is not None,
                     preempt.requested(),
-                    int((time.monotonic() - start) * 1e6),
+                    int((now - start) * 1e6),
+                    int((now - committed_at) * 1e6),
                 )
-                comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
-                if flags[0]:  # nothing of this round is committed
+                comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)  # the slowest rank's clocks
+                if flags[0]:  # nothing since the last commit is committed
                     raise_failures(comm.allgather(failure), comm, local)
-                ckpt.save(
-                    step, local={"records": frame_blobs(work.records())}, meta={META: identity}
-                )
-                step += 1
                 pos += len(batch)
+                if flags[1] or cadence.due(flags[3] / 1e6, pos >= len(todo)):
+                    ckpt.save(
+                        step, local={"records": frame_blobs(work.records())}, meta={META: identity}
+                    )
+                    step += 1
+                    committed_at = time.monotonic()
                 bar.update_to(min(work.units, finished + pos) * items_per_unit)
                 if flags[1]:
                     ckpt.wait()

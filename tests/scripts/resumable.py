@@ -1,0 +1,45 @@
+"""A resumable map for the kill and preemption tests.
+
+    parcomp run -n N tests/scripts/resumable.py KIND SIDE N_ITEMS EVERY [PROGRESS_DIR]
+
+KIND is map, det (map_reduce deterministic=True) or keyed.  Every call of the mapper is
+written to ``SIDE/calls-<pid>``; rank 0 prints ``RESULT <text>``.  Without PROGRESS_DIR
+the call is not checkpointed (the reference).  ``RESUMABLE_SLEEP`` (seconds per item).
+"""
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import parcomp
+
+KIND, SIDE, N, EVERY = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+PROGRESS = sys.argv[5] if len(sys.argv) > 5 else None
+SLEEP = float(os.environ.get("RESUMABLE_SLEEP", "0.01"))
+
+
+def mapper(i: int):
+    with open(SIDE / f"calls-{os.getpid()}", "a") as fh:
+        fh.write(f"{i}\n")
+    time.sleep(SLEEP)
+    if KIND == "keyed":
+        return [(f"k{i % 7}", i), (i % 3, 1)]
+    if KIND == "det":
+        return math.sin(i) / (1.0 + i)
+    return {"i": i, "v": math.sin(i)}
+
+
+options = {} if PROGRESS is None else {"checkpoint": PROGRESS, "every_items": EVERY}
+if KIND == "map":
+    out = parcomp.map(mapper, range(N), schedule="dynamic", **options)
+    text = repr(out)
+elif KIND == "det":
+    out = parcomp.map_reduce(mapper, range(N), "sum", deterministic=True, **options)
+    text = out.hex()
+else:
+    out = parcomp.map_reduce_keyed(mapper, range(N), "sum", **options)
+    text = repr(sorted(out.items(), key=repr)) if out is not None else ""
+if parcomp.rank() == 0:
+    print("RESULT", text, flush=True)
