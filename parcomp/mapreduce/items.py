@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from parcomp.arrays.array import DistArray
 from parcomp.mapreduce.counter import NodeCounter, node_layout
+from parcomp.mapreduce.ensemble import EnsembleWork, GroupDealer, check_group_size, refuse_outer
 from parcomp.mapreduce.identity import call_identity
 from parcomp.mapreduce.resume import FoldWork, LeafWork, MapWork, check_cadence, run_rounds
 from parcomp.mapreduce.schedule import (
@@ -151,6 +152,8 @@ class _Resume:
         comm: Any,
     ) -> None:
         self.checkpoint, self.schedule, self.resume = checkpoint, schedule, resume
+        self.every_items: int | None = None
+        self.every_seconds: float | None = None
         with agreed(comm):
             if checkpoint is None:
                 if every_items is not None or every_seconds is not None or resume != "yes":
@@ -169,13 +172,20 @@ class _Resume:
                 )
 
     def run(
-        self, work: Any, comm: Any, identity: dict[str, str], progress: bool, unit: int = 1
+        self,
+        work: Any,
+        comm: Any,
+        identity: dict[str, str],
+        progress: bool,
+        unit: int = 1,
+        dealer: Callable[[], Any] | None = None,
     ) -> None:
         run_rounds(
             work,
             comm,
             self.checkpoint,
             identity,
+            dealer=dealer,
             every_items=self.every_items,
             every_seconds=self.every_seconds,
             schedule=self.schedule,
@@ -235,10 +245,11 @@ def map(
     fn: Callable[[Any], Any],
     items: Any,
     *,
-    schedule: str = "block",
+    schedule: str | None = None,
     chunksize: int | None = None,
     root: int | None = None,
     progress: bool = False,
+    ranks_per_task: int | None = None,
     checkpoint: str | os.PathLike[str] | Checkpointer | None = None,
     every_items: int | None = None,
     every_seconds: float | None = None,
@@ -253,9 +264,10 @@ def map(
         ``fn(item)``; for a DistArray, ``fn(local_block)`` once per rank.
     items : range, sequence, ndarray, iterable or DistArray
         The work.  Every rank must pass the same items.
-    schedule : {"block", "cyclic", "dynamic"}
+    schedule : {"block", "cyclic", "dynamic"}, optional
         Static block or cyclic assignment, or dynamic self-scheduling from a counter in
-        node-shared memory (for irregular work).
+        node-shared memory (for irregular work).  Default ``"block"``; ``"dynamic"`` with
+        ``ranks_per_task``.
     chunksize : int, optional
         Items per chunk (default: one chunk per rank for ``block``, 1 for ``cyclic``, about
         16 chunks per rank for ``dynamic``).
@@ -263,6 +275,12 @@ def map(
         Return the list on this rank only (``None`` elsewhere); default: on every rank.
     progress : bool
         Show a progress bar on rank 0 (``tqdm.auto``; a widget in notebooks).
+    ranks_per_task : int, optional
+        An ensemble of parallel tasks (:mod:`parcomp.mapreduce.ensemble`): the ranks are
+        split into groups of this many consecutive ranks (it must divide the rank count),
+        each group runs one item at a time as ``fn(item, comm)`` with the group's
+        communicator (also parcomp's default communicator during the call), and the result
+        is what the group's rank 0 returned.  Groups take items by ``schedule``.
     checkpoint : path-like or Checkpointer, optional
         Commit finished results to this folder (or through this
         :class:`~parcomp.Checkpointer`) in rounds, through the checkpoint engine
@@ -297,6 +315,20 @@ def map(
     Collective over `comm`: call on all ranks.  Results travel pickled (they are arbitrary
     Python objects); use :func:`map_reduce` to combine numeric results without pickling.
     """
+    if ranks_per_task is not None:
+        comm = resolve_comm(comm)
+        refuse_outer(comm)
+        schedule = schedule or "dynamic"
+        rounds = _Resume(checkpoint, every_items, every_seconds, resume, schedule, items, comm)
+        with agreed(comm):
+            k = check_group_size(ranks_per_task, comm.Get_size())
+            work = as_items(items)
+        _same_items(work, comm)
+        team = EnsembleWork(fn, work, comm, k)
+        identity = call_identity("map", items, fn, layout=f"groups of {k}")
+        rounds.run(team, comm, identity, progress, dealer=lambda: GroupDealer(comm, k, schedule))
+        return team.result(comm, root)
+    schedule = schedule or "block"
     if (
         checkpoint is not None
         or every_items is not None
@@ -304,6 +336,7 @@ def map(
         or resume != "yes"
     ):
         comm = resolve_comm(comm)
+        refuse_outer(comm)
         rounds = _Resume(checkpoint, every_items, every_seconds, resume, schedule, items, comm)
         with agreed(comm):
             work = as_items(items)
@@ -316,6 +349,7 @@ def map(
         items = _block_items(items)
         schedule, chunksize = "block", 1
     comm = resolve_comm(comm)
+    refuse_outer(comm)
     with agreed(comm):
         work = as_items(items)
     plan = _Plan(work, comm, schedule, chunksize, False, progress)
@@ -427,6 +461,7 @@ def map_reduce(
     if _is_distarray(items):
         comm = items.comm if comm is None else comm
     comm = resolve_comm(comm)
+    refuse_outer(comm)
     rounds = _Resume(checkpoint, every_items, every_seconds, resume, schedule, items, comm)
     if _is_distarray(items):
         if deterministic:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parcomp.mapreduce.ensemble import refuse_outer
 from parcomp.mapreduce.identity import call_identity
 from parcomp.mapreduce.items import _agree_failures, _Plan, _Resume, _run_items, _same_items
 from parcomp.mapreduce.resume import UnitError, apply, dumps, intervals, loads, mark
@@ -593,6 +594,7 @@ def map_reduce_keyed(
     the last bits, since a budget changes which round a rank's partial sum arrives in.
     """
     comm = resolve_comm(comm)
+    refuse_outer(comm)
     budget = _check_budget(max_shuffle_bytes, comm)
     op = resolve_op(reduce)
     rounds = _Resume(checkpoint, every_items, every_seconds, resume, schedule, items, comm)

@@ -27,6 +27,7 @@ round: the committed progress is never overwritten by a failed round.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -57,6 +58,7 @@ __all__ = [
     "LeafWork",
     "MapWork",
     "UnitError",
+    "UnitStopped",
     "apply",
     "check_cadence",
     "dumps",
@@ -161,6 +163,16 @@ class UnitError(Exception):
     def __init__(self, index: int, item: Any, exc: BaseException) -> None:
         super().__init__(index, item, exc)
         self.index, self.item, self.exc = index, item, exc
+
+
+class UnitStopped(Exception):  # noqa: N818 - not an error: a task asked to stop
+    """A unit stopped by a preemption: its own checkpoint was taken (an ensemble task's
+    ``checkpoint_if_due`` raised :class:`~parcomp.checkpoint.preempt.Preempted`); it is not
+    finished, and the map stops after committing the finished ones."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum or int(signal.SIGTERM)
 
 
 def apply(fn: Callable[[Any], Any], work: Items, index: int) -> Any:
@@ -436,31 +448,39 @@ def _restore(
     return covered, restored.step + 1
 
 
-class _Dealer:
-    """This rank's units of a round, by schedule (dynamic: a node counter, reset per round)."""
+class Dealer:
+    """This rank's units of a round, by schedule (dynamic: a node counter, reset per round).
+    No unit is taken once a preemption signal arrived."""
 
     def __init__(self, comm: Any, schedule: str) -> None:
         self.comm, self.schedule = comm, schedule
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.counter: NodeCounter | None = None
+        #: Whether a preemption signal stops the dealing (only when progress is committed).
+        self.stops = True
         if schedule == "dynamic":
             node, self.node_sizes, self.node = node_layout(comm)
             self.counter = NodeCounter(comm, slots=1, node_comm=node)
 
     def units(self, batch: np.ndarray) -> Iterator[int]:
-        if self.schedule == "block":
+        if self.schedule != "dynamic":
             n = len(batch)
-            yield from batch[n * self.rank // self.size : n * (self.rank + 1) // self.size].tolist()
-            return
-        if self.schedule == "cyclic":
-            yield from batch[self.rank :: self.size].tolist()
+            mine = (
+                batch[n * self.rank // self.size : n * (self.rank + 1) // self.size]
+                if self.schedule == "block"
+                else batch[self.rank :: self.size]
+            )
+            for unit in mine.tolist():
+                if self.stops and preempt.requested():
+                    return
+                yield unit
             return
         counter = self.counter
         if counter.node_comm.Get_rank() == 0:
             counter.values[0] = 0  # every rank of the node finished the last round (a commit)
         counter.node_comm.Barrier()
         start, stop = node_chunk_range(len(batch), self.node_sizes, self.node)
-        while True:
+        while not (self.stops and preempt.requested()):
             k = start + counter.fetch_add(1, 0)
             if k >= stop:
                 return
@@ -484,8 +504,13 @@ def run_rounds(
     progress: bool = False,
     items_per_unit: int = 1,
     label: str = "parcomp.map",
+    dealer: Callable[[], Any] | None = None,
 ) -> None:
     """Run every unit of ``work`` not committed in ``checkpoint``, committing each round.
+
+    ``checkpoint=None`` runs every unit in one round and commits nothing (an ensemble
+    without progress).  ``dealer()`` makes what deals a round's units to this rank
+    (default: :class:`Dealer` by ``schedule``).
 
     Collective.  On return every unit has run (on some rank, in this run or a committed
     earlier one) and the last round is committed; the caller then combines ``work``.
@@ -502,12 +527,12 @@ def run_rounds(
     from mpi4py import MPI
 
     rank, size = comm.Get_rank(), comm.Get_size()
-    ckpt, own = open_checkpointer(checkpoint, comm)
+    ckpt, own = open_checkpointer(checkpoint, comm) if checkpoint is not None else (None, False)
     done_ok = False
-    dealer: _Dealer | None = None
+    deal: Any = None
     bar: Progress | None = None
     try:
-        if resume == "ignore":
+        if resume == "ignore" or ckpt is None:
             covered, step = np.zeros(work.units, bool), 0
         else:
             covered, step = _restore(ckpt, work, identity, comm)
@@ -520,42 +545,50 @@ def run_rounds(
         bar = Progress(work.units * items_per_unit, progress and rank == 0, desc=label)
         bar.update_to(min(work.units * items_per_unit, finished * items_per_unit))
         cadence = _Cadence(items_per_unit, every_items, every_seconds, size)
-        dealer = _Dealer(comm, schedule) if len(todo) else None
-        flags = np.zeros(4, np.int64)
+        if ckpt is None:
+            cadence.units, cadence.seconds, cadence.cap = max(1, len(todo)), None, None
+        if len(todo):
+            deal = dealer() if dealer is not None else Dealer(comm, schedule)
+            deal.stops = ckpt is not None
+        flags = np.zeros(5, np.int64)
         pos = 0
         committed_at = time.monotonic()
-        with catching_preemption():
+        with catching_preemption() if ckpt is not None else contextlib.nullcontext():
             while pos < len(todo):
                 batch = todo[pos : pos + cadence.units]
                 start = time.monotonic()
-                failure, local = None, None
+                failure, local, stopped = None, None, 0
                 try:
-                    for unit in dealer.units(batch):
-                        if preempt.requested():
-                            break
+                    for unit in deal.units(batch):
                         work.run(unit)
                 except UnitError as err:
-                    failure = failure_record(rank, err.index, err.item, err.exc)
-                    local = err.exc
+                    if err.exc is not None:  # None: it failed on another rank of a group
+                        failure = failure_record(rank, err.index, err.item, err.exc)
+                        local = err.exc
+                except UnitStopped as stop:  # a task checkpointed itself after a signal
+                    stopped = stop.signum
                 now = time.monotonic()
                 flags[:] = (
                     failure is not None,
-                    preempt.requested(),
+                    preempt.requested() or stopped,
                     int((now - start) * 1e6),
                     int((now - committed_at) * 1e6),
+                    stopped,
                 )
                 comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)  # the slowest rank's clocks
                 if flags[0]:  # nothing since the last commit is committed
                     raise_failures(comm.allgather(failure), comm, local)
                 pos += len(batch)
-                if flags[1] or cadence.due(flags[3] / 1e6, pos >= len(todo)):
+                if ckpt is not None and (flags[1] or cadence.due(flags[3] / 1e6, pos >= len(todo))):
                     ckpt.save(
                         step, local={"records": frame_blobs(work.records())}, meta={META: identity}
                     )
                     step += 1
                     committed_at = time.monotonic()
                 bar.update_to(min(work.units, finished + pos) * items_per_unit)
-                if flags[1]:
+                if flags[4] and ckpt is None:  # units are missing: the job must stop too
+                    raise preempt.Preempted(int(flags[4]))
+                if flags[1] and ckpt is not None:
                     ckpt.wait()
                     _LOG.warning(
                         "preemption signal %d: finished work committed at step %d; exiting "
@@ -571,11 +604,11 @@ def run_rounds(
         if bar is not None:
             bar.close()
         if done_ok:
-            if dealer is not None:
-                dealer.free()
+            if deal is not None:
+                deal.free()
             if own:
                 ckpt.close()
-            else:
+            elif ckpt is not None:
                 ckpt.wait()
         elif own:  # an error on every rank, or one rank's interrupt: nothing collective
             ckpt.abandon()

@@ -61,6 +61,10 @@ SETTINGS: dict[str, Setting] = {
                 "parcomp collective (default 30)", minimum=1e-9),
         # failures
         Setting("PARCOMP_FAILFAST", "flag", True, "`0`: do not install the fail-fast exception hook"),
+        Setting("PARCOMP_TASK_GRACE", "float", 30.0,
+                "seconds an ensemble task that failed on some ranks of its group waits for the "
+                "others before ending the job (they may be stuck in the task's collectives; "
+                "default 30)", minimum=0.0),
         Setting("PARCOMP_ABORT_GRACE", "float", 0.1,
                 "seconds between printing a failing rank's traceback and `MPI_Abort` (default 0.1)",
                 minimum=0.0),

@@ -18,8 +18,10 @@ The ground of the runtime: it imports nothing of parcomp.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +33,7 @@ __all__ = [
     "default_comm",
     "default_comm_if_made",
     "replace_default_comm",
+    "default_comm_as",
     "resolve_comm",
     "rank",
     "size",
@@ -111,6 +114,19 @@ def replace_default_comm(old: Any, new: Any) -> None:
     global _default_comm
     if _default_comm is old:
         _default_comm = new
+
+
+@contextlib.contextmanager
+def default_comm_as(comm: Any) -> Iterator[None]:
+    """Within the block, parcomp's default communicator is ``comm`` (an ensemble task's
+    group): DistArrays, Checkpointers and maps made without ``comm=`` use it.  Local."""
+    global _default_comm
+    saved = _default_comm
+    _default_comm = comm
+    try:
+        yield
+    finally:
+        _default_comm = saved
 
 
 def resolve_comm(comm: MPI.Comm | None) -> MPI.Comm:

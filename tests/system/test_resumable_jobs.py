@@ -142,3 +142,15 @@ def test_pi_and_wordcount_jobs_resume_after_a_kill(tmp_path):
     assert first.returncode == 0 and again.returncode == 0, again.stderr[-2000:]
     assert "resuming: 6 of 6" in again.stderr
     assert first.stdout.split("\n")[1:] == again.stdout.split("\n")[1:]  # same counts
+
+
+def test_a_task_failing_on_one_rank_inside_a_collective_ends_the_job(tmp_path):
+    """The group cannot agree (one rank waits in the task's collective): after the grace
+    the failing rank ends the whole job with its traceback."""
+    start = time.monotonic()
+    proc = run([PARCOMP, "run", "-n", "2", "--timeout", "60", SCRIPTS / "stuck_task.py"],
+               timeout=90, env={"PARCOMP_TASK_GRACE": "1"})  # fmt: skip
+    assert proc.returncode not in (0, 124), proc.stderr[-2000:]
+    assert "is bad on this rank only" in proc.stderr and "[rank 1/2]" in proc.stderr
+    assert "unreachable" not in proc.stdout
+    assert time.monotonic() - start < 40
