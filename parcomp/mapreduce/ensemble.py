@@ -171,7 +171,7 @@ class EnsembleWork(MapWork):
         error: Exception | None = None
         _OUTER.append(self.comm)
         try:
-            with default_comm_as(self.group):
+            with default_comm_as(self.group, outer=self.comm):
                 value = self.fn(item, self.group)
         except preempt.Preempted as stop:  # the task's own checkpoint, agreed by its group
             raise UnitStopped(stop.signum) from stop

@@ -13,7 +13,7 @@ from typing import Any
 
 from parcomp.runtime import config
 from parcomp.runtime.errors import ConfigError
-from parcomp.runtime.ranks import default_comm_if_made, world_rank_size
+from parcomp.runtime.ranks import default_comm_if_made, outer_comm, world_rank_size
 
 __all__ = ["get_logger", "configure_logging", "rank_tag"]
 
@@ -26,6 +26,12 @@ def rank_tag() -> str:
         MPI = sys.modules.get("mpi4py.MPI")
         try:
             if MPI is not None and not MPI.Is_finalized():
+                outer = outer_comm()
+                if outer is not None:  # inside an ensemble task: the job's rank, then the task's
+                    return (
+                        f"[rank {outer.Get_rank()}/{outer.Get_size()} "
+                        f"task {comm.Get_rank()}/{comm.Get_size()}]"
+                    )
                 return f"[rank {comm.Get_rank()}/{comm.Get_size()}]"
         except Exception:  # noqa: BLE001 - a revoked communicator: fall back to the world
             pass

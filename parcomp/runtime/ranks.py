@@ -34,6 +34,7 @@ __all__ = [
     "default_comm_if_made",
     "replace_default_comm",
     "default_comm_as",
+    "outer_comm",
     "resolve_comm",
     "rank",
     "size",
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 _default_comm: MPI.Comm | None = None
+_outer: list[Any] = []  # the default communicators that default_comm_as replaced
 
 # Environment variables set by launchers, used only before MPI is initialised.
 _RANK_VARS = (
@@ -117,16 +119,25 @@ def replace_default_comm(old: Any, new: Any) -> None:
 
 
 @contextlib.contextmanager
-def default_comm_as(comm: Any) -> Iterator[None]:
+def default_comm_as(comm: Any, outer: Any = None) -> Iterator[None]:
     """Within the block, parcomp's default communicator is ``comm`` (an ensemble task's
-    group): DistArrays, Checkpointers and maps made without ``comm=`` use it.  Local."""
+    group): DistArrays, Checkpointers and maps made without ``comm=`` use it; ``outer``
+    (default: the default communicator outside the block) is what :func:`outer_comm`
+    gives, for log tags.  Local."""
     global _default_comm
     saved = _default_comm
+    _outer.append(saved if outer is None else outer)
     _default_comm = comm
     try:
         yield
     finally:
         _default_comm = saved
+        _outer.pop()
+
+
+def outer_comm() -> Any:
+    """Inside :func:`default_comm_as`: the default communicator outside it (else None)."""
+    return _outer[-1] if _outer else None
 
 
 def resolve_comm(comm: MPI.Comm | None) -> MPI.Comm:
