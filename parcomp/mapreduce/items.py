@@ -179,8 +179,10 @@ class _Resume:
         progress: bool,
         unit: int = 1,
         dealer: Callable[[], Any] | None = None,
-    ) -> None:
-        run_rounds(
+    ) -> Any:
+        """Run the rounds; the communicator the map ends on (after an in-job recovery,
+        the survivors')."""
+        return run_rounds(
             work,
             comm,
             self.checkpoint,
@@ -342,7 +344,7 @@ def map(
             work = as_items(items)
         _same_items(work, comm)
         job = MapWork(fn, work)
-        rounds.run(job, comm, call_identity("map", items, fn), progress)
+        comm = rounds.run(job, comm, call_identity("map", items, fn), progress)
         return job.result(comm, root)
     if _is_distarray(items):
         comm = items.comm if comm is None else comm
@@ -480,11 +482,11 @@ def map_reduce(
             identity = call_identity(
                 "map_reduce", items, mapper, _reducer(reduce), True, f"leaves of {leaf}"
             )
-            rounds.run(tree, comm, identity, progress, unit=leaf)
+            comm = rounds.run(tree, comm, identity, progress, unit=leaf)
             value, any_value = _reduce_leaves(tree.leaves, tree.units, op, comm, root, tree.bounds)
         else:
             part = FoldWork(mapper, work, op, comm.Get_rank())
-            rounds.run(
+            comm = rounds.run(
                 part, comm, call_identity("map_reduce", items, mapper, _reducer(reduce)), progress
             )
             value, any_value, failures = combine_partials(

@@ -525,6 +525,29 @@ class KeyedWork:
     def records(self) -> dict[int, bytes]:
         return {self.rank: dumps((intervals(self.mine), self.table))}
 
+    def held(self) -> np.ndarray:
+        return self.mine.copy()
+
+    def recover(
+        self,
+        blobs: dict[int, bytes],
+        dead: set[int],
+        old_size: int,
+        rank: int,
+        size: int,
+        exact: bool,
+        where: str,
+    ) -> np.ndarray:
+        """As :meth:`parcomp.mapreduce.resume.FoldWork.recover`, with tables."""
+        self.rank = rank
+        if not exact:
+            self.table = {}
+            self.mine[:] = False
+            return self.load(blobs, rank, size, where)
+        return self.load(
+            {k: b for k, b in blobs.items() if k % old_size in dead}, rank, size, where
+        )
+
 
 @collective("map_reduce_keyed", lambda *a, comm=None, **k: comm)
 def map_reduce_keyed(
@@ -604,7 +627,9 @@ def map_reduce_keyed(
         _same_items(work, comm)
         job = KeyedWork(mapper, work, op, comm.Get_rank())
         reducer = reduce.name if isinstance(reduce, ReduceOp) else reduce
-        rounds.run(job, comm, call_identity("map_reduce_keyed", items, mapper, reducer), progress)
+        comm = rounds.run(
+            job, comm, call_identity("map_reduce_keyed", items, mapper, reducer), progress
+        )
         return _gather(_shuffle(job.table, op, comm, budget), comm, root)
     plan = _Plan(work, comm, schedule, chunksize, False, progress)
     table: dict[Any, Any] = {}

@@ -52,6 +52,13 @@ from parcomp.runtime.errors import CheckpointSchemaError, ConfigError
 from parcomp.runtime.log import get_logger
 from parcomp.runtime.progress import Progress
 from parcomp.runtime.reduce import ReduceOp, fold, fold_many
+from parcomp.runtime.resilient import (
+    peer_failure,
+    recoveries,
+    shrink,
+    ulfm_available,
+    ulfm_requested,
+)
 
 __all__ = [
     "FoldWork",
@@ -198,6 +205,24 @@ class Work(Protocol):
     def records(self) -> dict[int, bytes]:
         """This rank's records to commit: with the other ranks', everything finished."""
 
+    def held(self) -> np.ndarray:
+        """The mask of the units whose results this rank holds (committed or not)."""
+
+    def recover(
+        self,
+        blobs: dict[int, bytes],
+        dead: set[int],
+        old_size: int,
+        rank: int,
+        size: int,
+        exact: bool,
+        where: str,
+    ) -> np.ndarray:
+        """After lost ranks (``dead``, ranks of the old communicator of ``old_size``):
+        take this rank's share of what the last commit holds that the survivors do not
+        (``exact``: the last commit was dealt on the old communicator; else start from the
+        commit alone); return the mask of the units that share covers."""
+
 
 class MapWork:
     """``map``: unit = item; a record per finished item, its pickled result."""
@@ -222,6 +247,25 @@ class MapWork:
 
     def records(self) -> dict[int, bytes]:
         return self.blobs
+
+    def held(self) -> np.ndarray:
+        mask = np.zeros(self.units, bool)
+        mask[list(self.blobs)] = True
+        return mask
+
+    def recover(
+        self,
+        blobs: dict[int, bytes],
+        dead: set[int],
+        old_size: int,
+        rank: int,
+        size: int,
+        exact: bool,
+        where: str,
+    ) -> np.ndarray:
+        # Results by item: the union of what survives and what was committed holds each
+        # finished item at least once (twice is the same result).
+        return self.load(blobs, rank, size, where)
 
     def result(self, comm: Any, root: int | None) -> list[Any] | None:
         parts = comm.allgather(self.blobs) if root is None else comm.gather(self.blobs, root=root)
@@ -272,6 +316,23 @@ class LeafWork:
     def records(self) -> dict[int, bytes]:
         return self.blobs
 
+    def held(self) -> np.ndarray:
+        mask = np.zeros(self.units, bool)
+        mask[list(self.leaves)] = True
+        return mask
+
+    def recover(
+        self,
+        blobs: dict[int, bytes],
+        dead: set[int],
+        old_size: int,
+        rank: int,
+        size: int,
+        exact: bool,
+        where: str,
+    ) -> np.ndarray:
+        return self.load(blobs, rank, size, where)  # by leaf, as MapWork by item
+
 
 class FoldWork:
     """``map_reduce``: unit = item; one record per rank: its folded partial and the item
@@ -313,6 +374,31 @@ class FoldWork:
 
     def records(self) -> dict[int, bytes]:
         return {self.rank: dumps((intervals(self.mine), self.has, self.acc))}
+
+    def held(self) -> np.ndarray:
+        return self.mine.copy()
+
+    def recover(
+        self,
+        blobs: dict[int, bytes],
+        dead: set[int],
+        old_size: int,
+        rank: int,
+        size: int,
+        exact: bool,
+        where: str,
+    ) -> np.ndarray:
+        # Each committed partial is one rank's whole accumulator then (or was dealt to it
+        # by key): the survivors' accumulators already hold theirs, so only the dead
+        # ranks' partials are folded in.  Not exact: start again from the commit.
+        self.rank = rank
+        if not exact:
+            self.acc, self.has, self.owned = None, False, False
+            self.mine[:] = False
+            return self.load(blobs, rank, size, where)
+        return self.load(
+            {k: b for k, b in blobs.items() if k % old_size in dead}, rank, size, where
+        )
 
 
 # ---------------------------------------------------------------------------- cadence
@@ -399,6 +485,44 @@ def catching_preemption() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------- the rounds
+#: In-job recoveries a map goes through before it lets the failure end it.
+MAX_RECOVERIES = 8
+
+
+def _ulfm_on(comm: Any) -> bool:
+    """Whether lost ranks are recovered inside the map (``parcomp run --ulfm`` on an MPI
+    with ULFM); then ``comm`` returns errors instead of aborting (local)."""
+    if not ulfm_requested() or not ulfm_available()[0]:
+        return False
+    from mpi4py import MPI
+
+    comm.Set_errhandler(MPI.ERRORS_RETURN)
+    return True
+
+
+def _members(comm: Any) -> list[int]:
+    """The world ranks of ``comm``'s ranks, in its order (collective)."""
+    from parcomp.runtime.ranks import world_rank_size
+
+    return [int(r) for r in comm.allgather(world_rank_size()[0])]
+
+
+def _mpi_error(exc: BaseException) -> Any:
+    """The ``MPI.Exception`` an error is, or was raised from."""
+    from mpi4py import MPI
+
+    seen = exc
+    while seen is not None and not isinstance(seen, MPI.Exception):
+        seen = seen.__cause__ or seen.__context__
+    return seen
+
+
+def _peer_failed(exc: BaseException, comm: Any) -> bool:
+    """Whether an error is (or was raised from) a peer's failure on ``comm``."""
+    found = _mpi_error(exc)
+    return found is not None and peer_failure(found, comm)
+
+
 def open_checkpointer(checkpoint: Any, comm: Any) -> tuple[Checkpointer, bool]:
     """A user's :class:`Checkpointer` (its communicator must have ``comm``'s ranks), or
     one made on the directory for this call (``keep=2``, synchronous, signals handled by
@@ -421,13 +545,14 @@ def open_checkpointer(checkpoint: Any, comm: Any) -> tuple[Checkpointer, bool]:
     return Checkpointer(Path(checkpoint), keep=2, handle_signals=False, comm=comm), True
 
 
-def _restore(
-    ckpt: Checkpointer, work: Work, identity: dict[str, str], comm: Any
-) -> tuple[np.ndarray, int]:
-    """The committed progress dealt to this rank: the covered units' mask, next step."""
+def _committed(
+    ckpt: Checkpointer, identity: dict[str, str], comm: Any
+) -> tuple[dict[int, bytes], int] | None:
+    """Every committed record (on every rank) and the next step, or None; another call's
+    progress or a folder of other checkpoints is refused on every rank."""
     restored = ckpt.restore(redeal=lambda lengths, r, p: (0, sum(lengths)))
     if restored is None:
-        return np.zeros(work.units, bool), 0
+        return None
     where = str(restored.path)
     with alike(comm, catch=(CheckpointSchemaError, ConfigError)):  # the same bytes everywhere
         if META not in restored.meta:
@@ -443,9 +568,20 @@ def _restore(
                 "use another directory, or resume='ignore' to start over"
             )
         blobs = unframe_blobs(restored.local.get("records", np.zeros(0, np.uint8)), where)
+    return blobs, restored.step + 1
+
+
+def _restore(
+    ckpt: Checkpointer, work: Work, identity: dict[str, str], comm: Any
+) -> tuple[np.ndarray, int]:
+    """The committed progress dealt to this rank: the covered units' mask, next step."""
+    found = _committed(ckpt, identity, comm)
+    if found is None:
+        return np.zeros(work.units, bool), 0
+    blobs, step = found
     with agreed(comm, catch=(CheckpointSchemaError,)):  # each rank loads its own share
-        covered = work.load(blobs, comm.Get_rank(), comm.Get_size(), where)
-    return covered, restored.step + 1
+        covered = work.load(blobs, comm.Get_rank(), comm.Get_size(), str(ckpt.directory))
+    return covered, step
 
 
 class Dealer:
@@ -505,15 +641,20 @@ def run_rounds(
     items_per_unit: int = 1,
     label: str = "parcomp.map",
     dealer: Callable[[], Any] | None = None,
-) -> None:
+) -> Any:
     """Run every unit of ``work`` not committed in ``checkpoint``, committing each round.
+
+    Returns the communicator the map ends on: ``comm``, or after an in-job recovery from
+    lost ranks (``parcomp run --ulfm``) the survivors' (then also parcomp's default if
+    ``comm`` was).
 
     ``checkpoint=None`` runs every unit in one round and commits nothing (an ensemble
     without progress).  ``dealer()`` makes what deals a round's units to this rank
     (default: :class:`Dealer` by ``schedule``).
 
     Collective.  On return every unit has run (on some rank, in this run or a committed
-    earlier one) and the last round is committed; the caller then combines ``work``.
+    earlier one) and the last round is committed; the caller then combines ``work`` on the
+    communicator returned.
 
     Raises
     ------
@@ -553,38 +694,82 @@ def run_rounds(
         flags = np.zeros(5, np.int64)
         pos = 0
         committed_at = time.monotonic()
+        ulfm = own and dealer is None and _ulfm_on(comm)
+        members = _members(comm) if ulfm else []
+        exact, pending = True, False  # the last commit was dealt on this comm; commit now
         with catching_preemption() if ckpt is not None else contextlib.nullcontext():
-            while pos < len(todo):
-                batch = todo[pos : pos + cadence.units]
-                start = time.monotonic()
-                failure, local, stopped = None, None, 0
+            while pos < len(todo) or pending:
                 try:
-                    for unit in deal.units(batch):
-                        work.run(unit)
-                except UnitError as err:
-                    if err.exc is not None:  # None: it failed on another rank of a group
-                        failure = failure_record(rank, err.index, err.item, err.exc)
-                        local = err.exc
-                except UnitStopped as stop:  # a task checkpointed itself after a signal
-                    stopped = stop.signum
-                now = time.monotonic()
-                flags[:] = (
-                    failure is not None,
-                    preempt.requested() or stopped,
-                    int((now - start) * 1e6),
-                    int((now - committed_at) * 1e6),
-                    stopped,
-                )
-                comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)  # the slowest rank's clocks
-                if flags[0]:  # nothing since the last commit is committed
-                    raise_failures(comm.allgather(failure), comm, local)
-                pos += len(batch)
-                if ckpt is not None and (flags[1] or cadence.due(flags[3] / 1e6, pos >= len(todo))):
-                    ckpt.save(
-                        step, local={"records": frame_blobs(work.records())}, meta={META: identity}
+                    if pending:  # after a recovery: commit the survivors' state first
+                        ckpt.save(step, local={"records": frame_blobs(work.records())},
+                                  meta={META: identity})  # fmt: skip
+                        step, exact, pending = step + 1, True, False
+                        committed_at = time.monotonic()
+                        continue
+                    batch = todo[pos : pos + cadence.units]
+                    start = time.monotonic()
+                    failure, local, stopped = None, None, 0
+                    try:
+                        for unit in deal.units(batch):
+                            work.run(unit)
+                    except UnitError as err:
+                        if err.exc is not None:  # None: it failed on another rank of a group
+                            failure = failure_record(rank, err.index, err.item, err.exc)
+                            local = err.exc
+                    except UnitStopped as stop:  # a task checkpointed itself after a signal
+                        stopped = stop.signum
+                    now = time.monotonic()
+                    flags[:] = (
+                        failure is not None,
+                        preempt.requested() or stopped,
+                        int((now - start) * 1e6),
+                        int((now - committed_at) * 1e6),
+                        stopped,
                     )
-                    step += 1
-                    committed_at = time.monotonic()
+                    comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)  # the slowest rank's clocks
+                    if flags[0]:  # nothing since the last commit is committed
+                        raise_failures(comm.allgather(failure), comm, local)
+                    pos += len(batch)
+                    if ckpt is not None and (
+                        flags[1] or cadence.due(flags[3] / 1e6, pos >= len(todo))
+                    ):
+                        ckpt.save(step, local={"records": frame_blobs(work.records())},
+                                  meta={META: identity})  # fmt: skip
+                        step, exact = step + 1, True
+                        committed_at = time.monotonic()
+                except Exception as exc:
+                    if not (ulfm and _peer_failed(exc, comm)) or recoveries() >= MAX_RECOVERIES:
+                        raise
+                    old_size = comm.Get_size()
+                    comm, survivors = shrink(
+                        comm, members, _mpi_error(exc), "the map redoes the lost ranks' "
+                        "uncommitted items and goes on"
+                    )  # fmt: skip
+                    dead = {members.index(w) for w in set(members) - set(survivors)}
+                    members, rank, size = survivors, comm.Get_rank(), comm.Get_size()
+                    ckpt.abandon()
+                    ckpt = Checkpointer(ckpt.directory, keep=2, handle_signals=False, comm=comm)
+                    found = _committed(ckpt, identity, comm)
+                    blobs, step = found if found is not None else ({}, step)
+                    with agreed(comm, catch=(CheckpointSchemaError,)):
+                        held = work.recover(blobs, dead, old_size, rank, size, exact, "commit")
+                        held |= work.held()
+                    mask = held.astype(np.uint8)
+                    comm.Allreduce(MPI.IN_PLACE, mask, op=MPI.MAX)
+                    todo, pos = np.flatnonzero(mask == 0), 0
+                    finished = work.units - len(todo)
+                    deal = Dealer(comm, schedule)  # the old one's window went with its comm
+                    exact, pending = False, True
+                    if rank == 0:
+                        _LOG.warning(
+                            "recovered in the map: %d of %d unit(s) held by the survivors or "
+                            "committed, %d to run on %d ranks",
+                            finished,
+                            work.units,
+                            len(todo),
+                            size,
+                        )
+                    continue
                 bar.update_to(min(work.units, finished + pos) * items_per_unit)
                 if flags[4] and ckpt is None:  # units are missing: the job must stop too
                     raise preempt.Preempted(int(flags[4]))
@@ -610,5 +795,6 @@ def run_rounds(
                 ckpt.close()
             elif ckpt is not None:
                 ckpt.wait()
-        elif own:  # an error on every rank, or one rank's interrupt: nothing collective
-            ckpt.abandon()
+        elif own and ckpt is not None:  # an error on every rank, or one rank's interrupt:
+            ckpt.abandon()  # nothing collective
+    return comm

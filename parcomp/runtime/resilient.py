@@ -53,7 +53,15 @@ from parcomp.runtime.subcomm import comm_cache
 from parcomp.runtime.watchdog import mark_finished
 from parcomp.runtime.wire import allgather_ints
 
-__all__ = ["run_resilient", "ulfm_available", "ulfm_requested", "recoveries", "note_exit_status"]
+__all__ = [
+    "note_exit_status",
+    "peer_failure",
+    "recoveries",
+    "run_resilient",
+    "shrink",
+    "ulfm_available",
+    "ulfm_requested",
+]
 
 T = TypeVar("T")
 
@@ -201,7 +209,6 @@ def run_resilient(
     mpi4py.MPI.Exception
         A process failure beyond ``max_failures``, or any other MPI error.
     """
-    global _recoveries, _exit_comm
     from mpi4py import MPI
 
     log = get_logger("parcomp.resilient")
@@ -215,12 +222,6 @@ def run_resilient(
             log.warning("in-job recovery (ULFM) unavailable: %s; a lost rank ends the job", why)
         return main(comm)
     comm.Set_errhandler(MPI.ERRORS_RETURN)  # mpi4py raises MPI.Exception for each error
-    failed_classes = {MPI.ERR_PROC_FAILED, MPI.ERR_REVOKED}
-    if hasattr(MPI, "ERR_PROC_FAILED_PENDING"):
-        failed_classes.add(MPI.ERR_PROC_FAILED_PENDING)
-    # Waitall on several requests (a halo exchange) reports a dead peer as ERR_IN_STATUS;
-    # it counts when the communicator knows of a failed process.
-    in_status = getattr(MPI, "ERR_IN_STATUS", None)
     world_rank, _ = world_rank_size()
     members = [int(r) for r in allgather_ints(comm, [world_rank])[:, 0]]
     if comm.Get_rank() == 0:
@@ -229,55 +230,82 @@ def run_resilient(
         try:
             return main(comm)
         except MPI.Exception as exc:
-            error_class = exc.Get_error_class()
-            peer_failure = error_class in failed_classes or (
-                error_class == in_status and _has_failed_peers(comm)
-            )
-            if not peer_failure or _recoveries >= max_failures:
+            if not peer_failure(exc, comm) or _recoveries >= max_failures:
                 raise
-            detected = time.time()
-        while True:  # another rank may die while the survivors regroup: shrink again
-            _revoke_derived(comm)
-            comm.Revoke()
-            new = comm.Shrink()
-            new.Set_errhandler(MPI.ERRORS_RETURN)
-            try:
-                survivors = [int(r) for r in allgather_ints(new, [world_rank])[:, 0]]
-                break
-            except MPI.Exception as again:
-                if again.Get_error_class() not in failed_classes:
-                    raise
-                comm = new
-        shrunk = time.time()
-        if survivors[0] != members[0]:  # the logging rank died: the new rank 0 takes over
-            configure_logging(lead=new.Get_rank() == 0)
-        lost = sorted(set(members) - set(survivors))
-        _recoveries += 1
-        if new.Get_rank() == 0:
-            log.warning(
-                "lost world rank(s) %s (MPI error class %d); shrunk to %d ranks in %.1f ms; "
-                "restarting from the newest checkpoint (recovery %d)",
-                lost,
-                error_class,
-                len(survivors),
-                1e3 * (shrunk - detected),
-                _recoveries,
-            )
-            _record(
-                {
-                    "event": "recovered",
-                    "lost_world_ranks": lost,
-                    "error_class": error_class,
-                    "detected_unix": detected,
-                    "shrunk_unix": shrunk,
-                    "ranks_before": len(members),
-                    "ranks_after": len(survivors),
-                }
-            )
-        replace_default_comm(comm, new)
-        if _exit_comm is None:
-            import atexit
+            comm, members = shrink(comm, members, exc, "restarting from the newest checkpoint")
 
-            atexit.register(_exit_without_finalize)
-        _exit_comm = new
-        comm, members = new, survivors  # the revoked one is not freed: its peers are gone
+
+def peer_failure(exc: BaseException, comm: Any) -> bool:
+    """Whether an ``MPI.Exception`` says a peer of ``comm`` died (ULFM's classes; a
+    ``Waitall`` of several requests reports it as ``ERR_IN_STATUS``)."""
+    from mpi4py import MPI
+
+    if not isinstance(exc, MPI.Exception):
+        return False
+    failed_classes = {MPI.ERR_PROC_FAILED, MPI.ERR_REVOKED}
+    if hasattr(MPI, "ERR_PROC_FAILED_PENDING"):
+        failed_classes.add(MPI.ERR_PROC_FAILED_PENDING)
+    error_class = exc.Get_error_class()
+    in_status = getattr(MPI, "ERR_IN_STATUS", None)
+    return error_class in failed_classes or (error_class == in_status and _has_failed_peers(comm))
+
+
+def shrink(comm: Any, members: list[int], exc: Any, then: str) -> tuple[Any, list[int]]:
+    """After a peer failure on ``comm`` (collective over the survivors): revoke ``comm``
+    and parcomp's duplicates of it, shrink to the survivors (again if another rank dies
+    meanwhile), log and record the failure, and make the shrunk communicator the default
+    if ``comm`` was.  ``members`` are ``comm``'s world ranks; returns the new communicator
+    and its world ranks.  ``then`` says in the log what the caller does next."""
+    global _recoveries, _exit_comm
+    from mpi4py import MPI
+
+    log = get_logger("parcomp.resilient")
+    error_class = exc.Get_error_class()
+    detected = time.time()
+    world_rank, _ = world_rank_size()
+    while True:  # another rank may die while the survivors regroup: shrink again
+        _revoke_derived(comm)
+        comm.Revoke()
+        new = comm.Shrink()
+        new.Set_errhandler(MPI.ERRORS_RETURN)
+        try:
+            survivors = [int(r) for r in allgather_ints(new, [world_rank])[:, 0]]
+            break
+        except MPI.Exception as again:
+            if not peer_failure(again, new):
+                raise
+            comm = new
+    shrunk = time.time()
+    if survivors[0] != members[0]:  # the logging rank died: the new rank 0 takes over
+        configure_logging(lead=new.Get_rank() == 0)
+    lost = sorted(set(members) - set(survivors))
+    _recoveries += 1
+    if new.Get_rank() == 0:
+        log.warning(
+            "lost world rank(s) %s (MPI error class %d); shrunk to %d ranks in %.1f ms; "
+            "%s (recovery %d)",
+            lost,
+            error_class,
+            len(survivors),
+            1e3 * (shrunk - detected),
+            then,
+            _recoveries,
+        )
+        _record(
+            {
+                "event": "recovered",
+                "lost_world_ranks": lost,
+                "error_class": error_class,
+                "detected_unix": detected,
+                "shrunk_unix": shrunk,
+                "ranks_before": len(members),
+                "ranks_after": len(survivors),
+            }
+        )
+    replace_default_comm(comm, new)
+    if _exit_comm is None:
+        import atexit
+
+        atexit.register(_exit_without_finalize)
+    _exit_comm = new
+    return new, survivors  # the revoked one is not freed: its peers are gone

@@ -4,11 +4,13 @@
 
 KIND is map, det (map_reduce deterministic=True) or keyed.  Every call of the mapper is
 written to ``SIDE/calls-<pid>``; rank 0 prints ``RESULT <text>``.  Without PROGRESS_DIR
-the call is not checkpointed (the reference).  ``RESUMABLE_SLEEP`` (seconds per item).
+the call is not checkpointed (the reference).  ``RESUMABLE_SLEEP`` (seconds per item);
+``RESUMABLE_DIE_AT`` (the rank that runs this item SIGKILLs itself, once: ``SIDE/died``).
 """
 
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,12 +20,16 @@ import parcomp
 KIND, SIDE, N, EVERY = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 PROGRESS = sys.argv[5] if len(sys.argv) > 5 else None
 SLEEP = float(os.environ.get("RESUMABLE_SLEEP", "0.01"))
+DIE_AT = int(os.environ.get("RESUMABLE_DIE_AT", "-1"))  # the rank running this item dies once
 
 
 def mapper(i: int):
     with open(SIDE / f"calls-{os.getpid()}", "a") as fh:
         fh.write(f"{i}\n")
     time.sleep(SLEEP)
+    if i == DIE_AT and not (SIDE / "died").exists():
+        (SIDE / "died").write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
     if KIND == "keyed":
         return [(f"k{i % 7}", i), (i % 3, 1)]
     if KIND == "det":

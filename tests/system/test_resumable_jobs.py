@@ -154,3 +154,40 @@ def test_a_task_failing_on_one_rank_inside_a_collective_ends_the_job(tmp_path):
     assert "is bad on this rank only" in proc.stderr and "[rank 1/2]" in proc.stderr
     assert "unreachable" not in proc.stdout
     assert time.monotonic() - start < 40
+
+
+@pytest.mark.parametrize("kind", ["map", "det", "keyed"])
+def test_a_relaunch_after_a_lost_rank_resumes_from_the_last_commit(kind, tmp_path):
+    """``parcomp run --restarts 1`` (MPICH): the relaunched job resumes the map."""
+    side, progress = tmp_path / "side", tmp_path / "progress"
+    side.mkdir()
+    want = reference(kind) or finish(1, kind, tmp_path, None)
+    argv = launch(3, kind, side, progress)
+    proc = run([argv[0], "run", "--restarts", "1", *argv[2:]], timeout=200,
+               env={"RESUMABLE_DIE_AT": "50"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "restart 1/1" in proc.stderr and "resuming:" in proc.stderr, proc.stderr[-3000:]
+    assert re.search(r"^RESULT (.*)$", proc.stdout, re.M).group(1) == want
+    counts = calls(side)
+    assert set(counts) == set(range(N))
+    assert sum(c - 1 for c in counts.values()) <= EVERY
+
+
+@pytest.mark.parametrize("kind", ["map", "det", "keyed"])
+def test_ulfm_survivors_redo_only_the_lost_ranks_uncommitted_items(kind, tmp_path, ompi_venv):
+    """``parcomp run --ulfm`` (Open MPI): a rank dies inside the map; the survivors shrink
+    and finish the same call, redoing only what the dead rank had not committed."""
+    side, progress = tmp_path / "side", tmp_path / "progress"
+    side.mkdir()
+    want = reference(kind) or finish(1, kind, tmp_path, None)
+    argv = launch(3, kind, side, progress)
+    proc = run([ompi_venv / "bin" / "parcomp", "run", "--ulfm", *argv[2:]], timeout=200,
+               env={"RESUMABLE_DIE_AT": "50"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "restart 1/" not in proc.stderr, "recovered inside the job, not relaunched"
+    assert "recovered in the map" in proc.stderr and "shrunk to 2 ranks" in proc.stderr
+    assert re.search(r"^RESULT (.*)$", proc.stdout, re.M).group(1) == want
+    counts = calls(side)
+    assert set(counts) == set(range(N))
+    # only the dead rank's items since the last commit: at most its share of one round
+    assert sum(c - 1 for c in counts.values()) <= EVERY, counts
