@@ -61,6 +61,8 @@ def main() -> None:
     cases = {
         "medium/plain": lambda: parcomp.map_reduce(medium, range(100)),
         "medium/every 2 s": with_checkpoint("medium", medium, 100, True, every_seconds=2.0),
+        "long/plain": lambda: parcomp.map_reduce(medium, range(1000)),
+        "long/every 2 s": with_checkpoint("long", medium, 1000, True, every_seconds=2.0),
         "tiny/plain": lambda: parcomp.map(tiny, range(10_000)),
         "tiny/every 1000": with_checkpoint("tiny", tiny, 10_000, False, every_items=1000),
         "small/plain": lambda: parcomp.map(small, range(10_000)),

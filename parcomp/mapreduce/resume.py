@@ -443,7 +443,13 @@ class _Cadence:
         self.units = self.cap if every_seconds is None else min(self.cap or size, size)
 
     def due(self, since_commit: float, last: bool) -> bool:
-        return last or self.seconds is None or self.cap is not None or since_commit >= self.seconds
+        # Rounds are sized to take every_seconds: one that took a little less still commits.
+        return (
+            last
+            or self.seconds is None
+            or self.cap is not None
+            or since_commit >= 0.9 * self.seconds
+        )
 
     def next(self, done: int, seconds: float) -> None:
         if self.seconds is None:

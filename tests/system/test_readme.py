@@ -57,3 +57,20 @@ def test_readme_particles_example_runs_on_3_ranks(tmp_path):
     errors = [float(e) for e in re.findall(r"round trip error (\S+)", out.stdout)]
     assert len(errors) == 1 and errors[0] < 1e-12
     assert "particles 3000 mass 3000.0" in out.stdout
+
+
+def test_readme_resumable_map_example_resumes_on_another_rank_count(tmp_path):
+    import numpy as np
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(\s*# resume_demo\.py.*?)```", text, re.S).group(1)
+    script = tmp_path / "resume_demo.py"
+    script.write_text("\n".join(line[2:] for line in block.splitlines()))
+    first = run([BIN / "parcomp", "run", "-n", "3", "--timeout", "90", script], timeout=120,
+                cwd=tmp_path)  # fmt: skip
+    again = run([BIN / "parcomp", "run", "-n", "2", "--timeout", "90", script], timeout=120,
+                cwd=tmp_path)  # fmt: skip
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert "resuming: 500 of 500" in again.stderr
+    ends = [np.random.default_rng(s).standard_normal(10_000).sum() for s in range(500)]
+    assert first.stdout == again.stdout == f"500 {np.mean(ends):.12f}\n"

@@ -76,7 +76,7 @@ def test_cadence_by_seconds_probes_then_sizes_rounds_and_commits_when_due():
     assert c.units == 3  # one unit per rank measures the rate
     c.next(3, 0.03)  # 100 units/s
     assert c.units == 200
-    assert not c.due(1.0, False) and c.due(2.0, False) and c.due(0.1, True)
+    assert not c.due(1.7, False) and c.due(1.85, False) and c.due(0.1, True)
     both = _Cadence(1, 50, 2.0, 3)
     both.next(3, 0.03)
     assert both.units == 50 and both.due(0.0, False)  # every_items caps and commits
