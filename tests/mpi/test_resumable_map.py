@@ -14,7 +14,7 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.runtime.errors import CheckpointSchemaError, ConfigError, TaskError
+from parcomp.runtime.errors import CheckpointError, CheckpointSchemaError, ConfigError, TaskError
 from parcomp.testing import parallel_assert
 
 COMM = MPI.COMM_WORLD
@@ -275,3 +275,41 @@ def test_damaged_progress_records_are_a_schema_error(tmp_path_factory):
     with pytest.raises(CheckpointSchemaError):
         unframe_blobs(np.frombuffer(pickle.dumps(1), np.uint8), "here")
     parallel_assert(out == [abs(x) for x in range(10)])
+
+
+def committed_items(where: Path) -> set[int]:
+    from parcomp.mapreduce.resume import unframe_blobs
+
+    ckpt = parcomp.Checkpointer(where, handle_signals=False)
+    restored = ckpt.restore(redeal=lambda lengths, r, p: (0, sum(lengths)))
+    ckpt.close()
+    return set(unframe_blobs(restored.local["records"], "test"))
+
+
+def test_a_mapper_failing_only_after_a_resume_keeps_the_committed_progress(tmp_path_factory):
+    where = folder(tmp_path_factory, "after")
+    mapper = Counted(where)
+    fail_at(where, 37)
+    with pytest.raises(TaskError, match="failing at 37"):
+        parcomp.map(mapper, range(80), checkpoint=where / "p", every_items=10)
+    first = committed_items(where / "p")
+    fail_at(where, 65)  # the resumed run fails later on
+    with pytest.raises(TaskError, match="failing at 65"):
+        parcomp.map(mapper, range(80), checkpoint=where / "p", every_items=10)
+    second = committed_items(where / "p")
+    fail_at(where, None)
+    out = parcomp.map(mapper, range(80), checkpoint=where / "p", every_items=10)
+    parallel_assert(
+        first == set(range(30)) and second == set(range(60)) and out[79]["square"] == 79**2,
+        (sorted(first), sorted(second)),
+    )
+
+
+def test_a_progress_folder_others_can_write_is_refused(tmp_path_factory):
+    where = folder(tmp_path_factory, "shared")
+    if RANK == 0:
+        (where / "p").mkdir()
+        (where / "p").chmod(0o777)
+    COMM.Barrier()
+    with pytest.raises(CheckpointError, match="writable by others"):
+        parcomp.map(abs, range(4), checkpoint=where / "p")

@@ -77,3 +77,37 @@ def test_forgotten_workers_do_not_hang_exit():
         timeout=60,
     )
     assert out.returncode == 0 and "[7, 7]" in out.stdout
+
+
+def test_an_interrupted_map_resumes_on_the_next_identical_call(tmp_path):
+    """A notebook's map with checkpoint= stopped by a timeout (SIGINT to the busy
+    workers, as the stop button) goes on from its last commit at the next same call."""
+    out = run(
+        script(f"""
+        import time
+        from parcomp.front.workers import Workers
+
+        side = {str(tmp_path)!r}
+
+        def slow(x):
+            with open(side + "/calls", "a") as fh:
+                fh.write(f"{{x}}\\n")
+            time.sleep(0.02)
+            return x * x
+
+        with Workers(2) as w:
+            try:
+                w.map(slow, range(200), checkpoint=side + "/progress", every_items=10, timeout=1.5)
+            except TimeoutError:
+                print("interrupted after", len(open(side + "/calls").read().split()), "calls")
+            got = w.map(slow, range(200), checkpoint=side + "/progress", every_items=10)
+            assert got == [x * x for x in range(200)]
+        calls = [int(v) for v in open(side + "/calls").read().split()]
+        again = len(calls) - len(set(calls))
+        assert set(calls) == set(range(200)) and again <= 10, again
+        print("resumed, items run twice:", again)
+    """),
+        timeout=150,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "interrupted after" in out.stdout and "resumed, items run twice:" in out.stdout
