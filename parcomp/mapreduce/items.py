@@ -179,6 +179,7 @@ class _Resume:
         progress: bool,
         unit: int = 1,
         dealer: Callable[[], Any] | None = None,
+        then: Callable[[Any, Any], Any] | None = None,
     ) -> Any:
         """Run the rounds; the communicator the map ends on (after an in-job recovery,
         the survivors')."""
@@ -187,6 +188,7 @@ class _Resume:
             comm,
             self.checkpoint,
             identity,
+            then=then,
             dealer=dealer,
             every_items=self.every_items,
             every_seconds=self.every_seconds,

@@ -33,6 +33,7 @@ from parcomp.mapreduce.resume import UnitError, apply, dumps, intervals, loads, 
 from parcomp.mapreduce.schedule import as_items
 from parcomp.runtime.agree import agreed, raise_if_any
 from parcomp.runtime.errors import CheckpointSchemaError, ConfigError
+from parcomp.runtime.log import get_logger
 from parcomp.runtime.ranks import mark_everywhere, resolve_comm
 from parcomp.runtime.reduce import ReduceOp, resolve_op
 from parcomp.runtime.watchdog import collective
@@ -50,6 +51,7 @@ from parcomp.mapreduce.transport import (
 __all__ = ["map_reduce_keyed", "owner_of_keys"]
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+_LOG = get_logger("parcomp.map")
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -379,6 +381,10 @@ def _shuffle(
     comm: Any,
     budget: int | None = None,
     hops: bool | None = None,
+    *,
+    skip: int = 0,
+    received: dict[Any, Any] | None = None,
+    on_round: Callable[[int, dict[Any, Any]], None] | None = None,
 ) -> dict[Any, Any]:
     """Send every pair to the rank owning its key; reduce what arrives per key.
 
@@ -391,11 +397,16 @@ def _shuffle(
     (``hops`` forces either), in two hops through groups of about ``sqrt(p)`` ranks
     (about ``2 sqrt(p)`` messages).  What arrives is reduced, in the order of the source
     ranks, before the next round.
+
+    A resumed shuffle (``map_reduce_keyed(checkpoint=...)``) passes the rounds already
+    delivered (``skip``) and what they delivered (``received``): the same table packs into
+    the same rounds, so those are packed again and dropped, and the rest goes on.
+    ``on_round(rounds_done, received)`` is called after each round (collectively).
     """
     from mpi4py import MPI
 
     size = comm.Get_size()
-    out: dict[Any, Any] = {}
+    out: dict[Any, Any] = {} if received is None else received
     kinds = _agree_kinds(table, comm)
     if kinds is None:
         return out
@@ -405,8 +416,13 @@ def _shuffle(
     half = float("inf") if budget is None else budget / 2
     cap = half / size
     state = np.zeros(2, np.int64)
+    done = 0
     while True:
         outgoing.pull(half)
+        if done < skip:  # delivered before the interruption: packed again, dropped
+            outgoing.take(cap)
+            done += 1
+            continue
         state[0] = 0 if outgoing.exhausted and not len(outgoing.owners) else 1
         state[1] = outgoing.largest() if budget is not None else 0
         comm.Allreduce(MPI.IN_PLACE, state, op=MPI.MAX)
@@ -452,6 +468,29 @@ def _shuffle(
                 pairs = [pickle.loads(data[bounds[i] : bounds[i + 1]]) for i in range(n)]
                 _combine_into(out, op, [k for k, _ in pairs], [v for _, v in pairs])
         del segments
+        done += 1
+        if on_round is not None:
+            on_round(done, out)
+
+
+#: The metadata key of a commit taken during a budgeted shuffle.
+SHUFFLE = "parcomp.map.shuffle"
+
+
+def _shuffle_state(meta: Any) -> dict[str, int] | None:
+    """A committed shuffle state checked (PURE): ``{"ranks", "budget", "rounds"}`` as
+    non-negative integers, or None when the commit was not taken during a shuffle.  A
+    malformed one is ignored (the shuffle then starts over: nothing is lost)."""
+    if not isinstance(meta, dict) or not isinstance(meta.get(SHUFFLE), dict):
+        return None
+    state = meta[SHUFFLE]
+    fields = ("ranks", "budget", "rounds")
+    if set(state) != set(fields) or not all(
+        isinstance(state[f], int) and not isinstance(state[f], bool) and state[f] >= 0
+        for f in fields
+    ):
+        return None
+    return {f: state[f] for f in fields}
 
 
 def _check_budget(budget: Any, comm: Any) -> int | None:
@@ -487,12 +526,25 @@ def _check_budget(budget: Any, comm: Any) -> int | None:
 class KeyedWork:
     """``map_reduce_keyed`` with ``checkpoint=``: unit = item; one record per rank, its
     combined table (before the shuffle) and the item ranges it covers.  A resumed rank
-    combines the restored tables dealt to it; the shuffle runs once every item is in."""
+    combines the restored tables dealt to it; the shuffle runs once every item is in.
+
+    With ``max_shuffle_bytes`` the shuffle goes in rounds, and a commit during it (by
+    time: ``every_seconds``, default 60 s) also holds what each rank received so far, with
+    the rounds delivered in the step's metadata.  Resumed on the same rank count and
+    budget, each rank gets back its own table, which packs into the same rounds: those
+    already delivered are skipped.  On another rank count or budget the shuffle starts
+    over from the tables (owners of keys depend on the rank count).
+    """
+
+    #: Seconds between commits during a budgeted shuffle when the map gave none.
+    SHUFFLE_SECONDS = 60.0
 
     def __init__(self, fn: Callable[[Any], Any], work: Any, op: ReduceOp, rank: int) -> None:
         self.fn, self.work, self.op, self.rank, self.units = fn, work, op, rank, work.n
         self.table: dict[Any, Any] = {}
         self.mine = np.zeros(self.units, bool)
+        #: The received part of an interrupted shuffle, when this rank's record held one.
+        self.received: dict[Any, Any] | None = None
 
     def add(self, pairs: Any) -> None:
         keys, values = _emit(pairs)
@@ -505,14 +557,47 @@ class KeyedWork:
         covered = np.zeros(self.units, bool)
         for key, blob in blobs.items():
             record = loads(blob, where, f"table {key}")
-            if not (isinstance(record, tuple) and len(record) == 2 and isinstance(record[1], dict)):
+            if not (
+                isinstance(record, tuple)
+                and len(record) in (2, 3)
+                and isinstance(record[1], dict)
+                and (len(record) == 2 or isinstance(record[2], dict))
+            ):
                 raise CheckpointSchemaError(f"{where}: progress table {key} is malformed")
-            ranges, table = record
+            ranges, table = record[:2]
             mark(covered, ranges, where)
             if key % size == rank:
                 mark(self.mine, ranges, where)
                 _combine_into(self.table, self.op, list(table), list(table.values()))
+                if len(record) == 3 and len(blobs) == size:  # its own record, same ranks
+                    self.received = record[2]
         return covered
+
+    def shuffle(self, committer: Any, op: ReduceOp, comm: Any, budget: int | None) -> dict:
+        """The shuffle of the committed tables, resumed and committed by rounds (above)."""
+        skip, received = 0, None
+        state = _shuffle_state(committer.saved_meta)
+        if (
+            state is not None
+            and state["ranks"] == comm.Get_size()
+            and state["budget"] == (budget or 0)
+            and self.received is not None
+        ):
+            skip, received = state["rounds"], self.received
+        if skip and comm.Get_rank() == 0:
+            _LOG.info("resuming the shuffle after %d delivered round(s)", skip)
+        seconds = committer.every_seconds or self.SHUFFLE_SECONDS
+
+        def on_round(done: int, out: dict[Any, Any]) -> None:
+            meta = {SHUFFLE: {"ranks": comm.Get_size(), "budget": budget or 0, "rounds": done}}
+            committer.maybe_commit(
+                lambda: {self.rank: dumps((intervals(self.mine), self.table, out))}, meta, seconds
+            )
+
+        return _shuffle(
+            self.table, op, comm, budget, skip=skip, received=received,
+            on_round=on_round if budget else None,
+        )  # fmt: skip
 
     def run(self, unit: int) -> None:
         pairs = apply(self.fn, self.work, unit)
@@ -627,10 +712,14 @@ def map_reduce_keyed(
         _same_items(work, comm)
         job = KeyedWork(mapper, work, op, comm.Get_rank())
         reducer = reduce.name if isinstance(reduce, ReduceOp) else reduce
+        found: dict[str, Any] = {}
         comm = rounds.run(
-            job, comm, call_identity("map_reduce_keyed", items, mapper, reducer), progress
-        )
-        return _gather(_shuffle(job.table, op, comm, budget), comm, root)
+            job, comm, call_identity("map_reduce_keyed", items, mapper, reducer), progress,
+            then=lambda committer, comm: found.setdefault(
+                "owned", job.shuffle(committer, op, comm, budget)
+            ),
+        )  # fmt: skip
+        return _gather(found["owned"], comm, root)
     plan = _Plan(work, comm, schedule, chunksize, False, progress)
     table: dict[Any, Any] = {}
 

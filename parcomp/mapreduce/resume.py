@@ -66,6 +66,7 @@ __all__ = [
     "MapWork",
     "UnitError",
     "UnitStopped",
+    "Committer",
     "apply",
     "check_cadence",
     "dumps",
@@ -553,7 +554,7 @@ def open_checkpointer(checkpoint: Any, comm: Any) -> tuple[Checkpointer, bool]:
 
 def _committed(
     ckpt: Checkpointer, identity: dict[str, str], comm: Any
-) -> tuple[dict[int, bytes], int] | None:
+) -> tuple[dict[int, bytes], int, dict[str, Any]] | None:
     """Every committed record (on every rank) and the next step, or None; another call's
     progress or a folder of other checkpoints is refused on every rank."""
     restored = ckpt.restore(redeal=lambda lengths, r, p: (0, sum(lengths)))
@@ -574,20 +575,21 @@ def _committed(
                 "use another directory, or resume='ignore' to start over"
             )
         blobs = unframe_blobs(restored.local.get("records", np.zeros(0, np.uint8)), where)
-    return blobs, restored.step + 1
+    return blobs, restored.step + 1, dict(restored.meta)
 
 
 def _restore(
     ckpt: Checkpointer, work: Work, identity: dict[str, str], comm: Any
-) -> tuple[np.ndarray, int]:
-    """The committed progress dealt to this rank: the covered units' mask, next step."""
+) -> tuple[np.ndarray, int, dict[str, Any] | None]:
+    """The committed progress dealt to this rank: the covered units' mask, the next
+    step, the commit's metadata."""
     found = _committed(ckpt, identity, comm)
     if found is None:
-        return np.zeros(work.units, bool), 0
-    blobs, step = found
+        return np.zeros(work.units, bool), 0, None
+    blobs, step, meta = found
     with agreed(comm, catch=(CheckpointSchemaError,)):  # each rank loads its own share
         covered = work.load(blobs, comm.Get_rank(), comm.Get_size(), str(ckpt.directory))
-    return covered, step
+    return covered, step, meta
 
 
 class Dealer:
@@ -633,6 +635,54 @@ class Dealer:
             self.counter.free()
 
 
+class Committer:
+    """What a step after the rounds (a keyed map's shuffle) commits through (collective)."""
+
+    def __init__(
+        self,
+        ckpt: Checkpointer | None,
+        comm: Any,
+        identity: dict[str, str],
+        step: int,
+        saved_meta: dict[str, Any] | None,
+        every_seconds: float | None,
+    ) -> None:
+        self.ckpt, self.comm, self.identity, self.step = ckpt, comm, identity, step
+        #: The metadata of the commit this call resumed from (None: a fresh start).
+        self.saved_meta = saved_meta
+        self.every_seconds = every_seconds
+        self._since = time.monotonic()
+
+    def maybe_commit(
+        self, records: Callable[[], dict[int, bytes]], meta: dict[str, Any], seconds: float
+    ) -> None:
+        """Commit ``records()`` with ``meta`` when ``seconds`` passed since the last commit
+        here (the slowest rank's clock) or a preemption signal arrived, then stop with
+        :class:`~parcomp.checkpoint.preempt.Preempted` on a signal (one ``Allreduce``)."""
+        from mpi4py import MPI
+
+        if self.ckpt is None:
+            return
+        flags = np.array([preempt.requested(), int((time.monotonic() - self._since) * 1e6)])
+        self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        if not flags[0] and flags[1] < seconds * 1e6:
+            return
+        self.ckpt.save(
+            self.step, local={"records": frame_blobs(records())}, meta={META: self.identity, **meta}
+        )
+        self.step += 1
+        self._since = time.monotonic()
+        if flags[0]:
+            self.ckpt.wait()
+            _LOG.warning(
+                "preemption signal %d: committed at step %d; exiting with status %d",
+                int(flags[0]),
+                self.step - 1,
+                preempt.PREEMPTED_STATUS,
+            )
+            raise preempt.Preempted(int(flags[0]))
+
+
 def run_rounds(
     work: Work,
     comm: Any,
@@ -647,8 +697,13 @@ def run_rounds(
     items_per_unit: int = 1,
     label: str = "parcomp.map",
     dealer: Callable[[], Any] | None = None,
+    then: Callable[[Any, Any], Any] | None = None,
 ) -> Any:
     """Run every unit of ``work`` not committed in ``checkpoint``, committing each round.
+
+    ``then(committer, comm)``, if given, runs after the last round while the progress
+    folder is still held (a keyed map's shuffle): ``committer`` (:class:`Committer`)
+    commits more state through the same checkpoints and stops on preemption signals.
 
     Returns the communicator the map ends on: ``comm``, or after an in-job recovery from
     lost ranks (``parcomp run --ulfm``) the survivors' (then also parcomp's default if
@@ -679,10 +734,11 @@ def run_rounds(
     deal: Any = None
     bar: Progress | None = None
     try:
+        saved_meta: dict[str, Any] | None = None
         if resume == "ignore" or ckpt is None:
             covered, step = np.zeros(work.units, bool), 0
         else:
-            covered, step = _restore(ckpt, work, identity, comm)
+            covered, step, saved_meta = _restore(ckpt, work, identity, comm)
         todo = np.flatnonzero(~covered)
         finished = work.units - len(todo)
         if finished:
@@ -756,7 +812,7 @@ def run_rounds(
                     ckpt.abandon()
                     ckpt = Checkpointer(ckpt.directory, keep=2, handle_signals=False, comm=comm)
                     found = _committed(ckpt, identity, comm)
-                    blobs, step = found if found is not None else ({}, step)
+                    blobs, step = (found[0], found[1]) if found is not None else ({}, step)
                     with agreed(comm, catch=(CheckpointSchemaError,)):
                         held = work.recover(blobs, dead, old_size, rank, size, exact, "commit")
                         held |= work.held()
@@ -790,6 +846,10 @@ def run_rounds(
                     )
                     raise preempt.Preempted(int(flags[1]))
                 cadence.next(len(batch), flags[2] / 1e6)
+            if then is not None:
+                committer = Committer(ckpt, comm, identity, step, saved_meta, every_seconds)
+                then(committer, comm)
+                step = committer.step
         done_ok = True
     finally:
         if bar is not None:

@@ -44,6 +44,17 @@ if KIND == "map":
 elif KIND == "det":
     out = parcomp.map_reduce(mapper, range(N), "sum", deterministic=True, **options)
     text = out.hex()
+elif KIND == "shuffle":  # many keys through a small shuffle budget, committed by time
+    shuffle = {"max_shuffle_bytes": 2048}
+    if PROGRESS is not None:
+        shuffle["every_seconds"] = 1e-6  # the map's rounds by items, the shuffle's by time
+
+    def keys_of(i: int):
+        mapper(i)
+        return [(f"k{(i * 7919 + j) % 4001}", 1) for j in range(60)]
+
+    out = parcomp.map_reduce_keyed(keys_of, range(N), "sum", **options, **shuffle)
+    text = repr(sorted(out.items(), key=repr)) if out is not None else ""
 else:
     out = parcomp.map_reduce_keyed(mapper, range(N), "sum", **options)
     text = repr(sorted(out.items(), key=repr)) if out is not None else ""

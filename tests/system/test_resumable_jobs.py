@@ -191,3 +191,45 @@ def test_ulfm_survivors_redo_only_the_lost_ranks_uncommitted_items(kind, tmp_pat
     assert set(counts) == set(range(N))
     # only the dead rank's items since the last commit: at most its share of one round
     assert sum(c - 1 for c in counts.values()) <= EVERY, counts
+
+
+def shuffle_reference():
+    want = collections.Counter()
+    for i in range(N):
+        for j in range(60):
+            want[f"k{(i * 7919 + j) % 4001}"] += 1
+    return repr(sorted(want.items(), key=repr))
+
+
+def in_shuffle(progress: Path) -> bool:
+    return any("parcomp.map.shuffle" in m.read_text(errors="replace")
+               for m in progress.glob("step-*/*.json"))  # fmt: skip
+
+
+@pytest.mark.parametrize("again", [3, 2], ids=["same-ranks", "other-ranks"])
+def test_sigkill_during_the_shuffle_resumes_it(again, tmp_path):
+    """A rank killed while a budgeted shuffle commits its rounds: rerun on the same rank
+    count, the delivered rounds are skipped; on another, the shuffle starts over from the
+    committed tables.  Either way the counts equal a Counter and no item runs again."""
+    side, progress = tmp_path / "side", tmp_path / "progress"
+    side.mkdir()
+    proc = subprocess.Popen(launch(3, "shuffle", side, progress, every=N), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "RESUMABLE_SLEEP": "0"})  # fmt: skip
+    end = time.monotonic() + 90
+    while not (progress.exists() and in_shuffle(progress)) and time.monotonic() < end:
+        assert proc.poll() is None, "the job finished before its shuffle was committed"
+        time.sleep(0.005)
+    pids = rank_pids(str(side))
+    assert pids, "no rank to kill"
+    os.kill(pids[0], signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    ran_before = sum(calls(side).values())
+    resumed = run(launch(again, "shuffle", side, progress, every=N), timeout=200,
+                  env={"RESUMABLE_SLEEP": "0"})  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert re.search(r"^RESULT (.*)$", resumed.stdout, re.M).group(1) == shuffle_reference()
+    assert sum(calls(side).values()) == ran_before == N, "the map ran again"
+    skipped = "resuming the shuffle after" in resumed.stderr
+    assert skipped == (again == 3), resumed.stderr[-2000:]
