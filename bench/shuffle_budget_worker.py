@@ -1,7 +1,7 @@
 """One run of bench/shuffle_budget.py: the keyed shuffle with and without a budget.
 
 Each rank builds a combined table of N distinct integer keys (overlapping between
-ranks), then runs the shuffle (parcomp.mapreduce.keyed._shuffle, the part a budget governs) with
+ranks), then runs the shuffle (parcomp.mapreduce.shuffle.shuffle, the part a budget governs) with
 no budget and with budgets B; per case the peak RSS above what the rank holds before and
 after the shuffle (VmHWM, reset just before), and the time.  Prints JSON on rank 0:
 per case, the largest peak and time over ranks (medians of the repeats).
@@ -17,7 +17,7 @@ import time
 
 from mpi4py import MPI
 
-from parcomp.mapreduce.keyed import _shuffle
+from parcomp.mapreduce.shuffle import shuffle as _shuffle
 from parcomp.runtime.reduce import resolve_op
 
 

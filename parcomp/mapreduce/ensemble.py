@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from parcomp.checkpoint import preempt
-from parcomp.mapreduce.resume import Dealer, MapWork, UnitError, UnitStopped, dumps
+from parcomp.mapreduce.records import dumps
+from parcomp.mapreduce.resume import Dealer
 from parcomp.mapreduce.schedule import Items
+from parcomp.mapreduce.works import MapWork, UnitError, UnitStopped
 from parcomp.runtime import config
 from parcomp.runtime.errors import ConfigError
 from parcomp.runtime.failfast import report_and_abort

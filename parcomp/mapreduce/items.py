@@ -24,7 +24,7 @@ from parcomp.arrays.array import DistArray
 from parcomp.mapreduce.counter import NodeCounter, node_layout
 from parcomp.mapreduce.ensemble import EnsembleWork, GroupDealer, check_group_size, refuse_outer
 from parcomp.mapreduce.identity import call_identity
-from parcomp.mapreduce.resume import FoldWork, LeafWork, MapWork, check_cadence, run_rounds
+from parcomp.mapreduce.resume import check_cadence, run_rounds
 from parcomp.mapreduce.schedule import (
     Items,
     as_items,
@@ -33,6 +33,7 @@ from parcomp.mapreduce.schedule import (
     node_chunk_range,
     static_chunks,
 )
+from parcomp.mapreduce.works import FoldWork, LeafWork, MapWork
 from parcomp.runtime.agree import agreed, raise_if_differ
 from parcomp.runtime.callid import any_flag
 from parcomp.runtime.errors import ConfigError, TaskError

@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import signal
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -46,12 +44,13 @@ from parcomp.checkpoint.checkpointer import Checkpointer
 from parcomp.mapreduce.counter import NodeCounter, node_layout
 from parcomp.mapreduce.failures import failure_record, raise_failures
 from parcomp.mapreduce.identity import differences, parse_identity
-from parcomp.mapreduce.schedule import SCHEDULES, Items, node_chunk_range
+from parcomp.mapreduce.records import frame_blobs, unframe_blobs
+from parcomp.mapreduce.schedule import SCHEDULES, node_chunk_range
+from parcomp.mapreduce.works import UnitError, UnitStopped, Work
 from parcomp.runtime.agree import agreed, alike
 from parcomp.runtime.errors import CheckpointSchemaError, ConfigError
 from parcomp.runtime.log import get_logger
 from parcomp.runtime.progress import Progress
-from parcomp.runtime.reduce import ReduceOp, fold, fold_many
 from parcomp.runtime.resilient import (
     peer_failure,
     recoveries,
@@ -60,346 +59,10 @@ from parcomp.runtime.resilient import (
     ulfm_requested,
 )
 
-__all__ = [
-    "FoldWork",
-    "LeafWork",
-    "MapWork",
-    "UnitError",
-    "UnitStopped",
-    "Committer",
-    "apply",
-    "check_cadence",
-    "dumps",
-    "loads",
-    "mark",
-    "frame",
-    "intervals",
-    "run_rounds",
-    "unframe",
-]
+__all__ = ["Committer", "Dealer", "check_cadence", "catching_preemption", "run_rounds"]
 
 META = "parcomp.map"
-_FRAME = struct.Struct("<qQ")  # record key, length of the pickled value
 _LOG = get_logger("parcomp.map")
-
-
-# ---------------------------------------------------------------------------- records
-def frame_blobs(blobs: dict[int, bytes]) -> np.ndarray:
-    """``(key, pickled value)`` records as one byte array, keys in order (PURE)."""
-    out = bytearray()
-    for key in sorted(blobs):
-        blob = blobs[key]
-        out += _FRAME.pack(key, len(blob))
-        out += blob
-    return np.frombuffer(bytes(out), np.uint8)
-
-
-def frame(records: dict[int, Any]) -> np.ndarray:
-    """``(key, value)`` records pickled and framed (PURE)."""
-    return frame_blobs({k: dumps(v) for k, v in records.items()})
-
-
-def dumps(value: Any) -> bytes:
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def loads(blob: bytes, where: str, what: str) -> Any:
-    """Unpickle a committed record; a record that no longer loads (a class renamed or a
-    module gone since it was committed) is a :class:`CheckpointSchemaError`.  The bytes
-    come from a checksummed checkpoint in a folder only this user can write, so loading
-    them is as safe as the run that wrote them."""
-    try:
-        return pickle.loads(blob)
-    except Exception as exc:
-        raise CheckpointSchemaError(
-            f"{where}: committed {what} does not load any more ({type(exc).__name__}: {exc}); "
-            "resume='ignore' starts over"
-        ) from exc
-
-
-def unframe_blobs(data: np.ndarray, where: str, limit: int = 2**62) -> dict[int, bytes]:
-    """The records of :func:`frame_blobs`, still pickled (PURE; a cut or overlong record,
-    a key out of ``[0, limit)`` or repeated is a :class:`CheckpointSchemaError`)."""
-    raw = np.ascontiguousarray(data, np.uint8).tobytes()
-    records: dict[int, bytes] = {}
-    pos = 0
-    while pos < len(raw):
-        if pos + _FRAME.size > len(raw):
-            raise CheckpointSchemaError(f"{where}: a progress record is cut short")
-        key, length = _FRAME.unpack_from(raw, pos)
-        pos += _FRAME.size
-        if not 0 <= key < limit or length > len(raw) - pos or key in records:
-            raise CheckpointSchemaError(f"{where}: progress record {key} out of range or repeated")
-        records[key] = raw[pos : pos + length]
-        pos += length
-    return records
-
-
-def unframe(data: np.ndarray, n: int, where: str) -> dict[int, Any]:
-    """The records of :func:`frame`, unpickled; keys must be below ``n`` (PURE)."""
-    return {
-        k: loads(b, where, f"record {k}") for k, b in unframe_blobs(data, where, limit=n).items()
-    }
-
-
-def intervals(mask: np.ndarray) -> list[tuple[int, int]]:
-    """The ``[lo, hi)`` runs of True in a boolean mask (PURE)."""
-    padded = np.concatenate(([False], np.asarray(mask, bool), [False]))
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-
-
-def mark(mask: np.ndarray, ranges: Any, where: str) -> None:
-    """Set ``mask`` over committed ``[lo, hi)`` ranges, checked (a hostile list is refused)."""
-    if not isinstance(ranges, list):
-        raise CheckpointSchemaError(f"{where}: committed item ranges are not a list")
-    for pair in ranges:
-        if (
-            not isinstance(pair, tuple)
-            or len(pair) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
-            or not 0 <= pair[0] < pair[1] <= len(mask)
-        ):
-            raise CheckpointSchemaError(f"{where}: committed item range {pair!r} is out of range")
-        mask[pair[0] : pair[1]] = True
-
-
-# ---------------------------------------------------------------------------- units of work
-class UnitError(Exception):
-    """A unit's failure: the item index, the item, the error (turned into a TaskError)."""
-
-    def __init__(self, index: int, item: Any, exc: BaseException) -> None:
-        super().__init__(index, item, exc)
-        self.index, self.item, self.exc = index, item, exc
-
-
-class UnitStopped(Exception):  # noqa: N818 - not an error: a task asked to stop
-    """A unit stopped by a preemption: its own checkpoint was taken (an ensemble task's
-    ``checkpoint_if_due`` raised :class:`~parcomp.checkpoint.preempt.Preempted`); it is not
-    finished, and the map stops after committing the finished ones."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum or int(signal.SIGTERM)
-
-
-def apply(fn: Callable[[Any], Any], work: Items, index: int) -> Any:
-    item = work.get(index)
-    try:
-        return fn(item)
-    except Exception as exc:
-        raise UnitError(index, item, exc) from exc
-
-
-class Work(Protocol):
-    """What :func:`run_rounds` runs: ``units`` of work, committed as records."""
-
-    units: int
-
-    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
-        """Take this rank's share of the committed records; return the mask of the units
-        they cover (all of them, on every rank)."""
-
-    def run(self, unit: int) -> None:
-        """Run one unit (raises :class:`UnitError`)."""
-
-    def records(self) -> dict[int, bytes]:
-        """This rank's records to commit: with the other ranks', everything finished."""
-
-    def held(self) -> np.ndarray:
-        """The mask of the units whose results this rank holds (committed or not)."""
-
-    def recover(
-        self,
-        blobs: dict[int, bytes],
-        dead: set[int],
-        old_size: int,
-        rank: int,
-        size: int,
-        exact: bool,
-        where: str,
-    ) -> np.ndarray:
-        """After lost ranks (``dead``, ranks of the old communicator of ``old_size``):
-        take this rank's share of what the last commit holds that the survivors do not
-        (``exact``: the last commit was dealt on the old communicator; else start from the
-        commit alone); return the mask of the units that share covers."""
-
-
-class MapWork:
-    """``map``: unit = item; a record per finished item, its pickled result."""
-
-    def __init__(self, fn: Callable[[Any], Any], work: Items) -> None:
-        self.fn, self.work, self.units = fn, work, work.n
-        self.blobs: dict[int, bytes] = {}
-
-    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
-        covered = np.zeros(self.units, bool)
-        for key, blob in blobs.items():
-            if key >= self.units:
-                raise CheckpointSchemaError(f"{where}: progress record {key} out of range")
-            covered[key] = True
-            if key % size == rank:
-                loads(blob, where, f"result of item {key}")  # checked now, on its rank
-                self.blobs[key] = blob
-        return covered
-
-    def run(self, unit: int) -> None:
-        self.blobs[unit] = dumps(apply(self.fn, self.work, unit))
-
-    def records(self) -> dict[int, bytes]:
-        return self.blobs
-
-    def held(self) -> np.ndarray:
-        mask = np.zeros(self.units, bool)
-        mask[list(self.blobs)] = True
-        return mask
-
-    def recover(
-        self,
-        blobs: dict[int, bytes],
-        dead: set[int],
-        old_size: int,
-        rank: int,
-        size: int,
-        exact: bool,
-        where: str,
-    ) -> np.ndarray:
-        # Results by item: the union of what survives and what was committed holds each
-        # finished item at least once (twice is the same result).
-        return self.load(blobs, rank, size, where)
-
-    def result(self, comm: Any, root: int | None) -> list[Any] | None:
-        parts = comm.allgather(self.blobs) if root is None else comm.gather(self.blobs, root=root)
-        if parts is None:
-            return None
-        merged: dict[int, bytes] = {}
-        for part in parts:
-            merged.update(part)
-        return [pickle.loads(merged[i]) for i in range(self.units)]
-
-
-class LeafWork:
-    """``map_reduce(deterministic=True)``: unit = a leaf of the fixed tree (``leaf`` items,
-    a size that depends on the item count only); a record per leaf, its folded value."""
-
-    def __init__(self, fn: Callable[[Any], Any], work: Items, op: ReduceOp, leaf: int) -> None:
-        self.fn, self.work, self.op, self.leaf = fn, work, op, leaf
-        self.units = -(-work.n // leaf) if work.n else 0
-        self.leaves: dict[int, Any] = {}
-        self.blobs: dict[int, bytes] = {}
-
-    def bounds(self, k: int) -> range:
-        return range(k * self.leaf, min(self.work.n, (k + 1) * self.leaf))
-
-    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
-        covered = np.zeros(self.units, bool)
-        for key, blob in blobs.items():
-            if key >= self.units:
-                raise CheckpointSchemaError(f"{where}: progress leaf {key} out of range")
-            covered[key] = True
-            if key % size == rank:
-                self.leaves[key] = loads(blob, where, f"partial of leaf {key}")
-                self.blobs[key] = blob
-        return covered
-
-    def run(self, unit: int) -> None:
-        span = self.bounds(unit)
-        values = [apply(self.fn, self.work, i) for i in span]
-        try:
-            value, _ = fold_many(self.op, values)
-        except Exception as exc:
-            raise UnitError(
-                span.start, f"reducing items {span.start}..{span.stop - 1}", exc
-            ) from exc
-        self.leaves[unit] = value
-        self.blobs[unit] = dumps(value)
-
-    def records(self) -> dict[int, bytes]:
-        return self.blobs
-
-    def held(self) -> np.ndarray:
-        mask = np.zeros(self.units, bool)
-        mask[list(self.leaves)] = True
-        return mask
-
-    def recover(
-        self,
-        blobs: dict[int, bytes],
-        dead: set[int],
-        old_size: int,
-        rank: int,
-        size: int,
-        exact: bool,
-        where: str,
-    ) -> np.ndarray:
-        return self.load(blobs, rank, size, where)  # by leaf, as MapWork by item
-
-
-class FoldWork:
-    """``map_reduce``: unit = item; one record per rank: its folded partial and the item
-    ranges it covers (a resumed rank folds the restored partials dealt to it)."""
-
-    def __init__(self, fn: Callable[[Any], Any], work: Items, op: ReduceOp, rank: int) -> None:
-        self.fn, self.work, self.op, self.rank, self.units = fn, work, op, rank, work.n
-        self.acc: Any = None
-        self.has = self.owned = False
-        self.mine = np.zeros(self.units, bool)
-
-    def add(self, value: Any, owned: bool) -> None:
-        if self.has:
-            self.acc, self.owned = fold(self.op, self.acc, value, self.owned)
-        else:
-            self.acc, self.owned, self.has = value, owned, True
-
-    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
-        covered = np.zeros(self.units, bool)
-        for key, blob in blobs.items():
-            record = loads(blob, where, f"partial {key}")
-            if not (isinstance(record, tuple) and len(record) == 3):
-                raise CheckpointSchemaError(f"{where}: progress partial {key} is malformed")
-            ranges, has, value = record
-            mark(covered, ranges, where)
-            if key % size == rank:
-                mark(self.mine, ranges, where)
-                if has:
-                    self.add(value, True)  # freshly unpickled: this rank owns it
-        return covered
-
-    def run(self, unit: int) -> None:
-        value = apply(self.fn, self.work, unit)
-        try:
-            self.add(value, False)
-        except Exception as exc:
-            raise UnitError(unit, f"reducing item {unit}", exc) from exc
-        self.mine[unit] = True
-
-    def records(self) -> dict[int, bytes]:
-        return {self.rank: dumps((intervals(self.mine), self.has, self.acc))}
-
-    def held(self) -> np.ndarray:
-        return self.mine.copy()
-
-    def recover(
-        self,
-        blobs: dict[int, bytes],
-        dead: set[int],
-        old_size: int,
-        rank: int,
-        size: int,
-        exact: bool,
-        where: str,
-    ) -> np.ndarray:
-        # Each committed partial is one rank's whole accumulator then (or was dealt to it
-        # by key): the survivors' accumulators already hold theirs, so only the dead
-        # ranks' partials are folded in.  Not exact: start again from the commit.
-        self.rank = rank
-        if not exact:
-            self.acc, self.has, self.owned = None, False, False
-            self.mine[:] = False
-            return self.load(blobs, rank, size, where)
-        return self.load(
-            {k: b for k, b in blobs.items() if k % old_size in dead}, rank, size, where
-        )
 
 
 # ---------------------------------------------------------------------------- cadence

@@ -259,7 +259,7 @@ def test_a_committed_result_that_no_longer_loads_is_a_schema_error(tmp_path_fact
 
 
 def test_damaged_progress_records_are_a_schema_error(tmp_path_factory):
-    from parcomp.mapreduce.resume import frame, unframe_blobs
+    from parcomp.mapreduce.records import frame, unframe_blobs
 
     where = folder(tmp_path_factory, "damaged")
     ckpt = parcomp.Checkpointer(where, handle_signals=False)
@@ -278,7 +278,7 @@ def test_damaged_progress_records_are_a_schema_error(tmp_path_factory):
 
 
 def committed_items(where: Path) -> set[int]:
-    from parcomp.mapreduce.resume import unframe_blobs
+    from parcomp.mapreduce.records import unframe_blobs
 
     ckpt = parcomp.Checkpointer(where, handle_signals=False)
     restored = ckpt.restore(redeal=lambda lengths, r, p: (0, sum(lengths)))

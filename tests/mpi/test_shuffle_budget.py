@@ -13,7 +13,7 @@ import pytest
 from mpi4py import MPI
 
 import parcomp
-from parcomp.mapreduce.keyed import _shuffle
+from parcomp.mapreduce.shuffle import shuffle as _shuffle
 from parcomp.runtime.errors import ConfigError
 from parcomp.runtime.reduce import resolve_op
 from parcomp.testing import parallel_assert

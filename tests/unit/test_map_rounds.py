@@ -7,16 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parcomp.mapreduce.resume import (
-    _Cadence,
-    check_cadence,
-    frame,
-    frame_blobs,
-    intervals,
-    mark,
-    unframe,
-    unframe_blobs,
-)
+from parcomp.mapreduce.records import frame, frame_blobs, intervals, mark, unframe, unframe_blobs
+from parcomp.mapreduce.resume import _Cadence, check_cadence
 from parcomp.runtime.errors import CheckpointSchemaError, ConfigError
 
 

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 
-from parcomp.mapreduce.keyed import owner_of_keys
 from parcomp.mapreduce.schedule import (
     as_items,
     chunk_size,
@@ -14,6 +13,7 @@ from parcomp.mapreduce.schedule import (
     node_chunk_range,
     static_chunks,
 )
+from parcomp.mapreduce.shuffle import owner_of_keys
 from parcomp.runtime.errors import ConfigError
 from parcomp.runtime.reduce import OPS, resolve_op, tree_cover, tree_evaluate, tree_subtree
 from tests.helpers import reference_tree_sum

@@ -1,0 +1,259 @@
+"""What a resumable map runs and commits, by kind of map: the *units* of work and the
+records that hold them (:class:`MapWork`, :class:`LeafWork`, :class:`FoldWork`; the keyed
+map's ``KeyedWork`` is in :mod:`parcomp.mapreduce.keyed`, the ensembles' in
+:mod:`parcomp.mapreduce.ensemble`).  Local: the rounds (:mod:`parcomp.mapreduce.resume`)
+do the communicating.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from parcomp.mapreduce.records import dumps, intervals, loads, mark
+from parcomp.mapreduce.schedule import Items
+from parcomp.runtime.errors import CheckpointSchemaError
+from parcomp.runtime.reduce import ReduceOp, fold, fold_many
+
+__all__ = ["FoldWork", "LeafWork", "MapWork", "UnitError", "UnitStopped", "Work", "apply"]
+
+
+class UnitError(Exception):
+    """A unit's failure: the item index, the item, the error (turned into a TaskError)."""
+
+    def __init__(self, index: int, item: Any, exc: BaseException) -> None:
+        super().__init__(index, item, exc)
+        self.index, self.item, self.exc = index, item, exc
+
+
+class UnitStopped(Exception):  # noqa: N818 - not an error: a task asked to stop
+    """A unit stopped by a preemption: its own checkpoint was taken (an ensemble task's
+    ``checkpoint_if_due`` raised :class:`~parcomp.checkpoint.preempt.Preempted`); it is not
+    finished, and the map stops after committing the finished ones."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum or int(signal.SIGTERM)
+
+
+def apply(fn: Callable[[Any], Any], work: Items, index: int) -> Any:
+    item = work.get(index)
+    try:
+        return fn(item)
+    except Exception as exc:
+        raise UnitError(index, item, exc) from exc
+
+
+class Work(Protocol):
+    """What :func:`run_rounds` runs: ``units`` of work, committed as records."""
+
+    units: int
+
+    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
+        """Take this rank's share of the committed records; return the mask of the units
+        they cover (all of them, on every rank)."""
+
+    def run(self, unit: int) -> None:
+        """Run one unit (raises :class:`UnitError`)."""
+
+    def records(self) -> dict[int, bytes]:
+        """This rank's records to commit: with the other ranks', everything finished."""
+
+    def held(self) -> np.ndarray:
+        """The mask of the units whose results this rank holds (committed or not)."""
+
+    def recover(
+        self,
+        blobs: dict[int, bytes],
+        dead: set[int],
+        old_size: int,
+        rank: int,
+        size: int,
+        exact: bool,
+        where: str,
+    ) -> np.ndarray:
+        """After lost ranks (``dead``, ranks of the old communicator of ``old_size``):
+        take this rank's share of what the last commit holds that the survivors do not
+        (``exact``: the last commit was dealt on the old communicator; else start from the
+        commit alone); return the mask of the units that share covers."""
+
+
+class MapWork:
+    """``map``: unit = item; a record per finished item, its pickled result."""
+
+    def __init__(self, fn: Callable[[Any], Any], work: Items) -> None:
+        self.fn, self.work, self.units = fn, work, work.n
+        self.blobs: dict[int, bytes] = {}
+
+    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
+        covered = np.zeros(self.units, bool)
+        for key, blob in blobs.items():
+            if key >= self.units:
+                raise CheckpointSchemaError(f"{where}: progress record {key} out of range")
+            covered[key] = True
+            if key % size == rank:
+                loads(blob, where, f"result of item {key}")  # checked now, on its rank
+                self.blobs[key] = blob
+        return covered
+
+    def run(self, unit: int) -> None:
+        self.blobs[unit] = dumps(apply(self.fn, self.work, unit))
+
+    def records(self) -> dict[int, bytes]:
+        return self.blobs
+
+    def held(self) -> np.ndarray:
+        mask = np.zeros(self.units, bool)
+        mask[list(self.blobs)] = True
+        return mask
+
+    def recover(
+        self,
+        blobs: dict[int, bytes],
+        dead: set[int],
+        old_size: int,
+        rank: int,
+        size: int,
+        exact: bool,
+        where: str,
+    ) -> np.ndarray:
+        # Results by item: the union of what survives and what was committed holds each
+        # finished item at least once (twice is the same result).
+        return self.load(blobs, rank, size, where)
+
+    def result(self, comm: Any, root: int | None) -> list[Any] | None:
+        parts = comm.allgather(self.blobs) if root is None else comm.gather(self.blobs, root=root)
+        if parts is None:
+            return None
+        merged: dict[int, bytes] = {}
+        for part in parts:
+            merged.update(part)
+        return [pickle.loads(merged[i]) for i in range(self.units)]
+
+
+class LeafWork:
+    """``map_reduce(deterministic=True)``: unit = a leaf of the fixed tree (``leaf`` items,
+    a size that depends on the item count only); a record per leaf, its folded value."""
+
+    def __init__(self, fn: Callable[[Any], Any], work: Items, op: ReduceOp, leaf: int) -> None:
+        self.fn, self.work, self.op, self.leaf = fn, work, op, leaf
+        self.units = -(-work.n // leaf) if work.n else 0
+        self.leaves: dict[int, Any] = {}
+        self.blobs: dict[int, bytes] = {}
+
+    def bounds(self, k: int) -> range:
+        return range(k * self.leaf, min(self.work.n, (k + 1) * self.leaf))
+
+    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
+        covered = np.zeros(self.units, bool)
+        for key, blob in blobs.items():
+            if key >= self.units:
+                raise CheckpointSchemaError(f"{where}: progress leaf {key} out of range")
+            covered[key] = True
+            if key % size == rank:
+                self.leaves[key] = loads(blob, where, f"partial of leaf {key}")
+                self.blobs[key] = blob
+        return covered
+
+    def run(self, unit: int) -> None:
+        span = self.bounds(unit)
+        values = [apply(self.fn, self.work, i) for i in span]
+        try:
+            value, _ = fold_many(self.op, values)
+        except Exception as exc:
+            raise UnitError(
+                span.start, f"reducing items {span.start}..{span.stop - 1}", exc
+            ) from exc
+        self.leaves[unit] = value
+        self.blobs[unit] = dumps(value)
+
+    def records(self) -> dict[int, bytes]:
+        return self.blobs
+
+    def held(self) -> np.ndarray:
+        mask = np.zeros(self.units, bool)
+        mask[list(self.leaves)] = True
+        return mask
+
+    def recover(
+        self,
+        blobs: dict[int, bytes],
+        dead: set[int],
+        old_size: int,
+        rank: int,
+        size: int,
+        exact: bool,
+        where: str,
+    ) -> np.ndarray:
+        return self.load(blobs, rank, size, where)  # by leaf, as MapWork by item
+
+
+class FoldWork:
+    """``map_reduce``: unit = item; one record per rank: its folded partial and the item
+    ranges it covers (a resumed rank folds the restored partials dealt to it)."""
+
+    def __init__(self, fn: Callable[[Any], Any], work: Items, op: ReduceOp, rank: int) -> None:
+        self.fn, self.work, self.op, self.rank, self.units = fn, work, op, rank, work.n
+        self.acc: Any = None
+        self.has = self.owned = False
+        self.mine = np.zeros(self.units, bool)
+
+    def add(self, value: Any, owned: bool) -> None:
+        if self.has:
+            self.acc, self.owned = fold(self.op, self.acc, value, self.owned)
+        else:
+            self.acc, self.owned, self.has = value, owned, True
+
+    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
+        covered = np.zeros(self.units, bool)
+        for key, blob in blobs.items():
+            record = loads(blob, where, f"partial {key}")
+            if not (isinstance(record, tuple) and len(record) == 3):
+                raise CheckpointSchemaError(f"{where}: progress partial {key} is malformed")
+            ranges, has, value = record
+            mark(covered, ranges, where)
+            if key % size == rank:
+                mark(self.mine, ranges, where)
+                if has:
+                    self.add(value, True)  # freshly unpickled: this rank owns it
+        return covered
+
+    def run(self, unit: int) -> None:
+        value = apply(self.fn, self.work, unit)
+        try:
+            self.add(value, False)
+        except Exception as exc:
+            raise UnitError(unit, f"reducing item {unit}", exc) from exc
+        self.mine[unit] = True
+
+    def records(self) -> dict[int, bytes]:
+        return {self.rank: dumps((intervals(self.mine), self.has, self.acc))}
+
+    def held(self) -> np.ndarray:
+        return self.mine.copy()
+
+    def recover(
+        self,
+        blobs: dict[int, bytes],
+        dead: set[int],
+        old_size: int,
+        rank: int,
+        size: int,
+        exact: bool,
+        where: str,
+    ) -> np.ndarray:
+        # Each committed partial is one rank's whole accumulator then (or was dealt to it
+        # by key): the survivors' accumulators already hold theirs, so only the dead
+        # ranks' partials are folded in.  Not exact: start again from the commit.
+        self.rank = rank
+        if not exact:
+            self.acc, self.has, self.owned = None, False, False
+            self.mine[:] = False
+            return self.load(blobs, rank, size, where)
+        return self.load(
+            {k: b for k, b in blobs.items() if k % old_size in dead}, rank, size, where
+        )
