@@ -171,10 +171,13 @@ class EnsembleWork(MapWork):
     def run(self, unit: int) -> None:
         item = self.work.get(unit)
         error: Exception | None = None
+        blob = b""
         _OUTER.append(self.comm)
         try:
             with default_comm_as(self.group, outer=self.comm):
                 value = self.fn(item, self.group)
+            if self.leader:  # before the agreement: a result that does not pickle fails it
+                blob = dumps(value)
         except preempt.Preempted as stop:  # the task's own checkpoint, agreed by its group
             raise UnitStopped(stop.signum) from stop
         except Exception as exc:  # noqa: BLE001 - agreed by the group just below
@@ -184,4 +187,4 @@ class EnsembleWork(MapWork):
         if self._failed_anywhere(error):
             raise UnitError(unit, item, error)  # error None: it failed on another rank
         if self.leader:
-            self.blobs[unit] = dumps(value)
+            self.blobs[unit] = blob

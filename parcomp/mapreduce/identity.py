@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import pickle
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,21 +47,19 @@ def _digest(data: bytes) -> str:
 
 def items_identity(items: Any) -> str:
     """``"<count>:<digest>"`` of the work items (PURE): a range by its bounds, an ndarray
-    by its dtype, shape and bytes, a sequence of plain values (numbers, strings, bytes,
-    None, tuples of them) by their ``repr``; anything else by its count and type only,
-    said in the text (``"<count>:opaque:<type>"``), so a change of such items is not seen."""
+    by its dtype, shape and bytes (object arrays by their values), any other iterable by
+    its values (:func:`_value_bytes`: numbers, strings, containers and arrays by content,
+    other objects by their attributes or pickle).  A generator must be passed already
+    listed (:func:`parcomp.mapreduce.schedule.as_items` does), or it would be empty here."""
     if isinstance(items, range):
         return f"{len(items)}:range:{items.start}:{items.stop}:{items.step}"
     if isinstance(items, np.ndarray):
-        head = f"{items.dtype.str}{items.shape}".encode()
-        return f"{len(items)}:{_digest(head + np.ascontiguousarray(items).tobytes())}"
+        return f"{len(items)}:{_digest(_value_bytes(items, 0))}"
     try:
         values = list(items)
     except TypeError:
         return f"0:opaque:{type(items).__name__}"
-    if all(_plain(v) for v in values):
-        return f"{len(values)}:{_digest(repr(values).encode())}"
-    return f"{len(values)}:opaque:{type(items).__name__}"
+    return f"{len(values)}:{_digest(type(items).__name__.encode() + _value_bytes(values, 0))}"
 
 
 def _plain(value: Any) -> bool:
@@ -76,26 +76,43 @@ def function_identity(fn: Callable[..., Any] | None, _depth: int = 0) -> tuple[s
     """``(qualified name, code digest)`` of a mapper or reducer (PURE).
 
     The digest covers the bytecode and constants of the function and of the functions it
-    defines (a Numba dispatcher by its Python function), and the values bound to it: its
-    default arguments, the variables it closes over and a ``functools.partial``'s
-    arguments (plain values and arrays by content, functions by their own identity,
-    anything else by its type only).  Module globals the function reads are not covered.
-    A callable without code or bound values (a builtin) has the digest ``"-"``.
+    defines, and the values bound to it: its default arguments, the variables it closes
+    over, a ``functools.partial``'s arguments, a bound method's object, a callable
+    object's attributes (with its class's ``__call__``), a Numba dispatcher's or
+    ``np.vectorize``'s Python function; values by content (:func:`_value_bytes`).  Module
+    globals the function reads are not covered.  A builtin with nothing bound has the
+    digest ``"-"``.
     """
     if fn is None:
         return "-", "-"
     if isinstance(fn, str):
         return fn, "-"
     bound: list[Any] = []
-    func = getattr(fn, "py_func", fn)
-    while isinstance(func, functools.partial):
-        bound += [func.args, sorted(func.keywords.items())]
-        func = func.func
-    func = getattr(func, "py_func", func)
-    module = getattr(func, "__module__", None) or "?"
-    name = f"{module}.{getattr(func, '__qualname__', type(func).__name__)}"
+    func: Any = fn
+    for _ in range(16):  # unwrap the layers around the Python function
+        if hasattr(func, "py_func"):  # a Numba dispatcher
+            func = func.py_func
+        elif isinstance(func, functools.partial):
+            bound += [func.args, sorted(func.keywords.items())]
+            func = func.func
+        elif isinstance(func, types.MethodType):
+            bound.append(("self", func.__self__))
+            func = func.__func__
+        elif isinstance(func, np.vectorize):
+            bound.append(("vectorize", func.otypes, func.excluded))
+            func = func.pyfunc
+        else:
+            break
     code = getattr(func, "__code__", None)
-    if code is not None:
+    if code is None and not isinstance(func, types.BuiltinFunctionType | type) and callable(func):
+        call = type(func).__call__  # a callable object: its class's code
+        bound.append(("object", func))
+        code = getattr(call, "__code__", None)
+        name = f"{type(func).__module__}.{type(func).__qualname__}"
+    else:
+        module = getattr(func, "__module__", None) or "?"
+        name = f"{module}.{getattr(func, '__qualname__', type(func).__name__)}"
+    if code is not None and hasattr(func, "__code__"):
         cells = [c.cell_contents for c in (getattr(func, "__closure__", None) or ()) if _filled(c)]
         bound += [getattr(func, "__defaults__", None), getattr(func, "__kwdefaults__", None), cells]
     if code is None and not bound:
@@ -115,25 +132,42 @@ def _filled(cell: Any) -> bool:
 
 
 def _value_bytes(value: Any, depth: int) -> bytes:
-    """Bytes that change when a bound value does (PURE; plain values, arrays, functions
-    and containers of them by content, anything else by type)."""
+    """Bytes that change when a value does (PURE): plain values by ``repr``; lists, tuples,
+    dicts and sets by their elements (sets sorted: their order differs between processes);
+    arrays by dtype, shape and bytes; functions by :func:`function_identity`; other objects
+    by their attributes (``vars``), else their pickle, else their type only."""
     if depth > 8:
         return b"deep"
-    if _plain(value):
+    kind = type(value).__qualname__.encode()
+    if _plain(value) and not isinstance(value, tuple):
         return repr(value).encode()
     if isinstance(value, np.ndarray):
-        return (
-            f"{value.dtype.str}{value.shape}".encode()
-            + _digest(np.ascontiguousarray(value).tobytes()).encode()
-        )
+        head = f"{value.dtype.str}{value.shape}".encode()
+        if value.dtype.hasobject:
+            return head + _value_bytes(value.tolist(), depth + 1)
+        return head + _digest(np.ascontiguousarray(value).tobytes()).encode()
     if isinstance(value, list | tuple):
-        return b"[" + b",".join(_value_bytes(v, depth + 1) for v in value) + b"]"
+        return kind + b"[" + b",".join(_value_bytes(v, depth + 1) for v in value) + b"]"
     if isinstance(value, dict):
-        pairs = sorted(value.items(), key=lambda kv: repr(kv[0]))
-        return b"{" + b",".join(_value_bytes(list(kv), depth + 1) for kv in pairs) + b"}"
-    if callable(value) and (hasattr(value, "__code__") or hasattr(value, "py_func")):
+        pairs = sorted(
+            (_value_bytes(k, depth + 1), _value_bytes(v, depth + 1)) for k, v in value.items()
+        )
+        return kind + b"{" + b",".join(k + b":" + v for k, v in pairs) + b"}"
+    if isinstance(value, set | frozenset):
+        return kind + b"{" + b",".join(sorted(_value_bytes(v, depth + 1) for v in value)) + b"}"
+    if callable(value) and (
+        hasattr(value, "__code__")
+        or hasattr(value, "py_func")
+        or isinstance(value, functools.partial)
+    ):
         return "|".join(function_identity(value, depth + 1)).encode()
-    return f"<{type(value).__module__}.{type(value).__qualname__}>".encode()
+    attrs = getattr(value, "__dict__", None)
+    if isinstance(attrs, dict) and attrs:
+        return kind + b"(" + _value_bytes(attrs, depth + 1) + b")"
+    try:
+        return kind + _digest(pickle.dumps(value, protocol=4)).encode()
+    except Exception:  # noqa: BLE001 - not picklable: its type is all there is to go by
+        return b"<" + type(value).__module__.encode() + b"." + kind + b">"
 
 
 def _code_bytes(code: Any) -> bytes:

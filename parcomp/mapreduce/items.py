@@ -34,7 +34,7 @@ from parcomp.mapreduce.schedule import (
     static_chunks,
 )
 from parcomp.mapreduce.works import FoldWork, LeafWork, MapWork
-from parcomp.runtime.agree import agreed, raise_if_differ
+from parcomp.runtime.agree import agreed, alike, raise_if_differ
 from parcomp.runtime.callid import any_flag
 from parcomp.runtime.errors import ConfigError, TaskError
 from parcomp.runtime.progress import Progress
@@ -124,6 +124,19 @@ class _Plan:
         self.progress.close()
         if self.counter is not None:
             self.counter.free()
+
+
+def check_root(root: Any, comm: Any) -> None:
+    """``root`` is None or a rank of ``comm``; checked before any work (no communication:
+    every rank passes the same ``root``)."""
+    if root is None:
+        return
+    with alike(comm):
+        if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < comm.Get_size():
+            raise ConfigError(
+                f"root={root!r} is not a rank of the map's {comm.Get_size()} rank(s); "
+                "give a rank from 0 to size - 1, or None for every rank"
+            )
 
 
 def _same_items(items: Items, comm: Any) -> None:
@@ -323,6 +336,7 @@ def map(
     if ranks_per_task is not None:
         comm = resolve_comm(comm)
         refuse_outer(comm)
+        check_root(root, comm)
         schedule = schedule or "dynamic"
         rounds = _Resume(checkpoint, every_items, every_seconds, resume, schedule, items, comm)
         with agreed(comm):
@@ -330,7 +344,7 @@ def map(
             work = as_items(items)
         _same_items(work, comm)
         team = EnsembleWork(fn, work, comm, k)
-        identity = call_identity("map", items, fn, layout=f"groups of {k}")
+        identity = call_identity("map", work.source, fn, layout=f"groups of {k}")
         rounds.run(team, comm, identity, progress, dealer=lambda: GroupDealer(comm, k, schedule))
         return team.result(comm, root)
     schedule = schedule or "block"
@@ -342,12 +356,13 @@ def map(
     ):
         comm = resolve_comm(comm)
         refuse_outer(comm)
+        check_root(root, comm)
         rounds = _Resume(checkpoint, every_items, every_seconds, resume, schedule, items, comm)
         with agreed(comm):
             work = as_items(items)
         _same_items(work, comm)
         job = MapWork(fn, work)
-        comm = rounds.run(job, comm, call_identity("map", items, fn), progress)
+        comm = rounds.run(job, comm, call_identity("map", work.source, fn), progress)
         return job.result(comm, root)
     if _is_distarray(items):
         comm = items.comm if comm is None else comm
@@ -355,6 +370,7 @@ def map(
         schedule, chunksize = "block", 1
     comm = resolve_comm(comm)
     refuse_outer(comm)
+    check_root(root, comm)
     with agreed(comm):
         work = as_items(items)
     plan = _Plan(work, comm, schedule, chunksize, False, progress)
@@ -467,6 +483,7 @@ def map_reduce(
         comm = items.comm if comm is None else comm
     comm = resolve_comm(comm)
     refuse_outer(comm)
+    check_root(root, comm)
     rounds = _Resume(checkpoint, every_items, every_seconds, resume, schedule, items, comm)
     if _is_distarray(items):
         if deterministic:
@@ -483,14 +500,17 @@ def map_reduce(
         if deterministic:
             tree = LeafWork(mapper, work, op, leaf)
             identity = call_identity(
-                "map_reduce", items, mapper, _reducer(reduce), True, f"leaves of {leaf}"
+                "map_reduce", work.source, mapper, _reducer(reduce), True, f"leaves of {leaf}"
             )
             comm = rounds.run(tree, comm, identity, progress, unit=leaf)
             value, any_value = _reduce_leaves(tree.leaves, tree.units, op, comm, root, tree.bounds)
         else:
             part = FoldWork(mapper, work, op, comm.Get_rank())
             comm = rounds.run(
-                part, comm, call_identity("map_reduce", items, mapper, _reducer(reduce)), progress
+                part,
+                comm,
+                call_identity("map_reduce", work.source, mapper, _reducer(reduce)),
+                progress,
             )
             value, any_value, failures = combine_partials(
                 part.acc, part.has, op, comm, root, None, owned=part.owned, out=out

@@ -24,7 +24,14 @@ import numpy as np
 
 from parcomp.mapreduce.ensemble import refuse_outer
 from parcomp.mapreduce.identity import call_identity
-from parcomp.mapreduce.items import _agree_failures, _Plan, _Resume, _run_items, _same_items
+from parcomp.mapreduce.items import (
+    _agree_failures,
+    _Plan,
+    _Resume,
+    _run_items,
+    _same_items,
+    check_root,
+)
 from parcomp.mapreduce.records import dumps, intervals, loads, mark
 from parcomp.mapreduce.schedule import as_items
 from parcomp.mapreduce.works import UnitError, apply
@@ -128,6 +135,7 @@ class KeyedWork:
 
     #: Seconds between commits during a budgeted shuffle when the map gave none.
     SHUFFLE_SECONDS = 60.0
+    by_unit = False
 
     def __init__(self, fn: Callable[[Any], Any], work: Any, op: ReduceOp, rank: int) -> None:
         self.fn, self.work, self.op, self.rank, self.units = fn, work, op, rank, work.n
@@ -293,6 +301,7 @@ def map_reduce_keyed(
     """
     comm = resolve_comm(comm)
     refuse_outer(comm)
+    check_root(root, comm)
     budget = _check_budget(max_shuffle_bytes, comm)
     op = resolve_op(reduce)
     rounds = _Resume(checkpoint, every_items, every_seconds, resume, schedule, items, comm)
@@ -304,7 +313,7 @@ def map_reduce_keyed(
         reducer = reduce.name if isinstance(reduce, ReduceOp) else reduce
         found: dict[str, Any] = {}
         comm = rounds.run(
-            job, comm, call_identity("map_reduce_keyed", items, mapper, reducer), progress,
+            job, comm, call_identity("map_reduce_keyed", work.source, mapper, reducer), progress,
             then=lambda committer, comm: found.setdefault(
                 "owned", job.shuffle(committer, op, comm, budget)
             ),

@@ -241,6 +241,23 @@ def _committed(
     return blobs, restored.step + 1, dict(restored.meta)
 
 
+def _after_latest(ckpt: Checkpointer, comm: Any) -> int:
+    """``resume="ignore"``: the step after the folder's newest commit, so that the new
+    progress is the newest and pruning removes the old, never the new.  A folder holding
+    other checkpoints is refused (starting over there would prune them)."""
+    restored = ckpt.restore(redeal=lambda lengths, r, p: (0, 0))  # metadata, no records
+    if restored is None:
+        return 0
+    with alike(comm, catch=(ConfigError,)):
+        if META not in restored.meta:
+            raise ConfigError(
+                f"{ckpt.directory} holds checkpoints that are not a map's progress "
+                f"({restored.path}); resume='ignore' would prune them: give the map a "
+                "folder of its own"
+            )
+    return restored.step + 1
+
+
 def _restore(
     ckpt: Checkpointer, work: Work, identity: dict[str, str], comm: Any
 ) -> tuple[np.ndarray, int, dict[str, Any] | None]:
@@ -398,8 +415,10 @@ def run_rounds(
     bar: Progress | None = None
     try:
         saved_meta: dict[str, Any] | None = None
-        if resume == "ignore" or ckpt is None:
+        if ckpt is None:
             covered, step = np.zeros(work.units, bool), 0
+        elif resume == "ignore":  # start over, but after what the folder holds
+            covered, step = np.zeros(work.units, bool), _after_latest(ckpt, comm)
         else:
             covered, step, saved_meta = _restore(ckpt, work, identity, comm)
         todo = np.flatnonzero(~covered)
@@ -476,10 +495,15 @@ def run_rounds(
                     ckpt = Checkpointer(ckpt.directory, keep=2, handle_signals=False, comm=comm)
                     found = _committed(ckpt, identity, comm)
                     blobs, step = (found[0], found[1]) if found is not None else ({}, step)
+                    survived = work.held().astype(np.uint8)  # what some survivor holds
+                    comm.Allreduce(MPI.IN_PLACE, survived, op=MPI.MAX)
+                    if work.by_unit:  # keep one copy of each: drop what survivors hold
+                        blobs = {
+                            k: b for k, b in blobs.items() if not (k < work.units and survived[k])
+                        }
                     with agreed(comm, catch=(CheckpointSchemaError,)):
                         held = work.recover(blobs, dead, old_size, rank, size, exact, "commit")
-                        held |= work.held()
-                    mask = held.astype(np.uint8)
+                    mask = held.astype(np.uint8) | survived
                     comm.Allreduce(MPI.IN_PLACE, mask, op=MPI.MAX)
                     todo, pos = np.flatnonzero(mask == 0), 0
                     finished = work.units - len(todo)

@@ -19,7 +19,16 @@ from parcomp.mapreduce.schedule import Items
 from parcomp.runtime.errors import CheckpointSchemaError
 from parcomp.runtime.reduce import ReduceOp, fold, fold_many
 
-__all__ = ["FoldWork", "LeafWork", "MapWork", "UnitError", "UnitStopped", "Work", "apply"]
+__all__ = [
+    "FoldWork",
+    "LeafWork",
+    "MapWork",
+    "UnitError",
+    "UnitStopped",
+    "Work",
+    "apply",
+    "dump_result",
+]
 
 
 class UnitError(Exception):
@@ -48,10 +57,21 @@ def apply(fn: Callable[[Any], Any], work: Items, index: int) -> Any:
         raise UnitError(index, item, exc) from exc
 
 
+def dump_result(value: Any, work: Items, index: int) -> bytes:
+    """A result pickled for its record; a result that does not pickle is the item's
+    failure (:class:`UnitError`, a TaskError on every rank), not one rank's TypeError."""
+    try:
+        return dumps(value)
+    except Exception as exc:
+        raise UnitError(index, work.get(index), exc) from exc
+
+
 class Work(Protocol):
     """What :func:`run_rounds` runs: ``units`` of work, committed as records."""
 
     units: int
+    #: Records keyed by unit (a result per item or leaf), rather than one per rank.
+    by_unit: bool
 
     def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
         """Take this rank's share of the committed records; return the mask of the units
@@ -85,6 +105,8 @@ class Work(Protocol):
 class MapWork:
     """``map``: unit = item; a record per finished item, its pickled result."""
 
+    by_unit = True
+
     def __init__(self, fn: Callable[[Any], Any], work: Items) -> None:
         self.fn, self.work, self.units = fn, work, work.n
         self.blobs: dict[int, bytes] = {}
@@ -101,7 +123,7 @@ class MapWork:
         return covered
 
     def run(self, unit: int) -> None:
-        self.blobs[unit] = dumps(apply(self.fn, self.work, unit))
+        self.blobs[unit] = dump_result(apply(self.fn, self.work, unit), self.work, unit)
 
     def records(self) -> dict[int, bytes]:
         return self.blobs
@@ -139,6 +161,8 @@ class LeafWork:
     """``map_reduce(deterministic=True)``: unit = a leaf of the fixed tree (``leaf`` items,
     a size that depends on the item count only); a record per leaf, its folded value."""
 
+    by_unit = True
+
     def __init__(self, fn: Callable[[Any], Any], work: Items, op: ReduceOp, leaf: int) -> None:
         self.fn, self.work, self.op, self.leaf = fn, work, op, leaf
         self.units = -(-work.n // leaf) if work.n else 0
@@ -169,7 +193,7 @@ class LeafWork:
                 span.start, f"reducing items {span.start}..{span.stop - 1}", exc
             ) from exc
         self.leaves[unit] = value
-        self.blobs[unit] = dumps(value)
+        self.blobs[unit] = dump_result(value, self.work, span.start)
 
     def records(self) -> dict[int, bytes]:
         return self.blobs
@@ -195,6 +219,8 @@ class LeafWork:
 class FoldWork:
     """``map_reduce``: unit = item; one record per rank: its folded partial and the item
     ranges it covers (a resumed rank folds the restored partials dealt to it)."""
+
+    by_unit = False
 
     def __init__(self, fn: Callable[[Any], Any], work: Items, op: ReduceOp, rank: int) -> None:
         self.fn, self.work, self.op, self.rank, self.units = fn, work, op, rank, work.n

@@ -349,3 +349,63 @@ def test_a_budgeted_shuffle_commits_its_rounds_and_resumes_to_the_same_bits(tmp_
     else:
         ok = first is None and again is None
     parallel_assert(ok, state)
+
+
+SCALE = 1  # a module global the mapper reads: not part of its identity (documented)
+
+
+def scaled(x):
+    return x * SCALE
+
+
+def test_resume_ignore_starts_over_and_its_progress_is_the_newest(tmp_path_factory):
+    """After resume="ignore", the old call's steps must not outlive the new ones: a later
+    resume="yes" resumes the new progress (the review found the old one came back)."""
+    global SCALE
+    where = folder(tmp_path_factory, "ignore")
+    SCALE = 1
+    parcomp.map(scaled, range(60), checkpoint=where, every_items=7)
+    SCALE = 2
+    fresh = parcomp.map(scaled, range(60), checkpoint=where, every_items=20, resume="ignore")
+    again = parcomp.map(scaled, range(60), checkpoint=where, every_items=20)
+    SCALE = 1
+    parallel_assert(fresh == again == [2 * x for x in range(60)], again[:4])
+
+
+def test_resume_ignore_refuses_a_folder_of_other_checkpoints(tmp_path_factory):
+    where = folder(tmp_path_factory, "ignore-other")
+    ckpt = parcomp.Checkpointer(where, handle_signals=False)
+    ckpt.save(100, scalars={"t": 1.0})
+    ckpt.close()
+    with pytest.raises(ConfigError, match="would prune them"):
+        parcomp.map(abs, range(4), checkpoint=where, resume="ignore")
+    parallel_assert((where / "step-00000100").is_dir())
+
+
+def test_generator_items_are_identified_by_their_values(tmp_path_factory):
+    where = folder(tmp_path_factory, "gen")
+    parcomp.map(abs, (x for x in range(6)), checkpoint=where, every_items=2)
+    with pytest.raises(ConfigError, match="work items"):
+        parcomp.map(abs, (x + 100 for x in range(6)), checkpoint=where, every_items=2)
+    same = parcomp.map(abs, (x for x in range(6)), checkpoint=where, every_items=2)
+    parallel_assert(same == list(range(6)))
+
+
+def lock_on_last_rank(x):
+    import threading
+
+    return threading.Lock() if x == 5 else x
+
+
+def test_a_result_that_does_not_pickle_is_a_task_error_on_every_rank(tmp_path_factory):
+    where = folder(tmp_path_factory, "unpickle")
+    with pytest.raises(TaskError, match=r"item 5 .*pickle"):
+        parcomp.map(lock_on_last_rank, range(8), checkpoint=where, every_items=8)
+
+
+def test_a_root_that_is_not_a_rank_is_refused_before_any_work(tmp_path_factory):
+    where = folder(tmp_path_factory, "root")
+    for call in (parcomp.map, parcomp.map_reduce, parcomp.map_reduce_keyed):
+        with pytest.raises(ConfigError, match=r"root=.* is not a rank"):
+            call(abs, range(3), root=SIZE, checkpoint=where / call.__name__)
+    parallel_assert(not any(where.iterdir()))

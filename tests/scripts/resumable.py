@@ -2,10 +2,11 @@
 
     parcomp run -n N tests/scripts/resumable.py KIND SIDE N_ITEMS EVERY [PROGRESS_DIR]
 
-KIND is map, det (map_reduce deterministic=True) or keyed.  Every call of the mapper is
+KIND is map, det (map_reduce deterministic=True), fold (map_reduce), keyed or shuffle
+(keyed through a small shuffle budget).  Every call of the mapper is
 written to ``SIDE/calls-<pid>``; rank 0 prints ``RESULT <text>``.  Without PROGRESS_DIR
 the call is not checkpointed (the reference).  ``RESUMABLE_SLEEP`` (seconds per item);
-``RESUMABLE_DIE_AT`` (the rank that runs this item SIGKILLs itself, once: ``SIDE/died``).
+``RESUMABLE_DIE_AT`` (items, comma-separated: the rank that runs one SIGKILLs itself, once).
 """
 
 import math
@@ -20,20 +21,23 @@ import parcomp
 KIND, SIDE, N, EVERY = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 PROGRESS = sys.argv[5] if len(sys.argv) > 5 else None
 SLEEP = float(os.environ.get("RESUMABLE_SLEEP", "0.01"))
-DIE_AT = int(os.environ.get("RESUMABLE_DIE_AT", "-1"))  # the rank running this item dies once
+#: The rank that runs one of these items dies, once per item (``SIDE/died-<item>``).
+DIE_AT = {int(v) for v in os.environ.get("RESUMABLE_DIE_AT", "").split(",") if v}
 
 
 def mapper(i: int):
     with open(SIDE / f"calls-{os.getpid()}", "a") as fh:
         fh.write(f"{i}\n")
     time.sleep(SLEEP)
-    if i == DIE_AT and not (SIDE / "died").exists():
-        (SIDE / "died").write_text(str(os.getpid()))
+    if i in DIE_AT and not (SIDE / f"died-{i}").exists():
+        (SIDE / f"died-{i}").write_text(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGKILL)
     if KIND == "keyed":
         return [(f"k{i % 7}", i), (i % 3, 1)]
     if KIND == "det":
         return math.sin(i) / (1.0 + i)
+    if KIND == "fold":
+        return i * i
     return {"i": i, "v": math.sin(i)}
 
 
@@ -44,6 +48,9 @@ if KIND == "map":
 elif KIND == "det":
     out = parcomp.map_reduce(mapper, range(N), "sum", deterministic=True, **options)
     text = out.hex()
+elif KIND == "fold":  # map_reduce, not deterministic: per-rank partials
+    out = parcomp.map_reduce(mapper, range(N), "sum", **options)
+    text = repr(out)
 elif KIND == "shuffle":  # many keys through a small shuffle budget, committed by time
     shuffle = {"max_shuffle_bytes": 2048}
     if PROGRESS is not None:

@@ -43,6 +43,8 @@ def calls(side: Path) -> collections.Counter:
 
 
 def reference(kind):
+    if kind == "fold":
+        return repr(sum(i * i for i in range(N)))
     if kind == "map":
         return repr([{"i": i, "v": math.sin(i)} for i in range(N)])
     if kind == "keyed":
@@ -173,24 +175,35 @@ def test_a_relaunch_after_a_lost_rank_resumes_from_the_last_commit(kind, tmp_pat
     assert sum(c - 1 for c in counts.values()) <= EVERY
 
 
-@pytest.mark.parametrize("kind", ["map", "det", "keyed"])
-def test_ulfm_survivors_redo_only_the_lost_ranks_uncommitted_items(kind, tmp_path, ompi_venv):
-    """``parcomp run --ulfm`` (Open MPI): a rank dies inside the map; the survivors shrink
-    and finish the same call, redoing only what the dead rank had not committed."""
+@pytest.mark.parametrize(
+    "kind, deaths", [("map", "50"), ("det", "50"), ("keyed", "50"), ("map", "17,70"), ("det", "17,70"),
+                     ("fold", "17,70")],
+)  # fmt: skip
+def test_ulfm_survivors_redo_only_the_lost_ranks_uncommitted_items(
+    kind, deaths, tmp_path, ompi_venv
+):
+    """``parcomp run --ulfm`` (Open MPI): ranks die inside the map (one, or two one after
+    the other on 4 ranks); the survivors shrink and finish the same call, redoing only
+    what the dead had not committed; the progress they leave resumes cleanly."""
     side, progress = tmp_path / "side", tmp_path / "progress"
     side.mkdir()
     want = reference(kind) or finish(1, kind, tmp_path, None)
-    argv = launch(3, kind, side, progress)
+    kills = len(deaths.split(","))
+    argv = launch(2 + kills, kind, side, progress)
     proc = run([ompi_venv / "bin" / "parcomp", "run", "--ulfm", *argv[2:]], timeout=200,
-               env={"RESUMABLE_DIE_AT": "50"})  # fmt: skip
+               env={"RESUMABLE_DIE_AT": deaths})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "restart 1/" not in proc.stderr, "recovered inside the job, not relaunched"
     assert "recovered in the map" in proc.stderr and "shrunk to 2 ranks" in proc.stderr
     assert re.search(r"^RESULT (.*)$", proc.stdout, re.M).group(1) == want
     counts = calls(side)
     assert set(counts) == set(range(N))
-    # only the dead rank's items since the last commit: at most its share of one round
-    assert sum(c - 1 for c in counts.values()) <= EVERY, counts
+    # only the dead ranks' items since the last commit: at most one round each
+    assert sum(c - 1 for c in counts.values()) <= kills * EVERY, counts
+    again = run(launch(2, kind, side, progress), timeout=200)  # MPICH, the same call
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming: {N} of {N}" in again.stderr or "resuming:" in again.stderr
+    assert re.search(r"^RESULT (.*)$", again.stdout, re.M).group(1) == want
 
 
 def shuffle_reference():
@@ -202,8 +215,12 @@ def shuffle_reference():
 
 
 def in_shuffle(progress: Path) -> bool:
-    return any("parcomp.map.shuffle" in m.read_text(errors="replace")
-               for m in progress.glob("step-*/*.json"))  # fmt: skip
+    """Whether a commit taken during the shuffle is there (steps come and go: pruned)."""
+    try:
+        return any("parcomp.map.shuffle" in m.read_text(errors="replace")
+                   for m in progress.glob("step-*/*.json"))  # fmt: skip
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("again", [3, 2], ids=["same-ranks", "other-ranks"])
