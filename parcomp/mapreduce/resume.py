@@ -127,31 +127,57 @@ class _Cadence:
 
 
 # ---------------------------------------------------------------------------- signals
+#: SIGINTs received during a map's rounds (Ctrl-C, a notebook's stop button).
+_INTERRUPTS: list[int] = []
+
+
+def stop_requested() -> bool:
+    """Whether this rank was asked to stop taking units: a preemption signal or Ctrl-C."""
+    return bool(preempt.requested() or _INTERRUPTS)
+
+
+def _on_interrupt(signum: int, _frame: object) -> None:
+    _INTERRUPTS.append(signum)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second one: at once
+
+
 @contextmanager
 def catching_preemption() -> Iterator[None]:
-    """During the call: SIGTERM/SIGUSR1/SIGUSR2 only set parcomp's preemption flag.
+    """During the call: SIGTERM/SIGUSR1/SIGUSR2 only set parcomp's preemption flag, and a
+    first SIGINT (Ctrl-C, a notebook's stop button) only sets a flag too.
 
-    When parcomp's handlers were installed already (``parcomp run``'s ranks with a
-    ``Checkpointer``, or an earlier one), nothing changes.  Otherwise they are installed
-    for the call and the previous ones put back after it; a signal that arrived after the
-    last round stays recorded (``preempt.requested()``) for the program's own checkpoints.
-    Outside the main thread (a notebook's worker thread) signals are left alone.
+    A rank interrupted in the middle of a round must not leave it alone: the others would
+    wait for it in the round's collectives forever.  So the ranks finish the units in
+    hand, agree at the round's end, commit, and then every rank raises
+    ``KeyboardInterrupt`` (or exits 75 after a preemption signal).  A second SIGINT
+    interrupts at once.  When parcomp's preemption handlers were installed already
+    (``parcomp run``'s ranks with a ``Checkpointer``, or an earlier one) they stay.  A
+    preemption signal that arrived after the last round stays recorded
+    (``preempt.requested()``) for the program's own checkpoints.  Outside the main thread
+    signals are left alone.
     """
-    if preempt.active() or threading.current_thread() is not threading.main_thread():
+    _INTERRUPTS.clear()
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    mine = not preempt.active()
     previous = {sig: signal.getsignal(sig) for sig in preempt.SIGNALS}
-    preempt.install_handlers()
+    previous_int = signal.getsignal(signal.SIGINT)
+    if mine:
+        preempt.install_handlers()
+    signal.signal(signal.SIGINT, _on_interrupt)
     try:
         yield
     finally:
-        preempt.uninstall_handlers(previous)
-        if preempt.requested():
-            _LOG.warning(
-                "preemption signal %d arrived after the map's last commit; it is kept for "
-                "the program's own checkpoints",
-                preempt.requested(),
-            )
+        signal.signal(signal.SIGINT, previous_int)
+        if mine:
+            preempt.uninstall_handlers(previous)
+            if preempt.requested():
+                _LOG.warning(
+                    "preemption signal %d arrived after the map's last commit; it is kept "
+                    "for the program's own checkpoints",
+                    preempt.requested(),
+                )
 
 
 # ---------------------------------------------------------------------------- the rounds
@@ -295,7 +321,7 @@ class Dealer:
                 else batch[self.rank :: self.size]
             )
             for unit in mine.tolist():
-                if self.stops and preempt.requested():
+                if self.stops and stop_requested():
                     return
                 yield unit
             return
@@ -304,7 +330,7 @@ class Dealer:
             counter.values[0] = 0  # every rank of the node finished the last round (a commit)
         counter.node_comm.Barrier()
         start, stop = node_chunk_range(len(batch), self.node_sizes, self.node)
-        while not (self.stops and preempt.requested()):
+        while not (self.stops and stop_requested()):
             k = start + counter.fetch_add(1, 0)
             if k >= stop:
                 return
@@ -343,15 +369,19 @@ class Committer:
 
         if self.ckpt is None:
             return
-        flags = np.array([preempt.requested(), int((time.monotonic() - self._since) * 1e6)])
+        flags = np.array(
+            [preempt.requested(), int((time.monotonic() - self._since) * 1e6), len(_INTERRUPTS)]
+        )
         self.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
-        if not flags[0] and flags[1] < seconds * 1e6:
+        if not flags[0] and not flags[2] and flags[1] < seconds * 1e6:
             return
         self.ckpt.save(
             self.step, local={"records": frame_blobs(records())}, meta={META: self.identity, **meta}
         )
         self.step += 1
         self._since = time.monotonic()
+        if flags[2] and not flags[0]:
+            raise KeyboardInterrupt("interrupted: the shuffle's progress is committed")
         if flags[0]:
             self.ckpt.wait()
             _LOG.warning(
@@ -435,7 +465,7 @@ def run_rounds(
         if len(todo):
             deal = dealer() if dealer is not None else Dealer(comm, schedule)
             deal.stops = ckpt is not None
-        flags = np.zeros(5, np.int64)
+        flags = np.zeros(6, np.int64)
         pos = 0
         committed_at = time.monotonic()
         ulfm = own and dealer is None and _ulfm_on(comm)
@@ -469,13 +499,14 @@ def run_rounds(
                         int((now - start) * 1e6),
                         int((now - committed_at) * 1e6),
                         stopped,
+                        len(_INTERRUPTS),
                     )
                     comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)  # the slowest rank's clocks
                     if flags[0]:  # nothing since the last commit is committed
                         raise_failures(comm.allgather(failure), comm, local)
                     pos += len(batch)
                     if ckpt is not None and (
-                        flags[1] or cadence.due(flags[3] / 1e6, pos >= len(todo))
+                        flags[1] or flags[5] or cadence.due(flags[3] / 1e6, pos >= len(todo))
                     ):
                         ckpt.save(step, local={"records": frame_blobs(work.records())},
                                   meta={META: identity})  # fmt: skip
@@ -522,6 +553,10 @@ def run_rounds(
                 bar.update_to(min(work.units, finished + pos) * items_per_unit)
                 if flags[4] and ckpt is None:  # units are missing: the job must stop too
                     raise preempt.Preempted(int(flags[4]))
+                if flags[5] and not flags[1]:  # Ctrl-C: every rank stops, progress kept
+                    if rank == 0:
+                        _LOG.warning("interrupted: finished work committed at step %d", step - 1)
+                    raise KeyboardInterrupt("interrupted: the map's progress is committed")
                 if flags[1] and ckpt is not None:
                     ckpt.wait()
                     _LOG.warning(

@@ -280,3 +280,39 @@ def test_ulfm_job_recovers_inside_the_slurm_allocation(cluster, reference, ompi_
     assert "lost world rank(s) [1]" in text and "recovered in-job on 2 ranks" in text, text[-3000:]
     assert "restart 1/2" not in text and "resumed at step 30 on 2 ranks" in text
     assert f"sha256 = {reference}" in text
+
+
+def test_a_preempted_ensemble_map_commits_requeues_and_resumes(cluster, tmp_path):
+    """jobs/sweep.py (resumable map of heat2d runs, ranks_per_task=1) under the Slurm
+    template: USR1 mid-sweep commits the finished runs (the running ones checkpoint
+    themselves), exits 75, requeues; the requeued job resumes to the same table as an
+    uninterrupted sweep."""
+    sweep = ["jobs/sweep.py", "--alphas", "0.05,0.1,0.15,0.2,0.25,0.12", "--ranks-per-task",
+             "1", "--n", "48", "--steps", "3000", "--every", "100"]  # fmt: skip
+    whole = run([PARCOMP, "run", "-n", "2", "--timeout", "150", *sweep, "--out",
+                 tmp_path / "whole"], timeout=180)  # fmt: skip
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    script, log = tmp_path / "sweep.sbatch", tmp_path / "sweep-%j.out"
+    made = run([PARCOMP, "slurm", "-o", script, "--ntasks", "2", "--time", "00:05:00",
+                "--signal-lead", "60", "--log", log, *sweep, "--out", tmp_path / "out"],
+               timeout=60)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    job = cluster.sbatch(script, ROOT)
+    assert cluster.wait_until(job, ("RUNNING",), 60) == "RUNNING"
+    runs = tmp_path / "out" / "runs"
+    deadline = time.monotonic() + 90
+    while not (runs.exists() and any(runs.glob("*/step-*"))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sent = cluster.run("scancel", "--signal=USR1", "--batch", job)
+    assert sent.returncode == 0, sent.stderr
+    state, requeues = release_until_done(cluster, job)
+    text = (tmp_path / f"sweep-{job}.out").read_text()
+    assert state == "COMPLETED", text[-3000:]
+    assert requeues >= 1 and "exiting with status 75" in text and "requeued run 1" in text
+    import h5py
+
+    with (
+        h5py.File(tmp_path / "whole" / "sweep.h5") as a,
+        h5py.File(tmp_path / "out" / "sweep.h5") as b,
+    ):
+        assert (a["total"][()] == b["total"][()]).all() and (b["error"][()] < 1e-12).all()

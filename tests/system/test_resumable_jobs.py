@@ -250,3 +250,20 @@ def test_sigkill_during_the_shuffle_resumes_it(again, tmp_path):
     assert sum(calls(side).values()) == ran_before == N, "the map ran again"
     skipped = "resuming the shuffle after" in resumed.stderr
     assert skipped == (again == 3), resumed.stderr[-2000:]
+
+
+def test_ctrl_c_commits_what_is_finished_then_stops_every_rank(tmp_path):
+    """SIGINT (Ctrl-C) to parcomp run during a map: the ranks finish the item in hand,
+    agree, commit and stop (status 130); the rerun runs nothing twice."""
+    side, progress = tmp_path / "side", tmp_path / "progress"
+    side.mkdir()
+    proc = subprocess.Popen(launch(3, "map", side, progress, every=1000), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    started(side, 20)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "RESULT" not in out
+    assert finish(2, "map", side, progress) == reference("map")
+    counts = calls(side)
+    assert set(counts) == set(range(N)) and max(counts.values()) == 1, counts
