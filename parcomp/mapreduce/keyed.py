@@ -34,7 +34,7 @@ from parcomp.mapreduce.items import (
 )
 from parcomp.mapreduce.records import dumps, intervals, loads, mark
 from parcomp.mapreduce.schedule import as_items
-from parcomp.mapreduce.works import UnitError, apply
+from parcomp.mapreduce.works import ByRank, UnitError, apply
 from parcomp.runtime.agree import agreed, raise_if_any
 from parcomp.runtime.errors import CheckpointSchemaError, ConfigError
 from parcomp.runtime.log import get_logger
@@ -120,7 +120,7 @@ def _check_budget(budget: Any, comm: Any) -> int | None:
     return value or None
 
 
-class KeyedWork:
+class KeyedWork(ByRank):
     """``map_reduce_keyed`` with ``checkpoint=``: unit = item; one record per rank, its
     combined table (before the shuffle) and the item ranges it covers.  A resumed rank
     combines the restored tables dealt to it; the shuffle runs once every item is in.
@@ -135,7 +135,6 @@ class KeyedWork:
 
     #: Seconds between commits during a budgeted shuffle when the map gave none.
     SHUFFLE_SECONDS = 60.0
-    by_unit = False
 
     def __init__(self, fn: Callable[[Any], Any], work: Any, op: ReduceOp, rank: int) -> None:
         self.fn, self.work, self.op, self.rank, self.units = fn, work, op, rank, work.n
@@ -208,28 +207,8 @@ class KeyedWork:
     def records(self) -> dict[int, bytes]:
         return {self.rank: dumps((intervals(self.mine), self.table))}
 
-    def held(self) -> np.ndarray:
-        return self.mine.copy()
-
-    def recover(
-        self,
-        blobs: dict[int, bytes],
-        dead: set[int],
-        old_size: int,
-        rank: int,
-        size: int,
-        exact: bool,
-        where: str,
-    ) -> np.ndarray:
-        """As :meth:`parcomp.mapreduce.resume.FoldWork.recover`, with tables."""
-        self.rank = rank
-        if not exact:
-            self.table = {}
-            self.mine[:] = False
-            return self.load(blobs, rank, size, where)
-        return self.load(
-            {k: b for k, b in blobs.items() if k % old_size in dead}, rank, size, where
-        )
+    def reset(self) -> None:
+        self.table = {}
 
 
 @collective("map_reduce_keyed", lambda *a, comm=None, **k: comm)

@@ -20,6 +20,8 @@ from parcomp.runtime.errors import CheckpointSchemaError
 from parcomp.runtime.reduce import ReduceOp, fold, fold_many
 
 __all__ = [
+    "ByRank",
+    "ByUnit",
     "FoldWork",
     "LeafWork",
     "MapWork",
@@ -102,28 +104,13 @@ class Work(Protocol):
         commit alone); return the mask of the units that share covers."""
 
 
-class MapWork:
-    """``map``: unit = item; a record per finished item, its pickled result."""
+class ByUnit:
+    """Works whose records are keyed by unit (a result per item or leaf, ``blobs``)."""
 
     by_unit = True
-
-    def __init__(self, fn: Callable[[Any], Any], work: Items) -> None:
-        self.fn, self.work, self.units = fn, work, work.n
-        self.blobs: dict[int, bytes] = {}
-
-    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
-        covered = np.zeros(self.units, bool)
-        for key, blob in blobs.items():
-            if key >= self.units:
-                raise CheckpointSchemaError(f"{where}: progress record {key} out of range")
-            covered[key] = True
-            if key % size == rank:
-                loads(blob, where, f"result of item {key}")  # checked now, on its rank
-                self.blobs[key] = blob
-        return covered
-
-    def run(self, unit: int) -> None:
-        self.blobs[unit] = dump_result(apply(self.fn, self.work, unit), self.work, unit)
+    units: int
+    blobs: dict[int, bytes]
+    load: Callable[..., np.ndarray]
 
     def records(self) -> dict[int, bytes]:
         return self.blobs
@@ -143,9 +130,68 @@ class MapWork:
         exact: bool,
         where: str,
     ) -> np.ndarray:
-        # Results by item: the union of what survives and what was committed holds each
-        # finished item at least once (twice is the same result).
+        # The union of what survives and what was committed holds each finished unit (the
+        # rounds drop from ``blobs`` the units a survivor holds: one copy of each).
         return self.load(blobs, rank, size, where)
+
+
+class ByRank:
+    """Works with one record per rank: its whole state (a partial, a table) and the item
+    ranges it covers (``mine``); :meth:`reset` empties the state."""
+
+    by_unit = False
+    rank: int
+    mine: np.ndarray
+    load: Callable[..., np.ndarray]
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def held(self) -> np.ndarray:
+        return self.mine.copy()
+
+    def recover(
+        self,
+        blobs: dict[int, bytes],
+        dead: set[int],
+        old_size: int,
+        rank: int,
+        size: int,
+        exact: bool,
+        where: str,
+    ) -> np.ndarray:
+        # Each committed record is one rank's whole state then (or was dealt to it by key):
+        # the survivors' states already hold theirs, so only the dead ranks' records are
+        # taken.  Not exact (a commit of an earlier layout): start again from the commit.
+        self.rank = rank
+        if not exact:
+            self.reset()
+            self.mine[:] = False
+            return self.load(blobs, rank, size, where)
+        dead_records = {k: b for k, b in blobs.items() if k % old_size in dead}
+        return self.load(dead_records, rank, size, where)
+
+
+class MapWork(ByUnit):
+    """``map``: unit = item; a record per finished item, its pickled result."""
+
+    def __init__(self, fn: Callable[[Any], Any], work: Items) -> None:
+        self.fn, self.work, self.units = fn, work, work.n
+        self.blobs: dict[int, bytes] = {}
+
+    def load(self, blobs: dict[int, bytes], rank: int, size: int, where: str) -> np.ndarray:
+        covered = np.zeros(self.units, bool)
+        for key, blob in blobs.items():
+            if key >= self.units:
+                raise CheckpointSchemaError(f"{where}: progress record {key} out of range")
+            covered[key] = True
+            if key % size == rank:
+                loads(blob, where, f"result of item {key}")  # checked now, on its rank
+                self.blobs[key] = blob
+        return covered
+
+    def run(self, unit: int) -> None:
+        self.blobs[unit] = dump_result(apply(self.fn, self.work, unit), self.work, unit)
 
     def result(self, comm: Any, root: int | None) -> list[Any] | None:
         parts = comm.allgather(self.blobs) if root is None else comm.gather(self.blobs, root=root)
@@ -157,11 +203,9 @@ class MapWork:
         return [pickle.loads(merged[i]) for i in range(self.units)]
 
 
-class LeafWork:
+class LeafWork(ByUnit):
     """``map_reduce(deterministic=True)``: unit = a leaf of the fixed tree (``leaf`` items,
     a size that depends on the item count only); a record per leaf, its folded value."""
-
-    by_unit = True
 
     def __init__(self, fn: Callable[[Any], Any], work: Items, op: ReduceOp, leaf: int) -> None:
         self.fn, self.work, self.op, self.leaf = fn, work, op, leaf
@@ -195,32 +239,10 @@ class LeafWork:
         self.leaves[unit] = value
         self.blobs[unit] = dump_result(value, self.work, span.start)
 
-    def records(self) -> dict[int, bytes]:
-        return self.blobs
 
-    def held(self) -> np.ndarray:
-        mask = np.zeros(self.units, bool)
-        mask[list(self.leaves)] = True
-        return mask
-
-    def recover(
-        self,
-        blobs: dict[int, bytes],
-        dead: set[int],
-        old_size: int,
-        rank: int,
-        size: int,
-        exact: bool,
-        where: str,
-    ) -> np.ndarray:
-        return self.load(blobs, rank, size, where)  # by leaf, as MapWork by item
-
-
-class FoldWork:
+class FoldWork(ByRank):
     """``map_reduce``: unit = item; one record per rank: its folded partial and the item
     ranges it covers (a resumed rank folds the restored partials dealt to it)."""
-
-    by_unit = False
 
     def __init__(self, fn: Callable[[Any], Any], work: Items, op: ReduceOp, rank: int) -> None:
         self.fn, self.work, self.op, self.rank, self.units = fn, work, op, rank, work.n
@@ -259,27 +281,5 @@ class FoldWork:
     def records(self) -> dict[int, bytes]:
         return {self.rank: dumps((intervals(self.mine), self.has, self.acc))}
 
-    def held(self) -> np.ndarray:
-        return self.mine.copy()
-
-    def recover(
-        self,
-        blobs: dict[int, bytes],
-        dead: set[int],
-        old_size: int,
-        rank: int,
-        size: int,
-        exact: bool,
-        where: str,
-    ) -> np.ndarray:
-        # Each committed partial is one rank's whole accumulator then (or was dealt to it
-        # by key): the survivors' accumulators already hold theirs, so only the dead
-        # ranks' partials are folded in.  Not exact: start again from the commit.
-        self.rank = rank
-        if not exact:
-            self.acc, self.has, self.owned = None, False, False
-            self.mine[:] = False
-            return self.load(blobs, rank, size, where)
-        return self.load(
-            {k: b for k, b in blobs.items() if k % old_size in dead}, rank, size, where
-        )
+    def reset(self) -> None:
+        self.acc, self.has, self.owned = None, False, False
