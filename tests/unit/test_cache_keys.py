@@ -19,13 +19,15 @@ from parcomp.io.slabs import _fletcher
 from parcomp.kernels import heat_step_2d
 
 es.exact_sum(np.arange(4.0))
+es.exact_dot(np.arange(4.0), np.arange(4.0))
 counter.atomic_fetch_add(np.zeros(2, np.int64), 1, 3)
 _fletcher()
 _axpy_kernel()(np.ones((2, 2)), 2.0, np.ones((2, 2)))
 u = np.zeros((6, 6))
 heat_step_2d(u, u.copy(), 0.1)
 kernels = {
-    "exact sum": es._accumulate_kernel(),
+    "exact sum": (es._accumulate_kernel(), es._sum_blocks)[1],
+    "exact dot": es._stage,
     "fetch_add": counter._fetch_add_kernel,
     "fletcher": _fletcher(),
     "axpy": _axpy_kernel(),

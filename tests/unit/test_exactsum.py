@@ -5,7 +5,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from parcomp.runtime.exactsum import exact_sum
+from parcomp.runtime.exactsum import exact_dot, exact_sum
 
 RNG = np.random.default_rng(0)
 
@@ -45,3 +45,64 @@ def test_non_finite_values_give_what_numpy_gives():
     assert np.isnan(exact_sum(np.array([np.nan, 1.0])))
     assert exact_sum(np.array([np.inf, 1.0])) == np.inf
     assert np.isnan(exact_sum(np.array([np.inf, -np.inf])))
+
+
+def _wide(n, rng):
+    """Values over a wide, random range of magnitudes, some far above the rest."""
+    v = rng.standard_normal(n) * np.exp(rng.uniform(-rng.uniform(0, 300), 0, n))
+    v[rng.integers(0, n, 3)] *= 1e40
+    return v * 10.0 ** rng.uniform(-200, 200)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_blocked_fast_path_is_exact_across_blocks(seed):
+    """The two-bin fast path (blocks of 4,096, anchors moved up and down, remainders
+    below the low bin, flushes every 64 rows): the rational sum, whatever the order."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4000, 70_000))
+    values = _wide(n, rng) if seed % 2 else rng.standard_normal(n) * 10.0 ** (seed - 6)
+    want = reference(values)
+    assert exact_sum(values) == want
+    assert exact_sum(rng.permutation(values)) == want
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.r_[np.ones(8192) * 2.0**40, np.ones(8192) * 2.0**-60, -np.ones(8192) * 2.0**40],
+        np.r_[RNG.standard_normal(8192) * 1e-5, RNG.standard_normal(8192) * 1e5],
+        np.r_[RNG.standard_normal(8192) * 1e5, RNG.standard_normal(8192) * 1e-20],
+        np.full(4096 * 70, np.nextafter(2.0, 0)),  # 70 blocks of the same value: flushes
+        np.r_[np.full(40960, 1e-200), np.full(40960, 1e200), np.full(40960, -1e200)],
+        np.r_[np.zeros(5000), 5e-324, np.zeros(5000)],
+        np.r_[RNG.standard_normal(9000), 1e299, -1e299],  # near the top of the range
+    ],
+    ids=["lost-middle", "up", "down", "flushes", "extremes", "one-subnormal", "near-overflow"],
+)
+def test_blocked_fast_path_edges(values):
+    assert exact_sum(values) == reference(values)
+
+
+def test_non_finite_inside_a_block():
+    assert np.isnan(exact_sum(np.r_[np.zeros(5000), np.nan, np.zeros(5000)]))
+    assert exact_sum(np.r_[RNG.standard_normal(9000), np.inf]) == np.inf
+    assert np.isnan(exact_sum(np.r_[np.full(5000, np.inf), np.ones(5000), -np.inf]))
+
+
+def test_strided_views_are_summed_in_place_and_exactly():
+    """Interiors of arrays with ghost cells (2-D, 3-D) and products (the exact dot)."""
+    rng = np.random.default_rng(3)
+    for shape in ((130, 97), (9, 70, 33), (5000,)):
+        full = _wide(int(np.prod(shape)), rng).reshape(shape)
+        other = rng.standard_normal(shape)
+        inner = tuple(slice(1, -1) for _ in shape)
+        a, b = full[inner], other[inner]
+        assert not a.flags.c_contiguous or a.ndim == 1
+        assert exact_sum(a) == reference(a)
+        assert exact_dot(a, b) == reference(np.multiply(a, b))
+        assert exact_dot(a[::-1], b[::-1]) == reference(np.multiply(a, b))
+
+
+def test_dot_refuses_different_shapes():
+    with pytest.raises(ValueError, match="shapes"):
+        exact_dot(np.ones(3), np.ones(4))
