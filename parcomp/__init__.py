@@ -45,6 +45,7 @@ from parcomp.testing import parallel_assert
 _LAZY: dict[str, tuple[str, str | None]] = {
     "fft": ("parcomp.arrays.fft", None),  # the module: parcomp.fft.fftn(a)
     "DistArray": ("parcomp.arrays.array", "DistArray"),
+    "fused": ("parcomp.arrays.fused", "fused"),
     "run_stencil": ("parcomp.stencils.run", "run_stencil"),
     "exchange_halos": ("parcomp.arrays.exchange", "exchange_halos"),
     "start_exchange": ("parcomp.arrays.exchange", "start_exchange"),

@@ -27,7 +27,10 @@ from typing import Any
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+from parcomp.arrays.fused import EINSUM_DOT as _EINSUM_DOT
+from parcomp.arrays.fused import recording
 from parcomp.arrays.select import select
+from parcomp.grid.layout import layout_difference
 from parcomp.runtime.callid import allsum_scalar, reduce_checked
 from parcomp.runtime.errors import DTypeError, ShapeError
 from parcomp.runtime.exactsum import exact_allsum
@@ -85,6 +88,9 @@ class VectorAlgebra(NDArrayOperatorsMixin):
     # CG iteration, and NumPy's override dispatch (``__array_ufunc__``) costs about 15 us
     # more per call once the caches are cold.  Same checks, same results as the ufuncs.
     def _inplace(self, other: Any, method: str, ufunc: Any) -> Any:
+        program = recording()
+        if program is not None and program.update(_FUSED_KIND[method], self, other):
+            return self  # recorded: runs fused (parcomp.arrays.fused)
         if isinstance(other, VectorAlgebra):
             operand = self._operand(other, self, ufunc)
         elif isinstance(other, float | int | complex | np.generic):
@@ -112,7 +118,7 @@ class VectorAlgebra(NDArrayOperatorsMixin):
             if x.partition is not first.partition and x.partition != first.partition:
                 # from metadata every rank agreed on: every rank raises it (printed once)
                 raise mark_everywhere(
-                    ShapeError(f"{ufunc.__name__}: {_layout_difference(first, x)}"), first.comm
+                    ShapeError(f"{ufunc.__name__}: {layout_difference(first, x)}"), first.comm
                 )
             return x.interior
         if output:
@@ -142,6 +148,9 @@ class VectorAlgebra(NDArrayOperatorsMixin):
     # ------------------------------------------------------------ local updates
     def axpy(self, alpha: Any, x: Any) -> Any:
         """``self += alpha * x`` in place, without a temporary (local; returns self)."""
+        program = recording()  # (checks the operand without reading any buffer)
+        if program is not None and program.update("axpy", self, x, alpha):
+            return self  # recorded: runs fused (parcomp.arrays.fused)
         self._operand(x, self, np.add)
         interior = self.interior  # type: ignore[attr-defined]
         other = x.interior
@@ -173,6 +182,11 @@ class VectorAlgebra(NDArrayOperatorsMixin):
         With ``deterministic=True`` (float64): the exact sum of the products, correctly
         rounded: the same on any rank count.
         """
+        program = recording()  # (checks the operand without reading any buffer)
+        if program is not None and isinstance(other, VectorAlgebra):
+            deferred = program.reduce(self, other, deterministic)
+            if deferred is not None:
+                return deferred  # recorded: a float once used (parcomp.arrays.fused)
         self._operand(other, self, np.multiply)
         a, b = self.interior, other.interior  # type: ignore[attr-defined]
         if deterministic:
@@ -196,6 +210,11 @@ class VectorAlgebra(NDArrayOperatorsMixin):
     @collective("DistArray.norm")
     def norm(self, ord: Any = 2, *, deterministic: bool = False) -> float:
         """The vector norm of the whole array: 2 (default), 1 or ``np.inf`` (collective)."""
+        program = recording()
+        if ord == 2 and program is not None and self.dtype == np.float64:
+            deferred = program.reduce(self, self, deterministic, _root_abs)
+            if deferred is not None:
+                return deferred  # type: ignore[return-value]
         if ord == 2:
             return float(np.sqrt(abs(self.vdot(self, deterministic=deterministic))))
         if ord == 1:
@@ -213,6 +232,11 @@ class VectorAlgebra(NDArrayOperatorsMixin):
         accumulated in float64.  ``deterministic=True`` (float64, ``axis=None``): exact,
         correctly rounded, the same on any rank count.
         """
+        program = recording()
+        if program is not None and axis is None:
+            deferred = program.reduce(self, None, deterministic)
+            if deferred is not None:
+                return deferred
         if deterministic:
             if axis is not None:
                 raise ValueError("sum(deterministic=True) reduces the whole array (axis=None)")
@@ -346,8 +370,13 @@ def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-_EINSUM_DOT = {n: f"{_LETTERS[:n]},{_LETTERS[:n]}->" for n in range(1, 27)}
+_FUSED_KIND = {"__iadd__": "iadd", "__isub__": "isub", "__imul__": "imul", "__itruediv__": "idiv"}
+
+
+def _root_abs(value: float) -> float:
+    return float(np.sqrt(abs(value)))
+
+
 _AXPY: list[Any] = []
 
 
@@ -372,23 +401,6 @@ def _axpy_kernel() -> Any:
     if not _AXPY:
         _AXPY.append(jit(nogil=True)(axpy_loops).dispatcher)
     return _AXPY[0]
-
-
-def _layout_difference(a: Any, b: Any) -> str:
-    """What differs between two DistArrays' decompositions, in words."""
-    pa, pb = a.partition, b.partition
-    parts = []
-    if a.global_shape != b.global_shape:
-        parts.append(f"shapes {a.global_shape} and {b.global_shape}")
-    if pa.dims != pb.dims:
-        parts.append(f"process grids {pa.dims} and {pb.dims}")
-    if pa.periods != pb.periods:
-        parts.append(f"periods {pa.periods} and {pb.periods}")
-    what = "; ".join(parts) or f"{a.global_shape} over grid {pa.dims} (differently made)"
-    return (
-        f"the DistArrays are decomposed differently: {what}. Make the second like the "
-        "first (a.zeros_like(), or the same shape, dims= and periods=)"
-    )
 
 
 def _extreme(dtype: np.dtype, sign: int) -> Any:

@@ -117,3 +117,20 @@ def is_decomposed(value: Any) -> bool:
         and isinstance(value.layout, Layout)
         and isinstance(value.local, np.ndarray)
     )
+
+
+def layout_difference(a: Any, b: Any) -> str:
+    """What differs between two DistArrays' decompositions, in words."""
+    pa, pb = a.partition, b.partition
+    parts = []
+    if a.global_shape != b.global_shape:
+        parts.append(f"shapes {a.global_shape} and {b.global_shape}")
+    if pa.dims != pb.dims:
+        parts.append(f"process grids {pa.dims} and {pb.dims}")
+    if pa.periods != pb.periods:
+        parts.append(f"periods {pa.periods} and {pb.periods}")
+    what = "; ".join(parts) or f"{a.global_shape} over grid {pa.dims} (differently made)"
+    return (
+        f"the DistArrays are decomposed differently: {what}. Make the second like the "
+        "first (a.zeros_like(), or the same shape, dims= and periods=)"
+    )

@@ -48,6 +48,9 @@ __all__ = [
     "exact_sum",
     "exact_dot",
     "exact_allsum",
+    "allsum_limbs",
+    "workspace",
+    "stage_rows",
 ]
 
 _BITS = 32
@@ -113,6 +116,10 @@ _flush_bin: Any = None
 _max8: Any = None
 _bins: Any = None
 _bins_remainders: Any = None
+_bins_dot: Any = None
+_products: Any = None
+_copy: Any = None
+_staged_block: Any = None
 _scan: Any = None
 _block: Any = None
 _finish: Any = None
@@ -235,6 +242,85 @@ def _bins_py(x, s0, s1, r, m):  # pragma: no cover - compiled
         s0[lane], s1[lane], r[lane], m[lane] = a, b, rr, mm
 
 
+def _bins_dot_py(x, y, s0, s1, r, m):  # pragma: no cover - compiled
+    """`_bins` of the rounded products ``x * y`` (no array of products)."""
+    for lane in range(LANES):
+        a, b, rr, mm = s0[lane], s1[lane], r[lane], m[lane]
+        v = x[lane] * y[lane]
+        mm = max(mm, abs(v))
+        t = a + v
+        v -= t - a
+        a = t
+        t = b + v
+        v -= t - b
+        b = t
+        rr = max(rr, abs(v))
+        v = x[1 * LANES + lane] * y[1 * LANES + lane]
+        mm = max(mm, abs(v))
+        t = a + v
+        v -= t - a
+        a = t
+        t = b + v
+        v -= t - b
+        b = t
+        rr = max(rr, abs(v))
+        v = x[2 * LANES + lane] * y[2 * LANES + lane]
+        mm = max(mm, abs(v))
+        t = a + v
+        v -= t - a
+        a = t
+        t = b + v
+        v -= t - b
+        b = t
+        rr = max(rr, abs(v))
+        v = x[3 * LANES + lane] * y[3 * LANES + lane]
+        mm = max(mm, abs(v))
+        t = a + v
+        v -= t - a
+        a = t
+        t = b + v
+        v -= t - b
+        b = t
+        rr = max(rr, abs(v))
+        v = x[4 * LANES + lane] * y[4 * LANES + lane]
+        mm = max(mm, abs(v))
+        t = a + v
+        v -= t - a
+        a = t
+        t = b + v
+        v -= t - b
+        b = t
+        rr = max(rr, abs(v))
+        v = x[5 * LANES + lane] * y[5 * LANES + lane]
+        mm = max(mm, abs(v))
+        t = a + v
+        v -= t - a
+        a = t
+        t = b + v
+        v -= t - b
+        b = t
+        rr = max(rr, abs(v))
+        v = x[6 * LANES + lane] * y[6 * LANES + lane]
+        mm = max(mm, abs(v))
+        t = a + v
+        v -= t - a
+        a = t
+        t = b + v
+        v -= t - b
+        b = t
+        rr = max(rr, abs(v))
+        v = x[7 * LANES + lane] * y[7 * LANES + lane]
+        mm = max(mm, abs(v))
+        t = a + v
+        v -= t - a
+        a = t
+        t = b + v
+        v -= t - b
+        b = t
+        rr = max(rr, abs(v))
+        s0[lane], s1[lane], r[lane], m[lane] = a, b, rr, mm
+
+
 def _bins_remainders_py(x, s0, s1, rem):  # pragma: no cover - compiled
     """:func:`_bins` again, keeping every remainder (for the long accumulator)."""
     for lane in range(LANES):
@@ -318,9 +404,19 @@ def _scan_py(x, m, bad):  # pragma: no cover - compiled
     return _max8(m), bad.sum()
 
 
-def _block_py(x, st, s0, s1, k0, k1, r, m, rem, acc, special):  # pragma: no cover - compiled
-    """Add one block of BLOCK values exactly.  ``st``: [exponent, live, rows taken, top]
-    of the bins' current anchoring (kept between blocks)."""
+def _products_py(x, y, dot, tmp):  # pragma: no cover - compiled
+    """The block's values: ``x``, or its products with ``y`` made in ``tmp``."""
+    if not dot:
+        return x
+    for i in range(BLOCK):
+        tmp[i] = x[i] * y[i]
+    return tmp
+
+
+def _block_py(x, y, dot, tmp, st, s0, s1, k0, k1, r, m, rem, acc, special):  # pragma: no cover
+    """Add one block of BLOCK values (``x``, or ``x * y`` when ``dot``) exactly.  ``st``:
+    [exponent, live, rows taken, top] of the bins' current anchoring (kept between
+    blocks); ``tmp``: scratch for the products on the rare paths."""
     e = int(st[0])
     a0 = 1.5 * math.ldexp(1.0, e - _W + 52)
     a1 = 1.5 * math.ldexp(1.0, e - 2 * _W + 52)
@@ -335,13 +431,16 @@ def _block_py(x, st, s0, s1, k0, k1, r, m, rem, acc, special):  # pragma: no cov
         k1[:] = s1
         r[:] = 0.0
         m[:] = 0.0
-        _bins(x, s0, s1, r, m)
+        if dot:
+            _bins_dot(x, y, s0, s1, r, m)
+        else:
+            _bins(x, s0, s1, r, m)
         if _max8(m) < st[3]:  # every value within the high bin's reach: all exact
             st[2] += ROWS
             if _max8(r) != 0.0:  # bits below the low bin: to the long accumulator
                 s0[:] = k0
                 s1[:] = k1
-                _bins_remainders(x, s0, s1, rem)
+                _bins_remainders(_products(x, y, dot, tmp), s0, s1, rem)
                 _long_kernel(rem, acc, special)
                 _flush_bin(s0, a0, e - _W, acc, special)
                 _flush_bin(s1, a1, e - 2 * _W, acc, special)
@@ -352,11 +451,12 @@ def _block_py(x, st, s0, s1, k0, k1, r, m, rem, acc, special):  # pragma: no cov
         _flush_bin(s0, a0, e - _W, acc, special)
         _flush_bin(s1, a1, e - 2 * _W, acc, special)
         st[1] = 0.0
-    top, bad = _scan(x, m, r)
+    v = _products(x, y, dot, tmp)
+    top, bad = _scan(v, m, r)
     if top == 0.0 and bad == 0.0:
         return
     if bad != 0.0 or not (top > 1e-250 and top < 1e290):  # nan/inf; the range's ends
-        _long_kernel(x, acc, special)
+        _long_kernel(v, acc, special)
         return
     e = math.frexp(top)[1] + _HEADROOM
     st[0] = e
@@ -368,11 +468,11 @@ def _block_py(x, st, s0, s1, k0, k1, r, m, rem, acc, special):  # pragma: no cov
     s0[:] = a0
     s1[:] = a1
     r[:] = 0.0
-    _bins(x, s0, s1, r, m)
+    _bins(v, s0, s1, r, m)
     if _max8(r) != 0.0:
         s0[:] = a0
         s1[:] = a1
-        _bins_remainders(x, s0, s1, rem)
+        _bins_remainders(v, s0, s1, rem)
         _long_kernel(rem, acc, special)
 
 
@@ -398,19 +498,17 @@ def _sum_blocks_py(x, acc, special):  # pragma: no cover - compiled
     n = x.size
     for lo in range(0, n, BLOCK):
         if lo + BLOCK <= n:
-            _block(x[lo : lo + BLOCK], st, s0, s1, k0, k1, r, m, rem, acc, special)
+            _block(x[lo : lo + BLOCK], pad, False, pad, st, s0, s1, k0, k1, r, m, rem, acc, special)
         else:  # the last, partial block, padded with zeros (which add nothing)
             pad[: n - lo] = x[lo:]
-            _block(pad, st, s0, s1, k0, k1, r, m, rem, acc, special)
+            _block(pad, pad, False, pad, st, s0, s1, k0, k1, r, m, rem, acc, special)
     _finish(st, s0, s1, acc, special)
 
 
 def _stage_py(x, y, dot, ws, acc, special):  # pragma: no cover - compiled
     """Add the rows of 2-D ``x`` (or the rounded products ``x * y`` when ``dot``), of any
-    strides, through a block staged in ``ws[0]`` (no copy of the array; ``ws`` holds the
-    bins' state between calls, see :func:`_workspace`).  :func:`_unstage` ends it."""
-    buf = ws[0]
-    lanes = ws[2]
+    strides, through blocks staged in ``ws`` (no copy of the array; ``ws`` holds the
+    bins' state between calls, see :func:`workspace`).  :func:`_unstage` ends it."""
     st = ws[3]
     fill = int(st[4])
     for i in range(x.shape[0]):
@@ -419,35 +517,37 @@ def _stage_py(x, y, dot, ws, acc, special):  # pragma: no cover - compiled
         j = 0
         while j < xs.size:
             k = min(BLOCK - fill, xs.size - j)
-            part = buf[fill : fill + k]
-            xp = xs[j : j + k]
+            _copy(xs[j : j + k], ws[0][fill : fill + k])
             if dot:
-                yp = ys[j : j + k]
-                for q in range(k):
-                    part[q] = xp[q] * yp[q]
-            else:
-                for q in range(k):
-                    part[q] = xp[q]
+                _copy(ys[j : j + k], ws[4][fill : fill + k])
             fill += k
             j += k
             if fill == BLOCK:
-                _block(buf, st, lanes[0:512], lanes[512:1024], lanes[1024:1536],
-                       lanes[1536:2048], lanes[2048:2560], lanes[2560:3072], ws[1], acc,
-                       special)  # fmt: skip
+                _staged_block(ws, dot, acc, special)
                 fill = 0
     st[4] = fill
 
 
-def _unstage_py(ws, acc, special):  # pragma: no cover - compiled
-    """The staged block's rest (zero-padded), then the bins' flush."""
-    buf = ws[0]
+def _copy_py(src, dst):  # pragma: no cover - compiled
+    for q in range(src.size):
+        dst[q] = src[q]
+
+
+def _staged_block_py(ws, dot, acc, special):  # pragma: no cover - compiled
     lanes = ws[2]
+    _block(ws[0], ws[4], dot, ws[5], ws[3], lanes[0:512], lanes[512:1024], lanes[1024:1536],
+           lanes[1536:2048], lanes[2048:2560], lanes[2560:3072], ws[1], acc, special)  # fmt: skip
+
+
+def _unstage_py(ws, dot, acc, special):  # pragma: no cover - compiled
+    """The staged block's rest (zero-padded), then the bins' flush."""
     st = ws[3]
     fill = int(st[4])
     if fill:
-        buf[fill:] = 0.0
-        _block(buf, st, lanes[0:512], lanes[512:1024], lanes[1024:1536], lanes[1536:2048],
-               lanes[2048:2560], lanes[2560:3072], ws[1], acc, special)  # fmt: skip
+        ws[0][fill:] = 0.0
+        ws[4][fill:] = 0.0
+        _staged_block(ws, dot, acc, special)
+    lanes = ws[2]
     _finish(st, lanes[0:512], lanes[512:1024], acc, special)
 
 
@@ -477,20 +577,22 @@ _BLOCK_KERNELS = (
     "_max8",
     "_bins",
     "_bins_remainders",
+    "_bins_dot",
+    "_products",
     "_scan",
     "_block",
     "_finish",
     "_sum_blocks",
+    "_copy",
+    "_staged_block",
     "_stage",
     "_unstage",
 )
 
 
-def _workspace() -> np.ndarray:
+def workspace() -> np.ndarray:
     """The staged kernels' state: the block, the remainders, the lanes, the anchoring."""
-    ws = np.zeros((4, BLOCK))
-    assert 6 * LANES <= BLOCK
-    return ws
+    return np.zeros((6, BLOCK))  # x's block, remainders, lanes, anchoring, y's, products
 
 
 def _rows(a: np.ndarray) -> list[np.ndarray]:
@@ -505,12 +607,12 @@ def _rows(a: np.ndarray) -> list[np.ndarray]:
 
 
 def _staged(x: np.ndarray, y: np.ndarray | None, acc: np.ndarray, special: np.ndarray) -> None:
-    ws = _workspace()
+    ws = workspace()
     xs = _rows(x)
     ys = xs if y is None else _rows(y)
     for xp, yp in zip(xs, ys, strict=True):
         _stage(xp, yp, y is not None, ws, acc, special)
-    _unstage(ws, acc, special)
+    _unstage(ws, y is not None, acc, special)
 
 
 def _float64(values: Any) -> np.ndarray:
@@ -612,9 +714,15 @@ def exact_allsum(values: np.ndarray, comm: Any, other: np.ndarray | None = None)
 
     Every rank gets the same float, whatever the split of the values over ranks.
     """
+    acc, special = accumulate(values) if other is None else accumulate_products(values, other)
+    return allsum_limbs(acc, special, comm)
+
+
+def allsum_limbs(acc: np.ndarray, special: float, comm: Any) -> float:
+    """Every rank's accumulator (from :func:`accumulate`) added exactly and rounded once
+    (collective over ``comm``)."""
     from mpi4py import MPI
 
-    acc, special = accumulate(values) if other is None else accumulate_products(values, other)
     # the flags first: their checked slot carries the call's identity (parcomp.runtime.callid), so
     # a rank in another collective is caught before the limbs meet anything; nan and inf
     # combine alike everywhere
@@ -622,3 +730,12 @@ def exact_allsum(values: np.ndarray, comm: Any, other: np.ndarray | None = None)
     total = np.empty_like(acc)
     comm.Allreduce(acc, total, op=MPI.SUM)  # limbs < 2**32 each: no overflow below 2**31 ranks
     return to_float(total, float(flags[0]))
+
+
+def stage_rows() -> tuple[Any, Any]:
+    """The compiled ``(stage, unstage)`` kernels, for other compiled code that feeds rows
+    of values into an exact sum: ``stage(rows2d, rows2d, False, ws, acc, special)`` per
+    batch of rows, ``unstage(ws, False, acc, special)`` once at the end (``ws`` from
+    :func:`workspace`, ``acc`` zeros of ``LIMBS`` int64, ``special`` one float64)."""
+    _accumulate_kernel()
+    return _stage, _unstage

@@ -1,0 +1,518 @@
+"""Fused DistArray algebra: a block of element-wise updates and reductions, one pass.
+
+Inside ``with parcomp.fused():``, ``axpy``, the in-place operators (``+=``, ``-=``,
+``*=``, ``/=`` with a DistArray or a real scalar), ``dot``/``vdot``, ``sum`` and
+``norm`` of float64 DistArrays are *recorded*, not run.  They run together, as one
+compiled loop over the interiors that reads each array once and writes each updated
+array once, when a value is needed:
+
+* a reduction's result (a :class:`Deferred`) is used: ``float(rs)``, ``rs / rs_old``,
+  ``np.sqrt(rs)``, a comparison, printing it;
+* anything else touches one of the recorded arrays' data (a stencil, a halo exchange,
+  ``a.interior``, a ufunc, a save: they all go through the array's buffer, which runs
+  what is recorded first);
+* the block ends.
+
+So the conjugate-gradient update ``x.axpy(alpha, p); r.axpy(-alpha, q); rs = r.dot(r)``
+is one pass instead of three, and ``p *= rs / rs_old; p += r`` one instead of two.
+
+The result is what the same calls give outside the block: element-wise updates run the
+same floating-point operations per element, in the same order (bit for bit); a
+``deterministic=True`` reduction gives the same bits (exact, correctly rounded); a plain
+reduction is a float sum in another order (as a plain ``dot`` on another rank count).
+Each reduction's value is the one at its place in the sequence: an update recorded after
+it does not change it.
+
+Rules: the arrays of a block must be decomposed alike (the same partition; else a
+:class:`~parcomp.runtime.errors.ShapeError` naming the difference, on every rank, as
+outside the block); a reduction's value is collective like the call that made it (use
+it on every rank, as SPMD code does); other dtypes and complex values simply run at once.
+The first use of a new sequence of operations compiles its loop (Numba, about 0.3 s on
+each rank; then cached in the process).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from parcomp.grid.layout import layout_difference
+from parcomp.runtime.errors import ShapeError
+from parcomp.runtime.ranks import mark_everywhere
+
+__all__ = ["fused", "Deferred", "recording"]
+
+_STATE = threading.local()
+_REAL = (float, int, np.floating, np.integer)
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+#: ``np.einsum`` subscripts of a full dot product of two n-d arrays (no temporary)
+EINSUM_DOT = {n: f"{_LETTERS[:n]},{_LETTERS[:n]}->" for n in range(1, 27)}
+_CHUNK = 2048  # columns per chunk of the reduction rows (the products wait in L1)
+
+
+def recording() -> Program | None:
+    """The program being recorded on this thread, if inside ``fused()``."""
+    return getattr(_STATE, "program", None)
+
+
+class fused:  # noqa: N801 - used as a function: ``with parcomp.fused():``
+    """Record the DistArray algebra in the block and run it fused (see the module).
+
+    Examples
+    --------
+    >>> with parcomp.fused():                      # doctest: +SKIP
+    ...     x.axpy(alpha, p)
+    ...     r.axpy(-alpha, q)
+    ...     rs_new = r.dot(r, deterministic=True)  # one pass for the three
+    """
+
+    __slots__ = ("program",)
+
+    def __enter__(self) -> None:
+        if recording() is not None:  # nested: the outer block records
+            self.program = None
+            return
+        self.program = Program()
+        _STATE.program = self.program
+
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
+        program = self.program
+        if program is None:
+            return
+        _STATE.program = None
+        if kind is not None:
+            program.run_local()  # the updates happened, as outside a block; no collective
+        else:
+            program.finish()
+
+
+class Deferred:
+    """A reduction recorded in a fused block: a float once used (collective then)."""
+
+    __slots__ = ("_index", "_post", "_program", "_value")
+
+    def __init__(self, program: Program, index: int, post: Callable[[float], float] | None):
+        self._program = program
+        self._index = index
+        self._post = post
+        self._value: float | None = None
+
+    @property
+    def value(self) -> float:
+        """The reduction's value (runs what is recorded, then one allreduce for every
+        reduction of the pass; collective)."""
+        if self._value is None:
+            v = self._program.result(self._index)
+            self._value = float(self._post(v)) if self._post is not None else v
+        return self._value
+
+    def __float__(self) -> float:
+        return self.value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.value, dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"Deferred({self.value!r})" if self._value is not None else "Deferred(pending)"
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+def _binary(name: str) -> Callable[..., Any]:
+    def op(self: Deferred, other: Any) -> Any:
+        other = other.value if isinstance(other, Deferred) else other
+        return getattr(self.value, name)(other)
+
+    op.__name__ = name
+    return op
+
+
+for _name in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod", "lt", "le", "gt",
+              "ge", "eq", "ne"):  # fmt: skip
+    setattr(Deferred, f"__{_name}__", _binary(f"__{_name}__"))
+    if _name in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod"):
+        setattr(Deferred, f"__r{_name}__", _binary(f"__r{_name}__"))
+for _name in ("neg", "pos", "abs", "int", "round"):
+    setattr(Deferred, f"__{_name}__", (lambda n: lambda self, *a: getattr(self.value, n)(*a))(
+        f"__{_name}__"))  # fmt: skip
+
+
+# ------------------------------------------------------------------------- the program
+class Program:
+    """What a fused block recorded and not yet run: arrays, scalars, operations, and
+    the reductions (their local partials, then their values)."""
+
+    def __init__(self) -> None:
+        self._reset()
+        self.pending: list[tuple[str, int, Any, Any]] = []  # (kind, index, partial, comm)
+        self.values: dict[int, float] = {}
+        self.count = 0
+        self.passes = 0  # compiled passes run (one per stretch of recorded operations)
+
+    def _reset(self) -> None:
+        self.alike: dict[int, Any] = {}  # partitions found equal to the first array's
+        self.arrays: list[Any] = []
+        self.ops: list[tuple[Any, ...]] = []
+        self.scalars: list[float] = []
+        self.reductions: list[tuple[int, bool, Callable[[float], float] | None]] = []
+
+    # -- recording (called by VectorAlgebra's methods; False: run it at once instead)
+    def _slot(self, arr: Any) -> int:
+        # never touch a held array's buffer here: that would run the program (see _hold)
+        arrays = self.arrays
+        for k in range(len(arrays)):
+            if arrays[k] is arr:
+                return k
+        if arrays:
+            first = arrays[0]
+            part = arr.partition
+            if part is not first.partition and id(part) not in self.alike:
+                if part != first.partition:
+                    raise mark_everywhere(
+                        ShapeError(f"fused: {layout_difference(first, arr)}"), first.comm
+                    )
+                self.alike[id(part)] = part  # (kept: the id stays this partition's)
+        _hold(arr, self)
+        arrays.append(arr)
+        return len(arrays) - 1
+
+    @staticmethod
+    def _fits(a: Any) -> bool:
+        return a.dtype == np.float64 and 1 <= len(a.halo) <= 3
+
+    def update(self, kind: str, target: Any, operand: Any, scalar: Any = None) -> bool:
+        """Record ``target <kind>= operand`` (``axpy``: ``target += scalar * operand``)."""
+        if type(scalar) is Deferred:
+            scalar = scalar.value
+        if type(operand) is Deferred:
+            operand = operand.value
+        if not self._fits(target) or (scalar is not None and not isinstance(scalar, _REAL)):
+            return False
+        array = hasattr(operand, "partition")
+        if (array and not self._fits(operand)) or (not array and not isinstance(operand, _REAL)):
+            return False
+        t = self._slot(target)
+        if array:
+            self.ops.append((kind, t, ("a", self._slot(operand)), self._scalar(scalar)))
+        else:
+            self.ops.append((kind, t, ("s", self._scalar(operand)), self._scalar(scalar)))
+        return True
+
+    def _scalar(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        self.scalars.append(float(value))
+        return len(self.scalars) - 1
+
+    def reduce(self, a: Any, b: Any, deterministic: bool,
+               post: Callable[[float], float] | None = None) -> Deferred | None:  # fmt: skip
+        """Record ``sum(a * b)`` (``b`` None: ``sum(a)``); its :class:`Deferred`."""
+        if not self._fits(a) or (b is not None and not self._fits(b)):
+            return None
+        i = self._slot(a)
+        j = None if b is None else self._slot(b)
+        self.reductions.append((self.count, deterministic, None))
+        self.ops.append(("red", i, j, len(self.reductions) - 1))
+        self.count += 1
+        return Deferred(self, self.count - 1, post)
+
+    # -- running
+    def run_local(self) -> None:
+        """Run the recorded updates and the reductions' local parts (no communication)."""
+        if not self.ops:
+            self._release()
+            self._reset()
+            return
+        arrays, ops, scalars, reductions = self.arrays, self.ops, self.scalars, self.reductions
+        self._release()
+        self._reset()
+        first = arrays[0]
+        det_flags = tuple(d for _, d, _ in reductions)
+        if not any(det_flags) and all(op[0] == "red" for op in ops):
+            # reductions alone: nothing to fuse them with; NumPy's own (BLAS) loops
+            for (index, _, _), (_, i, j, _) in zip(reductions, ops, strict=True):
+                a = arrays[i].interior
+                b = None if j is None else arrays[j].interior
+                self.pending.append(("sum", index, _local_sum(a, b), first.comm))
+            return
+        layout = first.layout
+        ndim = len(layout.local_shape)
+        kernel, offsets, shape = _prepared(
+            (ndim, len(arrays), tuple(ops), det_flags), tuple(a.halo for a in arrays),
+            layout.local_shape,
+        )  # fmt: skip
+        nred = len(reductions)
+        ndet = sum(det_flags)
+        out, row, ws, acc, special = _buffers(nred, ndet)
+        kernel(*[a.local for a in arrays], offsets, shape, np.array(scalars + [0.0]), row, out,
+               ws, acc, special)  # fmt: skip
+        self.passes += 1
+        from parcomp.runtime.exactsum import stage_rows
+
+        _, unstage = stage_rows()
+        det = 0
+        for k, (index, deterministic, _) in enumerate(reductions):
+            if deterministic:
+                unstage(ws[det], False, acc[det], special[det])
+                partial = (acc[det].copy(), float(special[det, 0]))
+                self.pending.append(("det", index, partial, first.comm))
+                det += 1
+            else:
+                self.pending.append(("sum", index, float(out[k]), first.comm))
+
+    def result(self, index: int) -> float:
+        """A reduction's value: run what is recorded, reduce every pending one (collective)."""
+        if index not in self.values:
+            self.run_local()
+            self._allreduce()
+        return self.values[index]
+
+    def _allreduce(self) -> None:
+        if not self.pending:
+            return
+        from mpi4py import MPI
+
+        from parcomp.runtime.callid import reduce_checked
+        from parcomp.runtime.exactsum import allsum_limbs
+
+        pending, self.pending = self.pending, []
+        comm = pending[0][3]
+        if all(kind == "sum" and c is comm for kind, _, _, c in pending):  # the usual case
+            total = reduce_checked(comm, np.array([v for _, _, v, _ in pending]), MPI.SUM)
+            for (_, i, _, _), t in zip(pending, total, strict=True):
+                self.values[i] = float(t)
+            return
+        comms: list[Any] = []
+        for *_, comm in pending:  # one allreduce per communicator for the plain ones
+            if not any(c is comm for c in comms):
+                comms.append(comm)
+        for comm in comms:
+            plain = [(i, v) for kind, i, v, c in pending if kind == "sum" and c is comm]
+            if plain:
+                total = reduce_checked(comm, np.array([v for _, v in plain]), MPI.SUM)
+                for (i, _), t in zip(plain, total, strict=True):
+                    self.values[i] = float(t)
+        for kind, i, v, comm in pending:
+            if kind == "det":
+                self.values[i] = allsum_limbs(v[0], v[1], comm)
+
+    def finish(self) -> None:
+        """The block's end: run the rest, reduce what is pending (collective)."""
+        self.run_local()
+        self._allreduce()
+
+    def _release(self) -> None:
+        for a in self.arrays:
+            _unhold(a)
+
+
+def _buffers(nred: int, ndet: int) -> tuple[np.ndarray, ...]:
+    """The pass's scratch (reused: a pass allocating 200 kB of zeros cost more than a
+    255**2 update): partial sums, the reduction rows, and per exact reduction the
+    staging workspace, limbs and special value, all reset."""
+    from parcomp.runtime.exactsum import LIMBS, workspace
+
+    key = (max(1, nred), max(1, ndet))
+    cache = _STATE.__dict__.setdefault("buffers", {})  # per thread, as the programs
+    bufs = cache.get(key)
+    if bufs is None:
+        bufs = cache[key] = (
+            np.zeros(key[0]),
+            np.empty((key[0], _CHUNK)),
+            np.stack([workspace() for _ in range(key[1])]),
+            np.zeros((key[1], LIMBS), np.int64),
+            np.zeros((key[1], 1)),
+        )
+    out, _, ws, acc, special = bufs
+    out[:] = 0.0
+    if ndet:
+        ws[:, 3, :8] = 0.0  # the staging state: not anchored, nothing staged
+        acc[:] = 0
+        special[:] = 0.0
+    return bufs
+
+
+# ------------------------------------------------------- arrays with recorded operations
+def _local_get(self: Any) -> np.ndarray:
+    program = self.__dict__.get("_fused_program")
+    if program is not None:  # someone reads the data: run what is recorded first
+        program.run_local()
+    return self.__dict__["local"]
+
+
+def _local_set(self: Any, value: np.ndarray) -> None:
+    self.__dict__["local"] = value
+
+
+_HOLDING: dict[type, type] = {}
+
+
+def _hold(arr: Any, program: Program) -> None:
+    """Route every access to ``arr.local`` through ``program.run_local`` (a subclass with
+    ``local`` as a property, for as long as operations on ``arr`` are recorded)."""
+    base = type(arr)
+    sub = _HOLDING.get(base)
+    if sub is None:
+        sub = _HOLDING[base] = type(base.__name__, (base,), {
+            "local": property(_local_get, _local_set), "__module__": base.__module__,
+            "__qualname__": base.__qualname__, "_fused_base": base})  # fmt: skip
+    arr.__dict__["_fused_program"] = program
+    arr.__class__ = sub
+
+
+def _unhold(arr: Any) -> None:
+    arr.__dict__.pop("_fused_program", None)
+    base = getattr(type(arr), "_fused_base", None)
+    if base is not None:
+        arr.__class__ = base
+
+
+# --------------------------------------------------------------------- the loop's code
+_KERNELS: dict[tuple[Any, ...], Any] = {}
+_OPS = {"axpy": "+", "iadd": "+", "isub": "-", "imul": "*", "idiv": "/"}
+
+
+def _local_sum(a: np.ndarray, b: np.ndarray | None) -> float:
+    """This rank's plain ``sum(a * b)`` (or ``sum(a)``): what ``dot``/``sum`` compute."""
+    if b is None:
+        return float(np.sum(a))
+    if a.flags.c_contiguous and b.flags.c_contiguous:
+        return float(np.vdot(a, b))
+    return float(np.einsum(EINSUM_DOT[a.ndim], a, b))
+
+
+_PREPARED: dict[tuple[Any, ...], tuple[Any, np.ndarray, np.ndarray]] = {}
+
+
+def _prepared(key: tuple[Any, ...], halos: tuple[Any, ...], shape: tuple[int, ...]) -> Any:
+    """The compiled loop for this sequence (cached by its shape, not its values), with
+    the ghost offsets and the interior shape as the arrays it takes."""
+    full = (key, halos, shape)
+    found = _PREPARED.get(full)
+    if found is None:
+        kernel = _KERNELS.get(key)
+        if kernel is None:
+            kernel = _KERNELS[key] = _compile(*key)
+        offsets = np.array(halos, np.int64).reshape(len(halos), len(shape))
+        found = _PREPARED[full] = (kernel, offsets, np.array(shape, np.int64))
+        if len(_PREPARED) > 256:  # bounded: many array shapes in one process
+            _PREPARED.pop(next(iter(_PREPARED)))
+    return found
+
+
+def _compile(ndim: int, narrays: int, ops: tuple[Any, ...], det: tuple[bool, ...]) -> Any:
+    import numba
+
+    from parcomp.runtime.exactsum import stage_rows
+
+    args = [f"A{k}" for k in range(narrays)]
+    written = sorted({op[1] for op in ops if op[0] != "red"})
+    read = sorted({k for op in ops for k in _reads(op)} | set(written))
+    nscalars = 1 + max([i for op in ops if op[0] != "red" for i in _scalar_slots(op)] + [-1])
+    # the arrays come as their whole buffers (C-contiguous: rows vectorise, where an
+    # interior view is strided) with the ghost offsets H[k, axis]; N: the interior's shape
+    lines = [f"def fused_loop({', '.join(args)}, H, N, S, ROW, OUT, WS, ACC, SP):"]
+    ind = "    "
+    lines += [f"{ind}s{i} = S[{i}]" for i in range(nscalars)]
+    lead = [f"i{d}" for d in range(ndim - 1)]
+    for d, name in enumerate(lead):
+        lines.append(f"{ind}for {name} in range(N[{d}]):")
+        ind += "    "
+    for k in read:
+        idx = "".join(f"[{n} + H[{k}, {d}]]" for d, n in enumerate(lead))
+        lines.append(f"{ind}R{k} = A{k}{idx}")
+    lines.append(f"{ind}n = N[{ndim - 1}]")
+    lines.append(f"{ind}for j0 in range(0, n, {_CHUNK}):")
+    ind += "    "
+    lines.append(f"{ind}m = min(n - j0, {_CHUNK})")
+    for k in read:  # slices: an index from range() vectorises, j0 + j does not
+        lines.append(f"{ind}C{k} = R{k}[H[{k}, {ndim - 1}] + j0 : H[{k}, {ndim - 1}] + j0 + m]")
+    for r in range(len(det)):
+        lines.append(f"{ind}W{r} = ROW[{r}]")
+    lines.append(f"{ind}for j in range(m):")
+    body = ind + "    "
+    for k in read:
+        lines.append(f"{body}v{k} = C{k}[j]")
+    for op in ops:
+        if op[0] == "red":
+            _, i, jj, r = op
+            expr = f"v{i}" if jj is None else f"v{i} * v{jj}"
+            lines.append(f"{body}W{r}[j] = {expr}")
+            continue
+        kind, t, (what, o), sc = op
+        operand = f"v{o}" if what == "a" else f"s{o}"
+        if kind == "axpy":
+            lines.append(f"{body}v{t} = v{t} + s{sc} * {operand}")
+        else:
+            lines.append(f"{body}v{t} = v{t} {_OPS[kind]} {operand}")
+    for k in written:
+        lines.append(f"{body}C{k}[j] = v{k}")
+    det_no = 0
+    for r, deterministic in enumerate(det):
+        if deterministic:
+            lines.append(f"{ind}stage(ROW[{r}:{r + 1}, :m], ROW[{r}:{r + 1}, :m], False, "
+                         f"WS[{det_no}], ACC[{det_no}], SP[{det_no}])")  # fmt: skip
+            det_no += 1
+        else:
+            lines.append(f"{ind}OUT[{r}] += rowsum(ROW[{r}, :m])")
+    source = "\n".join(lines) + "\n"
+    stage, _ = stage_rows()
+    namespace: dict[str, Any] = {"stage": stage, "rowsum": _rowsum()}
+    exec(compile(source, f"<parcomp.fused {key_name(ops)}>", "exec"), namespace)
+    return numba.njit(nogil=True, error_model="numpy")(namespace["fused_loop"])
+
+
+def key_name(ops: tuple[Any, ...]) -> str:
+    return " ".join(op[0] for op in ops)
+
+
+def _scalar_slots(op: tuple[Any, ...]) -> list[int]:
+    _kind, _t, (what, o), sc = op
+    return ([o] if what == "s" else []) + ([] if sc is None else [sc])
+
+
+def _reads(op: tuple[Any, ...]) -> list[int]:
+    if op[0] == "red":
+        return [op[1]] + ([] if op[2] is None else [op[2]])
+    _kind, t, (what, o), _ = op
+    return [t] + ([o] if what == "a" else [])
+
+
+_ROWSUM: list[Any] = []
+
+
+def rowsum_loops(a: Any) -> float:  # pragma: no cover - compiled
+    """A float sum with eight accumulators (the adds overlap: no chain of latencies)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    n = a.shape[0] - a.shape[0] % 8
+    for i in range(0, n, 8):
+        s0 += a[i]
+        s1 += a[i + 1]
+        s2 += a[i + 2]
+        s3 += a[i + 3]
+        s4 += a[i + 4]
+        s5 += a[i + 5]
+        s6 += a[i + 6]
+        s7 += a[i + 7]
+    t = 0.0
+    for i in range(n, a.shape[0]):
+        t += a[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)) + t
+
+
+def _rowsum() -> Any:
+    if not _ROWSUM:
+        from parcomp.runtime.numba_jit import jit
+
+        _ROWSUM.append(jit(nogil=True, error_model="numpy")(rowsum_loops).dispatcher)
+    return _ROWSUM[0]
