@@ -51,6 +51,7 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 #: ``np.einsum`` subscripts of a full dot product of two n-d arrays (no temporary)
 EINSUM_DOT = {n: f"{_LETTERS[:n]},{_LETTERS[:n]}->" for n in range(1, 27)}
 _CHUNK = 2048  # columns per chunk of the reduction rows (the products wait in L1)
+_BLOCK = 4096  # parcomp.runtime.exactsum.BLOCK: an exact reduction's staged block
 
 
 def recording() -> Program | None:
@@ -259,7 +260,7 @@ class Program:
         self.passes += 1
         from parcomp.runtime.exactsum import stage_rows
 
-        _, unstage = stage_rows()
+        unstage = stage_rows()[1]
         det = 0
         for k, (index, deterministic, _) in enumerate(reductions):
             if deterministic:
@@ -431,14 +432,23 @@ def _compile(ndim: int, narrays: int, ops: tuple[Any, ...], det: tuple[bool, ...
     for k in read:
         idx = "".join(f"[{n} + H[{k}, {d}]]" for d, n in enumerate(lead))
         lines.append(f"{ind}R{k} = A{k}{idx}")
+    ndet = sum(det)
     lines.append(f"{ind}n = N[{ndim - 1}]")
-    lines.append(f"{ind}for j0 in range(0, n, {_CHUNK}):")
+    lines.append(f"{ind}j0 = 0")
+    lines.append(f"{ind}while j0 < n:")
     ind += "    "
     lines.append(f"{ind}m = min(n - j0, {_CHUNK})")
+    if ndet:  # exact reductions: the values go straight into the staged block
+        lines.append(f"{ind}m = min(m, {_BLOCK} - fill)")
     for k in read:  # slices: an index from range() vectorises, j0 + j does not
         lines.append(f"{ind}C{k} = R{k}[H[{k}, {ndim - 1}] + j0 : H[{k}, {ndim - 1}] + j0 + m]")
-    for r in range(len(det)):
-        lines.append(f"{ind}W{r} = ROW[{r}]")
+    slot = {}
+    for r, deterministic in enumerate(det):
+        if deterministic:
+            slot[r] = len(slot)
+            lines.append(f"{ind}W{r} = WS[{slot[r]}, 0, fill : fill + m]")
+        else:
+            lines.append(f"{ind}W{r} = ROW[{r}]")
     lines.append(f"{ind}for j in range(m):")
     body = ind + "    "
     for k in read:
@@ -457,17 +467,21 @@ def _compile(ndim: int, narrays: int, ops: tuple[Any, ...], det: tuple[bool, ...
             lines.append(f"{body}v{t} = v{t} {_OPS[kind]} {operand}")
     for k in written:
         lines.append(f"{body}C{k}[j] = v{k}")
-    det_no = 0
     for r, deterministic in enumerate(det):
-        if deterministic:
-            lines.append(f"{ind}stage(ROW[{r}:{r + 1}, :m], ROW[{r}:{r + 1}, :m], False, "
-                         f"WS[{det_no}], ACC[{det_no}], SP[{det_no}])")  # fmt: skip
-            det_no += 1
-        else:
+        if not deterministic:
             lines.append(f"{ind}OUT[{r}] += rowsum(ROW[{r}, :m])")
+    lines.append(f"{ind}j0 += m")
+    if ndet:
+        lines.append(f"{ind}fill += m")
+        lines.append(f"{ind}if fill == {_BLOCK}:")
+        for d in range(ndet):
+            lines.append(f"{ind}    block(WS[{d}], False, ACC[{d}], SP[{d}])")
+        lines.append(f"{ind}    fill = 0")
+        lines.insert(1, "    fill = int(WS[0, 3, 4])  # values already staged (none)")
+        lines.append("    for d in range(WS.shape[0]):")
+        lines.append("        WS[d, 3, 4] = fill")
     source = "\n".join(lines) + "\n"
-    stage, _ = stage_rows()
-    namespace: dict[str, Any] = {"stage": stage, "rowsum": _rowsum()}
+    namespace: dict[str, Any] = {"block": stage_rows()[2], "rowsum": _rowsum()}
     exec(compile(source, f"<parcomp.fused {key_name(ops)}>", "exec"), namespace)
     return numba.njit(nogil=True, error_model="numpy")(namespace["fused_loop"])
 

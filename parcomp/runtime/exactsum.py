@@ -732,10 +732,12 @@ def allsum_limbs(acc: np.ndarray, special: float, comm: Any) -> float:
     return to_float(total, float(flags[0]))
 
 
-def stage_rows() -> tuple[Any, Any]:
-    """The compiled ``(stage, unstage)`` kernels, for other compiled code that feeds rows
-    of values into an exact sum: ``stage(rows2d, rows2d, False, ws, acc, special)`` per
-    batch of rows, ``unstage(ws, False, acc, special)`` once at the end (``ws`` from
+def stage_rows() -> tuple[Any, Any, Any]:
+    """The compiled ``(stage, unstage, block)`` kernels, for other compiled code that
+    feeds values into an exact sum: ``stage(rows2d, rows2d, False, ws, acc, special)``
+    per batch of rows, or values written straight into ``ws[0][fill:]`` and
+    ``block(ws, False, acc, special)`` whenever ``ws[0]`` is full (``ws[3, 4]`` keeps the
+    fill); ``unstage(ws, False, acc, special)`` once at the end (``ws`` from
     :func:`workspace`, ``acc`` zeros of ``LIMBS`` int64, ``special`` one float64)."""
     _accumulate_kernel()
-    return _stage, _unstage
+    return _stage, _unstage, _staged_block
