@@ -33,7 +33,7 @@ from parcomp.arrays.select import select
 from parcomp.grid.layout import layout_difference
 from parcomp.runtime.callid import allsum_scalar, reduce_checked
 from parcomp.runtime.errors import DTypeError, ShapeError
-from parcomp.runtime.exactsum import exact_allsum
+from parcomp.runtime.exactsum import accumulate_buffer, allsum_limbs, exact_allsum
 from parcomp.runtime.numba_jit import jit
 from parcomp.runtime.ranks import mark_everywhere
 from parcomp.runtime.reduce import allreduce
@@ -191,7 +191,7 @@ class VectorAlgebra(NDArrayOperatorsMixin):
         a, b = self.interior, other.interior  # type: ignore[attr-defined]
         if deterministic:
             self._float_check("dot")
-            return exact_allsum(a, self.comm, other=b)  # one pass, no array of products
+            return _exact(self, other)  # one pass over the buffers, no array of products
         if a.flags.c_contiguous and b.flags.c_contiguous:
             local = np.vdot(a, b) if a.dtype.kind != "c" else np.dot(a.ravel(), b.ravel())
         else:  # interiors of arrays with ghost cells: no temporary (4x faster than a * b)
@@ -242,7 +242,7 @@ class VectorAlgebra(NDArrayOperatorsMixin):
                 raise ValueError("sum(deterministic=True) reduces the whole array (axis=None)")
 
             self._float_check("sum")
-            return exact_allsum(self.interior, self.comm)  # type: ignore[attr-defined]
+            return _exact(self, None)
         acc = np.float64 if self.dtype.kind == "f" and self.dtype.itemsize < 8 else None
         return self._along("sum", axis, lambda a, ax: np.sum(a, axis=ax, dtype=acc), 0)
 
@@ -371,6 +371,17 @@ def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
 
 
 _FUSED_KIND = {"__iadd__": "iadd", "__isub__": "isub", "__imul__": "imul", "__itruediv__": "idiv"}
+
+
+def _exact(a: Any, b: Any) -> float:
+    """The exact ``sum(a * b)`` (``sum(a)``) of two DistArrays, correctly rounded
+    (collective): whole tiles read in place from the ghosted buffers."""
+    if b is None or b.halo == a.halo:
+        acc, special = accumulate_buffer(
+            a.local, a.halo, a.local_shape, None if b is None else b.local
+        )
+        return allsum_limbs(acc, special, a.comm)
+    return exact_allsum(a.interior, a.comm, other=b.interior)
 
 
 def _root_abs(value: float) -> float:

@@ -106,3 +106,23 @@ def test_strided_views_are_summed_in_place_and_exactly():
 def test_dot_refuses_different_shapes():
     with pytest.raises(ValueError, match="shapes"):
         exact_dot(np.ones(3), np.ones(4))
+
+
+@pytest.mark.parametrize(
+    ("shape", "halo"),
+    [((37, 1100), (1, 1)), ((16, 1024), (2, 3)), ((9, 600), (0, 1)), ((3, 17, 530), (1, 1, 2))],
+    ids=["2d-edges", "2d-whole-tiles", "2d-no-row-ghosts", "3d"],
+)
+def test_tiles_of_a_ghosted_buffer_are_exact(shape, halo):
+    """Exact sums and dots read in place from whole tiles of the ghosted buffer, the
+    edges staged: the rational sum of the interior, ghost cells never counted."""
+    from parcomp.runtime.exactsum import accumulate_buffer, to_float
+
+    rng = np.random.default_rng(len(shape) * 7 + shape[-1])
+    full = tuple(n + 2 * h for n, h in zip(shape, halo, strict=True))
+    a = _wide(int(np.prod(full)), rng).reshape(full)
+    b = rng.standard_normal(full) * 1e3
+    inner = tuple(slice(h, h + n) for h, n in zip(halo, shape, strict=True))
+    assert to_float(*accumulate_buffer(a, halo, shape)) == reference(a[inner])
+    want = reference(np.multiply(a[inner], b[inner]))
+    assert to_float(*accumulate_buffer(a, halo, shape, b)) == want
