@@ -239,12 +239,25 @@ class Program:
         self._reset()
         first = arrays[0]
         det_flags = tuple(d for _, d, _ in reductions)
-        if not any(det_flags) and all(op[0] == "red" for op in ops):
-            # reductions alone: nothing to fuse them with; NumPy's own (BLAS) loops
-            for (index, _, _), (_, i, j, _) in zip(reductions, ops, strict=True):
-                a = arrays[i].interior
-                b = None if j is None else arrays[j].interior
-                self.pending.append(("sum", index, _local_sum(a, b), first.comm))
+        if all(op[0] == "red" for op in ops):
+            # reductions alone: nothing to fuse them with; NumPy's own (BLAS) loops, and
+            # for exact ones the tiles read in place (parcomp.runtime.exactsum)
+            from parcomp.runtime.exactsum import accumulate_buffer
+
+            for (index, det, _), (_, i, j, _) in zip(reductions, ops, strict=True):
+                a, b = arrays[i], None if j is None else arrays[j]
+                if not det:
+                    value = _local_sum(a.interior, None if b is None else b.interior)
+                    self.pending.append(("sum", index, value, first.comm))
+                elif b is None or b.halo == a.halo:
+                    limbs = accumulate_buffer(a.local, a.halo, a.local_shape,
+                                              None if b is None else b.local)  # fmt: skip
+                    self.pending.append(("det", index, limbs, first.comm))
+                else:
+                    from parcomp.runtime.exactsum import accumulate_products
+
+                    limbs = accumulate_products(a.interior, b.interior)
+                    self.pending.append(("det", index, limbs, first.comm))
             return
         layout = first.layout
         ndim = len(layout.local_shape)
