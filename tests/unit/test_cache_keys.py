@@ -26,8 +26,8 @@ _axpy_kernel()(np.ones((2, 2)), 2.0, np.ones((2, 2)))
 u = np.zeros((6, 6))
 heat_step_2d(u, u.copy(), 0.1)
 kernels = {
-    "exact sum": (es._accumulate_kernel(), es._sum_blocks)[1],
-    "exact dot": es._stage,
+    "exact sum": (es._accumulate_kernel(), es.bins.sum_blocks)[1],
+    "exact dot": es.bins.stage,
     "fetch_add": counter._fetch_add_kernel,
     "fletcher": _fletcher(),
     "axpy": _axpy_kernel(),
