@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from parcomp.arrays.algebra import VectorAlgebra
+from parcomp.arrays.fused import settle
 from parcomp.arrays.redistribute import pencil_dims, redistribute_array
 from parcomp.grid.halo import HaloExchange, check_halo, halo_plan, largest_tag
 from parcomp.grid.layout import Layout
@@ -322,7 +323,8 @@ class DistArray(VectorAlgebra):
 
     def zeros_like(self, dtype: Any = None) -> DistArray:
         """A zero array with the same decomposition and halo (local; no communication)."""
-        new = type(self).from_layout(self.layout, self.dtype if dtype is None else dtype)
+        cls = getattr(type(self), "_fused_base", type(self))  # (held in a fused block)
+        new = cls.from_layout(self.layout, self.dtype if dtype is None else dtype)
         new.spectrum = self.spectrum
         return new
 
@@ -361,16 +363,19 @@ class DistArray(VectorAlgebra):
         Collective over the array's communicator.  Non-blocking to all neighbours at once
         with persistent requests and subarray datatypes built on the first call and reused.
         """
+        settle()  # a block's recorded updates first (parcomp.arrays.fused)
         self.exchanger(corners).exchange()
 
     @collective("DistArray.start_exchange")
     def start_exchange(self, corners: bool = False) -> None:
         """Start a halo exchange and return at once (compute the interior meanwhile)."""
+        settle()  # a block's recorded updates first (parcomp.arrays.fused)
         self.exchanger(corners).start()
 
     @collective("DistArray.finish_exchange")
     def finish_exchange(self, corners: bool = False) -> None:
         """Wait for the exchange started by :meth:`start_exchange`."""
+        settle()  # a block's recorded updates first (parcomp.arrays.fused)
         self.exchanger(corners).wait()
 
     def _block_type(self, rank: int) -> Any:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from parcomp.arrays.array import DistArray
+from parcomp.arrays.fused import settle
 from parcomp.grid.halo import HaloExchange, halo_plan
 from parcomp.runtime.agree import alike
 from parcomp.runtime.cache import cache_on
@@ -127,6 +128,7 @@ def exchange_halos(*arrays: DistArray, corners: bool = False) -> None:
     every array's slab, so two fields cost one latency, not two.
     """
     checked = _checked(arrays)
+    settle()  # a fused block's recorded updates first (parcomp.arrays.fused)
     with alike(checked[0].comm, catch=CollectiveError):  # started twice, finished unstarted
         group_exchange(checked, corners).exchange()
 
@@ -135,6 +137,7 @@ def exchange_halos(*arrays: DistArray, corners: bool = False) -> None:
 def start_exchange(*arrays: DistArray, corners: bool = False) -> None:
     """Start the exchange of :func:`exchange_halos` and return at once."""
     checked = _checked(arrays)
+    settle()
     with alike(checked[0].comm, catch=CollectiveError):  # started twice, finished unstarted
         group_exchange(checked, corners).start()
 
@@ -144,6 +147,7 @@ def finish_exchange(*arrays: DistArray, corners: bool = False) -> None:
     """Wait for the exchange :func:`start_exchange` started on the same arrays (the same
     order and corners; otherwise :class:`~parcomp.runtime.errors.CollectiveError` on every rank)."""
     checked = _checked(arrays)
+    settle()
     with alike(checked[0].comm, catch=CollectiveError):  # started twice, finished unstarted
         group_exchange(checked, corners).wait()
 

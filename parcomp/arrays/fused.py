@@ -29,24 +29,37 @@ outside the block); a reduction's value is collective like the call that made it
 it on every rank, as SPMD code does); other dtypes and complex values simply run at once.
 The first use of a new sequence of operations compiles its loop (Numba, about 0.3 s on
 each rank; then cached in the process).
+
+Not watched: a NumPy view of a recorded array's buffer taken *before* the block (``xi =
+x.interior`` kept in a variable) reads and writes the buffer without running what is
+recorded; inside a block, read through the array (``x.interior``) or leave the block
+first.  Should the compiled loop itself fail (a read-only buffer), the stretch it was
+running is lost with the error.
 """
 
 from __future__ import annotations
 
+import numbers
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from parcomp.grid.layout import layout_difference
-from parcomp.runtime.errors import ShapeError
-from parcomp.runtime.ranks import mark_everywhere
+from parcomp.runtime.watchdog import collective
 
-__all__ = ["fused", "Deferred", "recording"]
+__all__ = ["fused", "Deferred", "recording", "settle"]
 
 _STATE = threading.local()
 _REAL = (float, int, np.floating, np.integer)
+
+
+def _real(x: Any) -> bool:
+    """A scalar the loop takes as a float64 without changing a result (not long double,
+    which NumPy keeps wider)."""
+    return isinstance(x, _REAL) and not isinstance(x, np.longdouble)
+
+
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 #: ``np.einsum`` subscripts of a full dot product of two n-d arrays (no temporary)
 EINSUM_DOT = {n: f"{_LETTERS[:n]},{_LETTERS[:n]}->" for n in range(1, 27)}
@@ -57,6 +70,16 @@ _BLOCK = 4096  # parcomp.runtime.exactsum.BLOCK: an exact reduction's staged blo
 def recording() -> Program | None:
     """The program being recorded on this thread, if inside ``fused()``."""
     return getattr(_STATE, "program", None)
+
+
+def settle() -> None:
+    """Run what this thread's block recorded so far (local; a no-op outside a block).
+
+    For what reaches array data without reading ``.local`` again: a halo exchange keeps
+    its requests on the buffer, so the exchanges and stencils call this first."""
+    program = getattr(_STATE, "program", None)
+    if program is not None:
+        program.run_local()
 
 
 class fused:  # noqa: N801 - used as a function: ``with parcomp.fused():``
@@ -70,17 +93,21 @@ class fused:  # noqa: N801 - used as a function: ``with parcomp.fused():``
     ...     rs_new = r.dot(r, deterministic=True)  # one pass for the three
     """
 
-    __slots__ = ("program",)
+    __slots__ = ("programs",)
+
+    def __init__(self) -> None:
+        self.programs: list[Program | None] = []  # one per (re-)entry: None when nested
 
     def __enter__(self) -> None:
         if recording() is not None:  # nested: the outer block records
-            self.program = None
+            self.programs.append(None)
             return
-        self.program = Program()
-        _STATE.program = self.program
+        program = Program()
+        self.programs.append(program)
+        _STATE.program = program
 
     def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
-        program = self.program
+        program = self.programs.pop()
         if program is None:
             return
         _STATE.program = None
@@ -116,8 +143,19 @@ class Deferred:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return np.asarray(self.value, dtype=dtype)
 
-    def __repr__(self) -> str:
-        return f"Deferred({self.value!r})" if self._value is not None else "Deferred(pending)"
+    def __repr__(self) -> str:  # never communicates: shows the value once it is known
+        known = self._value is not None or self._index in self._program.values
+        return f"Deferred({self.value!r})" if known else "Deferred(pending)"
+
+    def __str__(self) -> str:  # print(rs): the value (collective, as using it)
+        return str(self.value)
+
+    @property
+    def real(self) -> float:
+        return self.value
+
+    def __round__(self, ndigits: int | None = None) -> Any:
+        return round(self.value, ndigits)
 
     def __format__(self, spec: str) -> str:
         return format(self.value, spec)
@@ -138,14 +176,17 @@ def _binary(name: str) -> Callable[..., Any]:
     return op
 
 
-for _name in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod", "lt", "le", "gt",
-              "ge", "eq", "ne"):  # fmt: skip
+for _name in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod", "divmod", "lt",
+              "le", "gt", "ge", "eq", "ne"):  # fmt: skip
     setattr(Deferred, f"__{_name}__", _binary(f"__{_name}__"))
-    if _name in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod"):
+    if _name in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod", "divmod"):
         setattr(Deferred, f"__r{_name}__", _binary(f"__r{_name}__"))
-for _name in ("neg", "pos", "abs", "int", "round"):
+for _name in ("neg", "pos", "abs", "int", "trunc", "floor", "ceil"):
     setattr(Deferred, f"__{_name}__", (lambda n: lambda self, *a: getattr(self.value, n)(*a))(
         f"__{_name}__"))  # fmt: skip
+
+
+numbers.Real.register(Deferred)  # a float where one is expected (checkpoint scalars ...)
 
 
 # ------------------------------------------------------------------------- the program
@@ -154,6 +195,8 @@ class Program:
     the reductions (their local partials, then their values)."""
 
     def __init__(self) -> None:
+        # another thread reading a held array's buffer runs this program too
+        self.lock = threading.RLock()
         self._reset()
         self.pending: list[tuple[str, int, Any, Any]] = []  # (kind, index, partial, comm)
         self.values: dict[int, float] = {}
@@ -161,7 +204,7 @@ class Program:
         self.passes = 0  # compiled passes run (one per stretch of recorded operations)
 
     def _reset(self) -> None:
-        self.alike: dict[int, Any] = {}  # partitions found equal to the first array's
+        self.alike: dict[tuple[int, int], Any] = {}  # pairs of partitions found equal
         self.arrays: list[Any] = []
         self.ops: list[tuple[Any, ...]] = []
         self.scalars: list[float] = []
@@ -174,33 +217,53 @@ class Program:
         for k in range(len(arrays)):
             if arrays[k] is arr:
                 return k
-        if arrays:
-            first = arrays[0]
-            part = arr.partition
-            if part is not first.partition and id(part) not in self.alike:
-                if part != first.partition:
-                    raise mark_everywhere(
-                        ShapeError(f"fused: {layout_difference(first, arr)}"), first.comm
-                    )
-                self.alike[id(part)] = part  # (kept: the id stays this partition's)
         _hold(arr, self)
         arrays.append(arr)
         return len(arrays) - 1
+
+    def _alike(self, a: Any, b: Any) -> bool:
+        pa, pb = a.partition, b.partition
+        if pa is pb or (id(pa), id(pb)) in self.alike:
+            return True
+        if pa != pb:
+            return False
+        self.alike[(id(pa), id(pb))] = (pa, pb)  # kept: the ids stay these partitions'
+        return True
+
+    def _admit(self, *arrays: Any) -> bool:
+        """Whether one operation on ``arrays`` can join the recorded stretch: all
+        decomposed like its arrays; all alike but unlike them (another grid: run the
+        stretch, start a new one); else False (mixed: run at once, which raises the
+        ShapeError naming the difference)."""
+        if any(not self._alike(arrays[0], a) for a in arrays[1:]):
+            return False
+        if self.arrays and not self._alike(self.arrays[0], arrays[0]):
+            self._run_local()
+        return True
 
     @staticmethod
     def _fits(a: Any) -> bool:
         return a.dtype == np.float64 and 1 <= len(a.halo) <= 3
 
     def update(self, kind: str, target: Any, operand: Any, scalar: Any = None) -> bool:
+        """Record ``target <kind>= operand`` (see :meth:`_update`)."""
+        with self.lock:
+            return self._update(kind, target, operand, scalar)
+
+    def _update(self, kind: str, target: Any, operand: Any, scalar: Any = None) -> bool:
         """Record ``target <kind>= operand`` (``axpy``: ``target += scalar * operand``)."""
         if type(scalar) is Deferred:
             scalar = scalar.value
         if type(operand) is Deferred:
             operand = operand.value
-        if not self._fits(target) or (scalar is not None and not isinstance(scalar, _REAL)):
+        if not self._fits(target) or (scalar is not None and not _real(scalar)):
             return False
         array = hasattr(operand, "partition")
-        if (array and not self._fits(operand)) or (not array and not isinstance(operand, _REAL)):
+        if kind == "axpy" and not array:
+            return False  # axpy's x is an array: outside a block that is the error it gets
+        if (array and not self._fits(operand)) or (not array and not _real(operand)):
+            return False
+        if not self._admit(target, *([operand] if array else [])):
             return False
         t = self._slot(target)
         if array:
@@ -217,8 +280,16 @@ class Program:
 
     def reduce(self, a: Any, b: Any, deterministic: bool,
                post: Callable[[float], float] | None = None) -> Deferred | None:  # fmt: skip
+        """Record ``sum(a * b)`` (see :meth:`_reduce`)."""
+        with self.lock:
+            return self._reduce(a, b, deterministic, post)
+
+    def _reduce(self, a: Any, b: Any, deterministic: bool,
+               post: Callable[[float], float] | None = None) -> Deferred | None:  # fmt: skip
         """Record ``sum(a * b)`` (``b`` None: ``sum(a)``); its :class:`Deferred`."""
         if not self._fits(a) or (b is not None and not self._fits(b)):
+            return None
+        if not self._admit(a, *([] if b is None else [b])):
             return None
         i = self._slot(a)
         j = None if b is None else self._slot(b)
@@ -230,6 +301,10 @@ class Program:
     # -- running
     def run_local(self) -> None:
         """Run the recorded updates and the reductions' local parts (no communication)."""
+        with self.lock:
+            self._run_local()
+
+    def _run_local(self) -> None:
         if not self.ops:
             self._release()
             self._reset()
@@ -294,31 +369,14 @@ class Program:
     def _allreduce(self) -> None:
         if not self.pending:
             return
-        from mpi4py import MPI
-
-        from parcomp.runtime.callid import reduce_checked
-        from parcomp.runtime.exactsum import allsum_limbs
-
         pending, self.pending = self.pending, []
-        comm = pending[0][3]
-        if all(kind == "sum" and c is comm for kind, _, _, c in pending):  # the usual case
-            total = reduce_checked(comm, np.array([v for _, _, v, _ in pending]), MPI.SUM)
-            for (_, i, _, _), t in zip(pending, total, strict=True):
-                self.values[i] = float(t)
-            return
         comms: list[Any] = []
         for *_, comm in pending:  # one allreduce per communicator for the plain ones
             if not any(c is comm for c in comms):
                 comms.append(comm)
         for comm in comms:
-            plain = [(i, v) for kind, i, v, c in pending if kind == "sum" and c is comm]
-            if plain:
-                total = reduce_checked(comm, np.array([v for _, v in plain]), MPI.SUM)
-                for (i, _), t in zip(plain, total, strict=True):
-                    self.values[i] = float(t)
-        for kind, i, v, comm in pending:
-            if kind == "det":
-                self.values[i] = allsum_limbs(v[0], v[1], comm)
+            mine = [p for p in pending if p[3] is comm]
+            self.values.update(_reduce_values(mine, comm))
 
     def finish(self) -> None:
         """The block's end: run the rest, reduce what is pending (collective)."""
@@ -328,6 +386,28 @@ class Program:
     def _release(self) -> None:
         for a in self.arrays:
             _unhold(a)
+
+
+@collective("parcomp.fused: a reduction's value", lambda pending, comm: comm)
+def _reduce_values(pending: list[tuple[str, int, Any, Any]], comm: Any) -> dict[int, float]:
+    """The values of a block's reductions on ``comm``: one allreduce for the plain ones,
+    one per exact one (collective, named for the hang reports and the debug check: a
+    value used on some ranks only is a lone collective, as the call that made it)."""
+    from mpi4py import MPI
+
+    from parcomp.runtime.callid import reduce_checked
+    from parcomp.runtime.exactsum import allsum_limbs
+
+    values = {}
+    plain = [(i, v) for kind, i, v, _ in pending if kind == "sum"]
+    if plain:
+        total = reduce_checked(comm, np.array([v for _, v in plain]), MPI.SUM)
+        for (i, _), t in zip(plain, total, strict=True):
+            values[i] = float(t)
+    for kind, i, v, _ in pending:
+        if kind == "det":
+            values[i] = allsum_limbs(v[0], v[1], comm)
+    return values
 
 
 def _buffers(nred: int, ndet: int) -> tuple[np.ndarray, ...]:
@@ -379,9 +459,20 @@ def _hold(arr: Any, program: Program) -> None:
     if sub is None:
         sub = _HOLDING[base] = type(base.__name__, (base,), {
             "local": property(_local_get, _local_set), "__module__": base.__module__,
-            "__qualname__": base.__qualname__, "_fused_base": base})  # fmt: skip
+            "__qualname__": base.__qualname__, "_fused_base": base,
+            "__copy__": _copy_held})  # fmt: skip
     arr.__dict__["_fused_program"] = program
     arr.__class__ = sub
+
+
+def _copy_held(self: Any) -> Any:
+    """``copy.copy`` of a held array: a plain one (the buffer shared, as copy.copy of
+    the array outside a block), not held."""
+    base = getattr(type(self), "_fused_base")  # noqa: B009 - a private name
+    self.local  # noqa: B018 - runs what is recorded first (and releases self)
+    new = object.__new__(base)
+    new.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_fused_program"})
+    return new
 
 
 def _unhold(arr: Any) -> None:

@@ -241,7 +241,9 @@ def to_float(acc: np.ndarray, special: float = 0.0) -> float:
     """The accumulator's value rounded once to the nearest float64 (ties to even)."""
     if special != 0.0 or np.isnan(special):
         return special
-    acc = np.asarray(acc, np.int64)
+    acc = np.array(acc, np.int64)  # a copy, normalised: limbs added over ranks carry
+    _accumulate_kernel()
+    _normalise_kernel(acc)
     if acc[-1] < 0:  # negative (normalised limbs: only the last carries the sign)
         neg = -acc
         _accumulate_kernel()

@@ -25,6 +25,7 @@ from typing import Any
 
 from parcomp.arrays.array import DistArray
 from parcomp.arrays.exchange import group_exchange
+from parcomp.arrays.fused import settle
 from parcomp.runtime import watchdog
 from parcomp.runtime.cache import cache_on
 from parcomp.runtime.errors import KernelSignatureError
@@ -113,6 +114,7 @@ def run_stencil(
     given kernel and argument types also compiles it (or loads it from the cache) under
     an agreement, so a compile error is raised on every rank and reported once.
     """
+    settle()  # inside parcomp.fused(): the recorded updates before the exchange reads
     if steps is not None or rotate is not None or tile is not None or (overlap and exchange):
         return _run_planned(kernel, args, corners, exchange, overlap, steps, rotate, tile)
     hits = RUNNERS.get((kernel, corners))
