@@ -235,9 +235,16 @@ class Program:
         decomposed like its arrays; all alike but unlike them (another grid: run the
         stretch, start a new one); else False (mixed: run at once, which raises the
         ShapeError naming the difference)."""
-        if any(not self._alike(arrays[0], a) for a in arrays[1:]):
-            return False
-        if self.arrays and not self._alike(self.arrays[0], arrays[0]):
+        head = arrays[0]
+        for a in arrays[1:]:
+            if a.partition is not head.partition and not self._alike(head, a):
+                return False
+        recorded = self.arrays
+        if (
+            recorded
+            and recorded[0].partition is not head.partition
+            and not self._alike(recorded[0], head)
+        ):
             self._run_local()
         return True
 
