@@ -52,6 +52,8 @@ def main() -> None:
         f"one commit (Checkpointer.save, 3 kB per rank): {r['commit warm'] * 1e3:.2f} ms back to "
         f"back, {r['commit cold'] * 1e3:.2f} ms after 0.5 s of compute"
     )
+    print(f"a bare 4 kB write + fsync (rank 0): {r['fsync warm'] * 1e3:.2f} ms back to back, "
+          f"{r['fsync cold'] * 1e3:.2f} ms after 0.5 s idle")  # fmt: skip
     if failed:
         sys.exit("a case made no commit: it measured nothing")
 

@@ -4,6 +4,7 @@ checkpoints, interleaved in one job.  Prints one JSON object (rank 0)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -85,6 +86,25 @@ def commit_times() -> tuple[list[float], list[float]]:
     return warm, cold
 
 
+def fsync_times() -> tuple[float, float]:
+    """Rank 0: a bare 4 kB write + fsync (no parcomp), back to back and after 0.5 s idle:
+    how cold this machine's I/O path gets between rounds (medians, seconds)."""
+    warm: list[float] = []
+    cold: list[float] = []
+    path = ROOT / "fsync-probe"
+    for i in range(2 * REPEATS + 2):
+        if i % 2:
+            time.sleep(0.5)
+        t = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, b"x" * 4096)
+        os.fsync(fd)
+        os.close(fd)
+        if i >= 2:
+            (cold if i % 2 else warm).append(time.perf_counter() - t)
+    return statistics.median(warm), statistics.median(cold)
+
+
 def main() -> None:
     cases = {
         "medium/plain": lambda: parcomp.map_reduce(medium, range(100)),
@@ -113,9 +133,11 @@ def main() -> None:
     # 0.5 s of compute: what a commit costs depends on how long the disk path sat idle
     warm, cold = commit_times()
     if comm.rank == 0:
+        bare = fsync_times()
         out = {k: statistics.median(v) for k, v in samples.items()}
         out["resume 10,000"] = statistics.median(resumes)
         out["commit warm"], out["commit cold"] = statistics.median(warm), statistics.median(cold)
+        out["fsync warm"], out["fsync cold"] = bare
         out["saves"] = {k: statistics.median(v) for k, v in SAVES.items()}
         print(json.dumps(out))
         shutil.rmtree(ROOT, ignore_errors=True)

@@ -37,6 +37,7 @@ _HEADROOM = 6  # (flush_bin needs 2**(e - 45 + 78) finite: top < 1e290 keeps e <
 # with somewhat larger values (the largest of 4,096 normal deviates varies by 2x) fit too
 _MAXROWS = 64  # rows a bin takes before its flush: drift < 64 * 2**(b+45) = 2**(b+51)
 # The compiled block kernels, set by _accumulate_kernel() (each calls the others by these names)
+_step: Any = None
 _flush_bin: Any = None
 _max8: Any = None
 _bins: Any = None
@@ -87,261 +88,77 @@ def _max8_py(a):  # pragma: no cover - compiled
     return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
 
 
+def _step_py(a, b, rr, mm, v):  # pragma: no cover - compiled (inlined)
+    """One value through the two bins: ``(s + v) - s`` is ``v`` rounded to the bin's
+    multiple, exactly; the exact remainder goes on.  Returns the bins, the largest
+    remainder below the low bin and the largest |value|."""
+    mm = max(mm, abs(v))
+    t = a + v
+    v -= t - a
+    t2 = b + v
+    v -= t2 - b
+    return t, t2, max(rr, abs(v)), mm
+
+
 def _bins_py(X, i0, j0, s0, s1, r, m):  # pragma: no cover - compiled
     """One block through the two bins: the tile ``X[i0 : i0 + ROWS, j0 : j0 + LANES]``
     (rows of a C-contiguous array: a contiguous block reshaped, or a tile of a
     ghosted buffer, read in place); ``r``: per lane the largest remainder below the
     low bin, ``m``: per lane the largest |value|.  The eight rows are written out so
     that a lane's bins stay in registers (2x faster at 10**7 values than a loop)."""
-    x0 = X[i0, j0 : j0 + LANES]
-    x1 = X[i0 + 1, j0 : j0 + LANES]
-    x2 = X[i0 + 2, j0 : j0 + LANES]
-    x3 = X[i0 + 3, j0 : j0 + LANES]
-    x4 = X[i0 + 4, j0 : j0 + LANES]
-    x5 = X[i0 + 5, j0 : j0 + LANES]
-    x6 = X[i0 + 6, j0 : j0 + LANES]
-    x7 = X[i0 + 7, j0 : j0 + LANES]
+    x0, x1 = X[i0, j0 : j0 + LANES], X[i0 + 1, j0 : j0 + LANES]
+    x2, x3 = X[i0 + 2, j0 : j0 + LANES], X[i0 + 3, j0 : j0 + LANES]
+    x4, x5 = X[i0 + 4, j0 : j0 + LANES], X[i0 + 5, j0 : j0 + LANES]
+    x6, x7 = X[i0 + 6, j0 : j0 + LANES], X[i0 + 7, j0 : j0 + LANES]
     for lane in range(LANES):
         a, b, rr, mm = s0[lane], s1[lane], r[lane], m[lane]
-        v = x0[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x1[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x2[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x3[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x4[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x5[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x6[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x7[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
+        a, b, rr, mm = _step(a, b, rr, mm, x0[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x1[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x2[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x3[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x4[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x5[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x6[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x7[lane])
         s0[lane], s1[lane], r[lane], m[lane] = a, b, rr, mm
 
 
 def _bins_dot_py(X, Y, i0, j0, s0, s1, r, m):  # pragma: no cover - compiled
     """:func:`_bins` of the rounded products ``X * Y`` (no array of products)."""
-    x0 = X[i0, j0 : j0 + LANES]
-    y0 = Y[i0, j0 : j0 + LANES]
-    x1 = X[i0 + 1, j0 : j0 + LANES]
-    y1 = Y[i0 + 1, j0 : j0 + LANES]
-    x2 = X[i0 + 2, j0 : j0 + LANES]
-    y2 = Y[i0 + 2, j0 : j0 + LANES]
-    x3 = X[i0 + 3, j0 : j0 + LANES]
-    y3 = Y[i0 + 3, j0 : j0 + LANES]
-    x4 = X[i0 + 4, j0 : j0 + LANES]
-    y4 = Y[i0 + 4, j0 : j0 + LANES]
-    x5 = X[i0 + 5, j0 : j0 + LANES]
-    y5 = Y[i0 + 5, j0 : j0 + LANES]
-    x6 = X[i0 + 6, j0 : j0 + LANES]
-    y6 = Y[i0 + 6, j0 : j0 + LANES]
-    x7 = X[i0 + 7, j0 : j0 + LANES]
-    y7 = Y[i0 + 7, j0 : j0 + LANES]
+    x0, x1 = X[i0, j0 : j0 + LANES], X[i0 + 1, j0 : j0 + LANES]
+    x2, x3 = X[i0 + 2, j0 : j0 + LANES], X[i0 + 3, j0 : j0 + LANES]
+    x4, x5 = X[i0 + 4, j0 : j0 + LANES], X[i0 + 5, j0 : j0 + LANES]
+    x6, x7 = X[i0 + 6, j0 : j0 + LANES], X[i0 + 7, j0 : j0 + LANES]
+    y0, y1 = Y[i0, j0 : j0 + LANES], Y[i0 + 1, j0 : j0 + LANES]
+    y2, y3 = Y[i0 + 2, j0 : j0 + LANES], Y[i0 + 3, j0 : j0 + LANES]
+    y4, y5 = Y[i0 + 4, j0 : j0 + LANES], Y[i0 + 5, j0 : j0 + LANES]
+    y6, y7 = Y[i0 + 6, j0 : j0 + LANES], Y[i0 + 7, j0 : j0 + LANES]
     for lane in range(LANES):
         a, b, rr, mm = s0[lane], s1[lane], r[lane], m[lane]
-        v = x0[lane] * y0[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x1[lane] * y1[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x2[lane] * y2[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x3[lane] * y3[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x4[lane] * y4[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x5[lane] * y5[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x6[lane] * y6[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
-        v = x7[lane] * y7[lane]
-        mm = max(mm, abs(v))
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rr = max(rr, abs(v))
+        a, b, rr, mm = _step(a, b, rr, mm, x0[lane] * y0[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x1[lane] * y1[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x2[lane] * y2[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x3[lane] * y3[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x4[lane] * y4[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x5[lane] * y5[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x6[lane] * y6[lane])
+        a, b, rr, mm = _step(a, b, rr, mm, x7[lane] * y7[lane])
         s0[lane], s1[lane], r[lane], m[lane] = a, b, rr, mm
 
 
 def _bins_remainders_py(x, s0, s1, rem):  # pragma: no cover - compiled
-    """:func:`_bins` again, keeping every remainder (for the long accumulator)."""
-    for lane in range(LANES):
-        a, b = s0[lane], s1[lane]
-        v = x[lane]
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rem[lane] = v
-        v = x[1 * LANES + lane]
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rem[1 * LANES + lane] = v
-        v = x[2 * LANES + lane]
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rem[2 * LANES + lane] = v
-        v = x[3 * LANES + lane]
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rem[3 * LANES + lane] = v
-        v = x[4 * LANES + lane]
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rem[4 * LANES + lane] = v
-        v = x[5 * LANES + lane]
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rem[5 * LANES + lane] = v
-        v = x[6 * LANES + lane]
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rem[6 * LANES + lane] = v
-        v = x[7 * LANES + lane]
-        t = a + v
-        v -= t - a
-        a = t
-        t = b + v
-        v -= t - b
-        b = t
-        rem[7 * LANES + lane] = v
-        s0[lane], s1[lane] = a, b
+    """:func:`_bins` again on a block, keeping every remainder (for the long
+    accumulator; a rare path, so a plain loop)."""
+    for row in range(ROWS):
+        for lane in range(LANES):
+            v = x[row * LANES + lane]
+            t = s0[lane] + v
+            v -= t - s0[lane]
+            s0[lane] = t
+            t = s1[lane] + v
+            v -= t - s1[lane]
+            s1[lane] = t
+            rem[row * LANES + lane] = v
 
 
 def _scan_py(x, m, bad):  # pragma: no cover - compiled
@@ -536,6 +353,7 @@ def unstage_py(ws, dot, acc, special):  # pragma: no cover - compiled
 
 
 BLOCK_KERNELS = (
+    "_step",
     "_flush_bin",
     "_max8",
     "_bins",

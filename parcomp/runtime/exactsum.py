@@ -123,7 +123,10 @@ def _accumulate_kernel() -> Any:
         bins.use_long_kernels(_normalise_kernel, _long_kernel)
         g = vars(bins)
         for name in bins.BLOCK_KERNELS:  # callees before callers
-            g[name] = jit(nogil=True, error_model="numpy")(g[name + "_py"]).dispatcher
+            inline = "always" if name == "_step" else "never"  # the bins' step: in registers
+            g[name] = jit(nogil=True, error_model="numpy", inline=inline)(
+                g[name + "_py"]
+            ).dispatcher
         _kernel = _long_kernel
     return _kernel
 
